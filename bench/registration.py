@@ -1,0 +1,108 @@
+"""Benchmark: the registration example in process, fsync on.
+
+Measures full-ack append latency from one client and throughput from 16 concurrent client
+threads. Prints a table; timings never fail anything.
+
+    make bench            # or: .venv/bin/python bench/registration.py --tasks 4 --seconds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+import headwater as hw  # noqa: E402
+from examples.registration import UserSignUp, registration  # noqa: E402
+
+
+def fsync_latency_ms(directory: str, samples: int = 200) -> float:
+    path = os.path.join(directory, "fsync-probe")
+    timings = []
+    with open(path, "wb") as f:
+        for _ in range(samples):
+            f.write(b"x" * 128)
+            started = time.perf_counter()
+            os.fsync(f.fileno())
+            timings.append(time.perf_counter() - started)
+    os.remove(path)
+    return statistics.median(timings) * 1000
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def latency(depot: object, count: int) -> list[float]:
+    timings = []
+    for i in range(count):
+        event = UserSignUp(f"solo{i}@example.com", "h", 1_700_000_000_000)
+        started = time.perf_counter()
+        depot.append(event)  # type: ignore[attr-defined]
+        timings.append(time.perf_counter() - started)
+    return timings
+
+
+def throughput(depot: object, clients: int, seconds: float) -> tuple[float, list[float]]:
+    stop = time.monotonic() + seconds
+    counts = [0] * clients
+    timings: list[list[float]] = [[] for _ in range(clients)]
+
+    def client(n: int) -> None:
+        i = 0
+        while time.monotonic() < stop:
+            started = time.perf_counter()
+            depot.append(UserSignUp(f"c{n}-{i}@example.com", "h", 1_700_000_000_000))  # type: ignore[attr-defined]
+            timings[n].append(time.perf_counter() - started)
+            i += 1
+        counts[n] = i
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    return sum(counts) / elapsed, [x for per in timings for x in per]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", type=int, default=2)
+    parser.add_argument("--count", type=int, default=3000, help="sequential appends for the latency run")
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="headwater-bench-") as directory:
+        fsync_ms = fsync_latency_ms(directory)
+        with hw.InProcessCluster(os.path.join(directory, "data")) as cluster:
+            cluster.deploy(registration, tasks=args.tasks)
+            depot = cluster.depot("registration", "registrations")
+            latency(depot, 300)  # warm up
+            solo = latency(depot, args.count)
+            rate, concurrent = throughput(depot, args.clients, args.seconds)
+    print(f"\nheadwater registration benchmark — {os.cpu_count()} cores, fsync p50 {fsync_ms:.3f} ms, "
+          f"tasks={args.tasks}, full ack, fsync on\n")
+    print(f"| {'measure':<44} | {'value':>12} |")
+    print(f"|{'-' * 46}|{'-' * 14}|")
+    rows = [
+        ("full-ack append latency p50, 1 client (ms)", f"{percentile(solo, 0.5) * 1000:.3f}"),
+        ("full-ack append latency p99, 1 client (ms)", f"{percentile(solo, 0.99) * 1000:.3f}"),
+        (f"throughput, {args.clients} client threads (appends/s)", f"{rate:,.0f}"),
+        (f"latency p50, {args.clients} clients (ms)", f"{percentile(concurrent, 0.5) * 1000:.3f}"),
+        (f"latency p99, {args.clients} clients (ms)", f"{percentile(concurrent, 0.99) * 1000:.3f}"),
+    ]
+    for name, value in rows:
+        print(f"| {name:<44} | {value:>12} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""headwater: build backends log-first.
+
+Durable partitioned event logs (depots), the Python code that reacts to every append (stream
+topologies), the indexed state it maintains (PStates), and reads over it — one system that runs
+inside a unit test exactly as it runs on a cluster.
+"""
+
+from headwater.client.api import AppendResult, DeadLetter, DepotRecord, PartitionInfo, QueryContext
+from headwater.cluster.inprocess import InProcessCluster
+from headwater.engine.context import Context
+from headwater.engine.definitions import Ack, Module, Retry
+from headwater.errors import (
+    AckTimeout,
+    DefinitionError,
+    HandlerError,
+    HeadwaterError,
+    IdempotencyConflict,
+    NotFound,
+    PathError,
+    PermissionDenied,
+    ReadOnlyError,
+    SchemaError,
+    StorageError,
+    Unavailable,
+    WrongPartitionError,
+)
+from headwater.schema import List, Map, Record, Set
+
+__all__ = [
+    "Ack",
+    "AckTimeout",
+    "AppendResult",
+    "Context",
+    "DeadLetter",
+    "DefinitionError",
+    "DepotRecord",
+    "HandlerError",
+    "HeadwaterError",
+    "IdempotencyConflict",
+    "InProcessCluster",
+    "List",
+    "Map",
+    "Module",
+    "NotFound",
+    "PartitionInfo",
+    "PathError",
+    "PermissionDenied",
+    "QueryContext",
+    "ReadOnlyError",
+    "Record",
+    "Retry",
+    "SchemaError",
+    "Set",
+    "StorageError",
+    "Unavailable",
+    "WrongPartitionError",
+]

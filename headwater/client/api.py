@@ -1,0 +1,361 @@
+"""The client API over a deployed module: depots, PState views, queries, dead letters.
+
+Everything here talks to tasks only through the deployment's transport, so the same classes
+serve an in-process cluster now and a cluster of processes later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from headwater.engine import messages
+from headwater.engine.definitions import Ack
+from headwater.engine.messages import AppendRecord, Completed, RetryDeadLetter
+from headwater.engine.runtime import DepotRuntime, PStateRuntime
+from headwater.errors import (
+    AckTimeout,
+    HandlerError,
+    IdempotencyConflict,
+    NotFound,
+    PathError,
+    PermissionDenied,
+    ReadOnlyError,
+)
+from headwater.client.replies import Waiter
+
+if TYPE_CHECKING:
+    from headwater.cluster.inprocess import Deployment
+
+__all__ = ["AppendResult", "DeadLetter", "DepotClient", "PartitionInfo", "QueryContext", "DepotRecord", "pstate_view"]
+
+
+class AppendResult:
+    """Where an event landed and what each stream topology returned for it."""
+
+    __slots__ = ("partition", "offset", "results")
+
+    def __init__(self, partition: int, offset: int, results: dict[str, Any]) -> None:
+        self.partition = partition
+        self.offset = offset
+        self.results = results
+
+    def __getitem__(self, topology: str) -> Any:
+        try:
+            return self.results[topology]
+        except KeyError:
+            raise NotFound("topology result", topology, self.results) from None
+
+    def get(self, topology: str, default: Any = None) -> Any:
+        return self.results.get(topology, default)
+
+    def __repr__(self) -> str:
+        return f"AppendResult(partition={self.partition}, offset={self.offset}, results={self.results!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class DepotRecord:
+    partition: int
+    offset: int
+    timestamp: datetime
+    event: Any
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionInfo:
+    partition: int
+    start_offset: int
+    end_offset: int  # the offset the next append will get
+
+
+def _ack(ack: Ack | str) -> Ack:
+    try:
+        return ack if isinstance(ack, Ack) else Ack(str(ack).lower())
+    except ValueError:
+        raise ValueError(f"ack={ack!r} is not valid; use headwater.Ack.FULL, Ack.APPEND or Ack.NONE") from None
+
+
+def raise_failure(message: Completed, what: str) -> None:
+    if message.failure is not None:
+        if message.failure_kind == "IdempotencyConflict":
+            raise IdempotencyConflict(message.failure)
+        raise NotFound("dead letter", what, []) if message.failure_kind == "NotFound" else RuntimeError(message.failure)
+    if message.errors:
+        topology, error_type, text = message.errors[0]
+        more = f" ({len(message.errors) - 1} more errors)" if len(message.errors) > 1 else ""
+        raise HandlerError(
+            f"topology {topology!r} raised {error_type} processing {what} (partition {message.partition}, "
+            f"offset {message.offset}){more}; the event is durable and the failure is in "
+            f"cluster.dead_letters(..., {topology!r})",
+            remote_traceback=text, error_type=error_type, topology=topology,
+            partition=message.partition, offset=message.offset,
+        )
+
+
+class DepotClient:
+    def __init__(self, deployment: Deployment, depot: DepotRuntime) -> None:
+        self._deployment = deployment
+        self._depot = depot
+        self.name = depot.name
+        self.module = deployment.runtime.name
+
+    def __repr__(self) -> str:
+        return f"<DepotClient {self.module}.{self.name} partitions={self._depot.partitions}>"
+
+    @property
+    def partitions(self) -> int:
+        return self._depot.partitions
+
+    # ---- appends --------------------------------------------------------------------------
+    def _submit(self, event: Any, ack: Ack, timeout: float, idempotency_key: str | None,
+                loop: asyncio.AbstractEventLoop | None = None, encoded: bytes | None = None) -> Waiter | None:
+        depot = self._depot
+        if not depot.decl.client_appends:
+            raise PermissionDenied(
+                f"depot {self.module}.{self.name} takes appends only from its module's topologies "
+                "(client_appends=False); append to another depot or from a topology with ctx.append"
+            )
+        if idempotency_key is not None and not isinstance(idempotency_key, str):
+            raise ValueError(f"idempotency_key must be a str, not {type(idempotency_key).__name__}")
+        data, validated = depot.codec.encode(event) if encoded is None else (encoded, depot.codec.decode(encoded))
+        partition = depot.partition_for(validated, idempotency_key)
+        deployment = self._deployment
+        deployment.check_open()
+        waiter = Waiter(partition, loop=loop) if ack is not Ack.NONE else None
+        request = deployment.router.register(waiter) if waiter is not None else 0
+        message = AppendRecord(depot.depot_id, partition, data, ack.value, deployment.client_id, request, idempotency_key)
+        try:
+            deployment.transport.admit_append(depot.task_of_partition(partition), messages.encode(message), timeout_s=timeout)
+        except BaseException:
+            deployment.router.forget(request)
+            raise
+        return waiter
+
+    def _result(self, waiter: Waiter | None, ack: Ack, timeout: float, started: float) -> AppendResult | None:
+        if waiter is None:
+            return None
+        remaining = max(0.0, timeout - (time.monotonic() - started))
+        if ack is Ack.APPEND:
+            if waiter.wait_durable(remaining):
+                if waiter.completed is not None:
+                    raise_failure(waiter.completed, f"an event of {self.module}.{self.name}")
+                return AppendResult(waiter.partition, waiter.offset or 0, {})
+        elif waiter.wait_done(remaining):
+            return self._completed(waiter)
+        raise self._timeout(waiter, ack, timeout)
+
+    def _completed(self, waiter: Waiter) -> AppendResult:
+        message = waiter.completed
+        assert message is not None
+        raise_failure(message, f"an event of {self.module}.{self.name}")
+        results = {topology: messages.loads(value) for topology, value in message.results.items()}
+        return AppendResult(message.partition, message.offset, results)
+
+    def _timeout(self, waiter: Waiter, ack: Ack, timeout: float) -> AckTimeout:
+        self._deployment.check_open()
+        if waiter.offset is not None:
+            return AckTimeout(
+                f"no {ack.value} ack from {self.module}.{self.name} within {timeout}s; the event is durable at "
+                f"partition {waiter.partition}, offset {waiter.offset} and will still be processed",
+                partition=waiter.partition, offset=waiter.offset,
+            )
+        return AckTimeout(
+            f"no ack from {self.module}.{self.name} within {timeout}s and the event is not yet confirmed durable "
+            f"(partition {waiter.partition}); append again with the same idempotency_key to be sure it lands once",
+            partition=waiter.partition,
+        )
+
+    def append(self, event: Any, *, ack: Ack | str = Ack.FULL, timeout: float = 30.0,
+               idempotency_key: str | None = None) -> AppendResult | None:
+        """Append `event`; with Ack.FULL wait until every stream topology processed it."""
+        ack = _ack(ack)
+        started = time.monotonic()
+        waiter = self._submit(event, ack, timeout, idempotency_key)
+        return self._result(waiter, ack, timeout, started)
+
+    def append_many(self, events: Iterable[Any], *, ack: Ack | str = Ack.FULL,
+                    timeout: float = 30.0) -> list[AppendResult | None]:
+        """Append several events, submitted together so they share fsyncs; results in input order."""
+        ack = _ack(ack)
+        started = time.monotonic()
+        waiters = [self._submit(event, ack, timeout, None) for event in events]
+        return [self._result(waiter, ack, timeout, started) for waiter in waiters]
+
+    async def append_async(self, event: Any, *, ack: Ack | str = Ack.FULL, timeout: float = 30.0,
+                           idempotency_key: str | None = None) -> AppendResult | None:
+        ack = _ack(ack)
+        if ack is not Ack.FULL:  # durability acks are a group-commit away; waiting in a thread is fine
+            return await asyncio.to_thread(self.append, event, ack=ack, timeout=timeout, idempotency_key=idempotency_key)
+        waiter = self._submit(event, ack, timeout, idempotency_key, loop=asyncio.get_running_loop())
+        assert waiter is not None
+        if await waiter.wait_done_async(timeout):
+            return self._completed(waiter)
+        raise self._timeout(waiter, ack, timeout)
+
+    # ---- reading the log ------------------------------------------------------------------
+    def _check_partition(self, partition: int) -> int:
+        if not isinstance(partition, int) or not 0 <= partition < self._depot.partitions:
+            raise ValueError(
+                f"depot {self.module}.{self.name} has partitions 0..{self._depot.partitions - 1}, not {partition!r}"
+            )
+        return partition
+
+    def partition_info(self, partition: int) -> PartitionInfo:
+        self._check_partition(partition)
+        end = self._deployment.transport.read(self._depot.task_of_partition(partition), ("depot_end", self._depot.depot_id))
+        return PartitionInfo(partition, 0, end)
+
+    def read(self, partition: int, start: int = 0, stop: int | None = None, *, limit: int = 10_000) -> list[DepotRecord]:
+        """Records with start <= offset < stop (at most `limit`), oldest first."""
+        self._check_partition(partition)
+        if stop is None or stop - start > limit:
+            stop = start + limit
+        raw = self._deployment.transport.read(self._depot.task_of_partition(partition), ("depot_read", self._depot.depot_id, max(0, start), max(0, stop)))
+        decode = self._depot.codec.decode
+        return [DepotRecord(partition, offset, datetime.fromtimestamp(ts / 1e6, tz=timezone.utc), decode(event))
+                for offset, ts, event in raw]
+
+    def tail(self, *, from_offset: int | dict[int, int] | None = None, partitions: Iterable[int] | None = None,
+             poll_s: float = 0.02, idle_timeout_s: float | None = None) -> Iterator[DepotRecord]:
+        """Iterate records as they are appended, from `from_offset` (default: the current end).
+
+        Ends when the cluster closes, or after `idle_timeout_s` seconds without a new record.
+        """
+        chosen = list(partitions) if partitions is not None else list(range(self._depot.partitions))
+        if isinstance(from_offset, dict):
+            cursors = {p: from_offset.get(p, 0) for p in chosen}
+        elif from_offset is not None:
+            cursors = {p: from_offset for p in chosen}
+        else:
+            cursors = {p: self.partition_info(p).end_offset for p in chosen}
+        idle_since = time.monotonic()
+        while not self._deployment.closed:
+            found = False
+            for partition in chosen:
+                for record in self.read(partition, cursors[partition], cursors[partition] + 1000):
+                    cursors[partition] = record.offset + 1
+                    found = True
+                    yield record
+            if found:
+                idle_since = time.monotonic()
+            elif idle_timeout_s is not None and time.monotonic() - idle_since >= idle_timeout_s:
+                return
+            else:
+                time.sleep(poll_s)
+
+
+class ClientPStateExecutor:
+    """Runs a PState view's reads on the task that owns them; clients never write."""
+
+    def __init__(self, deployment: Deployment, pstate: PStateRuntime, task: int | None) -> None:
+        self._deployment = deployment
+        self._pstate = pstate
+        self._task = task
+
+    def _route(self, steps: tuple[Any, ...]) -> int:
+        from headwater.schema import task_for_key
+
+        tasks = self._deployment.runtime.tasks
+        if not self._pstate.decl.partitioned:
+            return 0
+        if self._pstate.keyed and steps and self._task is None:
+            return task_for_key(steps[0], tasks)
+        if self._task is not None:
+            return self._task
+        if tasks == 1:
+            return 0
+        what = "a read of the whole map" if self._pstate.keyed else "a per-task PState"
+        raise PathError(
+            f"PState {self._deployment.runtime.name}.{self._pstate.name} is spread over {tasks} tasks and "
+            f"{what} has no key to route by: pass task=i to cluster.pstate(...), or read it in a query"
+        )
+
+    def read(self, steps: tuple[Any, ...], op: str, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> Any:
+        request = ("pstate", self._pstate.name, steps, op, args, kwargs or {})
+        return self._deployment.transport.read(self._route(steps), request)
+
+    def write(self, steps: tuple[Any, ...], op: str, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> None:
+        raise ReadOnlyError(
+            f"clients cannot {op} PState {self._deployment.runtime.name}.{self._pstate.name}: PStates change only "
+            "through topologies; append an event to a depot instead"
+        )
+
+
+def pstate_view(deployment: Deployment, name: Any, task: int | None = None) -> Any:
+    from headwater.pstate import View
+
+    pstate = deployment.runtime.pstate(name)
+    tasks = deployment.runtime.tasks
+    if task is not None and (not isinstance(task, int) or not 0 <= task < tasks):
+        raise ValueError(f"task={task!r} does not exist; module {deployment.runtime.name} has tasks 0..{tasks - 1}")
+    executor = ClientPStateExecutor(deployment, pstate, task)
+    return View(executor, pstate.decl.schema, name=f"{deployment.runtime.name}.{pstate.name}")
+
+
+class QueryContext:
+    """What a query body sees: read-only PStates of every task, and steps it can call on tasks."""
+
+    def __init__(self, deployment: Deployment) -> None:
+        self._deployment = deployment
+        self.num_tasks = deployment.runtime.tasks
+
+    def pstate(self, decl_or_name: Any, *, task: int | None = None) -> Any:
+        return pstate_view(self._deployment, decl_or_name, task)
+
+    def call_task(self, task_id: int, step: Any, /, *args: Any, **kwargs: Any) -> Any:
+        runtime = self._deployment.runtime
+        if not isinstance(task_id, int) or not 0 <= task_id < runtime.tasks:
+            raise ValueError(f"task {task_id!r} does not exist; tasks are 0..{runtime.tasks - 1}")
+        name = runtime.step(step).name
+        return self._deployment.transport.read(task_id, ("step", name, messages.dumps((args, kwargs))))
+
+    def call(self, key: Any, step: Any, /, *args: Any, **kwargs: Any) -> Any:
+        from headwater.schema import task_for_key
+
+        return self.call_task(task_for_key(key, self.num_tasks), step, *args, **kwargs)
+
+    def call_all(self, step: Any, /, *args: Any, **kwargs: Any) -> list[Any]:
+        return [self.call_task(task_id, step, *args, **kwargs) for task_id in range(self.num_tasks)]
+
+
+class DeadLetter:
+    """A failed invocation of a stream topology, kept with its traceback until retried."""
+
+    def __init__(self, deployment: Deployment, entry: Any) -> None:
+        self._deployment = deployment
+        self.entry = entry
+        self.id: int = entry.id
+        self.topology: str = entry.topology
+        self.kind: str = entry.kind
+        self.task: int = entry.task
+        self.partition: int = entry.partition
+        self.offset: int = entry.offset
+        self.step: str | None = entry.step
+        self.error_type: str = entry.error_type
+        self.traceback: str = entry.traceback
+        self.attempts: int = entry.attempts
+
+    def __repr__(self) -> str:
+        where = f"step {self.step!r}" if self.step else "record"
+        return (f"<DeadLetter {self.topology} {where} partition={self.partition} offset={self.offset} "
+                f"{self.error_type} attempts={self.attempts}>")
+
+    def retry(self, *, timeout: float = 30.0) -> Any:
+        """Run the failed invocation again; returns its result, or raises HandlerError if it fails again."""
+        deployment = self._deployment
+        waiter = Waiter(self.partition)
+        request = deployment.router.register(waiter)
+        message = RetryDeadLetter(self.topology, self.id, deployment.client_id, request)
+        deployment.transport.send(self.task, messages.encode(message))
+        if not waiter.wait_done(timeout):
+            deployment.router.forget(request)
+            raise AckTimeout(f"dead letter {self.id} of {self.topology!r} did not finish its retry within {timeout}s")
+        completed = waiter.completed
+        assert completed is not None
+        raise_failure(completed, f"the retry of dead letter {self.id}")
+        value = completed.results.get(self.topology)
+        return messages.loads(value) if value is not None else None

@@ -1,0 +1,84 @@
+"""Client-side waiting for replies from tasks: one waiter per request, resolved by the transport."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+from typing import Any
+
+from headwater.engine import messages
+from headwater.engine.messages import Appended, Completed
+
+__all__ = ["ReplyRouter", "Waiter"]
+
+
+class Waiter:
+    __slots__ = ("partition", "offset", "completed", "_durable", "_done", "_loop", "_future")
+
+    def __init__(self, partition: int, *, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.partition = partition
+        self.offset: int | None = None
+        self.completed: Completed | None = None
+        self._durable = threading.Event()
+        self._done = threading.Event()
+        self._loop = loop
+        self._future: asyncio.Future[None] | None = loop.create_future() if loop else None
+
+    def on_appended(self, message: Appended) -> None:
+        self.offset = message.offset
+        self._durable.set()
+
+    def on_completed(self, message: Completed) -> None:
+        if message.offset >= 0:
+            self.offset = message.offset
+        self.completed = message
+        self._durable.set()
+        self._done.set()
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._resolve)
+
+    def _resolve(self) -> None:
+        if self._future is not None and not self._future.done():
+            self._future.set_result(None)
+
+    def wait_durable(self, timeout_s: float) -> bool:
+        return self._durable.wait(timeout_s)
+
+    def wait_done(self, timeout_s: float) -> bool:
+        return self._done.wait(timeout_s)
+
+    async def wait_done_async(self, timeout_s: float) -> bool:
+        assert self._future is not None
+        try:
+            await asyncio.wait_for(asyncio.shield(self._future), timeout_s)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+
+class ReplyRouter:
+    """Hands each reply a task sends to the waiter of its request."""
+
+    def __init__(self) -> None:
+        self._requests = itertools.count(1)
+        self._waiters: dict[int, Waiter] = {}
+
+    def register(self, waiter: Waiter) -> int:
+        request = next(self._requests)
+        self._waiters[request] = waiter
+        return request
+
+    def forget(self, request: int) -> None:
+        self._waiters.pop(request, None)
+
+    def deliver(self, data: bytes) -> None:
+        message: Any = messages.decode(data)
+        if isinstance(message, Appended):
+            waiter = self._waiters.get(message.request)
+            if waiter is not None:
+                waiter.on_appended(message)
+        elif isinstance(message, Completed):
+            waiter = self._waiters.pop(message.request, None)
+            if waiter is not None:
+                waiter.on_completed(message)

@@ -1,0 +1,223 @@
+"""InProcessCluster: every task of every module in this process, one thread per task.
+
+It is the real engine — RocksDB on disk, group-committed appends, the transport seam — just
+without the network, so a unit test exercises exactly what production runs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from headwater.client.api import DeadLetter, DepotClient, QueryContext, pstate_view
+from headwater.client.replies import ReplyRouter
+from headwater.cluster.transport import InProcessTransport
+from headwater.engine.definitions import Module
+from headwater.engine.runtime import Catalog, ModuleRuntime
+from headwater.engine.task import Task
+from headwater.errors import DefinitionError, HandlerError, HeadwaterError, NotFound, Unavailable
+from headwater.storage import RocksStore
+
+__all__ = ["Deployment", "InProcessCluster"]
+
+TASKS_MAX = 1024
+_clients = itertools.count(1)
+
+
+class Deployment:
+    """One module running: its runtime, tasks, transport and the client endpoint replies come to."""
+
+    def __init__(self, module: Module, catalog: Catalog, directory: Path) -> None:
+        self.runtime = ModuleRuntime(module, catalog)
+        self.directory = directory
+        self.transport = InProcessTransport()
+        self.router = ReplyRouter()
+        self.client_id = next(_clients)
+        self.transport.register_client(self.client_id, self.router.deliver)
+        self.tasks: list[Task] = []
+        self.closed = False
+        for task_id in range(catalog.tasks):
+            store = RocksStore(directory / f"task-{task_id}")
+            holder: list[Task] = []
+            inbox = self.transport.register_task(task_id, lambda request, h=holder: h[0].serve_read(request))
+            task = Task(self.runtime, task_id, store, self.transport, inbox)
+            holder.append(task)
+            self.tasks.append(task)
+        for task in self.tasks:
+            task.start()
+
+    def check_open(self) -> None:
+        if self.closed:
+            raise Unavailable(f"module {self.runtime.name!r} is no longer deployed in this cluster")
+        for task in self.tasks:
+            if task.failure is not None:
+                raise Unavailable(f"task {task.task_id} of module {self.runtime.name!r} stopped on an internal error: "
+                                  f"{task.failure!r}; restart the cluster (it resumes from disk)")
+
+    def stop(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for task in self.tasks:
+            task.stop()
+        self.transport.closed = True
+        for task in self.tasks:
+            task.store.close()
+
+
+class InProcessCluster:
+    """An embedded cluster. `path=None` keeps data in a temporary directory removed on close."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self._temporary = path is None
+        self.path = Path(tempfile.mkdtemp(prefix="headwater-")) if path is None else Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._deployments: dict[str, Deployment] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def __enter__(self) -> InProcessCluster:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<InProcessCluster {str(self.path)!r} modules={sorted(self._deployments)}>"
+
+    # ---- deploying ------------------------------------------------------------------------
+    def deploy(self, module: Module, *, tasks: int | None = None) -> None:
+        """Run `module` with `tasks` tasks; over existing data, reattach to it (same task count)."""
+        if not isinstance(module, Module):
+            raise DefinitionError(f"deploy() takes a headwater.Module, not {type(module).__name__}")
+        with self._lock:
+            self._check_open()
+            if module.name in self._deployments:
+                raise DefinitionError(f"module {module.name!r} is already deployed; use cluster.update(module) to change it")
+            self._deployments[module.name] = self._start(module, tasks)
+
+    def update(self, module: Module) -> None:
+        """Replace a deployed module's code with a new version of the same name, keeping its data."""
+        with self._lock:
+            self._check_open()
+            old = self._deployments.get(module.name)
+            if old is None:
+                raise NotFound("module", module.name, self._deployments, where="this cluster")
+            old.stop()
+            del self._deployments[module.name]
+            self._deployments[module.name] = self._start(module, old.runtime.tasks)
+
+    def destroy(self, name: str) -> None:
+        """Stop a module and delete all its data."""
+        with self._lock:
+            deployment = self._deployment(name)
+            deployment.stop()
+            del self._deployments[name]
+            shutil.rmtree(deployment.directory, ignore_errors=True)
+
+    def _start(self, module: Module, tasks: int | None) -> Deployment:
+        directory = self.path / module.name
+        catalog_path = directory / "module.json"
+        catalog = _load_catalog(catalog_path)
+        if catalog is None:
+            count = 1 if tasks is None else tasks
+            if not isinstance(count, int) or not 1 <= count <= TASKS_MAX:
+                raise DefinitionError(f"tasks={tasks!r} must be an int from 1 to {TASKS_MAX}")
+            catalog = Catalog(module.name, count)
+        elif tasks is not None and tasks != catalog.tasks:
+            raise DefinitionError(
+                f"module {module.name!r} is stored at {str(directory)!r} with {catalog.tasks} tasks, not {tasks}; "
+                f"the task count is fixed at first deploy: deploy with tasks={catalog.tasks}"
+            )
+        catalog.assign(module)
+        runtime_check = ModuleRuntime(module, catalog)  # every definition error surfaces before anything is written
+        del runtime_check
+        directory.mkdir(parents=True, exist_ok=True)
+        _save_catalog(catalog_path, catalog)
+        return Deployment(module, catalog, directory)
+
+    # ---- clients --------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise Unavailable("this cluster is closed; create a new one (it resumes from its data directory)")
+
+    def _deployment(self, module: str) -> Deployment:
+        self._check_open()
+        deployment = self._deployments.get(module)
+        if deployment is None:
+            raise NotFound("module", module, self._deployments, where="this cluster")
+        return deployment
+
+    def modules(self) -> list[str]:
+        return sorted(self._deployments)
+
+    def depot(self, module: str, depot: str) -> DepotClient:
+        deployment = self._deployment(module)
+        return DepotClient(deployment, deployment.runtime.depot(depot))
+
+    def pstate(self, module: str, pstate: str, *, task: int | None = None) -> Any:
+        return pstate_view(self._deployment(module), pstate, task)
+
+    def query(self, module: str, name: str) -> Any:
+        deployment = self._deployment(module)
+        query = deployment.runtime.queries.get(name)
+        if query is None:
+            raise NotFound("query", name, deployment.runtime.queries, where=f"module {module!r}")
+
+        def invoke(*args: Any, **kwargs: Any) -> Any:
+            deployment.check_open()
+            try:
+                return query.fn(QueryContext(deployment), *args, **kwargs)
+            except HeadwaterError:
+                raise
+            except Exception as e:
+                import traceback
+
+                raise HandlerError(f"query {module}.{name} raised {type(e).__name__}: {e}",
+                                   remote_traceback=traceback.format_exc(), error_type=type(e).__name__) from None
+
+        invoke.__name__ = name
+        return invoke
+
+    def dead_letters(self, module: str, topology: str) -> list[DeadLetter]:
+        deployment = self._deployment(module)
+        if topology not in deployment.runtime.streams:
+            raise NotFound("topology", topology, deployment.runtime.streams, where=f"module {module!r}")
+        entries = [e for task in range(deployment.runtime.tasks)
+                   for e in deployment.transport.read(task, ("dead_letters", topology))]
+        return [DeadLetter(deployment, entry) for entry in sorted(entries, key=lambda e: (e.partition, e.offset, e.id))]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for deployment in self._deployments.values():
+                deployment.stop()
+            self._deployments.clear()
+            if self._temporary:
+                shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _load_catalog(path: Path) -> Catalog | None:
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    return Catalog(data["module"], data["tasks"], data["depot_ids"], data["pstate_ids"])
+
+
+def _save_catalog(path: Path, catalog: Catalog) -> None:
+    # Write-then-rename so a crash leaves either the old catalog or the new one, never half of one.
+    temporary = path.with_suffix(".tmp")
+    data = {"module": catalog.module, "tasks": catalog.tasks, "depot_ids": catalog.depot_ids, "pstate_ids": catalog.pstate_ids}
+    with open(temporary, "w") as f:
+        json.dump(data, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temporary, path)

@@ -1,0 +1,94 @@
+"""The transport seam: the only way anything crosses between tasks, or between tasks and clients.
+
+The engine sees this interface and nothing else; the in-process implementation below uses
+queues and threads, and a Ray implementation (actors) will implement the same methods.
+Messages are encoded bytes, so no mutable object is ever shared between two tasks.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any
+
+from headwater.errors import Unavailable
+
+__all__ = ["InProcessTransport", "Transport", "APPENDS_IN_FLIGHT_MAX"]
+
+# Appends admitted to one task and not yet fully processed. When a task has this many,
+# appenders wait: a flood slows appenders instead of growing queues without bound.
+APPENDS_IN_FLIGHT_MAX = 2048
+
+
+class Transport(ABC):
+    @abstractmethod
+    def send(self, task_id: int, message: bytes) -> None:
+        """Deliver to a task's inbox. Messages between two endpoints arrive in send order."""
+
+    @abstractmethod
+    def admit_append(self, task_id: int, message: bytes, *, timeout_s: float) -> None:
+        """Deliver a client append, waiting while the task has too many appends in flight."""
+
+    @abstractmethod
+    def release_append(self, task_id: int) -> None:
+        """A task finished processing one admitted append."""
+
+    @abstractmethod
+    def reply(self, client_id: int, message: bytes) -> None:
+        """Deliver to a client endpoint."""
+
+    @abstractmethod
+    def read(self, task_id: int, request: tuple[Any, ...]) -> Any:
+        """Serve a read of a task's committed state (PState paths, depot records, dead letters)."""
+
+
+class InProcessTransport(Transport):
+    def __init__(self) -> None:
+        self._inboxes: dict[int, queue.SimpleQueue[bytes]] = {}
+        self._slots: dict[int, threading.Semaphore] = {}
+        self._readers: dict[int, Callable[[tuple[Any, ...]], Any]] = {}
+        self._clients: dict[int, Callable[[bytes], None]] = {}
+        self.closed = False
+
+    # wiring, done by the cluster before any task starts
+    def register_task(self, task_id: int, read: Callable[[tuple[Any, ...]], Any]) -> queue.SimpleQueue[bytes]:
+        inbox: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+        self._inboxes[task_id] = inbox
+        self._slots[task_id] = threading.Semaphore(APPENDS_IN_FLIGHT_MAX)
+        self._readers[task_id] = read
+        return inbox
+
+    def register_client(self, client_id: int, deliver: Callable[[bytes], None]) -> None:
+        self._clients[client_id] = deliver
+
+    def send(self, task_id: int, message: bytes) -> None:
+        self._inboxes[task_id].put(message)
+
+    def admit_append(self, task_id: int, message: bytes, *, timeout_s: float) -> None:
+        if self.closed:
+            raise Unavailable("the cluster is closed")
+        if not self._slots[task_id].acquire(timeout=timeout_s):
+            from headwater.errors import AckTimeout
+
+            raise AckTimeout(
+                f"task {task_id} has {APPENDS_IN_FLIGHT_MAX} appends in flight and admitted none within "
+                f"{timeout_s}s; nothing was appended. Retry later or raise the timeout"
+            )
+        self._inboxes[task_id].put(message)
+
+    def release_append(self, task_id: int) -> None:
+        self._slots[task_id].release()
+
+    def reply(self, client_id: int, message: bytes) -> None:
+        deliver = self._clients.get(client_id)
+        if deliver is not None:
+            deliver(message)
+
+    def read(self, task_id: int, request: tuple[Any, ...]) -> Any:
+        # In process, committed state is read in the caller's thread: RocksDB reads are
+        # thread-safe and batches are atomic, so a reader never waits behind a busy task.
+        if self.closed:
+            raise Unavailable("the cluster is closed")
+        return self._readers[task_id](request)

@@ -1,0 +1,257 @@
+"""What a user declares: modules, depots, PStates, topologies, steps and queries.
+
+Declarations are plain data checked eagerly where a mistake is local (a bad name, a
+partition field the event type lacks) and again at deploy, where the whole module is known.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import re
+import typing
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from headwater.errors import DefinitionError
+
+__all__ = ["Ack", "DepotDecl", "Module", "PStateDecl", "QueryDecl", "Retry", "StepDecl", "StreamDecl"]
+
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def check_name(kind: str, name: object) -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise DefinitionError(
+            f"{kind} name {name!r} is not valid: use letters, digits, '_', '.' and '-' only"
+        )
+    return name
+
+
+class Ack(enum.Enum):
+    """How long `append` waits: FULL = durable and processed, APPEND = durable, NONE = not at all."""
+
+    FULL = "full"
+    APPEND = "append"
+    NONE = "none"
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """Retry a raising stream handler `times` more times, sleeping `backoff_s * 2**attempt` between."""
+
+    times: int = 0
+    backoff: float = 0.0
+    backoff_max_s: float = 5.0
+
+    NONE: typing.ClassVar[Retry]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.times, int) or self.times < 0 or self.times > 100:
+            raise DefinitionError(f"Retry(times={self.times!r}) must be an int between 0 and 100")
+        if self.backoff < 0:
+            raise DefinitionError(f"Retry(backoff={self.backoff!r}) must not be negative")
+
+    def delay_s(self, attempt: int) -> float:
+        return min(self.backoff * (2**attempt), self.backoff_max_s)
+
+
+Retry.NONE = Retry()
+
+
+@dataclass(eq=False)
+class DepotDecl:
+    module: Module
+    name: str
+    event_type: Any
+    partition_by: str | Callable[[Any], Any] | None
+    partitioned: bool
+    client_appends: bool
+
+    def __repr__(self) -> str:
+        return f"<depot {self.module.name}.{self.name}>"
+
+
+@dataclass(eq=False)
+class PStateDecl:
+    module: Module
+    name: str
+    schema: Any
+    partitioned: bool
+
+    def __repr__(self) -> str:
+        return f"<pstate {self.module.name}.{self.name}>"
+
+
+@dataclass(eq=False)
+class StreamDecl:
+    module: Module
+    name: str
+    depots: tuple[DepotDecl, ...]
+    fn: Callable[..., Any]
+    start_from: Any
+    retry: Retry
+
+
+@dataclass(eq=False)
+class StepDecl:
+    module: Module
+    name: str
+    fn: Callable[..., Any]
+
+
+@dataclass(eq=False)
+class QueryDecl:
+    module: Module
+    name: str
+    fn: Callable[..., Any]
+    route_by: str | None
+
+
+@dataclass(eq=False)
+class Module:
+    """A unit of deployment: depots, PStates, topologies, steps and queries."""
+
+    name: str
+    depots: dict[str, DepotDecl] = field(default_factory=dict)
+    pstates: dict[str, PStateDecl] = field(default_factory=dict)
+    streams: dict[str, StreamDecl] = field(default_factory=dict)
+    steps: dict[str, StepDecl] = field(default_factory=dict)
+    queries: dict[str, QueryDecl] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_name("module", self.name)
+
+    def __repr__(self) -> str:
+        return f"<module {self.name}>"
+
+    def _claim(self, kind: str, name: str, table: dict[str, Any]) -> str:
+        check_name(kind, name)
+        if name in table:
+            raise DefinitionError(f"module {self.name!r} already has a {kind} named {name!r}; pick another name")
+        return name
+
+    def depot(
+        self,
+        name: str,
+        event_type: Any = Any,
+        *,
+        partition_by: str | Callable[[Any], Any] | None = None,
+        partitioned: bool = True,
+        client_appends: bool = True,
+    ) -> DepotDecl:
+        self._claim("depot", name, self.depots)
+        if partition_by is not None and not partitioned:
+            raise DefinitionError(f"depot {name!r}: partition_by has no meaning with partitioned=False; drop one")
+        if isinstance(partition_by, str):
+            _check_partition_field(name, event_type, partition_by)
+        elif partition_by is not None and not callable(partition_by):
+            raise DefinitionError(
+                f"depot {name!r}: partition_by must be None, a field name or a callable event -> key, "
+                f"not {partition_by!r}"
+            )
+        decl = DepotDecl(self, name, event_type, partition_by, partitioned, client_appends)
+        self.depots[name] = decl
+        return decl
+
+    def pstate(self, name: str, schema: Any, *, partitioned: bool = True) -> PStateDecl:
+        self._claim("PState", name, self.pstates)  # the schema itself is checked by its layout at deploy
+        decl = PStateDecl(self, name, schema, partitioned)
+        self.pstates[name] = decl
+        return decl
+
+    def stream(
+        self,
+        *depots: DepotDecl | str,
+        name: str | None = None,
+        start_from: Any = "end",
+        retry: Retry = Retry.NONE,
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        if not depots or callable(depots[0]) and not isinstance(depots[0], (DepotDecl, str)):
+            raise DefinitionError("@module.stream needs the depots it subscribes to: @module.stream(my_depot)")
+        _check_start_from(start_from)
+        if not isinstance(retry, Retry):
+            raise DefinitionError(f"retry must be a headwater.Retry, not {retry!r}")
+
+        def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+            topology = self._claim("topology", name or fn.__name__, self.streams)
+            resolved = tuple(self._resolve_depot(d, topology) for d in depots)
+            self.streams[topology] = StreamDecl(self, topology, resolved, fn, start_from, retry)
+            return fn
+
+        return register
+
+    def step(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        name = self._claim("step", fn.__name__, self.steps)
+        self.steps[name] = StepDecl(self, name, fn)
+        return fn
+
+    def query(self, fn: Callable[..., Any] | None = None, *, name: str | None = None, route_by: str | None = None) -> Any:
+        def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+            query_name = self._claim("query", name or fn.__name__, self.queries)
+            if route_by is not None and route_by not in _parameters(fn)[1:]:
+                raise DefinitionError(f"query {query_name!r}: route_by={route_by!r} is not one of its arguments")
+            self.queries[query_name] = QueryDecl(self, query_name, fn, route_by)
+            return fn
+
+        return register(fn) if fn is not None else register
+
+    def _resolve_depot(self, depot: DepotDecl | str, topology: str) -> DepotDecl:
+        if isinstance(depot, DepotDecl):
+            if depot.module is not self:
+                raise DefinitionError(
+                    f"topology {topology!r} subscribes to {depot!r} of another module; a module reads its own depots"
+                )
+            return depot
+        if depot not in self.depots:
+            from headwater.errors import NotFound
+
+            raise DefinitionError(str(NotFound("depot", str(depot), self.depots, where=f"module {self.name!r}")))
+        return self.depots[depot]
+
+
+def _parameters(fn: Callable[..., Any]) -> list[str]:
+    import inspect
+
+    return list(inspect.signature(fn).parameters)
+
+
+def event_fields(event_type: Any) -> Sequence[str] | None:
+    """Field names of a structured event type, or None when it has no fixed fields."""
+    if dataclasses.is_dataclass(event_type):
+        return [f.name for f in dataclasses.fields(event_type)]
+    if isinstance(event_type, type) and issubclass(event_type, msgspec.Struct):
+        return list(event_type.__struct_fields__)
+    if typing.is_typeddict(event_type):
+        return list(typing.get_type_hints(event_type))
+    return None
+
+
+def _check_partition_field(depot: str, event_type: Any, field_name: str) -> None:
+    fields = event_fields(event_type)
+    if fields is None:
+        if event_type is Any:
+            return  # Any events are checked per append: a dict with the field.
+        raise DefinitionError(
+            f"depot {depot!r}: partition_by={field_name!r} needs an event type with fields "
+            f"(dataclass, msgspec.Struct, TypedDict), not {event_type!r}; use a callable instead"
+        )
+    if field_name not in fields:
+        from headwater.errors import NotFound
+
+        raise DefinitionError(f"depot {depot!r}: partition_by: {NotFound('field', field_name, fields, where=getattr(event_type, '__name__', str(event_type)))}")
+
+
+def _check_start_from(start_from: Any) -> None:
+    if start_from in ("end", "beginning") or isinstance(start_from, datetime):
+        return
+    if isinstance(start_from, dict) and all(isinstance(k, int) and isinstance(v, int) for k, v in start_from.items()):
+        return
+    raise DefinitionError(
+        f"start_from={start_from!r} is not valid: use 'end', 'beginning', a datetime, "
+        "or {partition: offset}"
+    )

@@ -1,0 +1,129 @@
+"""Messages that cross tasks, and between tasks and clients, through the transport.
+
+Envelopes are msgspec Structs encoded as msgpack. User values inside them (hop arguments,
+ack-return values, topology results) are pickled: they are arbitrary Python objects that must
+arrive with their exact types, and every task of a cluster runs the same trusted module code.
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import msgspec
+
+__all__ = [
+    "AppendRecord",
+    "Appended",
+    "Completed",
+    "Hop",
+    "Message",
+    "RetryDeadLetter",
+    "Stop",
+    "TreeAck",
+    "TreeRef",
+    "decode",
+    "dumps",
+    "encode",
+    "loads",
+]
+
+
+class TreeRef(msgspec.Struct, array_like=True, frozen=True):
+    """Identifies the processing tree of one record by one topology, tracked on its root task."""
+
+    root_task: int
+    seq: int
+
+
+class AppendRecord(msgspec.Struct, tag=True, array_like=True):
+    """Append an encoded event to partition `partition` of depot `depot_id` (owned by the receiving task).
+
+    `client` and `request` address the reply; `tree` is set when a topology appends (`ctx.append`),
+    so that the append becomes part of that topology's tree and is replayed if lost.
+    """
+
+    depot_id: int
+    partition: int
+    event: bytes
+    ack: str
+    client: int = -1
+    request: int = 0
+    idempotency_key: str | None = None
+    tree: TreeRef | None = None
+    invocation: int = 0
+
+
+class Hop(msgspec.Struct, tag=True, array_like=True):
+    tree: TreeRef
+    invocation: int
+    topology: str
+    step: str
+    args: bytes  # pickled (args, kwargs)
+    depot: str
+    partition: int
+    offset: int
+    timestamp_us: int
+
+
+class TreeAck(msgspec.Struct, tag=True, array_like=True):
+    """One invocation of a tree finished: XOR of its own id and the ids of the invocations it spawned."""
+
+    tree: TreeRef
+    xor: int
+    returned: bytes | None = None  # pickled ack_return value, when the invocation called ack_return
+    error_type: str | None = None
+    error: str | None = None  # formatted traceback
+
+
+class RetryDeadLetter(msgspec.Struct, tag=True, array_like=True):
+    topology: str
+    dead_letter_id: int
+    client: int
+    request: int
+
+
+class Stop(msgspec.Struct, tag=True, array_like=True):
+    pass
+
+
+class Appended(msgspec.Struct, tag=True, array_like=True):
+    """Reply: the record is durable at (partition, offset)."""
+
+    request: int
+    partition: int
+    offset: int
+
+
+class Completed(msgspec.Struct, tag=True, array_like=True):
+    """Reply: processing finished. `results` maps topology to its pickled value; errors are (topology, type, traceback)."""
+
+    request: int
+    partition: int
+    offset: int
+    results: dict[str, bytes] = {}
+    errors: list[tuple[str, str, str]] = []
+    failure: str | None = None  # an error that prevented the append itself (e.g. idempotency conflict)
+    failure_kind: str | None = None
+
+
+Message = AppendRecord | Hop | TreeAck | RetryDeadLetter | Stop | Appended | Completed
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(Message)
+
+
+def encode(message: Message) -> bytes:
+    return _encoder.encode(message)
+
+
+def decode(data: bytes) -> Message:
+    return _decoder.decode(data)
+
+
+def dumps(value: Any) -> bytes:
+    return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def loads(data: bytes) -> Any:
+    return pickle.loads(data)

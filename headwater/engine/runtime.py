@@ -1,0 +1,145 @@
+"""A module compiled for one deployment: ids, codecs, layouts and subscriptions, fixed at deploy."""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+from headwater.engine.definitions import DepotDecl, Module, PStateDecl, StreamDecl
+from headwater.engine.events import EventCodec
+from headwater.errors import DefinitionError, NotFound
+
+__all__ = ["Catalog", "DepotRuntime", "ModuleRuntime", "PStateRuntime"]
+
+
+@dataclass
+class Catalog:
+    """Durable facts about a deployed module: its task count and the ids of its depots and PStates.
+
+    Ids never change once assigned, so storage keys written by an earlier version of the module
+    stay valid when depots or PStates are added.
+    """
+
+    module: str
+    tasks: int
+    depot_ids: dict[str, int] = field(default_factory=dict)
+    pstate_ids: dict[str, int] = field(default_factory=dict)
+
+    def assign(self, module: Module) -> None:
+        for table, names in ((self.depot_ids, module.depots), (self.pstate_ids, module.pstates)):
+            for name in names:
+                if name not in table:
+                    table[name] = max(table.values(), default=0) + 1
+
+
+@dataclass(eq=False)
+class DepotRuntime:
+    decl: DepotDecl
+    depot_id: int
+    codec: EventCodec
+    partitions: int
+    subscribers: list[StreamDecl]
+
+    @property
+    def name(self) -> str:
+        return self.decl.name
+
+    round_robin: Any = field(default_factory=lambda: itertools.count())
+
+    def task_of_partition(self, partition: int) -> int:
+        return partition  # partition i of every depot lives on task i
+
+    def partition_for(self, event: Any, idempotency_key: str | None = None) -> int:
+        """The partition an (already validated) event goes to."""
+        from headwater.schema import task_for_key
+
+        if self.partitions == 1:
+            return 0
+        if self.decl.partition_by is not None:
+            return task_for_key(self.codec.partition_key(event), self.partitions)
+        if idempotency_key is not None:  # a repeat must reach the partition that saw the first append
+            return task_for_key(idempotency_key, self.partitions)
+        return next(self.round_robin) % self.partitions
+
+
+@dataclass(eq=False)
+class PStateRuntime:
+    decl: PStateDecl
+    pstate_id: int
+    layout: Any  # headwater.pstate.PStateLayout
+    keyed: bool  # a partitioned top-level map: step 0 is the key that picks the task
+
+    @property
+    def name(self) -> str:
+        return self.decl.name
+
+
+class ModuleRuntime:
+    def __init__(self, module: Module, catalog: Catalog) -> None:
+        from headwater.pstate import PStateLayout
+        from headwater.schema import Map
+
+        self.module = module
+        self.name = module.name
+        self.tasks = catalog.tasks
+        self.catalog = catalog
+        self.depots: dict[str, DepotRuntime] = {}
+        self.depots_by_id: dict[int, DepotRuntime] = {}
+        for name, decl in module.depots.items():
+            partitions = self.tasks if decl.partitioned else 1
+            subscribers = [s for s in module.streams.values() if decl in s.depots]
+            depot = DepotRuntime(decl, catalog.depot_ids[name], EventCodec(decl), partitions, subscribers)
+            self.depots[name] = depot
+            self.depots_by_id[depot.depot_id] = depot
+        self.pstates: dict[str, PStateRuntime] = {}
+        for name, decl in module.pstates.items():
+            keyed = isinstance(decl.schema, Map) and decl.partitioned
+            try:
+                layout = PStateLayout(decl.schema, catalog.pstate_ids[name], top_level_map_partitioned=keyed)
+            except DefinitionError as e:
+                raise DefinitionError(f"PState {module.name}.{name}: {e}") from None
+            self.pstates[name] = PStateRuntime(decl, catalog.pstate_ids[name], layout, keyed)
+        self.streams = dict(module.streams)
+        self.steps = dict(module.steps)
+        self.queries = dict(module.queries)
+        _check_handlers(module)
+
+    def depot(self, name: str) -> DepotRuntime:
+        try:
+            return self.depots[name]
+        except KeyError:
+            raise NotFound("depot", name, self.depots, where=f"module {self.name!r}") from None
+
+    def pstate(self, decl_or_name: Any) -> PStateRuntime:
+        name = getattr(decl_or_name, "name", decl_or_name)
+        if hasattr(decl_or_name, "module") and decl_or_name.module.name != self.name:
+            raise NotFound("PState", f"{decl_or_name.module.name}.{name}", self.pstates, where=f"module {self.name!r}")
+        try:
+            return self.pstates[name]
+        except (KeyError, TypeError):
+            raise NotFound("PState", str(name), self.pstates, where=f"module {self.name!r}") from None
+
+    def step(self, fn_or_name: Any) -> Any:
+        name = getattr(fn_or_name, "__name__", fn_or_name)
+        step = self.steps.get(name) if isinstance(name, str) else None
+        if step is None or (callable(fn_or_name) and step.fn is not fn_or_name):
+            raise NotFound("step", str(name), self.steps, where=f"module {self.name!r} (register it with @module.step)")
+        return step
+
+
+def _check_handlers(module: Module) -> None:
+    for stream in module.streams.values():
+        if len(_positional(stream.fn)) < 2:
+            raise DefinitionError(
+                f"stream topology {stream.name!r}: its handler must take (ctx, event), "
+                f"found {inspect.signature(stream.fn)}"
+            )
+
+
+def _positional(fn: Any) -> list[str]:
+    params = inspect.signature(fn).parameters.values()
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return ["ctx", "event"]
+    return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]

@@ -1,0 +1,573 @@
+"""One task: owns partition i of every depot and PState of a module and runs its code serially.
+
+The task thread loops: drain the inbox; write every drained append in one synced batch (group
+commit: one fsync for all of them); handle hops and acks in arrival order; then advance each
+stream topology's cursor over its depot partitions. Each invocation's PState writes land in one
+batch together with the topology's progress, so a restart resumes exactly where commits stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import struct
+import threading
+import time
+import traceback
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Callable
+
+import msgspec
+import xxhash
+
+from headwater.cluster.transport import Transport
+from headwater.engine import messages
+from headwater.engine.context import Context, Invocation, RecordInfo, invocation_id
+from headwater.engine.definitions import Ack, Retry, StreamDecl
+from headwater.engine.messages import AppendRecord, Completed, Hop, RetryDeadLetter, Stop, TreeAck, TreeRef
+from headwater.engine.runtime import DepotRuntime, ModuleRuntime
+from headwater.errors import HeadwaterError, NotFound
+from headwater.storage import Batch, Store
+
+__all__ = ["DeadLetterEntry", "Task"]
+
+_log = logging.getLogger("headwater.task")
+
+INBOX_DRAIN_MAX = 512  # messages taken from the inbox per loop turn
+PUMP_RECORDS_MAX = 256  # records processed per loop turn before the inbox is looked at again
+RECENT_RECORDS_MAX = 65_536  # just-appended records kept in memory so processing needs no read
+
+_DEPOT_KEY = struct.Struct(">HQ")
+_U64 = struct.Struct(">Q")
+_I64 = struct.Struct(">q")
+
+
+def depot_key(depot_id: int, offset: int) -> bytes:
+    return _DEPOT_KEY.pack(depot_id, offset)
+
+
+def _progress_key(topology: str, depot_id: int) -> bytes:
+    return b"progress/" + topology.encode() + b"/" + _DEPOT_KEY.pack(depot_id, 0)[:2]
+
+
+def _pending_key(topology: str, depot_id: int, offset: int) -> bytes:
+    return b"pending/" + topology.encode() + b"/" + _DEPOT_KEY.pack(depot_id, offset)
+
+
+def _dead_key(topology: str, dead_id: int) -> bytes:
+    return b"dead/" + topology.encode() + b"/" + _U64.pack(dead_id)
+
+
+def _idem_key(depot_id: int, key: str) -> bytes:
+    return b"idem/" + _DEPOT_KEY.pack(depot_id, 0)[:2] + key.encode()
+
+
+def _idem_results_key(depot_id: int, offset: int) -> bytes:
+    return b"idemres/" + _DEPOT_KEY.pack(depot_id, offset)
+
+
+_UNIQUE_KEY = b"unique"
+
+
+class DeadLetterEntry(msgspec.Struct, frozen=True):
+    """A failed invocation set aside: a depot record's root handler, or one hop of its tree."""
+
+    id: int
+    topology: str
+    kind: str  # "record" | "hop"
+    task: int
+    depot: str
+    partition: int
+    offset: int
+    timestamp_us: int
+    error_type: str
+    traceback: str
+    attempts: int
+    step: str | None = None
+    args: bytes | None = None
+
+
+_dead_encoder = msgspec.msgpack.Encoder()
+_dead_decoder = msgspec.msgpack.Decoder(DeadLetterEntry)
+
+
+@dataclass
+class _Outcome:
+    invocation: Invocation
+    result: bytes | None
+    error: tuple[str, str] | None  # (exception type, formatted traceback)
+    attempts: int
+
+
+@dataclass
+class _Reply:
+    client: int
+    request: int
+    ack: str
+    admitted: bool
+
+
+@dataclass
+class _RecordState:
+    """A just-appended record whose processing an appender may be waiting for."""
+
+    depot_id: int
+    offset: int
+    remaining: int
+    replies: list[_Reply] = field(default_factory=list)
+    results: dict[str, bytes] = field(default_factory=dict)
+    errors: list[tuple[str, str, str]] = field(default_factory=list)
+    idempotency_key: str | None = None
+
+
+@dataclass
+class _TreeState:
+    topology: str
+    xor: int
+    record: _RecordState | None
+    pending_key: bytes | None = None
+    root_result: bytes | None = None
+    returned: bytes | None = None
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    reply: _Reply | None = None
+    partition: int = 0
+    offset: int = 0
+
+
+class Task:
+    def __init__(self, runtime: ModuleRuntime, task_id: int, store: Store, transport: Transport, inbox: queue.SimpleQueue[bytes]) -> None:
+        self.runtime = runtime
+        self.task_id = task_id
+        self.store = store
+        self.transport = transport
+        self.inbox = inbox
+        self._pstate_reader = store.reader("pstate")
+        self._subscriptions = [
+            (stream, depot)
+            for depot in runtime.depots.values()
+            if depot.partitions > task_id
+            for stream in depot.subscribers
+        ]
+        self._depot_end = {d.depot_id: self._stored_end(d.depot_id) for d in runtime.depots.values() if d.partitions > task_id}
+        self._cursors: dict[tuple[str, int], int] = {}
+        self._recent: dict[tuple[int, int], list[Any]] = {}  # (depot, offset) -> [timestamp_us, event, readers left]
+        self._records: dict[tuple[int, int], _RecordState] = {}
+        self._trees: dict[int, _TreeState] = {}
+        self._tree_seq = 0
+        self._replays: deque[tuple[StreamDecl, DepotRuntime, int]] = deque()
+        stored = store.get("meta", _UNIQUE_KEY)
+        self._unique = _U64.unpack(stored)[0] if stored else 0
+        self._unique_dirty = False
+        self._last_timestamp_us = 0
+        self._thread = threading.Thread(target=self._run, name=f"headwater-{runtime.name}-task-{task_id}", daemon=True)
+        self.failure: BaseException | None = None
+
+    # ---- lifecycle ------------------------------------------------------------------------
+    def start(self) -> None:
+        self._recover()
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self.transport.send(self.task_id, messages.encode(Stop()))
+        self._thread.join(timeout_s)
+
+    def _recover(self) -> None:
+        """Set each topology's cursor from stored progress and queue the trees a crash cut short."""
+        batch = Batch()
+        for stream, depot in self._subscriptions:
+            key = _progress_key(stream.name, depot.depot_id)
+            stored = self.store.get("meta", key)
+            if stored is None:
+                cursor = self._initial_cursor(stream, depot)
+                batch.put("meta", key, _U64.pack(cursor))  # pinned now, so a restart cannot move "end"
+            else:
+                cursor = _U64.unpack(stored)[0]
+            self._cursors[(stream.name, depot.depot_id)] = cursor
+            prefix = b"pending/" + stream.name.encode() + b"/" + _DEPOT_KEY.pack(depot.depot_id, 0)[:2]
+            for pending, _ in self.store.iterate("meta", prefix, prefix + b"\xff" * 8):
+                self._replays.append((stream, depot, _DEPOT_KEY.unpack(pending[-10:])[1]))
+        if len(batch):
+            self.store.write(batch, sync=True)
+
+    def _initial_cursor(self, stream: StreamDecl, depot: DepotRuntime) -> int:
+        start = stream.start_from
+        end = self._depot_end[depot.depot_id]
+        if start == "beginning":
+            return 0
+        if isinstance(start, dict):
+            return min(max(0, start.get(self.task_id, end)), end)
+        if isinstance(start, datetime):
+            threshold_us = int(start.timestamp() * 1e6)
+            for key, value in self.store.iterate("depot", depot_key(depot.depot_id, 0), depot_key(depot.depot_id + 1, 0)):
+                if _I64.unpack(value[:8])[0] >= threshold_us:
+                    return _DEPOT_KEY.unpack(key)[1]
+        return end
+
+    def _stored_end(self, depot_id: int) -> int:
+        for key, _ in self.store.iterate("depot", depot_key(depot_id, 0), depot_key(depot_id + 1, 0), reverse=True):
+            return _DEPOT_KEY.unpack(key)[1] + 1
+        return 0
+
+    # ---- the loop -------------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            backlog = True
+            while True:
+                batch = self._drain(block=not backlog)
+                if batch is None:
+                    return
+                self._handle(batch)
+                backlog = self._pump()
+        except BaseException as e:  # an engine bug: record it so clients fail loudly instead of hanging
+            self.failure = e
+            _log.exception("task %s of module %s stopped on an internal error", self.task_id, self.runtime.name)
+
+    def _drain(self, *, block: bool) -> list[Any] | None:
+        decoded: list[Any] = []
+        try:
+            data = self.inbox.get() if block else self.inbox.get_nowait()
+            while True:
+                message = messages.decode(data)
+                if isinstance(message, Stop):
+                    return None
+                decoded.append(message)
+                if len(decoded) >= INBOX_DRAIN_MAX:
+                    break
+                data = self.inbox.get_nowait()
+        except queue.Empty:
+            pass
+        return decoded
+
+    def _handle(self, batch: list[Any]) -> None:
+        appends = [m for m in batch if isinstance(m, AppendRecord)]
+        if appends:
+            self._persist(appends)
+        for message in batch:
+            if isinstance(message, Hop):
+                self._run_hop(message)
+            elif isinstance(message, TreeAck):
+                self._on_tree_ack(message)
+            elif isinstance(message, RetryDeadLetter):
+                self._retry_dead_letter(message)
+
+    # ---- appends: group commit ------------------------------------------------------------
+    def _persist(self, appends: list[AppendRecord]) -> None:
+        now_us = max(time.time_ns() // 1000, self._last_timestamp_us)
+        self._last_timestamp_us = now_us
+        stamp = _I64.pack(now_us)
+        batch = Batch()
+        accepted: list[tuple[AppendRecord, int]] = []
+        claimed: dict[bytes, bytes] = {}
+        for append in appends:
+            if append.idempotency_key is not None and self._repeat(append, claimed):
+                continue
+            offset = self._depot_end[append.depot_id]
+            self._depot_end[append.depot_id] = offset + 1
+            batch.put("depot", depot_key(append.depot_id, offset), stamp + append.event)
+            if append.idempotency_key is not None:
+                key = _idem_key(append.depot_id, append.idempotency_key)
+                claimed[key] = _U64.pack(offset) + xxhash.xxh64_digest(append.event)
+                batch.put("meta", key, claimed[key])
+            accepted.append((append, offset))
+        if accepted:
+            self.store.write(batch, sync=True)
+        for append, offset in accepted:
+            self._on_durable(append, offset, now_us)
+
+    def _on_durable(self, append: AppendRecord, offset: int, timestamp_us: int) -> None:
+        depot = self.runtime.depots_by_id[append.depot_id]
+        if append.tree is not None:  # a topology's ctx.append: that tree waited for this
+            self._send_ack(TreeAck(append.tree, append.invocation))
+        if append.client >= 0 and append.ack != Ack.NONE.value:
+            self.transport.reply(append.client, messages.encode(messages.Appended(append.request, append.partition, offset)))
+        reply = _Reply(append.client, append.request, append.ack, admitted=append.client >= 0)
+        record = _RecordState(append.depot_id, offset, len(depot.subscribers), idempotency_key=append.idempotency_key)
+        if append.client >= 0:
+            record.replies.append(reply)
+        if depot.subscribers:
+            self._records[(append.depot_id, offset)] = record
+            if len(self._recent) < RECENT_RECORDS_MAX:
+                self._recent[(append.depot_id, offset)] = [timestamp_us, append.event, len(depot.subscribers)]
+        else:
+            self._finish_record(record)
+
+    def _repeat(self, append: AppendRecord, claimed: dict[bytes, bytes]) -> bool:
+        """Answer an append whose idempotency key was seen before; False when the key is new."""
+        key = _idem_key(append.depot_id, append.idempotency_key or "")
+        stored = claimed.get(key) or self.store.get("meta", key)
+        if stored is None:
+            return False
+        offset = _U64.unpack(stored[:8])[0]
+        reply = _Reply(append.client, append.request, append.ack, admitted=append.client >= 0)
+        if stored[8:] != xxhash.xxh64_digest(append.event):
+            failure = (
+                f"idempotency key {append.idempotency_key!r} was first used for a different event "
+                f"(partition {append.partition}, offset {offset}); nothing was appended. Use a new key for a new event"
+            )
+            self._reply_completed(reply, append.partition, offset, {}, [], failure=failure, kind="IdempotencyConflict")
+            return True
+        if append.ack != Ack.NONE.value and append.client >= 0:
+            self.transport.reply(append.client, messages.encode(messages.Appended(append.request, append.partition, offset)))
+        in_flight = self._records.get((append.depot_id, offset))
+        if in_flight is not None:
+            in_flight.replies.append(reply)
+            return True
+        results: dict[str, bytes] = {}
+        errors: list[tuple[str, str, str]] = []
+        saved = self.store.get("meta", _idem_results_key(append.depot_id, offset))
+        if saved is not None:
+            results, errors = messages.loads(saved)
+        self._reply_completed(reply, append.partition, offset, results, errors)
+        return True
+
+    def _reply_completed(self, reply: _Reply, partition: int, offset: int, results: dict[str, bytes],
+                         errors: list[tuple[str, str, str]], *, failure: str | None = None, kind: str | None = None) -> None:
+        if reply.client >= 0 and (reply.ack == Ack.FULL.value or failure is not None):
+            done = Completed(reply.request, partition, offset, results, errors, failure, kind)
+            self.transport.reply(reply.client, messages.encode(done))
+        if reply.admitted:
+            self.transport.release_append(self.task_id)
+
+    def _finish_record(self, record: _RecordState) -> None:
+        self._records.pop((record.depot_id, record.offset), None)
+        partition = self.task_id
+        for reply in record.replies:
+            self._reply_completed(reply, partition, record.offset, record.results, record.errors)
+        if record.idempotency_key is not None:
+            batch = Batch()
+            saved = messages.dumps((record.results, record.errors))
+            batch.put("meta", _idem_results_key(record.depot_id, record.offset), saved)
+            self.store.write(batch, sync=False)
+
+    # ---- stream processing ----------------------------------------------------------------
+    def _pump(self) -> bool:
+        """Advance topologies over their backlog; True when work remains for the next turn."""
+        budget = PUMP_RECORDS_MAX
+        while self._replays and budget:
+            stream, depot, offset = self._replays.popleft()
+            timestamp_us, event = self._read_record(depot.depot_id, offset, consume=False)
+            self._run_root(stream, depot, offset, timestamp_us, event, progress=False, replay=True)
+            budget -= 1
+        for stream, depot in self._subscriptions:
+            key = (stream.name, depot.depot_id)
+            end = self._depot_end[depot.depot_id]
+            while self._cursors[key] < end and budget:
+                offset = self._cursors[key]
+                timestamp_us, event = self._read_record(depot.depot_id, offset, consume=True)
+                self._run_root(stream, depot, offset, timestamp_us, event, progress=True)
+                self._cursors[key] = offset + 1
+                budget -= 1
+        return budget == 0
+
+    def _read_record(self, depot_id: int, offset: int, *, consume: bool) -> tuple[int, bytes]:
+        cached = self._recent.get((depot_id, offset))
+        if cached is not None:
+            if consume:
+                cached[2] -= 1
+                if cached[2] == 0:
+                    del self._recent[(depot_id, offset)]
+            return cached[0], cached[1]
+        value = self.store.get("depot", depot_key(depot_id, offset))
+        assert value is not None, f"depot {depot_id} offset {offset} is below the end but missing"
+        return _I64.unpack(value[:8])[0], value[8:]
+
+    def _new_tree(self, state: _TreeState) -> TreeRef:
+        self._tree_seq += 1
+        self._trees[self._tree_seq] = state
+        return TreeRef(self.task_id, self._tree_seq)
+
+    def _run_root(self, stream: StreamDecl, depot: DepotRuntime, offset: int, timestamp_us: int, event_data: bytes, *,
+                  progress: bool, replay: bool = False, dead: DeadLetterEntry | None = None, reply: _Reply | None = None) -> None:
+        own = invocation_id()
+        record_state = self._records.get((depot.depot_id, offset)) if progress else None
+        state = _TreeState(stream.name, own, record_state, reply=reply, partition=self.task_id, offset=offset)
+        tree = self._new_tree(state)
+        info = RecordInfo(depot.name, self.task_id, offset, timestamp_us)
+        outcome = self._invoke(stream.name, tree, info, lambda ctx: stream.fn(ctx, depot.codec.decode(event_data)), stream.retry)
+        batch = Batch()
+        if progress:
+            batch.put("meta", _progress_key(stream.name, depot.depot_id), _U64.pack(offset + 1))
+        if outcome.error is None and outcome.invocation.has_children:
+            state.pending_key = _pending_key(stream.name, depot.depot_id, offset)
+            batch.put("meta", state.pending_key, b"")
+        elif replay:  # a replayed tree that spawns nothing is complete once this batch commits
+            batch.delete("meta", _pending_key(stream.name, depot.depot_id, offset))
+        state.root_result = outcome.result
+        self._commit(batch, outcome, "record", info, dead=dead)
+        self._apply_ack(tree.seq, state, own ^ outcome.invocation.children_xor, outcome)
+
+    def _run_hop(self, hop: Hop, *, dead: DeadLetterEntry | None = None) -> None:
+        info = RecordInfo(hop.depot, hop.partition, hop.offset, hop.timestamp_us)
+        stream = self.runtime.streams.get(hop.topology)
+        retry = stream.retry if stream is not None else Retry.NONE
+
+        def call(ctx: Context) -> Any:
+            step = self.runtime.step(hop.step)
+            args, kwargs = messages.loads(hop.args)
+            return step.fn(ctx, *args, **kwargs)
+
+        outcome = self._invoke(hop.topology, hop.tree, info, call, retry)
+        outcome.result = None  # a step's return value goes nowhere; ack_return carries values back
+        self._commit(Batch(), outcome, "hop", info, dead=dead, hop=hop)
+        ack = TreeAck(hop.tree, hop.invocation ^ outcome.invocation.children_xor, outcome.invocation.returned,
+                      *(outcome.error or (None, None)))
+        self._send_ack(ack)
+
+    def _invoke(self, topology: str, tree: TreeRef, info: RecordInfo, call: Callable[[Context], Any], retry: Retry) -> _Outcome:
+        from headwater.pstate import Txn
+
+        attempt = 0
+        while True:
+            invocation = Invocation(topology, tree, info, Txn(self._pstate_reader))
+            try:
+                result = call(Context(self.runtime, self, invocation, invocation.txn, writable=True))
+                return _Outcome(invocation, messages.dumps(result), None, attempt + 1)
+            except Exception as e:
+                if attempt >= retry.times:
+                    invocation.outbox.clear()
+                    invocation.children_xor = 0
+                    invocation.has_children = False
+                    invocation.returned = None
+                    return _Outcome(invocation, None, (_error_name(e), traceback.format_exc()), attempt + 1)
+                time.sleep(retry.delay_s(attempt))
+                attempt += 1
+
+    def _commit(self, batch: Batch, outcome: _Outcome, kind: str, info: RecordInfo, *,
+                dead: DeadLetterEntry | None, hop: Hop | None = None) -> None:
+        """Write an invocation's effects (or its dead letter) in one batch, then send what it spawned."""
+        invocation = outcome.invocation
+        if outcome.error is None:
+            for key, value in invocation.txn.pending():
+                if value is None:
+                    batch.delete("pstate", key)
+                else:
+                    batch.put("pstate", key, value)
+            if dead is not None:
+                batch.delete("meta", _dead_key(invocation.topology, dead.id))
+        else:
+            entry = DeadLetterEntry(
+                dead.id if dead else self.next_unique_id(), invocation.topology, kind, self.task_id, info.depot,
+                info.partition, info.offset, info.timestamp_us, outcome.error[0], outcome.error[1],
+                outcome.attempts + (dead.attempts if dead else 0),
+                hop.step if hop else None, hop.args if hop else None,
+            )
+            batch.put("meta", _dead_key(invocation.topology, entry.id), _dead_encoder.encode(entry))
+            _log.warning("%s.%s: %s at %s/%s offset %s went to the dead letters: %s", self.runtime.name,
+                         invocation.topology, kind, info.depot, info.partition, info.offset, outcome.error[0])
+        if self._unique_dirty:
+            batch.put("meta", _UNIQUE_KEY, _U64.pack(self._unique))
+            self._unique_dirty = False
+        if len(batch):
+            self.store.write(batch, sync=False)
+        for task_id, data in invocation.outbox:
+            self.transport.send(task_id, data)
+
+    # ---- trees ----------------------------------------------------------------------------
+    def _send_ack(self, ack: TreeAck) -> None:
+        if ack.tree.root_task == self.task_id:
+            self._on_tree_ack(ack)
+        else:
+            self.transport.send(ack.tree.root_task, messages.encode(ack))
+
+    def _on_tree_ack(self, ack: TreeAck) -> None:
+        state = self._trees.get(ack.tree.seq)
+        if state is None:
+            return  # a tree from before a restart: its root is replayed, so this ack has no one to tell
+        if ack.returned is not None:
+            state.returned = ack.returned
+        if ack.error is not None:
+            state.errors.append((ack.error_type or "Exception", ack.error))
+        state.xor ^= ack.xor
+        if state.xor == 0:
+            self._complete_tree(ack.tree.seq, state)
+
+    def _apply_ack(self, seq: int, state: _TreeState, xor: int, outcome: _Outcome) -> None:
+        returned = outcome.invocation.returned
+        error_type, error = outcome.error or (None, None)
+        self._on_tree_ack(TreeAck(TreeRef(self.task_id, seq), xor, returned, error_type, error))
+
+    def _complete_tree(self, seq: int, state: _TreeState) -> None:
+        del self._trees[seq]
+        if state.pending_key is not None:
+            batch = Batch()
+            batch.delete("meta", state.pending_key)
+            self.store.write(batch, sync=False)
+        result = state.returned if state.returned is not None else state.root_result
+        errors = [(state.topology, kind, text) for kind, text in state.errors]
+        if state.record is not None:
+            record = state.record
+            if not errors and result is not None:
+                record.results[state.topology] = result
+            record.errors.extend(errors)
+            record.remaining -= 1
+            if record.remaining == 0:
+                self._finish_record(record)
+        if state.reply is not None:
+            results = {state.topology: result} if result is not None and not errors else {}
+            self._reply_completed(state.reply, state.partition, state.offset, results, errors)
+
+    # ---- dead letters ---------------------------------------------------------------------
+    def _retry_dead_letter(self, message: RetryDeadLetter) -> None:
+        reply = _Reply(message.client, message.request, Ack.FULL.value, admitted=False)
+        stored = self.store.get("meta", _dead_key(message.topology, message.dead_letter_id))
+        if stored is None:
+            failure = f"dead letter {message.dead_letter_id} of topology {message.topology!r} is gone (already retried?)"
+            self._reply_completed(reply, self.task_id, -1, {}, [], failure=failure, kind="NotFound")
+            return
+        entry = _dead_decoder.decode(stored)
+        if entry.kind == "record":
+            stream = self.runtime.streams[entry.topology]
+            depot = self.runtime.depot(entry.depot)
+            timestamp_us, event = self._read_record(depot.depot_id, entry.offset, consume=False)
+            self._run_root(stream, depot, entry.offset, timestamp_us, event, progress=False, dead=entry, reply=reply)
+            return
+        own = invocation_id()
+        state = _TreeState(entry.topology, own, None, reply=reply, partition=entry.partition, offset=entry.offset)
+        tree = self._new_tree(state)
+        hop = Hop(tree, own, entry.topology, entry.step or "", entry.args or b"", entry.depot, entry.partition,
+                  entry.offset, entry.timestamp_us)
+        self._run_hop(hop, dead=entry)
+
+    # ---- reads of committed state (served in the caller's thread in process) -------------
+    def serve_read(self, request: tuple[Any, ...]) -> Any:
+        kind = request[0]
+        if kind == "pstate":
+            _, name, steps, op, args, kwargs = request
+            return self.runtime.pstates[name].layout.read(self._pstate_reader, steps, op, args, kwargs)
+        if kind == "depot_read":
+            _, depot_id, start, stop = request
+            return [(_DEPOT_KEY.unpack(k)[1], _I64.unpack(v[:8])[0], v[8:])
+                    for k, v in self.store.iterate("depot", depot_key(depot_id, start), depot_key(depot_id, stop))]
+        if kind == "depot_end":
+            return self._stored_end(request[1])
+        if kind == "dead_letters":
+            prefix = b"dead/" + request[1].encode() + b"/"
+            return [_dead_decoder.decode(v) for _, v in self.store.iterate("meta", prefix, prefix + b"\xff" * 9)]
+        if kind == "progress":
+            return {name: _U64.unpack(v)[0] for name, v in self._stored_progress()}
+        if kind == "step":
+            _, step_name, payload = request
+            args, kwargs = messages.loads(payload)
+            step = self.runtime.step(step_name)
+            return step.fn(Context(self.runtime, self, None, self._pstate_reader, writable=False), *args, **kwargs)
+        raise NotFound("read", str(kind), ["pstate", "depot_read", "depot_end", "dead_letters", "progress", "step"])
+
+    def _stored_progress(self) -> list[tuple[str, bytes]]:
+        return [(k[len(b"progress/"):].decode(errors="replace"), v) for k, v in self.store.iterate("meta", b"progress/", b"progress0")]
+
+    # ---- helpers for the context ----------------------------------------------------------
+    def next_unique_id(self) -> int:
+        self._unique += 1
+        self._unique_dirty = True
+        return (self.task_id << 47) | self._unique
+
+    def partition_for(self, depot: DepotRuntime, event: Any) -> int:
+        return depot.partition_for(event)
+
+
+def _error_name(error: BaseException) -> str:
+    if isinstance(error, HeadwaterError):
+        return type(error).__name__
+    return f"{type(error).__module__}.{type(error).__qualname__}".removeprefix("builtins.")

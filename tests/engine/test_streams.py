@@ -1,0 +1,285 @@
+"""Stream topologies: hops, acks, errors and dead letters, atomicity, recovery, backpressure."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+import headwater as hw
+
+
+@dataclass
+class Job:
+    key: int
+    n: int = 0
+    fail: bool = False
+
+
+def fanout_module() -> hw.Module:
+    m = hw.Module("fan")
+    jobs = m.depot("jobs", Job, partition_by="key")
+    log = m.pstate("log", hw.Map(int, hw.List(int, subindexed=True)))
+    done = m.pstate("done", hw.Map(int, bool))
+
+    @m.stream(jobs)
+    def route(ctx: hw.Context, job: Job) -> str:
+        for target in range(job.n):
+            ctx.hop(target, record, target, job.key)
+        return "root"
+
+    @m.step
+    def record(ctx: hw.Context, target: int, source: int) -> None:
+        ctx.pstate(log)[target].append(source)
+        if target == 2:
+            ctx.hop(1000 + target, finish, source)
+
+    @m.step
+    def finish(ctx: hw.Context, source: int) -> None:
+        ctx.pstate(done)[source].set(True)
+        ctx.ack_return(f"finished {source}")
+
+    return m
+
+
+def test_full_ack_waits_for_the_whole_tree_and_takes_ack_return(cluster):
+    cluster.deploy(fanout_module(), tasks=4)
+    jobs = cluster.depot("fan", "jobs")
+    assert jobs.append(Job(1, n=1))["route"] == "root"  # no ack_return: the root's value
+    result = jobs.append(Job(7, n=5))
+    assert result["route"] == "finished 7"  # set two hops down the tree
+    assert cluster.pstate("fan", "done")[7].get() is True
+    for target in range(5):
+        assert 7 in cluster.pstate("fan", "log")[target].get()
+
+
+def test_hops_between_two_tasks_arrive_in_send_order(cluster):
+    m = hw.Module("order")
+    jobs = m.depot("jobs", Job, partition_by="key")
+    seen = m.pstate("seen", hw.Map(int, hw.List(int)))
+
+    @m.stream(jobs)
+    def spray(ctx: hw.Context, job: Job) -> None:
+        for i in range(job.n):
+            ctx.hop(job.key + 1, note, job.key + 1, i)
+
+    @m.step
+    def note(ctx: hw.Context, key: int, i: int) -> None:
+        ctx.pstate(seen)[key].append(i)
+
+    cluster.deploy(m, tasks=4)
+    cluster.depot("order", "jobs").append_many([Job(k, n=100) for k in range(0, 40, 10)])
+    for k in range(0, 40, 10):
+        assert cluster.pstate("order", "seen")[k + 1].get() == list(range(100))
+
+
+def failing_module(flaky: dict[str, int] | None = None, retry: hw.Retry = hw.Retry.NONE) -> hw.Module:
+    m = hw.Module("risky")
+    jobs = m.depot("jobs", Job, partition_by="key")
+    a = m.pstate("a", hw.Map(int, int))
+    b = m.pstate("b", hw.Map(int, hw.Set(int)))
+    switch = {"broken": True}
+
+    @m.stream(jobs, retry=retry)
+    def work(ctx: hw.Context, job: Job) -> int:
+        ctx.pstate(a)[job.key].increment(job.n)
+        ctx.pstate(b)[job.key].add(job.n)
+        if flaky is not None and flaky["left"] > 0:
+            flaky["left"] -= 1
+            raise ConnectionError("flaky downstream")
+        if job.fail and switch["broken"]:
+            raise ValueError(f"cannot handle job {job.key}")
+        return ctx.pstate(a)[job.key].get()
+
+    m.switch = switch  # type: ignore[attr-defined]
+    return m
+
+
+def test_a_raising_handler_discards_all_its_writes_and_is_dead_lettered(cluster):
+    module = failing_module()
+    cluster.deploy(module, tasks=2)
+    jobs = cluster.depot("risky", "jobs")
+    assert jobs.append(Job(1, n=5))["work"] == 5
+    with pytest.raises(hw.HandlerError) as raised:
+        jobs.append(Job(1, n=10, fail=True))
+    error = raised.value
+    assert error.error_type == "ValueError"
+    assert "cannot handle job 1" in error.remote_traceback and "raise ValueError" in error.remote_traceback
+    assert error.topology == "work" and error.offset == 1
+    # Atomic: neither PState saw the failed invocation's writes.
+    assert cluster.pstate("risky", "a")[1].get() == 5
+    assert cluster.pstate("risky", "b")[1].get() == {5}
+    # Later events keep flowing.
+    assert jobs.append(Job(1, n=1))["work"] == 6
+    dead = cluster.dead_letters("risky", "work")
+    assert [(d.kind, d.offset, d.error_type) for d in dead] == [("record", 1, "ValueError")]
+    # Fix the cause, retry: it applies once and leaves the list.
+    module.switch["broken"] = False
+    assert dead[0].retry() == 16
+    assert cluster.dead_letters("risky", "work") == []
+    assert cluster.pstate("risky", "b")[1].get() == {1, 5, 10}
+
+
+def test_retry_policy_absorbs_flaky_failures(cluster):
+    flaky = {"left": 2}
+    cluster.deploy(failing_module(flaky, hw.Retry(times=3, backoff=0.001)))
+    assert cluster.depot("risky", "jobs").append(Job(4, n=2))["work"] == 2  # not 6: failed attempts left nothing
+    assert cluster.dead_letters("risky", "work") == []
+
+
+def test_failing_hop_is_dead_lettered_and_retriable(cluster):
+    m = hw.Module("hops")
+    jobs = m.depot("jobs", Job, partition_by="key")
+    got = m.pstate("got", hw.Map(int, int))
+    state = {"broken": True}
+
+    @m.stream(jobs)
+    def start(ctx: hw.Context, job: Job) -> None:
+        ctx.hop(job.key + 1, land, job.key + 1, job.n)
+
+    @m.step
+    def land(ctx: hw.Context, key: int, n: int) -> None:
+        ctx.pstate(got)[key].set(n)
+        if state["broken"]:
+            raise RuntimeError("hop failed")
+        ctx.ack_return(n * 2)
+
+    cluster.deploy(m, tasks=3)
+    with pytest.raises(hw.HandlerError, match="hop failed"):
+        cluster.depot("hops", "jobs").append(Job(5, n=21))
+    assert cluster.pstate("hops", "got")[6].get() is None
+    [dead] = cluster.dead_letters("hops", "start")
+    assert (dead.kind, dead.step) == ("hop", "land")
+    state["broken"] = False
+    assert dead.retry() == 42
+    assert cluster.pstate("hops", "got")[6].get() == 21
+
+
+def test_wrong_partition_is_an_error_naming_the_fix(cluster):
+    m = hw.Module("wp")
+    jobs = m.depot("jobs", Job, partition_by="key")
+    values = m.pstate("values", hw.Map(int, int))
+
+    @m.stream(jobs)
+    def write_other(ctx: hw.Context, job: Job) -> None:
+        ctx.pstate(values)[job.n].set(1)
+
+    cluster.deploy(m, tasks=4)
+    other = next(k for k in range(100) if hw_task(k, 4) != hw_task(0, 4))
+    with pytest.raises(hw.HandlerError, match="WrongPartitionError") as raised:
+        cluster.depot("wp", "jobs").append(Job(0, n=other))
+    assert "ctx.hop" in raised.value.remote_traceback
+
+
+def hw_task(key: Any, tasks: int) -> int:
+    from headwater.schema import task_for_key
+
+    return task_for_key(key, tasks)
+
+
+def test_unique_ids_are_unique_and_durable(tmp_path):
+    def module() -> hw.Module:
+        m = hw.Module("ids")
+        jobs = m.depot("jobs", Job)
+
+        @m.stream(jobs)
+        def make_id(ctx: hw.Context, job: Job) -> int:
+            return ctx.unique_id()
+
+        return m
+
+    with hw.InProcessCluster(tmp_path) as c:
+        c.deploy(module(), tasks=2)
+        first = [r["make_id"] for r in c.depot("ids", "jobs").append_many([Job(i) for i in range(20)])]
+    with hw.InProcessCluster(tmp_path) as c:
+        c.deploy(module())
+        second = [r["make_id"] for r in c.depot("ids", "jobs").append_many([Job(i) for i in range(20)])]
+    assert len(set(first + second)) == 40
+    assert all(0 < i < 2**63 for i in first + second)
+
+
+def counting_module(start_from: Any = "end", extra: bool = False) -> hw.Module:
+    m = hw.Module("counter")
+    jobs = m.depot("jobs", Job, partition_by="key")
+    counts = m.pstate("counts", hw.Map(int, int))
+    backfill = m.pstate("backfill", hw.Map(int, int))
+
+    @m.stream(jobs)
+    def count(ctx: hw.Context, job: Job) -> int:
+        ctx.pstate(counts)[job.key].increment()
+        return ctx.pstate(counts)[job.key].get()
+
+    if extra:
+        @m.stream(jobs, start_from=start_from)
+        def late(ctx: hw.Context, job: Job) -> None:
+            ctx.pstate(backfill)[job.key].increment()
+
+    return m
+
+
+def test_restart_resumes_without_reprocessing(tmp_path):
+    with hw.InProcessCluster(tmp_path) as c:
+        c.deploy(counting_module(), tasks=3)
+        c.depot("counter", "jobs").append_many([Job(k % 5) for k in range(50)])
+    with hw.InProcessCluster(tmp_path) as c:
+        with pytest.raises(hw.DefinitionError, match="tasks=3"):
+            c.deploy(counting_module(), tasks=2)
+        c.deploy(counting_module())
+        counts = c.pstate("counter", "counts")
+        assert [counts[k].get() for k in range(5)] == [10] * 5
+        assert c.depot("counter", "jobs").append(Job(0))["count"] == 11
+
+
+def test_new_topology_backfills_from_the_beginning(cluster):
+    cluster.deploy(counting_module(), tasks=2)
+    cluster.depot("counter", "jobs").append_many([Job(k % 3) for k in range(30)])
+    cluster.update(counting_module(start_from="beginning", extra=True))
+    result = cluster.depot("counter", "jobs").append(Job(0))  # full ack: the backfill got past it too
+    assert result["count"] == 11
+    backfill = cluster.pstate("counter", "backfill")
+    assert [backfill[k].get() for k in range(3)] == [11, 10, 10]
+
+
+def test_new_topology_from_the_end_skips_history(cluster):
+    cluster.deploy(counting_module(), tasks=2)
+    cluster.depot("counter", "jobs").append_many([Job(1) for _ in range(5)])
+    cluster.update(counting_module(start_from="end", extra=True))
+    cluster.depot("counter", "jobs").append(Job(1))
+    assert cluster.pstate("counter", "backfill")[1].get() == 1
+
+
+def test_a_flood_of_appends_is_bounded_by_backpressure(cluster, monkeypatch):
+    from headwater.cluster import transport
+
+    monkeypatch.setattr(transport, "APPENDS_IN_FLIGHT_MAX", 16)
+    m = hw.Module("slow")
+    jobs = m.depot("jobs", Job)
+    gate = threading.Event()
+    in_flight = {"max": 0}
+
+    @m.stream(jobs)
+    def slow(ctx: hw.Context, job: Job) -> None:
+        gate.wait(10)
+
+    cluster.deploy(m)
+    depot = cluster.depot("slow", "jobs")
+    submitted = []
+
+    def flood() -> None:
+        for i in range(100):
+            depot.append(Job(i), ack="none")
+            submitted.append(i)
+
+    flooder = threading.Thread(target=flood)
+    flooder.start()
+    time.sleep(0.3)
+    in_flight["max"] = len(submitted)
+    assert 16 <= in_flight["max"] <= 17  # the appender waits once 16 events are in flight
+    with pytest.raises(hw.AckTimeout, match="in flight"):
+        depot.append(Job(-1), ack="none", timeout=0.05)
+    gate.set()
+    flooder.join(10)
+    assert len(submitted) == 100
