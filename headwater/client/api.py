@@ -25,6 +25,7 @@ from headwater.errors import (
     PathError,
     PermissionDenied,
     ReadOnlyError,
+    Unavailable,
 )
 from headwater.client.replies import Waiter
 
@@ -81,9 +82,8 @@ def _ack(ack: Ack | str) -> Ack:
 
 def raise_failure(message: Completed, what: str) -> None:
     if message.failure is not None:
-        if message.failure_kind == "IdempotencyConflict":
-            raise IdempotencyConflict(message.failure)
-        raise NotFound("dead letter", what, []) if message.failure_kind == "NotFound" else RuntimeError(message.failure)
+        kinds = {"IdempotencyConflict": IdempotencyConflict, "Unavailable": Unavailable, "NotFound": Unavailable}
+        raise kinds.get(message.failure_kind or "", Unavailable)(f"{what}: {message.failure}")
     if message.errors:
         topology, error_type, text = message.errors[0]
         more = f" ({len(message.errors) - 1} more errors)" if len(message.errors) > 1 else ""
@@ -231,7 +231,11 @@ class DepotClient:
         elif from_offset is not None:
             cursors = {p: from_offset for p in chosen}
         else:
-            cursors = {p: self.partition_info(p).end_offset for p in chosen}
+            cursors = {p: self.partition_info(p).end_offset for p in chosen}  # now, not at the first next()
+        return self._follow(chosen, cursors, poll_s, idle_timeout_s)
+
+    def _follow(self, chosen: list[int], cursors: dict[int, int], poll_s: float,
+                idle_timeout_s: float | None) -> Iterator[DepotRecord]:
         idle_since = time.monotonic()
         while not self._deployment.closed:
             found = False

@@ -72,6 +72,13 @@ class ReplyRouter:
     def forget(self, request: int) -> None:
         self._waiters.pop(request, None)
 
+    def fail_all(self, reason: str) -> None:
+        """Wake every waiter with `reason`: their cluster is going away and no reply will come."""
+        waiters, self._waiters = self._waiters, {}
+        for request, waiter in waiters.items():
+            offset = waiter.offset if waiter.offset is not None else -1
+            waiter.on_completed(Completed(request, waiter.partition, offset, {}, [], reason, "Unavailable"))
+
     def deliver(self, data: bytes) -> None:
         message: Any = messages.decode(data)
         if isinstance(message, Appended):

@@ -67,6 +67,8 @@ class Deployment:
         for task in self.tasks:
             task.stop()
         self.transport.closed = True
+        self.router.fail_all(f"module {self.runtime.name!r} stopped before the reply came; "
+                             "the event may be durable: append again with the same idempotency_key to be sure")
         for task in self.tasks:
             task.store.close()
 

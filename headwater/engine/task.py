@@ -90,6 +90,8 @@ class DeadLetterEntry(msgspec.Struct, frozen=True):
 
 
 _dead_encoder = msgspec.msgpack.Encoder()
+_outbox_encoder = msgspec.msgpack.Encoder()
+_outbox_decoder = msgspec.msgpack.Decoder(list[tuple[int, bytes]])
 _dead_decoder = msgspec.msgpack.Decoder(DeadLetterEntry)
 
 
@@ -156,7 +158,8 @@ class Task:
         self._records: dict[tuple[int, int], _RecordState] = {}
         self._trees: dict[int, _TreeState] = {}
         self._tree_seq = 0
-        self._replays: deque[tuple[StreamDecl, DepotRuntime, int]] = deque()
+        # Trees a crash cut short: (topology, pending key, offset, the root's encoded outbox).
+        self._replays: deque[tuple[str, bytes, int, bytes]] = deque()
         stored = store.get("meta", _UNIQUE_KEY)
         self._unique = _U64.unpack(stored)[0] if stored else 0
         self._unique_dirty = False
@@ -186,8 +189,8 @@ class Task:
                 cursor = _U64.unpack(stored)[0]
             self._cursors[(stream.name, depot.depot_id)] = cursor
             prefix = b"pending/" + stream.name.encode() + b"/" + _DEPOT_KEY.pack(depot.depot_id, 0)[:2]
-            for pending, _ in self.store.iterate("meta", prefix, prefix + b"\xff" * 8):
-                self._replays.append((stream, depot, _DEPOT_KEY.unpack(pending[-10:])[1]))
+            for pending, outbox in self.store.iterate("meta", prefix, prefix + b"\xff" * 8):
+                self._replays.append((stream.name, pending, _DEPOT_KEY.unpack(pending[-10:])[1], outbox))
         if len(batch):
             self.store.write(batch, sync=True)
 
@@ -214,31 +217,31 @@ class Task:
     def _run(self) -> None:
         try:
             backlog = True
-            while True:
-                batch = self._drain(block=not backlog)
-                if batch is None:
-                    return
+            stopping = False
+            while not stopping:
+                batch, stopping = self._drain(block=not backlog)
                 self._handle(batch)
                 backlog = self._pump()
         except BaseException as e:  # an engine bug: record it so clients fail loudly instead of hanging
             self.failure = e
             _log.exception("task %s of module %s stopped on an internal error", self.task_id, self.runtime.name)
 
-    def _drain(self, *, block: bool) -> list[Any] | None:
+    def _drain(self, *, block: bool) -> tuple[list[Any], bool]:
+        """Messages waiting in the inbox (at least one if `block`), and whether Stop was among them."""
         decoded: list[Any] = []
         try:
             data = self.inbox.get() if block else self.inbox.get_nowait()
             while True:
                 message = messages.decode(data)
                 if isinstance(message, Stop):
-                    return None
+                    return decoded, True
                 decoded.append(message)
                 if len(decoded) >= INBOX_DRAIN_MAX:
                     break
                 data = self.inbox.get_nowait()
         except queue.Empty:
             pass
-        return decoded
+        return decoded, False
 
     def _handle(self, batch: list[Any]) -> None:
         appends = [m for m in batch if isinstance(m, AppendRecord)]
@@ -260,9 +263,13 @@ class Task:
         batch = Batch()
         accepted: list[tuple[AppendRecord, int]] = []
         claimed: dict[bytes, bytes] = {}
+        repeats: list[AppendRecord] = []  # answered after the batch is durable, like the first append
         for append in appends:
-            if append.idempotency_key is not None and self._repeat(append, claimed):
-                continue
+            if append.idempotency_key is not None:
+                key = _idem_key(append.depot_id, append.idempotency_key)
+                if key in claimed or self.store.get("meta", key) is not None:
+                    repeats.append(append)
+                    continue
             offset = self._depot_end[append.depot_id]
             self._depot_end[append.depot_id] = offset + 1
             batch.put("depot", depot_key(append.depot_id, offset), stamp + append.event)
@@ -275,6 +282,8 @@ class Task:
             self.store.write(batch, sync=True)
         for append, offset in accepted:
             self._on_durable(append, offset, now_us)
+        for append in repeats:
+            self._repeat(append)
 
     def _on_durable(self, append: AppendRecord, offset: int, timestamp_us: int) -> None:
         depot = self.runtime.depots_by_id[append.depot_id]
@@ -293,12 +302,10 @@ class Task:
         else:
             self._finish_record(record)
 
-    def _repeat(self, append: AppendRecord, claimed: dict[bytes, bytes]) -> bool:
-        """Answer an append whose idempotency key was seen before; False when the key is new."""
-        key = _idem_key(append.depot_id, append.idempotency_key or "")
-        stored = claimed.get(key) or self.store.get("meta", key)
-        if stored is None:
-            return False
+    def _repeat(self, append: AppendRecord) -> None:
+        """Answer an append whose idempotency key was used before, without appending it."""
+        stored = self.store.get("meta", _idem_key(append.depot_id, append.idempotency_key or ""))
+        assert stored is not None
         offset = _U64.unpack(stored[:8])[0]
         reply = _Reply(append.client, append.request, append.ack, admitted=append.client >= 0)
         if stored[8:] != xxhash.xxh64_digest(append.event):
@@ -307,20 +314,19 @@ class Task:
                 f"(partition {append.partition}, offset {offset}); nothing was appended. Use a new key for a new event"
             )
             self._reply_completed(reply, append.partition, offset, {}, [], failure=failure, kind="IdempotencyConflict")
-            return True
+            return
         if append.ack != Ack.NONE.value and append.client >= 0:
             self.transport.reply(append.client, messages.encode(messages.Appended(append.request, append.partition, offset)))
         in_flight = self._records.get((append.depot_id, offset))
         if in_flight is not None:
             in_flight.replies.append(reply)
-            return True
+            return
         results: dict[str, bytes] = {}
         errors: list[tuple[str, str, str]] = []
         saved = self.store.get("meta", _idem_results_key(append.depot_id, offset))
         if saved is not None:
             results, errors = messages.loads(saved)
         self._reply_completed(reply, append.partition, offset, results, errors)
-        return True
 
     def _reply_completed(self, reply: _Reply, partition: int, offset: int, results: dict[str, bytes],
                          errors: list[tuple[str, str, str]], *, failure: str | None = None, kind: str | None = None) -> None:
@@ -346,9 +352,7 @@ class Task:
         """Advance topologies over their backlog; True when work remains for the next turn."""
         budget = PUMP_RECORDS_MAX
         while self._replays and budget:
-            stream, depot, offset = self._replays.popleft()
-            timestamp_us, event = self._read_record(depot.depot_id, offset, consume=False)
-            self._run_root(stream, depot, offset, timestamp_us, event, progress=False, replay=True)
+            self._resend(*self._replays.popleft())
             budget -= 1
         for stream, depot in self._subscriptions:
             key = (stream.name, depot.depot_id)
@@ -360,6 +364,21 @@ class Task:
                 self._cursors[key] = offset + 1
                 budget -= 1
         return budget == 0
+
+    def _resend(self, topology: str, pending_key: bytes, offset: int, outbox: bytes) -> None:
+        """Finish a tree a crash cut short by sending its root's hops and appends again.
+
+        The root's own writes committed with the pending entry, so they are not redone: only the
+        other tasks' parts run again (at-least-once), under a new tree on this task.
+        """
+        state = _TreeState(topology, 0, None, pending_key=pending_key, partition=self.task_id, offset=offset)
+        tree = self._new_tree(state)
+        for task_id, data in _outbox_decoder.decode(outbox):
+            message = messages.decode(data)
+            assert isinstance(message, (Hop, AppendRecord))
+            message.tree = tree
+            state.xor ^= message.invocation
+            self.transport.send(task_id, messages.encode(message))
 
     def _read_record(self, depot_id: int, offset: int, *, consume: bool) -> tuple[int, bytes]:
         cached = self._recent.get((depot_id, offset))
@@ -379,7 +398,7 @@ class Task:
         return TreeRef(self.task_id, self._tree_seq)
 
     def _run_root(self, stream: StreamDecl, depot: DepotRuntime, offset: int, timestamp_us: int, event_data: bytes, *,
-                  progress: bool, replay: bool = False, dead: DeadLetterEntry | None = None, reply: _Reply | None = None) -> None:
+                  progress: bool, dead: DeadLetterEntry | None = None, reply: _Reply | None = None) -> None:
         own = invocation_id()
         record_state = self._records.get((depot.depot_id, offset)) if progress else None
         state = _TreeState(stream.name, own, record_state, reply=reply, partition=self.task_id, offset=offset)
@@ -389,11 +408,9 @@ class Task:
         batch = Batch()
         if progress:
             batch.put("meta", _progress_key(stream.name, depot.depot_id), _U64.pack(offset + 1))
-        if outcome.error is None and outcome.invocation.has_children:
+        if outcome.invocation.has_children:  # kept until the tree completes, so a crash can resend it
             state.pending_key = _pending_key(stream.name, depot.depot_id, offset)
-            batch.put("meta", state.pending_key, b"")
-        elif replay:  # a replayed tree that spawns nothing is complete once this batch commits
-            batch.delete("meta", _pending_key(stream.name, depot.depot_id, offset))
+            batch.put("meta", state.pending_key, _outbox_encoder.encode(outcome.invocation.outbox))
         state.root_result = outcome.result
         self._commit(batch, outcome, "record", info, dead=dead)
         self._apply_ack(tree.seq, state, own ^ outcome.invocation.children_xor, outcome)
@@ -474,7 +491,7 @@ class Task:
     def _on_tree_ack(self, ack: TreeAck) -> None:
         state = self._trees.get(ack.tree.seq)
         if state is None:
-            return  # a tree from before a restart: its root is replayed, so this ack has no one to tell
+            return  # already complete, or from before a restart (recovery resent its hops under a new tree)
         if ack.returned is not None:
             state.returned = ack.returned
         if ack.error is not None:

@@ -16,21 +16,21 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_and_kill(path: Path, run: int, acks_before_kill: int) -> set[int]:
-    child = subprocess.Popen(
+    acked: set[int] = set()
+    with subprocess.Popen(
         [sys.executable, "-m", "tests.engine.crashing_app", str(path), str(run)],
         cwd=ROOT, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    acked: set[int] = set()
-    assert child.stdout is not None
-    try:
-        for line in child.stdout:
-            if line.startswith("ACK "):
-                acked.add(int(line.split()[1]))
-                if len(acked) >= acks_before_kill:
-                    break
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait(10)
+    ) as child:
+        assert child.stdout is not None
+        try:
+            for line in child.stdout:
+                if line.startswith("ACK "):
+                    acked.add(int(line.split()[1]))
+                    if len(acked) >= acks_before_kill:
+                        break
+        finally:
+            child.send_signal(signal.SIGKILL)
+            child.wait(10)
     assert len(acked) >= acks_before_kill, "the child stopped before it was killed"
     return acked
 

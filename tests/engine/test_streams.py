@@ -35,7 +35,7 @@ def fanout_module() -> hw.Module:
     def record(ctx: hw.Context, target: int, source: int) -> None:
         ctx.pstate(log)[target].append(source)
         if target == 2:
-            ctx.hop(1000 + target, finish, source)
+            ctx.hop(source, finish, source)
 
     @m.step
     def finish(ctx: hw.Context, source: int) -> None:

@@ -1,0 +1,91 @@
+"""Where each part of a PState lives in the sorted key-value store.
+
+Every stored node of a PState has a *location*: a `key` holding either its whole value
+(msgpack, when the node is not split) or its header (the element count, when it is split), and a
+`base` under which the elements of a split node live:
+
+    element with step s:   key = base + ENTRY + encode_key(s)
+                           base = base + CHILDREN + encode_key(s)
+
+So the elements of a split collection are the keys in [base + ENTRY, base + CHILDREN), exactly
+one per element, sorted by the order-preserving encoding of their keys: ranges, `limit` and
+`reverse` page through them directly, even when each element is itself split (its own elements
+sit apart, under CHILDREN). The root of PState number `i` is at `encode_key(i) + ENTRY`, so
+PStates sharing a column family never overlap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import fdb.tuple
+import msgspec
+
+from headwater.schema import Schema, encode_key
+from headwater.schema.types import format_step
+from headwater.pstate.txn import prefix_end
+
+__all__ = ["CHILDREN", "ENTRY", "Location", "decode_count", "encode_count", "root_location"]
+
+ENTRY = b"\x01"  # an element's own key: its value, or its header when it is split
+CHILDREN = b"\x02"  # the region below an element: its elements, when it is split
+
+_count_decoder = msgspec.msgpack.Decoder(int)
+
+
+def encode_count(count: int) -> bytes:
+    return msgspec.msgpack.encode(count)
+
+
+def decode_count(raw: bytes) -> int:
+    return _count_decoder.decode(raw)
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """One stored node: its storage key, the base of its elements, and how to name it."""
+
+    key: bytes
+    base: bytes
+    schema: Schema
+    split: bool
+    parent: Location | None
+    step: Any  # canonical step from the parent (None at the root)
+    path: str  # e.g. "$[42]['items']", for messages
+
+    def child(self, step: Any, schema: Schema) -> Location:
+        segment = encode_key(step)
+        return Location(
+            self.base + ENTRY + segment,
+            self.base + CHILDREN + segment,
+            schema,
+            schema.split,
+            self,
+            step,
+            format_step(self.path, step),
+        )
+
+    def element_key(self, step: Any) -> bytes:
+        """The storage key of the element `step` (for set elements, which have no schema)."""
+        return self.base + ENTRY + encode_key(step)
+
+    def element_step(self, key: bytes) -> Any:
+        """The raw tuple-layer item of an element key (decode it with the key type)."""
+        (item,) = fdb.tuple.unpack(key, len(self.base) + len(ENTRY))
+        return item
+
+    @property
+    def elements(self) -> tuple[bytes, bytes]:
+        """The key range holding exactly one key per element of this (split) node."""
+        return self.base + ENTRY, self.base + CHILDREN
+
+    @property
+    def region(self) -> tuple[bytes, bytes]:
+        """The key range of everything below this node (not its own key)."""
+        return self.base, prefix_end(self.base)
+
+
+def root_location(schema: Schema, pstate_id: int, *, split: bool) -> Location:
+    prefix = encode_key(pstate_id)
+    return Location(prefix + ENTRY, prefix + CHILDREN, schema, split, None, None, "$")

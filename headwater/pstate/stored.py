@@ -1,0 +1,383 @@
+"""Operations on split collections, one storage key per element (see `locations`).
+
+A split node's key holds its element count, so `size()` reads one key, and a range reads one
+key per element it returns. Elements that are not split are msgpack blobs; split elements
+recurse. Costs: point reads and writes, `append`, `add`, `discard` touch O(1) keys; deleting or
+inserting in the middle of a subindexed list shifts every later element (O(n - i), and each
+moved element that is itself split is copied with everything below it).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from headwater.errors import PathError, SchemaError
+from headwater.pstate import ops
+from headwater.pstate.inline import ABSENT
+from headwater.pstate.locations import Location, decode_count, encode_count
+from headwater.pstate.txn import Reader, Txn
+from headwater.schema import Schema, encode_value
+from headwater.schema.types import List, Map, Record, Set
+from headwater.schema.values import check_key
+
+__all__ = [
+    "READS",
+    "WRITES",
+    "assemble",
+    "count",
+    "load",
+    "remove",
+    "replace",
+    "require_list_elements",
+    "subtree_writes",
+    "write_blob",
+]
+
+_SET_MEMBER = b""  # the value of a set element's key: the key alone says it is there
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+def count(reader: Reader, location: Location) -> int | None:
+    """Elements in a split node, or None when it is absent."""
+    raw = reader.get(location.key)
+    return None if raw is None else decode_count(raw)
+
+
+def load(reader: Reader, location: Location) -> Any:
+    """The whole value at a location (split or not), or ABSENT."""
+    raw = reader.get(location.key)
+    if raw is None:
+        return ABSENT
+    return assemble(reader, location) if location.split else location.schema.decoder.decode(raw)
+
+
+def assemble(reader: Reader, location: Location) -> Any:
+    """The value of a present split node, read element by element."""
+    schema = location.schema
+    pairs = _elements(reader, location, *location.elements)
+    if isinstance(schema, Set):
+        return {element for element, _ in pairs}
+    if isinstance(schema, List):
+        return [value for _, value in pairs]
+    value = dict(pairs)
+    if isinstance(schema, Record):  # fields are stored by name; give them back in declared order
+        return {name: value[name] for name in schema.fields if name in value}
+    return value
+
+
+def _elements(reader: Reader, location: Location, start: bytes, stop: bytes, *,
+              reverse: bool = False, limit: int | None = None) -> Iterator[tuple[Any, Any]]:
+    """(step, value) of the elements whose keys are in [start, stop)."""
+    schema = location.schema
+    for key, raw in itertools.islice(reader.iterate(start, stop, reverse=reverse), limit):
+        step = _step_from_key(location, key)
+        if isinstance(schema, Set):
+            yield step, step
+            continue
+        child = location.child(step, _child_schema(schema, step))
+        yield step, assemble(reader, child) if child.split else child.schema.decoder.decode(raw)
+
+
+def _step_from_key(location: Location, key: bytes) -> Any:
+    item = location.element_step(key)
+    schema = location.schema
+    return schema.keys.from_item(item) if isinstance(schema, (Map, Set)) else item
+
+
+def _child_schema(schema: Schema, step: Any) -> Schema:
+    return schema.fields[step] if isinstance(schema, Record) else schema.value_schema  # type: ignore[attr-defined]
+
+
+def _get(reader: Reader, location: Location, default: Any = None) -> Any:
+    value = load(reader, location)
+    return default if value is ABSENT else value
+
+
+def _exists(reader: Reader, location: Location) -> bool:
+    return reader.get(location.key) is not None
+
+
+def _size(reader: Reader, location: Location) -> int:
+    return count(reader, location) or 0
+
+
+def _range(reader: Reader, location: Location, start: Any, stop: Any, limit: int | None,
+           reverse: bool) -> Iterator[tuple[Any, Any]]:
+    ops.check_limit(limit)
+    schema, path = location.schema, location.path
+    low, high = ops.range_bound(schema, start, path), ops.range_bound(schema, stop, path)
+    first, end = location.elements
+    low_key = first if low is None else location.element_key(low)
+    high_key = end if high is None else location.element_key(high)
+    return _elements(reader, location, low_key, high_key, reverse=reverse, limit=limit)
+
+
+def _keys(reader: Reader, location: Location, start: Any = None, stop: Any = None, *,
+          limit: int | None = None, reverse: bool = False) -> list:
+    return [k for k, _ in _range(reader, location, start, stop, limit, reverse)]
+
+
+def _values(reader: Reader, location: Location, start: Any = None, stop: Any = None, *,
+            limit: int | None = None, reverse: bool = False) -> list:
+    return [v for _, v in _range(reader, location, start, stop, limit, reverse)]
+
+
+def _items(reader: Reader, location: Location, start: Any = None, stop: Any = None, *,
+           limit: int | None = None, reverse: bool = False) -> list:
+    return list(_range(reader, location, start, stop, limit, reverse))
+
+
+def _slice(reader: Reader, location: Location, start: int | None = None, stop: int | None = None) -> list:
+    indexes = ops.slice_indexes(_size(reader, location), start, stop)
+    if not indexes:
+        return []
+    low, high = location.element_key(indexes[0]), location.element_key(indexes[-1] + 1)
+    return [value for _, value in _elements(reader, location, low, high)]
+
+
+def _contains(reader: Reader, location: Location, element: Any) -> bool:
+    element = ops.set_element(location.schema, element, location.path)  # type: ignore[arg-type]
+    return reader.get(location.element_key(element)) is not None
+
+
+READS: dict[str, Callable[..., Any]] = {
+    "get": _get,
+    "exists": _exists,
+    "size": _size,
+    "keys": _keys,
+    "values": _values,
+    "items": _items,
+    "slice": _slice,
+    "contains": _contains,
+}
+
+
+# --- the writes every operation is built from ---------------------------------------------------
+
+
+def subtree_writes(location: Location, value: Any) -> dict[bytes, bytes]:
+    """Every key and value that stores `value` at `location`, validated (SchemaError, nothing written)."""
+    if not location.split:
+        return {location.key: encode_value(location.schema, value, location.path)}
+    children = _split_children(location, value)
+    writes = {location.key: encode_count(len(children))}
+    for step, child_value in children.items():
+        if isinstance(location.schema, Set):
+            writes[location.element_key(step)] = _SET_MEMBER
+        else:
+            writes.update(subtree_writes(location.child(step, _child_schema(location.schema, step)), child_value))
+    return writes
+
+
+def _split_children(location: Location, value: Any) -> dict[Any, Any]:
+    """The elements of a value for a split node, by canonical step (duplicates collapse)."""
+    schema, path = location.schema, location.path
+    if isinstance(schema, Map):
+        return ops.merge_entries(schema, _require(Mapping, "a dict", value, location), path)
+    if isinstance(schema, Record):
+        return ops.merge_entries(schema, _require(Mapping, "a dict of its fields", value, location), path)
+    if isinstance(schema, List):
+        return dict(enumerate(_require((list, tuple), "a list", value, location)))
+    elements = _require((set, frozenset), "a set", value, location)
+    return {check_key(schema.keys, element, path, what="element"): None for element in elements}  # type: ignore[attr-defined]
+
+
+def _require(kind: Any, expected: str, value: Any, location: Location) -> Any:
+    if not isinstance(value, kind):
+        raise SchemaError(
+            f"expected {expected} for {location.schema!r} at {location.path}, got {type(value).__name__} "
+            f"{value!r:.100}",
+            path=location.path,
+        )
+    return value
+
+
+def _clear(txn: Txn, location: Location) -> None:
+    txn.delete(location.key)
+    if location.split:
+        txn.delete_range(*location.region)
+
+
+def _put(txn: Txn, location: Location, writes: dict[bytes, bytes]) -> None:
+    """Replace whatever is at `location` with `writes`; register it with its parent if it is new."""
+    existed = txn.get(location.key) is not None
+    if existed and location.split:
+        txn.delete_range(*location.region)
+    for key, raw in writes.items():
+        txn.put(key, raw)
+    if not existed:
+        _register(txn, location)
+
+
+def _register(txn: Txn, location: Location) -> None:
+    """Count a new element in its parent, creating the parent (and its parents) when absent."""
+    parent = location.parent
+    if parent is None:
+        return
+    size = count(txn, parent)
+    txn.put(parent.key, encode_count((size or 0) + 1))
+    if size is None:
+        _register(txn, parent)
+
+
+def _set_count(txn: Txn, location: Location, old: int | None, new: int) -> None:
+    txn.put(location.key, encode_count(new))
+    if old is None:
+        _register(txn, location)
+
+
+def replace(txn: Txn, location: Location, value: Any) -> None:
+    """Store `value` at `location`, replacing what was there."""
+    _put(txn, location, subtree_writes(location, value))
+
+
+def write_blob(txn: Txn, location: Location, data: bytes) -> None:
+    """Store an encoded value at a location that is not split."""
+    _put(txn, location, {location.key: data})
+
+
+def remove(txn: Txn, location: Location) -> None:
+    """Remove the value at `location` (shifting later elements when it is in a split list)."""
+    if txn.get(location.key) is None:
+        return
+    parent = location.parent
+    if parent is None:
+        _clear(txn, location)
+        return
+    size = count(txn, parent) or 0
+    if isinstance(parent.schema, List):
+        for index in range(location.step + 1, size):
+            _move(txn, parent, index, index - 1)
+        _clear(txn, parent.child(size - 1, location.schema))
+    else:
+        _clear(txn, location)
+    txn.put(parent.key, encode_count(size - 1))
+
+
+def _move(txn: Txn, parent: Location, source_index: int, target_index: int) -> None:
+    """Move one element of a split list, with everything below it, to another index."""
+    element_schema = parent.schema.value_schema  # type: ignore[attr-defined]
+    source, target = parent.child(source_index, element_schema), parent.child(target_index, element_schema)
+    _clear(txn, target)
+    txn.put(target.key, txn.get(source.key))  # type: ignore[arg-type]
+    if source.split:
+        below = list(txn.iterate(*source.region))
+        for key, raw in below:
+            txn.put(target.base + key[len(source.base):], raw)
+
+
+# --- operations ---------------------------------------------------------------------------------
+
+
+def _set(txn: Txn, location: Location, value: Any) -> None:
+    replace(txn, location, value)
+
+
+def _delete(txn: Txn, location: Location) -> None:
+    remove(txn, location)
+
+
+def _update(txn: Txn, location: Location, fn: Callable[[Any], Any], default: Any = None) -> None:
+    old = load(txn, location)
+    replace(txn, location, fn(default if old is ABSENT else old))
+
+
+def _append(txn: Txn, location: Location, element: Any) -> None:
+    _extend(txn, location, [element])
+
+
+def _extend(txn: Txn, location: Location, elements: Any) -> None:
+    if not isinstance(elements, (list, tuple)):
+        raise SchemaError(
+            f"extend() needs a list, got {type(elements).__name__} {elements!r:.100} at {location.path}",
+            path=location.path,
+        )
+    size = count(txn, location)
+    start = size or 0
+    element_schema = location.schema.value_schema  # type: ignore[attr-defined]
+    writes: dict[bytes, bytes] = {}
+    for offset, element in enumerate(elements):
+        writes.update(subtree_writes(location.child(start + offset, element_schema), element))
+    for key, raw in writes.items():
+        txn.put(key, raw)
+    _set_count(txn, location, size, start + len(elements))
+
+
+def _insert(txn: Txn, location: Location, index: int, element: Any) -> None:
+    size = count(txn, location)
+    index = ops.list_index_for_insert(size or 0, index)
+    element_schema = location.schema.value_schema  # type: ignore[attr-defined]
+    target = location.child(index, element_schema)
+    writes = subtree_writes(target, element)  # validate before anything moves
+    for later in range((size or 0) - 1, index - 1, -1):
+        _move(txn, location, later, later + 1)
+    _clear(txn, target)
+    for key, raw in writes.items():
+        txn.put(key, raw)
+    _set_count(txn, location, size, (size or 0) + 1)
+
+
+def _add(txn: Txn, location: Location, element: Any) -> None:
+    element = ops.set_element(location.schema, element, location.path)  # type: ignore[arg-type]
+    key = location.element_key(element)
+    if txn.get(key) is not None:
+        return
+    size = count(txn, location)
+    txn.put(key, _SET_MEMBER)
+    _set_count(txn, location, size, (size or 0) + 1)
+
+
+def _discard(txn: Txn, location: Location, element: Any) -> None:
+    element = ops.set_element(location.schema, element, location.path)  # type: ignore[arg-type]
+    key = location.element_key(element)
+    if txn.get(key) is None:
+        return
+    txn.delete(key)
+    txn.put(location.key, encode_count(count(txn, location) - 1))  # type: ignore[operator]
+
+
+def _merge(txn: Txn, location: Location, mapping: Any) -> None:
+    schema = location.schema
+    entries = ops.merge_entries(schema, mapping, location.path)  # type: ignore[arg-type]
+    children = [location.child(step, _child_schema(schema, step)) for step in entries]
+    writes = [subtree_writes(child, value) for child, value in zip(children, entries.values())]
+    size = count(txn, location)
+    added = 0
+    for child, child_writes in zip(children, writes):
+        added += txn.get(child.key) is None
+        if child.split:
+            txn.delete_range(*child.region)
+        for key, raw in child_writes.items():
+            txn.put(key, raw)
+    _set_count(txn, location, size, (size or 0) + added)
+
+
+WRITES: dict[str, Callable[..., None]] = {
+    "set": _set,
+    "delete": _delete,
+    "update": _update,
+    "append": _append,
+    "extend": _extend,
+    "insert": _insert,
+    "add": _add,
+    "discard": _discard,
+    "merge": _merge,
+}
+
+
+def require_list_elements(reader: Reader, location: Location) -> None:
+    """PathError unless every list element on the way to `location` exists (writes never create them)."""
+    while location.parent is not None:
+        parent = location.parent
+        if isinstance(parent.schema, List) and parent.split and reader.get(location.key) is None:
+            size = count(reader, parent) or 0
+            raise PathError(
+                f"list index {location.step} is out of range for the list of {size} elements at {parent.path}; "
+                "add elements with append() or insert()"
+            )
+        location = parent
+

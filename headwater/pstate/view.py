@@ -1,0 +1,159 @@
+"""View: item access over a PState (`view[user]["items"][2].set(x)`), the same class everywhere.
+
+A View is a path (canonical steps from the PState root) plus an executor that runs operations
+at its end. Each `[...]` is checked against the schema at once, so a wrong step fails where it
+is written; operations are handed to the executor, which the engine provides: in a handler it
+checks partition ownership and runs the PState layout on the invocation's Txn; in a client it
+routes reads to the owning task and refuses writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, NoReturn, Protocol
+
+from headwater.pstate import ops
+from headwater.schema import Schema, as_schema
+from headwater.schema.types import format_step
+
+__all__ = ["Executor", "View"]
+
+
+class Executor(Protocol):
+    """Runs one operation at the end of a path (the engine provides one per context)."""
+
+    def read(self, steps: tuple, op: str, args: tuple = (), kwargs: dict | None = None) -> Any: ...
+
+    def write(self, steps: tuple, op: str, args: tuple = (), kwargs: dict | None = None) -> None: ...
+
+
+class View:
+    """A path into a PState, with the read and write operations of DESIGN §4."""
+
+    __slots__ = ("_executor", "_name", "_path", "_schema", "_steps")
+
+    def __init__(self, executor: Executor, schema: Any, steps: tuple = (), *, name: str = "") -> None:
+        self._executor = executor
+        self._name = name
+        self._schema: Schema = as_schema(schema)
+        self._steps: tuple = ()
+        self._path = "$"
+        for step in steps:
+            self._steps, self._schema, self._path = self._extended(step)
+
+    def _extended(self, step: Any) -> tuple[tuple, Schema, str]:
+        canonical, schema = self._schema.child(step, self._label())
+        return (*self._steps, canonical), schema, format_step(self._path, canonical)
+
+    def __getitem__(self, step: Any) -> View:
+        child = object.__new__(View)
+        child._executor, child._name = self._executor, self._name
+        child._steps, child._schema, child._path = self._extended(step)
+        return child
+
+    @property
+    def steps(self) -> tuple:
+        """Canonical steps from the PState root (map keys, list indexes, field names)."""
+        return self._steps
+
+    @property
+    def schema(self) -> Schema:
+        """The schema at the end of this path."""
+        return self._schema
+
+    def _label(self) -> str:
+        return f"{self._name}{self._path[1:]}" if self._name else self._path
+
+    def _read(self, op: str, *args: Any, **kwargs: Any) -> Any:
+        ops.check_op(self._schema, op, self._label())
+        return self._executor.read(self._steps, op, args, kwargs)
+
+    def _write(self, op: str, *args: Any, **kwargs: Any) -> None:
+        ops.check_op(self._schema, op, self._label())
+        self._executor.write(self._steps, op, args, kwargs)
+
+    # --- reads ----------------------------------------------------------------------------------
+
+    def get(self, default: Any = None) -> Any:
+        """The value at this path, or `default` if nothing is there."""
+        return self._read("get", default)
+
+    def exists(self) -> bool:
+        return self._read("exists")
+
+    def size(self) -> int:
+        """Element count of a map, list, set or record (O(1) when subindexed); 0 if absent."""
+        return self._read("size")
+
+    def keys(self, start: Any = None, stop: Any = None, *, limit: int | None = None, reverse: bool = False) -> list:
+        """Sorted keys of a map (elements of a set) in [start, stop)."""
+        return self._read("keys", start, stop, limit=limit, reverse=reverse)
+
+    def values(self, start: Any = None, stop: Any = None, *, limit: int | None = None, reverse: bool = False) -> list:
+        """Values of a map (elements of a set) whose keys are in [start, stop), in key order."""
+        return self._read("values", start, stop, limit=limit, reverse=reverse)
+
+    def items(self, start: Any = None, stop: Any = None, *, limit: int | None = None, reverse: bool = False) -> list:
+        """(key, value) pairs of a map with keys in [start, stop), in key order."""
+        return self._read("items", start, stop, limit=limit, reverse=reverse)
+
+    def slice(self, start: int | None = None, stop: int | None = None) -> list:
+        """Elements `start` (inclusive) to `stop` (exclusive) of a list, like `list[start:stop]`."""
+        return self._read("slice", start, stop)
+
+    def contains(self, element: Any) -> bool:
+        """Whether a set holds `element`."""
+        return self._read("contains", element)
+
+    # --- writes (handlers only) ---------------------------------------------------------------------
+
+    def set(self, value: Any) -> None:
+        """Replace the value at this path, creating absent maps and records above it."""
+        self._write("set", value)
+
+    def delete(self) -> None:
+        """Remove the value at this path (later elements of a list move down); absent is fine."""
+        self._write("delete")
+
+    def update(self, fn: Callable[[Any], Any], default: Any = None) -> None:
+        """Set the value to `fn(old)`, with `old = default` when absent."""
+        self._write("update", fn, default)
+
+    def increment(self, n: Any = 1) -> None:
+        """Add `n` to the number at this path; absent counts as 0."""
+        self._write("increment", n)
+
+    def append(self, value: Any) -> None:
+        self._write("append", value)
+
+    def extend(self, values: Any) -> None:
+        self._write("extend", values)
+
+    def insert(self, index: int, value: Any) -> None:
+        """Insert like `list.insert` (in a subindexed list, later elements shift: O(n - index))."""
+        self._write("insert", index, value)
+
+    def add(self, element: Any) -> None:
+        self._write("add", element)
+
+    def discard(self, element: Any) -> None:
+        self._write("discard", element)
+
+    def merge(self, mapping: Mapping) -> None:
+        """Set several keys of a map or fields of a record at once."""
+        self._write("merge", mapping)
+
+    # --- guards against Python protocols that would mislead ------------------------------------------
+
+    def __iter__(self) -> NoReturn:
+        # Without this, Python would iterate by calling view[0], view[1], ... forever.
+        raise TypeError(f"a PState view is not iterable; iterate over {self._label()}.keys(), .values() or .items()")
+
+    def __contains__(self, element: Any) -> NoReturn:
+        raise TypeError(f"use {self._label()}.contains(x) for sets, or view[key].exists() for maps")
+
+    def __bool__(self) -> NoReturn:
+        raise TypeError(f"a PState view has no truth value; use {self._label()}.exists() or .get()")
+
+    def __repr__(self) -> str:
+        return f"<View {self._label()}: {self._schema!r}>"
