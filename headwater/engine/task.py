@@ -164,6 +164,14 @@ class Task:
         self._unique = _U64.unpack(stored)[0] if stored else 0
         self._unique_dirty = False
         self._last_timestamp_us = 0
+        # One loop turn is one round: the PState writes of all its invocations (each merged only if
+        # it succeeded), its progress and metadata commit in one batch, and only then do its hops,
+        # replies and admission releases go out.
+        self._round = Batch()
+        self._round_txn = self._new_txn(self._pstate_reader)
+        self._outgoing: list[tuple[int, bytes]] = []
+        self._replies: list[tuple[int, bytes]] = []
+        self._releases = 0
         self._thread = threading.Thread(target=self._run, name=f"headwater-{runtime.name}-task-{task_id}", daemon=True)
         self.failure: BaseException | None = None
 
@@ -222,9 +230,41 @@ class Task:
                 batch, stopping = self._drain(block=not backlog)
                 self._handle(batch)
                 backlog = self._pump()
+                self._end_round()
         except BaseException as e:  # an engine bug: record it so clients fail loudly instead of hanging
             self.failure = e
             _log.exception("task %s of module %s stopped on an internal error", self.task_id, self.runtime.name)
+
+    @staticmethod
+    def _new_txn(reader: Any) -> Any:
+        from headwater.pstate import Txn
+
+        return Txn(reader)
+
+    def _end_round(self) -> None:
+        batch = self._round
+        for key, value in self._round_txn.pending():
+            if value is None:
+                batch.delete("pstate", key)
+            else:
+                batch.put("pstate", key, value)
+        if self._unique_dirty:
+            batch.put("meta", _UNIQUE_KEY, _U64.pack(self._unique))
+            self._unique_dirty = False
+        if len(batch):
+            self.store.write(batch, sync=False)
+            self._round = Batch()
+            self._round_txn = self._new_txn(self._pstate_reader)
+        transport = self.transport
+        for task_id, data in self._outgoing:
+            transport.send(task_id, data)
+        for client, data in self._replies:
+            transport.reply(client, data)
+        for _ in range(self._releases):
+            transport.release_append(self.task_id)
+        self._outgoing.clear()
+        self._replies.clear()
+        self._releases = 0
 
     def _drain(self, *, block: bool) -> tuple[list[Any], bool]:
         """Messages waiting in the inbox (at least one if `block`), and whether Stop was among them."""
@@ -332,9 +372,9 @@ class Task:
                          errors: list[tuple[str, str, str]], *, failure: str | None = None, kind: str | None = None) -> None:
         if reply.client >= 0 and (reply.ack == Ack.FULL.value or failure is not None):
             done = Completed(reply.request, partition, offset, results, errors, failure, kind)
-            self.transport.reply(reply.client, messages.encode(done))
+            self._replies.append((reply.client, messages.encode(done)))
         if reply.admitted:
-            self.transport.release_append(self.task_id)
+            self._releases += 1
 
     def _finish_record(self, record: _RecordState) -> None:
         self._records.pop((record.depot_id, record.offset), None)
@@ -342,10 +382,8 @@ class Task:
         for reply in record.replies:
             self._reply_completed(reply, partition, record.offset, record.results, record.errors)
         if record.idempotency_key is not None:
-            batch = Batch()
             saved = messages.dumps((record.results, record.errors))
-            batch.put("meta", _idem_results_key(record.depot_id, record.offset), saved)
-            self.store.write(batch, sync=False)
+            self._round.put("meta", _idem_results_key(record.depot_id, record.offset), saved)
 
     # ---- stream processing ----------------------------------------------------------------
     def _pump(self) -> bool:
@@ -378,7 +416,7 @@ class Task:
             assert isinstance(message, (Hop, AppendRecord))
             message.tree = tree
             state.xor ^= message.invocation
-            self.transport.send(task_id, messages.encode(message))
+            self._outgoing.append((task_id, messages.encode(message)))
 
     def _read_record(self, depot_id: int, offset: int, *, consume: bool) -> tuple[int, bytes]:
         cached = self._recent.get((depot_id, offset))
@@ -405,14 +443,13 @@ class Task:
         tree = self._new_tree(state)
         info = RecordInfo(depot.name, self.task_id, offset, timestamp_us)
         outcome = self._invoke(stream.name, tree, info, lambda ctx: stream.fn(ctx, depot.codec.decode(event_data)), stream.retry)
-        batch = Batch()
         if progress:
-            batch.put("meta", _progress_key(stream.name, depot.depot_id), _U64.pack(offset + 1))
+            self._round.put("meta", _progress_key(stream.name, depot.depot_id), _U64.pack(offset + 1))
         if outcome.invocation.has_children:  # kept until the tree completes, so a crash can resend it
             state.pending_key = _pending_key(stream.name, depot.depot_id, offset)
-            batch.put("meta", state.pending_key, _outbox_encoder.encode(outcome.invocation.outbox))
+            self._round.put("meta", state.pending_key, _outbox_encoder.encode(outcome.invocation.outbox))
         state.root_result = outcome.result
-        self._commit(batch, outcome, "record", info, dead=dead)
+        self._commit(outcome, "record", info, dead=dead)
         self._apply_ack(tree.seq, state, own ^ outcome.invocation.children_xor, outcome)
 
     def _run_hop(self, hop: Hop, *, dead: DeadLetterEntry | None = None) -> None:
@@ -427,17 +464,16 @@ class Task:
 
         outcome = self._invoke(hop.topology, hop.tree, info, call, retry)
         outcome.result = None  # a step's return value goes nowhere; ack_return carries values back
-        self._commit(Batch(), outcome, "hop", info, dead=dead, hop=hop)
+        self._commit(outcome, "hop", info, dead=dead, hop=hop)
         ack = TreeAck(hop.tree, hop.invocation ^ outcome.invocation.children_xor, outcome.invocation.returned,
                       *(outcome.error or (None, None)))
         self._send_ack(ack)
 
     def _invoke(self, topology: str, tree: TreeRef, info: RecordInfo, call: Callable[[Context], Any], retry: Retry) -> _Outcome:
-        from headwater.pstate import Txn
-
         attempt = 0
         while True:
-            invocation = Invocation(topology, tree, info, Txn(self._pstate_reader))
+            # The invocation's writes sit over the round's, so it reads what earlier events wrote.
+            invocation = Invocation(topology, tree, info, self._new_txn(self._round_txn))
             try:
                 result = call(Context(self.runtime, self, invocation, invocation.txn, writable=True))
                 return _Outcome(invocation, messages.dumps(result), None, attempt + 1)
@@ -451,16 +487,17 @@ class Task:
                 time.sleep(retry.delay_s(attempt))
                 attempt += 1
 
-    def _commit(self, batch: Batch, outcome: _Outcome, kind: str, info: RecordInfo, *,
+    def _commit(self, outcome: _Outcome, kind: str, info: RecordInfo, *,
                 dead: DeadLetterEntry | None, hop: Hop | None = None) -> None:
-        """Write an invocation's effects (or its dead letter) in one batch, then send what it spawned."""
+        """Add an invocation's effects (or its dead letter) to the round; what it spawned leaves after."""
         invocation = outcome.invocation
+        round_txn, batch = self._round_txn, self._round
         if outcome.error is None:
             for key, value in invocation.txn.pending():
                 if value is None:
-                    batch.delete("pstate", key)
+                    round_txn.delete(key)
                 else:
-                    batch.put("pstate", key, value)
+                    round_txn.put(key, value)
             if dead is not None:
                 batch.delete("meta", _dead_key(invocation.topology, dead.id))
         else:
@@ -473,20 +510,14 @@ class Task:
             batch.put("meta", _dead_key(invocation.topology, entry.id), _dead_encoder.encode(entry))
             _log.warning("%s.%s: %s at %s/%s offset %s went to the dead letters: %s", self.runtime.name,
                          invocation.topology, kind, info.depot, info.partition, info.offset, outcome.error[0])
-        if self._unique_dirty:
-            batch.put("meta", _UNIQUE_KEY, _U64.pack(self._unique))
-            self._unique_dirty = False
-        if len(batch):
-            self.store.write(batch, sync=False)
-        for task_id, data in invocation.outbox:
-            self.transport.send(task_id, data)
+        self._outgoing.extend(invocation.outbox)
 
     # ---- trees ----------------------------------------------------------------------------
     def _send_ack(self, ack: TreeAck) -> None:
         if ack.tree.root_task == self.task_id:
             self._on_tree_ack(ack)
         else:
-            self.transport.send(ack.tree.root_task, messages.encode(ack))
+            self._outgoing.append((ack.tree.root_task, messages.encode(ack)))
 
     def _on_tree_ack(self, ack: TreeAck) -> None:
         state = self._trees.get(ack.tree.seq)
@@ -508,9 +539,7 @@ class Task:
     def _complete_tree(self, seq: int, state: _TreeState) -> None:
         del self._trees[seq]
         if state.pending_key is not None:
-            batch = Batch()
-            batch.delete("meta", state.pending_key)
-            self.store.write(batch, sync=False)
+            self._round.delete("meta", state.pending_key)
         result = state.returned if state.returned is not None else state.root_result
         errors = [(state.topology, kind, text) for kind, text in state.errors]
         if state.record is not None:

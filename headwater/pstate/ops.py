@@ -14,7 +14,7 @@ from headwater.errors import PathError, SchemaError
 from headwater.schema import Schema
 from headwater.schema.keys import KeyMismatch
 from headwater.schema.types import Leaf, Map, Record, Set
-from headwater.schema.values import check_key
+from headwater.schema.values import check_fields, check_key
 
 __all__ = [
     "READ_OPS",
@@ -116,10 +116,6 @@ def merge_entries(schema: Map | Record, mapping: Any, path: str) -> dict[Any, An
     if not isinstance(mapping, Mapping):
         raise SchemaError(f"merge() needs a dict, got {type(mapping).__name__} {mapping!r:.100} at {path}", path=path)
     if isinstance(schema, Record):
-        for name in mapping:
-            if name not in schema.fields:
-                raise SchemaError(
-                    f"{schema!r} at {path} has no field {name!r}; its fields are {', '.join(schema.fields)}", path=path
-                )
+        check_fields(schema, mapping, path)
         return dict(mapping)
     return {check_key(schema.keys, key, path, what="key"): value for key, value in mapping.items()}

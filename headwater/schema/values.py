@@ -33,7 +33,10 @@ __all__ = [
     "encode_value",
     "ext_hook",
     "max_value_bytes",
+    "check_fields",
+    "check_key",
     "prepare_value",
+    "sort_by_key",
     "set_max_value_bytes",
 ]
 
@@ -128,12 +131,7 @@ def _prepare_set(schema: Set, value: Any, path: str) -> list:
 def _prepare_record(schema: Record, value: Any, path: str) -> dict:
     if not isinstance(value, Mapping):
         raise _mismatch(schema, "a dict of its fields", value, path)
-    unknown = [name for name in value if name not in schema.fields]
-    if unknown:
-        raise SchemaError(
-            f"{schema!r} at {path} has no field {unknown[0]!r}; its fields are {', '.join(schema.fields)}",
-            path=format_step(path, unknown[0]),
-        )
+    check_fields(schema, value, path)
     return {
         name: prepare_value(field, value[name], format_step(path, name))
         for name, field in schema.fields.items()
@@ -142,6 +140,17 @@ def _prepare_record(schema: Record, value: Any, path: str) -> dict:
 
 
 _PREPARERS = {Leaf: _prepare_leaf, Map: _prepare_map, List: _prepare_list, Set: _prepare_set, Record: _prepare_record}
+
+
+def check_fields(schema: Record, value: Mapping, path: str) -> None:
+    """SchemaError naming the first key of `value` that is not a field of the record."""
+    for name in value:
+        if name not in schema.fields:
+            field_path = format_step(path, name)
+            raise SchemaError(
+                f"unknown field {name!r} at {field_path}: {schema!r} has fields {', '.join(schema.fields)}",
+                path=field_path,
+            )
 
 
 def check_key(keys: KeyType, key: Any, path: str, *, what: str) -> Any:

@@ -1,0 +1,111 @@
+"""Txn: pending writes overlaid on committed state; read-your-writes; discard leaves storage alone."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from headwater.pstate import Txn
+from headwater.pstate.txn import prefix_end
+from headwater.storage import Batch, MemoryStore
+from tests.pstate.support import commit
+
+
+def committed(store, pairs):
+    batch = Batch()
+    for key, value in pairs.items():
+        batch.put("pstate", key, value)
+    store.write(batch, sync=False)
+    return store.reader("pstate")
+
+
+def test_reads_its_own_writes(store):
+    reader = committed(store, {b"a": b"1", b"b": b"2", b"c": b"3"})
+    txn = Txn(reader)
+    txn.put(b"b", b"20")
+    txn.put(b"d", b"4")
+    txn.delete(b"a")
+    assert txn.get(b"a") is None
+    assert txn.get(b"b") == b"20"
+    assert txn.get(b"d") == b"4"
+    assert list(txn.iterate(b"")) == [(b"b", b"20"), (b"c", b"3"), (b"d", b"4")]
+    assert list(txn.iterate(b"", reverse=True)) == [(b"d", b"4"), (b"c", b"3"), (b"b", b"20")]
+    assert list(txn.iterate(b"b", b"d")) == [(b"b", b"20"), (b"c", b"3")]
+
+
+def test_range_delete_then_put_keeps_the_put(store):
+    reader = committed(store, {b"k1": b"1", b"k2": b"2", b"k3": b"3", b"z": b"z"})
+    txn = Txn(reader)
+    txn.put(b"k4", b"4")
+    txn.delete_range(b"k", prefix_end(b"k"))
+    txn.put(b"k2", b"new")
+    assert txn.get(b"k1") is None and txn.get(b"k4") is None
+    assert list(txn.iterate(b"")) == [(b"k2", b"new"), (b"z", b"z")]
+    assert list(txn.iterate(b"", reverse=True)) == [(b"z", b"z"), (b"k2", b"new")]
+    assert txn.pending() == [(b"k1", None), (b"k2", b"new"), (b"k3", None)]
+    assert txn.deleted_ranges() == [(b"k", b"l")]
+
+
+def test_discarding_a_txn_leaves_storage_untouched(store):
+    reader = committed(store, {b"a": b"1"})
+    txn = Txn(reader)
+    txn.put(b"a", b"2")
+    txn.delete_range(b"", b"\xff")
+    del txn
+    assert store.get("pstate", b"a") == b"1"
+    txn = Txn(reader)
+    txn.put(b"b", b"2")
+    txn.clear()
+    assert txn.pending() == [] and txn.get(b"b") is None
+
+
+def test_iterating_while_writing_sees_the_snapshot_of_the_overlay(store):
+    txn = Txn(committed(store, {b"a": b"1", b"c": b"3"}))
+    txn.put(b"b", b"2")
+    seen = []
+    for key, _ in txn.iterate(b""):
+        seen.append(key)
+        txn.put(key + b"x", b"new")
+    assert seen == [b"a", b"b", b"c"]
+
+
+def test_prefix_end():
+    assert prefix_end(b"ab") == b"ac"
+    assert prefix_end(b"a\xff\xff") == b"b"
+
+
+keys = st.binary(min_size=0, max_size=3)
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("put"), keys, st.binary(min_size=1, max_size=2)),
+        st.tuples(st.just("delete"), keys),
+        st.tuples(st.just("delete_range"), keys, keys),
+    ),
+    max_size=25,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.dictionaries(keys, st.binary(min_size=1, max_size=2), max_size=10), operations, keys, st.none() | keys)
+def test_txn_matches_a_dict_model(initial, ops, start, stop):
+    store = MemoryStore()
+    txn = Txn(committed(store, initial))
+    model = dict(initial)
+    for op, *args in ops:
+        if op == "put":
+            txn.put(*args)
+            model[args[0]] = args[1]
+        elif op == "delete":
+            txn.delete(args[0])
+            model.pop(args[0], None)
+        else:
+            low, high = sorted(args)
+            txn.delete_range(low, high)
+            model = {k: v for k, v in model.items() if not low <= k < high}
+    expected = sorted((k, v) for k, v in model.items() if k >= start and (stop is None or k < stop))
+    assert list(txn.iterate(start, stop)) == expected
+    assert list(txn.iterate(start, stop, reverse=True)) == expected[::-1]
+    for key in {*initial, *model, start}:
+        assert txn.get(key) == model.get(key)
+    commit(store, txn)
+    assert list(store.iterate("pstate", b"")) == sorted(model.items())
