@@ -5,10 +5,11 @@ topologies), the indexed state it maintains (PStates), and reads over it — one
 inside a unit test exactly as it runs on a cluster.
 """
 
-from headwater.client.api import AppendResult, DeadLetter, DepotRecord, PartitionInfo, QueryContext
+from headwater.client.api import AppendResult, DeadLetter, DepotRecord, PartitionInfo
 from headwater.cluster.inprocess import InProcessCluster
 from headwater.engine.context import Context
 from headwater.engine.definitions import Ack, Module, Retry
+from headwater.engine.query import QueryContext
 from headwater.errors import (
     AckTimeout,
     DefinitionError,
@@ -18,6 +19,8 @@ from headwater.errors import (
     NotFound,
     PathError,
     PermissionDenied,
+    QueryDepthExceeded,
+    QueryTimeout,
     ReadOnlyError,
     SchemaError,
     StorageError,
@@ -46,6 +49,8 @@ __all__ = [
     "PathError",
     "PermissionDenied",
     "QueryContext",
+    "QueryDepthExceeded",
+    "QueryTimeout",
     "ReadOnlyError",
     "Record",
     "Retry",

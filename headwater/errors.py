@@ -15,6 +15,8 @@ One root, so callers can catch everything headwater means to raise with one clau
     ├── IdempotencyConflict    an idempotency key was reused with a different event
     ├── HandlerError           user code raised while processing; carries the remote traceback
     ├── AckTimeout             a full ack did not arrive in time; the event is durable and still processing
+    ├── QueryTimeout           a query did not finish in time (it runs on to completion in the background)
+    ├── QueryDepthExceeded     queries invoking queries nested deeper than the bound
     ├── Unavailable            the cluster or task cannot serve the call now (closed, shutting down)
     └── StorageError           the storage engine failed (disk full, corruption); wraps the driver error
 
@@ -34,6 +36,8 @@ __all__ = [
     "IdempotencyConflict",
     "NotFound",
     "PathError",
+    "QueryDepthExceeded",
+    "QueryTimeout",
     "PermissionDenied",
     "ReadOnlyError",
     "SchemaError",
@@ -135,6 +139,14 @@ class AckTimeout(HeadwaterError, TimeoutError):
         super().__init__(message)
         self.partition = partition
         self.offset = offset
+
+
+class QueryTimeout(HeadwaterError, TimeoutError):
+    """A query did not finish within its timeout."""
+
+
+class QueryDepthExceeded(HeadwaterError, RecursionError):
+    """Queries invoked queries more deeply nested than allowed."""
 
 
 class Unavailable(HeadwaterError):

@@ -16,15 +16,14 @@ from typing import TYPE_CHECKING, Any
 from headwater.engine import messages
 from headwater.engine.definitions import Ack
 from headwater.engine.messages import AppendRecord, Completed, RetryDeadLetter
-from headwater.engine.runtime import DepotRuntime, PStateRuntime
+from headwater.engine.query import routed_view
+from headwater.engine.runtime import DepotRuntime
 from headwater.errors import (
     AckTimeout,
     HandlerError,
     IdempotencyConflict,
     NotFound,
-    PathError,
     PermissionDenied,
-    ReadOnlyError,
     Unavailable,
 )
 from headwater.client.replies import Waiter
@@ -32,7 +31,7 @@ from headwater.client.replies import Waiter
 if TYPE_CHECKING:
     from headwater.cluster.inprocess import Deployment
 
-__all__ = ["AppendResult", "DeadLetter", "DepotClient", "PartitionInfo", "QueryContext", "DepotRecord", "pstate_view"]
+__all__ = ["AppendResult", "DeadLetter", "DepotClient", "PartitionInfo", "DepotRecord", "pstate_view"]
 
 
 class AppendResult:
@@ -252,78 +251,8 @@ class DepotClient:
                 time.sleep(poll_s)
 
 
-class ClientPStateExecutor:
-    """Runs a PState view's reads on the task that owns them; clients never write."""
-
-    def __init__(self, deployment: Deployment, pstate: PStateRuntime, task: int | None) -> None:
-        self._deployment = deployment
-        self._pstate = pstate
-        self._task = task
-
-    def _route(self, steps: tuple[Any, ...]) -> int:
-        from headwater.schema import task_for_key
-
-        tasks = self._deployment.runtime.tasks
-        if not self._pstate.decl.partitioned:
-            return 0
-        if self._pstate.keyed and steps and self._task is None:
-            return task_for_key(steps[0], tasks)
-        if self._task is not None:
-            return self._task
-        if tasks == 1:
-            return 0
-        what = "a read of the whole map" if self._pstate.keyed else "a per-task PState"
-        raise PathError(
-            f"PState {self._deployment.runtime.name}.{self._pstate.name} is spread over {tasks} tasks and "
-            f"{what} has no key to route by: pass task=i to cluster.pstate(...), or read it in a query"
-        )
-
-    def read(self, steps: tuple[Any, ...], op: str, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> Any:
-        request = ("pstate", self._pstate.name, steps, op, args, kwargs or {})
-        return self._deployment.transport.read(self._route(steps), request)
-
-    def write(self, steps: tuple[Any, ...], op: str, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> None:
-        raise ReadOnlyError(
-            f"clients cannot {op} PState {self._deployment.runtime.name}.{self._pstate.name}: PStates change only "
-            "through topologies; append an event to a depot instead"
-        )
-
-
 def pstate_view(deployment: Deployment, name: Any, task: int | None = None) -> Any:
-    from headwater.pstate import View
-
-    pstate = deployment.runtime.pstate(name)
-    tasks = deployment.runtime.tasks
-    if task is not None and (not isinstance(task, int) or not 0 <= task < tasks):
-        raise ValueError(f"task={task!r} does not exist; module {deployment.runtime.name} has tasks 0..{tasks - 1}")
-    executor = ClientPStateExecutor(deployment, pstate, task)
-    return View(executor, pstate.decl.schema, name=f"{deployment.runtime.name}.{pstate.name}")
-
-
-class QueryContext:
-    """What a query body sees: read-only PStates of every task, and steps it can call on tasks."""
-
-    def __init__(self, deployment: Deployment) -> None:
-        self._deployment = deployment
-        self.num_tasks = deployment.runtime.tasks
-
-    def pstate(self, decl_or_name: Any, *, task: int | None = None) -> Any:
-        return pstate_view(self._deployment, decl_or_name, task)
-
-    def call_task(self, task_id: int, step: Any, /, *args: Any, **kwargs: Any) -> Any:
-        runtime = self._deployment.runtime
-        if not isinstance(task_id, int) or not 0 <= task_id < runtime.tasks:
-            raise ValueError(f"task {task_id!r} does not exist; tasks are 0..{runtime.tasks - 1}")
-        name = runtime.step(step).name
-        return self._deployment.transport.read(task_id, ("step", name, messages.dumps((args, kwargs))))
-
-    def call(self, key: Any, step: Any, /, *args: Any, **kwargs: Any) -> Any:
-        from headwater.schema import task_for_key
-
-        return self.call_task(task_for_key(key, self.num_tasks), step, *args, **kwargs)
-
-    def call_all(self, step: Any, /, *args: Any, **kwargs: Any) -> list[Any]:
-        return [self.call_task(task_id, step, *args, **kwargs) for task_id in range(self.num_tasks)]
+    return routed_view(deployment.runtime, deployment.transport, name, task)
 
 
 class DeadLetter:

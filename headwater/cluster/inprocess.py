@@ -6,6 +6,7 @@ without the network, so a unit test exercises exactly what production runs.
 
 from __future__ import annotations
 
+import concurrent.futures
 import itertools
 import json
 import os
@@ -15,18 +16,20 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from headwater.client.api import DeadLetter, DepotClient, QueryContext, pstate_view
+from headwater.client.api import DeadLetter, DepotClient, pstate_view
 from headwater.client.replies import ReplyRouter
 from headwater.cluster.transport import InProcessTransport
 from headwater.engine.definitions import Module
+from headwater.engine.query import invoke_query, query_decl
 from headwater.engine.runtime import Catalog, ModuleRuntime
 from headwater.engine.task import Task
-from headwater.errors import DefinitionError, HandlerError, HeadwaterError, NotFound, Unavailable
+from headwater.errors import DefinitionError, NotFound, QueryTimeout, Unavailable
 from headwater.storage import RocksStore
 
 __all__ = ["Deployment", "InProcessCluster"]
 
 TASKS_MAX = 1024
+QUERY_THREADS_MAX = 8  # queries of one cluster running at once; more wait for a free thread
 _clients = itertools.count(1)
 
 
@@ -83,6 +86,7 @@ class InProcessCluster:
         self._deployments: dict[str, Deployment] = {}
         self._lock = threading.Lock()
         self._closed = False
+        self._query_pool = concurrent.futures.ThreadPoolExecutor(QUERY_THREADS_MAX, thread_name_prefix="headwater-query")
 
     def __enter__(self) -> InProcessCluster:
         return self
@@ -167,24 +171,30 @@ class InProcessCluster:
         return pstate_view(self._deployment(module), pstate, task)
 
     def query(self, module: str, name: str) -> Any:
+        """The query `name` of `module` as a function: call it with the query's arguments.
+
+        `timeout` (seconds, keyword) bounds the wait: the query runs on the cluster's query pool
+        and `QueryTimeout` is raised when it takes longer; `timeout=None` runs it in the calling
+        thread with no bound.
+        """
         deployment = self._deployment(module)
-        query = deployment.runtime.queries.get(name)
-        if query is None:
-            raise NotFound("query", name, deployment.runtime.queries, where=f"module {module!r}")
+        decl = query_decl(deployment.runtime, name)
 
-        def invoke(*args: Any, **kwargs: Any) -> Any:
+        def invoke(*args: Any, timeout: float | None = 30.0, **kwargs: Any) -> Any:
             deployment.check_open()
+            if timeout is None:
+                return invoke_query(deployment.runtime, deployment.transport, decl, args, kwargs)
+            future = self._query_pool.submit(invoke_query, deployment.runtime, deployment.transport, decl, args, kwargs)
             try:
-                return query.fn(QueryContext(deployment), *args, **kwargs)
-            except HeadwaterError:
-                raise
-            except Exception as e:
-                import traceback
-
-                raise HandlerError(f"query {module}.{name} raised {type(e).__name__}: {e}",
-                                   remote_traceback=traceback.format_exc(), error_type=type(e).__name__) from None
+                return future.result(timeout)
+            except concurrent.futures.TimeoutError:
+                raise QueryTimeout(
+                    f"query {module}.{name} did not finish within {timeout}s; it runs on to completion in the "
+                    "background. Raise the timeout, or narrow the query (ranges with a limit, fewer tasks)"
+                ) from None
 
         invoke.__name__ = name
+        invoke.__doc__ = decl.fn.__doc__
         return invoke
 
     def dead_letters(self, module: str, topology: str) -> list[DeadLetter]:
@@ -203,6 +213,7 @@ class InProcessCluster:
             for deployment in self._deployments.values():
                 deployment.stop()
             self._deployments.clear()
+            self._query_pool.shutdown(wait=True, cancel_futures=True)
             if self._temporary:
                 shutil.rmtree(self.path, ignore_errors=True)
 

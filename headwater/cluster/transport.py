@@ -1,47 +1,24 @@
-"""The transport seam: the only way anything crosses between tasks, or between tasks and clients.
+"""The in-process transport: tasks' inboxes are queues, and reads run in the caller's thread.
 
-The engine sees this interface and nothing else; the in-process implementation below uses
-queues and threads, and a Ray implementation (actors) will implement the same methods.
-Messages are encoded bytes, so no mutable object is ever shared between two tasks.
+It implements `headwater.engine.transport.Transport`, the seam the engine talks through; a Ray
+implementation (actors) will implement the same interface.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
+from headwater.engine.transport import Transport
 from headwater.errors import Unavailable
 
-__all__ = ["InProcessTransport", "Transport", "APPENDS_IN_FLIGHT_MAX"]
+__all__ = ["APPENDS_IN_FLIGHT_MAX", "InProcessTransport"]
 
 # Appends admitted to one task and not yet fully processed. When a task has this many,
 # appenders wait: a flood slows appenders instead of growing queues without bound.
 APPENDS_IN_FLIGHT_MAX = 2048
-
-
-class Transport(ABC):
-    @abstractmethod
-    def send(self, task_id: int, message: bytes) -> None:
-        """Deliver to a task's inbox. Messages between two endpoints arrive in send order."""
-
-    @abstractmethod
-    def admit_append(self, task_id: int, message: bytes, *, timeout_s: float) -> None:
-        """Deliver a client append, waiting while the task has too many appends in flight."""
-
-    @abstractmethod
-    def release_append(self, task_id: int) -> None:
-        """A task finished processing one admitted append."""
-
-    @abstractmethod
-    def reply(self, client_id: int, message: bytes) -> None:
-        """Deliver to a client endpoint."""
-
-    @abstractmethod
-    def read(self, task_id: int, request: tuple[Any, ...]) -> Any:
-        """Serve a read of a task's committed state (PState paths, depot records, dead letters)."""
 
 
 class InProcessTransport(Transport):
@@ -87,7 +64,7 @@ class InProcessTransport(Transport):
             deliver(message)
 
     def read(self, task_id: int, request: tuple[Any, ...]) -> Any:
-        # In process, committed state is read in the caller's thread: RocksDB reads are
+        # In process (and so also for read_many: threads would only take turns on the GIL), committed state is read in the caller's thread: RocksDB reads are
         # thread-safe and batches are atomic, so a reader never waits behind a busy task.
         if self.closed:
             raise Unavailable("the cluster is closed")

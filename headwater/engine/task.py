@@ -22,7 +22,7 @@ from typing import Any, Callable
 import msgspec
 import xxhash
 
-from headwater.cluster.transport import Transport
+from headwater.engine.transport import Transport
 from headwater.engine import messages
 from headwater.engine.context import Context, Invocation, RecordInfo, invocation_id
 from headwater.engine.definitions import Ack, Retry, StreamDecl
@@ -598,7 +598,14 @@ class Task:
             args, kwargs = messages.loads(payload)
             step = self.runtime.step(step_name)
             return step.fn(Context(self.runtime, self, None, self._pstate_reader, writable=False), *args, **kwargs)
-        raise NotFound("read", str(kind), ["pstate", "depot_read", "depot_end", "dead_letters", "progress", "step"])
+        if kind == "query":
+            from headwater.engine.query import query_decl, run_query_body
+
+            _, name, payload, depth = request
+            args, kwargs = messages.loads(payload)
+            decl = query_decl(self.runtime, name)
+            return run_query_body(self.runtime, self.transport, decl, args, kwargs, depth, self.task_id)
+        raise NotFound("read", str(kind), ["pstate", "depot_read", "depot_end", "dead_letters", "progress", "step", "query"])
 
     def _stored_progress(self) -> list[tuple[str, bytes]]:
         return [(k[len(b"progress/"):].decode(errors="replace"), v) for k, v in self.store.iterate("meta", b"progress/", b"progress0")]

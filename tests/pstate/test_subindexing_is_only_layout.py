@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import os
 from typing import Any
 
 import pytest
@@ -190,6 +191,8 @@ class Model:
         return MODEL_READS[op](schema, self.at(self.resolve(steps)), *args, **kwargs)
 
     def write(self, schemas: list[Schema], steps: tuple, op: str, args: tuple, kwargs: dict) -> None:
+        if op == "increment" and schemas[-1].leaf_type is not int:  # type: ignore[attr-defined]
+            raise PathError("model: increment() needs a number")
         steps = self.resolve(steps)
         if op in ("delete", "discard"):
             self._remove(steps, op, args)
@@ -319,6 +322,8 @@ def outcome(fn: Any) -> Any:
 
 
 _pstate_ids = itertools.count(1)
+# Raise for a deeper search, e.g. HEADWATER_LAYOUT_EXAMPLES=2000 pytest tests/pstate
+EXAMPLES = int(os.environ.get("HEADWATER_LAYOUT_EXAMPLES", "30"))
 
 
 @pytest.fixture(scope="module", params=["memory", "rocks"])
@@ -330,7 +335,7 @@ def shared_store(request, tmp_path_factory):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_every_layout_gives_the_models_results(shared_store, family, data):
     schemas = variants(family)

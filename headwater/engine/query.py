@@ -1,0 +1,211 @@
+"""Queries: read-only functions over every task's committed state, invoked by clients.
+
+A query body runs against a `QueryContext`: PState views route each read to the task owning
+its key, `call`/`call_task`/`call_all` run a step on tasks, and `ctx.query(name)` invokes
+another query of the module. Everything crosses tasks through the transport, so the same
+code serves one process and many.
+"""
+
+from __future__ import annotations
+
+import inspect
+import traceback
+import typing
+from typing import Any
+
+import msgspec
+
+from headwater.engine.transport import Transport
+from headwater.engine import messages
+from headwater.engine.definitions import QueryDecl
+from headwater.engine.runtime import ModuleRuntime, PStateRuntime
+from headwater.errors import (
+    HandlerError,
+    HeadwaterError,
+    NotFound,
+    PathError,
+    QueryDepthExceeded,
+    ReadOnlyError,
+    SchemaError,
+)
+
+__all__ = ["QUERY_DEPTH_MAX", "QueryContext", "RoutedPStateExecutor", "bind_query_arguments", "invoke_query", "routed_view"]
+
+# Queries may invoke queries; past this nesting something is recursing without end.
+QUERY_DEPTH_MAX = 32
+
+
+class RoutedPStateExecutor:
+    """Runs a PState view's reads on the task that owns them, on committed state; never writes."""
+
+    __slots__ = ("_runtime", "_transport", "_pstate", "_task")
+
+    def __init__(self, runtime: ModuleRuntime, transport: Transport, pstate: PStateRuntime, task: int | None) -> None:
+        self._runtime = runtime
+        self._transport = transport
+        self._pstate = pstate
+        self._task = task
+
+    def _route(self, steps: tuple[Any, ...]) -> int:
+        from headwater.schema import task_for_key
+
+        tasks = self._runtime.tasks
+        if not self._pstate.decl.partitioned:
+            return 0
+        if self._pstate.keyed and steps and self._task is None:
+            return task_for_key(steps[0], tasks)
+        if self._task is not None:
+            return self._task
+        if tasks == 1:
+            return 0
+        what = "a read of the whole map" if self._pstate.keyed else "a per-task PState"
+        raise PathError(
+            f"PState {self._runtime.name}.{self._pstate.name} is spread over {tasks} tasks and "
+            f"{what} has no key to route by: pass task=i to cluster.pstate(...), or read it in a query"
+        )
+
+    def read(self, steps: tuple[Any, ...], op: str, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> Any:
+        request = ("pstate", self._pstate.name, steps, op, args, kwargs or {})
+        return self._transport.read(self._route(steps), request)
+
+    def write(self, steps: tuple[Any, ...], op: str, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> None:
+        raise ReadOnlyError(
+            f"cannot {op} PState {self._runtime.name}.{self._pstate.name} here: clients and queries only read; "
+            "PStates change through topologies, so append an event to a depot instead"
+        )
+
+
+def routed_view(runtime: ModuleRuntime, transport: Transport, name: Any, task: int | None = None) -> Any:
+    from headwater.pstate import View
+
+    pstate = runtime.pstate(name)
+    if task is not None and (not isinstance(task, int) or not 0 <= task < runtime.tasks):
+        raise ValueError(f"task={task!r} does not exist; module {runtime.name} has tasks 0..{runtime.tasks - 1}")
+    executor = RoutedPStateExecutor(runtime, transport, pstate, task)
+    return View(executor, pstate.decl.schema, name=f"{runtime.name}.{pstate.name}")
+
+
+class QueryContext:
+    """What a query body sees: read-only PStates of every task, steps to call on tasks, other queries."""
+
+    def __init__(self, runtime: ModuleRuntime, transport: Transport, *, depth: int = 0, task_id: int | None = None) -> None:
+        self._runtime = runtime
+        self._transport = transport
+        self._depth = depth
+        self.num_tasks = runtime.tasks
+        self.task_id = task_id  # the task the body runs on, when the query is routed (route_by)
+
+    def pstate(self, decl_or_name: Any, *, task: int | None = None) -> Any:
+        return routed_view(self._runtime, self._transport, decl_or_name, task)
+
+    def call_task(self, task_id: int, step: Any, /, *args: Any, **kwargs: Any) -> Any:
+        runtime = self._runtime
+        if not isinstance(task_id, int) or not 0 <= task_id < runtime.tasks:
+            raise ValueError(f"task {task_id!r} does not exist; tasks are 0..{runtime.tasks - 1}")
+        name = runtime.step(step).name
+        return self._transport.read(task_id, ("step", name, _pack(name, args, kwargs)))
+
+    def call(self, key: Any, step: Any, /, *args: Any, **kwargs: Any) -> Any:
+        from headwater.schema import task_for_key
+
+        return self.call_task(task_for_key(key, self.num_tasks), step, *args, **kwargs)
+
+    def call_all(self, step: Any, /, *args: Any, **kwargs: Any) -> list[Any]:
+        """`step` on every task; results in task order."""
+        name = self._runtime.step(step).name
+        payload = _pack(name, args, kwargs)
+        return self._transport.read_many([(task_id, ("step", name, payload)) for task_id in range(self.num_tasks)])
+
+    def query(self, name: Any) -> Any:
+        """Another query of this module, callable with its arguments."""
+        decl = query_decl(self._runtime, getattr(name, "__name__", name))
+
+        def invoke(*args: Any, **kwargs: Any) -> Any:
+            return invoke_query(self._runtime, self._transport, decl, args, kwargs, depth=self._depth + 1)
+
+        return invoke
+
+
+def _pack(step: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+    try:
+        return messages.dumps((args, kwargs))
+    except Exception as e:
+        raise SchemaError(f"arguments of step {step!r} cannot be serialized: {e}") from None
+
+
+def query_decl(runtime: ModuleRuntime, name: Any) -> QueryDecl:
+    decl = runtime.queries.get(name) if isinstance(name, str) else None
+    if decl is None:
+        raise NotFound("query", str(name), runtime.queries, where=f"module {runtime.name!r}")
+    return decl
+
+
+def bind_query_arguments(decl: QueryDecl, args: tuple[Any, ...], kwargs: dict[str, Any]) -> inspect.BoundArguments:
+    """Bind arguments to the query's signature and check them against its type hints."""
+    signature = inspect.signature(decl.fn)
+    try:
+        bound = signature.bind(None, *args, **kwargs)
+    except TypeError as e:
+        raise SchemaError(f"query {decl.module.name}.{decl.name}({_shown(signature, decl.fn)}): {e}") from None
+    hints = _hints(decl.fn)
+    for name, value in list(bound.arguments.items())[1:]:
+        hint = hints.get(name)
+        if hint is None or hint is Any:
+            continue
+        try:
+            bound.arguments[name] = msgspec.convert(value, hint, strict=True, from_attributes=True)
+        except msgspec.ValidationError as e:
+            raise SchemaError(f"argument {name!r} of query {decl.module.name}.{decl.name}: {e}", path=name) from None
+        except TypeError:
+            continue  # a hint msgspec cannot check (e.g. a Protocol): take the value as given
+    return bound
+
+
+def _shown(signature: inspect.Signature, fn: Any) -> str:
+    """The query's parameters after ctx, as a reader would write them: `user: int, hops: int`."""
+    hints = _hints(fn)
+    parts = []
+    for name in list(signature.parameters)[1:]:
+        hint = hints.get(name)
+        shown = getattr(hint, "__name__", None) if isinstance(hint, type) else (str(hint) if hint else None)
+        parts.append(f"{name}: {shown}" if shown else name)
+    return ", ".join(parts)
+
+
+def _hints(fn: Any) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(fn)
+    except Exception:  # unresolvable forward references: skip validation rather than fail the query
+        return {}
+
+
+def invoke_query(runtime: ModuleRuntime, transport: Transport, decl: QueryDecl, args: tuple[Any, ...],
+                 kwargs: dict[str, Any], *, depth: int = 0) -> Any:
+    """Run a query: on the task owning its `route_by` argument, or here for unrouted queries."""
+    if depth > QUERY_DEPTH_MAX:
+        raise QueryDepthExceeded(
+            f"query {decl.module.name}.{decl.name} is nested {depth} queries deep (limit {QUERY_DEPTH_MAX}); "
+            "a query keeps invoking queries without end"
+        )
+    bound = bind_query_arguments(decl, args, kwargs)
+    if decl.route_by is None:
+        return run_query_body(runtime, transport, decl, bound.args[1:], bound.kwargs, depth, None)
+    from headwater.schema import task_for_key
+
+    home = task_for_key(bound.arguments[decl.route_by], runtime.tasks)
+    payload = messages.dumps((bound.args[1:], bound.kwargs))
+    return transport.read(home, ("query", decl.name, payload, depth))
+
+
+def run_query_body(runtime: ModuleRuntime, transport: Transport, decl: QueryDecl, args: tuple[Any, ...],
+                   kwargs: dict[str, Any], depth: int, task_id: int | None) -> Any:
+    ctx = QueryContext(runtime, transport, depth=depth, task_id=task_id)
+    try:
+        return decl.fn(ctx, *args, **kwargs)
+    except HeadwaterError:
+        raise
+    except Exception as e:
+        raise HandlerError(
+            f"query {decl.module.name}.{decl.name} raised {type(e).__name__}: {e}",
+            remote_traceback=traceback.format_exc(), error_type=type(e).__name__,
+        ) from None

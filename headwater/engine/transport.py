@@ -1,0 +1,39 @@
+"""The transport seam: the only way anything crosses between tasks, or between tasks and clients.
+
+The engine sees this interface and nothing else. `headwater.cluster` provides implementations:
+in-process queues and threads now, Ray actors later. Messages are encoded bytes, so no mutable
+object is ever shared between two tasks.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+__all__ = ["Transport"]
+
+
+class Transport(ABC):
+    @abstractmethod
+    def send(self, task_id: int, message: bytes) -> None:
+        """Deliver to a task's inbox. Messages between two endpoints arrive in send order."""
+
+    @abstractmethod
+    def admit_append(self, task_id: int, message: bytes, *, timeout_s: float) -> None:
+        """Deliver a client append, waiting while the task has too many appends in flight."""
+
+    @abstractmethod
+    def release_append(self, task_id: int) -> None:
+        """A task finished processing one admitted append."""
+
+    @abstractmethod
+    def reply(self, client_id: int, message: bytes) -> None:
+        """Deliver to a client endpoint."""
+
+    @abstractmethod
+    def read(self, task_id: int, request: tuple[Any, ...]) -> Any:
+        """Serve a read of a task's committed state (PState paths, depot records, dead letters)."""
+
+    def read_many(self, requests: list[tuple[int, tuple[Any, ...]]]) -> list[Any]:
+        """Several reads, possibly on several tasks at once; results in request order."""
+        return [self.read(task_id, request) for task_id, request in requests]
