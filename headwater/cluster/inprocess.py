@@ -13,6 +13,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,8 @@ from headwater.engine.definitions import Module
 from headwater.engine.query import invoke_query, query_decl
 from headwater.engine.runtime import Catalog, ModuleRuntime
 from headwater.engine.task import Task
-from headwater.errors import DefinitionError, NotFound, QueryTimeout, Unavailable
+from headwater.engine.messages import MbControl, encode
+from headwater.errors import AckTimeout, DefinitionError, NotFound, QueryTimeout, Unavailable
 from headwater.storage import RocksStore
 
 __all__ = ["Deployment", "InProcessCluster"]
@@ -199,11 +201,52 @@ class InProcessCluster:
 
     def dead_letters(self, module: str, topology: str) -> list[DeadLetter]:
         deployment = self._deployment(module)
-        if topology not in deployment.runtime.streams:
-            raise NotFound("topology", topology, deployment.runtime.streams, where=f"module {module!r}")
+        topologies = deployment.runtime.module.topologies
+        if topology not in topologies:
+            raise NotFound("topology", topology, topologies, where=f"module {module!r}")
         entries = [e for task in range(deployment.runtime.tasks)
                    for e in deployment.transport.read(task, ("dead_letters", topology))]
         return [DeadLetter(deployment, entry) for entry in sorted(entries, key=lambda e: (e.partition, e.offset, e.id))]
+
+    # ---- microbatch test helpers ----------------------------------------------------------
+    def _microbatch_status(self, module: str, topology: str) -> dict[str, Any]:
+        deployment = self._deployment(module)
+        deployment.check_open()
+        return deployment.transport.read(0, ("mb_status", topology))
+
+    def wait_for_microbatch(self, module: str, topology: str, *, processed: int, timeout: float = 30.0) -> int:
+        """Wait until `topology` has committed `processed` depot records since deploy; returns the count."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self._microbatch_status(module, topology)
+            if status["processed"] >= processed:
+                return status["processed"]
+            if time.monotonic() >= deadline:
+                raise AckTimeout(
+                    f"microbatch topology {module}.{topology} committed {status['processed']} records, not "
+                    f"{processed}, within {timeout}s (phase {status['phase']!r}, attempt {status['attempt']}"
+                    f"{', paused' if status['paused'] else ''})"
+                )
+            time.sleep(0.002)
+
+    def pause(self, module: str, topology: str, *, timeout: float = 30.0) -> None:
+        """Stop starting new batches of `topology`; returns once its current batch (if any) finished."""
+        self._control(module, topology, "pause")
+        deadline = time.monotonic() + timeout
+        while self._microbatch_status(module, topology)["phase"] != "idle":
+            if time.monotonic() >= deadline:
+                raise AckTimeout(f"microbatch topology {module}.{topology} did not finish its batch within {timeout}s")
+            time.sleep(0.002)
+
+    def resume(self, module: str, topology: str) -> None:
+        self._control(module, topology, "resume")
+
+    def _control(self, module: str, topology: str, action: str) -> None:
+        self._microbatch_status(module, topology)  # NotFound for unknown names, before anything is sent
+        deployment = self._deployment(module)
+        deployment.transport.send(0, encode(MbControl(topology, action)))
+        while self._microbatch_status(module, topology)["paused"] != (action == "pause"):
+            time.sleep(0.001)
 
     def close(self) -> None:
         with self._lock:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from headwater.engine.transport import Transport
@@ -21,12 +22,60 @@ __all__ = ["APPENDS_IN_FLIGHT_MAX", "InProcessTransport"]
 APPENDS_IN_FLIGHT_MAX = 2048
 
 
+class _CommitBarrier:
+    """A readers-writer lock that prefers the writer, reentrant for readers on one thread.
+
+    Readers are queries and client reads; the writer is a microbatch applying a batch on every
+    task. Preferring the writer keeps a stream of reads from postponing a commit forever.
+    """
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._readers = 0
+        self._writing = False
+        self._writers_waiting = 0
+        self._local = threading.local()
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        depth = getattr(self._local, "depth", 0)
+        if depth == 0:
+            with self._condition:
+                while self._writing or self._writers_waiting:
+                    self._condition.wait()
+                self._readers += 1
+        self._local.depth = depth + 1
+        try:
+            yield
+        finally:
+            self._local.depth = depth
+            if depth == 0:
+                with self._condition:
+                    self._readers -= 1
+                    if self._readers == 0:
+                        self._condition.notify_all()
+
+    def acquire_writing(self) -> None:
+        with self._condition:
+            self._writers_waiting += 1
+            while self._writing or self._readers:
+                self._condition.wait()
+            self._writers_waiting -= 1
+            self._writing = True
+
+    def release_writing(self) -> None:
+        with self._condition:
+            self._writing = False
+            self._condition.notify_all()
+
+
 class InProcessTransport(Transport):
     def __init__(self) -> None:
         self._inboxes: dict[int, queue.SimpleQueue[bytes]] = {}
         self._slots: dict[int, threading.Semaphore] = {}
         self._readers: dict[int, Callable[[tuple[Any, ...]], Any]] = {}
         self._clients: dict[int, Callable[[bytes], None]] = {}
+        self._barrier = _CommitBarrier()
         self.closed = False
 
     # wiring, done by the cluster before any task starts
@@ -68,4 +117,14 @@ class InProcessTransport(Transport):
         # thread-safe and batches are atomic, so a reader never waits behind a busy task.
         if self.closed:
             raise Unavailable("the cluster is closed")
-        return self._readers[task_id](request)
+        with self._barrier.reading():
+            return self._readers[task_id](request)
+
+    def consistent_reads(self) -> AbstractContextManager[None]:
+        return self._barrier.reading()
+
+    def begin_commit(self) -> None:
+        self._barrier.acquire_writing()
+
+    def end_commit(self) -> None:
+        self._barrier.release_writing()

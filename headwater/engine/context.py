@@ -48,6 +48,8 @@ class Invocation:
     children_xor: int = 0
     has_children: bool = False
     returned: bytes | None = None
+    # Set for microbatch invocations: ctx.append collects here and is sent when the batch commits.
+    deferred_appends: list[tuple[int, bytes]] | None = None
 
 
 class PStateExecutor:
@@ -63,6 +65,13 @@ class PStateExecutor:
         self._writable = writable
 
     def _check_owner(self, steps: tuple[Any, ...]) -> None:
+        if not self._pstate.decl.partitioned:
+            if self._task_id != 0:
+                raise WrongPartitionError(
+                    f"PState {self._pstate.name!r} is partitioned=False and lives on task 0, but this code runs on "
+                    f"task {self._task_id}; continue there with ctx.hop_task(0, some_step, ...)"
+                )
+            return
         if not self._pstate.keyed or not steps:
             return
         from headwater.schema import task_for_key
@@ -166,14 +175,21 @@ class Context:
         runtime = self._runtime.depot(getattr(depot, "name", depot))
         data, validated = runtime.codec.encode(event)
         partition = self._task.partition_for(runtime, validated)
+        task_id = runtime.task_of_partition(partition)
+        if invocation.deferred_appends is not None:
+            record = AppendRecord(runtime.depot_id, partition, data, "none")
+            invocation.deferred_appends.append((task_id, messages.encode(record)))
+            return
         child = invocation_id()
         record = AppendRecord(runtime.depot_id, partition, data, "none", tree=invocation.tree, invocation=child)
-        invocation.outbox.append((runtime.task_of_partition(partition), messages.encode(record)))
+        invocation.outbox.append((task_id, messages.encode(record)))
         invocation.children_xor ^= child
         invocation.has_children = True
 
     def ack_return(self, value: Any) -> None:
         invocation = self._outbox("ack_return")
+        if invocation.deferred_appends is not None:
+            raise ReadOnlyError("ack_return is for stream topologies: no appender waits on a microbatch")
         try:
             invocation.returned = messages.dumps(value)
         except Exception as e:

@@ -19,7 +19,7 @@ import msgspec
 
 from headwater.errors import DefinitionError
 
-__all__ = ["Ack", "DepotDecl", "Module", "PStateDecl", "QueryDecl", "Retry", "StepDecl", "StreamDecl"]
+__all__ = ["Ack", "DepotDecl", "MicrobatchDecl", "Module", "PStateDecl", "QueryDecl", "Retry", "StepDecl", "StreamDecl"]
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -98,6 +98,16 @@ class StreamDecl:
 
 
 @dataclass(eq=False)
+class MicrobatchDecl:
+    module: Module
+    name: str
+    depots: tuple[DepotDecl, ...]
+    fn: Callable[..., Any]
+    per_batch: bool
+    start_from: Any
+
+
+@dataclass(eq=False)
 class StepDecl:
     module: Module
     name: str
@@ -120,6 +130,7 @@ class Module:
     depots: dict[str, DepotDecl] = field(default_factory=dict)
     pstates: dict[str, PStateDecl] = field(default_factory=dict)
     streams: dict[str, StreamDecl] = field(default_factory=dict)
+    microbatches: dict[str, MicrobatchDecl] = field(default_factory=dict)
     steps: dict[str, StepDecl] = field(default_factory=dict)
     queries: dict[str, QueryDecl] = field(default_factory=dict)
 
@@ -178,12 +189,36 @@ class Module:
             raise DefinitionError(f"retry must be a headwater.Retry, not {retry!r}")
 
         def register(fn: Callable[..., Any]) -> Callable[..., Any]:
-            topology = self._claim("topology", name or fn.__name__, self.streams)
+            topology = self._claim("topology", name or fn.__name__, self.topologies)
             resolved = tuple(self._resolve_depot(d, topology) for d in depots)
             self.streams[topology] = StreamDecl(self, topology, resolved, fn, start_from, retry)
             return fn
 
         return register
+
+    def microbatch(
+        self,
+        *depots: DepotDecl | str,
+        name: str | None = None,
+        per_batch: bool = False,
+        start_from: Any = "end",
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Register an exactly-once topology that processes depot records in atomic batches."""
+        if not depots or callable(depots[0]) and not isinstance(depots[0], (DepotDecl, str)):
+            raise DefinitionError("@module.microbatch needs the depots it subscribes to: @module.microbatch(my_depot)")
+        _check_start_from(start_from)
+
+        def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+            topology = self._claim("topology", name or fn.__name__, self.topologies)
+            resolved = tuple(self._resolve_depot(d, topology) for d in depots)
+            self.microbatches[topology] = MicrobatchDecl(self, topology, resolved, fn, bool(per_batch), start_from)
+            return fn
+
+        return register
+
+    @property
+    def topologies(self) -> dict[str, StreamDecl | MicrobatchDecl]:
+        return {**self.streams, **self.microbatches}
 
     def step(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         name = self._claim("step", fn.__name__, self.steps)

@@ -14,6 +14,13 @@ import msgspec
 
 __all__ = [
     "AppendRecord",
+    "BatchFailure",
+    "MbAck",
+    "MbControl",
+    "MbDone",
+    "MbNudge",
+    "MbPhase",
+    "MbProcess",
     "Appended",
     "Completed",
     "Hop",
@@ -87,6 +94,69 @@ class Stop(msgspec.Struct, tag=True, array_like=True):
     pass
 
 
+# ---- microbatch protocol: the coordinator (task 0) drives every task through each batch ----
+
+class BatchFailure(msgspec.Struct, array_like=True, frozen=True):
+    """A record whose processing (or one of whose hops) raised during a batch attempt."""
+
+    task: int
+    depot_id: int
+    partition: int
+    offset: int
+    error_type: str
+    traceback: str
+
+
+class MbNudge(msgspec.Struct, tag=True, array_like=True):
+    """To the coordinator: new records arrived for this topology."""
+
+    topology: str
+
+
+class MbProcess(msgspec.Struct, tag=True, array_like=True):
+    """Run attempt `attempt` of batch `batch`; `skip` lists records set aside as dead letters."""
+
+    topology: str
+    batch: int
+    attempt: int
+    invocation: int
+    skip: list[BatchFailure] = []
+
+
+class MbAck(msgspec.Struct, tag=True, array_like=True):
+    """To the coordinator: invocations of the batch finished (XOR of ids, as for stream trees)."""
+
+    topology: str
+    batch: int
+    xor: int
+    failures: list[BatchFailure] = []
+    records: int = 0
+    more: bool = False  # the task has records beyond this batch's per-partition bound
+
+
+class MbPhase(msgspec.Struct, tag=True, array_like=True):
+    """Coordinator to tasks: `abort`, `prepare` or `apply` batch `batch`; `recover` up to it."""
+
+    topology: str
+    batch: int
+    phase: str
+
+
+class MbDone(msgspec.Struct, tag=True, array_like=True):
+    """Task to coordinator: the phase finished on `task`."""
+
+    topology: str
+    batch: int
+    phase: str
+    task: int
+    records: int = 0
+
+
+class MbControl(msgspec.Struct, tag=True, array_like=True):
+    topology: str
+    action: str  # "pause" | "resume"
+
+
 class Appended(msgspec.Struct, tag=True, array_like=True):
     """Reply: the record is durable at (partition, offset)."""
 
@@ -107,7 +177,10 @@ class Completed(msgspec.Struct, tag=True, array_like=True):
     failure_kind: str | None = None
 
 
-Message = AppendRecord | Hop | TreeAck | RetryDeadLetter | Stop | Appended | Completed
+Message = (
+    AppendRecord | Hop | TreeAck | RetryDeadLetter | Stop | Appended | Completed
+    | MbNudge | MbProcess | MbAck | MbPhase | MbDone | MbControl
+)
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Message)

@@ -201,7 +201,8 @@ def run_query_body(runtime: ModuleRuntime, transport: Transport, decl: QueryDecl
                    kwargs: dict[str, Any], depth: int, task_id: int | None) -> Any:
     ctx = QueryContext(runtime, transport, depth=depth, task_id=task_id)
     try:
-        return decl.fn(ctx, *args, **kwargs)
+        with transport.consistent_reads():  # one consistent cut: no microbatch lands halfway through
+            return decl.fn(ctx, *args, **kwargs)
     except HeadwaterError:
         raise
     except Exception as e:

@@ -7,8 +7,9 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
-from headwater.engine.definitions import DepotDecl, Module, PStateDecl, StreamDecl
+from headwater.engine.definitions import DepotDecl, MicrobatchDecl, Module, PStateDecl, StreamDecl
 from headwater.engine.events import EventCodec
+from headwater.engine.writes import WriterGuard, check_writer_kinds
 from headwater.errors import DefinitionError, NotFound
 
 __all__ = ["Catalog", "DepotRuntime", "ModuleRuntime", "PStateRuntime"]
@@ -41,6 +42,7 @@ class DepotRuntime:
     codec: EventCodec
     partitions: int
     subscribers: list[StreamDecl]
+    microbatches: list[MicrobatchDecl] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -90,7 +92,8 @@ class ModuleRuntime:
         for name, decl in module.depots.items():
             partitions = self.tasks if decl.partitioned else 1
             subscribers = [s for s in module.streams.values() if decl in s.depots]
-            depot = DepotRuntime(decl, catalog.depot_ids[name], EventCodec(decl), partitions, subscribers)
+            batched = [b for b in module.microbatches.values() if decl in b.depots]
+            depot = DepotRuntime(decl, catalog.depot_ids[name], EventCodec(decl), partitions, subscribers, batched)
             self.depots[name] = depot
             self.depots_by_id[depot.depot_id] = depot
         self.pstates: dict[str, PStateRuntime] = {}
@@ -102,6 +105,8 @@ class ModuleRuntime:
                 raise DefinitionError(f"PState {module.name}.{name}: {e}") from None
             self.pstates[name] = PStateRuntime(decl, catalog.pstate_ids[name], layout, keyed)
         self.streams = dict(module.streams)
+        self.microbatches = dict(module.microbatches)
+        self.writers = WriterGuard(module.name, check_writer_kinds(module))
         self.steps = dict(module.steps)
         self.queries = dict(module.queries)
         _check_handlers(module)
@@ -130,11 +135,11 @@ class ModuleRuntime:
 
 
 def _check_handlers(module: Module) -> None:
-    for stream in module.streams.values():
-        if len(_positional(stream.fn)) < 2:
+    for topology in module.topologies.values():
+        if len(_positional(topology.fn)) < 2:
+            takes = "(ctx, events)" if getattr(topology, "per_batch", False) else "(ctx, event)"
             raise DefinitionError(
-                f"stream topology {stream.name!r}: its handler must take (ctx, event), "
-                f"found {inspect.signature(stream.fn)}"
+                f"topology {topology.name!r}: its handler must take {takes}, found {inspect.signature(topology.fn)}"
             )
 
 

@@ -26,7 +26,22 @@ from headwater.engine.transport import Transport
 from headwater.engine import messages
 from headwater.engine.context import Context, Invocation, RecordInfo, invocation_id
 from headwater.engine.definitions import Ack, Retry, StreamDecl
-from headwater.engine.messages import AppendRecord, Completed, Hop, RetryDeadLetter, Stop, TreeAck, TreeRef
+from headwater.engine.messages import (
+    AppendRecord,
+    Completed,
+    Hop,
+    MbAck,
+    MbControl,
+    MbDone,
+    MbNudge,
+    MbPhase,
+    MbProcess,
+    RetryDeadLetter,
+    Stop,
+    TreeAck,
+    TreeRef,
+)
+from headwater.engine.microbatch import COORDINATOR_TASK, BatchCoordinator, BatchParticipant
 from headwater.engine.runtime import DepotRuntime, ModuleRuntime
 from headwater.errors import HeadwaterError, NotFound
 from headwater.storage import Batch, Store
@@ -172,6 +187,11 @@ class Task:
         self._outgoing: list[tuple[int, bytes]] = []
         self._replies: list[tuple[int, bytes]] = []
         self._releases = 0
+        self._participants = {name: BatchParticipant(self, decl) for name, decl in runtime.microbatches.items()}
+        self._coordinators = (
+            {name: BatchCoordinator(self, decl) for name, decl in runtime.microbatches.items()}
+            if task_id == COORDINATOR_TASK else {}
+        )
         self._thread = threading.Thread(target=self._run, name=f"headwater-{runtime.name}-task-{task_id}", daemon=True)
         self.failure: BaseException | None = None
 
@@ -183,6 +203,8 @@ class Task:
     def stop(self, timeout_s: float = 10.0) -> None:
         self.transport.send(self.task_id, messages.encode(Stop()))
         self._thread.join(timeout_s)
+        for coordinator in self._coordinators.values():
+            coordinator.release()  # never leave readers waiting on a commit that will not finish
 
     def _recover(self) -> None:
         """Set each topology's cursor from stored progress and queue the trees a crash cut short."""
@@ -199,10 +221,15 @@ class Task:
             prefix = b"pending/" + stream.name.encode() + b"/" + _DEPOT_KEY.pack(depot.depot_id, 0)[:2]
             for pending, outbox in self.store.iterate("meta", prefix, prefix + b"\xff" * 8):
                 self._replays.append((stream.name, pending, _DEPOT_KEY.unpack(pending[-10:])[1], outbox))
+        for name, participant in self._participants.items():
+            participant.recover(batch, self._initial_cursor)
+            prefix = b"mb/" + name.encode() + b"/appends/"
+            for pending, outbox in self.store.iterate("meta", prefix, prefix + b"\xff"):
+                self._replays.append((name, pending, -1, outbox))
         if len(batch):
             self.store.write(batch, sync=True)
 
-    def _initial_cursor(self, stream: StreamDecl, depot: DepotRuntime) -> int:
+    def _initial_cursor(self, stream: Any, depot: DepotRuntime) -> int:
         start = stream.start_from
         end = self._depot_end[depot.depot_id]
         if start == "beginning":
@@ -224,6 +251,9 @@ class Task:
     # ---- the loop -------------------------------------------------------------------------
     def _run(self) -> None:
         try:
+            for coordinator in self._coordinators.values():
+                coordinator.start()
+            self._end_round()
             backlog = True
             stopping = False
             while not stopping:
@@ -289,11 +319,31 @@ class Task:
             self._persist(appends)
         for message in batch:
             if isinstance(message, Hop):
-                self._run_hop(message)
+                participant = self._participants.get(message.topology)
+                if participant is not None:
+                    participant.on_hop(message)
+                else:
+                    self._run_hop(message)
             elif isinstance(message, TreeAck):
                 self._on_tree_ack(message)
             elif isinstance(message, RetryDeadLetter):
                 self._retry_dead_letter(message)
+            elif isinstance(message, (MbProcess, MbPhase)):
+                participant = self._participants[message.topology]
+                participant.on_process(message) if isinstance(message, MbProcess) else participant.on_phase(message)
+            elif isinstance(message, (MbAck, MbDone, MbNudge, MbControl)):
+                self._coordinate(message)
+
+    def _coordinate(self, message: Any) -> None:
+        coordinator = self._coordinators[message.topology]
+        if isinstance(message, MbAck):
+            coordinator.on_ack(message)
+        elif isinstance(message, MbDone):
+            coordinator.on_done(message)
+        elif isinstance(message, MbNudge):
+            coordinator.on_nudge()
+        elif isinstance(message, MbControl):
+            coordinator.on_control(message.action)
 
     # ---- appends: group commit ------------------------------------------------------------
     def _persist(self, appends: list[AppendRecord]) -> None:
@@ -327,6 +377,8 @@ class Task:
 
     def _on_durable(self, append: AppendRecord, offset: int, timestamp_us: int) -> None:
         depot = self.runtime.depots_by_id[append.depot_id]
+        for batched in depot.microbatches:
+            self._participants[batched.name].nudge_if_new(append.depot_id)
         if append.tree is not None:  # a topology's ctx.append: that tree waited for this
             self._send_ack(TreeAck(append.tree, append.invocation))
         if append.client >= 0 and append.ack != Ack.NONE.value:
@@ -442,7 +494,7 @@ class Task:
         state = _TreeState(stream.name, own, record_state, reply=reply, partition=self.task_id, offset=offset)
         tree = self._new_tree(state)
         info = RecordInfo(depot.name, self.task_id, offset, timestamp_us)
-        outcome = self._invoke(stream.name, tree, info, lambda ctx: stream.fn(ctx, depot.codec.decode(event_data)), stream.retry)
+        outcome = self.invoke(stream.name, tree, info, lambda ctx: stream.fn(ctx, depot.codec.decode(event_data)), stream.retry)
         if progress:
             self._round.put("meta", _progress_key(stream.name, depot.depot_id), _U64.pack(offset + 1))
         if outcome.invocation.has_children:  # kept until the tree completes, so a crash can resend it
@@ -462,18 +514,22 @@ class Task:
             args, kwargs = messages.loads(hop.args)
             return step.fn(ctx, *args, **kwargs)
 
-        outcome = self._invoke(hop.topology, hop.tree, info, call, retry)
+        outcome = self.invoke(hop.topology, hop.tree, info, call, retry)
         outcome.result = None  # a step's return value goes nowhere; ack_return carries values back
         self._commit(outcome, "hop", info, dead=dead, hop=hop)
         ack = TreeAck(hop.tree, hop.invocation ^ outcome.invocation.children_xor, outcome.invocation.returned,
                       *(outcome.error or (None, None)))
         self._send_ack(ack)
 
-    def _invoke(self, topology: str, tree: TreeRef, info: RecordInfo, call: Callable[[Context], Any], retry: Retry) -> _Outcome:
+    def invoke(self, topology: str, tree: TreeRef, info: RecordInfo, call: Callable[[Context], Any], retry: Retry,
+               *, base: Any = None, deferred: bool = False) -> _Outcome:
+        """Run user code once (or per `retry`) over a fresh Txn on `base` (default: the round's writes)."""
         attempt = 0
         while True:
             # The invocation's writes sit over the round's, so it reads what earlier events wrote.
-            invocation = Invocation(topology, tree, info, self._new_txn(self._round_txn))
+            invocation = Invocation(topology, tree, info, self._new_txn(self._round_txn if base is None else base))
+            if deferred:
+                invocation.deferred_appends = []
             try:
                 result = call(Context(self.runtime, self, invocation, invocation.txn, writable=True))
                 return _Outcome(invocation, messages.dumps(result), None, attempt + 1)
@@ -591,6 +647,11 @@ class Task:
         if kind == "dead_letters":
             prefix = b"dead/" + request[1].encode() + b"/"
             return [_dead_decoder.decode(v) for _, v in self.store.iterate("meta", prefix, prefix + b"\xff" * 9)]
+        if kind == "mb_status":
+            coordinator = self._coordinators.get(request[1])
+            if coordinator is None:
+                raise NotFound("microbatch topology", str(request[1]), self._coordinators, where=f"module {self.runtime.name!r}")
+            return coordinator.status()
         if kind == "progress":
             return {name: _U64.unpack(v)[0] for name, v in self._stored_progress()}
         if kind == "step":
@@ -609,6 +670,34 @@ class Task:
 
     def _stored_progress(self) -> list[tuple[str, bytes]]:
         return [(k[len(b"progress/"):].decode(errors="replace"), v) for k, v in self.store.iterate("meta", b"progress/", b"progress0")]
+
+    # ---- what microbatch participants and coordinators use --------------------------------
+    @property
+    def pstate_reader(self) -> Any:
+        return self._pstate_reader
+
+    new_txn = _new_txn
+
+    def send(self, task_id: int, data: bytes) -> None:
+        """Send once this round commits."""
+        self._outgoing.append((task_id, data))
+
+    def depot_end(self, depot_id: int) -> int:
+        return self._depot_end[depot_id]
+
+    def read_records(self, depot_id: int, start: int, stop: int) -> list[tuple[int, int, bytes]]:
+        """(offset, timestamp_us, event) of the records in [start, stop) of this task's partition."""
+        if stop - start == 1:
+            return [(start, *self._read_record(depot_id, start, consume=False))]
+        return [(_DEPOT_KEY.unpack(k)[1], _I64.unpack(v[:8])[0], v[8:])
+                for k, v in self.store.iterate("depot", depot_key(depot_id, start), depot_key(depot_id, stop))]
+
+    @staticmethod
+    def encode_outbox(outbox: list[tuple[int, bytes]]) -> bytes:
+        return _outbox_encoder.encode(outbox)
+
+    def resend(self, topology: str, pending_key: bytes, offset: int, outbox: bytes) -> None:
+        self._resend(topology, pending_key, offset, outbox)
 
     # ---- helpers for the context ----------------------------------------------------------
     def next_unique_id(self) -> int:

@@ -8,6 +8,7 @@ object is ever shared between two tasks.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager
 from typing import Any
 
 __all__ = ["Transport"]
@@ -33,6 +34,18 @@ class Transport(ABC):
     @abstractmethod
     def read(self, task_id: int, request: tuple[Any, ...]) -> Any:
         """Serve a read of a task's committed state (PState paths, depot records, dead letters)."""
+
+    @abstractmethod
+    def consistent_reads(self) -> AbstractContextManager[None]:
+        """Reads made inside see no microbatch half-applied: commits wait until the block ends."""
+
+    @abstractmethod
+    def begin_commit(self) -> None:
+        """Wait until no consistent read is running, then hold new ones off (microbatch apply)."""
+
+    @abstractmethod
+    def end_commit(self) -> None:
+        """Let consistent reads run again."""
 
     def read_many(self, requests: list[tuple[int, tuple[Any, ...]]]) -> list[Any]:
         """Several reads, possibly on several tasks at once; results in request order."""

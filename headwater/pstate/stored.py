@@ -250,7 +250,7 @@ def remove(txn: Txn, location: Location) -> None:
         return
     size = count(txn, parent) or 0
     if isinstance(parent.schema, List):
-        for index in range(location.step + 1, size):
+        for index in range(location.step + 2, size):
             _move(txn, parent, index, index - 1)
         _clear(txn, parent.child(size - 1, location.schema))
     else:

@@ -1,0 +1,64 @@
+"""The bank as a microbatch topology: deposits and transfers applied exactly once, in atomic batches.
+
+A transfer larger than the sender's balance is recorded as failed and moves no money. Within a
+batch, the transfer is decided on the sender's task and the credit hops to the receiver's task;
+the whole batch — debits, credits and records on every task — becomes visible at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import headwater as hw
+
+
+@dataclass
+class Deposit:
+    user_id: int
+    amount: int
+
+
+@dataclass
+class Transfer:
+    transfer_id: str
+    from_id: int
+    to_id: int
+    amount: int
+
+
+bank = hw.Module("mbbank")
+
+deposits = bank.depot("deposits", Deposit, partition_by="user_id")
+transfers = bank.depot("transfers", Transfer, partition_by="from_id")
+
+funds = bank.pstate("funds", hw.Map(int, int))
+transfer_log = bank.pstate("transfer_log", hw.Map(int, hw.Map(str, hw.Record(to_id=int, amount=int, ok=bool), subindexed=True)))
+
+
+@bank.microbatch(deposits, transfers)
+def banking(ctx: hw.Context, event: Deposit | Transfer) -> None:
+    match event:
+        case Deposit(user_id=user, amount=amount):
+            ctx.pstate(funds)[user].increment(amount)
+        case Transfer(transfer_id=tid, from_id=sender, to_id=receiver, amount=amount):
+            balance = ctx.pstate(funds)[sender]
+            ok = amount > 0 and balance.get(0) >= amount
+            if ok:
+                balance.increment(-amount)
+                ctx.hop(receiver, credit, receiver, amount)
+            ctx.pstate(transfer_log)[sender][tid].set({"to_id": receiver, "amount": amount, "ok": ok})
+
+
+@bank.step
+def credit(ctx: hw.Context, receiver: int, amount: int) -> None:
+    ctx.pstate(funds)[receiver].increment(amount)
+
+
+@bank.step
+def local_total(ctx: hw.Context) -> int:
+    return sum(v for _, v in ctx.pstate(funds).items())
+
+
+@bank.query
+def total_funds(ctx: hw.QueryContext) -> int:
+    return sum(ctx.call_all(local_total))

@@ -1,0 +1,532 @@
+"""The client API over HTTP: `hw.connect(url)` gives the same interface as `InProcessCluster`.
+
+`RemoteCluster.depot/pstate/query/dead_letters/modules` behave like their in-process twins and
+raise the same typed errors: the server sends `{"error": code, "message": ...}` and `ERRORS`
+below maps each stable code back to its exception class. PState views are the same `View` class
+as in process, over an executor that sends the path to the server; the schema they check steps
+against is the module's own when it is passed to `connect(modules=...)` (values then decode into
+their declared types, dataclasses included), and otherwise is rebuilt from the server's module
+listing (values then decode into JSON-shaped Python: dicts for records and dataclasses).
+
+This file also holds the wire format both ends share (`ERRORS`); the server imports it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import typing
+import uuid
+from collections.abc import Iterable, Iterator
+from datetime import date, datetime, time as dtime, timedelta
+from decimal import Decimal
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import msgspec
+
+from headwater.client.api import AppendResult, DepotRecord, PartitionInfo, _ack
+from headwater.engine.definitions import Ack, Module
+from headwater.errors import (
+    AckTimeout,
+    DefinitionError,
+    HandlerError,
+    HeadwaterError,
+    IdempotencyConflict,
+    NotFound,
+    PathError,
+    PermissionDenied,
+    ReadOnlyError,
+    SchemaError,
+    StorageError,
+    Unavailable,
+    WrongPartitionError,
+)
+from headwater.pstate import View
+from headwater.schema import List, Map, Record, Schema, Set, as_schema
+
+__all__ = ["ERRORS", "READ_PAGE_MAX", "RemoteCluster", "RemoteDeadLetter", "RemoteDepot", "connect", "error_class"]
+
+# ---- the wire format shared with headwater.server --------------------------------------------
+
+# (exception class, HTTP status, stable code). A code never changes meaning; the server picks the
+# first row whose class the exception is an instance of, so subclasses come before their bases.
+ERRORS: list[tuple[type[HeadwaterError], int, str]] = [
+    (SchemaError, 422, "schema_error"),
+    (PathError, 422, "path_error"),
+    (WrongPartitionError, 422, "wrong_partition"),
+    (ReadOnlyError, 422, "read_only"),
+    (DefinitionError, 422, "definition_error"),
+    (NotFound, 404, "not_found"),
+    (PermissionDenied, 403, "permission_denied"),
+    (IdempotencyConflict, 409, "idempotency_conflict"),
+    (HandlerError, 500, "handler_error"),
+    (AckTimeout, 504, "ack_timeout"),
+    (Unavailable, 503, "unavailable"),
+    (StorageError, 500, "storage_error"),
+]
+# Codes only the HTTP layer produces, and the class a Python client raises for each.
+HTTP_ERRORS: dict[str, type[HeadwaterError]] = {
+    "malformed_json": SchemaError,
+    "body_too_large": SchemaError,
+    "bad_request": SchemaError,
+    "unauthorized": PermissionDenied,
+    "method_not_allowed": NotFound,
+    "internal_error": HeadwaterError,
+}
+_BY_CODE: dict[str, type[HeadwaterError]] = {code: cls for cls, _, code in ERRORS} | HTTP_ERRORS
+
+# The most elements one read returns; longer ranges come back in pages with a `next` cursor.
+READ_PAGE_MAX = 10_000
+_TIMEOUT_MARGIN_S = 5.0  # the HTTP wait outlasts the server-side ack timeout, so the server's 504 arrives
+
+
+def error_class(code: str) -> type[HeadwaterError]:
+    """The exception class a stable error code stands for (HeadwaterError if unknown)."""
+    return _BY_CODE.get(code, HeadwaterError)
+
+
+def _error_from(body: dict[str, Any], status: int) -> HeadwaterError:
+    code = str(body.get("error", ""))
+    message = str(body.get("message", f"HTTP {status}"))
+    cls = error_class(code)
+    if cls is HandlerError:
+        return HandlerError(message, remote_traceback=body.get("remote_traceback", ""),
+                            error_type=body.get("error_type", ""), topology=body.get("topology"),
+                            partition=body.get("partition"), offset=body.get("offset"))
+    if cls is AckTimeout:
+        return AckTimeout(message, partition=body.get("partition"), offset=body.get("offset"))
+    if cls is SchemaError:
+        return SchemaError(message, path=body.get("path", "$"))
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    if cls is NotFound:  # keep the attributes callers of the in-process NotFound can use
+        error.kind, error.name, error.known = body.get("kind", ""), body.get("name", ""), body.get("known", [])
+    return error
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    try:
+        body = msgspec.json.decode(response.content)
+    except msgspec.DecodeError:
+        body = None
+    if not isinstance(body, dict) or "error" not in body:
+        raise HeadwaterError(f"HTTP {response.status_code} from {response.request.url}: {response.text[:500]}")
+    raise _error_from(body, response.status_code)
+
+
+def _typed(value: Any, kind: Any) -> Any:
+    """JSON-shaped `value` as `kind` (UUIDs, datetimes, dataclasses, int map keys rebuilt)."""
+    if kind is Any:
+        return value
+    try:
+        return msgspec.convert(value, kind, strict=False)
+    except msgspec.ValidationError:
+        return value  # a value the server holds under an older type: hand it over as sent
+
+
+# ---- rebuilding schemas from the server's module listing --------------------------------------
+
+_SCALARS: dict[str, Any] = {
+    "int": int, "float": float, "str": str, "bytes": bytes, "bool": bool, "null": type(None),
+    "uuid": uuid.UUID, "datetime": datetime, "date": date, "time": dtime, "timedelta": timedelta,
+    "decimal": Decimal, "any": Any,
+}
+
+
+def python_type(description: dict[str, Any]) -> Any:
+    """The Python type a type description stands for; types the client lacks become Any."""
+    kind = description.get("type", "any")
+    if kind in _SCALARS:
+        return _SCALARS[kind]
+    if kind == "tuple":
+        items = tuple(python_type(item) for item in description.get("items", []))
+        if not items:
+            return Any
+        return tuple[items[0], ...] if description.get("variadic") else tuple[items]  # type: ignore[misc]
+    if kind == "list":
+        return list[python_type(description.get("items", {}))]  # type: ignore[misc]
+    if kind == "dict":
+        return dict[python_type(description.get("keys", {})), python_type(description.get("values", {}))]  # type: ignore[misc]
+    return Any  # objects, enums and unions decode JSON-shaped without the user's classes
+
+
+def schema_from_description(description: dict[str, Any]) -> Schema:
+    """Rebuild a PState schema from its description in the module listing."""
+    kind = description["kind"]
+    subindexed = bool(description.get("subindexed", False))
+    if kind == "map":
+        return Map(_key_type(description["key"]), schema_from_description(description["value"]), subindexed=subindexed)
+    if kind == "list":
+        return List(schema_from_description(description["value"]), subindexed=subindexed)
+    if kind == "set":
+        return Set(_key_type(description["element"]), subindexed=subindexed)
+    if kind == "record":
+        return Record(**{name: schema_from_description(field) for name, field in description["fields"].items()})
+    return as_schema(python_type(description["type"]))
+
+
+def _key_type(description: dict[str, Any]) -> Any:
+    kind = python_type(description)
+    # Keys must be a key type; an enum or another type the client lacks is checked by the server.
+    return kind if kind in _SCALARS.values() or typing.get_origin(kind) is tuple else Any
+
+
+# ---- the client --------------------------------------------------------------------------------
+
+
+def connect(url: str, token: str | None = None, *, modules: Iterable[Module] = (), timeout_s: float = 30.0) -> RemoteCluster:
+    """A client of the headwater server at `url`, with the interface of `InProcessCluster`.
+
+    Pass the `modules` you deployed to check paths against their exact schemas and get values
+    back in their declared types (dataclasses, UUIDs, ...) instead of JSON-shaped dicts.
+    """
+    return RemoteCluster(url, token, modules=modules, timeout_s=timeout_s)
+
+
+class RemoteCluster:
+    """A headwater server seen through its HTTP API; see `connect`."""
+
+    def __init__(self, url: str, token: str | None = None, *, modules: Iterable[Module] = (), timeout_s: float = 30.0) -> None:
+        self.url = url.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        # One pooled, thread-safe client: keep-alive connections make a request cost one round trip.
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout_s,
+                                  limits=httpx.Limits(max_connections=64, max_keepalive_connections=64))
+        self._modules = {m.name: m for m in modules}
+        self._catalog: dict[str, dict[str, Any]] | None = None
+        self.closed = False
+
+    def __enter__(self) -> RemoteCluster:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<RemoteCluster {self.url!r}>"
+
+    def close(self) -> None:
+        self.closed = True
+        self._http.close()
+
+    # ---- HTTP -----------------------------------------------------------------------------
+    def request(self, method: str, path: str, *, timeout_s: float | None = None, **kwargs: Any) -> Any:
+        """Send one API request and return its decoded JSON body; errors raise their typed exception."""
+        if self.closed:
+            raise Unavailable(f"this client of {self.url} is closed; connect again")
+        if timeout_s is not None:
+            kwargs["timeout"] = timeout_s + _TIMEOUT_MARGIN_S
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TimeoutException as e:
+            raise AckTimeout(f"no answer from {self.url}{path} in time ({type(e).__name__}); "
+                             "an append may still have landed: retry it with the same idempotency_key") from e
+        except httpx.TransportError as e:
+            raise Unavailable(f"cannot reach headwater at {self.url}: {e}; is `headwater serve` running there?") from e
+        _raise_for(response)
+        return msgspec.json.decode(response.content) if response.content else None
+
+    # ---- names ------------------------------------------------------------------------------
+    def describe(self, module: str | None = None, *, refresh: bool = False) -> Any:
+        """The server's description of every module (or of one): depots, PStates, schemas, ..."""
+        if self._catalog is None or refresh or (module is not None and module not in self._catalog):
+            self._catalog = {m["name"]: m for m in self.request("GET", "/api/modules")["modules"]}
+        if module is None:
+            return list(self._catalog.values())
+        if module not in self._catalog:
+            raise NotFound("module", module, self._catalog, where="this cluster")
+        return self._catalog[module]
+
+    def _part(self, module: str, kind: str, table: str, name: str) -> dict[str, Any]:
+        description = self.describe(module)
+        entries = {entry["name"]: entry for entry in description[table]}
+        if name not in entries:
+            description = self.describe(module, refresh=True)  # deployed since we looked?
+            entries = {entry["name"]: entry for entry in description[table]}
+        if name not in entries:
+            raise NotFound(kind, name, entries, where=f"module {module!r}")
+        return entries[name]
+
+    def modules(self) -> list[str]:
+        return sorted(m["name"] for m in self.describe(refresh=True))
+
+    def stats(self) -> Any:
+        """Live numbers per module: depot sizes, topology progress, lag, dead letters, ack latency."""
+        return self.request("GET", "/api/stats")
+
+    # ---- the client interface ---------------------------------------------------------------
+    def depot(self, module: str, depot: str) -> RemoteDepot:
+        return RemoteDepot(self, module, self._part(module, "depot", "depots", depot))
+
+    def pstate(self, module: str, pstate: str, *, task: int | None = None) -> View:
+        description = self._part(module, "PState", "pstates", pstate)
+        tasks = self.describe(module)["tasks"]
+        if task is not None and (not isinstance(task, int) or not 0 <= task < tasks):
+            raise ValueError(f"task={task!r} does not exist; module {module} has tasks 0..{tasks - 1}")
+        declared = self._modules.get(module)
+        if declared is not None and pstate in declared.pstates:
+            schema = as_schema(declared.pstates[pstate].schema)
+        else:
+            schema = schema_from_description(description["schema"])
+        return View(RemotePStateExecutor(self, module, pstate, task, schema), schema, name=f"{module}.{pstate}")
+
+    def query(self, module: str, name: str) -> Any:
+        self._part(module, "query", "queries", name)
+        path = f"/api/modules/{_q(module)}/queries/{_q(name)}"
+
+        def invoke(*args: Any, **kwargs: Any) -> Any:
+            body = msgspec.json.encode({"args": list(args), "kwargs": kwargs})
+            return self.request("POST", path, content=body, headers=_JSON)["value"]
+
+        invoke.__name__ = name
+        return invoke
+
+    def dead_letters(self, module: str, topology: str) -> list[RemoteDeadLetter]:
+        self._part(module, "topology", "topologies", topology)
+        body = self.request("GET", f"/api/modules/{_q(module)}/topologies/{_q(topology)}/dead-letters")
+        return [RemoteDeadLetter(self, module, entry) for entry in body["dead_letters"]]
+
+    def event_type(self, module: str, depot: str) -> Any:
+        declared = self._modules.get(module)
+        if declared is not None and depot in declared.depots:
+            return declared.depots[depot].event_type
+        return Any
+
+
+_JSON = {"Content-Type": "application/json"}
+
+
+def _q(name: str) -> str:
+    return quote(name, safe="")
+
+
+class RemoteDepot:
+    """A depot of a remote module: appends, reads and tails over HTTP."""
+
+    def __init__(self, cluster: RemoteCluster, module: str, description: dict[str, Any]) -> None:
+        self._cluster = cluster
+        self.module = module
+        self.name: str = description["name"]
+        self.partitions: int = description["partitions"]
+        self._path = f"/api/modules/{_q(module)}/depots/{_q(self.name)}"
+        self._event_type = cluster.event_type(module, self.name)
+        self._encoder = msgspec.json.Encoder()
+
+    def __repr__(self) -> str:
+        return f"<RemoteDepot {self.module}.{self.name} partitions={self.partitions}>"
+
+    def _encode(self, event: Any) -> bytes:
+        try:
+            return self._encoder.encode(event)
+        except (TypeError, msgspec.EncodeError, OverflowError) as e:
+            raise SchemaError(f"event for depot {self.module}.{self.name} cannot be encoded as JSON: {e}") from None
+
+    def append(self, event: Any, *, ack: Ack | str = Ack.FULL, timeout: float = 30.0,
+               idempotency_key: str | None = None) -> AppendResult | None:
+        """Append `event`; with Ack.FULL wait until every stream topology processed it."""
+        ack = _ack(ack)
+        headers = dict(_JSON)
+        if idempotency_key is not None:
+            if not isinstance(idempotency_key, str):
+                raise ValueError(f"idempotency_key must be a str, not {type(idempotency_key).__name__}")
+            headers["Idempotency-Key"] = idempotency_key
+        body = self._cluster.request("POST", f"{self._path}/append", params={"ack": ack.value, "timeout": timeout},
+                                     content=self._encode(event), headers=headers, timeout_s=timeout)
+        return _append_result(body, ack)
+
+    def append_many(self, events: Iterable[Any], *, ack: Ack | str = Ack.FULL,
+                    timeout: float = 30.0) -> list[AppendResult | None]:
+        """Append several events in one request; they share fsyncs. Results in input order."""
+        ack = _ack(ack)
+        content = b"[" + b",".join(self._encode(e) for e in events) + b"]"
+        body = self._cluster.request("POST", f"{self._path}/append-many", params={"ack": ack.value, "timeout": timeout},
+                                     content=content, headers=_JSON, timeout_s=timeout)
+        return [_append_result(item, ack) for item in body["results"]]
+
+    async def append_async(self, event: Any, *, ack: Ack | str = Ack.FULL, timeout: float = 30.0,
+                           idempotency_key: str | None = None) -> AppendResult | None:
+        # The pooled sync client in a worker thread: no event-loop-bound connections to leak or close.
+        return await asyncio.to_thread(self.append, event, ack=ack, timeout=timeout, idempotency_key=idempotency_key)
+
+    def _check_partition(self, partition: int) -> int:
+        if not isinstance(partition, int) or not 0 <= partition < self.partitions:
+            raise ValueError(f"depot {self.module}.{self.name} has partitions 0..{self.partitions - 1}, not {partition!r}")
+        return partition
+
+    def partition_info(self, partition: int) -> PartitionInfo:
+        self._check_partition(partition)
+        body = self._cluster.request("GET", f"{self._path}/partitions/{partition}")
+        return PartitionInfo(body["partition"], body["start_offset"], body["end_offset"])
+
+    def read(self, partition: int, start: int = 0, stop: int | None = None, *, limit: int = 10_000) -> list[DepotRecord]:
+        """Records with start <= offset < stop (at most `limit`), oldest first."""
+        self._check_partition(partition)
+        params: dict[str, Any] = {"start": max(0, start), "limit": limit}
+        if stop is not None:
+            params["stop"] = stop
+        body = self._cluster.request("GET", f"{self._path}/partitions/{partition}/records", params=params)
+        return [DepotRecord(r["partition"], r["offset"], _typed(r["timestamp"], datetime), _typed(r["event"], self._event_type))
+                for r in body["records"]]
+
+    def tail(self, *, from_offset: int | dict[int, int] | None = None, partitions: Iterable[int] | None = None,
+             poll_s: float = 0.05, idle_timeout_s: float | None = None) -> Iterator[DepotRecord]:
+        """Iterate records as they are appended, from `from_offset` (default: the current end).
+
+        Ends when the client closes, or after `idle_timeout_s` seconds without a new record.
+        """
+        chosen = list(partitions) if partitions is not None else list(range(self.partitions))
+        if isinstance(from_offset, dict):
+            cursors = {p: from_offset.get(p, 0) for p in chosen}
+        elif from_offset is not None:
+            cursors = {p: from_offset for p in chosen}
+        else:
+            cursors = {p: self.partition_info(p).end_offset for p in chosen}
+        return self._follow(chosen, cursors, poll_s, idle_timeout_s)
+
+    def _follow(self, chosen: list[int], cursors: dict[int, int], poll_s: float,
+                idle_timeout_s: float | None) -> Iterator[DepotRecord]:
+        idle_since = time.monotonic()
+        while not self._cluster.closed:
+            found = False
+            for partition in chosen:
+                for record in self.read(partition, cursors[partition], cursors[partition] + 1000):
+                    cursors[partition] = record.offset + 1
+                    found = True
+                    yield record
+            if found:
+                idle_since = time.monotonic()
+            elif idle_timeout_s is not None and time.monotonic() - idle_since >= idle_timeout_s:
+                return
+            else:
+                time.sleep(poll_s)
+
+
+def _append_result(body: Any, ack: Ack) -> AppendResult | None:
+    if ack is Ack.NONE or body is None or body.get("partition") is None:
+        return None
+    return AppendResult(body["partition"], body["offset"], body.get("results", {}))
+
+
+class RemotePStateExecutor:
+    """Runs a View's reads on the server; clients never write."""
+
+    def __init__(self, cluster: RemoteCluster, module: str, pstate: str, task: int | None, schema: Schema) -> None:
+        self._cluster = cluster
+        self._module = module
+        self._pstate = pstate
+        self._task = task
+        self._root = schema
+        self._path = f"/api/modules/{_q(module)}/pstates/{_q(pstate)}"
+
+    def write(self, steps: tuple, op: str, args: tuple = (), kwargs: dict | None = None) -> None:
+        raise ReadOnlyError(
+            f"clients cannot {op} PState {self._module}.{self._pstate}: PStates change only "
+            "through topologies; append an event to a depot instead"
+        )
+
+    def _get(self, steps: tuple, op: str, params: dict[str, Any]) -> Any:
+        query = {"path": msgspec.json.encode(list(steps)).decode(), **params}
+        if self._task is not None:
+            query["task"] = self._task
+        return self._cluster.request("GET", f"{self._path}/{op}", params=query)
+
+    def read(self, steps: tuple, op: str, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        schema = self._schema_at(steps)
+        if op == "get":
+            body = self._get(steps, op, {})
+            return _typed(body["value"], schema.value_type) if body.get("found", True) else (args[0] if args else None)
+        if op in ("keys", "values", "items"):
+            return self._range(steps, op, schema, args, kwargs)
+        if op == "slice":
+            return self._slice(steps, schema, *args)
+        if op == "contains":
+            return self._get(steps, op, {"element": _json(args[0])})["value"]
+        return self._get(steps, op, {})["value"]
+
+    def _schema_at(self, steps: tuple) -> Schema:
+        # The View checked the steps already; walking again gives the schema at their end.
+        schema = self._root
+        for step in steps:
+            schema = schema.child(step, "$")[1]
+        return schema
+
+    def _range(self, steps: tuple, op: str, schema: Schema, args: tuple, kwargs: dict[str, Any]) -> list:
+        start, stop = (list(args) + [None, None])[:2]
+        limit, reverse = kwargs.get("limit"), bool(kwargs.get("reverse", False))
+        element_type = _range_type(schema, op)
+        found: list = []
+        while limit is None or len(found) < limit:
+            page = READ_PAGE_MAX if limit is None else min(READ_PAGE_MAX, limit - len(found))
+            params: dict[str, Any] = {"limit": page, "reverse": "true" if reverse else "false"}
+            if start is not None:
+                params["start"] = _json(start)
+            if stop is not None:
+                params["stop"] = _json(stop)
+            body = self._get(steps, op, params)
+            found.extend(_typed(v, element_type) for v in body["value"])
+            cursor = body.get("next")
+            if not cursor:
+                break
+            start, stop = cursor.get("start", start), cursor.get("stop", stop)
+        return found
+
+    def _slice(self, steps: tuple, schema: Schema, start: int | None = None, stop: int | None = None) -> list:
+        element_type = list[schema.value_schema.value_type] if isinstance(schema, List) else Any  # type: ignore[misc]
+        found: list = []
+        while True:
+            params = {k: v for k, v in (("start", start), ("stop", stop)) if v is not None}
+            body = self._get(steps, "slice", params)
+            found.extend(_typed(body["value"], element_type))
+            cursor = body.get("next")
+            if not cursor:
+                return found
+            start = cursor["start"]
+
+
+def _range_type(schema: Schema, op: str) -> Any:
+    if isinstance(schema, Set):
+        return schema.element_type
+    if isinstance(schema, Map):
+        if op == "keys":
+            return schema.key_type
+        if op == "values":
+            return schema.value_schema.value_type
+        return tuple[schema.key_type, schema.value_schema.value_type]  # type: ignore[name-defined]
+    return Any
+
+
+def _json(value: Any) -> str:
+    return msgspec.json.encode(value).decode()
+
+
+class RemoteDeadLetter:
+    """A failed invocation of a remote stream topology; `retry()` runs it again on the server."""
+
+    def __init__(self, cluster: RemoteCluster, module: str, entry: dict[str, Any]) -> None:
+        self._cluster = cluster
+        self.module = module
+        self.id: int = entry["id"]
+        self.topology: str = entry["topology"]
+        self.kind: str = entry["kind"]
+        self.task: int = entry["task"]
+        self.partition: int = entry["partition"]
+        self.offset: int = entry["offset"]
+        self.step: str | None = entry.get("step")
+        self.error_type: str = entry["error_type"]
+        self.traceback: str = entry["traceback"]
+        self.attempts: int = entry["attempts"]
+
+    def __repr__(self) -> str:
+        where = f"step {self.step!r}" if self.step else "record"
+        return (f"<DeadLetter {self.topology} {where} partition={self.partition} offset={self.offset} "
+                f"{self.error_type} attempts={self.attempts}>")
+
+    def retry(self, *, timeout: float = 30.0) -> Any:
+        """Run the failed invocation again; returns its result, or raises HandlerError if it fails again."""
+        path = f"/api/modules/{_q(self.module)}/topologies/{_q(self.topology)}/dead-letters/{self.id}/retry"
+        return self._cluster.request("POST", path, params={"timeout": timeout}, timeout_s=timeout)["value"]

@@ -1,0 +1,395 @@
+"""Microbatch topologies: exactly-once processing in batches that commit on every task at once.
+
+Task 0 coordinates each microbatch topology through phases, all messages over the transport:
+
+1. **process** — every task plans its slice of the batch (the new records of its partitions,
+   at most `BATCH_RECORDS_MAX` each) and runs the handler over them into a private overlay;
+   hops land in the overlays of other tasks. Invocations report XOR-ed ids to the coordinator,
+   exactly like stream trees, so it knows when the whole batch has run everywhere.
+2. If anything raised, every task drops its overlay (**abort**) and the batch runs again from
+   the same records. A record that keeps failing (`BATCH_ATTEMPTS_MAX` times) is set aside as a
+   dead letter and the batch runs without it.
+3. **prepare** — each task writes its overlay, new progress and dead letters durably as a
+   *staged* batch, not yet visible.
+4. The coordinator durably records the batch as decided, holds off consistent reads, and has
+   every task **apply** its staged batch (one atomic write each), then lets reads resume.
+
+A crash anywhere is recovered from disk: staged batches of a decided batch are applied, others
+are dropped and their batch runs again from the same records. PStates end as if nothing failed.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from headwater.engine import messages
+from headwater.engine.context import Context, RecordInfo, invocation_id
+from headwater.engine.definitions import MicrobatchDecl, Retry
+from headwater.engine.messages import BatchFailure, Hop, MbAck, MbDone, MbPhase, MbProcess, TreeRef
+from headwater.storage import Batch
+
+if TYPE_CHECKING:
+    from headwater.engine.runtime import DepotRuntime
+    from headwater.engine.task import Task
+
+__all__ = ["BATCH_ATTEMPTS_MAX", "BATCH_RECORDS_MAX", "BatchCoordinator", "BatchParticipant"]
+
+BATCH_RECORDS_MAX = 10_000  # records per partition in one batch
+BATCH_ATTEMPTS_MAX = 5  # failures of one record before it is set aside as a dead letter
+COORDINATOR_TASK = 0
+
+_U64 = struct.Struct(">Q")
+
+
+def batch_tree(batch: int, attempt: int) -> TreeRef:
+    # Hops of a batch carry its number and attempt, so a hop can never land in another attempt's overlay.
+    return TreeRef(COORDINATOR_TASK, (batch << 16) | (attempt & 0xFFFF))
+
+
+def _key(topology: str, what: str) -> bytes:
+    return b"mb/" + topology.encode() + b"/" + what.encode()
+
+
+class Staged(msgspec.Struct, array_like=True):
+    """A task's part of a prepared batch: durable, not yet visible."""
+
+    batch: int
+    plan: list[tuple[int, int, int]]  # (depot id, start offset, stop offset)
+    writes: list[tuple[bytes, bytes | None]]
+    dead: list[tuple[bytes, bytes]]
+    appends: list[tuple[int, bytes]]
+    records: int
+
+
+_staged_encoder = msgspec.msgpack.Encoder()
+_staged_decoder = msgspec.msgpack.Decoder(Staged)
+
+
+class BatchParticipant:
+    """One task's side of one microbatch topology."""
+
+    def __init__(self, task: Task, decl: MicrobatchDecl) -> None:
+        self.task = task
+        self.decl = decl
+        self.name = decl.name
+        self.depots: list[DepotRuntime] = [
+            d for d in task.runtime.depots.values() if decl in d.microbatches and d.partitions > task.task_id
+        ]
+        self.cursors: dict[int, int] = {}
+        self.nudged = False
+        self.batch = -1
+        self.tree: TreeRef | None = None
+        self.plan: list[tuple[int, int, int]] | None = None
+        self.txn: Any = None
+        self.appends: list[tuple[int, bytes]] = []
+        self.records = 0
+        self.skipped: list[BatchFailure] = []
+        self.staged: Staged | None = None
+
+    # ---- recovery -------------------------------------------------------------------------
+    def recover(self, batch: Batch, cursor_for: Callable[[Any, DepotRuntime], int]) -> None:
+        from headwater.engine.task import _progress_key  # one progress format for both kinds
+
+        for depot in self.depots:
+            key = _progress_key(self.name, depot.depot_id)
+            stored = self.task.store.get("meta", key)
+            if stored is None:
+                cursor = cursor_for(self.decl, depot)
+                batch.put("meta", key, _U64.pack(cursor))
+            else:
+                cursor = _U64.unpack(stored)[0]
+            self.cursors[depot.depot_id] = cursor
+        stored = self.task.store.get("meta", _key(self.name, "staged"))
+        if stored is not None:
+            self.staged = _staged_decoder.decode(stored)
+
+    def nudge_if_new(self, depot_id: int) -> None:
+        if not self.nudged and depot_id in self.cursors:
+            self.nudged = True
+            self.task.send(COORDINATOR_TASK, messages.encode(messages.MbNudge(self.name)))
+
+    # ---- phase 1: process -----------------------------------------------------------------
+    def _enter(self, tree: TreeRef) -> None:
+        if self.tree != tree:
+            self.tree = tree
+            self.txn = self.task.new_txn(self.task.pstate_reader)
+            self.appends = []
+
+    def _make_plan(self, batch: int) -> list[tuple[int, int, int]]:
+        if self.staged is not None and self.staged.batch == batch:
+            return self.staged.plan  # a batch runs again over exactly the records it ran over before
+        plan = []
+        for depot in self.depots:
+            start = self.cursors[depot.depot_id]
+            stop = min(self.task.depot_end(depot.depot_id), start + BATCH_RECORDS_MAX)
+            plan.append((depot.depot_id, start, stop))
+        return plan
+
+    def on_process(self, message: MbProcess) -> None:
+        self.nudged = False
+        if message.attempt == 0 or self.batch != message.batch:  # later attempts rerun the same records
+            self.batch = message.batch
+            self.plan = self._make_plan(message.batch)
+        assert self.plan is not None
+        self._enter(batch_tree(message.batch, message.attempt))
+        self.skipped = list(message.skip)
+        skip = {(f.depot_id, f.partition, f.offset) for f in message.skip}
+        xor, failures, records = message.invocation, [], 0
+        for depot_id, start, stop in self.plan:
+            depot = self.task.runtime.depots_by_id[depot_id]
+            rows = [row for row in self.task.read_records(depot_id, start, stop)
+                    if (depot_id, self.task.task_id, row[0]) not in skip]
+            records += stop - start
+            xor ^= self._run_rows(depot, rows, failures)
+        more = any(stop < self.task.depot_end(depot_id) for depot_id, _, stop in self.plan)
+        self.records = records
+        ack = MbAck(self.name, self.batch, xor, failures, records, more)
+        self.task.send(COORDINATOR_TASK, messages.encode(ack))
+
+    def _run_rows(self, depot: DepotRuntime, rows: list[tuple[int, int, bytes]], failures: list[BatchFailure]) -> int:
+        """Run the handler over the rows of one partition; returns the XOR of the hops spawned."""
+        if not rows:
+            return 0
+        decode = depot.codec.decode
+        if self.decl.per_batch:
+            first = rows[0]
+            info = RecordInfo(depot.name, self.task.task_id, first[0], first[1])
+            events = [decode(data) for _, _, data in rows]
+            return self._run(info, lambda ctx: self.decl.fn(ctx, events), failures, [row[0] for row in rows], depot)
+        xor = 0
+        for offset, timestamp_us, data in rows:
+            info = RecordInfo(depot.name, self.task.task_id, offset, timestamp_us)
+            xor ^= self._run(info, lambda ctx, data=data: self.decl.fn(ctx, decode(data)), failures, [offset], depot)
+        return xor
+
+    def _run(self, info: RecordInfo, call: Callable[[Context], Any], failures: list[BatchFailure],
+             offsets: list[int], depot: DepotRuntime) -> int:
+        assert self.tree is not None
+        outcome = self.task.invoke(self.name, self.tree, info, call, Retry.NONE, base=self.txn, deferred=True)
+        if outcome.error is not None:
+            kind, text = outcome.error
+            failures.extend(BatchFailure(self.task.task_id, depot.depot_id, info.partition, offset, kind, text)
+                            for offset in offsets)
+            return 0
+        self._merge(outcome)
+        return outcome.invocation.children_xor
+
+    def _merge(self, outcome: Any) -> None:
+        invocation = outcome.invocation
+        for key, value in invocation.txn.pending():
+            if value is None:
+                self.txn.delete(key)
+            else:
+                self.txn.put(key, value)
+        self.appends.extend(invocation.deferred_appends or ())
+        for task_id, data in invocation.outbox:
+            self.task.send(task_id, data)
+
+    def on_hop(self, hop: Hop) -> None:
+        """A hop of this batch from another invocation: run it into the same overlay."""
+        self._enter(hop.tree)
+        info = RecordInfo(hop.depot, hop.partition, hop.offset, hop.timestamp_us)
+
+        def call(ctx: Context) -> Any:
+            step = self.task.runtime.step(hop.step)
+            args, kwargs = messages.loads(hop.args)
+            return step.fn(ctx, *args, **kwargs)
+
+        outcome = self.task.invoke(self.name, hop.tree, info, call, Retry.NONE, base=self.txn, deferred=True)
+        failures = []
+        if outcome.error is None:
+            self._merge(outcome)
+        else:
+            depot = self.task.runtime.depot(hop.depot)
+            failures.append(BatchFailure(self.task.task_id, depot.depot_id, hop.partition, hop.offset, *outcome.error))
+        xor = hop.invocation ^ (outcome.invocation.children_xor if outcome.error is None else 0)
+        self.task.send(COORDINATOR_TASK, messages.encode(MbAck(self.name, hop.tree.seq >> 16, xor, failures)))
+
+    # ---- phases 2-4 -----------------------------------------------------------------------
+    def on_phase(self, message: MbPhase) -> None:
+        if message.phase == "abort":
+            self.tree, self.txn, self.appends = None, None, []
+        elif message.phase == "prepare":
+            self._prepare(message)
+        elif message.phase == "apply":
+            self._apply(message.batch)
+            self.task.send(COORDINATOR_TASK, messages.encode(MbDone(self.name, message.batch, "apply", self.task.task_id)))
+        elif message.phase == "recover" and self.staged is not None:
+            if self.staged.batch <= message.batch:
+                self._apply(self.staged.batch)  # decided before the crash: finish it
+            else:
+                self.staged.writes, self.staged.dead, self.staged.appends = [], [], []  # undecided: run again
+
+    def _prepare(self, message: MbPhase) -> None:
+        from headwater.engine.task import DeadLetterEntry, _dead_key, _dead_encoder
+
+        assert self.plan is not None
+        writes = self.txn.pending() if self.txn is not None else []
+        dead = []
+        for failure in self.skipped:
+            if failure.partition != self.task.task_id:
+                continue  # the dead letter lives with its record, on the task owning its partition
+            entry = DeadLetterEntry(self.task.next_unique_id(), self.name, "record", self.task.task_id,
+                                    self.task.runtime.depots_by_id[failure.depot_id].name, failure.partition,
+                                    failure.offset, 0, failure.error_type, failure.traceback, BATCH_ATTEMPTS_MAX)
+            dead.append((_dead_key(self.name, entry.id), _dead_encoder.encode(entry)))
+        self.staged = Staged(message.batch, self.plan, writes, dead, self.appends, self.records)
+        batch = Batch()
+        batch.put("meta", _key(self.name, "staged"), _staged_encoder.encode(self.staged))
+        self.task.store.write(batch, sync=True)
+        done = MbDone(self.name, message.batch, "prepare", self.task.task_id, self.records)
+        self.task.send(COORDINATOR_TASK, messages.encode(done))
+
+    def _apply(self, batch_number: int) -> None:
+        from headwater.engine.task import _progress_key
+
+        staged = self.staged
+        if staged is None or staged.batch != batch_number:
+            return  # applied already (a recovery raced the coordinator's apply)
+        batch = Batch()
+        for key, value in staged.writes:
+            if value is None:
+                batch.delete("pstate", key)
+            else:
+                batch.put("pstate", key, value)
+        for depot_id, _, stop in staged.plan:
+            batch.put("meta", _progress_key(self.name, depot_id), _U64.pack(stop))
+            self.cursors[depot_id] = stop
+        for key, value in staged.dead:
+            batch.put("meta", key, value)
+        batch.delete("meta", _key(self.name, "staged"))
+        pending = _key(self.name, f"appends/{batch_number}")
+        if staged.appends:  # sent after the commit and resent after a crash until acked: at-least-once
+            batch.put("meta", pending, self.task.encode_outbox(staged.appends))
+        self.task.store.write(batch, sync=False)
+        if staged.appends:
+            self.task.resend(self.name, pending, -1, self.task.encode_outbox(staged.appends))
+        self.staged, self.plan, self.txn, self.tree, self.appends = None, None, None, None, []
+
+
+class BatchCoordinator:
+    """Task 0's side of one microbatch topology: drives every task through each batch."""
+
+    def __init__(self, task: Task, decl: MicrobatchDecl) -> None:
+        self.task = task
+        self.name = decl.name
+        stored = task.store.get("meta", _key(self.name, "decided"))
+        self.decided = _U64.unpack(stored)[0] if stored else 0
+        self.phase = "idle"
+        self.paused = False
+        self.work_waiting = True  # look once at start: records may have arrived while down
+        self.batch = 0
+        self.attempt = 0
+        self.xor = 0
+        self.failures: list[BatchFailure] = []
+        self.failure_counts: dict[tuple[int, int, int], int] = {}
+        self.skip: dict[tuple[int, int, int], BatchFailure] = {}
+        self.records = 0
+        self.more = False
+        self.done: set[int] = set()
+        self.processed = 0  # records committed since this deployment started
+        self.batches = 0
+        self.committing = False
+
+    def _broadcast(self, message: Any) -> None:
+        data = messages.encode(message)
+        for task_id in range(self.task.runtime.tasks):
+            self.task.send(task_id, data)
+
+    def start(self) -> None:
+        self._broadcast(MbPhase(self.name, self.decided, "recover"))
+        self._maybe_start()
+
+    def on_nudge(self) -> None:
+        self.work_waiting = True
+        self._maybe_start()
+
+    def on_control(self, action: str) -> None:
+        self.paused = action == "pause"
+        self._maybe_start()
+
+    def _maybe_start(self) -> None:
+        if self.phase != "idle" or self.paused or not self.work_waiting:
+            return
+        self.work_waiting = False
+        self.batch, self.attempt = self.decided + 1, 0
+        self.failure_counts.clear()
+        self.skip.clear()
+        self._process()
+
+    def _process(self) -> None:
+        self.phase, self.failures, self.records, self.more = "process", [], 0, False
+        self.xor = 0
+        skip = list(self.skip.values())
+        for task_id in range(self.task.runtime.tasks):
+            invocation = invocation_id()
+            self.xor ^= invocation
+            message = MbProcess(self.name, self.batch, self.attempt, invocation, skip)
+            self.task.send(task_id, messages.encode(message))
+
+    def on_ack(self, ack: MbAck) -> None:
+        if self.phase != "process" or ack.batch != self.batch:
+            return
+        self.xor ^= ack.xor
+        self.failures.extend(ack.failures)
+        self.records += ack.records
+        self.more = self.more or ack.more
+        if self.xor == 0:
+            self._processed()
+
+    def _processed(self) -> None:
+        if self.failures:
+            self._broadcast(MbPhase(self.name, self.batch, "abort"))
+            for failure in self.failures:
+                record = (failure.depot_id, failure.partition, failure.offset)
+                self.failure_counts[record] = self.failure_counts.get(record, 0) + 1
+                if self.failure_counts[record] >= BATCH_ATTEMPTS_MAX:
+                    self.skip[record] = failure
+            self.attempt += 1
+            self._process()
+        elif self.records == 0:
+            self.phase = "idle"  # nothing arrived: no commit needed, and an idle topology costs nothing
+            self._finish()
+        else:
+            self.phase, self.done = "prepare", set()
+            self._broadcast(MbPhase(self.name, self.batch, "prepare"))
+
+    def on_done(self, done: MbDone) -> None:
+        if done.batch != self.batch or done.phase != self.phase:
+            return
+        self.done.add(done.task)
+        if len(self.done) < self.task.runtime.tasks:
+            return
+        if self.phase == "prepare":
+            batch = Batch()
+            batch.put("meta", _key(self.name, "decided"), _U64.pack(self.batch))
+            self.task.store.write(batch, sync=True)  # the commit point: from here the batch will be applied
+            self.task.transport.begin_commit()
+            self.committing = True
+            self.phase, self.done = "apply", set()
+            self._broadcast(MbPhase(self.name, self.batch, "apply"))
+        else:
+            self.release()
+            self.decided = self.batch
+            self.processed += self.records
+            self.batches += 1
+            self.phase = "idle"
+            self._finish()
+
+    def _finish(self) -> None:
+        self.work_waiting = self.work_waiting or self.more
+        self._maybe_start()
+
+    def release(self) -> None:
+        if self.committing:
+            self.committing = False
+            self.task.transport.end_commit()
+
+    def status(self) -> dict[str, Any]:
+        return {"processed": self.processed, "batches": self.batches, "decided": self.decided,
+                "phase": self.phase, "paused": self.paused, "attempt": self.attempt, "time": time.time()}

@@ -1,0 +1,182 @@
+"""HTTP plumbing shared by every endpoint: JSON in and out, request limits, and errors as JSON.
+
+Every error a client can cause leaves as `{"error": "<stable code>", "message": "..."}` with the
+status from `headwater.client.remote.ERRORS` (or `ApiError` for what only HTTP can get wrong:
+malformed JSON, a body too large, a bad parameter, a missing token), so that a client in any
+language can branch on the code and a Python client can raise the same exception class.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from headwater.client.remote import ERRORS
+from headwater.errors import AckTimeout, HandlerError, HeadwaterError, NotFound, SchemaError
+
+__all__ = ["ApiError", "Endpoint", "MAX_BODY_BYTES_DEFAULT", "error_response", "json_response", "read_body", "endpoint"]
+
+_log = logging.getLogger("headwater.server")
+
+MAX_BODY_BYTES_DEFAULT = 1024 * 1024  # 1 MiB: a request body above this is refused with 413
+
+
+class ApiError(Exception):
+    """An error only the HTTP layer can produce (bad JSON, body too large, bad parameter, no token)."""
+
+    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.extra = status, code, message, extra
+
+
+def _encode_fallback(value: Any) -> Any:
+    # Query and topology results are arbitrary Python objects; one without a JSON form is sent
+    # as its repr rather than failing a request whose append already happened.
+    return repr(value)
+
+
+_encoder = msgspec.json.Encoder(enc_hook=_encode_fallback)
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    try:
+        content = _encoder.encode(body)
+    except (TypeError, msgspec.EncodeError) as e:  # e.g. a dict keyed by tuples has no JSON form
+        return error_response(ApiError(500, "internal_error", f"the result has no JSON form: {e}"))
+    return Response(content, status, headers=headers, media_type="application/json")
+
+
+def _body_of(error: BaseException) -> tuple[int, dict[str, Any]]:
+    if isinstance(error, ApiError):
+        return error.status, {"error": error.code, "message": error.message, **error.extra}
+    assert isinstance(error, HeadwaterError)
+    status, code = next(((s, c) for cls, s, c in ERRORS if isinstance(error, cls)), (500, "internal_error"))
+    body: dict[str, Any] = {"error": code, "message": str(error)}
+    if isinstance(error, HandlerError):
+        # The message already ends with the traceback; send it once, in its own field.
+        body["message"] = str(error).split("\n\nremote traceback:\n", 1)[0]
+        body.update(remote_traceback=error.remote_traceback, error_type=error.error_type, topology=error.topology,
+                    partition=error.partition, offset=error.offset)
+    elif isinstance(error, AckTimeout):
+        body.update(partition=error.partition, offset=error.offset)
+    elif isinstance(error, SchemaError):
+        body["path"] = error.path
+    elif isinstance(error, NotFound):
+        body.update(kind=error.kind, name=error.name, known=error.known[:50])
+    return status, body
+
+
+def error_response(error: BaseException) -> Response:
+    status, body = _body_of(error)
+    return Response(_encoder.encode(body), status, media_type="application/json")
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed `max_bytes`."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise _too_large(max_bytes)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise _too_large(max_bytes)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(max_bytes: int) -> ApiError:
+    return ApiError(413, "body_too_large", f"the request body is larger than {max_bytes:,} bytes; "
+                    "send smaller batches, or start the server with a larger --max-body-bytes")
+
+
+def decode_json(body: bytes, kind: Any = Any, *, what: str = "the request body") -> Any:
+    """`body` decoded into `kind`: 400 malformed_json if it is not JSON, 422 if it does not fit."""
+    from headwater.engine.events import schema_error
+
+    try:
+        return msgspec.json.decode(body, type=kind)
+    except msgspec.ValidationError as e:
+        raise schema_error(f"{what} does not match the expected type", e) from None
+    except msgspec.DecodeError as e:
+        raise ApiError(400, "malformed_json", f"{what} is not valid JSON: {e}") from None
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def endpoint(fn: Endpoint) -> Endpoint:
+    """Turn every exception an endpoint raises into its JSON error response, and count the request."""
+
+    @functools.wraps(fn)
+    async def wrapper(request: Request) -> Response:
+        started = time.perf_counter()
+        try:
+            response = await fn(request)
+        except (ApiError, HeadwaterError) as e:
+            response = error_response(e)
+        except ValueError as e:  # argument checks of the client API (bad partition, bad ack, ...)
+            response = error_response(ApiError(400, "bad_request", str(e)))
+        except Exception as e:
+            _log.error("internal error serving %s %s\n%s", request.method, request.url.path, traceback.format_exc())
+            response = error_response(ApiError(500, "internal_error", f"{type(e).__name__}: {e}"))
+        metrics = getattr(request.app.state, "metrics", None)
+        if metrics is not None:
+            metrics.observe_request(fn.__name__, response.status_code, time.perf_counter() - started)
+        return response
+
+    return wrapper
+
+
+def query_int(request: Request, name: str, default: int | None = None, *, minimum: int = 0,
+              maximum: int | None = None) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, "bad_request", f"query parameter {name}={raw!r} must be an integer") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        upper = f" and at most {maximum:,}" if maximum is not None else ""
+        raise ApiError(400, "bad_request", f"query parameter {name}={value} must be at least {minimum}{upper}")
+    return value
+
+
+def query_float(request: Request, name: str, default: float, *, maximum: float) -> float:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ApiError(400, "bad_request", f"query parameter {name}={raw!r} must be a number") from None
+    if not 0 < value <= maximum:
+        raise ApiError(400, "bad_request", f"query parameter {name}={value} must be above 0 and at most {maximum}")
+    return value
+
+
+def query_bool(request: Request, name: str) -> bool:
+    raw = request.query_params.get(name, "false").lower()
+    if raw not in ("true", "false", "1", "0", ""):
+        raise ApiError(400, "bad_request", f"query parameter {name}={raw!r} must be true or false")
+    return raw in ("true", "1")
+
+
+def query_json(request: Request, name: str) -> Any:
+    """A JSON query parameter; text that is not valid JSON is taken as a string (`start=ada`)."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    try:
+        return msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return raw

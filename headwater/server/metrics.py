@@ -1,0 +1,137 @@
+"""Live numbers: Prometheus metrics at /metrics and the same facts as JSON for the UI and CLI.
+
+Counters and the ack-latency histogram are recorded as requests are served. Depot sizes,
+topology progress, lag and dead letters are read from the tasks when asked for (at scrape time),
+so they are never stale and cost nothing between scrapes.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+from collections import deque
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+
+from headwater.cluster.inprocess import InProcessCluster
+from headwater.server.catalog import deployment_of
+
+__all__ = ["Metrics", "cluster_stats"]
+
+LATENCIES_KEPT = 1024  # recent ack latencies per depot, for the percentiles the UI shows
+_LATENCY_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+def _progress_key(topology: str, depot_id: int) -> str:
+    # Task.serve_read(("progress",)) names each cursor "<topology>/<depot id as 2 raw bytes>",
+    # decoded as UTF-8 with replacement; rebuilding the same string is the only way to find one
+    # (see the server notes in docs/ARCHITECTURE.md for the accessor we would rather have).
+    return topology + "/" + struct.pack(">H", depot_id).decode(errors="replace")
+
+
+def module_stats(deployment: Any) -> dict[str, Any]:
+    """Depot end offsets, and per topology: records processed, lag and dead letters."""
+    runtime, transport = deployment.runtime, deployment.transport
+    ends = {
+        depot.name: [transport.read(depot.task_of_partition(p), ("depot_end", depot.depot_id)) for p in range(depot.partitions)]
+        for depot in runtime.depots.values()
+    }
+    progress = [transport.read(task, ("progress",)) for task in range(runtime.tasks)]
+    topologies = []
+    for stream in runtime.streams.values():
+        processed = lag = 0
+        for decl in stream.depots:
+            depot = runtime.depots[decl.name]
+            key = _progress_key(stream.name, depot.depot_id)
+            for partition, end in enumerate(ends[depot.name]):
+                done = progress[depot.task_of_partition(partition)].get(key, 0)
+                processed += done
+                lag += max(0, end - done)
+        dead = sum(len(transport.read(task, ("dead_letters", stream.name))) for task in range(runtime.tasks))
+        topologies.append({"name": stream.name, "depots": [d.name for d in stream.depots],
+                           "processed": processed, "lag": lag, "dead_letters": dead})
+    depots = [{"name": name, "partitions": offsets, "records": sum(offsets)} for name, offsets in ends.items()]
+    return {"name": runtime.name, "tasks": runtime.tasks, "depots": depots, "topologies": topologies}
+
+
+def cluster_stats(cluster: InProcessCluster, modules: list[str]) -> list[dict[str, Any]]:
+    return [module_stats(deployment_of(cluster, name)) for name in modules]
+
+
+def _percentile(ordered: list[float], q: float) -> float | None:
+    if not ordered:
+        return None
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class Metrics:
+    """The server's Prometheus registry (one per app, so several servers can live in one process)."""
+
+    def __init__(self, cluster: InProcessCluster) -> None:
+        self.cluster = cluster
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.appends = Counter("headwater_appends", "Client appends by outcome.",
+                               ["module", "depot", "ack", "outcome"], registry=self.registry)
+        self.ack_latency = Histogram("headwater_ack_latency_seconds", "Time from receiving an append to its ack.",
+                                     ["module", "depot", "ack"], buckets=_LATENCY_BUCKETS_S, registry=self.registry)
+        self.requests = Counter("headwater_http_requests", "HTTP API requests by endpoint and status.",
+                                ["endpoint", "status"], registry=self.registry)
+        self.registry.register(_ClusterCollector(cluster))
+        self._recent: dict[tuple[str, str], deque[float]] = {}
+        self._appended: dict[tuple[str, str], int] = {}
+        self._lock = threading.Lock()
+
+    def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
+        self.requests.labels(endpoint, str(status)).inc()
+
+    def observe_append(self, module: str, depot: str, ack: str, outcome: str, seconds: float, count: int = 1) -> None:
+        self.appends.labels(module, depot, ack, outcome).inc(count)
+        if outcome != "ok":
+            return
+        with self._lock:
+            self._appended[(module, depot)] = self._appended.get((module, depot), 0) + count
+        if ack == "none":
+            return
+        self.ack_latency.labels(module, depot, ack).observe(seconds)
+        with self._lock:
+            self._recent.setdefault((module, depot), deque(maxlen=LATENCIES_KEPT)).append(seconds)
+
+    def latency_ms(self, module: str, depot: str) -> dict[str, float | None]:
+        with self._lock:
+            ordered = sorted(self._recent.get((module, depot), ()))
+        p50, p99 = _percentile(ordered, 0.5), _percentile(ordered, 0.99)
+        return {"p50": None if p50 is None else p50 * 1000, "p99": None if p99 is None else p99 * 1000}
+
+    def appended(self, module: str, depot: str) -> int:
+        """Appends this server acknowledged for the depot since it started."""
+        with self._lock:
+            return self._appended.get((module, depot), 0)
+
+
+class _ClusterCollector:
+    """Reads depot sizes, topology progress, lag and dead letters from the tasks at scrape time."""
+
+    def __init__(self, cluster: InProcessCluster) -> None:
+        self.cluster = cluster
+
+    def collect(self) -> Any:
+        ends = GaugeMetricFamily("headwater_depot_end_offset", "Offset the next append to a partition gets.",
+                                 labels=["module", "depot", "partition"])
+        processed = GaugeMetricFamily("headwater_topology_processed_records", "Records a topology has processed.",
+                                      labels=["module", "topology"])
+        lag = GaugeMetricFamily("headwater_topology_lag_records", "Depot end offset minus processed offset, summed.",
+                                labels=["module", "topology"])
+        dead = GaugeMetricFamily("headwater_dead_letters", "Dead letters waiting to be retried.",
+                                 labels=["module", "topology"])
+        for stats in cluster_stats(self.cluster, self.cluster.modules()):
+            module = stats["name"]
+            for depot in stats["depots"]:
+                for partition, end in enumerate(depot["partitions"]):
+                    ends.add_metric([module, depot["name"], str(partition)], end)
+            for topology in stats["topologies"]:
+                processed.add_metric([module, topology["name"]], topology["processed"])
+                lag.add_metric([module, topology["name"]], topology["lag"])
+                dead.add_metric([module, topology["name"]], topology["dead_letters"])
+        return [ends, processed, lag, dead]

@@ -1,0 +1,41 @@
+"""What every endpoint of one server shares: the cluster, tokens, metrics and limits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+
+from headwater.cluster.inprocess import InProcessCluster
+from headwater.server.auth import Auth, Token
+from headwater.server.metrics import Metrics
+
+__all__ = ["ServerState", "authorize", "state_of"]
+
+
+@dataclass
+class ServerState:
+    cluster: InProcessCluster
+    auth: Auth
+    metrics: Metrics
+    max_body_bytes: int
+    _decoders: dict[tuple[str, str, int], msgspec.json.Decoder] = field(default_factory=dict)
+
+    def event_decoder(self, module: str, depot: str, event_type: Any) -> msgspec.json.Decoder:
+        """A JSON decoder into the depot's event type (cached; a module update brings a new type)."""
+        key = (module, depot, id(event_type))
+        decoder = self._decoders.get(key)
+        if decoder is None:
+            decoder = self._decoders[key] = msgspec.json.Decoder(event_type)
+        return decoder
+
+
+def state_of(request: Request) -> ServerState:
+    return request.app.state.headwater
+
+
+def authorize(request: Request, action: str, module: str | None = None) -> Token | None:
+    """The caller's token if it may do `action` on `module`; raises 401/403 otherwise."""
+    return state_of(request).auth.require(request.headers.get("authorization"), action, module)
