@@ -1,0 +1,129 @@
+"""PState reads: `GET /api/modules/{m}/pstates/{p}/{op}?path=[...]` with the ops of DESIGN §4.
+
+Ranges come back at most `READ_PAGE_MAX` elements at a time with a `next` cursor (`{"start": k}`
+going forward, `{"stop": k}` in reverse), so no request reads without bound. Point reads run on
+the event loop (a committed-state read is microseconds); reads that may be large run in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from headwater.client.remote import READ_PAGE_MAX
+from headwater.errors import NotFound, PathError
+from headwater.pstate import View
+from headwater.schema import Set
+from headwater.server.http import ApiError, endpoint, json_response, query_bool, query_int, query_json
+from headwater.server.paths import convert_key, decode_path, has_navigators, key_schema_type
+from headwater.server.state import authorize, state_of
+
+__all__ = ["OPS", "ROUTES"]
+
+OPS = ("get", "exists", "size", "keys", "values", "items", "slice", "contains", "select", "select_one")
+_ABSENT = object()  # get() returns this when nothing is at the path, so null and absent differ
+
+
+def _raw_path(request: Request) -> list[Any]:
+    raw = query_json(request, "path")
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise PathError(f"path must be a JSON array of steps, e.g. path=[\"ada@example.com\"], not {raw!r}")
+    return raw
+
+
+@endpoint
+async def read(request: Request) -> Response:
+    module, name, op = (request.path_params[k] for k in ("module", "pstate", "op"))
+    authorize(request, "read", module)
+    if op not in OPS:
+        raise NotFound("PState operation", op, OPS)
+    root: View = state_of(request).cluster.pstate(module, name, task=query_int(request, "task"))
+    raw_path = _raw_path(request)
+    if op in ("select", "select_one"):
+        return json_response({"value": await asyncio.to_thread(_select, root, op, raw_path)})
+    if has_navigators(raw_path):
+        raise PathError("navigators ({\"nav\": ...}) work only with the select and select_one operations; "
+                        "use plain keys for get, keys, items, ...")
+    view = root
+    for step in decode_path(root.schema, raw_path):
+        view = view[step]
+    if op in ("exists", "size"):
+        return json_response({"value": getattr(view, op)()})
+    if op == "contains":
+        element = query_json(request, "element")
+        return json_response({"value": view.contains(convert_key(element, key_schema_type(view.schema)))})
+    if op == "get":
+        return json_response(await _maybe_in_thread(view, _get, view))
+    if op == "slice":
+        return json_response(await asyncio.to_thread(_slice, view, _int_or_none(request, "start"), _int_or_none(request, "stop")))
+    return json_response(await asyncio.to_thread(_range, view, op, *_range_args(request, view)))
+
+
+async def _maybe_in_thread(view: View, fn: Any, *args: Any) -> Any:
+    if view.schema.split:  # a subindexed collection can be large: keep the event loop free
+        return await asyncio.to_thread(fn, *args)
+    return fn(*args)
+
+
+def _get(view: View) -> dict[str, Any]:
+    value = view.get(_ABSENT)
+    return {"value": None, "found": False} if value is _ABSENT else {"value": value, "found": True}
+
+
+def _select(root: View, op: str, raw_path: list[Any]) -> Any:
+    method = getattr(root, op, None)
+    if method is None:
+        raise PathError(f"{op} is not available in this version of headwater; read with plain keys and get/keys/items")
+    return method(*decode_path(root.schema, raw_path))
+
+
+def _int_or_none(request: Request, name: str) -> int | None:
+    value = query_json(request, name)
+    if value is not None and type(value) is not int:
+        raise ApiError(400, "bad_request", f"query parameter {name}={value!r} must be an integer")
+    return value
+
+
+def _range_args(request: Request, view: View) -> tuple[Any, Any, int, bool]:
+    key_type = key_schema_type(view.schema)
+    start, stop = (query_json(request, b) for b in ("start", "stop"))
+    limit = query_int(request, "limit", READ_PAGE_MAX, maximum=READ_PAGE_MAX)
+    assert limit is not None
+    return (None if start is None else convert_key(start, key_type), None if stop is None else convert_key(stop, key_type),
+            limit, query_bool(request, "reverse"))
+
+
+def _range(view: View, op: str, start: Any, stop: Any, limit: int, reverse: bool) -> dict[str, Any]:
+    """One page of keys/values/items, and where the next page starts if there is one."""
+    by_key = op == "keys" or isinstance(view.schema, Set)
+    rows = (view.keys if by_key else view.items)(start, stop, limit=limit + 1, reverse=reverse)
+    more, page = len(rows) > limit, rows[:limit]
+    keys = page if by_key else [k for k, _ in page]
+    value = keys if by_key else (page if op == "items" else [v for _, v in page])
+    body: dict[str, Any] = {"value": value}
+    if more:
+        if reverse:
+            body["next"] = {"stop": keys[-1]}  # stop is exclusive: the next page ends before this key
+        else:
+            body["next"] = {"start": rows[limit] if by_key else rows[limit][0]}
+    return body
+
+
+def _slice(view: View, start: int | None, stop: int | None) -> dict[str, Any]:
+    first, end, _ = slice(start, stop).indices(view.size())
+    body: dict[str, Any] = {}
+    if end - first > READ_PAGE_MAX:
+        end = first + READ_PAGE_MAX
+        body["next"] = {"start": end}
+    body["value"] = view.slice(first, end)
+    return body
+
+
+ROUTES: list[tuple[str, Any, list[str]]] = [
+    ("/api/modules/{module}/pstates/{pstate}/{op}", read, ["GET"]),
+]
