@@ -6,6 +6,7 @@ inside a unit test exactly as it runs on a cluster.
 """
 
 from headwater.client.api import AppendResult, DeadLetter, DepotRecord, PartitionInfo
+from headwater.client.remote import RemoteCluster, connect
 from headwater.cluster.inprocess import InProcessCluster
 from headwater.engine.context import Context
 from headwater.engine.definitions import Ack, Module, Retry
@@ -53,10 +54,12 @@ __all__ = [
     "QueryTimeout",
     "ReadOnlyError",
     "Record",
+    "RemoteCluster",
     "Retry",
     "SchemaError",
     "Set",
     "StorageError",
     "Unavailable",
     "WrongPartitionError",
+    "connect",
 ]

@@ -98,9 +98,13 @@ def raise_failure(message: Completed, what: str) -> None:
 class DepotClient:
     def __init__(self, deployment: Deployment, depot: DepotRuntime) -> None:
         self._deployment = deployment
-        self._depot = depot
         self.name = depot.name
         self.module = deployment.runtime.name
+
+    @property
+    def _depot(self) -> DepotRuntime:
+        # Looked up per call, so a client stays valid across cluster.update(module).
+        return self._deployment.runtime.depot(self.name)
 
     def __repr__(self) -> str:
         return f"<DepotClient {self.module}.{self.name} partitions={self._depot.partitions}>"
@@ -252,7 +256,7 @@ class DepotClient:
 
 
 def pstate_view(deployment: Deployment, name: Any, task: int | None = None) -> Any:
-    return routed_view(deployment.runtime, deployment.transport, name, task)
+    return routed_view(deployment, name, task)
 
 
 class DeadLetter:

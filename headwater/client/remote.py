@@ -20,10 +20,9 @@ import uuid
 from collections.abc import Iterable, Iterator
 from datetime import date, datetime, time as dtime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import httpx
 import msgspec
 
 from headwater.client.api import AppendResult, DepotRecord, PartitionInfo, _ack
@@ -37,6 +36,8 @@ from headwater.errors import (
     NotFound,
     PathError,
     PermissionDenied,
+    QueryDepthExceeded,
+    QueryTimeout,
     ReadOnlyError,
     SchemaError,
     StorageError,
@@ -45,6 +46,9 @@ from headwater.errors import (
 )
 from headwater.pstate import View
 from headwater.schema import List, Map, Record, Schema, Set, as_schema
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["ERRORS", "READ_PAGE_MAX", "RemoteCluster", "RemoteDeadLetter", "RemoteDepot", "connect", "error_class"]
 
@@ -63,6 +67,8 @@ ERRORS: list[tuple[type[HeadwaterError], int, str]] = [
     (IdempotencyConflict, 409, "idempotency_conflict"),
     (HandlerError, 500, "handler_error"),
     (AckTimeout, 504, "ack_timeout"),
+    (QueryTimeout, 504, "query_timeout"),
+    (QueryDepthExceeded, 500, "query_depth_exceeded"),
     (Unavailable, 503, "unavailable"),
     (StorageError, 500, "storage_error"),
 ]
@@ -191,6 +197,8 @@ class RemoteCluster:
     """A headwater server seen through its HTTP API; see `connect`."""
 
     def __init__(self, url: str, token: str | None = None, *, modules: Iterable[Module] = (), timeout_s: float = 30.0) -> None:
+        import httpx  # here, not at the top: `import headwater` should not pay for an HTTP client
+
         self.url = url.rstrip("/")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         # One pooled, thread-safe client: keep-alive connections make a request cost one round trip.
@@ -218,6 +226,8 @@ class RemoteCluster:
         """Send one API request and return its decoded JSON body; errors raise their typed exception."""
         if self.closed:
             raise Unavailable(f"this client of {self.url} is closed; connect again")
+        import httpx
+
         if timeout_s is not None:
             kwargs["timeout"] = timeout_s + _TIMEOUT_MARGIN_S
         try:
@@ -278,9 +288,10 @@ class RemoteCluster:
         self._part(module, "query", "queries", name)
         path = f"/api/modules/{_q(module)}/queries/{_q(name)}"
 
-        def invoke(*args: Any, **kwargs: Any) -> Any:
+        def invoke(*args: Any, timeout: float | None = 30.0, **kwargs: Any) -> Any:
             body = msgspec.json.encode({"args": list(args), "kwargs": kwargs})
-            return self.request("POST", path, content=body, headers=_JSON)["value"]
+            params = {} if timeout is None else {"timeout": timeout}
+            return self.request("POST", path, content=body, headers=_JSON, params=params, timeout_s=timeout)["value"]
 
         invoke.__name__ = name
         return invoke

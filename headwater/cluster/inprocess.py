@@ -36,19 +36,26 @@ _clients = itertools.count(1)
 
 
 class Deployment:
-    """One module running: its runtime, tasks, transport and the client endpoint replies come to."""
+    """One module running: its runtime, tasks, transport and the client endpoint replies come to.
+
+    The object outlives `cluster.update`: clients hold it and find the current runtime and
+    transport on it, so their handles keep working across code changes.
+    """
 
     def __init__(self, module: Module, catalog: Catalog, directory: Path) -> None:
-        self.runtime = ModuleRuntime(module, catalog)
         self.directory = directory
-        self.transport = InProcessTransport()
         self.router = ReplyRouter()
         self.client_id = next(_clients)
+        self.closed = False
+        self._start(module, catalog)
+
+    def _start(self, module: Module, catalog: Catalog) -> None:
+        self.runtime = ModuleRuntime(module, catalog)
+        self.transport = InProcessTransport()
         self.transport.register_client(self.client_id, self.router.deliver)
         self.tasks: list[Task] = []
-        self.closed = False
         for task_id in range(catalog.tasks):
-            store = RocksStore(directory / f"task-{task_id}")
+            store = RocksStore(self.directory / f"task-{task_id}")
             holder: list[Task] = []
             inbox = self.transport.register_task(task_id, lambda request, h=holder: h[0].serve_read(request))
             task = Task(self.runtime, task_id, store, self.transport, inbox)
@@ -65,17 +72,26 @@ class Deployment:
                 raise Unavailable(f"task {task.task_id} of module {self.runtime.name!r} stopped on an internal error: "
                                   f"{task.failure!r}; restart the cluster (it resumes from disk)")
 
+    def _stop_tasks(self, reason: str) -> None:
+        for task in self.tasks:
+            task.stop()
+        self.transport.closed = True
+        self.router.fail_all(reason)
+        for task in self.tasks:
+            task.store.close()
+
+    def restart(self, module: Module, catalog: Catalog) -> None:
+        """Run new code over the same data: stop the tasks, start them again with `module`."""
+        self._stop_tasks(f"module {module.name!r} was updated before the reply came; the event is durable and "
+                         "will be processed by the new code")
+        self._start(module, catalog)
+
     def stop(self) -> None:
         if self.closed:
             return
         self.closed = True
-        for task in self.tasks:
-            task.stop()
-        self.transport.closed = True
-        self.router.fail_all(f"module {self.runtime.name!r} stopped before the reply came; "
-                             "the event may be durable: append again with the same idempotency_key to be sure")
-        for task in self.tasks:
-            task.store.close()
+        self._stop_tasks(f"module {self.runtime.name!r} stopped before the reply came; the event may be durable: "
+                         "append again with the same idempotency_key to be sure")
 
 
 class InProcessCluster:
@@ -114,12 +130,10 @@ class InProcessCluster:
         """Replace a deployed module's code with a new version of the same name, keeping its data."""
         with self._lock:
             self._check_open()
-            old = self._deployments.get(module.name)
-            if old is None:
+            deployment = self._deployments.get(module.name)
+            if deployment is None:
                 raise NotFound("module", module.name, self._deployments, where="this cluster")
-            old.stop()
-            del self._deployments[module.name]
-            self._deployments[module.name] = self._start(module, old.runtime.tasks)
+            deployment.restart(module, self._catalog(module, deployment.runtime.tasks))
 
     def destroy(self, name: str) -> None:
         """Stop a module and delete all its data."""
@@ -130,6 +144,10 @@ class InProcessCluster:
             shutil.rmtree(deployment.directory, ignore_errors=True)
 
     def _start(self, module: Module, tasks: int | None) -> Deployment:
+        return Deployment(module, self._catalog(module, tasks), self.path / module.name)
+
+    def _catalog(self, module: Module, tasks: int | None) -> Catalog:
+        """The stored catalog of `module` extended with its new names (checked, then saved)."""
         directory = self.path / module.name
         catalog_path = directory / "module.json"
         catalog = _load_catalog(catalog_path)
@@ -148,7 +166,7 @@ class InProcessCluster:
         del runtime_check
         directory.mkdir(parents=True, exist_ok=True)
         _save_catalog(catalog_path, catalog)
-        return Deployment(module, catalog, directory)
+        return catalog
 
     # ---- clients --------------------------------------------------------------------------
     def _check_open(self) -> None:

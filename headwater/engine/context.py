@@ -135,6 +135,12 @@ class Context:
         return View(executor, pstate.decl.schema, name=f"{self._runtime.name}.{pstate.name}")
 
     # ---- continuing elsewhere -------------------------------------------------------------
+    def task_for(self, key: Any) -> int:
+        """The task that owns `key` (of any PState or hop), e.g. to group keys into one hop per task."""
+        from headwater.schema import task_for_key
+
+        return task_for_key(key, self.num_tasks)
+
     def hop(self, key: Any, step: Any, /, *args: Any, **kwargs: Any) -> None:
         from headwater.schema import task_for_key
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import inspect
 import traceback
 import typing
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import msgspec
 
@@ -29,59 +30,77 @@ from headwater.errors import (
     SchemaError,
 )
 
-__all__ = ["QUERY_DEPTH_MAX", "QueryContext", "RoutedPStateExecutor", "bind_query_arguments", "invoke_query", "routed_view"]
+__all__ = ["QUERY_DEPTH_MAX", "BoundModule", "ModuleSource", "QueryContext", "RoutedPStateExecutor", "bind_query_arguments", "invoke_query", "routed_view"]
 
 # Queries may invoke queries; past this nesting something is recursing without end.
 QUERY_DEPTH_MAX = 32
 
 
+class ModuleSource(Protocol):
+    """Where a module's current runtime and transport are found (a deployment, or a fixed pair)."""
+
+    runtime: ModuleRuntime
+    transport: Transport
+
+
+@dataclass(frozen=True, slots=True)
+class BoundModule:
+    runtime: ModuleRuntime
+    transport: Transport
+
+
 class RoutedPStateExecutor:
-    """Runs a PState view's reads on the task that owns them, on committed state; never writes."""
+    """Runs a PState view's reads on the task that owns them, on committed state; never writes.
 
-    __slots__ = ("_runtime", "_transport", "_pstate", "_task")
+    The module is looked up on every read, so a view stays valid across `cluster.update`.
+    """
 
-    def __init__(self, runtime: ModuleRuntime, transport: Transport, pstate: PStateRuntime, task: int | None) -> None:
-        self._runtime = runtime
-        self._transport = transport
-        self._pstate = pstate
+    __slots__ = ("_source", "_name", "_task")
+
+    def __init__(self, source: ModuleSource, name: str, task: int | None) -> None:
+        self._source = source
+        self._name = name
         self._task = task
 
-    def _route(self, steps: tuple[Any, ...]) -> int:
+    def _route(self, runtime: ModuleRuntime, pstate: PStateRuntime, steps: tuple[Any, ...]) -> int:
         from headwater.schema import task_for_key
 
-        tasks = self._runtime.tasks
-        if not self._pstate.decl.partitioned:
+        tasks = runtime.tasks
+        if not pstate.decl.partitioned:
             return 0
-        if self._pstate.keyed and steps and self._task is None:
+        if pstate.keyed and steps and self._task is None:
             return task_for_key(steps[0], tasks)
         if self._task is not None:
             return self._task
         if tasks == 1:
             return 0
-        what = "a read of the whole map" if self._pstate.keyed else "a per-task PState"
+        what = "a read of the whole map" if pstate.keyed else "a per-task PState"
         raise PathError(
-            f"PState {self._runtime.name}.{self._pstate.name} is spread over {tasks} tasks and "
+            f"PState {runtime.name}.{self._name} is spread over {tasks} tasks and "
             f"{what} has no key to route by: pass task=i to cluster.pstate(...), or read it in a query"
         )
 
     def read(self, steps: tuple[Any, ...], op: str, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> Any:
-        request = ("pstate", self._pstate.name, steps, op, args, kwargs or {})
-        return self._transport.read(self._route(steps), request)
+        source = self._source
+        runtime = source.runtime
+        task = self._route(runtime, runtime.pstate(self._name), steps)
+        return source.transport.read(task, ("pstate", self._name, steps, op, args, kwargs or {}))
 
     def write(self, steps: tuple[Any, ...], op: str, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> None:
         raise ReadOnlyError(
-            f"cannot {op} PState {self._runtime.name}.{self._pstate.name} here: clients and queries only read; "
+            f"cannot {op} PState {self._source.runtime.name}.{self._name} here: clients and queries only read; "
             "PStates change through topologies, so append an event to a depot instead"
         )
 
 
-def routed_view(runtime: ModuleRuntime, transport: Transport, name: Any, task: int | None = None) -> Any:
+def routed_view(source: ModuleSource, name: Any, task: int | None = None) -> Any:
     from headwater.pstate import View
 
+    runtime = source.runtime
     pstate = runtime.pstate(name)
     if task is not None and (not isinstance(task, int) or not 0 <= task < runtime.tasks):
         raise ValueError(f"task={task!r} does not exist; module {runtime.name} has tasks 0..{runtime.tasks - 1}")
-    executor = RoutedPStateExecutor(runtime, transport, pstate, task)
+    executor = RoutedPStateExecutor(source, pstate.name, task)
     return View(executor, pstate.decl.schema, name=f"{runtime.name}.{pstate.name}")
 
 
@@ -96,7 +115,7 @@ class QueryContext:
         self.task_id = task_id  # the task the body runs on, when the query is routed (route_by)
 
     def pstate(self, decl_or_name: Any, *, task: int | None = None) -> Any:
-        return routed_view(self._runtime, self._transport, decl_or_name, task)
+        return routed_view(BoundModule(self._runtime, self._transport), decl_or_name, task)
 
     def call_task(self, task_id: int, step: Any, /, *args: Any, **kwargs: Any) -> Any:
         runtime = self._runtime

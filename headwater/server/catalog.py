@@ -129,8 +129,9 @@ def describe_module(runtime: ModuleRuntime) -> dict[str, Any]:
             for p in runtime.pstates.values()
         ],
         "topologies": [
-            {"name": s.name, "kind": "stream", "depots": [d.name for d in s.depots], "retry_times": s.retry.times}
-            for s in runtime.streams.values()
+            {"name": t.name, "kind": "stream" if t.name in runtime.streams else "microbatch",
+             "depots": [d.name for d in t.depots]}
+            for t in runtime.module.topologies.values()
         ],
         "queries": [
             {"name": q.name, "route_by": q.route_by,
@@ -152,5 +153,5 @@ def _describe_depot(depot: Any) -> dict[str, Any]:
         "client_appends": decl.client_appends,
         "event_type": describe_type(decl.event_type),
         "event_schema": _json_schema(decl.event_type),
-        "topologies": [s.name for s in depot.subscribers],
+        "topologies": [t.name for t in depot.decl.module.topologies.values() if depot.decl in t.depots],
     }

@@ -40,7 +40,7 @@ def module_stats(deployment: Any) -> dict[str, Any]:
     }
     progress = [transport.read(task, ("progress",)) for task in range(runtime.tasks)]
     topologies = []
-    for stream in runtime.streams.values():
+    for stream in runtime.module.topologies.values():  # stream and microbatch cursors share one format
         processed = lag = 0
         for decl in stream.depots:
             depot = runtime.depots[decl.name]
@@ -50,7 +50,8 @@ def module_stats(deployment: Any) -> dict[str, Any]:
                 processed += done
                 lag += max(0, end - done)
         dead = sum(len(transport.read(task, ("dead_letters", stream.name))) for task in range(runtime.tasks))
-        topologies.append({"name": stream.name, "depots": [d.name for d in stream.depots],
+        topologies.append({"name": stream.name, "kind": "stream" if stream.name in runtime.streams else "microbatch",
+                           "depots": [d.name for d in stream.depots],
                            "processed": processed, "lag": lag, "dead_letters": dead})
     depots = [{"name": name, "partitions": offsets, "records": sum(offsets)} for name, offsets in ends.items()]
     return {"name": runtime.name, "tasks": runtime.tasks, "depots": depots, "topologies": topologies}

@@ -1,0 +1,138 @@
+"""Benchmark: the HTTP API over loopback, server and client in separate processes, fsync on.
+
+Measures, with the remote client (`hw.connect`), full-ack append latency from one client, point
+read latency, and full-ack append throughput from 16 concurrent client threads. Prints a table;
+timings never fail anything.
+
+    make bench            # or: .venv/bin/python bench/http.py --tasks 2 --seconds 5
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# This file is named http.py: run as a script, its folder comes first on the import path and would
+# shadow the standard library's `http` package, so it is taken off before anything imports http.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+
+import argparse  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+
+import httpx  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+import headwater as hw  # noqa: E402
+from examples.registration import UserSignUp  # noqa: E402
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(data: str, tasks: int) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    command = [sys.executable, "-m", "headwater.cli", "serve", "examples/registration.py", "--data", data,
+               "--port", str(port), "--tasks", str(tasks)]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/api/health").status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            time.sleep(0.05)
+    process.kill()
+    raise SystemExit(f"the server did not start: {process.stderr.read().decode() if process.stderr else ''}")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def timed(fn: object, count: int) -> list[float]:
+    timings = []
+    for i in range(count):
+        started = time.perf_counter()
+        fn(i)  # type: ignore[operator]
+        timings.append(time.perf_counter() - started)
+    return timings
+
+
+def throughput(client: hw.RemoteCluster, clients: int, seconds: float) -> tuple[float, list[float]]:
+    depot = client.depot("registration", "registrations")
+    stop = time.monotonic() + seconds
+    counts = [0] * clients
+    timings: list[list[float]] = [[] for _ in range(clients)]
+
+    def run(n: int) -> None:
+        i = 0
+        while time.monotonic() < stop:
+            started = time.perf_counter()
+            depot.append(UserSignUp(f"c{n}-{i}@example.com", "h", 1_700_000_000_000))
+            timings[n].append(time.perf_counter() - started)
+            i += 1
+        counts[n] = i
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(clients)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts) / (time.perf_counter() - started), [x for per in timings for x in per]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", type=int, default=2)
+    parser.add_argument("--count", type=int, default=2000, help="sequential requests per latency run")
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="headwater-bench-http-") as directory:
+        process, url = start_server(os.path.join(directory, "data"), args.tasks)
+        try:
+            with hw.connect(url) as client:
+                depot = client.depot("registration", "registrations")
+                users = client.pstate("registration", "users")
+                append = lambda i: depot.append(UserSignUp(f"solo{i}@example.com", "h", 1_700_000_000_000))  # noqa: E731
+                read = lambda i: users[f"solo{i % 100}@example.com"].get()  # noqa: E731
+                timed(lambda i: append(10_000_000 + i), 300)  # warm up
+                appends = timed(append, args.count)
+                reads = timed(read, args.count)
+                rate, concurrent = throughput(client, args.clients, args.seconds)
+        finally:
+            process.terminate()
+            process.wait(30)
+    print(f"\nheadwater HTTP benchmark — {os.cpu_count()} cores, loopback, server in its own process, "
+          f"tasks={args.tasks}, fsync on\n")
+    print(f"| {'measure':<48} | {'value':>12} |")
+    print(f"|{'-' * 50}|{'-' * 14}|")
+    rows = [
+        ("full-ack append p50, 1 client (ms; target <= 2)", f"{percentile(appends, 0.5) * 1000:.3f}"),
+        ("full-ack append p99, 1 client (ms)", f"{percentile(appends, 0.99) * 1000:.3f}"),
+        ("point read p50, 1 client (ms; target <= 1)", f"{percentile(reads, 0.5) * 1000:.3f}"),
+        ("point read p99, 1 client (ms)", f"{percentile(reads, 0.99) * 1000:.3f}"),
+        (f"full-ack appends/s, {args.clients} client threads", f"{rate:,.0f}"),
+        (f"full-ack append p50, {args.clients} clients (ms)", f"{percentile(concurrent, 0.5) * 1000:.3f}"),
+        (f"full-ack append p99, {args.clients} clients (ms)", f"{percentile(concurrent, 0.99) * 1000:.3f}"),
+    ]
+    for name, value in rows:
+        print(f"| {name:<48} | {value:>12} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,455 @@
+"""The `headwater` command: serve modules, and talk to a server by URL with the public client API.
+
+Every command but `serve` goes through `hw.connect(url, token)`, so the CLI is one more client of
+the HTTP API, with nothing of its own to keep in step with the server.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import msgspec
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from typer.core import TyperGroup
+
+from headwater.cli.output import ExitCode, Output, example_value, exit_code_for, to_json
+from headwater.client.remote import RemoteCluster, connect
+from headwater.errors import HandlerError, HeadwaterError, SchemaError
+
+__all__ = ["app", "main"]
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+APPEND_BATCH = 500  # events per append-many request when appending a stream of JSON lines
+
+EXIT_CODES_HELP = ("Exit codes: 0 ok, 1 usage, 2 not found, 3 schema/validation, 4 handler error, 5 timeout, "
+                   "6 unavailable/connection, 7 permission denied.")
+
+
+class _Group(TyperGroup):
+    """Usage errors exit 1, not click's 2: 2 means "not found" to scripts (see ExitCode)."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            code = super().main(*args, **kwargs)  # non-standalone: typer.Exit comes back as its code
+        except typer.Abort:
+            code = ExitCode.OK  # Ctrl-C on `tail -f` is how it ends
+        except Exception as e:
+            # Usage errors are click exceptions (typer may vendor its own click): they can show().
+            if not (hasattr(e, "show") and hasattr(e, "exit_code")):
+                raise
+            e.show()
+            code = ExitCode.USAGE
+        sys.exit(code if isinstance(code, int) else ExitCode.OK)
+
+
+app = typer.Typer(cls=_Group, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  rich_markup_mode=None,
+                  help="headwater: serve modules over HTTP, and append, read and query them from the shell. "
+                       + EXIT_CODES_HELP)
+
+Url = Annotated[str, typer.Option("--url", envvar="HEADWATER_URL", help="server URL")]
+Token = Annotated[str | None, typer.Option("--token", envvar="HEADWATER_TOKEN", help="bearer token")]
+Json = Annotated[bool, typer.Option("--json", help="print JSON for scripts instead of tables")]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _client(url: str, token: str | None) -> RemoteCluster:
+    return connect(url, token)
+
+
+def command(fn: F) -> F:
+    """Run a command, turning a headwater error into its message and documented exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        output = Output(bool(kwargs.get("json", False)))
+        try:
+            return fn(*args, output=output, **{k: v for k, v in kwargs.items() if k != "json"})
+        except (HeadwaterError, ValueError) as e:
+            output.error(e)
+            raise typer.Exit(exit_code_for(e)) from None
+
+    # typer reads the signature: keep --json, hide the injected `output`
+    signature = inspect.signature(fn, eval_str=True)
+    wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[p for name, p in signature.parameters.items() if name != "output"])
+    return wrapper  # type: ignore[return-value]
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value: JSON if it parses (1, true, [1,2], {"a":1}), else the text itself."""
+    try:
+        return msgspec.json.decode(text)
+    except msgspec.DecodeError:
+        return text
+
+
+# ---- serve ----------------------------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    app_file: Annotated[str, typer.Argument(help="Python file (or module) defining headwater.Module objects")],
+    data: Annotated[str, typer.Option(help="data directory; restarting on it resumes")] = "./data",
+    host: Annotated[str, typer.Option(help="address to listen on (non-loopback needs tokens)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    tasks: Annotated[int, typer.Option(help="tasks per module at first deploy")] = 4,
+    auth: Annotated[str | None, typer.Option(help="TOML file of bearer tokens and scopes")] = None,
+    max_body_bytes: Annotated[int, typer.Option(help="largest request body accepted")] = 1024 * 1024,
+) -> None:
+    """Deploy the modules of APP_FILE on an embedded cluster and serve the API and the web UI."""
+    from headwater.server.auth import AuthConfigError, load_auth
+    from headwater.server.run import serve as run_server
+
+    errors = Output(False)
+    try:
+        tokens = load_auth(auth)
+        run_server(app_file, data=data, host=host, port=port, tasks=tasks, auth=tokens,
+                   max_body_bytes=max_body_bytes, announce=functools.partial(_announce, data=data))
+    except (AuthConfigError, HeadwaterError) as e:
+        errors.error(e)
+        raise typer.Exit(ExitCode.USAGE) from None
+    except KeyboardInterrupt:
+        pass
+    print("headwater: stopped; the data is in", data, flush=True)
+
+
+def _announce(url: str, cluster: Any, *, data: str) -> None:
+    from headwater.server.catalog import describe_module, runtime_of
+
+    described = [describe_module(runtime_of(cluster, name)) for name in cluster.modules()]
+    print(f"headwater: serving modules {', '.join(cluster.modules())} (data in {data})")
+    print(f"  UI       {url}/ui/")
+    print(f"  API      {url}/api/openapi.json")
+    print(f"  metrics  {url}/metrics")
+    depot = next(((m, d) for m in described for d in m["depots"] if d["client_appends"]), None)
+    if depot is not None:
+        module, found = depot
+        schema = found["event_schema"]
+        event = to_json(example_value(schema, schema.get("$defs", {})))
+        print("try:")
+        print(f"  curl -X POST '{url}/api/modules/{module['name']}/depots/{found['name']}/append' "
+              f"-H 'Content-Type: application/json' -d '{event}'")
+    print("Ctrl-C stops.", flush=True)
+
+
+# ---- status ---------------------------------------------------------------------------------------
+
+
+@app.command()
+@command
+def status(url: Url = DEFAULT_URL, token: Token = None, json: Json = False, *, output: Output) -> None:
+    """Modules, depots and topologies with their live numbers: records, lag, dead letters."""
+    with _client(url, token) as client:
+        stats = client.stats()
+    if output.json:
+        output.value(stats)
+        return
+    for module in stats["modules"]:
+        output.table(f"module {module['name']} ({module['tasks']} tasks) — depots",
+                     ["depot", "partitions", "records", "appended", "ack p50 ms", "ack p99 ms"],
+                     [(d["name"], len(d["partitions"]), d["records"], d["appended"],
+                       _ms(d["ack_latency_ms"]["p50"]), _ms(d["ack_latency_ms"]["p99"])) for d in module["depots"]])
+        output.table(f"module {module['name']} — topologies", ["topology", "depots", "processed", "lag", "dead letters"],
+                     [(t["name"], ", ".join(t["depots"]), t["processed"], t["lag"], t["dead_letters"])
+                      for t in module["topologies"]])
+
+
+def _ms(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
+# ---- append ---------------------------------------------------------------------------------------
+
+
+@app.command()
+@command
+def append(
+    module: str, depot: str,
+    event: Annotated[str | None, typer.Argument(help="the event as JSON; omit (or -) to read JSON lines from stdin")] = None,
+    file: Annotated[str | None, typer.Option("--file", help="read JSON lines (one event each) from this file")] = None,
+    ack: Annotated[str, typer.Option(help="full, append or none")] = "full",
+    idempotency_key: Annotated[str | None, typer.Option(help="a repeat with this key appends nothing")] = None,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for the ack")] = 30.0,
+    url: Url = DEFAULT_URL, token: Token = None, json: Json = False, *, output: Output,
+) -> None:
+    """Append one event (JSON argument) or many (JSON lines from --file or stdin, with a progress bar)."""
+    with _client(url, token) as client:
+        target = client.depot(module, depot)
+        if event is not None and event != "-":
+            result = target.append(_event(event, 1), ack=ack, timeout=timeout, idempotency_key=idempotency_key)
+            output.value(_result(result), title=None)
+            return
+        lines = _lines(file)
+        counts = _append_lines(target, lines, ack, timeout, output)
+    output.value({"appended": counts}) if output.json else output.console.print(f"appended {counts} events")
+
+
+def _event(text: str, line: int) -> Any:
+    try:
+        return msgspec.json.decode(text)
+    except msgspec.DecodeError as e:
+        raise SchemaError(f"event on line {line} is not valid JSON: {e}") from None
+
+
+def _lines(file: str | None) -> list[str]:
+    if file is None:
+        return [line for line in sys.stdin.read().splitlines() if line.strip()]
+    try:
+        with open(file) as f:
+            return [line for line in f.read().splitlines() if line.strip()]
+    except OSError as e:
+        raise ValueError(f"cannot read {file!r}: {e.strerror}") from None
+
+
+def _append_lines(target: Any, lines: list[str], ack: str, timeout: float, output: Output) -> int:
+    events = [_event(line, n + 1) for n, line in enumerate(lines)]  # all parsed before any is sent
+    with _progress(output, len(events), f"{target.module}.{target.name}") as advance:
+        for start in range(0, len(events), APPEND_BATCH):
+            batch = events[start:start + APPEND_BATCH]
+            target.append_many(batch, ack=ack, timeout=timeout)
+            advance(len(batch))
+    return len(events)
+
+
+class _progress:
+    """A rich progress bar on a terminal; silent with --json or when stderr is not a terminal."""
+
+    def __init__(self, output: Output, total: int, label: str) -> None:
+        self._bar = None if output.json or not output.errors.is_terminal else Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            console=output.errors)
+        self._total, self._label = total, label
+
+    def __enter__(self) -> Callable[[int], None]:
+        if self._bar is None:
+            return lambda n: None
+        self._bar.start()
+        task = self._bar.add_task(self._label, total=self._total)
+        return lambda n: self._bar.advance(task, n)  # type: ignore[union-attr]
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def _result(result: Any) -> Any:
+    if result is None:
+        return {"accepted": True}
+    return {"partition": result.partition, "offset": result.offset, "results": result.results}
+
+
+# ---- tail -----------------------------------------------------------------------------------------
+
+
+@app.command()
+@command
+def tail(
+    module: str, depot: str,
+    lines: Annotated[int, typer.Option("-n", "--lines", help="records to show from the end of each partition")] = 10,
+    follow: Annotated[bool, typer.Option("-f", "--follow", help="keep printing records as they are appended")] = False,
+    partition: Annotated[list[int] | None, typer.Option(help="only these partitions (repeatable)")] = None,
+    idle_timeout: Annotated[float | None, typer.Option(help="with --follow, stop after this many idle seconds")] = None,
+    url: Url = DEFAULT_URL, token: Token = None, json: Json = False, *, output: Output,
+) -> None:
+    """The last records of a depot, oldest first; --follow keeps printing new ones (Ctrl-C stops)."""
+    with _client(url, token) as client:
+        target = client.depot(module, depot)
+        chosen = partition or list(range(target.partitions))
+        ends = {p: target.partition_info(p).end_offset for p in chosen}
+        recent = [r for p in chosen for r in target.read(p, max(0, ends[p] - lines), ends[p])]
+        for record in sorted(recent, key=lambda r: (r.timestamp, r.partition, r.offset)):
+            _print_record(output, record)
+        if follow:
+            for record in target.tail(from_offset=ends, partitions=chosen, idle_timeout_s=idle_timeout):
+                _print_record(output, record)
+
+
+def _print_record(output: Output, record: Any) -> None:
+    row = {"partition": record.partition, "offset": record.offset, "timestamp": record.timestamp, "event": record.event}
+    if output.json:
+        print(to_json(row), flush=True)
+    else:
+        output.console.print(f"[dim]{record.timestamp:%Y-%m-%d %H:%M:%S.%f}[/dim] "
+                             f"[cyan]p{record.partition}@{record.offset}[/cyan] {to_json(record.event)}")
+
+
+# ---- get / select ---------------------------------------------------------------------------------
+
+_OPS = ("get", "exists", "size", "keys", "values", "items", "slice", "contains")
+
+
+@app.command()
+@command
+def get(
+    module: str, pstate: str,
+    path: Annotated[list[str] | None, typer.Argument(help="steps: map keys, list indexes, record fields")] = None,
+    op: Annotated[str, typer.Option(help="get, exists, size, keys, values, items, slice or contains")] = "get",
+    start: Annotated[str | None, typer.Option(help="range start (inclusive) or slice start")] = None,
+    stop: Annotated[str | None, typer.Option(help="range stop (exclusive) or slice stop")] = None,
+    limit: Annotated[int | None, typer.Option(help="at most this many elements")] = None,
+    reverse: Annotated[bool, typer.Option(help="descending key order")] = False,
+    element: Annotated[str | None, typer.Option(help="the element for --op contains")] = None,
+    task: Annotated[int | None, typer.Option(help="the task to read (per-task PStates, whole maps)")] = None,
+    url: Url = DEFAULT_URL, token: Token = None, json: Json = False, *, output: Output,
+) -> None:
+    """Read a PState at a path: `headwater get bank funds 1`, `headwater get registration users --op keys`."""
+    if op not in _OPS:
+        raise ValueError(f"--op {op!r} is not one of {', '.join(_OPS)}")
+    with _client(url, token) as client:
+        view = client.pstate(module, pstate, task=task)
+        for step in path or []:
+            view = view[_step(view.schema, step)]
+        output.value(_run(view, op, start, stop, limit, reverse, element))
+
+
+def _step(schema: Any, text: str) -> Any:
+    """A command-line step as the schema's key type ("7" is an int key of Map(int, ...), a str of Map(str, ...))."""
+    from headwater.schema import List, Map, Set
+    from headwater.server.paths import convert_key
+
+    if isinstance(schema, (Map, Set)):
+        key_type = schema.key_type if isinstance(schema, Map) else schema.element_type
+        return convert_key(text if key_type is not Any else parse_value(text), key_type)
+    if isinstance(schema, List):
+        return convert_key(text, int)
+    return text
+
+
+def _run(view: Any, op: str, start: str | None, stop: str | None, limit: int | None, reverse: bool,
+         element: str | None) -> Any:
+    if op in ("keys", "values", "items"):
+        bound = functools.partial(_step, view.schema)
+        return getattr(view, op)(None if start is None else bound(start), None if stop is None else bound(stop),
+                                 limit=limit, reverse=reverse)
+    if op == "slice":
+        return view.slice(None if start is None else int(start), None if stop is None else int(stop))
+    if op == "contains":
+        if element is None:
+            raise ValueError("--op contains needs --element")
+        return view.contains(_step(view.schema, element))
+    return getattr(view, op)()
+
+
+@app.command()
+@command
+def select(
+    module: str, pstate: str,
+    navigators: Annotated[list[str], typer.Argument(help='keys and navigators: ALL, MAP_KEYS, MAP_VALS, FIRST, LAST, '
+                                                         'SIZE, must:KEY, nth:I, range:START:STOP, or {"nav": ...} JSON')],
+    one: Annotated[bool, typer.Option("--one", help="select_one: exactly one result, else an error")] = False,
+    task: Annotated[int | None, typer.Option(help="the task to read")] = None,
+    url: Url = DEFAULT_URL, token: Token = None, json: Json = False, *, output: Output,
+) -> None:
+    """Select with navigators: `headwater select bank outgoing 1 MAP_VALS`."""
+    from urllib.parse import quote
+
+    with _client(url, token) as client:
+        client.pstate(module, pstate, task=task)  # NotFound with a suggestion, before anything else
+        params: dict[str, Any] = {"path": to_json([_navigator(n) for n in navigators])}
+        if task is not None:
+            params["task"] = task
+        op = "select_one" if one else "select"
+        body = client.request("GET", f"/api/modules/{quote(module, safe='')}/pstates/{quote(pstate, safe='')}/{op}",
+                              params=params)
+        output.value(body["value"])
+
+
+_PLAIN_NAVIGATORS = {"ALL": "all", "MAP_KEYS": "map_keys", "MAP_VALS": "map_vals", "FIRST": "first", "LAST": "last",
+                     "SIZE": "size"}
+
+
+def _navigator(text: str) -> Any:
+    if text in _PLAIN_NAVIGATORS:
+        return {"nav": _PLAIN_NAVIGATORS[text]}
+    kind, _, rest = text.partition(":")
+    if kind == "must" and rest:
+        return {"nav": "must", "key": parse_value(rest)}
+    if kind == "nth" and rest:
+        return {"nav": "nth", "index": int(rest)}
+    if kind == "range":
+        start, _, stop = rest.partition(":")
+        return {"nav": "range", "start": parse_value(start) if start else None, "stop": parse_value(stop) if stop else None}
+    return parse_value(text)
+
+
+# ---- query ----------------------------------------------------------------------------------------
+
+
+@app.command()
+@command
+def query(
+    module: str, name: str,
+    args: Annotated[list[str] | None, typer.Argument(help="arguments: JSON values, or plain text for strings")] = None,
+    url: Url = DEFAULT_URL, token: Token = None, json: Json = False, *, output: Output,
+) -> None:
+    """Invoke a query: `headwater query registration signups_on 2025-01-01`."""
+    with _client(url, token) as client:
+        output.value(client.query(module, name)(*[parse_value(a) for a in args or []]))
+
+
+# ---- dead letters ---------------------------------------------------------------------------------
+
+
+@app.command("dead-letters")
+@command
+def dead_letters(
+    module: str, topology: str,
+    action: Annotated[str, typer.Argument(help="list, or retry (every dead letter, or the one given by --id)")] = "list",
+    id: Annotated[int | None, typer.Option("--id", help="retry only this dead letter")] = None,
+    timeout: Annotated[float, typer.Option(help="seconds each retry may take")] = 30.0,
+    url: Url = DEFAULT_URL, token: Token = None, json: Json = False, *, output: Output,
+) -> None:
+    """List a topology's dead letters, or retry them (exit 4 if any fails again)."""
+    if action not in ("list", "retry"):
+        raise ValueError(f"action {action!r} is not list or retry")
+    with _client(url, token) as client:
+        letters = client.dead_letters(module, topology)
+        if action == "list":
+            output.table(f"dead letters of {module}.{topology}",
+                         ["id", "partition", "offset", "kind", "step", "error", "attempts"],
+                         [(d.id, d.partition, d.offset, d.kind, d.step, d.error_type, d.attempts) for d in letters],
+                         records=lambda: [_letter(d) for d in letters])
+            return
+        chosen = [d for d in letters if id is None or d.id == id]
+        if id is not None and not chosen:
+            from headwater.errors import NotFound
+
+            raise NotFound("dead letter", str(id), [str(d.id) for d in letters], where=f"topology {module}.{topology}")
+        _retry_all(chosen, timeout, output)
+
+
+def _letter(letter: Any) -> dict[str, Any]:
+    return {k: getattr(letter, k) for k in ("id", "topology", "kind", "task", "partition", "offset", "step",
+                                            "error_type", "traceback", "attempts")}
+
+
+def _retry_all(letters: list[Any], timeout: float, output: Output) -> None:
+    outcomes: list[dict[str, Any]] = []
+    with _progress(output, len(letters), "retrying") as advance:
+        for letter in letters:
+            try:
+                outcomes.append({"id": letter.id, "ok": True, "value": letter.retry(timeout=timeout)})
+            except HandlerError as e:
+                outcomes.append({"id": letter.id, "ok": False, "error": str(e).split("\n\nremote traceback:")[0]})
+            advance(1)
+    failed = [o for o in outcomes if not o["ok"]]
+    if output.json:
+        output.value(outcomes)
+    else:
+        output.console.print(f"retried {len(outcomes)}: {len(outcomes) - len(failed)} succeeded, {len(failed)} failed again")
+        for outcome in failed:
+            output.errors.print(f"  dead letter {outcome['id']}: {outcome['error']}")
+    if failed:
+        raise typer.Exit(ExitCode.HANDLER)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `headwater` console script."""
+    app(args=argv, prog_name="headwater")

@@ -1,0 +1,95 @@
+"""Endpoints about the server itself: module listing, live stats, OpenAPI, health and /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import Request
+from starlette.responses import Response
+
+from headwater.server.catalog import describe_module, runtime_of
+from headwater.server.http import endpoint, json_response
+from headwater.server.metrics import cluster_stats
+from headwater.server.openapi import openapi_document
+from headwater.server.state import authorize, state_of
+
+__all__ = ["ROUTES"]
+
+_DESCRIPTIONS_MAX = 256
+_descriptions: dict[int, tuple[Any, dict[str, Any]]] = {}  # id(runtime) -> (runtime, description)
+
+
+def _description(runtime: Any) -> dict[str, Any]:
+    # Describing a module builds JSON Schemas; a deployed module never changes, so once is enough.
+    # The runtime is kept alongside its id so the id cannot be reused by another object meanwhile.
+    cached = _descriptions.get(id(runtime))
+    if cached is None or cached[0] is not runtime:
+        if len(_descriptions) >= _DESCRIPTIONS_MAX:
+            _descriptions.clear()
+        cached = _descriptions[id(runtime)] = (runtime, describe_module(runtime))
+    return cached[1]
+
+
+def _visible(request: Request) -> list[str]:
+    """The deployed modules the caller's token has any scope on (an append-only client must still
+    learn a depot's partitions and event schema)."""
+    state = state_of(request)
+    token = state.auth.token_for(request.headers.get("authorization"))  # 401 without a valid token
+    return [m for m in state.cluster.modules() if any(state.auth.may(token, a, m) for a in ("read", "append"))]
+
+
+@endpoint
+async def modules(request: Request) -> Response:
+    state = state_of(request)
+    return json_response({"modules": [_description(runtime_of(state.cluster, m)) for m in _visible(request)]})
+
+
+@endpoint
+async def module(request: Request) -> Response:
+    name = request.path_params["module"]
+    authorize(request, "read", name)
+    return json_response(_description(runtime_of(state_of(request).cluster, name)))
+
+
+@endpoint
+async def stats(request: Request) -> Response:
+    state = state_of(request)
+    names = _visible(request)
+    found = await asyncio.to_thread(cluster_stats, state.cluster, names)
+    for entry in found:
+        for depot in entry["depots"]:
+            depot["appended"] = state.metrics.appended(entry["name"], depot["name"])
+            depot["ack_latency_ms"] = state.metrics.latency_ms(entry["name"], depot["name"])
+    return json_response({"time_s": time.time(), "modules": found})
+
+
+@endpoint
+async def openapi(request: Request) -> Response:
+    state = state_of(request)
+    runtimes = [runtime_of(state.cluster, m) for m in _visible(request)]
+    return json_response(openapi_document(runtimes, secured=state.auth.enabled))
+
+
+@endpoint
+async def health(request: Request) -> Response:
+    return json_response({"ok": True, "modules": state_of(request).cluster.modules()})
+
+
+@endpoint
+async def metrics(request: Request) -> Response:
+    authorize(request, "read", None)
+    registry = state_of(request).metrics.registry
+    return Response(await asyncio.to_thread(generate_latest, registry), media_type=CONTENT_TYPE_LATEST)
+
+
+ROUTES: list[tuple[str, Any, list[str]]] = [
+    ("/api/modules", modules, ["GET"]),
+    ("/api/modules/{module}", module, ["GET"]),
+    ("/api/stats", stats, ["GET"]),
+    ("/api/openapi.json", openapi, ["GET"]),
+    ("/api/health", health, ["GET"]),
+    ("/metrics", metrics, ["GET"]),
+]

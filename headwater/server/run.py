@@ -1,0 +1,160 @@
+"""Running the server: load an app file's modules, deploy them, serve on uvicorn until stopped.
+
+Shutdown order is what makes Ctrl-C safe: uvicorn stops accepting connections and lets requests
+in flight finish (their appends are acked, or were never submitted), and only then does the
+cluster close. Storage batches are atomic, so an append is either in the log or not, never half.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import socket
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from headwater.cluster.inprocess import InProcessCluster
+from headwater.engine.definitions import Module
+from headwater.errors import HeadwaterError
+from headwater.server.app import create_app
+from headwater.server.auth import Auth, check_bind, load_auth
+from headwater.server.http import MAX_BODY_BYTES_DEFAULT
+
+__all__ = ["GRACEFUL_SHUTDOWN_S", "ServeError", "ServerThread", "deploy_all", "load_modules", "serve"]
+
+GRACEFUL_SHUTDOWN_S = 10.0  # requests still running this long after Ctrl-C are cut off
+_STARTUP_TIMEOUT_S = 30.0
+
+
+class ServeError(HeadwaterError):
+    """The server cannot start: no modules in the app file, a port in use, unsafe binding, ..."""
+
+
+def load_modules(target: str | os.PathLike[str]) -> list[Module]:
+    """Every `headwater.Module` defined or imported at the top level of a Python file or module."""
+    text = str(target)
+    if text.endswith(".py") or os.sep in text or Path(text).is_file():
+        namespace = _import_file(Path(text))
+    else:
+        try:
+            namespace = vars(importlib.import_module(text))
+        except ImportError as e:
+            raise ServeError(f"cannot import {text!r}: {e}; pass a path to a .py file or an importable module") from e
+    found: list[Module] = []
+    for value in namespace.values():
+        if isinstance(value, Module) and all(value is not m for m in found):
+            found.append(value)
+    if not found:
+        raise ServeError(f"{text} defines no headwater.Module at its top level; define one "
+                         "(app = hw.Module('app')) or import yours there")
+    return found
+
+
+def _import_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ServeError(f"app file {str(path)!r} does not exist")
+    # Like `python -m`, the working directory is importable, so an app file can import its
+    # package (`from examples.bank import bank`) wherever the console script was installed.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    name = "headwater_app_" + path.stem.replace("-", "_")
+    spec = importlib.util.spec_from_file_location(name, path.resolve())
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return vars(module)
+
+
+def deploy_all(cluster: InProcessCluster, modules: list[Module], tasks: int) -> None:
+    """Deploy each module; one already stored in the cluster's directory reattaches to its data."""
+    for module in modules:
+        stored = (cluster.path / module.name / "module.json").exists()
+        cluster.deploy(module, tasks=None if stored else tasks)  # the task count is fixed at first deploy
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket, or a ServeError that says what to do when the address is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as e:
+        sock.close()
+        raise ServeError(f"cannot listen on {host}:{port}: {e.strerror or e}; is another server running there? "
+                         "pick another --port") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _config(app: Any, *, log_level: str) -> uvicorn.Config:
+    return uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="off",
+                          timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+
+
+def serve(app_file: str, *, data: str = "./data", host: str = "127.0.0.1", port: int = 8000, tasks: int = 4,
+          auth: Auth | None = None, max_body_bytes: int = MAX_BODY_BYTES_DEFAULT,
+          announce: Callable[[str, InProcessCluster], None] | None = None) -> None:
+    """Deploy the modules of `app_file` on a cluster in `data` and serve them until Ctrl-C."""
+    auth = load_auth() if auth is None else auth
+    check_bind(host, auth)
+    modules = load_modules(app_file)
+    sock = bind(host, port)
+    try:
+        with InProcessCluster(data) as cluster:
+            deploy_all(cluster, modules, tasks)
+            server = uvicorn.Server(_config(create_app(cluster, auth=auth, max_body_bytes=max_body_bytes),
+                                            log_level="warning"))
+            if announce is not None:
+                announce(url_of(sock), cluster)
+            server.run(sockets=[sock])  # returns (or raises KeyboardInterrupt) after in-flight requests end
+    finally:
+        sock.close()
+
+
+class ServerThread:
+    """An app served by uvicorn on a background thread, on a free loopback port by default.
+
+        with ServerThread(create_app(cluster)) as url:
+            hw.connect(url).depot("bank", "deposits").append(...)
+    """
+
+    def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._socket = bind(host, port)
+        self.url = url_of(self._socket)
+        self._server = uvicorn.Server(_config(app, log_level="error"))
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]},
+                                        name="headwater-server", daemon=True)
+
+    def start(self) -> str:
+        self._thread.start()
+        started = threading.Event()
+        while not self._server.started and self._thread.is_alive():
+            started.wait(0.005)  # uvicorn offers no event to wait on; its start takes milliseconds
+        if not self._server.started:
+            raise ServeError(f"the server thread for {self.url} stopped during startup")
+        return self.url
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(_STARTUP_TIMEOUT_S)
+        self._socket.close()
+
+    def __enter__(self) -> str:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
