@@ -59,7 +59,7 @@ class Staged(msgspec.Struct, array_like=True):
     """A task's part of a prepared batch: durable, not yet visible."""
 
     batch: int
-    plan: list[tuple[int, int, int]]  # (depot id, start offset, stop offset)
+    plan: list[tuple[int, int, int, bool]]  # (depot id, start, stop, whether it advances progress)
     writes: list[tuple[bytes, bytes | None]]
     dead: list[tuple[bytes, bytes]]
     appends: list[tuple[int, bytes]]
@@ -84,7 +84,9 @@ class BatchParticipant:
         self.nudged = False
         self.batch = -1
         self.tree: TreeRef | None = None
-        self.plan: list[tuple[int, int, int]] | None = None
+        self.plan: list[tuple[int, int, int, bool]] | None = None
+        # Dead letters being retried: record -> (dead letter id, who waits for the outcome)
+        self.retries: dict[tuple[int, int, int], tuple[Any, Any]] = {}
         self.txn: Any = None
         self.appends: list[tuple[int, bytes]] = []
         self.records = 0
@@ -120,15 +122,23 @@ class BatchParticipant:
             self.txn = self.task.new_txn(self.task.pstate_reader)
             self.appends = []
 
-    def _make_plan(self, batch: int) -> list[tuple[int, int, int]]:
+    def _make_plan(self, batch: int) -> list[tuple[int, int, int, bool]]:
         if self.staged is not None and self.staged.batch == batch:
             return self.staged.plan  # a batch runs again over exactly the records it ran over before
         plan = []
         for depot in self.depots:
             start = self.cursors[depot.depot_id]
             stop = min(self.task.depot_end(depot.depot_id), start + BATCH_RECORDS_MAX)
-            plan.append((depot.depot_id, start, stop))
+            plan.append((depot.depot_id, start, stop, True))
+        # Retried dead letters run once more, without moving progress (they are behind it).
+        plan.extend((depot_id, offset, offset + 1, False) for depot_id, _, offset in self.retries)
         return plan
+
+    def retry(self, entry: Any, reply: Any) -> None:
+        """Run a dead-lettered record again in the next batch; `reply` hears how it went."""
+        depot = self.task.runtime.depot(entry.depot)
+        self.retries[(depot.depot_id, entry.partition, entry.offset)] = (entry, reply)
+        self.task.send(COORDINATOR_TASK, messages.encode(messages.MbNudge(self.name)))
 
     def on_process(self, message: MbProcess) -> None:
         self.nudged = False
@@ -140,13 +150,13 @@ class BatchParticipant:
         self.skipped = list(message.skip)
         skip = {(f.depot_id, f.partition, f.offset) for f in message.skip}
         xor, failures, records = message.invocation, [], 0
-        for depot_id, start, stop in self.plan:
+        for depot_id, start, stop, _ in self.plan:
             depot = self.task.runtime.depots_by_id[depot_id]
             rows = [row for row in self.task.read_records(depot_id, start, stop)
                     if (depot_id, self.task.task_id, row[0]) not in skip]
             records += stop - start
             xor ^= self._run_rows(depot, rows, failures)
-        more = any(stop < self.task.depot_end(depot_id) for depot_id, _, stop in self.plan)
+        more = any(advance and stop < self.task.depot_end(depot_id) for depot_id, _, stop, advance in self.plan)
         self.records = records
         ack = MbAck(self.name, self.batch, xor, failures, records, more)
         self.task.send(COORDINATOR_TASK, messages.encode(ack))
@@ -231,13 +241,19 @@ class BatchParticipant:
         assert self.plan is not None
         writes = self.txn.pending() if self.txn is not None else []
         dead = []
+        retried = {record: entry for record, (entry, _) in self.retries.items()}
         for failure in self.skipped:
             if failure.partition != self.task.task_id:
                 continue  # the dead letter lives with its record, on the task owning its partition
-            entry = DeadLetterEntry(self.task.next_unique_id(), self.name, "record", self.task.task_id,
-                                    self.task.runtime.depots_by_id[failure.depot_id].name, failure.partition,
-                                    failure.offset, 0, failure.error_type, failure.traceback, BATCH_ATTEMPTS_MAX)
+            record = (failure.depot_id, failure.partition, failure.offset)
+            earlier = retried.pop(record, None)  # a failed retry keeps its id and adds up its attempts
+            entry = DeadLetterEntry(earlier.id if earlier else self.task.next_unique_id(), self.name, "record",
+                                    self.task.task_id, self.task.runtime.depots_by_id[failure.depot_id].name,
+                                    failure.partition, failure.offset, 0, failure.error_type, failure.traceback,
+                                    BATCH_ATTEMPTS_MAX + (earlier.attempts if earlier else 0))
             dead.append((_dead_key(self.name, entry.id), _dead_encoder.encode(entry)))
+        for earlier in retried.values():  # retried and succeeded: the dead letter goes
+            dead.append((_dead_key(self.name, earlier.id), b""))
         self.staged = Staged(message.batch, self.plan, writes, dead, self.appends, self.records)
         batch = Batch()
         batch.put("meta", _key(self.name, "staged"), _staged_encoder.encode(self.staged))
@@ -257,11 +273,15 @@ class BatchParticipant:
                 batch.delete("pstate", key)
             else:
                 batch.put("pstate", key, value)
-        for depot_id, _, stop in staged.plan:
-            batch.put("meta", _progress_key(self.name, depot_id), _U64.pack(stop))
-            self.cursors[depot_id] = stop
+        for depot_id, _, stop, advance in staged.plan:
+            if advance:
+                batch.put("meta", _progress_key(self.name, depot_id), _U64.pack(stop))
+                self.cursors[depot_id] = stop
         for key, value in staged.dead:
-            batch.put("meta", key, value)
+            if value:
+                batch.put("meta", key, value)
+            else:
+                batch.delete("meta", key)
         batch.delete("meta", _key(self.name, "staged"))
         pending = _key(self.name, f"appends/{batch_number}")
         if staged.appends:  # sent after the commit and resent after a crash until acked: at-least-once
@@ -269,7 +289,22 @@ class BatchParticipant:
         self.task.store.write(batch, sync=False)
         if staged.appends:
             self.task.resend(self.name, pending, -1, self.task.encode_outbox(staged.appends))
+        self._answer_retries(staged)
         self.staged, self.plan, self.txn, self.tree, self.appends = None, None, None, None, []
+
+    def _answer_retries(self, staged: Staged) -> None:
+        failed = {key for key, value in staged.dead if value}
+        planned = {(depot_id, start) for depot_id, start, _, advance in staged.plan if not advance}
+        from headwater.engine.task import _dead_key
+
+        for record, (entry, reply) in list(self.retries.items()):
+            if (record[0], record[2]) not in planned:
+                continue  # queued after this batch was planned: it runs in the next one
+            del self.retries[record]
+            if _dead_key(self.name, entry.id) in failed:
+                self.task.answer(reply, errors=[(self.name, "HandlerError", "the record failed again; see its dead letter")])
+            else:
+                self.task.answer(reply)
 
 
 class BatchCoordinator:

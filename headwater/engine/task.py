@@ -619,6 +619,10 @@ class Task:
             self._reply_completed(reply, self.task_id, -1, {}, [], failure=failure, kind="NotFound")
             return
         entry = _dead_decoder.decode(stored)
+        participant = self._participants.get(entry.topology)
+        if participant is not None:
+            participant.retry(entry, reply)
+            return
         if entry.kind == "record":
             stream = self.runtime.streams[entry.topology]
             depot = self.runtime.depot(entry.depot)
@@ -672,6 +676,10 @@ class Task:
         return [(k[len(b"progress/"):].decode(errors="replace"), v) for k, v in self.store.iterate("meta", b"progress/", b"progress0")]
 
     # ---- what microbatch participants and coordinators use --------------------------------
+    def answer(self, reply: _Reply, *, errors: list[tuple[str, str, str]] | None = None) -> None:
+        """Tell a waiting client its request finished (a retried microbatch dead letter)."""
+        self._reply_completed(reply, self.task_id, -1, {}, errors or [])
+
     @property
     def pstate_reader(self) -> Any:
         return self._pstate_reader

@@ -134,7 +134,8 @@ def test_raising_handlers_retry_the_whole_batch_without_duplicates(cluster):
 
 
 def test_a_record_that_keeps_failing_is_set_aside(cluster):
-    cluster.deploy(counting(always_fail={7}), tasks=2)
+    poison = {7}
+    cluster.deploy(counting(always_fail=poison), tasks=2)
     cluster.depot("mb", "items").append_many([Item(k) for k in range(10)], ack="append")
     cluster.wait_for_microbatch("mb", "count", processed=10)
     seen = cluster.pstate("mb", "seen")
@@ -142,6 +143,14 @@ def test_a_record_that_keeps_failing_is_set_aside(cluster):
     [dead] = cluster.dead_letters("mb", "count")
     assert (dead.error_type, dead.kind) == ("ValueError", "record")
     assert "item 7 is poison" in dead.traceback
+    with pytest.raises(hw.HandlerError, match="failed again"):
+        dead.retry()
+    [again] = cluster.dead_letters("mb", "count")
+    assert (again.id, again.offset) == (dead.id, dead.offset) and again.attempts > dead.attempts
+    poison.clear()  # the cause is fixed: the retry applies the record once, and its dead letter goes
+    assert again.retry() is None
+    assert cluster.dead_letters("mb", "count") == []
+    assert seen[7].get() == 1
 
 
 def test_per_batch_handlers_get_a_list_per_partition(cluster):
