@@ -44,7 +44,7 @@ from headwater.engine.messages import (
 from headwater.engine.microbatch import COORDINATOR_TASK, BatchCoordinator, BatchParticipant
 from headwater.engine.runtime import DepotRuntime, ModuleRuntime
 from headwater.errors import HeadwaterError, NotFound
-from headwater.storage import Batch, Store
+from headwater.storage import Batch, Store, WalSyncer
 
 __all__ = ["DeadLetterEntry", "Task"]
 
@@ -192,17 +192,21 @@ class Task:
             {name: BatchCoordinator(self, decl) for name, decl in runtime.microbatches.items()}
             if task_id == COORDINATOR_TASK else {}
         )
+        self._syncer: WalSyncer | None = None
         self._thread = threading.Thread(target=self._run, name=f"headwater-{runtime.name}-task-{task_id}", daemon=True)
         self.failure: BaseException | None = None
 
     # ---- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
         self._recover()
+        self._syncer = WalSyncer(self.store, name=f"headwater-{self.runtime.name}-sync-{self.task_id}")
         self._thread.start()
 
     def stop(self, timeout_s: float = 10.0) -> None:
         self.transport.send(self.task_id, messages.encode(Stop()))
         self._thread.join(timeout_s)
+        if self._syncer is not None:
+            self._syncer.stop()
         for coordinator in self._coordinators.values():
             coordinator.release()  # never leave readers waiting on a commit that will not finish
 
@@ -285,6 +289,8 @@ class Task:
             self.store.write(batch, sync=False)
             self._round = Batch()
             self._round_txn = self._new_txn(self._pstate_reader)
+        assert self._syncer is not None
+        self._syncer.wait()  # this round's appends are durable before anyone hears of them
         transport = self.transport
         for task_id, data in self._outgoing:
             transport.send(task_id, data)
@@ -369,7 +375,9 @@ class Task:
                 batch.put("meta", key, claimed[key])
             accepted.append((append, offset))
         if accepted:
-            self.store.write(batch, sync=True)
+            assert self._syncer is not None
+            self.store.write(batch, sync=False)
+            self._syncer.start()  # the disk syncs while this round processes; _end_round waits for it
         for append, offset in accepted:
             self._on_durable(append, offset, now_us)
         for append in repeats:
@@ -382,7 +390,7 @@ class Task:
         if append.tree is not None:  # a topology's ctx.append: that tree waited for this
             self._send_ack(TreeAck(append.tree, append.invocation))
         if append.client >= 0 and append.ack != Ack.NONE.value:
-            self.transport.reply(append.client, messages.encode(messages.Appended(append.request, append.partition, offset)))
+            self._replies.append((append.client, messages.encode(messages.Appended(append.request, append.partition, offset))))
         reply = _Reply(append.client, append.request, append.ack, admitted=append.client >= 0)
         record = _RecordState(append.depot_id, offset, len(depot.subscribers), idempotency_key=append.idempotency_key)
         if append.client >= 0:
@@ -408,7 +416,7 @@ class Task:
             self._reply_completed(reply, append.partition, offset, {}, [], failure=failure, kind="IdempotencyConflict")
             return
         if append.ack != Ack.NONE.value and append.client >= 0:
-            self.transport.reply(append.client, messages.encode(messages.Appended(append.request, append.partition, offset)))
+            self._replies.append((append.client, messages.encode(messages.Appended(append.request, append.partition, offset))))
         in_flight = self._records.get((append.depot_id, offset))
         if in_flight is not None:
             in_flight.replies.append(reply)

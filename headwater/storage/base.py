@@ -65,6 +65,10 @@ class Store(ABC):
         """Apply the batch atomically; with ``sync`` it is on disk when this returns."""
 
     @abstractmethod
+    def sync(self) -> None:
+        """Make every batch written so far durable (for writes made with ``sync=False``)."""
+
+    @abstractmethod
     def close(self) -> None: ...
 
     def get(self, column_family: str, key: bytes) -> bytes | None:

@@ -56,5 +56,8 @@ class MemoryStore(Store):
                 else:
                     data[key] = value
 
+    def sync(self) -> None:
+        pass  # nothing is ever durable here
+
     def close(self) -> None:
         self._closed = True

@@ -115,12 +115,20 @@ class RocksStore(Store):
                 write_batch.put(key, value, handles[column_family])
         try:
             self._db.write(write_batch, self._no_sync)
-            if sync:
-                # A synced write holds the GIL through its fsync, stalling every other thread of
-                # the process; syncing the WAL separately gives the same durability without that.
-                self._db.flush_wal(True)
         except Exception as e:
             raise StorageError(f"write to the store at {self.path!r} failed: {e}") from e
+        if sync:
+            self.sync()
+
+    def sync(self) -> None:
+        # A synced write holds the GIL through its fsync, stalling every other thread of the
+        # process; syncing the WAL separately gives the same durability and releases the GIL.
+        if self._closed:
+            raise Unavailable("the store is closed")
+        try:
+            self._db.flush_wal(True)
+        except Exception as e:
+            raise StorageError(f"syncing the store at {self.path!r} failed: {e}") from e
 
     def close(self) -> None:
         if self._closed:

@@ -90,3 +90,27 @@ def test_adapters_agree_on_ranges(tmp_path_factory, keys, start, stop, reverse):
             assert [k for k, _ in s.iterate("pstate", start, stop, reverse=reverse)] == expected
     finally:
         rocks.close()
+
+
+def test_sync_makes_unsynced_writes_durable(store):
+    batch = Batch()
+    batch.put("depot", b"k", b"v")
+    store.write(batch, sync=False)
+    store.sync()
+    assert store.get("depot", b"k") == b"v"
+
+
+def test_wal_syncer_runs_one_sync_at_a_time_and_reports_errors(store):
+    from headwater.storage import WalSyncer
+
+    syncer = WalSyncer(store, name="test-sync")
+    for _ in range(20):
+        syncer.start()
+        assert syncer.busy
+    syncer.wait()
+    assert not syncer.busy
+    store.close()
+    syncer.start()
+    with pytest.raises(Unavailable):
+        syncer.wait()
+    syncer.stop()
