@@ -57,7 +57,8 @@ class MemoryStore(Store):
                     data[key] = value
 
     def sync(self) -> None:
-        pass  # nothing is ever durable here
+        if self._closed:  # nothing is ever durable here, but a closed store says so like RocksStore
+            raise Unavailable("the store is closed")
 
     def close(self) -> None:
         self._closed = True
