@@ -4,6 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 DATA ?= ./data
+PORT ?= 8000
 
 .PHONY: install run test bench clean
 
@@ -16,10 +17,20 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Serves the example modules: the web UI, the HTTP API and a curl example are printed; Ctrl-C stops.
+# (The in-process tour of the same modules is `python -m examples.tour`.)
 run: $(STAMP)
-	$(PY) -m examples.tour --data $(DATA)
+	$(PY) -m headwater.cli serve examples/app.py --data $(DATA) --port $(PORT)
 
+# The browser tests drive Debian's chromium: install it when it is missing (as root, or with
+# passwordless sudo); if that is impossible they skip and say why.
 test: $(STAMP)
+	@test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO=none; fi; \
+	  if [ "$$SUDO" != none ] && command -v apt-get >/dev/null; then \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; \
+	  fi; \
+	  test -x /usr/bin/chromium || echo "make test: could not install chromium (needs root and apt-get); the browser tests will skip"; }
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

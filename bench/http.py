@@ -1,8 +1,9 @@
 """Benchmark: the HTTP API over loopback, server and client in separate processes, fsync on.
 
 Measures, with the remote client (`hw.connect`), full-ack append latency from one client, point
-read latency, and full-ack append throughput from 16 concurrent client threads. Prints a table;
-timings never fail anything.
+read latency, and full-ack append throughput from 16 concurrent client threads; and the same
+single-client requests with the standard library's http.client, to separate what the server
+costs from what the Python client adds. Prints a table; timings never fail anything.
 
     make bench            # or: .venv/bin/python bench/http.py --tasks 2 --seconds 5
 """
@@ -71,6 +72,30 @@ def timed(fn: object, count: int) -> list[float]:
     return timings
 
 
+def raw_http(url: str, count: int) -> tuple[list[float], list[float]]:
+    """The same requests on one keep-alive connection with the standard library's http.client:
+    what the server costs, without the Python client's own overhead (httpx and the View)."""
+    import http.client
+    import json
+
+    host, port = url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port))
+
+    def call(method: str, path: str, body: bytes | None = None) -> None:
+        connection.request(method, path, body=body, headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        response.read()
+        assert response.status == 200, response.status
+
+    append_path = "/api/modules/registration/depots/registrations/append"
+    event = lambda i: json.dumps({"email": f"raw{i}@example.com", "pwd_hash": "h", "timestamp_ms": 1}).encode()  # noqa: E731
+    appends = timed(lambda i: call("POST", append_path, event(i)), count)
+    read_path = "/api/modules/registration/pstates/users/get?path=" + "%5B%22raw1%40example.com%22%5D"
+    reads = timed(lambda i: call("GET", read_path), count)
+    connection.close()
+    return appends, reads
+
+
 def throughput(client: hw.RemoteCluster, clients: int, seconds: float) -> tuple[float, list[float]]:
     depot = client.depot("registration", "registrations")
     stop = time.monotonic() + seconds
@@ -113,25 +138,28 @@ def main() -> None:
                 timed(lambda i: append(10_000_000 + i), 300)  # warm up
                 appends = timed(append, args.count)
                 reads = timed(read, args.count)
+                raw_appends, raw_reads = raw_http(url, args.count)
                 rate, concurrent = throughput(client, args.clients, args.seconds)
         finally:
             process.terminate()
             process.wait(30)
     print(f"\nheadwater HTTP benchmark — {os.cpu_count()} cores, loopback, server in its own process, "
           f"tasks={args.tasks}, fsync on\n")
-    print(f"| {'measure':<48} | {'value':>12} |")
-    print(f"|{'-' * 50}|{'-' * 14}|")
+    print(f"| {'measure':<50} | {'value':>12} |")
+    print(f"|{'-' * 52}|{'-' * 14}|")
     rows = [
         ("full-ack append p50, 1 client (ms; target <= 2)", f"{percentile(appends, 0.5) * 1000:.3f}"),
         ("full-ack append p99, 1 client (ms)", f"{percentile(appends, 0.99) * 1000:.3f}"),
         ("point read p50, 1 client (ms; target <= 1)", f"{percentile(reads, 0.5) * 1000:.3f}"),
         ("point read p99, 1 client (ms)", f"{percentile(reads, 0.99) * 1000:.3f}"),
+        ("  same, bare http.client: full-ack append p50 (ms)", f"{percentile(raw_appends, 0.5) * 1000:.3f}"),
+        ("  same, bare http.client: point read p50 (ms)", f"{percentile(raw_reads, 0.5) * 1000:.3f}"),
         (f"full-ack appends/s, {args.clients} client threads", f"{rate:,.0f}"),
         (f"full-ack append p50, {args.clients} clients (ms)", f"{percentile(concurrent, 0.5) * 1000:.3f}"),
         (f"full-ack append p99, {args.clients} clients (ms)", f"{percentile(concurrent, 0.99) * 1000:.3f}"),
     ]
     for name, value in rows:
-        print(f"| {name:<48} | {value:>12} |")
+        print(f"| {name:<50} | {value:>12} |")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """A guided tour: run the example modules on an embedded cluster and show what happens.
 
-    make run                      # data under ./data; run it twice to see state survive a restart
+    python -m examples.tour       # data under ./data; run it twice to see state survive a restart
     python -m examples.tour --data /some/dir
 """
 
@@ -85,7 +85,7 @@ def main() -> None:
         tour_registration(cluster)
         tour_orders(cluster)
         tour_bank(cluster)
-    print(f"\nDone. Run `make run` again: the data in {args.data!r} is reattached and the answers change.")
+    print(f"\nDone. Run `python -m examples.tour` again: the data in {args.data!r} is reattached and the answers change.")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from datetime import date, datetime, time as dtime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import msgspec
 
@@ -50,7 +50,7 @@ from headwater.schema import List, Map, Record, Schema, Set, as_schema
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["ERRORS", "READ_PAGE_MAX", "RemoteCluster", "RemoteDeadLetter", "RemoteDepot", "connect", "error_class"]
+__all__ = ["ERRORS", "READ_PAGE_MAX", "RemoteCluster", "RemoteDeadLetter", "RemoteDepot", "connect", "error_class", "navigator_json"]
 
 # ---- the wire format shared with headwater.server --------------------------------------------
 
@@ -112,7 +112,7 @@ def _error_from(body: dict[str, Any], status: int) -> HeadwaterError:
     return error
 
 
-def _raise_for(response: httpx.Response) -> None:
+def _raise_for(response: httpx.Response, url: str) -> None:
     if response.status_code < 400:
         return
     try:
@@ -120,7 +120,7 @@ def _raise_for(response: httpx.Response) -> None:
     except msgspec.DecodeError:
         body = None
     if not isinstance(body, dict) or "error" not in body:
-        raise HeadwaterError(f"HTTP {response.status_code} from {response.request.url}: {response.text[:500]}")
+        raise HeadwaterError(f"HTTP {response.status_code} from {url}: {response.text[:500]}")
     raise _error_from(body, response.status_code)
 
 
@@ -200,10 +200,12 @@ class RemoteCluster:
         import httpx  # here, not at the top: `import headwater` should not pay for an HTTP client
 
         self.url = url.rstrip("/")
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        # One pooled, thread-safe client: keep-alive connections make a request cost one round trip.
-        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout_s,
-                                  limits=httpx.Limits(max_connections=64, max_keepalive_connections=64))
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._timeout_s = timeout_s
+        # httpx's transport (a thread-safe pool of keep-alive connections) without httpx.Client on
+        # top: the client's per-request machinery (cookies, redirects, auth flows, URL merging)
+        # costs more than the server takes to answer a point read.
+        self._transport = httpx.HTTPTransport(limits=httpx.Limits(max_connections=64, max_keepalive_connections=64))
         self._modules = {m.name: m for m in modules}
         self._catalog: dict[str, dict[str, Any]] | None = None
         self.closed = False
@@ -219,25 +221,32 @@ class RemoteCluster:
 
     def close(self) -> None:
         self.closed = True
-        self._http.close()
+        self._transport.close()
 
     # ---- HTTP -----------------------------------------------------------------------------
-    def request(self, method: str, path: str, *, timeout_s: float | None = None, **kwargs: Any) -> Any:
+    def request(self, method: str, path: str, *, params: dict[str, Any] | None = None, content: bytes = b"",
+                headers: dict[str, str] | None = None, timeout_s: float | None = None) -> Any:
         """Send one API request and return its decoded JSON body; errors raise their typed exception."""
         if self.closed:
             raise Unavailable(f"this client of {self.url} is closed; connect again")
         import httpx
 
-        if timeout_s is not None:
-            kwargs["timeout"] = timeout_s + _TIMEOUT_MARGIN_S
+        url = self.url + path + ("?" + urlencode(params) if params else "")
+        wait_s = self._timeout_s if timeout_s is None else timeout_s + _TIMEOUT_MARGIN_S
+        request = httpx.Request(method, url, headers={**self._headers, **(headers or {})}, content=content,
+                                extensions={"timeout": {"connect": wait_s, "read": wait_s, "write": wait_s, "pool": wait_s}})
         try:
-            response = self._http.request(method, path, **kwargs)
+            response = self._transport.handle_request(request)
+            try:
+                response.read()
+            finally:
+                response.close()
         except httpx.TimeoutException as e:
             raise AckTimeout(f"no answer from {self.url}{path} in time ({type(e).__name__}); "
                              "an append may still have landed: retry it with the same idempotency_key") from e
         except httpx.TransportError as e:
             raise Unavailable(f"cannot reach headwater at {self.url}: {e}; is `headwater serve` running there?") from e
-        _raise_for(response)
+        _raise_for(response, url)
         return msgspec.json.decode(response.content) if response.content else None
 
     # ---- names ------------------------------------------------------------------------------
@@ -457,6 +466,8 @@ class RemotePStateExecutor:
             return self._slice(steps, schema, *args)
         if op == "contains":
             return self._get(steps, op, {"element": _json(args[0])})["value"]
+        if op in ("select", "select_one"):  # navigators travel as {"nav": ...} objects after the steps
+            return self._get((*steps, *(navigator_json(n) for n in args)), op, {})["value"]
         return self._get(steps, op, {})["value"]
 
     def _schema_at(self, steps: tuple) -> Schema:
@@ -509,6 +520,27 @@ def _range_type(schema: Schema, op: str) -> Any:
             return schema.value_schema.value_type
         return tuple[schema.key_type, schema.value_schema.value_type]  # type: ignore[name-defined]
     return Any
+
+
+def navigator_json(navigator: Any) -> Any:
+    """A navigator in the path's JSON encoding (docs/http-api.md); a plain value stays as it is."""
+    import headwater.pstate as pstate
+
+    for name in ("ALL", "MAP_KEYS", "MAP_VALS", "FIRST", "LAST", "SIZE"):
+        if navigator is getattr(pstate, name, object()):
+            return {"nav": name.lower()}
+    base = getattr(pstate, "Navigator", None)
+    if base is None or not isinstance(navigator, base):
+        return navigator
+    if hasattr(navigator, "must_exist"):
+        return {"nav": "must", "key": navigator.key} if navigator.must_exist else navigator.key
+    if hasattr(navigator, "index"):
+        return {"nav": "nth", "index": navigator.index}
+    if hasattr(navigator, "stop") and hasattr(navigator, "reverse"):
+        return {"nav": "range", "start": navigator.start, "stop": navigator.stop, "limit": navigator.limit,
+                "reverse": navigator.reverse}
+    raise PathError(f"{navigator!r} takes a Python function, which cannot be sent to a server; select the "
+                    "values without it and filter or transform them in the client")
 
 
 def _json(value: Any) -> str:

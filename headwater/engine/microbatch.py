@@ -30,6 +30,7 @@ import msgspec
 from headwater.engine import messages
 from headwater.engine.context import Context, RecordInfo, invocation_id
 from headwater.engine.definitions import MicrobatchDecl, Retry
+from headwater.engine.txns import merge_txn
 from headwater.engine.messages import BatchFailure, Hop, MbAck, MbDone, MbPhase, MbProcess, TreeRef
 from headwater.storage import Batch
 
@@ -61,6 +62,7 @@ class Staged(msgspec.Struct, array_like=True):
     batch: int
     plan: list[tuple[int, int, int, bool]]  # (depot id, start, stop, whether it advances progress)
     writes: list[tuple[bytes, bytes | None]]
+    cleared: list[tuple[bytes, bytes]]  # PState key ranges deleted (applied before `writes`)
     dead: list[tuple[bytes, bytes]]
     appends: list[tuple[int, bytes]]
     records: int
@@ -191,11 +193,7 @@ class BatchParticipant:
 
     def _merge(self, outcome: Any) -> None:
         invocation = outcome.invocation
-        for key, value in invocation.txn.pending():
-            if value is None:
-                self.txn.delete(key)
-            else:
-                self.txn.put(key, value)
+        merge_txn(invocation.txn, self.txn)
         self.appends.extend(invocation.deferred_appends or ())
         for task_id, data in invocation.outbox:
             self.task.send(task_id, data)
@@ -233,13 +231,15 @@ class BatchParticipant:
             if self.staged.batch <= message.batch:
                 self._apply(self.staged.batch)  # decided before the crash: finish it
             else:
-                self.staged.writes, self.staged.dead, self.staged.appends = [], [], []  # undecided: run again
+                # Undecided: drop its writes; the batch runs again over the staged plan's records.
+                self.staged.writes, self.staged.cleared, self.staged.dead, self.staged.appends = [], [], [], []
 
     def _prepare(self, message: MbPhase) -> None:
         from headwater.engine.task import DeadLetterEntry, _dead_key, _dead_encoder
 
         assert self.plan is not None
-        writes = self.txn.pending() if self.txn is not None else []
+        writes = self.txn.pending(expand_ranges=False) if self.txn is not None else []
+        cleared = self.txn.deleted_ranges() if self.txn is not None else []
         dead = []
         retried = {record: entry for record, (entry, _) in self.retries.items()}
         for failure in self.skipped:
@@ -254,7 +254,7 @@ class BatchParticipant:
             dead.append((_dead_key(self.name, entry.id), _dead_encoder.encode(entry)))
         for earlier in retried.values():  # retried and succeeded: the dead letter goes
             dead.append((_dead_key(self.name, earlier.id), b""))
-        self.staged = Staged(message.batch, self.plan, writes, dead, self.appends, self.records)
+        self.staged = Staged(message.batch, self.plan, writes, cleared, dead, self.appends, self.records)
         batch = Batch()
         batch.put("meta", _key(self.name, "staged"), _staged_encoder.encode(self.staged))
         self.task.store.write(batch, sync=True)
@@ -268,6 +268,8 @@ class BatchParticipant:
         if staged is None or staged.batch != batch_number:
             return  # applied already (a recovery raced the coordinator's apply)
         batch = Batch()
+        for start, stop in staged.cleared:
+            batch.delete_range("pstate", start, stop)
         for key, value in staged.writes:
             if value is None:
                 batch.delete("pstate", key)

@@ -43,6 +43,7 @@ from headwater.engine.messages import (
 )
 from headwater.engine.microbatch import COORDINATOR_TASK, BatchCoordinator, BatchParticipant
 from headwater.engine.runtime import DepotRuntime, ModuleRuntime
+from headwater.engine.txns import add_txn_to_batch, merge_txn
 from headwater.errors import HeadwaterError, NotFound
 from headwater.storage import Batch, Store, WalSyncer
 
@@ -277,11 +278,7 @@ class Task:
 
     def _end_round(self) -> None:
         batch = self._round
-        for key, value in self._round_txn.pending():
-            if value is None:
-                batch.delete("pstate", key)
-            else:
-                batch.put("pstate", key, value)
+        add_txn_to_batch(self._round_txn, batch)
         if self._unique_dirty:
             batch.put("meta", _UNIQUE_KEY, _U64.pack(self._unique))
             self._unique_dirty = False
@@ -557,11 +554,7 @@ class Task:
         invocation = outcome.invocation
         round_txn, batch = self._round_txn, self._round
         if outcome.error is None:
-            for key, value in invocation.txn.pending():
-                if value is None:
-                    round_txn.delete(key)
-                else:
-                    round_txn.put(key, value)
+            merge_txn(invocation.txn, round_txn)
             if dead is not None:
                 batch.delete("meta", _dead_key(invocation.topology, dead.id))
         else:

@@ -19,10 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import fdb.tuple
 import msgspec
 
 from headwater.schema import Schema, encode_key
+from headwater.schema.keys import unpack_key
 from headwater.schema.types import format_step
 from headwater.pstate.txn import prefix_end
 
@@ -42,7 +42,7 @@ def decode_count(raw: bytes) -> int:
     return _count_decoder.decode(raw)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)  # not frozen: frozen dataclasses construct slowly, and reads make many
 class Location:
     """One stored node: its storage key, the base of its elements, and how to name it."""
 
@@ -52,19 +52,18 @@ class Location:
     split: bool
     parent: Location | None
     step: Any  # canonical step from the parent (None at the root)
-    path: str  # e.g. "$[42]['items']", for messages
+    # Present even with no key stored: a task's share of a partitioned map is the PState itself,
+    # not a value someone set, so it always exists (maybe empty).
+    implicit: bool = False
 
     def child(self, step: Any, schema: Schema) -> Location:
         segment = encode_key(step)
-        return Location(
-            self.base + ENTRY + segment,
-            self.base + CHILDREN + segment,
-            schema,
-            schema.split,
-            self,
-            step,
-            format_step(self.path, step),
-        )
+        return Location(self.base + ENTRY + segment, self.base + CHILDREN + segment, schema, schema.split, self, step)
+
+    @property
+    def path(self) -> str:
+        """E.g. "$[42]['items']", for messages (built only when asked for: reads are hot)."""
+        return "$" if self.parent is None else format_step(self.parent.path, self.step)
 
     def element_key(self, step: Any) -> bytes:
         """The storage key of the element `step` (for set elements, which have no schema)."""
@@ -72,8 +71,7 @@ class Location:
 
     def element_step(self, key: bytes) -> Any:
         """The raw tuple-layer item of an element key (decode it with the key type)."""
-        (item,) = fdb.tuple.unpack(key, len(self.base) + len(ENTRY))
-        return item
+        return unpack_key(key, len(self.base) + len(ENTRY))
 
     @property
     def elements(self) -> tuple[bytes, bytes]:
@@ -86,6 +84,7 @@ class Location:
         return self.base, prefix_end(self.base)
 
 
-def root_location(schema: Schema, pstate_id: int, *, split: bool) -> Location:
+def root_location(schema: Schema, pstate_id: int, *, partitioned: bool) -> Location:
+    """The root of PState `pstate_id`; a partitioned map's root is split and always present."""
     prefix = encode_key(pstate_id)
-    return Location(prefix + ENTRY, prefix + CHILDREN, schema, split, None, None, "$")
+    return Location(prefix + ENTRY, prefix + CHILDREN, schema, schema.split or partitioned, None, None, partitioned)

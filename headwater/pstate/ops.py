@@ -18,6 +18,7 @@ from headwater.schema.values import check_fields, check_key
 
 __all__ = [
     "READ_OPS",
+    "applies",
     "WRITE_OPS",
     "check_increment",
     "check_limit",
@@ -29,9 +30,9 @@ __all__ = [
     "slice_indexes",
 ]
 
-READ_OPS = frozenset({"get", "exists", "size", "keys", "items", "values", "slice", "contains"})
+READ_OPS = frozenset({"get", "exists", "size", "keys", "items", "values", "slice", "contains", "select", "select_one"})
 WRITE_OPS = frozenset(
-    {"set", "delete", "update", "increment", "append", "extend", "insert", "add", "discard", "merge"}
+    {"set", "delete", "update", "increment", "append", "extend", "insert", "add", "discard", "merge", "transform"}
 )
 
 # Operations that apply to some kinds of schema only; the rest apply to every kind.
@@ -51,6 +52,16 @@ _KINDS = {
 }
 _NUMBERS = (int, float, decimal.Decimal)
 _NUMERIC_LEAVES = frozenset({int, float, decimal.Decimal, Any})
+
+
+def applies(schema: Schema, op: str) -> bool:
+    """Whether `op` is an operation that applies to `schema` (check_op says why not)."""
+    if op not in READ_OPS and op not in WRITE_OPS:
+        return False
+    kinds = _KINDS.get(op)
+    if kinds and schema.kind not in kinds:
+        return False
+    return op != "increment" or not isinstance(schema, Leaf) or schema.leaf_type in _NUMERIC_LEAVES
 
 
 def check_op(schema: Schema, op: str, path: str) -> None:

@@ -51,7 +51,7 @@ def load(reader: Reader, location: Location) -> Any:
     """The whole value at a location (split or not), or ABSENT."""
     raw = reader.get(location.key)
     if raw is None:
-        return ABSENT
+        return assemble(reader, location) if location.implicit else ABSENT
     return assemble(reader, location) if location.split else location.schema.decoder.decode(raw)
 
 
@@ -69,17 +69,25 @@ def assemble(reader: Reader, location: Location) -> Any:
     return value
 
 
-def _elements(reader: Reader, location: Location, start: bytes, stop: bytes, *,
-              reverse: bool = False, limit: int | None = None) -> Iterator[tuple[Any, Any]]:
-    """(step, value) of the elements whose keys are in [start, stop)."""
+def _elements(reader: Reader, location: Location, start: bytes, stop: bytes, *, reverse: bool = False,
+              limit: int | None = None, values: bool = True) -> Iterator[tuple[Any, Any]]:
+    """(step, value) of the elements whose keys are in [start, stop); value None unless `values`."""
     schema = location.schema
     for key, raw in itertools.islice(reader.iterate(start, stop, reverse=reverse), limit):
         step = _step_from_key(location, key)
-        if isinstance(schema, Set):
+        if not values:
+            yield step, None
+        elif isinstance(schema, Set):
             yield step, step
-            continue
-        child = location.child(step, _child_schema(schema, step))
-        yield step, assemble(reader, child) if child.split else child.schema.decoder.decode(raw)
+        else:
+            yield step, _element_value(reader, location, step, raw)
+
+
+def _element_value(reader: Reader, location: Location, step: Any, raw: bytes) -> Any:
+    schema = _child_schema(location.schema, step)
+    if not schema.split:
+        return schema.decoder.decode(raw)
+    return assemble(reader, location.child(step, schema))
 
 
 def _step_from_key(location: Location, key: bytes) -> Any:
@@ -98,7 +106,7 @@ def _get(reader: Reader, location: Location, default: Any = None) -> Any:
 
 
 def _exists(reader: Reader, location: Location) -> bool:
-    return reader.get(location.key) is not None
+    return location.implicit or reader.get(location.key) is not None
 
 
 def _size(reader: Reader, location: Location) -> int:
@@ -106,19 +114,19 @@ def _size(reader: Reader, location: Location) -> int:
 
 
 def _range(reader: Reader, location: Location, start: Any, stop: Any, limit: int | None,
-           reverse: bool) -> Iterator[tuple[Any, Any]]:
+           reverse: bool, *, values: bool = True) -> Iterator[tuple[Any, Any]]:
     ops.check_limit(limit)
     schema, path = location.schema, location.path
-    low, high = ops.range_bound(schema, start, path), ops.range_bound(schema, stop, path)
+    low, high = ops.range_bound(schema, start, path), ops.range_bound(schema, stop, path)  # type: ignore[arg-type]
     first, end = location.elements
     low_key = first if low is None else location.element_key(low)
     high_key = end if high is None else location.element_key(high)
-    return _elements(reader, location, low_key, high_key, reverse=reverse, limit=limit)
+    return _elements(reader, location, low_key, high_key, reverse=reverse, limit=limit, values=values)
 
 
 def _keys(reader: Reader, location: Location, start: Any = None, stop: Any = None, *,
           limit: int | None = None, reverse: bool = False) -> list:
-    return [k for k, _ in _range(reader, location, start, stop, limit, reverse)]
+    return [k for k, _ in _range(reader, location, start, stop, limit, reverse, values=False)]
 
 
 def _values(reader: Reader, location: Location, start: Any = None, stop: Any = None, *,
@@ -250,7 +258,7 @@ def remove(txn: Txn, location: Location) -> None:
         return
     size = count(txn, parent) or 0
     if isinstance(parent.schema, List):
-        for index in range(location.step + 2, size):
+        for index in range(location.step + 1, size):
             _move(txn, parent, index, index - 1)
         _clear(txn, parent.child(size - 1, location.schema))
     else:

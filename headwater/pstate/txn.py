@@ -84,21 +84,33 @@ class Txn:
             del self._writes[key]
         self._cleared = _union(self._cleared, (start, stop))
 
-    def pending(self) -> list[tuple[bytes, bytes | None]]:
+    def pending(self, *, expand_ranges: bool = True) -> list[tuple[bytes, bytes | None]]:
         """Every change as (key, value or None for a delete), sorted by key.
 
-        Range deletes are expanded into deletes of the committed keys they cover, so the list
-        alone reproduces the Txn's effect.
+        By default range deletes are expanded into deletes of the committed keys they cover, so
+        the list alone reproduces the Txn's effect. With `expand_ranges=False` they are left out:
+        apply `deleted_ranges()` first, then these (as `storage.Batch` does), to skip reading them.
         """
         changes = dict(self._writes.items())
-        for start, stop in self._cleared:
-            for key, _ in self._reader.iterate(start, stop):
-                changes.setdefault(key, None)
+        if expand_ranges:
+            for start, stop in self._cleared:
+                for key, _ in self._reader.iterate(start, stop):
+                    changes.setdefault(key, None)
         return sorted(changes.items())
 
     def deleted_ranges(self) -> list[tuple[bytes, bytes]]:
-        """The ranges deleted by `delete_range` (already expanded into `pending()`)."""
+        """The ranges deleted by `delete_range`, sorted and disjoint."""
         return list(self._cleared)
+
+    def savepoint(self) -> tuple:
+        """The pending state now, to return to with `rollback` (copies the pending writes)."""
+        return self._writes.copy(), list(self._cleared)
+
+    def rollback(self, savepoint: tuple) -> None:
+        """Forget every write made since `savepoint`."""
+        writes, cleared = savepoint
+        self._writes = writes.copy()
+        self._cleared = list(cleared)
 
     def clear(self) -> None:
         """Forget every pending write."""

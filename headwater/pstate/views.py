@@ -12,7 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, NoReturn, Protocol
 
+from headwater.errors import PathError
 from headwater.pstate import ops
+from headwater.pstate.navigators import Navigator, TransformOp
 from headwater.schema import Schema, as_schema
 from headwater.schema.types import format_step
 
@@ -105,7 +107,33 @@ class View:
         """Whether a set holds `element`."""
         return self._read("contains", element)
 
+    def select(self, *navigators: Any) -> list:
+        """Every value the path of `navigators` reaches from here (plain values are keys)."""
+        view, rest = self._split_path(navigators)
+        return view._read("select", *rest)
+
+    def select_one(self, *navigators: Any) -> Any:
+        """The one value the path reaches; PathError if it reaches none or several."""
+        view, rest = self._split_path(navigators)
+        return view._read("select_one", *rest)
+
+    def _split_path(self, navigators: tuple) -> tuple[View, tuple]:
+        """Leading plain keys become item access, so the engine can route by the first of them."""
+        view = self
+        for index, step in enumerate(navigators):
+            if isinstance(step, Navigator):
+                return view, navigators[index:]
+            view = view[step]
+        return view, ()
+
     # --- writes (handlers only) ---------------------------------------------------------------------
+
+    def transform(self, *navigators_and_op: Any) -> None:
+        """Change every value the path reaches: the last argument is set_val(v), apply(fn) or REMOVE."""
+        if not navigators_and_op or not isinstance(navigators_and_op[-1], TransformOp):
+            raise PathError("transform() ends with an operation: hw.set_val(v), hw.apply(fn) or hw.REMOVE")
+        view, rest = self._split_path(navigators_and_op[:-1])
+        view._write("transform", *rest, navigators_and_op[-1])
 
     def set(self, value: Any) -> None:
         """Replace the value at this path, creating absent maps and records above it."""

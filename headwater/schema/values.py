@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import operator
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgspec
@@ -50,6 +51,7 @@ _PLAIN = (int, str, bytes, bool, float, type(None))
 _EXT_UUID, _EXT_DECIMAL, _EXT_DATE, _EXT_NAIVE_DATETIME, _EXT_SET, _EXT_TUPLE, _EXT_FROZENSET = range(1, 8)
 
 _encoder = msgspec.msgpack.Encoder()
+_first = operator.itemgetter(0)
 _MSGSPEC_PATH = re.compile(r"^(.*) - at `\$(.*)`$", re.DOTALL)
 
 
@@ -105,10 +107,18 @@ def _prepare_leaf(schema: Leaf, value: Any, path: str) -> Any:
 def _prepare_map(schema: Map, value: Any, path: str) -> dict:
     if not isinstance(value, Mapping):
         raise _mismatch(schema, "a dict", value, path)
-    entries = {}
-    for key, item in value.items():
-        canonical = check_key(schema.keys, key, path, what="key")
-        entries[canonical] = prepare_value(schema.value_schema, item, format_step(path, canonical))
+    element = schema.value_schema
+    if isinstance(element, Leaf) and not element.is_any:
+        # Leaves are validated by the typed decoder in one C pass; only keys need Python.
+        try:
+            entries = {schema.keys.check(key): item for key, item in value.items()}
+        except KeyMismatch:
+            entries = {check_key(schema.keys, key, path, what="key"): item for key, item in value.items()}
+    else:
+        entries = {}
+        for key, item in value.items():
+            canonical = check_key(schema.keys, key, path, what="key")
+            entries[canonical] = prepare_value(element, item, format_step(path, canonical))
     return sort_by_key(schema.keys, entries)
 
 
@@ -139,7 +149,7 @@ def _prepare_record(schema: Record, value: Any, path: str) -> dict:
     }
 
 
-_PREPARERS = {Leaf: _prepare_leaf, Map: _prepare_map, List: _prepare_list, Set: _prepare_set, Record: _prepare_record}
+_PREPARERS: dict[type, Callable[[Any, Any, str], Any]] = {Leaf: _prepare_leaf, Map: _prepare_map, List: _prepare_list, Set: _prepare_set, Record: _prepare_record}
 
 
 def check_fields(schema: Record, value: Mapping, path: str) -> None:
@@ -163,6 +173,8 @@ def check_key(keys: KeyType, key: Any, path: str, *, what: str) -> Any:
 
 def sort_by_key(keys: KeyType, entries: dict) -> dict:
     """`entries` ordered by the storage order of their keys."""
+    if keys.natural_order:
+        return dict(sorted(entries.items(), key=_first))
     return dict(sorted(entries.items(), key=lambda item: keys.sort_key(item[0])))
 
 

@@ -19,29 +19,30 @@ from typing import Any
 
 import msgspec
 
-from headwater.cluster.inprocess import InProcessCluster
+from headwater.cluster.inprocess import Deployment, InProcessCluster
 from headwater.engine.runtime import ModuleRuntime
 from headwater.errors import NotFound
 from headwater.schema import List, Map, Record, Schema, Set, as_schema
 from headwater.schema.types import Leaf
 
-__all__ = ["describe_module", "describe_schema", "describe_type", "event_type", "query_parameters", "runtime_of"]
+__all__ = ["deployment_of", "describe_module", "describe_schema", "describe_type", "event_type", "query_parameters", "runtime_of"]
 
 
-def runtime_of(cluster: InProcessCluster, module: str) -> ModuleRuntime:
-    """The compiled module behind `module`, NotFound (with a suggestion) if it is not deployed."""
+def deployment_of(cluster: InProcessCluster, module: str) -> Deployment:
+    """The deployment running `module`, NotFound (with a suggestion) if it is not deployed."""
     # The one place the server reads a private attribute of the cluster: the client interface has
-    # no read of a module's definition yet (see the server notes in docs/ARCHITECTURE.md).
+    # no read of a module's definition or of its tasks' progress yet (see the server notes in
+    # docs/ARCHITECTURE.md for the accessor we would rather have).
     deployments = cluster._deployments
     deployment = deployments.get(module)
     if deployment is None or deployment.closed:
         raise NotFound("module", module, deployments, where="this cluster")
-    return deployment.runtime
+    return deployment
 
 
-def deployment_of(cluster: InProcessCluster, module: str) -> Any:
-    runtime_of(cluster, module)
-    return cluster._deployments[module]  # see runtime_of
+def runtime_of(cluster: InProcessCluster, module: str) -> ModuleRuntime:
+    """The compiled module behind `module`: its depots, PStates, topologies and queries."""
+    return deployment_of(cluster, module).runtime
 
 
 _SCALAR_NAMES: dict[Any, str] = {

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import time
 import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -118,7 +117,6 @@ def endpoint(fn: Endpoint) -> Endpoint:
 
     @functools.wraps(fn)
     async def wrapper(request: Request) -> Response:
-        started = time.perf_counter()
         try:
             response = await fn(request)
         except (ApiError, HeadwaterError) as e:
@@ -130,7 +128,7 @@ def endpoint(fn: Endpoint) -> Endpoint:
             response = error_response(ApiError(500, "internal_error", f"{type(e).__name__}: {e}"))
         metrics = getattr(request.app.state, "metrics", None)
         if metrics is not None:
-            metrics.observe_request(fn.__name__, response.status_code, time.perf_counter() - started)
+            metrics.observe_request(fn.__name__, response.status_code)
         return response
 
     return wrapper

@@ -84,7 +84,7 @@ class Metrics:
         self._appended: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
 
-    def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
+    def observe_request(self, endpoint: str, status: int) -> None:
         self.requests.labels(endpoint, str(status)).inc()
 
     def observe_append(self, module: str, depot: str, ack: str, outcome: str, seconds: float, count: int = 1) -> None:

@@ -20,7 +20,7 @@ from headwater.schema.types import Leaf
 
 __all__ = ["NAVIGATORS", "convert_key", "decode_path", "has_navigators", "key_schema_type"]
 
-# Navigator name -> (attribute of the headwater package, the JSON fields it takes).
+# Navigator name -> (attribute of headwater.pstate, the JSON fields it takes).
 NAVIGATORS: dict[str, tuple[str, tuple[str, ...]]] = {
     "all": ("ALL", ()),
     "map_keys": ("MAP_KEYS", ()),
@@ -92,14 +92,14 @@ def decode_path(schema: Schema, raw_steps: Any) -> list[Any]:
 
 
 def _navigator(position: Schema | None, raw: dict[str, Any]) -> tuple[Any, Schema | None]:
-    import headwater
+    import headwater.pstate
 
     name = raw.get("nav")
     if name not in NAVIGATORS:
         raise PathError(f"unknown navigator {raw!r}; a navigator is {{\"nav\": NAME}} with NAME one of "
                         f"{', '.join(NAVIGATORS)} (filter and view take functions and exist only in Python)")
     attribute, fields = NAVIGATORS[name]
-    navigator = getattr(headwater, attribute, None)
+    navigator = getattr(headwater.pstate, attribute, None)
     if navigator is None:
         raise PathError(f"navigator {name!r} is not available in this version of headwater; "
                         "read with plain keys and get/keys/items instead")

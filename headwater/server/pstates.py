@@ -76,10 +76,11 @@ def _get(view: View) -> dict[str, Any]:
 
 
 def _select(root: View, op: str, raw_path: list[Any]) -> Any:
+    navigators = decode_path(root.schema, raw_path)
     method = getattr(root, op, None)
     if method is None:
         raise PathError(f"{op} is not available in this version of headwater; read with plain keys and get/keys/items")
-    return method(*decode_path(root.schema, raw_path))
+    return method(*navigators)
 
 
 def _int_or_none(request: Request, name: str) -> int | None:

@@ -15,11 +15,14 @@ import os
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from headwater.errors import PathError, SchemaError
-from headwater.pstate import List, Map, Record, Set
+from headwater.pstate import ALL, FIRST, LAST, MAP_KEYS, MAP_VALS, REMOVE, SIZE, List, Map, Record, Set
+from headwater.pstate import apply, must, nth, set_val, view
+from headwater.pstate import filter as hw_filter
+from headwater.pstate import range as hw_range
 from headwater.schema import Schema
 from headwater.schema.types import Leaf
 from headwater.storage import MemoryStore, RocksStore
@@ -111,6 +114,83 @@ class Draw:
         kwargs = {"limit": None if self.chance(50) else self.number(0, 3),
                   "reverse": self.chance(40)}
         return (bound(), bound()), kwargs
+
+
+class Even:
+    """A filter() predicate that depends only on the value (so every layout agrees)."""
+
+    def __call__(self, value: Any) -> bool:
+        weight = value if isinstance(value, int) else 0 if value is None else len(value)
+        return weight % 2 == 0
+
+    def __repr__(self) -> str:
+        return "Even()"
+
+
+class Twice:
+    """A view() function that keeps the leaf's type, so a transform can write through it."""
+
+    def __call__(self, value: Any) -> Any:
+        return None if value is None else value * 2
+
+    def __repr__(self) -> str:
+        return "Twice()"
+
+
+NAVIGATORS_BY_KIND = {
+    "map": ["key", "must", "ALL", "MAP_VALS", "MAP_KEYS", "FIRST", "LAST", "nth", "range", "range ALL", "SIZE",
+            "filter"],
+    "list": ["key", "must", "ALL", "FIRST", "LAST", "nth", "SIZE", "filter"],
+    "set": ["ALL", "FIRST", "LAST", "nth", "range", "range ALL", "SIZE", "filter"],
+    "record": ["key", "must", "ALL", "SIZE", "filter"],
+    "leaf": ["view", "filter"],
+}
+
+
+def draw_navigators(draw: Draw, schema: Schema) -> tuple[tuple, tuple[str, Schema]]:
+    """A path of 1-3 navigators, and what it ends on: ("target" | "entry" | "member" | ...,
+    the schema there)."""
+    navs: list = []
+    end = ("target", schema)
+    while len(navs) < 3 and end[0] == "target" and (not navs or draw.chance(60)):
+        added, end = draw_navigator(draw, end[1])
+        navs.extend(added)
+    return tuple(navs), end
+
+
+def draw_navigator(draw: Draw, schema: Any) -> tuple[list, tuple[str, Any]]:
+    choice = draw.choice(NAVIGATORS_BY_KIND[schema.kind])
+    element = {"map": "entry", "record": "entry", "set": "member"}.get(schema.kind, "target")
+    element_end = (element, schema.value_schema if schema.kind == "list" else schema)
+    if choice in ("key", "must"):
+        step = draw.path(schema, first_step=True)[0][0]
+        child = schema.child(step, "$")[1]
+        return [step if choice == "key" else must(step)], ("target", child)
+    if choice in ("ALL", "FIRST", "LAST", "nth"):
+        nav = {"ALL": ALL, "FIRST": FIRST, "LAST": LAST}.get(choice) or nth(draw.choice([0, 1, -2]))
+        return [nav], element_end
+    if choice == "MAP_VALS":
+        return [MAP_VALS], ("target", schema.value_schema)
+    if choice in ("MAP_KEYS", "SIZE"):
+        return [MAP_KEYS if choice == "MAP_KEYS" else SIZE], ("computed", None)
+    if choice.startswith("range"):
+        (start, stop), kwargs = draw.range_args(schema)
+        nav = hw_range(start, stop, **kwargs)
+        return ([nav, ALL], element_end) if choice == "range ALL" else ([nav], ("ranged", schema))
+    if choice == "view":
+        return [view(Twice())], ("view", schema)
+    return [hw_filter(Even())], ("target", schema)
+
+
+def draw_transform_op(draw: Draw, end: tuple[str, Any]) -> Any:
+    kind, schema = end
+    if draw.chance(30) or kind in ("entry", "computed"):
+        return REMOVE if draw.chance(70) else set_val(1)
+    if kind == "member":
+        return set_val(draw.key(schema.element_type))
+    if kind in ("target", "view"):
+        return set_val(draw.value(schema)) if draw.chance(50) else apply(Replace(draw.value(schema)))
+    return set_val(draw.value(schema))  # a ranged sub-map or sub-set
 
 
 READS_BY_KIND = {
@@ -341,7 +421,9 @@ def shared_store(request, tmp_path_factory):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# No shrinking: it takes minutes over random sequences; the failure message carries the history.
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+          phases=[Phase.explicit, Phase.reuse, Phase.generate])
 @given(data=st.data())
 def test_every_layout_gives_the_models_results(shared_store, family, data):
     schemas = variants(family)
@@ -349,30 +431,66 @@ def test_every_layout_gives_the_models_results(shared_store, family, data):
     harnesses = [Harness(shared_store, schema, next(_pstate_ids), partitioned=partitioned) for schema in schemas]
     model, saved = Model(partitioned), Model(partitioned)
     draw = Draw(data)
+    history: list = []
     for _ in range(draw.number(1, 60)):
         if draw.chance(10):
             keep = draw.chance(70)
+            history.append("commit" if keep else "abort")
             for harness in harnesses:
                 harness.commit() if keep else harness.abort()
             if keep:
                 saved.root = copy.deepcopy(model.root)
             else:
                 model.root = copy.deepcopy(saved.root)
+        if draw.chance(15):
+            check_navigators(draw, harnesses, model, schemas[0], partitioned, history)
+            continue
         write = draw.chance(55)
         steps, path_schemas = draw.path(schemas[0], first_step=write and partitioned)
         schema = path_schemas[-1]
         op = draw.choice((WRITES_BY_KIND if write else READS_BY_KIND)[schema.kind])
         args, kwargs = draw_operation(draw, schema, op)
+        history.append((steps, op, args, kwargs))
         if write:
-            expected = outcome(lambda: model.write(path_schemas, steps, op, args, kwargs))
-            for harness in harnesses:
-                assert outcome(lambda: harness.layout.write(harness.txn, steps, op, args, kwargs)) == expected, (
-                    harness.schema, steps, op, args)
-            expected = outcome(lambda: model.read(schemas[0], (), "get", (None,), {}))
-            for harness in harnesses:
-                assert outcome(lambda: harness.view.get()) == expected, (harness.schema, steps, op, args)
+            check_write(harnesses, model, path_schemas, steps, op, args, kwargs, history)
         else:
             expected = outcome(lambda: model.read(schema, steps, op, args, kwargs))
             for harness in harnesses:
-                assert outcome(lambda: harness.layout.read(harness.txn, steps, op, args, kwargs)) == expected, (
-                    harness.schema, steps, op, args, kwargs)
+                got = outcome(lambda: harness.layout.read(harness.txn, steps, op, args, kwargs))
+                assert got == expected, failure(harness, history)
+
+
+def check_write(harnesses: list, model: Model, path_schemas: list, steps: tuple, op: str, args: tuple,
+                kwargs: dict, history: list) -> None:
+    expected = outcome(lambda: model.write(path_schemas, steps, op, args, kwargs))
+    for harness in harnesses:
+        got = outcome(lambda: harness.layout.write(harness.txn, steps, op, args, kwargs))
+        assert got == expected, failure(harness, history)
+    expected = outcome(lambda: model.read(path_schemas[0], (), "get", (None,), {}))
+    for harness in harnesses:
+        assert outcome(lambda: harness.view.get()) == expected, failure(harness, history)
+
+
+def check_navigators(draw: Draw, harnesses: list, model: Model, schema: Schema, partitioned: bool,
+                     history: list) -> None:
+    """select/transform: every layout must agree (the model learns the result afterwards)."""
+    steps, path_schemas = draw.path(schema, first_step=partitioned)
+    navs, end = draw_navigators(draw, path_schemas[-1])
+    transform = draw.chance(50)
+    op = draw_transform_op(draw, end) if transform else None
+    history.append((steps, "transform" if transform else "select", navs, op))
+    results = []
+    for harness in harnesses:
+        view = harness.view
+        for step in steps:
+            view = view[step]
+        results.append(outcome(lambda: view.transform(*navs, op) if transform else view.select(*navs)))
+        results.append(outcome(lambda: harness.view.get()))
+        assert results[-2:] == results[:2], failure(harness, history)
+    root = harnesses[0].view
+    model.root = root.get() if root.exists() else ABSENT
+
+
+def failure(harness: Harness, history: list) -> str:
+    lines = "\n".join(f"  {entry}" for entry in history[-20:])
+    return f"{harness.schema!r} differs from the model after (last 20 of {len(history)} operations):\n{lines}"

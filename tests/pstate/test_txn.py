@@ -44,6 +44,31 @@ def test_range_delete_then_put_keeps_the_put(store):
     assert list(txn.iterate(b"", reverse=True)) == [(b"z", b"z"), (b"k2", b"new")]
     assert txn.pending() == [(b"k1", None), (b"k2", b"new"), (b"k3", None)]
     assert txn.deleted_ranges() == [(b"k", b"l")]
+    assert txn.pending(expand_ranges=False) == [(b"k2", b"new")]
+
+
+def test_range_deletes_can_go_to_the_batch_unexpanded(store):
+    reader = committed(store, {b"k1": b"1", b"k2": b"2", b"z": b"z"})
+    txn = Txn(reader)
+    txn.delete_range(b"k", b"l")
+    txn.put(b"k3", b"3")
+    batch = Batch()
+    for start, stop in txn.deleted_ranges():
+        batch.delete_range("pstate", start, stop)
+    for key, value in txn.pending(expand_ranges=False):
+        batch.put("pstate", key, value) if value is not None else batch.delete("pstate", key)
+    store.write(batch, sync=False)
+    assert list(store.iterate("pstate", b"")) == [(b"k3", b"3"), (b"z", b"z")]
+
+
+def test_a_savepoint_rolls_back_later_writes_only(store):
+    txn = Txn(committed(store, {b"a": b"1"}))
+    txn.put(b"b", b"2")
+    savepoint = txn.savepoint()
+    txn.put(b"c", b"3")
+    txn.delete_range(b"", b"\xff")
+    txn.rollback(savepoint)
+    assert list(txn.iterate(b"")) == [(b"a", b"1"), (b"b", b"2")]
 
 
 def test_discarding_a_txn_leaves_storage_untouched(store):

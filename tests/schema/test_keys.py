@@ -166,3 +166,20 @@ def test_stable_hash_is_pinned(value, expected):
 def test_task_for_key_is_in_range(value, num_tasks):
     assert 0 <= task_for_key(value, num_tasks) < num_tasks
     assert task_for_key(value, num_tasks) == stable_hash(value) % num_tasks
+
+
+@given(st.one_of(ints, st.integers(), st.text(), st.binary()))
+def test_fast_paths_agree_with_the_tuple_layer(value):
+    import fdb.tuple
+
+    from headwater.schema.keys import unpack_key
+
+    assert encode_key(value) == fdb.tuple.pack((value,))
+    assert unpack_key(b"prefix" + encode_key(value), len(b"prefix")) == value
+
+
+@given(st.lists(st.one_of(ints, st.text(max_size=3)), max_size=4).map(tuple))
+def test_tuple_fast_path_agrees_with_the_tuple_layer(value):
+    import fdb.tuple
+
+    assert encode_key(value) == fdb.tuple.pack((value,))

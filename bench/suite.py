@@ -1,0 +1,142 @@
+"""Every comparison, one after the other, written to docs/benchmarks.md (what `make bench` runs).
+
+    .venv/bin/python -m bench.suite              # full run, about 15 minutes
+    .venv/bin/python -m bench.suite --quick      # shorter runs and smaller data, about 4 minutes
+    .venv/bin/python -m bench.suite --only registration,reads
+
+PostgreSQL and Redis are started from their Debian packages in a temporary directory and
+stopped at the end, whatever happens (Ctrl-C included). Raw numbers go to
+bench/results/latest.json; plots to docs/bench/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.common import loadavg, machine
+from bench.harness import DOCS, PLOTS, Env, Section
+
+RESULTS = Path(__file__).resolve().parent / "results"
+WORKLOADS = ["registration", "stack", "reads", "bank", "wordcount", "restart"]
+
+
+def _workload(name: str) -> Callable[[Env], Section]:
+    import importlib
+
+    module = {"registration": "compare_registration", "stack": "compare_stack", "reads": "compare_reads",
+              "bank": "compare_bank", "wordcount": "compare_wordcount", "restart": "restart"}[name]
+    return importlib.import_module(f"bench.{module}").run
+
+
+def _arguments(argv: list[str] | None, *, suite: bool) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="shorter runs and smaller data sets")
+    parser.add_argument("--runs", type=int, help="runs per system and concurrency (default 3)")
+    parser.add_argument("--seconds", type=float, help="measured seconds per run (default 3; quick 1)")
+    parser.add_argument("--tasks", type=int, default=2, help="headwater tasks per module (default 2: one per core)")
+    parser.add_argument("--wait-load", type=float, default=0.0, metavar="S",
+                        help="first wait up to S seconds for the 1-minute load average to drop below 1.0")
+    if suite:
+        parser.add_argument("--only", help=f"comma-separated subset of {','.join(WORKLOADS)}")
+        parser.add_argument("--output", default=str(DOCS / "benchmarks.md"))
+    return parser.parse_args(argv)
+
+
+def _env(args: argparse.Namespace, root: Path) -> Env:
+    seconds = args.seconds if args.seconds is not None else (1.0 if args.quick else 3.0)
+    return Env(root=root, runs=args.runs or 3, seconds=seconds, quick=args.quick, tasks=args.tasks, plots=PLOTS)
+
+
+def _stop_on_sigterm() -> None:
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def wait_for_quiet(limit_s: float) -> list[float]:
+    """Sample the 1-minute load average until it is below 1.0 or `limit_s` passed; the samples."""
+    samples = [loadavg()[0]]
+    deadline = time.monotonic() + limit_s
+    while samples[-1] >= 1.0 and time.monotonic() < deadline:
+        time.sleep(min(15.0, max(0.0, deadline - time.monotonic())))
+        samples.append(loadavg()[0])
+        print(f"load average {samples[-1]:.2f}", flush=True)
+    return samples
+
+
+def standalone(run: Callable[[Env], Section], argv: list[str] | None = None) -> None:
+    """Run one workload on its own and print its section."""
+    args = _arguments(argv, suite=False)
+    _stop_on_sigterm()
+    with tempfile.TemporaryDirectory(prefix="headwater-bench-") as directory:
+        env = _env(args, Path(directory))
+        try:
+            section = run(env)
+        finally:
+            env.close()
+    print(f"\n## {section.title}\n\n{section.markdown}\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _arguments(argv, suite=True)
+    _stop_on_sigterm()
+    chosen = WORKLOADS if not args.only else [w.strip() for w in args.only.split(",")]
+    unknown = [w for w in chosen if w not in WORKLOADS]
+    if unknown:
+        raise SystemExit(f"unknown workload(s) {unknown}; choose from {WORKLOADS}")
+    load_samples = wait_for_quiet(args.wait_load) if args.wait_load else [loadavg()[0]]
+    started = time.perf_counter()
+    sections: list[Section] = []
+    failures: list[tuple[str, str]] = []
+    with tempfile.TemporaryDirectory(prefix="headwater-bench-") as directory:
+        env = _env(args, Path(directory))
+        info = machine(directory)
+        try:
+            for name in chosen:
+                print(f"== {name} (load {loadavg()[0]:.2f})", flush=True)
+                section_started = time.perf_counter()
+                try:
+                    section = _workload(name)(env)
+                except KeyboardInterrupt:
+                    raise
+                except Exception:  # noqa: BLE001 - one broken workload must not hide the others
+                    failures.append((name, traceback.format_exc()))
+                    print(failures[-1][1], file=sys.stderr, flush=True)
+                    continue
+                section.data["seconds"] = time.perf_counter() - section_started
+                section.data["load_after"] = loadavg()
+                sections.append(section)
+                print(f"   {name} took {section.data['seconds']:.0f} s", flush=True)
+            info["postgres"] = env._postgres.version if env._postgres else None
+            info["redis"] = env._redis.version if env._redis else None
+        finally:
+            env.close()
+    info["total_seconds"] = time.perf_counter() - started
+    info["load_samples_before"] = load_samples
+    info["load_end"] = loadavg()
+    from bench.report import render
+
+    text = render(sections, failures, info, args)
+    Path(args.output).write_text(text)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "latest.json").write_text(json.dumps(
+        {"machine": info, "sections": {s.key: s.data for s in sections}, "failures": failures,
+         "quick": args.quick}, indent=1, default=str))
+    print(f"\nwrote {args.output} and {RESULTS / 'latest.json'} in {info['total_seconds']:.0f} s")
+    if failures:
+        print(f"{len(failures)} workload(s) failed: {[f[0] for f in failures]}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

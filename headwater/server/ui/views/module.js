@@ -1,0 +1,58 @@
+// One module: its depots, topologies (live rates, lag, latency, dead letters), PStates and queries.
+
+import { bars, sparkline } from "../charts.js";
+import { $, esc, fmt } from "../dom.js";
+import { history, subscribe } from "../live.js";
+
+const link = (module, kind, name) => `#/m/${encodeURIComponent(module)}/${kind}/${encodeURIComponent(name)}`;
+
+export function renderModule(root, module) {
+  const m = module.name;
+  root.innerHTML = `
+    <div class="page-head"><h1>${esc(m)}</h1><p class="muted">${module.tasks} tasks · steps: ${esc(module.steps.join(", ") || "none")}</p></div>
+    <div class="card"><h2>Topologies</h2>
+      <table class="table"><thead><tr><th>topology</th><th>kind</th><th>depots</th><th class="num">events/s</th><th></th>
+        <th class="num">processed</th><th class="num">lag</th><th class="num">ack p50</th><th class="num">dead letters</th></tr></thead>
+      <tbody>${module.topologies.map((t) => `<tr data-topology="${esc(t.name)}">
+        <td><a href="${link(m, "topology", t.name)}">${esc(t.name)}</a></td><td><span class="pill">${esc(t.kind)}</span></td>
+        <td>${esc(t.depots.join(", "))}</td><td class="num" data-k="rate">–</td><td data-k="spark"></td>
+        <td class="num" data-k="processed">–</td><td class="num" data-k="lag">–</td><td class="num" data-k="latency">–</td>
+        <td class="num" data-k="dead">–</td></tr>`).join("")}</tbody></table>
+    </div>
+    <div class="card"><h2>Depots</h2>
+      <table class="table"><thead><tr><th>depot</th><th>event</th><th>partition by</th><th class="num">records</th><th>partitions</th></tr></thead>
+      <tbody>${module.depots.map((d) => `<tr data-depot="${esc(d.name)}">
+        <td><a href="${link(m, "depot", d.name)}">${esc(d.name)}</a>${d.client_appends ? "" : ' <span class="pill muted">topologies only</span>'}</td>
+        <td><code>${esc(d.event_type.name || d.event_type.type)}</code></td><td>${esc(d.partition_by ?? "round robin")}</td>
+        <td class="num" data-k="records">–</td><td class="wide" data-k="bars"></td></tr>`).join("")}</tbody></table>
+    </div>
+    <div class="grid two">
+      <div class="card"><h2>PStates</h2><ul class="list">${module.pstates.map((p) => `
+        <li><a href="${link(m, "pstate", p.name)}">${esc(p.name)}</a><code class="schema">${esc(p.schema.repr)}</code></li>`).join("")}</ul></div>
+      <div class="card"><h2>Queries</h2><ul class="list">${module.queries.map((q) => `
+        <li><a href="${link(m, "query", q.name)}">${esc(q.name)}</a><code class="schema">(${esc(q.parameters.map((p) => p.name).join(", "))})</code></li>`).join("") || '<li class="muted">none</li>'}</ul></div>
+    </div>`;
+  const unsubscribe = subscribe((stats) => {
+    const live = stats && stats.modules.find((x) => x.name === m);
+    if (!live) return;
+    for (const t of live.topologies) {
+      const row = root.querySelector(`[data-topology="${CSS.escape(t.name)}"]`);
+      if (!row) continue;
+      $('[data-k="rate"]', row).textContent = fmt(t.rate);
+      $('[data-k="spark"]', row).innerHTML = sparkline(history(`${m}/t/${t.name}`, "rate"), { width: 120, height: 26, label: "events per second" });
+      $('[data-k="processed"]', row).textContent = fmt(t.processed, 0);
+      $('[data-k="lag"]', row).textContent = fmt(t.lag, 0);
+      $('[data-k="latency"]', row).textContent = t.ack_p50_ms == null ? "–" : `${fmt(t.ack_p50_ms, 2)} ms`;
+      const dead = $('[data-k="dead"]', row);
+      dead.textContent = fmt(t.dead_letters, 0);
+      dead.classList.toggle("warn", t.dead_letters > 0);
+    }
+    for (const d of live.depots) {
+      const row = root.querySelector(`[data-depot="${CSS.escape(d.name)}"]`);
+      if (!row) continue;
+      $('[data-k="records"]', row).textContent = fmt(d.records, 0);
+      $('[data-k="bars"]', row).innerHTML = bars(d.partitions, { labels: d.partitions.map((_, i) => `p${i}`) });
+    }
+  });
+  return { dispose: unsubscribe };
+}

@@ -1,0 +1,146 @@
+// The PState browser: walk a PState's keys and nested values by path, a page at a time.
+
+import { api, paths } from "../api.js";
+import { $, esc, fmt, json, parseLoose, prettyJson } from "../dom.js";
+import { errorHtml } from "./depot.js";
+
+const PAGE = 25;
+const PREVIEW_CHARS = 120;
+
+function nodeAt(schema, steps) {
+  let node = schema;
+  for (const step of steps) {
+    if (node.kind === "map" || node.kind === "list") node = node.value;
+    else if (node.kind === "record") node = node.fields[step];
+    if (!node) return null;
+  }
+  return node;
+}
+
+function preview(value) {
+  const text = JSON.stringify(value);
+  return text === undefined ? "" : text.length > PREVIEW_CHARS ? `${text.slice(0, PREVIEW_CHARS)}…` : text;
+}
+
+function label(step) {
+  return typeof step === "string" ? step : JSON.stringify(step);
+}
+
+export async function renderPState(root, module, name, query) {
+  const pstate = module.pstates.find((p) => p.name === name);
+  if (!pstate) throw new Error(`No PState named ${name} in module ${module.name}.`);
+  const steps = JSON.parse(query.get("path") || "[]");
+  const spread = pstate.partitioned && module.tasks > 1;
+  // A keyed map routes by its first key; anything else spread over tasks is read on one task.
+  const needsTask = spread && (!pstate.keyed || steps.length === 0);
+  const task = query.get("task") ?? (needsTask ? "0" : "");
+  const start = query.get("start");
+  const node = nodeAt(pstate.schema, steps);
+  const href = (newSteps, extra = {}) => {
+    const params = new URLSearchParams({ path: JSON.stringify(newSteps), ...extra });
+    // Below a keyed map's first key, reads route by that key: the task is not carried along.
+    const targetNeedsTask = spread && (!pstate.keyed || newSteps.length === 0);
+    if (task !== "" && (targetNeedsTask || (query.has("task") && !pstate.keyed))) params.set("task", task);
+    return `#/m/${encodeURIComponent(module.name)}/pstate/${encodeURIComponent(name)}?${params}`;
+  };
+  const read = (op, params = {}) =>
+    api(paths.pstate(module.name, name, op), { params: { path: JSON.stringify(steps), task: needsTask || query.has("task") ? task : "", ...params } });
+
+  const crumbs = [`<a href="${href([])}">${esc(name)}</a>`, ...steps.map((s, i) => `<a href="${href(steps.slice(0, i + 1))}">${esc(label(s))}</a>`)];
+  root.innerHTML = `
+    <div class="page-head"><h1>${esc(name)}</h1><p class="muted">PState of ${esc(module.name)} · <code>${esc(pstate.schema.repr)}</code></p></div>
+    <div class="card">
+      <div class="row spaced wrap">
+        <div class="path">${crumbs.join('<span class="sep">›</span>')}</div>
+        <div class="row">
+          ${spread ? `<label>task <select id="task">${needsTask ? "" : `<option value="">by key</option>`}${Array.from({ length: module.tasks }, (_, i) =>
+            `<option value="${i}" ${String(i) === task ? "selected" : ""}>${i}</option>`).join("")}</select></label>` : ""}
+          ${node && (node.kind === "map" || node.kind === "list" || (node.kind === "leaf" && node.type.type === "any")) ? `
+            <form id="goto" class="row"><input id="goto-key" placeholder="${node.kind === "list" ? "index" : "key"}" aria-label="go to key"><button class="ghost">Open</button></form>` : ""}
+        </div>
+      </div>
+      <p class="muted small">${node ? `at this path: <code>${esc(node.repr)}</code>` : ""}${spread && needsTask ? ` · spread over ${module.tasks} tasks: showing task ${esc(task)}` : ""}</p>
+      <div id="content" class="muted" data-task="${esc(task)}" data-path="${esc(JSON.stringify(steps))}">loading…</div>
+    </div>`;
+
+  const taskSelect = $("#task", root);
+  if (taskSelect) taskSelect.addEventListener("change", () => {
+    const params = new URLSearchParams({ path: JSON.stringify(steps) });
+    if (taskSelect.value !== "") params.set("task", taskSelect.value);
+    location.hash = `#/m/${encodeURIComponent(module.name)}/pstate/${encodeURIComponent(name)}?${params}`;
+  });
+  const goto = $("#goto", root);
+  if (goto) goto.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const text = $("#goto-key", root).value.trim();
+    if (!text) return;
+    const keyType = node.kind === "map" ? node.key.type : "any";
+    const key = node.kind === "list" ? Number(text) : ["str", "uuid", "datetime", "date", "decimal"].includes(keyType) ? text : parseLoose(text);
+    location.hash = href([...steps, key]);
+  });
+
+  const content = $("#content", root);
+  try {
+    if (!node) throw new Error("This path does not fit the schema.");
+    content.innerHTML = await renderNode(node, { read, href, steps, start, query });
+    content.classList.remove("muted");
+  } catch (error) {
+    content.innerHTML = errorHtml(error);
+  }
+  content.dataset.ready = "true"; // for tests and scripts: this path's content is in
+  return { dispose: () => {} };
+}
+
+async function renderNode(node, ctx) {
+  if (node.kind === "map") return renderMap(node, ctx);
+  if (node.kind === "set") return renderSet(ctx);
+  if (node.kind === "list") return renderList(node, ctx);
+  if (node.kind === "record") return renderRecord(node, ctx);
+  const body = await ctx.read("get");
+  return body.found ? `<pre class="json">${prettyJson(body.value)}</pre>` : `<p class="muted empty">Nothing is stored at this path.</p>`;
+}
+
+function pager(ctx, next, total) {
+  const links = [];
+  if (ctx.start !== null) links.push(`<a class="button ghost" href="${ctx.href(ctx.steps)}">← First</a>`);
+  if (next) links.push(`<a class="button ghost" id="next-page" href="${ctx.href(ctx.steps, { start: json(next.start, 0) })}">Next →</a>`);
+  return `<div class="row spaced"><span class="muted small">${total === null ? "" : `${fmt(total, 0)} entries`}</span><div class="row">${links.join("")}</div></div>`;
+}
+
+async function renderMap(node, ctx) {
+  const start = ctx.start === null ? undefined : ctx.start;
+  const [page, size] = await Promise.all([ctx.read("items", { limit: PAGE, start }), ctx.read("size")]);
+  if (!page.value.length) return `<p class="muted empty">This map is empty.</p>`;
+  const rows = page.value.map(([key, value]) => `<tr>
+      <td><a class="key" href="${ctx.href([...ctx.steps, key])}">${esc(label(key))}</a></td>
+      <td><code class="preview">${esc(preview(value))}</code></td></tr>`).join("");
+  return `<table class="table"><thead><tr><th>key</th><th>value</th></tr></thead><tbody>${rows}</tbody></table>${pager(ctx, page.next, size.value)}`;
+}
+
+async function renderSet(ctx) {
+  const start = ctx.start === null ? undefined : ctx.start;
+  const [page, size] = await Promise.all([ctx.read("keys", { limit: PAGE, start }), ctx.read("size")]);
+  if (!page.value.length) return `<p class="muted empty">This set is empty.</p>`;
+  return `<div class="chips">${page.value.map((e) => `<code class="chip">${esc(label(e))}</code>`).join("")}</div>${pager(ctx, page.next, size.value)}`;
+}
+
+async function renderList(node, ctx) {
+  const first = ctx.start === null ? 0 : Number(ctx.start);
+  const [page, size] = await Promise.all([ctx.read("slice", { start: first, stop: first + PAGE }), ctx.read("size")]);
+  if (!page.value.length) return `<p class="muted empty">This list is empty.</p>`;
+  const rows = page.value.map((value, i) => `<tr><td class="num"><a class="key" href="${ctx.href([...ctx.steps, first + i])}">${first + i}</a></td>
+    <td><code class="preview">${esc(preview(value))}</code></td></tr>`).join("");
+  const next = first + PAGE < size.value ? { start: first + PAGE } : null;
+  return `<table class="table"><thead><tr><th class="num">index</th><th>value</th></tr></thead><tbody>${rows}</tbody></table>${pager(ctx, next, size.value)}`;
+}
+
+async function renderRecord(node, ctx) {
+  const body = await ctx.read("get");
+  if (!body.found) return `<p class="muted empty">Nothing is stored at this path.</p>`;
+  const value = body.value || {};
+  const rows = Object.entries(node.fields).map(([field, schema]) => `<tr>
+      <td><a class="key" href="${ctx.href([...ctx.steps, field])}">${esc(field)}</a></td>
+      <td><code class="schema">${esc(schema.repr)}</code></td>
+      <td><code class="preview">${field in value ? esc(preview(value[field])) : '<span class="muted">unset</span>'}</code></td></tr>`).join("");
+  return `<table class="table"><thead><tr><th>field</th><th>schema</th><th>value</th></tr></thead><tbody>${rows}</tbody></table>`;
+}

@@ -1,0 +1,143 @@
+"""The `headwater` command against a live test server: output for people and scripts, exit codes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+import headwater as hw
+from headwater.cli import ExitCode, app
+from headwater.server.auth import Auth, Token
+from tests.server.support import FIXED, Job, deploy, served
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[tuple[hw.InProcessCluster, str]]:
+    with hw.InProcessCluster() as cluster:
+        deploy(cluster)
+        with served(cluster) as url:
+            yield cluster, url
+
+
+@pytest.fixture
+def run(server: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setenv("HEADWATER_URL", server[1])
+    monkeypatch.delenv("HEADWATER_TOKEN", raising=False)
+    runner = CliRunner()
+
+    def invoke(*args: str, input: str | None = None) -> Any:
+        return runner.invoke(app, list(args), input=input)
+
+    return invoke
+
+
+def test_status_as_tables_and_as_json(run):
+    run("append", "bank", "deposits", '{"user_id": 1, "amount": 10}')
+    table = run("status")
+    assert table.exit_code == 0, table.output
+    assert "module bank" in table.output and "deposits" in table.output and "dead letters" in table.output
+    data = json.loads(run("status", "--json").output)
+    assert {m["name"] for m in data["modules"]} == {"bank", "jobs", "orders", "registration"}
+
+
+def test_append_one_event_and_read_it_back(run):
+    result = run("append", "bank", "deposits", '{"user_id": 7, "amount": 40}', "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["results"] == {"deposit": 40}
+    assert run("get", "bank", "funds", "7").output.strip() == "40"
+    assert json.loads(run("get", "bank", "funds", "--op", "keys", "--task", "0", "--json").output) is not None
+
+
+def test_append_json_lines_from_stdin(run, server):
+    lines = "\n".join(json.dumps({"key": 300 + i}) for i in range(25))
+    result = run("append", "jobs", "jobs", "--json", input=lines)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {"appended": 25}
+    assert server[0].pstate("jobs", "done")[324].get() == 1
+
+
+def test_get_walks_a_path_with_typed_keys(run, server):
+    server[0].depot("registration", "registrations").append({"email": "cli@example.com", "pwd_hash": "h",
+                                                             "timestamp_ms": 1_700_000_000_000})
+    result = run("get", "registration", "users", "cli@example.com", "pwd_hash", "--json")
+    assert json.loads(result.output) == "h"
+    assert run("get", "registration", "users", "cli@example.com", "--op", "exists").output.strip() == "True"
+
+
+def test_query_with_arguments(run):
+    assert run("query", "jobs", "double", "21").output.strip() == "42"
+    assert run("query", "registration", "signups_on", "2023-11-14", "--json").exit_code == 0
+
+
+def test_select_with_navigators(run, server):
+    server[0].depot("bank", "deposits").append({"user_id": 950, "amount": 50})
+    server[0].depot("bank", "transfers").append({"transfer_id": "c1", "from_id": 950, "to_id": 951, "amount": 5})
+    assert json.loads(run("select", "bank", "outgoing", "950", "MAP_VALS", "amount", "--json").output) == [5]
+    assert json.loads(run("select", "bank", "outgoing", "950", "SIZE", "--one", "--json").output) == 1
+    assert json.loads(run("select", "bank", "outgoing", "950", "range:c0:c9", "MAP_KEYS", "--json").output) == ["c1"]
+    assert run("select", "bank", "outgoing", "950", "nth:x").exit_code == ExitCode.USAGE
+
+
+def test_tail_shows_the_last_records(run):
+    run("append", "jobs", "jobs", '{"key": 9001, "tag": "tail-me"}')
+    result = run("tail", "jobs", "jobs", "-n", "3", "--json")
+    rows = [json.loads(line) for line in result.output.splitlines()]
+    assert any(r["event"].get("tag") == "tail-me" for r in rows) and all(set(r) == {"partition", "offset", "timestamp", "event"} for r in rows)
+    follow = run("tail", "jobs", "jobs", "-n", "0", "--follow", "--idle-timeout", "0.2")
+    assert follow.exit_code == 0
+
+
+def test_dead_letters_list_and_retry(run, server):
+    FIXED["jobs"] = False
+    with pytest.raises(hw.HandlerError):
+        server[0].depot("jobs", "jobs").append(Job(8080, fail=True))
+    listed = json.loads(run("dead-letters", "jobs", "work", "--json").output)
+    assert listed and listed[0]["error_type"] == "ValueError"
+    assert run("dead-letters", "jobs", "work", "retry").exit_code == ExitCode.HANDLER  # still failing
+    FIXED["jobs"] = True
+    try:
+        result = run("dead-letters", "jobs", "work", "retry", "--json")
+    finally:
+        FIXED["jobs"] = False
+    assert result.exit_code == 0 and all(o["ok"] for o in json.loads(result.output))
+    assert json.loads(run("dead-letters", "jobs", "work", "--json").output) == []
+
+
+@pytest.mark.parametrize(("args", "code", "message"), [
+    (("get", "bank", "fund", "1"), ExitCode.NOT_FOUND, "did you mean 'funds'"),
+    (("append", "bank", "deposit", "{}"), ExitCode.NOT_FOUND, "did you mean 'deposits'"),
+    (("append", "bank", "deposits", '{"user_id": "x", "amount": 1}'), ExitCode.INVALID, "$.user_id"),
+    (("append", "bank", "deposits", "{not json"), ExitCode.INVALID, "not valid JSON"),
+    (("get", "bank", "funds", "one"), ExitCode.INVALID, "does not fit"),
+    (("query", "jobs", "explode"), ExitCode.HANDLER, "exploded"),
+    (("append", "jobs", "jobs", '{"key": 1, "nap_s": 0.3}', "--timeout", "0.1"), ExitCode.TIMEOUT, "durable"),
+    (("dead-letters", "jobs", "work", "retry", "--id", "1"), ExitCode.NOT_FOUND, "dead letter"),
+    (("get", "bank", "funds", "1", "--op", "fetch"), ExitCode.USAGE, "--op"),
+    (("get",), ExitCode.USAGE, "Missing argument"),
+    (("nonsense",), ExitCode.USAGE, "No such command"),
+])
+def test_failures_have_documented_exit_codes(run, args, code, message):
+    result = run(*args)
+    assert result.exit_code == code, result.output
+    assert message in result.output
+
+
+def test_an_unreachable_server_exits_6(run):
+    result = run("status", "--url", "http://127.0.0.1:9")
+    assert result.exit_code == ExitCode.UNAVAILABLE and "cannot reach" in result.output
+
+
+def test_a_missing_or_bad_token_exits_7(monkeypatch):
+    auth = Auth([Token("ops", "right", frozenset({("admin", None)}))])
+    with hw.InProcessCluster() as cluster:
+        deploy(cluster)
+        with served(cluster, auth=auth) as url:
+            runner = CliRunner()
+            assert runner.invoke(app, ["status", "--url", url]).exit_code == ExitCode.DENIED
+            assert runner.invoke(app, ["status", "--url", url, "--token", "wrong"]).exit_code == ExitCode.DENIED
+            monkeypatch.setenv("HEADWATER_TOKEN", "right")
+            assert runner.invoke(app, ["status", "--url", url]).exit_code == 0

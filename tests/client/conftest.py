@@ -1,0 +1,29 @@
+"""One client-facing suite, run against the in-process cluster and over HTTP (bytewax-style)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import headwater as hw
+from tests.server.support import ALL_MODULES, deploy, served
+
+
+@pytest.fixture(scope="module")
+def backend() -> Iterator[tuple[hw.InProcessCluster, str, hw.Module]]:
+    with hw.InProcessCluster() as cluster:
+        jobs = deploy(cluster)
+        with served(cluster) as url:
+            yield cluster, url, jobs
+
+
+@pytest.fixture(params=["in_process", "remote"])
+def client(request: pytest.FixtureRequest, backend: Any) -> Iterator[Any]:
+    cluster, url, jobs = backend
+    if request.param == "in_process":
+        yield cluster
+        return
+    with hw.connect(url, modules=[*ALL_MODULES, jobs]) as remote:
+        yield remote

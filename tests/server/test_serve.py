@@ -1,0 +1,117 @@
+"""`headwater serve`: loading app files, safe binding, Ctrl-C without half-done appends, resuming."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from headwater.cli import app
+from headwater.server import load_modules
+from headwater.server.run import ServeError
+
+ROOT = Path(__file__).parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(data: Path, port: int, *extra: str) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", "headwater.cli", "serve", "tests/server/jobs_app.py", "--data", str(data),
+               "--port", str(port), *extra]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/api/health").status_code == 200:
+                return process
+        except httpx.TransportError:
+            if process.poll() is not None:
+                break
+            time.sleep(0.05)
+    process.kill()
+    raise AssertionError(f"server did not start:\n{process.communicate()[0]}")
+
+
+def stop(process: subprocess.Popen[str]) -> str:
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, output
+    return output
+
+
+def test_ctrl_c_lets_in_flight_appends_finish_and_a_restart_resumes(tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = start(tmp_path / "data", port, "--tasks", "2")
+    append = f"{url}/api/modules/jobs/depots/jobs/append"
+    assert httpx.post(append, json={"key": 1}).json()["results"] == {"work": 2}
+    slow: dict[str, httpx.Response] = {}
+    thread = threading.Thread(target=lambda: slow.setdefault("r", httpx.post(append, json={"key": 2, "sleep_s": 1.0},
+                                                                            timeout=30)))
+    thread.start()
+    time.sleep(0.4)  # the slow append is in flight
+    output = stop(process)
+    thread.join()
+    assert slow["r"].status_code == 200 and slow["r"].json()["results"] == {"work": 4}  # acked, not cut off
+    assert "serving modules jobs" in output and f"{url}/ui/" in output and "curl -X POST" in output
+    assert "stopped" in output
+
+    process = start(tmp_path / "data", port, "--tasks", "3")  # the stored task count wins
+    try:
+        module = httpx.get(f"{url}/api/modules/jobs").json()
+        assert module["tasks"] == 2
+        read = lambda key: httpx.get(f"{url}/api/modules/jobs/pstates/done/get", params={"path": f"[{key}]"}).json()  # noqa: E731
+        assert read(1)["value"] == 1 and read(2)["value"] == 1  # nothing reprocessed, nothing lost
+    finally:
+        stop(process)
+
+
+def test_a_public_address_needs_tokens(monkeypatch):
+    monkeypatch.delenv("HEADWATER_TOKENS", raising=False)
+    result = CliRunner().invoke(app, ["serve", "examples/app.py", "--host", "0.0.0.0"])
+    assert result.exit_code == 1
+    assert "refusing to listen on '0.0.0.0' without tokens" in result.output
+
+
+def test_a_busy_port_is_a_clear_error(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = CliRunner().invoke(app, ["serve", "examples/app.py", "--port", str(port), "--data", str(tmp_path)])
+    assert result.exit_code == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.output and "--port" in result.output
+
+
+def test_a_bad_token_file_is_a_usage_error(tmp_path):
+    result = CliRunner().invoke(app, ["serve", "examples/app.py", "--auth", str(tmp_path / "none.toml")])
+    assert result.exit_code == 1 and "does not exist" in result.output
+
+
+def test_load_modules_finds_every_module_of_a_file_or_a_dotted_name(tmp_path):
+    assert [m.name for m in load_modules("examples/app.py")] == ["bank", "orders", "registration"]
+    assert [m.name for m in load_modules("examples.bank")] == ["bank"]
+    empty = tmp_path / "empty.py"
+    empty.write_text("x = 1\n")
+    with pytest.raises(ServeError, match="defines no headwater.Module"):
+        load_modules(str(empty))
+    with pytest.raises(ServeError, match="does not exist"):
+        load_modules(str(tmp_path / "missing.py"))
+    with pytest.raises(ServeError, match="cannot import"):
+        load_modules("no_such_package.app")
+
+
+def test_the_console_script_is_declared():
+    assert 'headwater = "headwater.cli:main"' in (ROOT / "pyproject.toml").read_text()
