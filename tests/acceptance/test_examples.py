@@ -73,3 +73,19 @@ def test_example_modules_deploy_with_one_task(cluster, name):
     module = {"registration": registration, "orders": orders_module, "bank": bank}[name]
     cluster.deploy(module)
     assert cluster.modules() == [name]
+
+
+def test_the_readme_paths_screen(cluster):
+    cluster.deploy(bank, tasks=4)
+    cluster.depot("bank", "deposits").append(Deposit(1, 100))
+    for i in range(1, 6):
+        cluster.depot("bank", "transfers").append(Transfer(f"t{i}", 1, 5, 10))
+    assert cluster.pstate("bank", "funds")[1].get() == 50
+    incoming = cluster.pstate("bank", "incoming")
+    assert incoming[5].select(hw.ALL)[0] == ("t1", {"from_id": 1, "amount": 10, "ok": True})
+    assert incoming[5].select(hw.MAP_VALS, "amount") == [10] * 5
+    assert incoming[5].select(hw.range("t1", "t5"), hw.SIZE) == [4]
+    assert incoming[5].select_one(hw.must("t2"), "ok") is True
+    with pytest.raises(hw.PathError, match="found 5"):
+        incoming[5].select_one(hw.MAP_VALS)
+    assert cluster.query("bank", "total_funds")() == 100
