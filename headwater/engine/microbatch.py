@@ -20,7 +20,6 @@ are dropped and their batch runs again from the same records. PStates end as if 
 
 from __future__ import annotations
 
-import struct
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -30,6 +29,7 @@ import msgspec
 from headwater.engine import messages
 from headwater.engine.context import Context, RecordInfo, invocation_id
 from headwater.engine.definitions import MicrobatchDecl, Retry
+from headwater.engine.meta import U64, DeadLetterEntry, dead_encoder, dead_key, progress_key
 from headwater.engine.txns import merge_txn
 from headwater.engine.messages import BatchFailure, Hop, MbAck, MbDone, MbPhase, MbProcess, TreeRef
 from headwater.storage import Batch
@@ -44,7 +44,6 @@ BATCH_RECORDS_MAX = 10_000  # records per partition in one batch
 BATCH_ATTEMPTS_MAX = 5  # failures of one record before it is set aside as a dead letter
 COORDINATOR_TASK = 0
 
-_U64 = struct.Struct(">Q")
 
 
 def batch_tree(batch: int, attempt: int) -> TreeRef:
@@ -97,16 +96,14 @@ class BatchParticipant:
 
     # ---- recovery -------------------------------------------------------------------------
     def recover(self, batch: Batch, cursor_for: Callable[[Any, DepotRuntime], int]) -> None:
-        from headwater.engine.task import _progress_key  # one progress format for both kinds
-
         for depot in self.depots:
-            key = _progress_key(self.name, depot.depot_id)
+            key = progress_key(self.name, depot.depot_id)
             stored = self.task.store.get("meta", key)
             if stored is None:
                 cursor = cursor_for(self.decl, depot)
-                batch.put("meta", key, _U64.pack(cursor))
+                batch.put("meta", key, U64.pack(cursor))
             else:
-                cursor = _U64.unpack(stored)[0]
+                cursor = U64.unpack(stored)[0]
             self.cursors[depot.depot_id] = cursor
         stored = self.task.store.get("meta", _key(self.name, "staged"))
         if stored is not None:
@@ -235,8 +232,6 @@ class BatchParticipant:
                 self.staged.writes, self.staged.cleared, self.staged.dead, self.staged.appends = [], [], [], []
 
     def _prepare(self, message: MbPhase) -> None:
-        from headwater.engine.task import DeadLetterEntry, _dead_key, _dead_encoder
-
         assert self.plan is not None
         writes = self.txn.pending(expand_ranges=False) if self.txn is not None else []
         cleared = self.txn.deleted_ranges() if self.txn is not None else []
@@ -251,9 +246,9 @@ class BatchParticipant:
                                     self.task.task_id, self.task.runtime.depots_by_id[failure.depot_id].name,
                                     failure.partition, failure.offset, 0, failure.error_type, failure.traceback,
                                     BATCH_ATTEMPTS_MAX + (earlier.attempts if earlier else 0))
-            dead.append((_dead_key(self.name, entry.id), _dead_encoder.encode(entry)))
+            dead.append((dead_key(self.name, entry.id), dead_encoder.encode(entry)))
         for earlier in retried.values():  # retried and succeeded: the dead letter goes
-            dead.append((_dead_key(self.name, earlier.id), b""))
+            dead.append((dead_key(self.name, earlier.id), b""))
         self.staged = Staged(message.batch, self.plan, writes, cleared, dead, self.appends, self.records)
         batch = Batch()
         batch.put("meta", _key(self.name, "staged"), _staged_encoder.encode(self.staged))
@@ -262,8 +257,6 @@ class BatchParticipant:
         self.task.send(COORDINATOR_TASK, messages.encode(done))
 
     def _apply(self, batch_number: int) -> None:
-        from headwater.engine.task import _progress_key
-
         staged = self.staged
         if staged is None or staged.batch != batch_number:
             return  # applied already (a recovery raced the coordinator's apply)
@@ -277,7 +270,7 @@ class BatchParticipant:
                 batch.put("pstate", key, value)
         for depot_id, _, stop, advance in staged.plan:
             if advance:
-                batch.put("meta", _progress_key(self.name, depot_id), _U64.pack(stop))
+                batch.put("meta", progress_key(self.name, depot_id), U64.pack(stop))
                 self.cursors[depot_id] = stop
         for key, value in staged.dead:
             if value:
@@ -297,13 +290,11 @@ class BatchParticipant:
     def _answer_retries(self, staged: Staged) -> None:
         failed = {key for key, value in staged.dead if value}
         planned = {(depot_id, start) for depot_id, start, _, advance in staged.plan if not advance}
-        from headwater.engine.task import _dead_key
-
         for record, (entry, reply) in list(self.retries.items()):
             if (record[0], record[2]) not in planned:
                 continue  # queued after this batch was planned: it runs in the next one
             del self.retries[record]
-            if _dead_key(self.name, entry.id) in failed:
+            if dead_key(self.name, entry.id) in failed:
                 self.task.answer(reply, errors=[(self.name, "HandlerError", "the record failed again; see its dead letter")])
             else:
                 self.task.answer(reply)
@@ -316,7 +307,7 @@ class BatchCoordinator:
         self.task = task
         self.name = decl.name
         stored = task.store.get("meta", _key(self.name, "decided"))
-        self.decided = _U64.unpack(stored)[0] if stored else 0
+        self.decided = U64.unpack(stored)[0] if stored else 0
         self.phase = "idle"
         self.paused = False
         self.work_waiting = True  # look once at start: records may have arrived while down
@@ -404,7 +395,7 @@ class BatchCoordinator:
             return
         if self.phase == "prepare":
             batch = Batch()
-            batch.put("meta", _key(self.name, "decided"), _U64.pack(self.batch))
+            batch.put("meta", _key(self.name, "decided"), U64.pack(self.batch))
             self.task.store.write(batch, sync=True)  # the commit point: from here the batch will be applied
             self.task.transport.begin_commit()
             self.committing = True

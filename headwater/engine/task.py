@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import struct
 import threading
 import time
 import traceback
@@ -19,7 +18,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable
 
-import msgspec
 import xxhash
 
 from headwater.engine.transport import Transport
@@ -42,74 +40,35 @@ from headwater.engine.messages import (
     TreeRef,
 )
 from headwater.engine.microbatch import COORDINATOR_TASK, BatchCoordinator, BatchParticipant
+from headwater.engine.meta import (
+    DEPOT_KEY,
+    I64,
+    U64,
+    UNIQUE_KEY,
+    DeadLetterEntry,
+    dead_decoder,
+    dead_encoder,
+    dead_key,
+    depot_key,
+    idem_key,
+    idem_results_key,
+    outbox_decoder,
+    outbox_encoder,
+    pending_key,
+    progress_key,
+)
 from headwater.engine.runtime import DepotRuntime, ModuleRuntime
 from headwater.engine.txns import add_txn_to_batch, merge_txn
 from headwater.errors import HeadwaterError, NotFound
 from headwater.storage import Batch, Store, WalSyncer
 
-__all__ = ["DeadLetterEntry", "Task"]
+__all__ = ["Task"]
 
 _log = logging.getLogger("headwater.task")
 
 INBOX_DRAIN_MAX = 512  # messages taken from the inbox per loop turn
 PUMP_RECORDS_MAX = 256  # records processed per loop turn before the inbox is looked at again
 RECENT_RECORDS_MAX = 65_536  # just-appended records kept in memory so processing needs no read
-
-_DEPOT_KEY = struct.Struct(">HQ")
-_U64 = struct.Struct(">Q")
-_I64 = struct.Struct(">q")
-
-
-def depot_key(depot_id: int, offset: int) -> bytes:
-    return _DEPOT_KEY.pack(depot_id, offset)
-
-
-def _progress_key(topology: str, depot_id: int) -> bytes:
-    return b"progress/" + topology.encode() + b"/" + _DEPOT_KEY.pack(depot_id, 0)[:2]
-
-
-def _pending_key(topology: str, depot_id: int, offset: int) -> bytes:
-    return b"pending/" + topology.encode() + b"/" + _DEPOT_KEY.pack(depot_id, offset)
-
-
-def _dead_key(topology: str, dead_id: int) -> bytes:
-    return b"dead/" + topology.encode() + b"/" + _U64.pack(dead_id)
-
-
-def _idem_key(depot_id: int, key: str) -> bytes:
-    return b"idem/" + _DEPOT_KEY.pack(depot_id, 0)[:2] + key.encode()
-
-
-def _idem_results_key(depot_id: int, offset: int) -> bytes:
-    return b"idemres/" + _DEPOT_KEY.pack(depot_id, offset)
-
-
-_UNIQUE_KEY = b"unique"
-
-
-class DeadLetterEntry(msgspec.Struct, frozen=True):
-    """A failed invocation set aside: a depot record's root handler, or one hop of its tree."""
-
-    id: int
-    topology: str
-    kind: str  # "record" | "hop"
-    task: int
-    depot: str
-    partition: int
-    offset: int
-    timestamp_us: int
-    error_type: str
-    traceback: str
-    attempts: int
-    step: str | None = None
-    args: bytes | None = None
-
-
-_dead_encoder = msgspec.msgpack.Encoder()
-_outbox_encoder = msgspec.msgpack.Encoder()
-_outbox_decoder = msgspec.msgpack.Decoder(list[tuple[int, bytes]])
-_dead_decoder = msgspec.msgpack.Decoder(DeadLetterEntry)
-
 
 @dataclass
 class _Outcome:
@@ -176,8 +135,8 @@ class Task:
         self._tree_seq = 0
         # Trees a crash cut short: (topology, pending key, offset, the root's encoded outbox).
         self._replays: deque[tuple[str, bytes, int, bytes]] = deque()
-        stored = store.get("meta", _UNIQUE_KEY)
-        self._unique = _U64.unpack(stored)[0] if stored else 0
+        stored = store.get("meta", UNIQUE_KEY)
+        self._unique = U64.unpack(stored)[0] if stored else 0
         self._unique_dirty = False
         self._last_timestamp_us = 0
         # One loop turn is one round: the PState writes of all its invocations (each merged only if
@@ -215,17 +174,17 @@ class Task:
         """Set each topology's cursor from stored progress and queue the trees a crash cut short."""
         batch = Batch()
         for stream, depot in self._subscriptions:
-            key = _progress_key(stream.name, depot.depot_id)
+            key = progress_key(stream.name, depot.depot_id)
             stored = self.store.get("meta", key)
             if stored is None:
                 cursor = self._initial_cursor(stream, depot)
-                batch.put("meta", key, _U64.pack(cursor))  # pinned now, so a restart cannot move "end"
+                batch.put("meta", key, U64.pack(cursor))  # pinned now, so a restart cannot move "end"
             else:
-                cursor = _U64.unpack(stored)[0]
+                cursor = U64.unpack(stored)[0]
             self._cursors[(stream.name, depot.depot_id)] = cursor
-            prefix = b"pending/" + stream.name.encode() + b"/" + _DEPOT_KEY.pack(depot.depot_id, 0)[:2]
+            prefix = b"pending/" + stream.name.encode() + b"/" + DEPOT_KEY.pack(depot.depot_id, 0)[:2]
             for pending, outbox in self.store.iterate("meta", prefix, prefix + b"\xff" * 8):
-                self._replays.append((stream.name, pending, _DEPOT_KEY.unpack(pending[-10:])[1], outbox))
+                self._replays.append((stream.name, pending, DEPOT_KEY.unpack(pending[-10:])[1], outbox))
         for name, participant in self._participants.items():
             participant.recover(batch, self._initial_cursor)
             prefix = b"mb/" + name.encode() + b"/appends/"
@@ -244,13 +203,13 @@ class Task:
         if isinstance(start, datetime):
             threshold_us = int(start.timestamp() * 1e6)
             for key, value in self.store.iterate("depot", depot_key(depot.depot_id, 0), depot_key(depot.depot_id + 1, 0)):
-                if _I64.unpack(value[:8])[0] >= threshold_us:
-                    return _DEPOT_KEY.unpack(key)[1]
+                if I64.unpack(value[:8])[0] >= threshold_us:
+                    return DEPOT_KEY.unpack(key)[1]
         return end
 
     def _stored_end(self, depot_id: int) -> int:
         for key, _ in self.store.iterate("depot", depot_key(depot_id, 0), depot_key(depot_id + 1, 0), reverse=True):
-            return _DEPOT_KEY.unpack(key)[1] + 1
+            return DEPOT_KEY.unpack(key)[1] + 1
         return 0
 
     # ---- the loop -------------------------------------------------------------------------
@@ -280,7 +239,7 @@ class Task:
         batch = self._round
         add_txn_to_batch(self._round_txn, batch)
         if self._unique_dirty:
-            batch.put("meta", _UNIQUE_KEY, _U64.pack(self._unique))
+            batch.put("meta", UNIQUE_KEY, U64.pack(self._unique))
             self._unique_dirty = False
         if len(batch):
             self.store.write(batch, sync=False)
@@ -352,14 +311,14 @@ class Task:
     def _persist(self, appends: list[AppendRecord]) -> None:
         now_us = max(time.time_ns() // 1000, self._last_timestamp_us)
         self._last_timestamp_us = now_us
-        stamp = _I64.pack(now_us)
+        stamp = I64.pack(now_us)
         batch = Batch()
         accepted: list[tuple[AppendRecord, int]] = []
         claimed: dict[bytes, bytes] = {}
         repeats: list[AppendRecord] = []  # answered after the batch is durable, like the first append
         for append in appends:
             if append.idempotency_key is not None:
-                key = _idem_key(append.depot_id, append.idempotency_key)
+                key = idem_key(append.depot_id, append.idempotency_key)
                 if key in claimed or self.store.get("meta", key) is not None:
                     repeats.append(append)
                     continue
@@ -367,8 +326,8 @@ class Task:
             self._depot_end[append.depot_id] = offset + 1
             batch.put("depot", depot_key(append.depot_id, offset), stamp + append.event)
             if append.idempotency_key is not None:
-                key = _idem_key(append.depot_id, append.idempotency_key)
-                claimed[key] = _U64.pack(offset) + xxhash.xxh64_digest(append.event)
+                key = idem_key(append.depot_id, append.idempotency_key)
+                claimed[key] = U64.pack(offset) + xxhash.xxh64_digest(append.event)
                 batch.put("meta", key, claimed[key])
             accepted.append((append, offset))
         if accepted:
@@ -401,9 +360,9 @@ class Task:
 
     def _repeat(self, append: AppendRecord) -> None:
         """Answer an append whose idempotency key was used before, without appending it."""
-        stored = self.store.get("meta", _idem_key(append.depot_id, append.idempotency_key or ""))
+        stored = self.store.get("meta", idem_key(append.depot_id, append.idempotency_key or ""))
         assert stored is not None
-        offset = _U64.unpack(stored[:8])[0]
+        offset = U64.unpack(stored[:8])[0]
         reply = _Reply(append.client, append.request, append.ack, admitted=append.client >= 0)
         if stored[8:] != xxhash.xxh64_digest(append.event):
             failure = (
@@ -420,7 +379,7 @@ class Task:
             return
         results: dict[str, bytes] = {}
         errors: list[tuple[str, str, str]] = []
-        saved = self.store.get("meta", _idem_results_key(append.depot_id, offset))
+        saved = self.store.get("meta", idem_results_key(append.depot_id, offset))
         if saved is not None:
             results, errors = messages.loads(saved)
         self._reply_completed(reply, append.partition, offset, results, errors)
@@ -440,7 +399,7 @@ class Task:
             self._reply_completed(reply, partition, record.offset, record.results, record.errors)
         if record.idempotency_key is not None:
             saved = messages.dumps((record.results, record.errors))
-            self._round.put("meta", _idem_results_key(record.depot_id, record.offset), saved)
+            self._round.put("meta", idem_results_key(record.depot_id, record.offset), saved)
 
     # ---- stream processing ----------------------------------------------------------------
     def _pump(self) -> bool:
@@ -468,7 +427,7 @@ class Task:
         """
         state = _TreeState(topology, 0, None, pending_key=pending_key, partition=self.task_id, offset=offset)
         tree = self._new_tree(state)
-        for task_id, data in _outbox_decoder.decode(outbox):
+        for task_id, data in outbox_decoder.decode(outbox):
             message = messages.decode(data)
             assert isinstance(message, (Hop, AppendRecord))
             message.tree = tree
@@ -485,7 +444,7 @@ class Task:
             return cached[0], cached[1]
         value = self.store.get("depot", depot_key(depot_id, offset))
         assert value is not None, f"depot {depot_id} offset {offset} is below the end but missing"
-        return _I64.unpack(value[:8])[0], value[8:]
+        return I64.unpack(value[:8])[0], value[8:]
 
     def _new_tree(self, state: _TreeState) -> TreeRef:
         self._tree_seq += 1
@@ -501,10 +460,10 @@ class Task:
         info = RecordInfo(depot.name, self.task_id, offset, timestamp_us)
         outcome = self.invoke(stream.name, tree, info, lambda ctx: stream.fn(ctx, depot.codec.decode(event_data)), stream.retry)
         if progress:
-            self._round.put("meta", _progress_key(stream.name, depot.depot_id), _U64.pack(offset + 1))
+            self._round.put("meta", progress_key(stream.name, depot.depot_id), U64.pack(offset + 1))
         if outcome.invocation.has_children:  # kept until the tree completes, so a crash can resend it
-            state.pending_key = _pending_key(stream.name, depot.depot_id, offset)
-            self._round.put("meta", state.pending_key, _outbox_encoder.encode(outcome.invocation.outbox))
+            state.pending_key = pending_key(stream.name, depot.depot_id, offset)
+            self._round.put("meta", state.pending_key, outbox_encoder.encode(outcome.invocation.outbox))
         state.root_result = outcome.result
         self._commit(outcome, "record", info, dead=dead)
         self._apply_ack(tree.seq, state, own ^ outcome.invocation.children_xor, outcome)
@@ -556,7 +515,7 @@ class Task:
         if outcome.error is None:
             merge_txn(invocation.txn, round_txn)
             if dead is not None:
-                batch.delete("meta", _dead_key(invocation.topology, dead.id))
+                batch.delete("meta", dead_key(invocation.topology, dead.id))
         else:
             entry = DeadLetterEntry(
                 dead.id if dead else self.next_unique_id(), invocation.topology, kind, self.task_id, info.depot,
@@ -564,7 +523,7 @@ class Task:
                 outcome.attempts + (dead.attempts if dead else 0),
                 hop.step if hop else None, hop.args if hop else None,
             )
-            batch.put("meta", _dead_key(invocation.topology, entry.id), _dead_encoder.encode(entry))
+            batch.put("meta", dead_key(invocation.topology, entry.id), dead_encoder.encode(entry))
             _log.warning("%s.%s: %s at %s/%s offset %s went to the dead letters: %s", self.runtime.name,
                          invocation.topology, kind, info.depot, info.partition, info.offset, outcome.error[0])
         self._outgoing.extend(invocation.outbox)
@@ -614,12 +573,12 @@ class Task:
     # ---- dead letters ---------------------------------------------------------------------
     def _retry_dead_letter(self, message: RetryDeadLetter) -> None:
         reply = _Reply(message.client, message.request, Ack.FULL.value, admitted=False)
-        stored = self.store.get("meta", _dead_key(message.topology, message.dead_letter_id))
+        stored = self.store.get("meta", dead_key(message.topology, message.dead_letter_id))
         if stored is None:
             failure = f"dead letter {message.dead_letter_id} of topology {message.topology!r} is gone (already retried?)"
             self._reply_completed(reply, self.task_id, -1, {}, [], failure=failure, kind="NotFound")
             return
-        entry = _dead_decoder.decode(stored)
+        entry = dead_decoder.decode(stored)
         participant = self._participants.get(entry.topology)
         if participant is not None:
             participant.retry(entry, reply)
@@ -645,20 +604,20 @@ class Task:
             return self.runtime.pstates[name].layout.read(self._pstate_reader, steps, op, args, kwargs)
         if kind == "depot_read":
             _, depot_id, start, stop = request
-            return [(_DEPOT_KEY.unpack(k)[1], _I64.unpack(v[:8])[0], v[8:])
+            return [(DEPOT_KEY.unpack(k)[1], I64.unpack(v[:8])[0], v[8:])
                     for k, v in self.store.iterate("depot", depot_key(depot_id, start), depot_key(depot_id, stop))]
         if kind == "depot_end":
             return self._stored_end(request[1])
         if kind == "dead_letters":
             prefix = b"dead/" + request[1].encode() + b"/"
-            return [_dead_decoder.decode(v) for _, v in self.store.iterate("meta", prefix, prefix + b"\xff" * 9)]
+            return [dead_decoder.decode(v) for _, v in self.store.iterate("meta", prefix, prefix + b"\xff" * 9)]
         if kind == "mb_status":
             coordinator = self._coordinators.get(request[1])
             if coordinator is None:
                 raise NotFound("microbatch topology", str(request[1]), self._coordinators, where=f"module {self.runtime.name!r}")
             return coordinator.status()
         if kind == "progress":
-            return {name: _U64.unpack(v)[0] for name, v in self._stored_progress()}
+            return {name: U64.unpack(v)[0] for name, v in self._stored_progress()}
         if kind == "step":
             _, step_name, payload = request
             args, kwargs = messages.loads(payload)
@@ -698,12 +657,12 @@ class Task:
         """(offset, timestamp_us, event) of the records in [start, stop) of this task's partition."""
         if stop - start == 1:
             return [(start, *self._read_record(depot_id, start, consume=False))]
-        return [(_DEPOT_KEY.unpack(k)[1], _I64.unpack(v[:8])[0], v[8:])
+        return [(DEPOT_KEY.unpack(k)[1], I64.unpack(v[:8])[0], v[8:])
                 for k, v in self.store.iterate("depot", depot_key(depot_id, start), depot_key(depot_id, stop))]
 
     @staticmethod
     def encode_outbox(outbox: list[tuple[int, bytes]]) -> bytes:
-        return _outbox_encoder.encode(outbox)
+        return outbox_encoder.encode(outbox)
 
     def resend(self, topology: str, pending_key: bytes, offset: int, outbox: bytes) -> None:
         self._resend(topology, pending_key, offset, outbox)
