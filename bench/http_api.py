@@ -5,27 +5,21 @@ read latency, and full-ack append throughput from 16 concurrent client threads; 
 single-client requests with the standard library's http.client, to separate what the server
 costs from what the Python client adds. Prints a table; timings never fail anything.
 
-    make bench            # or: .venv/bin/python bench/http.py --tasks 2 --seconds 5
+    make bench            # or: .venv/bin/python bench/http_api.py --tasks 2 --seconds 5
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+import socket
+import subprocess
 import sys
+import tempfile
+import threading
+import time
 
-# This file is named http.py: run as a script, its folder comes first on the import path and would
-# shadow the standard library's `http` package, so it is taken off before anything imports http.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
-
-import argparse  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-
-import httpx  # noqa: E402
+import httpx
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
