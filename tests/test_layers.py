@@ -9,7 +9,7 @@ import headwater
 
 PACKAGE = Path(headwater.__file__).parent
 # Lowest first. A module may import its own layer and any layer before it.
-LAYERS = ["errors", "schema", "storage", "pstate", "engine", "cluster", "client"]
+LAYERS = ["errors", "schema", "storage", "pstate", "engine", "cluster", "client", "server", "cli"]
 # The in-process cluster hands out the client classes for its deployments.
 ALLOWED = {("cluster", "client")}
 

@@ -193,7 +193,11 @@ class DepotClient:
         ack = _ack(ack)
         if ack is not Ack.FULL:  # durability acks are a group-commit away; waiting in a thread is fine
             return await asyncio.to_thread(self.append, event, ack=ack, timeout=timeout, idempotency_key=idempotency_key)
-        waiter = self._submit(event, ack, timeout, idempotency_key, loop=asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        try:
+            waiter = self._submit(event, ack, 0.0, idempotency_key, loop=loop)  # admitted at once, or...
+        except AckTimeout:  # ...the task is full: wait for room on a thread, never on the event loop
+            waiter = await asyncio.to_thread(self._submit, event, ack, timeout, idempotency_key, loop)
         assert waiter is not None
         if await waiter.wait_done_async(timeout):
             return self._completed(waiter)
@@ -280,6 +284,14 @@ class DeadLetter:
         where = f"step {self.step!r}" if self.step else "record"
         return (f"<DeadLetter {self.topology} {where} partition={self.partition} offset={self.offset} "
                 f"{self.error_type} attempts={self.attempts}>")
+
+    @property
+    def event(self) -> Any:
+        """The depot record whose processing failed (read from the depot; it is never deleted)."""
+        depot = self._deployment.runtime.depot(self.entry.depot)
+        raw = self._deployment.transport.read(
+            depot.task_of_partition(self.partition), ("depot_read", depot.depot_id, self.offset, self.offset + 1))
+        return depot.codec.decode(raw[0][2]) if raw else None
 
     def retry(self, *, timeout: float = 30.0) -> Any:
         """Run the failed invocation again; returns its result, or raises HandlerError if it fails again."""

@@ -180,6 +180,29 @@ class InProcessCluster:
             raise NotFound("module", module, self._deployments, where="this cluster")
         return deployment
 
+    def deployment(self, module: str) -> Deployment:
+        """The running deployment of `module`: its compiled definition (`.runtime`) and transport.
+
+        For tools built on the cluster (the HTTP server, the web UI); applications use `depot`,
+        `pstate` and `query`.
+        """
+        return self._deployment(module)
+
+    def progress(self, module: str) -> dict[str, dict[str, list[int]]]:
+        """{topology: {depot: [next offset to process, per partition]}} of `module`."""
+        deployment = self._deployment(module)
+        runtime, transport = deployment.runtime, deployment.transport
+        per_task = transport.read_many([(task, ("progress",)) for task in range(runtime.tasks)])
+        result: dict[str, dict[str, list[int]]] = {}
+        for topology in runtime.module.topologies.values():
+            for decl in topology.depots:
+                depot = runtime.depots[decl.name]
+                result.setdefault(topology.name, {})[depot.name] = [
+                    per_task[depot.task_of_partition(p)].get((topology.name, depot.depot_id), 0)
+                    for p in range(depot.partitions)
+                ]
+        return result
+
     def modules(self) -> list[str]:
         return sorted(self._deployments)
 

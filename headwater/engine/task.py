@@ -68,6 +68,7 @@ _log = logging.getLogger("headwater.task")
 
 INBOX_DRAIN_MAX = 512  # messages taken from the inbox per loop turn
 PUMP_RECORDS_MAX = 256  # records processed per loop turn before the inbox is looked at again
+PUMP_TIME_MAX_S = 0.02  # ... or this much time, so new appends are made durable while handlers are slow
 RECENT_RECORDS_MAX = 65_536  # just-appended records kept in memory so processing needs no read
 
 @dataclass
@@ -146,6 +147,7 @@ class Task:
         self._round_txn = self._new_txn(self._pstate_reader)
         self._outgoing: list[tuple[int, bytes]] = []
         self._replies: list[tuple[int, bytes]] = []
+        self._durable_replies: list[tuple[int, bytes]] = []  # Appended: may leave as soon as the sync is done
         self._releases = 0
         self._participants = {name: BatchParticipant(self, decl) for name, decl in runtime.microbatches.items()}
         self._coordinators = (
@@ -247,6 +249,7 @@ class Task:
             self._round_txn = self._new_txn(self._pstate_reader)
         assert self._syncer is not None
         self._syncer.wait()  # this round's appends are durable before anyone hears of them
+        self._send_durable_replies()
         transport = self.transport
         for task_id, data in self._outgoing:
             transport.send(task_id, data)
@@ -257,6 +260,11 @@ class Task:
         self._outgoing.clear()
         self._replies.clear()
         self._releases = 0
+
+    def _send_durable_replies(self) -> None:
+        for client, data in self._durable_replies:
+            self.transport.reply(client, data)
+        self._durable_replies.clear()
 
     def _drain(self, *, block: bool) -> tuple[list[Any], bool]:
         """Messages waiting in the inbox (at least one if `block`), and whether Stop was among them."""
@@ -346,7 +354,8 @@ class Task:
         if append.tree is not None:  # a topology's ctx.append: that tree waited for this
             self._send_ack(TreeAck(append.tree, append.invocation))
         if append.client >= 0 and append.ack != Ack.NONE.value:
-            self._replies.append((append.client, messages.encode(messages.Appended(append.request, append.partition, offset))))
+            appended = messages.Appended(append.request, append.partition, offset)
+            self._durable_replies.append((append.client, messages.encode(appended)))
         reply = _Reply(append.client, append.request, append.ack, admitted=append.client >= 0)
         record = _RecordState(append.depot_id, offset, len(depot.subscribers), idempotency_key=append.idempotency_key)
         if append.client >= 0:
@@ -372,7 +381,8 @@ class Task:
             self._reply_completed(reply, append.partition, offset, {}, [], failure=failure, kind="IdempotencyConflict")
             return
         if append.ack != Ack.NONE.value and append.client >= 0:
-            self._replies.append((append.client, messages.encode(messages.Appended(append.request, append.partition, offset))))
+            appended = messages.Appended(append.request, append.partition, offset)
+            self._durable_replies.append((append.client, messages.encode(appended)))
         in_flight = self._records.get((append.depot_id, offset))
         if in_flight is not None:
             in_flight.replies.append(reply)
@@ -405,6 +415,7 @@ class Task:
     def _pump(self) -> bool:
         """Advance topologies over their backlog; True when work remains for the next turn."""
         budget = PUMP_RECORDS_MAX
+        deadline = time.monotonic() + PUMP_TIME_MAX_S
         while self._replays and budget:
             self._resend(*self._replays.popleft())
             budget -= 1
@@ -417,6 +428,10 @@ class Task:
                 self._run_root(stream, depot, offset, timestamp_us, event, progress=True)
                 self._cursors[key] = offset + 1
                 budget -= 1
+                if self._durable_replies and self._syncer is not None and self._syncer.poll():
+                    self._send_durable_replies()  # Ack.APPEND means durable, not processed: answer now
+                if time.monotonic() >= deadline:
+                    return True  # slow handlers: commit what ran and look at the inbox again
         return budget == 0
 
     def _resend(self, topology: str, pending_key: bytes, offset: int, outbox: bytes) -> None:
@@ -617,7 +632,7 @@ class Task:
                 raise NotFound("microbatch topology", str(request[1]), self._coordinators, where=f"module {self.runtime.name!r}")
             return coordinator.status()
         if kind == "progress":
-            return {name: U64.unpack(v)[0] for name, v in self._stored_progress()}
+            return self._stored_progress()
         if kind == "step":
             _, step_name, payload = request
             args, kwargs = messages.loads(payload)
@@ -632,8 +647,14 @@ class Task:
             return run_query_body(self.runtime, self.transport, decl, args, kwargs, depth, self.task_id)
         raise NotFound("read", str(kind), ["pstate", "depot_read", "depot_end", "dead_letters", "progress", "step", "query"])
 
-    def _stored_progress(self) -> list[tuple[str, bytes]]:
-        return [(k[len(b"progress/"):].decode(errors="replace"), v) for k, v in self.store.iterate("meta", b"progress/", b"progress0")]
+    def _stored_progress(self) -> dict[tuple[str, int], int]:
+        """{(topology, depot id): next offset to process} for this task's partitions."""
+        progress = {}
+        for key, value in self.store.iterate("meta", b"progress/", b"progress0"):
+            # b"progress/<topology>/<depot id, 2 bytes>": the id may itself contain a b"/".
+            topology, depot_id = key[len(b"progress/"):-3].decode(), int.from_bytes(key[-2:], "big")
+            progress[(topology, depot_id)] = U64.unpack(value)[0]
+        return progress
 
     # ---- what microbatch participants and coordinators use --------------------------------
     def answer(self, reply: _Reply, *, errors: list[tuple[str, str, str]] | None = None) -> None:

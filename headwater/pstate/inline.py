@@ -61,7 +61,8 @@ def edit(schema: Schema, value: Any, steps: tuple, path: str, change: Change) ->
     step, rest = steps[0], steps[1:]
     _, child_schema = schema.child(step, path)
     child = ABSENT if value is ABSENT else child_value(value, step)
-    new_child = edit(child_schema, child, rest, format_step(path, step), change)
+    # An empty path means the caller wants no names (see `locations.named_on_error`): skip formatting.
+    new_child = edit(child_schema, child, rest, format_step(path, step) if path else path, change)
     if new_child is UNCHANGED:
         return UNCHANGED
     container = _container(schema, value, path)

@@ -34,7 +34,7 @@ class PStateLayout:
 
     def read(self, reader: Reader, steps: tuple, op: str, args: tuple = (), kwargs: dict | None = None) -> Any:
         """Run read operation `op` at the end of `steps` (`select`/`select_one`: args are navigators)."""
-        target = self.locate(reader, steps)
+        target = locate(reader, self.root, steps)
         if op == "select":
             return navigators.select(reader, target, args)
         if op == "select_one":
@@ -46,7 +46,7 @@ class PStateLayout:
 
         `transform`: args are the navigators followed by the operation (set_val, apply, REMOVE).
         """
-        target = self.locate(txn, steps)
+        target = locate(txn, self.root, steps)
         if op == "transform":
             if not args:
                 raise PathError("transform() needs its navigators and an operation: set_val(v), apply(fn) or REMOVE")

@@ -16,17 +16,21 @@ PStates sharing a column family never overlap.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 
+from headwater.errors import PathError, SchemaError
 from headwater.schema import Schema, encode_key
 from headwater.schema.keys import unpack_key
-from headwater.schema.types import format_step
+from headwater.schema.types import List, Record, format_step
 from headwater.pstate.txn import prefix_end
 
-__all__ = ["CHILDREN", "ENTRY", "Location", "decode_count", "encode_count", "root_location"]
+__all__ = ["CHILDREN", "ENTRY", "Location", "decode_count", "encode_count", "named_on_error", "root_location"]
+
+T = TypeVar("T")
 
 ENTRY = b"\x01"  # an element's own key: its value, or its header when it is split
 CHILDREN = b"\x02"  # the region below an element: its elements, when it is split
@@ -55,10 +59,22 @@ class Location:
     # Present even with no key stored: a task's share of a partitioned map is the PState itself,
     # not a value someone set, so it always exists (maybe empty).
     implicit: bool = False
+    # Some ancestor is a split list, whose elements writes never create: only then must a write
+    # walk up checking that they exist (`stored.require_list_elements`).
+    under_split_list: bool = False
+    # The locations of a split record's fields, made once for the records a PState's root leads
+    # to through fields alone (see `root_location`), since every path through them takes them.
+    field_locations: dict[str, Location] | None = None
 
     def child(self, step: Any, schema: Schema) -> Location:
+        if self.field_locations is not None:
+            return self.field_locations[step]
         segment = encode_key(step)
-        return Location(self.base + ENTRY + segment, self.base + CHILDREN + segment, schema, schema.split, self, step)
+        base = self.base
+        under_split_list = self.under_split_list or (self.split and isinstance(self.schema, List))
+        return Location(
+            base + ENTRY + segment, base + CHILDREN + segment, schema, schema.split, self, step, False, under_split_list
+        )
 
     @property
     def path(self) -> str:
@@ -84,7 +100,34 @@ class Location:
         return self.base, prefix_end(self.base)
 
 
+class _Named(Protocol):
+    @property
+    def path(self) -> str: ...
+
+
+def named_on_error(where: _Named, fn: Callable[[str], T]) -> T:
+    """`fn(path)`, for a pure `fn` that uses the path of `where` only in its error messages.
+
+    Formatting a path costs more than many whole operations, so `fn` first runs with an empty
+    one; only if it raises PathError or SchemaError does it run again with `where.path`, which,
+    `fn` being pure, raises the same error, now naming where it happened.
+    """
+    try:
+        return fn("")
+    except (PathError, SchemaError):
+        pass
+    return fn(where.path)
+
+
 def root_location(schema: Schema, pstate_id: int, *, partitioned: bool) -> Location:
     """The root of PState `pstate_id`; a partitioned map's root is split and always present."""
     prefix = encode_key(pstate_id)
-    return Location(prefix + ENTRY, prefix + CHILDREN, schema, schema.split or partitioned, None, None, partitioned)
+    root = Location(prefix + ENTRY, prefix + CHILDREN, schema, schema.split or partitioned, None, None, partitioned)
+    return _with_field_locations(root)
+
+
+def _with_field_locations(location: Location) -> Location:
+    if location.split and isinstance(location.schema, Record):
+        fields = location.schema.fields
+        location.field_locations = {name: _with_field_locations(location.child(name, fields[name])) for name in fields}
+    return location

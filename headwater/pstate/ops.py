@@ -17,6 +17,7 @@ from headwater.schema.types import Leaf, Map, Record, Set
 from headwater.schema.values import check_fields, check_key
 
 __all__ = [
+    "CALLS_USER_CODE",
     "READ_OPS",
     "applies",
     "WRITE_OPS",
@@ -34,6 +35,8 @@ READ_OPS = frozenset({"get", "exists", "size", "keys", "items", "values", "slice
 WRITE_OPS = frozenset(
     {"set", "delete", "update", "increment", "append", "extend", "insert", "add", "discard", "merge", "transform"}
 )
+# Writes that run the caller's code (update's function), which must run exactly once.
+CALLS_USER_CODE = frozenset({"update"})
 
 # Operations that apply to some kinds of schema only; the rest apply to every kind.
 _KINDS = {
@@ -54,12 +57,19 @@ _NUMBERS = (int, float, decimal.Decimal)
 _NUMERIC_LEAVES = frozenset({int, float, decimal.Decimal, Any})
 
 
+# Whether an operation applies to each kind of schema, decided once: every operation asks, twice
+# (in the View and in the layout). Increment also needs a numeric leaf, checked in `applies`.
+_APPLIES = frozenset(
+    (kind, op)
+    for kind in ("map", "list", "set", "record", "leaf")
+    for op in READ_OPS | WRITE_OPS
+    if kind in _KINDS.get(op, (kind,))
+)
+
+
 def applies(schema: Schema, op: str) -> bool:
     """Whether `op` is an operation that applies to `schema` (check_op says why not)."""
-    if op not in READ_OPS and op not in WRITE_OPS:
-        return False
-    kinds = _KINDS.get(op)
-    if kinds and schema.kind not in kinds:
+    if (schema.kind, op) not in _APPLIES:
         return False
     return op != "increment" or not isinstance(schema, Leaf) or schema.leaf_type in _NUMERIC_LEAVES
 
@@ -114,6 +124,8 @@ def set_element(schema: Set, element: Any, path: str) -> Any:
 
 
 def check_increment(amount: Any, current: Any, path: str) -> None:
+    if type(amount) is int and type(current) is int:  # the common case, without the isinstance checks
+        return
     if isinstance(amount, bool) or not isinstance(amount, _NUMBERS):
         raise SchemaError(f"increment() needs a number, got {type(amount).__name__} {amount!r} at {path}", path=path)
     if isinstance(current, bool) or not isinstance(current, _NUMBERS):

@@ -10,13 +10,12 @@ through these same functions.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from headwater.errors import PathError
 from headwater.pstate import inline, ops, stored
-from headwater.pstate.locations import Location
+from headwater.pstate.locations import Location, named_on_error
 from headwater.pstate.txn import Reader, Txn
 from headwater.schema import Schema, encode_value
 from headwater.schema.types import List, format_step
@@ -38,10 +37,7 @@ class Target:
     @property
     def path(self) -> str:
         """E.g. "$[42]['items'][0]", for messages."""
-        path = self.location.path
-        for step in self.inner:
-            path = format_step(path, step)
-        return path
+        return _path(self.location, self.inner)
 
     @property
     def is_split(self) -> bool:
@@ -51,36 +47,57 @@ class Target:
 
 def step_to(reader: Reader, target: Target, step: Any) -> Target:
     """The target one step further (PathError if the step does not fit the schema)."""
-    canonical, schema = _step_into(target.schema, step, lambda: target.path)
-    if target.inner or not target.location.split:
-        return Target(target.location, (*target.inner, canonical), schema)
-    if isinstance(target.schema, List) and canonical < 0:  # count from the end, like Python
-        canonical += stored.count(reader, target.location) or 0
-    return Target(target.location.child(canonical, schema), (), schema)
+    return _walk(reader, target.location, target.inner, target.schema, (step,))
 
 
 def locate(reader: Reader, root: Location, steps: tuple) -> Target:
-    target = Target(root, (), root.schema)
+    """The target `steps` lead to from `root` (PathError if they do not fit the schema)."""
+    return _walk(reader, root, (), root.schema, steps)
+
+
+def _walk(reader: Reader, location: Location, inner: tuple, schema: Schema, steps: tuple) -> Target:
+    # Every operation starts here, so the loop is written out: a Target or a helper call per step
+    # would cost more than the step itself.
     for step in steps:
-        target = step_to(reader, target, step)
-    return target
+        try:
+            canonical, child_schema = schema.child(step, "")
+        except PathError:  # again, with the path for the message (formatting it costs more than a step)
+            canonical, child_schema = schema.child(step, _path(location, inner))
+        if inner or not location.split:
+            inner = (*inner, canonical)
+        else:
+            if isinstance(schema, List) and canonical < 0:  # count from the end, like Python
+                canonical += stored.count(reader, location) or 0
+            location = location.child(canonical, child_schema)
+        schema = child_schema
+    return Target(location, inner, schema)
+
+
+# Operations that `stored` runs the same whether the value at the location is split or not, so a
+# target with no inner steps skips decoding the old value (exists, set, delete) or navigating it.
+_WHOLE_VALUE_READS = frozenset({"get", "exists"})
+_WHOLE_VALUE_WRITES = frozenset({"set", "delete", "update"})
 
 
 def read_at(reader: Reader, target: Target, op: str, args: tuple = (), kwargs: dict | None = None) -> Any:
     """Run read operation `op` at `target`."""
-    _check_op(target, op, ops.READ_OPS, "changes the PState; call it through write(), not read()")
-    if target.is_split:
-        return stored.READS[op](reader, target.location, *args, **(kwargs or {}))
+    if op not in ops.READ_OPS or not ops.applies(target.schema, op):
+        _reject_op(target, op, "changes the PState; call it through write(), not read()")
+    kwargs = kwargs or {}
+    if target.is_split or (not target.inner and op in _WHOLE_VALUE_READS):
+        return stored.READS[op](reader, target.location, *args, **kwargs)
     value = inline.navigate(stored.load(reader, target.location), target.inner)
-    return inline.READS[op](target.schema, value, target.path, *args, **(kwargs or {}))
+    read, schema = inline.READS[op], target.schema
+    return named_on_error(target, lambda path: read(schema, value, path, *args, **kwargs))  # reads are pure
 
 
 def write_at(txn: Txn, target: Target, op: str, args: tuple = (), kwargs: dict | None = None) -> None:
     """Run write operation `op` at `target`; nothing is written if it raises."""
-    _check_op(target, op, ops.WRITE_OPS, "only reads; call it through read(), not write()")
-    if op not in _REMOVING_OPS:
+    if op not in ops.WRITE_OPS or not ops.applies(target.schema, op):
+        _reject_op(target, op, "only reads; call it through read(), not write()")
+    if op not in _REMOVING_OPS and target.location.under_split_list:
         stored.require_list_elements(txn, target.location)
-    if target.is_split:
+    if target.is_split or (not target.inner and op in _WHOLE_VALUE_WRITES):
         stored.WRITES[op](txn, target.location, *args, **(kwargs or {}))
     else:
         _write_inline(txn, target, op, args, kwargs or {})
@@ -88,32 +105,40 @@ def write_at(txn: Txn, target: Target, op: str, args: tuple = (), kwargs: dict |
 
 def _write_inline(txn: Txn, target: Target, op: str, args: tuple, kwargs: dict) -> None:
     """Read-modify-write the blob that holds the target."""
+    if op in ops.CALLS_USER_CODE:  # which must run once: name paths up front, not on a second run
+        existed, new = _edited_blob(txn, target, op, args, kwargs, target.location.path)
+    else:
+        existed, new = named_on_error(target.location, lambda path: _edited_blob(txn, target, op, args, kwargs, path))
+    if new is inline.UNCHANGED:
+        return
+    if new is inline.ABSENT:
+        stored.remove(txn, target.location)
+    else:
+        stored.write_blob(txn, target.location, new, existed=existed)
+
+
+def _edited_blob(txn: Txn, target: Target, op: str, args: tuple, kwargs: dict, path: str) -> tuple[bool, Any]:
+    """Whether the blob holding the target exists, and its new encoding (or ABSENT or UNCHANGED)."""
     location = target.location
     old = stored.load(txn, location)
 
     def change(schema: Schema, value: Any, path: str) -> Any:
         return inline.WRITES[op](schema, value, path, *args, **kwargs)
 
-    new = inline.edit(location.schema, old, target.inner, location.path, change)
-    if new is inline.UNCHANGED:
-        return
-    if new is inline.ABSENT:
-        stored.remove(txn, location)
-    else:
-        stored.write_blob(txn, location, encode_value(location.schema, new, location.path))
+    new = inline.edit(location.schema, old, target.inner, path, change)
+    if new is not inline.UNCHANGED and new is not inline.ABSENT:
+        new = encode_value(location.schema, new, path)
+    return old is not inline.ABSENT, new
 
 
-def _check_op(target: Target, op: str, allowed: frozenset, otherwise: str) -> None:
-    if not ops.applies(target.schema, op):
-        ops.check_op(target.schema, op, target.path)  # raises, naming the path
-    if op not in allowed:
-        raise PathError(f"{op}() {otherwise}")
+def _reject_op(target: Target, op: str, otherwise: str) -> None:
+    """Raise PathError for an operation that does not apply at `target` or is of the other kind."""
+    ops.check_op(target.schema, op, target.path)  # raises, naming the path, if it does not apply
+    raise PathError(f"{op}() {otherwise}")
 
 
-def _step_into(schema: Schema, step: Any, path: Callable[[], str]) -> tuple[Any, Schema]:
-    """`schema.child(step, ...)`, building the path for the error message only if there is one."""
-    try:
-        return schema.child(step, "")
-    except PathError:
-        pass
-    return schema.child(step, path())
+def _path(location: Location, inner: tuple) -> str:
+    path = location.path
+    for step in inner:
+        path = format_step(path, step)
+    return path

@@ -16,10 +16,11 @@ from typing import Any
 from headwater.errors import PathError, SchemaError
 from headwater.pstate import ops
 from headwater.pstate.inline import ABSENT
-from headwater.pstate.locations import Location, decode_count, encode_count
+from headwater.pstate.locations import ENTRY, Location, decode_count, encode_count, named_on_error
 from headwater.pstate.txn import Reader, Txn
 from headwater.schema import Schema, encode_value
 from headwater.schema.types import List, Map, Record, Set
+from headwater.schema.keys import KeyType, unpack_key
 from headwater.schema.values import check_key
 
 __all__ = [
@@ -72,28 +73,43 @@ def assemble(reader: Reader, location: Location) -> Any:
 def _elements(reader: Reader, location: Location, start: bytes, stop: bytes, *, reverse: bool = False,
               limit: int | None = None, values: bool = True) -> Iterator[tuple[Any, Any]]:
     """(step, value) of the elements whose keys are in [start, stop); value None unless `values`."""
-    schema = location.schema
+    step_of, value_of = _step_decoder(location), _value_decoder(reader, location)
     for key, raw in itertools.islice(reader.iterate(start, stop, reverse=reverse), limit):
-        step = _step_from_key(location, key)
-        if not values:
-            yield step, None
-        elif isinstance(schema, Set):
-            yield step, step
-        else:
-            yield step, _element_value(reader, location, step, raw)
+        step = step_of(key)
+        yield step, value_of(step, raw) if values else None
 
 
-def _element_value(reader: Reader, location: Location, step: Any, raw: bytes) -> Any:
-    schema = _child_schema(location.schema, step)
+# Ranges decode many elements of one collection: what depends only on the collection is decided
+# once, in these two, rather than per element.
+
+def _step_decoder(location: Location) -> Callable[[bytes], Any]:
+    """Element key -> canonical step, for the elements of the split node at `location`."""
+    offset = len(location.base) + len(ENTRY)
+    schema = location.schema
+    if isinstance(schema, (Map, Set)) and type(schema.keys).from_item is not KeyType.from_item:
+        from_item = schema.keys.from_item
+        return lambda key: from_item(unpack_key(key, offset))
+    return lambda key: unpack_key(key, offset)  # list indexes, field names, and keys stored as they are
+
+
+def _value_decoder(reader: Reader, location: Location) -> Callable[[Any, bytes], Any]:
+    """(step, stored bytes) -> the element's value, for the elements of the split node at `location`."""
+    schema = location.schema
+    if isinstance(schema, Set):
+        return lambda step, raw: step
+    if isinstance(schema, Record):
+        return lambda step, raw: _element_value(reader, location, schema.fields[step], step, raw)
+    element_schema = schema.value_schema  # type: ignore[attr-defined]
+    if not element_schema.split:
+        decode = element_schema.decoder.decode
+        return lambda step, raw: decode(raw)
+    return lambda step, raw: assemble(reader, location.child(step, element_schema))
+
+
+def _element_value(reader: Reader, location: Location, schema: Schema, step: Any, raw: bytes) -> Any:
     if not schema.split:
         return schema.decoder.decode(raw)
     return assemble(reader, location.child(step, schema))
-
-
-def _step_from_key(location: Location, key: bytes) -> Any:
-    item = location.element_step(key)
-    schema = location.schema
-    return schema.keys.from_item(item) if isinstance(schema, (Map, Set)) else item
 
 
 def _child_schema(schema: Schema, step: Any) -> Schema:
@@ -116,8 +132,9 @@ def _size(reader: Reader, location: Location) -> int:
 def _range(reader: Reader, location: Location, start: Any, stop: Any, limit: int | None,
            reverse: bool, *, values: bool = True) -> Iterator[tuple[Any, Any]]:
     ops.check_limit(limit)
-    schema, path = location.schema, location.path
-    low, high = ops.range_bound(schema, start, path), ops.range_bound(schema, stop, path)  # type: ignore[arg-type]
+    schema: Any = location.schema
+    low, high = named_on_error(location, lambda path: (ops.range_bound(schema, start, path),
+                                                       ops.range_bound(schema, stop, path)))
     first, end = location.elements
     low_key = first if low is None else location.element_key(low)
     high_key = end if high is None else location.element_key(high)
@@ -148,8 +165,12 @@ def _slice(reader: Reader, location: Location, start: int | None = None, stop: i
 
 
 def _contains(reader: Reader, location: Location, element: Any) -> bool:
-    element = ops.set_element(location.schema, element, location.path)  # type: ignore[arg-type]
-    return reader.get(location.element_key(element)) is not None
+    return reader.get(location.element_key(_set_element(location, element))) is not None
+
+
+def _set_element(location: Location, element: Any) -> Any:
+    """The canonical form of an element argument of the set at `location` (SchemaError if it does not fit)."""
+    return named_on_error(location, lambda path: ops.set_element(location.schema, element, path))  # type: ignore[arg-type]
 
 
 READS: dict[str, Callable[..., Any]] = {
@@ -169,21 +190,28 @@ READS: dict[str, Callable[..., Any]] = {
 
 def subtree_writes(location: Location, value: Any) -> dict[bytes, bytes]:
     """Every key and value that stores `value` at `location`, validated (SchemaError, nothing written)."""
+    return named_on_error(location, lambda path: _subtree_writes(location, value, named=bool(path)))
+
+
+def _subtree_writes(location: Location, value: Any, *, named: bool) -> dict[bytes, bytes]:
+    """subtree_writes, with paths in error messages only if `named`."""
+    path = location.path if named else ""
     if not location.split:
-        return {location.key: encode_value(location.schema, value, location.path)}
-    children = _split_children(location, value)
+        return {location.key: encode_value(location.schema, value, path)}
+    children = _split_children(location, value, path)
     writes = {location.key: encode_count(len(children))}
     for step, child_value in children.items():
         if isinstance(location.schema, Set):
             writes[location.element_key(step)] = _SET_MEMBER
         else:
-            writes.update(subtree_writes(location.child(step, _child_schema(location.schema, step)), child_value))
+            child = location.child(step, _child_schema(location.schema, step))
+            writes.update(_subtree_writes(child, child_value, named=named))
     return writes
 
 
-def _split_children(location: Location, value: Any) -> dict[Any, Any]:
+def _split_children(location: Location, value: Any, path: str) -> dict[Any, Any]:
     """The elements of a value for a split node, by canonical step (duplicates collapse)."""
-    schema, path = location.schema, location.path
+    schema = location.schema
     if isinstance(schema, Map):
         return ops.merge_entries(schema, _require(Mapping, "a dict", value, location), path)
     if isinstance(schema, Record):
@@ -210,9 +238,13 @@ def _clear(txn: Txn, location: Location) -> None:
         txn.delete_range(*location.region)
 
 
-def _put(txn: Txn, location: Location, writes: dict[bytes, bytes]) -> None:
-    """Replace whatever is at `location` with `writes`; register it with its parent if it is new."""
-    existed = txn.get(location.key) is not None
+def _put(txn: Txn, location: Location, writes: dict[bytes, bytes], existed: bool | None = None) -> None:
+    """Replace whatever is at `location` with `writes`; register it with its parent if it is new.
+
+    `existed`: whether `location` holds a value now, when the caller already read it (None: read it).
+    """
+    if existed is None:
+        existed = txn.get(location.key) is not None
     if existed and location.split:
         txn.delete_range(*location.region)
     for key, raw in writes.items():
@@ -240,12 +272,21 @@ def _set_count(txn: Txn, location: Location, old: int | None, new: int) -> None:
 
 def replace(txn: Txn, location: Location, value: Any) -> None:
     """Store `value` at `location`, replacing what was there."""
-    _put(txn, location, subtree_writes(location, value))
+    if location.split:
+        _put(txn, location, subtree_writes(location, value))
+    else:
+        schema = location.schema
+        write_blob(txn, location, named_on_error(location, lambda path: encode_value(schema, value, path)))
 
 
-def write_blob(txn: Txn, location: Location, data: bytes) -> None:
-    """Store an encoded value at a location that is not split."""
-    _put(txn, location, {location.key: data})
+def write_blob(txn: Txn, location: Location, data: bytes, *, existed: bool | None = None) -> None:
+    """Store an encoded value at a location that is not split (`existed`: as for `_put`)."""
+    assert not location.split
+    if existed is None:
+        existed = txn.get(location.key) is not None
+    txn.put(location.key, data)
+    if not existed:
+        _register(txn, location)
 
 
 def remove(txn: Txn, location: Location) -> None:
@@ -330,8 +371,7 @@ def _insert(txn: Txn, location: Location, index: int, element: Any) -> None:
 
 
 def _add(txn: Txn, location: Location, element: Any) -> None:
-    element = ops.set_element(location.schema, element, location.path)  # type: ignore[arg-type]
-    key = location.element_key(element)
+    key = location.element_key(_set_element(location, element))
     if txn.get(key) is not None:
         return
     size = count(txn, location)
@@ -340,8 +380,7 @@ def _add(txn: Txn, location: Location, element: Any) -> None:
 
 
 def _discard(txn: Txn, location: Location, element: Any) -> None:
-    element = ops.set_element(location.schema, element, location.path)  # type: ignore[arg-type]
-    key = location.element_key(element)
+    key = location.element_key(_set_element(location, element))
     if txn.get(key) is None:
         return
     txn.delete(key)
@@ -349,8 +388,8 @@ def _discard(txn: Txn, location: Location, element: Any) -> None:
 
 
 def _merge(txn: Txn, location: Location, mapping: Any) -> None:
-    schema = location.schema
-    entries = ops.merge_entries(schema, mapping, location.path)  # type: ignore[arg-type]
+    schema: Any = location.schema
+    entries = named_on_error(location, lambda path: ops.merge_entries(schema, mapping, path))
     children = [location.child(step, _child_schema(schema, step)) for step in entries]
     writes = [subtree_writes(child, value) for child, value in zip(children, entries.values())]
     size = count(txn, location)
@@ -379,8 +418,9 @@ WRITES: dict[str, Callable[..., None]] = {
 
 def require_list_elements(reader: Reader, location: Location) -> None:
     """PathError unless every list element on the way to `location` exists (writes never create them)."""
-    while location.parent is not None:
+    while location.under_split_list:  # else no ancestor is a list element
         parent = location.parent
+        assert parent is not None
         if isinstance(parent.schema, List) and parent.split and reader.get(location.key) is None:
             size = count(reader, parent) or 0
             raise PathError(

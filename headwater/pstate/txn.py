@@ -9,10 +9,9 @@ Txn (a handler raised) leaves storage exactly as it was.
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections.abc import Iterator
-from typing import Protocol
-
-from sortedcontainers import SortedDict
+from typing import Any, Protocol
 
 __all__ = ["Reader", "Txn", "prefix_end"]
 
@@ -34,20 +33,30 @@ def prefix_end(prefix: bytes) -> bytes:
     return stripped[:-1] + bytes([stripped[-1] + 1])
 
 
+_ABSENT: Any = object()  # Txn.get's marker for a key with no pending write
+
+
 class Txn:
     """Pending writes over a Reader, readable like one."""
 
+    # A Txn is made per handler invocation and most never iterate, so pending writes live in a
+    # plain dict (cheap to create, O(1) to read and write) and are sorted only when a range is
+    # read: `_keys` holds the dict's keys sorted, up to the ones added since (see `_sorted_keys`).
+    __slots__ = ("_cleared", "_keys", "_reader", "_writes")
+
     def __init__(self, reader: Reader) -> None:
         self._reader = reader
-        self._writes: SortedDict = SortedDict()  # key -> value, or None for a deleted key
+        self._writes: dict[bytes, bytes | None] = {}  # key -> value, or None for a deleted key
+        self._keys: list[bytes] = []  # the first len(_keys) keys of _writes, in insertion order, sorted
         self._cleared: list[tuple[bytes, bytes]] = []  # deleted ranges [start, stop): sorted, disjoint
 
     # --- reading ------------------------------------------------------------------------------
 
     def get(self, key: bytes) -> bytes | None:
-        if key in self._writes:
-            return self._writes[key]
-        if self._is_cleared(key):
+        value = self._writes.get(key, _ABSENT)
+        if value is not _ABSENT:
+            return value  # type: ignore[return-value]
+        if self._cleared and self._is_cleared(key):
             return None
         return self._reader.get(key)
 
@@ -56,8 +65,15 @@ class Txn:
     ) -> Iterator[tuple[bytes, bytes]]:
         """Pairs with `start <= key < stop`, sorted (descending if `reverse`), pending writes applied."""
         # Snapshot the overlay now: the caller may write while it iterates.
-        keys = self._writes.irange(start, stop, inclusive=(True, False), reverse=reverse)
-        overlay = [(key, self._writes[key]) for key in keys]
+        keys = self._sorted_keys()
+        low = bisect.bisect_left(keys, start)
+        high = len(keys) if stop is None else bisect.bisect_left(keys, stop, low)
+        writes = self._writes
+        overlay = [(key, writes[key]) for key in keys[low:high]]
+        if not overlay and not self._cleared:
+            return self._reader.iterate(start, stop, reverse=reverse)  # nothing to merge: skip a layer per pair
+        if reverse:
+            overlay.reverse()
         return _merge(self._committed(start, stop, reverse), overlay, reverse)
 
     def _committed(self, start: bytes, stop: bytes | None, reverse: bool) -> Iterator[tuple[bytes, bytes]]:
@@ -70,6 +86,17 @@ class Txn:
         index = bisect.bisect_right(self._cleared, key, key=lambda cleared: cleared[0]) - 1
         return index >= 0 and self._cleared[index][0] <= key < self._cleared[index][1]
 
+    def _sorted_keys(self) -> list[bytes]:
+        """Every pending key, sorted (the list itself: do not change it)."""
+        keys, writes = self._keys, self._writes
+        if len(keys) < len(writes):
+            # A dict keeps insertion order and keys leave it only through delete_range, which
+            # sorts first, so the keys added since the last sort are exactly its tail. Timsort
+            # merges that tail into the sorted run in about linear time.
+            keys += itertools.islice(writes, len(keys), None)
+            keys.sort()
+        return keys
+
     # --- writing ------------------------------------------------------------------------------
 
     def put(self, key: bytes, value: bytes) -> None:
@@ -80,8 +107,12 @@ class Txn:
 
     def delete_range(self, start: bytes, stop: bytes) -> None:
         """Delete every key in [start, stop), committed or pending."""
-        for key in list(self._writes.irange(start, stop, inclusive=(True, False))):
-            del self._writes[key]
+        keys, writes = self._sorted_keys(), self._writes
+        low = bisect.bisect_left(keys, start)
+        high = bisect.bisect_left(keys, stop, low)
+        for key in keys[low:high]:
+            del writes[key]
+        del keys[low:high]
         self._cleared = _union(self._cleared, (start, stop))
 
     def pending(self, *, expand_ranges: bool = True) -> list[tuple[bytes, bytes | None]]:
@@ -91,11 +122,13 @@ class Txn:
         the list alone reproduces the Txn's effect. With `expand_ranges=False` they are left out:
         apply `deleted_ranges()` first, then these (as `storage.Batch` does), to skip reading them.
         """
-        changes = dict(self._writes.items())
-        if expand_ranges:
-            for start, stop in self._cleared:
-                for key, _ in self._reader.iterate(start, stop):
-                    changes.setdefault(key, None)
+        writes = self._writes
+        if not expand_ranges or not self._cleared:
+            return [(key, writes[key]) for key in self._sorted_keys()]
+        changes = dict(writes)
+        for start, stop in self._cleared:
+            for key, _ in self._reader.iterate(start, stop):
+                changes.setdefault(key, None)
         return sorted(changes.items())
 
     def deleted_ranges(self) -> list[tuple[bytes, bytes]]:
@@ -104,17 +137,19 @@ class Txn:
 
     def savepoint(self) -> tuple:
         """The pending state now, to return to with `rollback` (copies the pending writes)."""
-        return self._writes.copy(), list(self._cleared)
+        return self._writes.copy(), list(self._keys), list(self._cleared)
 
     def rollback(self, savepoint: tuple) -> None:
         """Forget every write made since `savepoint`."""
-        writes, cleared = savepoint
-        self._writes = writes.copy()
+        writes, keys, cleared = savepoint
+        self._writes = writes.copy()  # copies keep the insertion order `_keys` relies on
+        self._keys = list(keys)
         self._cleared = list(cleared)
 
     def clear(self) -> None:
         """Forget every pending write."""
-        self._writes.clear()
+        self._writes = {}
+        self._keys = []
         self._cleared = []
 
     def __len__(self) -> int:

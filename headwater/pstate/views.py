@@ -32,25 +32,26 @@ class Executor(Protocol):
 class View:
     """A path into a PState, with the read and write operations of DESIGN §4."""
 
-    __slots__ = ("_executor", "_name", "_path", "_schema", "_steps")
+    __slots__ = ("_executor", "_name", "_schema", "_steps")
 
     def __init__(self, executor: Executor, schema: Any, steps: tuple = (), *, name: str = "") -> None:
         self._executor = executor
         self._name = name
         self._schema: Schema = as_schema(schema)
         self._steps: tuple = ()
-        self._path = "$"
+        view = self
         for step in steps:
-            self._steps, self._schema, self._path = self._extended(step)
-
-    def _extended(self, step: Any) -> tuple[tuple, Schema, str]:
-        canonical, schema = self._schema.child(step, self._label())
-        return (*self._steps, canonical), schema, format_step(self._path, canonical)
+            view = view[step]
+        self._steps, self._schema = view._steps, view._schema
 
     def __getitem__(self, step: Any) -> View:
+        try:
+            canonical, schema = self._schema.child(step, "")
+        except PathError:  # again, with the label for the message (formatting it costs more than the step)
+            canonical, schema = self._schema.child(step, self._label())
         child = object.__new__(View)
         child._executor, child._name = self._executor, self._name
-        child._steps, child._schema, child._path = self._extended(step)
+        child._steps, child._schema = (*self._steps, canonical), schema
         return child
 
     @property
@@ -64,14 +65,19 @@ class View:
         return self._schema
 
     def _label(self) -> str:
-        return f"{self._name}{self._path[1:]}" if self._name else self._path
+        path = "$"
+        for step in self._steps:
+            path = format_step(path, step)
+        return f"{self._name}{path[1:]}" if self._name else path
 
     def _read(self, op: str, *args: Any, **kwargs: Any) -> Any:
-        ops.check_op(self._schema, op, self._label())
+        if not ops.applies(self._schema, op):
+            ops.check_op(self._schema, op, self._label())  # raises, naming the path
         return self._executor.read(self._steps, op, args, kwargs)
 
     def _write(self, op: str, *args: Any, **kwargs: Any) -> None:
-        ops.check_op(self._schema, op, self._label())
+        if not ops.applies(self._schema, op):
+            ops.check_op(self._schema, op, self._label())  # raises, naming the path
         self._executor.write(self._steps, op, args, kwargs)
 
     # --- reads ----------------------------------------------------------------------------------

@@ -30,6 +30,9 @@ _SCALAR_LEAVES = frozenset(
     {int, float, str, bytes, bool, type(None), uuid.UUID, dt.datetime, dt.date, dt.time, dt.timedelta, decimal.Decimal}
 )
 _GENERIC_LEAVES = frozenset({tuple, list, dict, set, frozenset})
+# Leaf types whose values need no validation beyond being of exactly that type and encoding
+# (which rejects what msgpack cannot hold: ints out of range, lone surrogates); under Any, any of them.
+_SELF_VALIDATING = frozenset({int, float, str, bytes, bool, type(None)})
 _LEAF_HELP = (
     "a leaf may be int, float, str, bytes, bool, None, uuid.UUID, datetime, date, decimal.Decimal, an enum, "
     "a dataclass, a msgspec.Struct, typing.Any, or tuple[...]/list[...]/dict[...] and unions of those"
@@ -46,6 +49,8 @@ class Schema:
 
     kind: str = ""  # "map", "list", "set", "record" or "leaf": which operations apply
     split: bool = False  # stored under several storage keys (subindexed, or holds something subindexed)
+    # Values of exactly these types fit once they encode, so `encode_value` skips validating them.
+    self_validating_types: frozenset = frozenset()
 
     def child(self, step: Any, path: str) -> tuple[Any, Schema]:
         """Check one path step; return its canonical form and the schema it leads to."""
@@ -81,6 +86,10 @@ class Leaf(Schema):
         _check_leaf_type(leaf_type)
         self.leaf_type = leaf_type
         self.is_any = leaf_type is Any
+        if self.is_any:
+            self.self_validating_types = _SELF_VALIDATING
+        elif leaf_type in _SELF_VALIDATING:
+            self.self_validating_types = frozenset({leaf_type})
 
     def child(self, step: Any, path: str) -> tuple[Any, Schema]:
         if not self.is_any:
@@ -197,6 +206,8 @@ class Record(Schema):
             raise DefinitionError("Record() needs at least one field, e.g. Record(name=str, age=int)")
         self.fields: dict[str, Schema] = {name: as_schema(schema) for name, schema in fields.items()}
         self.split = any(f.split for f in self.fields.values())
+        # Every field is a typed leaf, which msgspec's typed decoder validates in one C pass.
+        self.typed_leaves_only = all(isinstance(f, Leaf) and not f.is_any for f in self.fields.values())
 
     def child(self, step: Any, path: str) -> tuple[Any, Schema]:
         field = self.fields.get(step) if isinstance(step, str) else None

@@ -70,6 +70,16 @@ def set_max_value_bytes(limit: int) -> int:
 def encode_value(schema: Any, value: Any, path: str = "$") -> bytes:
     """Validate `value` against `schema` and encode it; SchemaError names the offending path."""
     schema = as_schema(schema)
+    if type(value) in schema.self_validating_types:
+        # Its type proves the value fits, so only encoding can fail; if it does, or the value is
+        # too big, the full path below raises the error with its message.
+        try:
+            data = _encoder.encode(value)
+        except (TypeError, ValueError, OverflowError):
+            pass
+        else:
+            if len(data) <= _max_value_bytes:
+                return data
     prepared = prepare_value(schema, value, path)
     try:
         data = _encoder.encode(prepared)
@@ -142,6 +152,8 @@ def _prepare_record(schema: Record, value: Any, path: str) -> dict:
     if not isinstance(value, Mapping):
         raise _mismatch(schema, "a dict of its fields", value, path)
     check_fields(schema, value, path)
+    if schema.typed_leaves_only:  # the typed decoder validates them; only the order needs Python
+        return {name: value[name] for name in schema.fields if name in value}
     return {
         name: prepare_value(field, value[name], format_step(path, name))
         for name, field in schema.fields.items()

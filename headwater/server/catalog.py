@@ -30,13 +30,9 @@ __all__ = ["deployment_of", "describe_module", "describe_schema", "describe_type
 
 def deployment_of(cluster: InProcessCluster, module: str) -> Deployment:
     """The deployment running `module`, NotFound (with a suggestion) if it is not deployed."""
-    # The one place the server reads a private attribute of the cluster: the client interface has
-    # no read of a module's definition or of its tasks' progress yet (see the server notes in
-    # docs/ARCHITECTURE.md for the accessor we would rather have).
-    deployments = cluster._deployments
-    deployment = deployments.get(module)
-    if deployment is None or deployment.closed:
-        raise NotFound("module", module, deployments, where="this cluster")
+    deployment = cluster.deployment(module)
+    if deployment.closed:
+        raise NotFound("module", module, cluster.modules(), where="this cluster")
     return deployment
 
 

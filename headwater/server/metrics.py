@@ -7,7 +7,6 @@ so they are never stale and cost nothing between scrapes.
 
 from __future__ import annotations
 
-import struct
 import threading
 from collections import deque
 from typing import Any
@@ -24,29 +23,19 @@ LATENCIES_KEPT = 1024  # recent ack latencies per depot, for the percentiles the
 _LATENCY_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
-def _progress_key(topology: str, depot_id: int) -> str:
-    # Task.serve_read(("progress",)) names each cursor "<topology>/<depot id as 2 raw bytes>",
-    # decoded as UTF-8 with replacement; rebuilding the same string is the only way to find one
-    # (see the server notes in docs/ARCHITECTURE.md for the accessor we would rather have).
-    return topology + "/" + struct.pack(">H", depot_id).decode(errors="replace")
-
-
-def module_stats(deployment: Any) -> dict[str, Any]:
+def module_stats(cluster: InProcessCluster, deployment: Any) -> dict[str, Any]:
     """Depot end offsets, and per topology: records processed, lag and dead letters."""
     runtime, transport = deployment.runtime, deployment.transport
     ends = {
         depot.name: [transport.read(depot.task_of_partition(p), ("depot_end", depot.depot_id)) for p in range(depot.partitions)]
         for depot in runtime.depots.values()
     }
-    progress = [transport.read(task, ("progress",)) for task in range(runtime.tasks)]
+    progress = cluster.progress(runtime.name)
     topologies = []
-    for stream in runtime.module.topologies.values():  # stream and microbatch cursors share one format
+    for stream in runtime.module.topologies.values():
         processed = lag = 0
         for decl in stream.depots:
-            depot = runtime.depots[decl.name]
-            key = _progress_key(stream.name, depot.depot_id)
-            for partition, end in enumerate(ends[depot.name]):
-                done = progress[depot.task_of_partition(partition)].get(key, 0)
+            for done, end in zip(progress[stream.name][decl.name], ends[decl.name]):
                 processed += done
                 lag += max(0, end - done)
         dead = sum(len(transport.read(task, ("dead_letters", stream.name))) for task in range(runtime.tasks))
@@ -58,7 +47,7 @@ def module_stats(deployment: Any) -> dict[str, Any]:
 
 
 def cluster_stats(cluster: InProcessCluster, modules: list[str]) -> list[dict[str, Any]]:
-    return [module_stats(deployment_of(cluster, name)) for name in modules]
+    return [module_stats(cluster, deployment_of(cluster, name)) for name in modules]
 
 
 def _percentile(ordered: list[float], q: float) -> float | None:

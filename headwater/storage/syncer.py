@@ -49,6 +49,15 @@ class WalSyncer:
         self._busy = True
         self._go.release()
 
+    def poll(self) -> bool:
+        """True once the sync started last is done (never waits)."""
+        if self._busy and self._done.acquire(blocking=False):
+            self._busy = False
+            if self._error is not None:
+                error, self._error = self._error, None
+                raise error
+        return not self._busy
+
     def wait(self) -> None:
         """Return once the sync started last is done (at once if none is running)."""
         if not self._busy:

@@ -43,7 +43,11 @@ def main(path: str, run: int) -> None:
     def appender(worker: int) -> None:
         for i in range(100_000):
             event_id = run * 10_000_000 + worker * 1_000_000 + i
-            result = depot.append(Event(event_id, event_id % 7))
+            try:
+                result = depot.append(Event(event_id, event_id % 7))
+            except Exception as e:  # say so on stdout too: the test shows it instead of waiting
+                print(f"ERROR {type(e).__name__}: {e}", flush=True)
+                raise
             with lock:
                 print(f"ACK {event_id} {result.partition} {result.offset}", flush=True)
 

@@ -78,7 +78,11 @@ def main(path: str, run: int, crash_between: bool) -> None:
     def appender(worker: int) -> None:
         for i in range(1_000_000):
             move_id = run * 10_000_000 + worker * 1_000_000 + i
-            depot.append(Move(move_id, move_id % ACCOUNTS, (move_id * 7 + 3) % ACCOUNTS, 1 + move_id % 5), ack="append")
+            try:
+                depot.append(Move(move_id, move_id % ACCOUNTS, (move_id * 7 + 3) % ACCOUNTS, 1 + move_id % 5), ack="append")
+            except Exception as e:  # say so on stdout too: the test shows it instead of waiting
+                print(f"ERROR {type(e).__name__}: {e}", flush=True)
+                raise
             with lock:
                 print(f"ACK {move_id}", flush=True)
 

@@ -6,24 +6,27 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import headwater as hw
+from tests.engine.children import lines_within
 from tests.engine.crashing_app import Event, module
 
 ROOT = Path(__file__).resolve().parents[2]
+CHILD_SILENCE_MAX_S = 60
 
 
 def run_and_kill(path: Path, run: int, acks_before_kill: int) -> set[int]:
     acked: set[int] = set()
-    with subprocess.Popen(
+    with tempfile.TemporaryFile("w+") as errors, subprocess.Popen(
         [sys.executable, "-m", "tests.engine.crashing_app", str(path), str(run)],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=errors, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
     ) as child:
         assert child.stdout is not None
         try:
-            for line in child.stdout:
+            for line in lines_within(child.stdout, CHILD_SILENCE_MAX_S):
                 if line.startswith("ACK "):
                     acked.add(int(line.split()[1]))
                     if len(acked) >= acks_before_kill:
@@ -31,7 +34,8 @@ def run_and_kill(path: Path, run: int, acks_before_kill: int) -> set[int]:
         finally:
             child.send_signal(signal.SIGKILL)
             child.wait(10)
-    assert len(acked) >= acks_before_kill, "the child stopped before it was killed"
+        errors.seek(0)
+        assert len(acked) >= acks_before_kill, f"the child stopped acking before it was killed:\n{errors.read()[-3000:]}"
     return acked
 
 

@@ -208,3 +208,12 @@ def test_unknown_microbatch_names(cluster):
     cluster.deploy(counting())
     with pytest.raises(hw.NotFound, match="did you mean 'count'"):
         cluster.wait_for_microbatch("mb", "cont", processed=1)
+
+
+def test_progress_reports_every_topology_and_partition(cluster):
+    cluster.deploy(counting(), tasks=3)
+    cluster.depot("mb", "items").append_many([Item(k) for k in range(30)], ack="append")
+    cluster.wait_for_microbatch("mb", "count", processed=30)
+    progress = cluster.progress("mb")
+    assert sum(progress["count"]["items"]) == 30 and len(progress["count"]["items"]) == 3
+    assert progress["echo"]["echoes"] == [0, 0, 0]

@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import headwater as hw
+from tests.engine.children import lines_within
 from tests.engine.crashing_microbatch_app import Move, module
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,7 +28,8 @@ def run_child(path: Path, run: int, *, kill_after: int | None) -> set[int]:
     ) as child:
         assert child.stdout is not None
         try:
-            for line in child.stdout:
+            for line in lines_within(child.stdout, 60):
+                assert line.startswith("ACK "), line
                 acked.add(int(line.split()[1]))
                 if kill_after is not None and len(acked) >= kill_after:
                     break

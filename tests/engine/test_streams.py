@@ -116,6 +116,7 @@ def test_a_raising_handler_discards_all_its_writes_and_is_dead_lettered(cluster)
     assert jobs.append(Job(1, n=1))["work"] == 6
     dead = cluster.dead_letters("risky", "work")
     assert [(d.kind, d.offset, d.error_type) for d in dead] == [("record", 1, "ValueError")]
+    assert dead[0].event == Job(1, n=10, fail=True)
     # Fix the cause, retry: it applies once and leaves the list.
     module.switch["broken"] = False
     assert dead[0].retry() == 16
@@ -283,3 +284,51 @@ def test_a_flood_of_appends_is_bounded_by_backpressure(cluster, monkeypatch):
     gate.set()
     flooder.join(10)
     assert len(submitted) == 100
+
+
+def test_append_ack_does_not_wait_for_slow_processing(cluster):
+    m = hw.Module("sluggish")
+    jobs = m.depot("jobs", Job)
+
+    @m.stream(jobs)
+    def crawl(ctx: hw.Context, job: Job) -> None:
+        time.sleep(0.05)
+
+    cluster.deploy(m)
+    depot = cluster.depot("sluggish", "jobs")
+    started = time.perf_counter()
+    results = depot.append_many([Job(i) for i in range(20)], ack="append")
+    assert time.perf_counter() - started < 0.5  # processing all 20 takes a second
+    assert [r.offset for r in results] == list(range(20))
+    with pytest.raises(hw.AckTimeout, match="durable at partition 0, offset 20"):
+        depot.append(Job(99), timeout=0.3)  # full ack: the durable offset is known before processing
+
+
+def test_async_appends_wait_for_admission_off_the_event_loop(cluster, monkeypatch):
+    import asyncio
+
+    from headwater.cluster import transport
+
+    monkeypatch.setattr(transport, "APPENDS_IN_FLIGHT_MAX", 4)
+    m = hw.Module("queued")
+    jobs = m.depot("jobs", Job)
+    gate = threading.Event()
+
+    @m.stream(jobs)
+    def hold(ctx: hw.Context, job: Job) -> int:
+        gate.wait(10)
+        return job.key
+
+    cluster.deploy(m)
+    depot = cluster.depot("queued", "jobs")
+
+    async def go() -> list[int]:
+        pending = [asyncio.ensure_future(depot.append_async(Job(i))) for i in range(10)]
+        ticks = 0
+        while ticks < 20:  # the loop keeps running although the task is full
+            await asyncio.sleep(0.01)
+            ticks += 1
+        gate.set()
+        return [r["hold"] for r in await asyncio.gather(*pending)]
+
+    assert asyncio.run(go()) == list(range(10))
