@@ -140,3 +140,26 @@ def test_start_from_offsets_and_times(cluster):
     cluster.update(module({0: 2}))
     depot.append(Event(5))
     assert cluster.pstate("late", "seen").get() == [0, 1, 2, 3, 4, 5]
+
+
+def test_destroy_removes_the_module_and_its_data(tmp_path):
+    with hw.InProcessCluster(tmp_path) as cluster:
+        m = hw.Module("gone")
+        events = m.depot("events", Event)
+
+        @m.stream(events)
+        def noop(ctx: hw.Context, e: Event) -> None:
+            pass
+
+        cluster.deploy(m, tasks=2)
+        depot = cluster.depot("gone", "events")
+        depot.append(Event(1))
+        cluster.destroy("gone")
+        assert cluster.modules() == []
+        assert not (tmp_path / "gone").exists()
+        with pytest.raises(hw.Unavailable):
+            depot.append(Event(2))
+        with pytest.raises(hw.NotFound):
+            cluster.destroy("gone")
+        cluster.deploy(m, tasks=3)  # a fresh start: the task count may change
+        assert cluster.depot("gone", "events").partition_info(0).end_offset == 0
