@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from headwater.engine import messages
 from headwater.engine.messages import AppendRecord, Hop, TreeRef
+from headwater.pstate import View
+from headwater.schema import task_for_key
 from headwater.errors import ReadOnlyError, SchemaError, WrongPartitionError
 
 if TYPE_CHECKING:
@@ -55,27 +57,30 @@ class Invocation:
 class PStateExecutor:
     """Runs paths of a handler's PState view on its task, checking the task owns the key."""
 
-    __slots__ = ("_pstate", "_reader", "_task_id", "_tasks", "_writable")
+    __slots__ = ("_pstate", "_layout", "_partitioned", "_keyed", "_reader", "_task_id", "_tasks", "_writable")
 
     def __init__(self, pstate: PStateRuntime, reader: Any, task_id: int, tasks: int, *, writable: bool) -> None:
         self._pstate = pstate
+        self._layout = pstate.layout  # attributes read on every operation are kept flat: this is a hot path
+        self._partitioned = pstate.decl.partitioned
+        self._keyed = pstate.keyed
         self._reader = reader
         self._task_id = task_id
         self._tasks = tasks
         self._writable = writable
 
     def _check_owner(self, steps: tuple[Any, ...]) -> None:
-        if not self._pstate.decl.partitioned:
+        if self._tasks == 1:
+            return
+        if not self._partitioned:
             if self._task_id != 0:
                 raise WrongPartitionError(
                     f"PState {self._pstate.name!r} is partitioned=False and lives on task 0, but this code runs on "
                     f"task {self._task_id}; continue there with ctx.hop_task(0, some_step, ...)"
                 )
             return
-        if not self._pstate.keyed or not steps:
+        if not self._keyed or not steps:
             return
-        from headwater.schema import task_for_key
-
         owner = task_for_key(steps[0], self._tasks)
         if owner != self._task_id:
             raise WrongPartitionError(
@@ -85,7 +90,7 @@ class PStateExecutor:
 
     def read(self, steps: tuple[Any, ...], op: str, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> Any:
         self._check_owner(steps)
-        return self._pstate.layout.read(self._reader, steps, op, args, kwargs or {})
+        return self._layout.read(self._reader, steps, op, args, kwargs or {})
 
     def write(self, steps: tuple[Any, ...], op: str, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> None:
         if not self._writable:
@@ -94,7 +99,7 @@ class PStateExecutor:
                 "append to a depot and write from a topology instead"
             )
         self._check_owner(steps)
-        self._pstate.layout.write(self._reader, steps, op, args, kwargs or {})
+        self._layout.write(self._reader, steps, op, args, kwargs or {})
 
 
 class Context:
@@ -128,8 +133,6 @@ class Context:
         return logging.LoggerAdapter(_logger, extra)
 
     def pstate(self, decl_or_name: Any) -> Any:
-        from headwater.pstate import View
-
         pstate = self._runtime.pstate(decl_or_name)
         executor = PStateExecutor(pstate, self._reader, self.task_id, self.num_tasks, writable=self._writable)
         return View(executor, pstate.decl.schema, name=f"{self._runtime.name}.{pstate.name}")
@@ -137,13 +140,9 @@ class Context:
     # ---- continuing elsewhere -------------------------------------------------------------
     def task_for(self, key: Any) -> int:
         """The task that owns `key` (of any PState or hop), e.g. to group keys into one hop per task."""
-        from headwater.schema import task_for_key
-
         return task_for_key(key, self.num_tasks)
 
     def hop(self, key: Any, step: Any, /, *args: Any, **kwargs: Any) -> None:
-        from headwater.schema import task_for_key
-
         self._send_hop(task_for_key(key, self.num_tasks), step, args, kwargs)
 
     def hop_all(self, step: Any, /, *args: Any, **kwargs: Any) -> None:

@@ -20,6 +20,8 @@ from headwater.engine.transport import Transport
 from headwater.engine import messages
 from headwater.engine.definitions import QueryDecl
 from headwater.engine.runtime import ModuleRuntime, PStateRuntime
+from headwater.pstate import View
+from headwater.schema import task_for_key
 from headwater.errors import (
     HandlerError,
     HeadwaterError,
@@ -63,8 +65,6 @@ class RoutedPStateExecutor:
         self._task = task
 
     def _route(self, runtime: ModuleRuntime, pstate: PStateRuntime, steps: tuple[Any, ...]) -> int:
-        from headwater.schema import task_for_key
-
         tasks = runtime.tasks
         if not pstate.decl.partitioned:
             return 0
@@ -94,8 +94,6 @@ class RoutedPStateExecutor:
 
 
 def routed_view(source: ModuleSource, name: Any, task: int | None = None) -> Any:
-    from headwater.pstate import View
-
     runtime = source.runtime
     pstate = runtime.pstate(name)
     if task is not None and (not isinstance(task, int) or not 0 <= task < runtime.tasks):
@@ -125,8 +123,6 @@ class QueryContext:
         return self._transport.read(task_id, ("step", name, _pack(name, args, kwargs)))
 
     def call(self, key: Any, step: Any, /, *args: Any, **kwargs: Any) -> Any:
-        from headwater.schema import task_for_key
-
         return self.call_task(task_for_key(key, self.num_tasks), step, *args, **kwargs)
 
     def call_all(self, step: Any, /, *args: Any, **kwargs: Any) -> list[Any]:
@@ -209,8 +205,6 @@ def invoke_query(runtime: ModuleRuntime, transport: Transport, decl: QueryDecl, 
     bound = bind_query_arguments(decl, args, kwargs)
     if decl.route_by is None:
         return run_query_body(runtime, transport, decl, bound.args[1:], bound.kwargs, depth, None)
-    from headwater.schema import task_for_key
-
     home = task_for_key(bound.arguments[decl.route_by], runtime.tasks)
     payload = messages.dumps((bound.args[1:], bound.kwargs))
     return transport.read(home, ("query", decl.name, payload, depth))

@@ -59,6 +59,7 @@ from headwater.engine.meta import (
 )
 from headwater.engine.runtime import DepotRuntime, ModuleRuntime
 from headwater.engine.txns import add_txn_to_batch, merge_txn
+from headwater.pstate import Txn
 from headwater.errors import HeadwaterError, NotFound
 from headwater.storage import Batch, Store, WalSyncer
 
@@ -233,8 +234,6 @@ class Task:
 
     @staticmethod
     def _new_txn(reader: Any) -> Any:
-        from headwater.pstate import Txn
-
         return Txn(reader)
 
     def _end_round(self) -> None:

@@ -40,9 +40,12 @@ Change = Callable[[Schema, Any, str], Any]
 def navigate(value: Any, steps: tuple) -> Any:
     """The value reached by canonical `steps` from `value`, or ABSENT."""
     for step in steps:
-        if value is ABSENT:
+        if type(value) is dict:  # records and maps, most steps: skip the call
+            value = value.get(step, ABSENT)
+        elif value is ABSENT:
             return ABSENT
-        value = child_value(value, step)
+        else:
+            value = child_value(value, step)
     return value
 
 

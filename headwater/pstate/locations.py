@@ -24,7 +24,6 @@ import msgspec
 
 from headwater.errors import PathError, SchemaError
 from headwater.schema import Schema, encode_key
-from headwater.schema.keys import unpack_key
 from headwater.schema.types import List, Record, format_step
 from headwater.pstate.txn import prefix_end
 
@@ -85,9 +84,10 @@ class Location:
         """The storage key of the element `step` (for set elements, which have no schema)."""
         return self.base + ENTRY + encode_key(step)
 
-    def element_step(self, key: bytes) -> Any:
-        """The raw tuple-layer item of an element key (decode it with the key type)."""
-        return unpack_key(key, len(self.base) + len(ENTRY))
+    @property
+    def step_offset(self) -> int:
+        """Where the step starts in an element's key: `unpack_key(key, offset)` is its raw tuple-layer item."""
+        return len(self.base) + len(ENTRY)
 
     @property
     def elements(self) -> tuple[bytes, bytes]:
@@ -105,18 +105,19 @@ class _Named(Protocol):
     def path(self) -> str: ...
 
 
-def named_on_error(where: _Named, fn: Callable[[str], T]) -> T:
-    """`fn(path)`, for a pure `fn` that uses the path of `where` only in its error messages.
+def named_on_error(where: _Named, fn: Callable[..., T], *args: Any) -> T:
+    """`fn(*args, path)`, for a pure `fn` that uses the path of `where` only in its error messages.
 
     Formatting a path costs more than many whole operations, so `fn` first runs with an empty
     one; only if it raises PathError or SchemaError does it run again with `where.path`, which,
-    `fn` being pure, raises the same error, now naming where it happened.
+    `fn` being pure, raises the same error, now naming where it happened. (Arguments rather than
+    a closure: this runs on every write, and a closure is one more allocation.)
     """
     try:
-        return fn("")
+        return fn(*args, "")
     except (PathError, SchemaError):
         pass
-    return fn(where.path)
+    return fn(*args, where.path)
 
 
 def root_location(schema: Schema, pstate_id: int, *, partitioned: bool) -> Location:
@@ -127,6 +128,7 @@ def root_location(schema: Schema, pstate_id: int, *, partitioned: bool) -> Locat
 
 
 def _with_field_locations(location: Location) -> Location:
+    """`location`, given the locations of its fields if it is a split record (and so on below them)."""
     if location.split and isinstance(location.schema, Record):
         fields = location.schema.fields
         location.field_locations = {name: _with_field_locations(location.child(name, fields[name])) for name in fields}

@@ -84,11 +84,16 @@ def read_at(reader: Reader, target: Target, op: str, args: tuple = (), kwargs: d
     if op not in ops.READ_OPS or not ops.applies(target.schema, op):
         _reject_op(target, op, "changes the PState; call it through write(), not read()")
     kwargs = kwargs or {}
-    if target.is_split or (not target.inner and op in _WHOLE_VALUE_READS):
+    if not target.inner and (target.location.split or op in _WHOLE_VALUE_READS):
         return stored.READS[op](reader, target.location, *args, **kwargs)
     value = inline.navigate(stored.load(reader, target.location), target.inner)
-    read, schema = inline.READS[op], target.schema
-    return named_on_error(target, lambda path: read(schema, value, path, *args, **kwargs))  # reads are pure
+    if op in _WHOLE_VALUE_READS:  # get and exists cannot fail, so they need no path
+        return inline.READS[op](target.schema, value, "", *args, **kwargs)
+    return named_on_error(target, _read_inline, op, target.schema, value, args, kwargs)  # reads are pure
+
+
+def _read_inline(op: str, schema: Schema, value: Any, args: tuple, kwargs: dict, path: str) -> Any:
+    return inline.READS[op](schema, value, path, *args, **kwargs)
 
 
 def write_at(txn: Txn, target: Target, op: str, args: tuple = (), kwargs: dict | None = None) -> None:
@@ -97,7 +102,7 @@ def write_at(txn: Txn, target: Target, op: str, args: tuple = (), kwargs: dict |
         _reject_op(target, op, "only reads; call it through read(), not write()")
     if op not in _REMOVING_OPS and target.location.under_split_list:
         stored.require_list_elements(txn, target.location)
-    if target.is_split or (not target.inner and op in _WHOLE_VALUE_WRITES):
+    if not target.inner and (target.location.split or op in _WHOLE_VALUE_WRITES):
         stored.WRITES[op](txn, target.location, *args, **(kwargs or {}))
     else:
         _write_inline(txn, target, op, args, kwargs or {})
@@ -108,7 +113,7 @@ def _write_inline(txn: Txn, target: Target, op: str, args: tuple, kwargs: dict) 
     if op in ops.CALLS_USER_CODE:  # which must run once: name paths up front, not on a second run
         existed, new = _edited_blob(txn, target, op, args, kwargs, target.location.path)
     else:
-        existed, new = named_on_error(target.location, lambda path: _edited_blob(txn, target, op, args, kwargs, path))
+        existed, new = named_on_error(target.location, _edited_blob, txn, target, op, args, kwargs)
     if new is inline.UNCHANGED:
         return
     if new is inline.ABSENT:

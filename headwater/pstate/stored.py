@@ -16,11 +16,16 @@ from typing import Any
 from headwater.errors import PathError, SchemaError
 from headwater.pstate import ops
 from headwater.pstate.inline import ABSENT
-from headwater.pstate.locations import ENTRY, Location, decode_count, encode_count, named_on_error
+from headwater.pstate.locations import (
+    Location,
+    decode_count,
+    encode_count,
+    named_on_error,
+)
 from headwater.pstate.txn import Reader, Txn
 from headwater.schema import Schema, encode_value
-from headwater.schema.types import List, Map, Record, Set
 from headwater.schema.keys import KeyType, unpack_key
+from headwater.schema.types import List, Map, Record, Set
 from headwater.schema.values import check_key
 
 __all__ = [
@@ -84,8 +89,7 @@ def _elements(reader: Reader, location: Location, start: bytes, stop: bytes, *, 
 
 def _step_decoder(location: Location) -> Callable[[bytes], Any]:
     """Element key -> canonical step, for the elements of the split node at `location`."""
-    offset = len(location.base) + len(ENTRY)
-    schema = location.schema
+    offset, schema = location.step_offset, location.schema
     if isinstance(schema, (Map, Set)) and type(schema.keys).from_item is not KeyType.from_item:
         from_item = schema.keys.from_item
         return lambda key: from_item(unpack_key(key, offset))
@@ -133,8 +137,8 @@ def _range(reader: Reader, location: Location, start: Any, stop: Any, limit: int
            reverse: bool, *, values: bool = True) -> Iterator[tuple[Any, Any]]:
     ops.check_limit(limit)
     schema: Any = location.schema
-    low, high = named_on_error(location, lambda path: (ops.range_bound(schema, start, path),
-                                                       ops.range_bound(schema, stop, path)))
+    low = named_on_error(location, ops.range_bound, schema, start)
+    high = named_on_error(location, ops.range_bound, schema, stop)
     first, end = location.elements
     low_key = first if low is None else location.element_key(low)
     high_key = end if high is None else location.element_key(high)
@@ -170,7 +174,7 @@ def _contains(reader: Reader, location: Location, element: Any) -> bool:
 
 def _set_element(location: Location, element: Any) -> Any:
     """The canonical form of an element argument of the set at `location` (SchemaError if it does not fit)."""
-    return named_on_error(location, lambda path: ops.set_element(location.schema, element, path))  # type: ignore[arg-type]
+    return named_on_error(location, ops.set_element, location.schema, element)
 
 
 READS: dict[str, Callable[..., Any]] = {
@@ -190,12 +194,11 @@ READS: dict[str, Callable[..., Any]] = {
 
 def subtree_writes(location: Location, value: Any) -> dict[bytes, bytes]:
     """Every key and value that stores `value` at `location`, validated (SchemaError, nothing written)."""
-    return named_on_error(location, lambda path: _subtree_writes(location, value, named=bool(path)))
+    return named_on_error(location, _subtree_writes, location, value)
 
 
-def _subtree_writes(location: Location, value: Any, *, named: bool) -> dict[bytes, bytes]:
-    """subtree_writes, with paths in error messages only if `named`."""
-    path = location.path if named else ""
+def _subtree_writes(location: Location, value: Any, path: str) -> dict[bytes, bytes]:
+    """subtree_writes; `path` is the location's path for error messages, or "" for none below either."""
     if not location.split:
         return {location.key: encode_value(location.schema, value, path)}
     children = _split_children(location, value, path)
@@ -205,7 +208,7 @@ def _subtree_writes(location: Location, value: Any, *, named: bool) -> dict[byte
             writes[location.element_key(step)] = _SET_MEMBER
         else:
             child = location.child(step, _child_schema(location.schema, step))
-            writes.update(_subtree_writes(child, child_value, named=named))
+            writes.update(_subtree_writes(child, child_value, child.path if path else ""))
     return writes
 
 
@@ -275,8 +278,7 @@ def replace(txn: Txn, location: Location, value: Any) -> None:
     if location.split:
         _put(txn, location, subtree_writes(location, value))
     else:
-        schema = location.schema
-        write_blob(txn, location, named_on_error(location, lambda path: encode_value(schema, value, path)))
+        write_blob(txn, location, named_on_error(location, encode_value, location.schema, value))
 
 
 def write_blob(txn: Txn, location: Location, data: bytes, *, existed: bool | None = None) -> None:
@@ -320,14 +322,6 @@ def _move(txn: Txn, parent: Location, source_index: int, target_index: int) -> N
 
 
 # --- operations ---------------------------------------------------------------------------------
-
-
-def _set(txn: Txn, location: Location, value: Any) -> None:
-    replace(txn, location, value)
-
-
-def _delete(txn: Txn, location: Location) -> None:
-    remove(txn, location)
 
 
 def _update(txn: Txn, location: Location, fn: Callable[[Any], Any], default: Any = None) -> None:
@@ -389,7 +383,7 @@ def _discard(txn: Txn, location: Location, element: Any) -> None:
 
 def _merge(txn: Txn, location: Location, mapping: Any) -> None:
     schema: Any = location.schema
-    entries = named_on_error(location, lambda path: ops.merge_entries(schema, mapping, path))
+    entries = named_on_error(location, ops.merge_entries, schema, mapping)
     children = [location.child(step, _child_schema(schema, step)) for step in entries]
     writes = [subtree_writes(child, value) for child, value in zip(children, entries.values())]
     size = count(txn, location)
@@ -404,8 +398,8 @@ def _merge(txn: Txn, location: Location, mapping: Any) -> None:
 
 
 WRITES: dict[str, Callable[..., None]] = {
-    "set": _set,
-    "delete": _delete,
+    "set": replace,
+    "delete": remove,
     "update": _update,
     "append": _append,
     "extend": _extend,

@@ -69,7 +69,8 @@ def set_max_value_bytes(limit: int) -> int:
 
 def encode_value(schema: Any, value: Any, path: str = "$") -> bytes:
     """Validate `value` against `schema` and encode it; SchemaError names the offending path."""
-    schema = as_schema(schema)
+    if not isinstance(schema, Schema):
+        schema = as_schema(schema)
     if type(value) in schema.self_validating_types:
         # Its type proves the value fits, so only encoding can fail; if it does, or the value is
         # too big, the full path below raises the error with its message.

@@ -69,6 +69,20 @@ def test_a_point_write_in_a_big_subindexed_map_writes_constant_keys(store):
     assert len(txn.pending()) == 3  # the new order, the map's count, the changed order
 
 
+def test_point_writes_read_each_key_they_need_once(store):
+    harness = Harness(store, Map(str, Record(n=int, items=Map(int, str, subindexed=True))))
+    harness.view["a"].set({"n": 1, "items": {1: "x"}})
+    harness.commit()
+    counter = CountingReader(store.reader("pstate"))
+    txn = Txn(counter)
+    harness.layout.write(txn, ("a", "items", 2), "set", ("y",))  # a new element: its key, then its map's count
+    assert counter.gets == 2
+    counter.reset()
+    harness.layout.write(txn, ("a", "n"), "increment", (3,))  # an existing blob: read once, rewritten
+    assert counter.gets == 1
+    assert harness.layout.read(txn, ("a",), "get") == {"n": 4, "items": {1: "x", 2: "y"}}
+
+
 def test_appending_to_a_subindexed_list_is_constant(store):
     harness = Harness(store, Map(str, List(int, subindexed=True)))
     harness.view["log"].extend(list(range(5000)))
@@ -205,6 +219,24 @@ def test_a_failing_write_writes_nothing(store):
         view[1]["k"]["xs"][0].set(5)
     with pytest.raises(ZeroDivisionError):
         view[1]["k"]["a"].update(lambda old: 1 // 0)
+    assert harness.txn.pending() == []
+
+
+@pytest.mark.parametrize("steps", [("k",), ("k", "a")], ids=["whole value", "inside a value"])
+def test_update_runs_its_function_once_when_the_result_does_not_fit(store, steps):
+    harness = Harness(store, Map(str, Record(a=int, b=int)))
+    calls = []
+
+    def bad(old):
+        calls.append(old)
+        return "not an int" if len(steps) == 2 else {"a": "not an int"}
+
+    view = harness.view
+    for step in steps:
+        view = view[step]
+    with pytest.raises(SchemaError, match=r"at \$\['k'\]\['a'\]"):
+        view.update(bad, 0)
+    assert calls == [0]
     assert harness.txn.pending() == []
 
 

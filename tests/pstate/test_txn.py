@@ -134,3 +134,48 @@ def test_txn_matches_a_dict_model(initial, ops, start, stop):
         assert txn.get(key) == model.get(key)
     commit(store, txn)
     assert list(store.iterate("pstate", b"")) == sorted(model.items())
+
+
+steps_with_reads = st.lists(
+    st.one_of(
+        st.tuples(st.just("put"), keys, st.binary(min_size=1, max_size=2)),
+        st.tuples(st.just("delete"), keys),
+        st.tuples(st.just("delete_range"), keys, keys),
+        st.tuples(st.just("iterate"), keys),  # sorts the pending keys mid-way
+        st.tuples(st.just("savepoint")),
+        st.tuples(st.just("rollback")),
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.dictionaries(keys, st.binary(min_size=1, max_size=2), max_size=10), steps_with_reads)
+def test_txn_matches_a_dict_model_across_savepoints_and_reads(initial, steps):
+    store = MemoryStore()
+    txn = Txn(committed(store, initial))
+    model = dict(initial)
+    saved: tuple | None = None
+    for op, *args in steps:
+        if op == "put":
+            txn.put(*args)
+            model[args[0]] = args[1]
+        elif op == "delete":
+            txn.delete(args[0])
+            model.pop(args[0], None)
+        elif op == "delete_range":
+            low, high = sorted(args)
+            txn.delete_range(low, high)
+            model = {k: v for k, v in model.items() if not low <= k < high}
+        elif op == "iterate":
+            assert list(txn.iterate(args[0])) == sorted((k, v) for k, v in model.items() if k >= args[0])
+        elif op == "savepoint":
+            saved = (txn.savepoint(), dict(model))
+        elif saved is not None:
+            txn.rollback(saved[0])
+            model = dict(saved[1])
+    assert list(txn.iterate(b"")) == sorted(model.items())
+    assert list(txn.iterate(b"", reverse=True)) == sorted(model.items(), reverse=True)
+    assert all(txn.get(key) == model.get(key) for key in {*initial, *model})
+    commit(store, txn)
+    assert list(store.iterate("pstate", b"")) == sorted(model.items())
