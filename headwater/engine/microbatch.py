@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BATCH_ATTEMPTS_MAX", "BATCH_RECORDS_MAX", "BatchCoordinator", "BatchParticipant"]
 
-BATCH_RECORDS_MAX = 10_000  # records per partition in one batch
+BATCH_RECORDS_MAX = 50_000  # records per partition in one batch: under a backlog, big batches amortize each commit
 BATCH_ATTEMPTS_MAX = 5  # failures of one record before it is set aside as a dead letter
 COORDINATOR_TASK = 0
 
