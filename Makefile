@@ -33,8 +33,17 @@ test: $(STAMP)
 	  test -x /usr/bin/chromium || echo "make test: could not install chromium (needs root and apt-get); the browser tests will skip"; }
 	$(PY) -m pytest -q
 
+# Benchmarks against PostgreSQL, Redis, eventsourcing and bytewax (docs/benchmarks.md, docs/bench/*.png):
+# installs the bench extra and, when missing, Debian's postgresql and redis-server (as root or with
+# passwordless sudo). About 15 minutes; `make bench BENCH_ARGS=--quick` takes about 5.
+BENCH_ARGS ?=
 bench: $(STAMP)
-	$(PY) bench/registration.py
+	$(PY) -m pip install --quiet -e '.[bench]'
+	@{ command -v redis-server >/dev/null && ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; } || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; \
+	  else echo "make bench: install postgresql and redis-server first (apt-get install -y postgresql redis-server)"; exit 1; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql redis-server >/dev/null; }
+	$(PY) -m bench.suite $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(DATA) build *.egg-info

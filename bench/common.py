@@ -53,6 +53,8 @@ class Run:
     latencies_s: list[float]
     errors: int = 0
     load_1m: float = field(default_factory=lambda: loadavg()[0])
+    cpu_us_per_op: float = float("nan")  # this process (every thread) + the server processes, per operation
+    server_cpu_us_per_op: float = float("nan")  # the server processes' part
 
     @property
     def p50_ms(self) -> float:
@@ -84,6 +86,14 @@ class Measured:
     def p99_ms(self) -> float:
         return statistics.median(r.p99_ms for r in self.runs)
 
+    @property
+    def cpu_us_per_op(self) -> float:
+        return statistics.median(r.cpu_us_per_op for r in self.runs)
+
+    @property
+    def server_cpu_us_per_op(self) -> float:
+        return statistics.median(r.server_cpu_us_per_op for r in self.runs)
+
     def summary(self) -> dict[str, Any]:
         samples = [x for r in self.runs for x in r.latencies_s]
         step = max(1, len(samples) // SAMPLES_KEPT_MAX)
@@ -93,21 +103,40 @@ class Measured:
             "ops_per_s": self.ops_per_s,
             "p50_ms": self.p50_ms,
             "p99_ms": self.p99_ms,
+            "cpu_us_per_op": self.cpu_us_per_op,
+            "server_cpu_us_per_op": self.server_cpu_us_per_op,
             "runs": [{"ops_per_s": r.ops_per_s, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms, "count": len(r.latencies_s),
-                      "errors": r.errors, "load_1m": r.load_1m} for r in self.runs],
+                      "errors": r.errors, "load_1m": r.load_1m, "cpu_us_per_op": r.cpu_us_per_op,
+                      "server_cpu_us_per_op": r.server_cpu_us_per_op} for r in self.runs],
             "samples_ms": [x * 1000 for x in sorted(samples)[::step]],
             "note": self.note,
         }
 
 
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
 def closed_loop(make_client: Callable[[int], Callable[[int], Any]], clients: int, seconds: float,
-                *, warmup_s: float = 0.3, close_client: Callable[[Callable[[int], Any]], None] | None = None) -> Run:
+                *, warmup_s: float = 0.3, close_client: Callable[[Callable[[int], Any]], None] | None = None,
+                server_pids: Callable[[], list[int]] | None = None) -> Run:
     """`clients` threads each run `op(i)` back to back; `make_client(n)` builds thread n's `op`.
 
     Clients are built before the clock starts (connections opened, statements prepared). An
-    operation that raises counts as an error and its latency is not recorded.
+    operation that raises counts as an error and its latency is not recorded. CPU is counted
+    over the measured window for this process and for `server_pids()` (the peer's processes).
     """
     ops = [make_client(n) for n in range(clients)]
+    pids = server_pids() if server_pids is not None else []
     barrier = threading.Barrier(clients + 1)
     timings: list[list[tuple[float, float]]] = [[] for _ in range(clients)]
     errors = [0] * clients
@@ -139,8 +168,11 @@ def closed_loop(make_client: Callable[[int], Callable[[int], Any]], clients: int
     begin = time.perf_counter()
     window["stop"] = begin + warmup_s + seconds
     barrier.wait()
+    time.sleep(warmup_s)
+    cpu_before = sum(os.times()[:2]), sum(process_cpu_s(pid) for pid in pids)
     for t in threads:
         t.join()
+    cpu_after = sum(os.times()[:2]), sum(process_cpu_s(pid) for pid in pids)
     if close_client is not None:
         for op in ops:
             close_client(op)
@@ -149,7 +181,14 @@ def closed_loop(make_client: Callable[[int], Callable[[int], Any]], clients: int
     completed = sum(1 for per in timings for started, lat in per if started >= measured_from)
     if errors and sum(errors) and not latencies:
         raise RuntimeError(f"every operation failed; the first error: {first_error[0]!r}") from first_error[0]
-    return Run(completed / seconds, latencies, errors=sum(errors))
+    # CPU is counted from the end of the warm-up until the last operation returned: about the
+    # operations that started in the measured window.
+    window_ops = completed
+    server_cpu = cpu_after[1] - cpu_before[1]
+    total_cpu = cpu_after[0] - cpu_before[0] + server_cpu
+    return Run(completed / seconds, latencies, errors=sum(errors),
+               cpu_us_per_op=total_cpu / max(1, window_ops) * 1e6,
+               server_cpu_us_per_op=server_cpu / max(1, window_ops) * 1e6 if pids else 0.0)
 
 
 def fsync_latency_ms(directory: str, samples: int = 300) -> dict[str, float]:

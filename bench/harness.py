@@ -8,7 +8,6 @@ for them and stops them in `close()`.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 from bench.common import Measured, loadavg
 from bench.peers import Postgres, Redis
 
-__all__ = ["Env", "Section", "ratio", "table", "throughput_table", "fmt"]
+__all__ = ["Env", "Section", "Verdict", "best_peer_verdicts", "fmt", "ratio", "table", "throughput_table"]
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 PLOTS = DOCS / "bench"
@@ -67,6 +66,7 @@ class Section:
     markdown: str
     data: dict[str, Any] = field(default_factory=dict)
     plots: list[str] = field(default_factory=list)
+    verdicts: list["Verdict"] = field(default_factory=list)
     load_before: tuple[float, float, float] = field(default_factory=loadavg)
 
 
@@ -110,21 +110,12 @@ def throughput_table(measured: list[Measured], reference: str, *, unit: str = "o
                 ratios = [ratio(ref.ops_per_s, m.ops_per_s), ratio(ref.p50_ms, m.p50_ms), ratio(ref.p99_ms, m.p99_ms)]
             spread = f"{min(r.ops_per_s for r in m.runs):,.0f}–{max(r.ops_per_s for r in m.runs):,.0f}"
             errors = sum(r.errors for r in m.runs)
+            cpu = "n/a" if m.cpu_us_per_op != m.cpu_us_per_op else (
+                f"{m.cpu_us_per_op:,.0f}" + (f" ({m.server_cpu_us_per_op:,.0f})" if m.server_cpu_us_per_op else ""))
             rows.append([str(clients), name + (f" ({errors} errors)" if errors else ""), fmt(m.ops_per_s), spread,
-                         fmt(m.p50_ms), fmt(m.p99_ms), *ratios])
+                         fmt(m.p50_ms), fmt(m.p99_ms), cpu, *ratios])
     return table(["clients", "system", f"{unit} (median)", "range over runs", "p50 ms", "p99 ms",
-                  "headwater ÷ peer: throughput", "p50", "p99"], rows)
-
-
-@contextlib.contextmanager
-def timed_section() -> Iterator[dict[str, float]]:
-    import time
-
-    info: dict[str, float] = {"load_before": loadavg()[0]}
-    started = time.perf_counter()
-    yield info
-    info["seconds"] = time.perf_counter() - started
-    info["load_after"] = loadavg()[0]
+                  "CPU µs/op (in servers)", "headwater ÷ peer: throughput", "p50", "p99"], rows)
 
 
 def alternate(env: Env, systems: list[str]) -> Iterator[tuple[int, int, str]]:
@@ -136,6 +127,54 @@ def alternate(env: Env, systems: list[str]) -> Iterator[tuple[int, int, str]]:
                 yield run, clients, system
 
 
-def environment_note() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"load average {one:.2f} / {five:.2f} / {fifteen:.2f}"
+@dataclass
+class Verdict:
+    """One line of the summary: headwater against the best peer on one measure."""
+
+    workload: str
+    measure: str
+    headwater: float
+    peer: str
+    peer_value: float
+    higher_is_better: bool = True
+    unit: str = ""
+    goal: float = 1.0  # headwater must beat the peer by this factor
+
+    @property
+    def advantage(self) -> float:
+        """How many times better headwater is (>1: ahead), whichever direction is better."""
+        if not self.headwater or not self.peer_value:
+            return float("nan")
+        return self.headwater / self.peer_value if self.higher_is_better else self.peer_value / self.headwater
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "advantage": self.advantage}
+
+
+def best_peer_verdicts(workload: str, measured: list[Measured], reference: str | list[str], peers: list[str], *,
+                       unit: str, goal: float = 1.0, latency: bool = True,
+                       labels: dict[str, str] | None = None) -> list[Verdict]:
+    """Per client count: headwater's best throughput (and p50) against the best peer's.
+
+    `reference` may name several headwater configurations; the best of them is compared, as the
+    best of the peers is, and named in the measure when there is a choice.
+    """
+    out = []
+    references = [reference] if isinstance(reference, str) else reference
+    by = {(m.system, m.clients): m for m in measured}
+    for clients in sorted({m.clients for m in measured}):
+        mine = [by[(r, clients)] for r in references if (r, clients) in by]
+        candidates = [by[(p, clients)] for p in peers if (p, clients) in by]
+        if not mine or not candidates:
+            continue
+        label = f"{clients} client{'s' if clients > 1 else ''}"
+        ref, best = max(mine, key=lambda m: m.ops_per_s), max(candidates, key=lambda m: m.ops_per_s)
+        which = f" ({(labels or {}).get(ref.system, ref.system)})" if len(mine) > 1 else ""
+        out.append(Verdict(workload, f"throughput, {label}{which}", ref.ops_per_s, best.system, best.ops_per_s,
+                           unit=unit, goal=goal))
+        if latency:
+            ref, fastest = min(mine, key=lambda m: m.p50_ms), min(candidates, key=lambda m: m.p50_ms)
+            which = f" ({(labels or {}).get(ref.system, ref.system)})" if len(mine) > 1 else ""
+            out.append(Verdict(workload, f"p50 latency, {label}{which}", ref.p50_ms, fastest.system, fastest.p50_ms,
+                               higher_is_better=False, unit="ms"))
+    return out

@@ -224,6 +224,11 @@ class Redis:
         finally:
             client.close()
 
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
     def _log_tail(self) -> str:
         return self.log.read_text()[-3000:] if self.log.exists() else ""
 

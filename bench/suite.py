@@ -49,6 +49,7 @@ def _arguments(argv: list[str] | None, *, suite: bool) -> argparse.Namespace:
     if suite:
         parser.add_argument("--only", help=f"comma-separated subset of {','.join(WORKLOADS)}")
         parser.add_argument("--output", default=str(DOCS / "benchmarks.md"))
+        parser.add_argument("--no-profile", action="store_true", help="skip the profile of headwater's append path")
     return parser.parse_args(argv)
 
 
@@ -73,6 +74,40 @@ def wait_for_quiet(limit_s: float) -> list[float]:
         samples.append(loadavg()[0])
         print(f"load average {samples[-1]:.2f}", flush=True)
     return samples
+
+
+def run_profile(args: argparse.Namespace) -> dict[str, Any] | None:
+    """bench.profile_append at 1 and 16 clients, and py-spy at 16, each in a child process."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    seconds = "3" if args.quick else "5"
+    runs = []
+    try:
+        for clients, spy in ((1, False), (16, True)):
+            command = [sys.executable, "-m", "bench.profile_append", "--clients", str(clients), "--seconds", seconds,
+                       "--tasks", str(args.tasks), "--json", *(["--py-spy"] if spy else [])]
+            print(f"== profile, {clients} client(s)", flush=True)
+            out = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=300,
+                                 env=os.environ | {"PYTHONPATH": str(root)})
+            if out.returncode != 0:
+                print(out.stderr[-2000:], file=sys.stderr)
+                return None
+            runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    except subprocess.TimeoutExpired:
+        return None
+    spy = runs[-1].pop("py_spy", None)
+    # More tasks should mean more parallelism; under one interpreter lock it does not.
+    by_tasks = {}
+    for tasks in (1, 2, 4):
+        command = [sys.executable, "-m", "bench.profile_append", "--clients", "16", "--seconds", seconds,
+                   "--tasks", str(tasks), "--json", "--plain"]
+        print(f"== profile, 16 clients, {tasks} task(s)", flush=True)
+        out = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=300,
+                             env=os.environ | {"PYTHONPATH": str(root)})
+        if out.returncode == 0:
+            by_tasks[tasks] = json.loads(out.stdout.strip().splitlines()[-1])["appends_per_s"]
+    return {"runs": runs, "py_spy": spy, "py_spy_clients": 16, "appends_per_s_by_tasks": by_tasks}
 
 
 def standalone(run: Callable[[Env], Section], argv: list[str] | None = None) -> None:
@@ -116,23 +151,26 @@ def main(argv: list[str] | None = None) -> None:
                     continue
                 section.data["seconds"] = time.perf_counter() - section_started
                 section.data["load_after"] = loadavg()
+                section.data["verdicts"] = [v.as_dict() for v in section.verdicts]
                 sections.append(section)
                 print(f"   {name} took {section.data['seconds']:.0f} s", flush=True)
             info["postgres"] = env._postgres.version if env._postgres else None
             info["redis"] = env._redis.version if env._redis else None
         finally:
             env.close()
+    profile = None if args.no_profile else run_profile(args)
     info["total_seconds"] = time.perf_counter() - started
     info["load_samples_before"] = load_samples
     info["load_end"] = loadavg()
+    from bench.analysis import analysis
     from bench.report import render
 
-    text = render(sections, failures, info, args)
+    text = render(sections, failures, info, args, profile, analysis(sections, profile))
     Path(args.output).write_text(text)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(
         {"machine": info, "sections": {s.key: s.data for s in sections}, "failures": failures,
-         "quick": args.quick}, indent=1, default=str))
+         "quick": args.quick, "profile": profile}, indent=1, default=str))
     print(f"\nwrote {args.output} and {RESULTS / 'latest.json'} in {info['total_seconds']:.0f} s")
     if failures:
         print(f"{len(failures)} workload(s) failed: {[f[0] for f in failures]}", file=sys.stderr)

@@ -52,17 +52,21 @@ def make_sentences(count: int, vocabulary: int, seed: int = 1) -> list[str]:
     return [" ".join(rng.choices(words, weights, k=rng.randint(5, 15))) for _ in range(count)]
 
 
-def run_headwater(lines: list[str], tasks: int) -> tuple[float, dict[str, int]]:
+def run_headwater(lines: list[str], tasks: int, stats: dict[str, float] | None = None) -> tuple[float, dict[str, int]]:
+    """Seconds from resuming the topology over the stored sentences until all are counted, and a few
+    words' counts; `stats["cpu_s"]` gets the CPU the process spent in that window."""
     with tempfile.TemporaryDirectory(prefix="headwater-wc-") as directory, hw.InProcessCluster(directory) as cluster:
         cluster.deploy(wordcount, tasks=tasks)
         depot = cluster.depot("wordcount", "sentences")
         cluster.pause("wordcount", "count_words")
         for start in range(0, len(lines), 5000):
             depot.append_many(lines[start:start + 5000], ack="append")
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         cluster.resume("wordcount", "count_words")
         cluster.wait_for_microbatch("wordcount", "count_words", processed=len(lines), timeout=600)
         elapsed = time.perf_counter() - started
+        if stats is not None:
+            stats["cpu_s"] = time.process_time() - cpu
         view = cluster.pstate("wordcount", "counts")
         sample = {w: view[w].get() for w in ("w0", "w1", "w10", "w100")}
     return elapsed, sample
@@ -70,8 +74,11 @@ def run_headwater(lines: list[str], tasks: int) -> tuple[float, dict[str, int]]:
 
 BYTEWAX_FLOW = '''
 import sys, time, json
+from datetime import timedelta
+from pathlib import Path
 from bytewax.dataflow import Dataflow
 import bytewax.operators as op
+from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSource, run_main
 
 lines = open(sys.argv[1]).read().splitlines()
@@ -82,14 +89,21 @@ stream = op.input("in", flow, TestingSource(lines, batch_size=1000))
 words = op.flat_map("split", stream, lambda line: line.split())
 counted = op.count_final("count", words, lambda w: w)
 op.inspect("collect", counted, lambda step, kv: final.__setitem__(kv[0], kv[1]))
-started = time.perf_counter()
-run_main(flow)
+options = {}
+if len(sys.argv) > 2:  # recovery on: state snapshots in SQLite at the end of every epoch
+    init_db_dir(Path(sys.argv[2]), 1)
+    options = {"recovery_config": RecoveryConfig(Path(sys.argv[2])), "epoch_interval": timedelta(seconds=float(sys.argv[3]))}
+started, cpu = time.perf_counter(), time.process_time()
+run_main(flow, **options)
 elapsed = time.perf_counter() - started
-print(json.dumps({"elapsed": elapsed, "sample": {w: final.get(w) for w in ("w0", "w1", "w10", "w100")}}))
+print(json.dumps({"elapsed": elapsed, "cpu_s": time.process_time() - cpu, "sample": {w: final.get(w) for w in ("w0", "w1", "w10", "w100")}}))
 '''
 
 
-def run_bytewax(lines: list[str]) -> tuple[float, dict[str, int]] | None:
+def run_bytewax(lines: list[str], *, epoch_s: float | None = None,
+                stats: dict[str, float] | None = None) -> tuple[float, dict[str, int]] | None:
+    """Seconds bytewax took and its counts of a few words; with `epoch_s`, recovery is on and its
+    state is snapshotted to SQLite at the end of every epoch of that length."""
     try:
         import bytewax  # noqa: F401
     except ImportError:
@@ -103,8 +117,13 @@ def run_bytewax(lines: list[str]) -> tuple[float, dict[str, int]] | None:
         script = os.path.join(directory, "flow.py")
         with open(script, "w") as f:
             f.write(BYTEWAX_FLOW)
-        out = subprocess.run([sys.executable, script, path], capture_output=True, text=True, check=True).stdout
+        recovery = [os.path.join(directory, "recovery"), str(epoch_s)] if epoch_s is not None else []
+        if recovery:
+            os.mkdir(recovery[0])
+        out = subprocess.run([sys.executable, script, path, *recovery], capture_output=True, text=True, check=True).stdout
     result = json.loads(out.strip().splitlines()[-1])
+    if stats is not None:
+        stats["cpu_s"] = result["cpu_s"]
     return result["elapsed"], result["sample"]
 
 
