@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -31,7 +31,7 @@ from headwater.client.replies import Waiter
 if TYPE_CHECKING:
     from headwater.cluster.inprocess import Deployment
 
-__all__ = ["AppendResult", "DeadLetter", "DepotClient", "PartitionInfo", "DepotRecord", "pstate_view"]
+__all__ = ["AppendResult", "DeadLetter", "DepotClient", "DepotRecord", "PartitionInfo", "pstate_view", "tail_records"]
 
 
 class AppendResult:
@@ -232,31 +232,38 @@ class DepotClient:
 
         Ends when the cluster closes, or after `idle_timeout_s` seconds without a new record.
         """
-        chosen = list(partitions) if partitions is not None else list(range(self._depot.partitions))
-        if isinstance(from_offset, dict):
-            cursors = {p: from_offset.get(p, 0) for p in chosen}
-        elif from_offset is not None:
-            cursors = {p: from_offset for p in chosen}
-        else:
-            cursors = {p: self.partition_info(p).end_offset for p in chosen}  # now, not at the first next()
-        return self._follow(chosen, cursors, poll_s, idle_timeout_s)
+        return tail_records(self, from_offset, partitions, poll_s, idle_timeout_s, lambda: self._deployment.closed)
 
-    def _follow(self, chosen: list[int], cursors: dict[int, int], poll_s: float,
-                idle_timeout_s: float | None) -> Iterator[DepotRecord]:
-        idle_since = time.monotonic()
-        while not self._deployment.closed:
-            found = False
-            for partition in chosen:
-                for record in self.read(partition, cursors[partition], cursors[partition] + 1000):
-                    cursors[partition] = record.offset + 1
-                    found = True
-                    yield record
-            if found:
-                idle_since = time.monotonic()
-            elif idle_timeout_s is not None and time.monotonic() - idle_since >= idle_timeout_s:
-                return
-            else:
-                time.sleep(poll_s)
+
+def tail_records(depot: Any, from_offset: int | dict[int, int] | None, partitions: Iterable[int] | None,
+                 poll_s: float, idle_timeout_s: float | None, closed: Callable[[], bool]) -> Iterator[DepotRecord]:
+    """`tail` for any depot client with `partitions`, `partition_info(p)` and `read(p, start, stop)`."""
+    chosen = list(partitions) if partitions is not None else list(range(depot.partitions))
+    if isinstance(from_offset, dict):
+        cursors = {p: from_offset.get(p, 0) for p in chosen}
+    elif from_offset is not None:
+        cursors = {p: from_offset for p in chosen}
+    else:
+        cursors = {p: depot.partition_info(p).end_offset for p in chosen}  # now, not at the first next()
+    return _follow(depot, chosen, cursors, poll_s, idle_timeout_s, closed)
+
+
+def _follow(depot: Any, chosen: list[int], cursors: dict[int, int], poll_s: float,
+            idle_timeout_s: float | None, closed: Callable[[], bool]) -> Iterator[DepotRecord]:
+    idle_since = time.monotonic()
+    while not closed():
+        found = False
+        for partition in chosen:
+            for record in depot.read(partition, cursors[partition], cursors[partition] + 1000):
+                cursors[partition] = record.offset + 1
+                found = True
+                yield record
+        if found:
+            idle_since = time.monotonic()
+        elif idle_timeout_s is not None and time.monotonic() - idle_since >= idle_timeout_s:
+            return
+        else:
+            time.sleep(poll_s)
 
 
 def pstate_view(deployment: Deployment, name: Any, task: int | None = None) -> Any:

@@ -14,7 +14,6 @@ This file also holds the wire format both ends share (`ERRORS`); the server impo
 from __future__ import annotations
 
 import asyncio
-import time
 import typing
 import uuid
 from collections.abc import Iterable, Iterator
@@ -25,7 +24,7 @@ from urllib.parse import quote, urlencode
 
 import msgspec
 
-from headwater.client.api import AppendResult, DepotRecord, PartitionInfo, _ack
+from headwater.client.api import AppendResult, DepotRecord, PartitionInfo, _ack, tail_records
 from headwater.engine.definitions import Ack, Module
 from headwater.errors import (
     AckTimeout,
@@ -398,31 +397,7 @@ class RemoteDepot:
 
         Ends when the client closes, or after `idle_timeout_s` seconds without a new record.
         """
-        chosen = list(partitions) if partitions is not None else list(range(self.partitions))
-        if isinstance(from_offset, dict):
-            cursors = {p: from_offset.get(p, 0) for p in chosen}
-        elif from_offset is not None:
-            cursors = {p: from_offset for p in chosen}
-        else:
-            cursors = {p: self.partition_info(p).end_offset for p in chosen}
-        return self._follow(chosen, cursors, poll_s, idle_timeout_s)
-
-    def _follow(self, chosen: list[int], cursors: dict[int, int], poll_s: float,
-                idle_timeout_s: float | None) -> Iterator[DepotRecord]:
-        idle_since = time.monotonic()
-        while not self._cluster.closed:
-            found = False
-            for partition in chosen:
-                for record in self.read(partition, cursors[partition], cursors[partition] + 1000):
-                    cursors[partition] = record.offset + 1
-                    found = True
-                    yield record
-            if found:
-                idle_since = time.monotonic()
-            elif idle_timeout_s is not None and time.monotonic() - idle_since >= idle_timeout_s:
-                return
-            else:
-                time.sleep(poll_s)
+        return tail_records(self, from_offset, partitions, poll_s, idle_timeout_s, lambda: self._cluster.closed)
 
 
 def _append_result(body: Any, ack: Ack) -> AppendResult | None:
