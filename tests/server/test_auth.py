@@ -66,8 +66,9 @@ def test_retrying_dead_letters_needs_admin(secured):
     cluster, url = secured
     with pytest.raises(hw.HandlerError):
         cluster.depot("jobs", "jobs").append(Job(4242, fail=True))
-    letter = cluster.dead_letters("jobs", "work")[0]
-    path = f"/api/modules/jobs/topologies/work/dead-letters/{letter.id}/retry"
+    topology = "work"
+    letter = cluster.dead_letters("jobs", topology)[0]
+    path = f"/api/modules/jobs/topologies/{topology}/dead-letters/{letter.id}/retry"
     assert call(url, "POST", path, "reader").status_code == 403
     assert call(url, "POST", path, "jobs-admin").json()["error"] == "handler_error"  # allowed; still failing
 
