@@ -177,4 +177,8 @@ def best_peer_verdicts(workload: str, measured: list[Measured], reference: str |
             which = f" ({(labels or {}).get(ref.system, ref.system)})" if len(mine) > 1 else ""
             out.append(Verdict(workload, f"p50 latency, {label}{which}", ref.p50_ms, fastest.system, fastest.p50_ms,
                                higher_is_better=False, unit="ms"))
+            ref, fastest = min(mine, key=lambda m: m.p99_ms), min(candidates, key=lambda m: m.p99_ms)
+            which = f" ({(labels or {}).get(ref.system, ref.system)})" if len(mine) > 1 else ""
+            out.append(Verdict(workload, f"p99 latency, {label}{which}", ref.p99_ms, fastest.system, fastest.p99_ms,
+                               higher_is_better=False, unit="ms"))
     return out

@@ -50,7 +50,8 @@ def machine_table(info: dict[str, Any], args: argparse.Namespace) -> str:
         ["headwater", f"commit {info['commit']}{' with uncommitted changes under headwater/' if info['dirty'] else ''}"],
         ["load average (1 min) before", ", ".join(f"{x:.2f}" for x in load) +
          (" — not below 1.0: other work shared the CPU" if load and load[-1] >= 1.0 else "")],
-        ["load average at the end", " / ".join(f"{x:.2f}" for x in info["load_end"])],
+        ["load average at the end", " / ".join(f"{x:.2f}" for x in info["load_end"]) +
+         " (1, 5, 15 min; while it runs, the benchmark's own threads and servers count in it too)"],
         ["run", f"{'quick' if args.quick else 'full'}; {args.runs or 3} runs per measurement of "
                 f"{args.seconds or (1.0 if args.quick else 3.0):g} s; headwater with {args.tasks} tasks; "
                 f"{info['total_seconds'] / 60:.1f} minutes in all"],
@@ -137,7 +138,7 @@ def profile_section(profile: dict[str, Any] | None) -> str:
 
 def render(sections: list[Section], failures: list[tuple[str, str]], info: dict[str, Any],
            args: argparse.Namespace, profile: dict[str, Any] | None = None, analysis: str = "") -> str:
-    when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    when = info.get("finished") or dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     command = "make bench" if not args.quick else "make bench BENCH_ARGS=--quick"
     out = [
         "# Benchmarks: headwater against the systems people would use instead",
@@ -171,6 +172,7 @@ make bench BENCH_ARGS=--quick       # shorter runs and smaller data, a few minut
 .venv/bin/python -m bench.profile_append --clients 16 --py-spy
 ```
 
-Run the `bench.*` modules with `-m` from the repository root (a script run would put `bench/` first
-on the import path, where `bench/http.py` shadows the standard library's `http`). The suite waits up
-to `--wait-load S` seconds for the 1-minute load average to fall below 1.0 before it starts."""
+Run the `bench.*` modules with `-m` from the repository root. The suite waits up to `--wait-load S`
+seconds for the 1-minute load average to fall below 1.0 before it starts (`make bench
+BENCH_ARGS="--wait-load 600"`); `--render-only` rewrites this page from `bench/results/latest.json`
+without measuring again."""

@@ -12,6 +12,7 @@ bench/results/latest.json; plots to docs/bench/.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import signal
@@ -50,6 +51,8 @@ def _arguments(argv: list[str] | None, *, suite: bool) -> argparse.Namespace:
         parser.add_argument("--only", help=f"comma-separated subset of {','.join(WORKLOADS)}")
         parser.add_argument("--output", default=str(DOCS / "benchmarks.md"))
         parser.add_argument("--no-profile", action="store_true", help="skip the profile of headwater's append path")
+        parser.add_argument("--render-only", action="store_true",
+                            help="measure nothing: rewrite the page from bench/results/latest.json")
     return parser.parse_args(argv)
 
 
@@ -123,8 +126,34 @@ def standalone(run: Callable[[Env], Section], argv: list[str] | None = None) -> 
     print(f"\n## {section.title}\n\n{section.markdown}\n")
 
 
+def _write(sections: list[Section], failures: list[tuple[str, str]], info: dict[str, Any], args: argparse.Namespace,
+           profile: dict[str, Any] | None) -> None:
+    from bench.analysis import analysis
+    from bench.report import render
+
+    Path(args.output).write_text(render(sections, failures, info, args, profile, analysis(sections, profile)))
+
+
+def render_only(args: argparse.Namespace) -> None:
+    """Rewrite the page from the last run's raw data (after a change to the text, not to the numbers)."""
+    from bench.harness import Verdict
+
+    saved = json.loads((RESULTS / "latest.json").read_text())
+    sections = []
+    for key, data in saved["sections"].items():
+        verdicts = [Verdict(**{k: v for k, v in entry.items() if k != "advantage"}) for entry in data["verdicts"]]
+        sections.append(Section(key, data["title"], data["markdown"], data, data.get("plots", []), verdicts))
+    run_args = argparse.Namespace(**(saved.get("arguments") or {}))
+    run_args.output = args.output
+    _write(sections, [tuple(f) for f in saved["failures"]], saved["machine"], run_args, saved["profile"])
+    print(f"rewrote {args.output} from {RESULTS / 'latest.json'}")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = _arguments(argv, suite=True)
+    if args.render_only:
+        render_only(args)
+        return
     _stop_on_sigterm()
     chosen = WORKLOADS if not args.only else [w.strip() for w in args.only.split(",")]
     unknown = [w for w in chosen if w not in WORKLOADS]
@@ -152,6 +181,7 @@ def main(argv: list[str] | None = None) -> None:
                 section.data["seconds"] = time.perf_counter() - section_started
                 section.data["load_after"] = loadavg()
                 section.data["verdicts"] = [v.as_dict() for v in section.verdicts]
+                section.data |= {"title": section.title, "markdown": section.markdown, "plots": section.plots}
                 sections.append(section)
                 print(f"   {name} took {section.data['seconds']:.0f} s", flush=True)
             info["postgres"] = env._postgres.version if env._postgres else None
@@ -162,15 +192,13 @@ def main(argv: list[str] | None = None) -> None:
     info["total_seconds"] = time.perf_counter() - started
     info["load_samples_before"] = load_samples
     info["load_end"] = loadavg()
-    from bench.analysis import analysis
-    from bench.report import render
-
-    text = render(sections, failures, info, args, profile, analysis(sections, profile))
-    Path(args.output).write_text(text)
+    info["finished"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    _write(sections, failures, info, args, profile)
     RESULTS.mkdir(exist_ok=True)
+    arguments = {k: getattr(args, k) for k in ("quick", "runs", "seconds", "tasks")}
     (RESULTS / "latest.json").write_text(json.dumps(
         {"machine": info, "sections": {s.key: s.data for s in sections}, "failures": failures,
-         "quick": args.quick, "profile": profile}, indent=1, default=str))
+         "quick": args.quick, "profile": profile, "arguments": arguments}, indent=1, default=str))
     print(f"\nwrote {args.output} and {RESULTS / 'latest.json'} in {info['total_seconds']:.0f} s")
     if failures:
         print(f"{len(failures)} workload(s) failed: {[f[0] for f in failures]}", file=sys.stderr)
