@@ -128,7 +128,7 @@ class DepotClient:
         partition = depot.partition_for(validated, idempotency_key)
         deployment = self._deployment
         deployment.check_open()
-        waiter = Waiter(partition, loop=loop) if ack is not Ack.NONE else None
+        waiter = Waiter(partition, loop=loop, durable=ack is Ack.APPEND) if ack is not Ack.NONE else None
         request = deployment.router.register(waiter) if waiter is not None else 0
         message = AppendRecord(depot.depot_id, partition, data, ack.value, deployment.client_id, request, idempotency_key)
         try:

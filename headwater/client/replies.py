@@ -42,26 +42,31 @@ class _Signal:
 
 
 class Waiter:
+    """One request's reply. Full-ack appends wait only for Completed; `durable=True` also lets
+    a caller wait for the Appended reply (Ack.APPEND)."""
+
     __slots__ = ("partition", "offset", "completed", "_durable", "_done", "_loop", "_future")
 
-    def __init__(self, partition: int, *, loop: asyncio.AbstractEventLoop | None = None) -> None:
+    def __init__(self, partition: int, *, loop: asyncio.AbstractEventLoop | None = None, durable: bool = False) -> None:
         self.partition = partition
         self.offset: int | None = None
         self.completed: Completed | None = None
-        self._durable = _Signal()
+        self._durable = _Signal() if durable else None
         self._done = _Signal()
         self._loop = loop
         self._future: asyncio.Future[None] | None = loop.create_future() if loop else None
 
     def on_appended(self, message: Appended) -> None:
         self.offset = message.offset
-        self._durable.set()
+        if self._durable is not None:
+            self._durable.set()
 
     def on_completed(self, message: Completed) -> None:
         if message.offset >= 0:
             self.offset = message.offset
         self.completed = message
-        self._durable.set()
+        if self._durable is not None:
+            self._durable.set()
         self._done.set()
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._resolve)
@@ -71,6 +76,7 @@ class Waiter:
             self._future.set_result(None)
 
     def wait_durable(self, timeout_s: float) -> bool:
+        assert self._durable is not None, "made without durable=True"
         return self._durable.wait(timeout_s)
 
     def wait_done(self, timeout_s: float) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
@@ -81,10 +82,50 @@ class _CommitBarrier:
             self._condition.notify_all()
 
 
+class _Admission:
+    """Counts the appends in flight to one task; appenders wait only while it is full.
+
+    Admitting and releasing take one plain lock (a threading.Semaphore would take a
+    Python-level Condition on every call, and the task releases once per append).
+    """
+
+    __slots__ = ("_free", "_lock", "_room", "_waiting")
+
+    def __init__(self, limit: int) -> None:
+        self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)
+        self._free = limit
+        self._waiting = 0
+
+    def acquire(self, timeout_s: float) -> bool:
+        with self._lock:
+            if self._free > 0:
+                self._free -= 1
+                return True
+            deadline = time.monotonic() + timeout_s
+            self._waiting += 1
+            try:
+                while self._free <= 0:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    self._room.wait(remaining)
+                self._free -= 1
+                return True
+            finally:
+                self._waiting -= 1
+
+    def release(self, count: int) -> None:
+        with self._lock:
+            self._free += count
+            if self._waiting:
+                self._room.notify(count)
+
+
 class InProcessTransport(Transport):
     def __init__(self) -> None:
         self._inboxes: dict[int, queue.SimpleQueue[bytes]] = {}
-        self._slots: dict[int, threading.Semaphore] = {}
+        self._slots: dict[int, _Admission] = {}
         self._readers: dict[int, Callable[[tuple[Any, ...]], Any]] = {}
         self._clients: dict[int, Callable[[bytes], None]] = {}
         self._barrier = _CommitBarrier()
@@ -94,7 +135,7 @@ class InProcessTransport(Transport):
     def register_task(self, task_id: int, read: Callable[[tuple[Any, ...]], Any]) -> queue.SimpleQueue[bytes]:
         inbox: queue.SimpleQueue[bytes] = queue.SimpleQueue()
         self._inboxes[task_id] = inbox
-        self._slots[task_id] = threading.Semaphore(APPENDS_IN_FLIGHT_MAX)
+        self._slots[task_id] = _Admission(APPENDS_IN_FLIGHT_MAX)
         self._readers[task_id] = read
         return inbox
 
@@ -107,7 +148,7 @@ class InProcessTransport(Transport):
     def admit_append(self, task_id: int, message: bytes, *, timeout_s: float) -> None:
         if self.closed:
             raise Unavailable("the cluster is closed")
-        if not self._slots[task_id].acquire(timeout=timeout_s):
+        if not self._slots[task_id].acquire(timeout_s):
             from headwater.errors import AckTimeout
 
             raise AckTimeout(
@@ -116,8 +157,8 @@ class InProcessTransport(Transport):
             )
         self._inboxes[task_id].put(message)
 
-    def release_append(self, task_id: int) -> None:
-        self._slots[task_id].release()
+    def release_appends(self, task_id: int, count: int) -> None:
+        self._slots[task_id].release(count)
 
     def reply(self, client_id: int, message: bytes) -> None:
         deliver = self._clients.get(client_id)

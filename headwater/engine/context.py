@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +22,7 @@ from headwater.errors import ReadOnlyError, SchemaError, WrongPartitionError
 if TYPE_CHECKING:
     from headwater.engine.runtime import ModuleRuntime, PStateRuntime
 
-__all__ = ["Context", "Invocation", "PStateExecutor", "RecordInfo", "invocation_id"]
+__all__ = ["FINISHED", "Context", "Invocation", "PStateExecutor", "RecordInfo", "TaskViews", "TxnSlot", "invocation_id"]
 
 _logger = logging.getLogger("headwater.handler")
 
@@ -40,31 +40,62 @@ class RecordInfo:
     timestamp_us: int
 
 
-@dataclass
 class Invocation:
-    topology: str
-    tree: TreeRef | None
-    record: RecordInfo
-    txn: Any  # headwater.pstate.Txn
-    outbox: list[tuple[int, bytes]] = field(default_factory=list)  # (task, encoded message), sent after commit
-    children_xor: int = 0
-    has_children: bool = False
-    returned: bytes | None = None
-    # Set for microbatch invocations: ctx.append collects here and is sent when the batch commits.
-    deferred_appends: list[tuple[int, bytes]] | None = None
+    """Everything one run of user code did, kept apart until the task commits or drops it."""
+
+    __slots__ = ("topology", "tree", "record", "txn", "outbox", "children_xor", "has_children", "returned",
+                 "deferred_appends")
+
+    def __init__(self, topology: str, tree: TreeRef | None, record: RecordInfo, txn: Any) -> None:
+        self.topology = topology
+        self.tree = tree
+        self.record = record
+        self.txn = txn  # headwater.pstate.Txn
+        self.outbox: list[tuple[int, bytes]] = []  # (task, encoded message), sent after commit
+        self.children_xor = 0
+        self.has_children = False
+        self.returned: bytes | None = None
+        # Set for microbatch invocations: ctx.append collects here and is sent when the batch commits.
+        self.deferred_appends: list[tuple[int, bytes]] | None = None
+
+
+class _Finished:
+    """What a task's handler views read and write between invocations: nothing, with a clear error."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise ReadOnlyError(
+            "this PState view belongs to a handler invocation that has finished; call ctx.pstate(...) "
+            "in the code that uses it instead of keeping the view"
+        )
+
+
+FINISHED: Any = _Finished()
+
+
+class TxnSlot:
+    """Where a task's PState views read and write: the running invocation's Txn (or committed state).
+
+    A task runs one invocation at a time, so its views are built once and this one slot is
+    pointed at each invocation's Txn in turn, instead of building views per call.
+    """
+
+    __slots__ = ("txn",)
+
+    def __init__(self, txn: Any = FINISHED) -> None:
+        self.txn = txn
 
 
 class PStateExecutor:
     """Runs paths of a handler's PState view on its task, checking the task owns the key."""
 
-    __slots__ = ("_pstate", "_layout", "_partitioned", "_keyed", "_reader", "_task_id", "_tasks", "_writable")
+    __slots__ = ("_pstate", "_layout", "_partitioned", "_keyed", "_slot", "_task_id", "_tasks", "_writable")
 
-    def __init__(self, pstate: PStateRuntime, reader: Any, task_id: int, tasks: int, *, writable: bool) -> None:
+    def __init__(self, pstate: PStateRuntime, slot: TxnSlot, task_id: int, tasks: int, *, writable: bool) -> None:
         self._pstate = pstate
         self._layout = pstate.layout  # attributes read on every operation are kept flat: this is a hot path
         self._partitioned = pstate.decl.partitioned
         self._keyed = pstate.keyed
-        self._reader = reader
+        self._slot = slot
         self._task_id = task_id
         self._tasks = tasks
         self._writable = writable
@@ -90,7 +121,7 @@ class PStateExecutor:
 
     def read(self, steps: tuple[Any, ...], op: str, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> Any:
         self._check_owner(steps)
-        return self._layout.read(self._reader, steps, op, args, kwargs or {})
+        return self._layout.read(self._slot.txn, steps, op, args, kwargs or {})
 
     def write(self, steps: tuple[Any, ...], op: str, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> None:
         if not self._writable:
@@ -99,33 +130,69 @@ class PStateExecutor:
                 "append to a depot and write from a topology instead"
             )
         self._check_owner(steps)
-        self._layout.write(self._reader, steps, op, args, kwargs or {})
+        self._layout.write(self._slot.txn, steps, op, args, kwargs or {})
+
+
+class TaskViews:
+    """The root View of each PState of a module on one task, built once, over one TxnSlot."""
+
+    __slots__ = ("_runtime", "_task_id", "slot", "_views", "_writable")
+
+    def __init__(self, runtime: ModuleRuntime, task_id: int, slot: TxnSlot, *, writable: bool) -> None:
+        self._runtime = runtime
+        self._task_id = task_id
+        self.slot = slot
+        self._writable = writable
+        self._views: dict[Any, View] = {}  # by the PState's declaration and by its name
+
+    def view(self, decl_or_name: Any) -> View:
+        try:
+            return self._views[decl_or_name]
+        except (KeyError, TypeError):
+            pass
+        pstate = self._runtime.pstate(decl_or_name)  # NotFound, naming the PStates there are
+        executor = PStateExecutor(pstate, self.slot, self._task_id, self._runtime.tasks, writable=self._writable)
+        view = View(executor, pstate.decl.schema, name=f"{self._runtime.name}.{pstate.name}")
+        self._views[decl_or_name] = view  # a dict write is atomic: racing readers build equal views
+        return view
 
 
 class Context:
     """What a stream handler or step sees: its task's PStates, hops, appends, and the record it serves."""
 
-    def __init__(self, runtime: ModuleRuntime, task: Any, invocation: Invocation | None, reader: Any, *, writable: bool) -> None:
+    __slots__ = ("_runtime", "_task", "_invocation", "_views", "task_id", "num_tasks")
+
+    def __init__(self, runtime: ModuleRuntime, task: Any, invocation: Invocation | None, views: TaskViews) -> None:
         self._runtime = runtime
         self._task = task
         self._invocation = invocation
-        self._reader = reader
-        self._writable = writable
+        self._views = views
         self.task_id: int = task.task_id
         self.num_tasks: int = runtime.tasks
-        record = invocation.record if invocation else None
-        self.depot: str | None = record.depot if record else None
-        self.partition: int | None = record.partition if record else None
-        self.offset: int | None = record.offset if record else None
-        self._timestamp_us = record.timestamp_us if record else None
-        self.topology: str | None = invocation.topology if invocation else None
+
+    @property
+    def depot(self) -> str | None:
+        """The depot of the record being processed."""
+        return self._invocation.record.depot if self._invocation else None
+
+    @property
+    def partition(self) -> int | None:
+        return self._invocation.record.partition if self._invocation else None
+
+    @property
+    def offset(self) -> int | None:
+        return self._invocation.record.offset if self._invocation else None
+
+    @property
+    def topology(self) -> str | None:
+        return self._invocation.topology if self._invocation else None
 
     @property
     def timestamp(self) -> datetime | None:
         """Append time of the record being processed (deterministic under replay, unlike the clock)."""
-        if self._timestamp_us is None:
+        if self._invocation is None:
             return None
-        return datetime.fromtimestamp(self._timestamp_us / 1e6, tz=timezone.utc)
+        return datetime.fromtimestamp(self._invocation.record.timestamp_us / 1e6, tz=timezone.utc)
 
     @property
     def log(self) -> logging.LoggerAdapter[logging.Logger]:
@@ -133,9 +200,7 @@ class Context:
         return logging.LoggerAdapter(_logger, extra)
 
     def pstate(self, decl_or_name: Any) -> Any:
-        pstate = self._runtime.pstate(decl_or_name)
-        executor = PStateExecutor(pstate, self._reader, self.task_id, self.num_tasks, writable=self._writable)
-        return View(executor, pstate.decl.schema, name=f"{self._runtime.name}.{pstate.name}")
+        return self._views.view(decl_or_name)
 
     # ---- continuing elsewhere -------------------------------------------------------------
     def task_for(self, key: Any) -> int:
@@ -201,7 +266,7 @@ class Context:
             raise SchemaError(f"ack_return value cannot be serialized: {e}") from None
 
     def unique_id(self) -> int:
-        if not self._writable:
+        if self._invocation is None:
             raise ReadOnlyError("unique_id() is for topologies: it advances a durable counter")
         return self._task.next_unique_id()
 

@@ -11,6 +11,7 @@ from headwater.engine.definitions import DepotDecl, MicrobatchDecl, Module, PSta
 from headwater.engine.events import EventCodec
 from headwater.engine.writes import WriterGuard, check_writer_kinds
 from headwater.errors import DefinitionError, NotFound
+from headwater.schema import task_for_key
 
 __all__ = ["Catalog", "DepotRuntime", "ModuleRuntime", "PStateRuntime"]
 
@@ -55,8 +56,6 @@ class DepotRuntime:
 
     def partition_for(self, event: Any, idempotency_key: str | None = None) -> int:
         """The partition an (already validated) event goes to."""
-        from headwater.schema import task_for_key
-
         if self.partitions == 1:
             return 0
         if self.decl.partition_by is not None:

@@ -14,7 +14,6 @@ import threading
 import time
 import traceback
 from collections import deque
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable
 
@@ -22,7 +21,7 @@ import xxhash
 
 from headwater.engine.transport import Transport
 from headwater.engine import messages
-from headwater.engine.context import Context, Invocation, RecordInfo, invocation_id
+from headwater.engine.context import FINISHED, Context, Invocation, RecordInfo, TaskViews, TxnSlot, invocation_id
 from headwater.engine.definitions import Ack, Retry, StreamDecl
 from headwater.engine.messages import (
     AppendRecord,
@@ -71,48 +70,63 @@ INBOX_DRAIN_MAX = 512  # messages taken from the inbox per loop turn
 PUMP_RECORDS_MAX = 256  # records processed per loop turn before the inbox is looked at again
 PUMP_TIME_MAX_S = 0.02  # ... or this much time, so new appends are made durable while handlers are slow
 RECENT_RECORDS_MAX = 65_536  # just-appended records kept in memory so processing needs no read
+_FULL, _NONE = Ack.FULL.value, Ack.NONE.value
 
-@dataclass
 class _Outcome:
-    invocation: Invocation
-    result: bytes | None
-    error: tuple[str, str] | None  # (exception type, formatted traceback)
-    attempts: int
+    __slots__ = ("invocation", "result", "error", "attempts")
+
+    def __init__(self, invocation: Invocation, result: bytes | None, error: tuple[str, str] | None, attempts: int) -> None:
+        self.invocation = invocation
+        self.result = result
+        self.error = error  # (exception type, formatted traceback)
+        self.attempts = attempts
 
 
-@dataclass
 class _Reply:
-    client: int
-    request: int
-    ack: str
-    admitted: bool
+    """Who waits for a record's processing, and whether their append holds an admission slot."""
+
+    __slots__ = ("client", "request", "ack", "admitted")
+
+    def __init__(self, client: int, request: int, ack: str, admitted: bool) -> None:
+        self.client = client
+        self.request = request
+        self.ack = ack
+        self.admitted = admitted
 
 
-@dataclass
 class _RecordState:
     """A just-appended record whose processing an appender may be waiting for."""
 
-    depot_id: int
-    offset: int
-    remaining: int
-    replies: list[_Reply] = field(default_factory=list)
-    results: dict[str, bytes] = field(default_factory=dict)
-    errors: list[tuple[str, str, str]] = field(default_factory=list)
-    idempotency_key: str | None = None
+    __slots__ = ("depot_id", "offset", "remaining", "replies", "results", "errors", "idempotency_key")
+
+    def __init__(self, depot_id: int, offset: int, remaining: int, idempotency_key: str | None) -> None:
+        self.depot_id = depot_id
+        self.offset = offset
+        self.remaining = remaining  # topologies still processing it
+        self.replies: list[_Reply] = []
+        self.results: dict[str, bytes] = {}
+        self.errors: list[tuple[str, str, str]] = []
+        self.idempotency_key = idempotency_key
 
 
-@dataclass
 class _TreeState:
-    topology: str
-    xor: int
-    record: _RecordState | None
-    pending_key: bytes | None = None
-    root_result: bytes | None = None
-    returned: bytes | None = None
-    errors: list[tuple[str, str]] = field(default_factory=list)
-    reply: _Reply | None = None
-    partition: int = 0
-    offset: int = 0
+    """A tree rooted on this task that is still running: the XOR of its outstanding invocation ids."""
+
+    __slots__ = ("topology", "xor", "record", "pending_key", "root_result", "returned", "errors", "reply",
+                 "partition", "offset")
+
+    def __init__(self, topology: str, xor: int, record: _RecordState | None, *, pending_key: bytes | None = None,
+                 reply: _Reply | None = None, partition: int = 0, offset: int = 0) -> None:
+        self.topology = topology
+        self.xor = xor
+        self.record = record
+        self.pending_key = pending_key
+        self.root_result: bytes | None = None
+        self.returned: bytes | None = None
+        self.errors: list[tuple[str, str]] = []
+        self.reply = reply
+        self.partition = partition
+        self.offset = offset
 
 
 class Task:
@@ -123,6 +137,9 @@ class Task:
         self.transport = transport
         self.inbox = inbox
         self._pstate_reader = store.reader("pstate")
+        # Handlers' views run on the invocation running now; steps that queries call read committed state.
+        self._views = TaskViews(runtime, task_id, TxnSlot(), writable=True)
+        self._read_views = TaskViews(runtime, task_id, TxnSlot(self._pstate_reader), writable=False)
         self._subscriptions = [
             (stream, depot)
             for depot in runtime.depots.values()
@@ -149,6 +166,11 @@ class Task:
         self._outgoing: list[tuple[int, bytes]] = []
         self._replies: list[tuple[int, bytes]] = []
         self._durable_replies: list[tuple[int, bytes]] = []  # Appended: may leave as soon as the sync is done
+        # Full-ack appends made durable this round, by (client, request): their Completed reply
+        # usually leaves in the same round and carries the offset, so an Appended reply is sent
+        # only for those still processing when the round ends.
+        self._unanswered: dict[tuple[int, int], tuple[int, int]] = {}
+        self._progress: dict[tuple[str, int], int] = {}  # (topology, depot id) -> next offset, written per round
         self._releases = 0
         self._participants = {name: BatchParticipant(self, decl) for name, decl in runtime.microbatches.items()}
         self._coordinators = (
@@ -239,6 +261,10 @@ class Task:
     def _end_round(self) -> None:
         batch = self._round
         add_txn_to_batch(self._round_txn, batch)
+        if self._progress:
+            for (topology, depot_id), cursor in self._progress.items():
+                batch.put("meta", progress_key(topology, depot_id), U64.pack(cursor))
+            self._progress.clear()
         if self._unique_dirty:
             batch.put("meta", UNIQUE_KEY, U64.pack(self._unique))
             self._unique_dirty = False
@@ -250,12 +276,16 @@ class Task:
         self._syncer.wait()  # this round's appends are durable before anyone hears of them
         self._send_durable_replies()
         transport = self.transport
+        if self._unanswered:
+            for (client, request), (partition, offset) in self._unanswered.items():
+                transport.reply(client, messages.encode(messages.Appended(request, partition, offset)))
+            self._unanswered.clear()
         for task_id, data in self._outgoing:
             transport.send(task_id, data)
         for client, data in self._replies:
             transport.reply(client, data)
-        for _ in range(self._releases):
-            transport.release_append(self.task_id)
+        if self._releases:
+            transport.release_appends(self.task_id, self._releases)
         self._outgoing.clear()
         self._replies.clear()
         self._releases = 0
@@ -352,11 +382,14 @@ class Task:
             self._participants[batched.name].nudge_if_new(append.depot_id)
         if append.tree is not None:  # a topology's ctx.append: that tree waited for this
             self._send_ack(TreeAck(append.tree, append.invocation))
-        if append.client >= 0 and append.ack != Ack.NONE.value:
-            appended = messages.Appended(append.request, append.partition, offset)
-            self._durable_replies.append((append.client, messages.encode(appended)))
-        reply = _Reply(append.client, append.request, append.ack, admitted=append.client >= 0)
-        record = _RecordState(append.depot_id, offset, len(depot.subscribers), idempotency_key=append.idempotency_key)
+        if append.client >= 0:
+            if append.ack == _FULL:
+                self._unanswered[(append.client, append.request)] = (append.partition, offset)
+            elif append.ack != _NONE:
+                appended = messages.Appended(append.request, append.partition, offset)
+                self._durable_replies.append((append.client, messages.encode(appended)))
+        reply = _Reply(append.client, append.request, append.ack, append.client >= 0)
+        record = _RecordState(append.depot_id, offset, len(depot.subscribers), append.idempotency_key)
         if append.client >= 0:
             record.replies.append(reply)
         if depot.subscribers:
@@ -371,7 +404,7 @@ class Task:
         stored = self.store.get("meta", idem_key(append.depot_id, append.idempotency_key or ""))
         assert stored is not None
         offset = U64.unpack(stored[:8])[0]
-        reply = _Reply(append.client, append.request, append.ack, admitted=append.client >= 0)
+        reply = _Reply(append.client, append.request, append.ack, append.client >= 0)
         if stored[8:] != xxhash.xxh64_digest(append.event):
             failure = (
                 f"idempotency key {append.idempotency_key!r} was first used for a different event "
@@ -395,9 +428,11 @@ class Task:
 
     def _reply_completed(self, reply: _Reply, partition: int, offset: int, results: dict[str, bytes],
                          errors: list[tuple[str, str, str]], *, failure: str | None = None, kind: str | None = None) -> None:
-        if reply.client >= 0 and (reply.ack == Ack.FULL.value or failure is not None):
+        if reply.client >= 0 and (reply.ack == _FULL or failure is not None):
             done = Completed(reply.request, partition, offset, results, errors, failure, kind)
             self._replies.append((reply.client, messages.encode(done)))
+            if self._unanswered:
+                self._unanswered.pop((reply.client, reply.request), None)
         if reply.admitted:
             self._releases += 1
 
@@ -474,7 +509,7 @@ class Task:
         info = RecordInfo(depot.name, self.task_id, offset, timestamp_us)
         outcome = self.invoke(stream.name, tree, info, lambda ctx: stream.fn(ctx, depot.codec.decode(event_data)), stream.retry)
         if progress:
-            self._round.put("meta", progress_key(stream.name, depot.depot_id), U64.pack(offset + 1))
+            self._progress[(stream.name, depot.depot_id)] = offset + 1
         if outcome.invocation.has_children:  # kept until the tree completes, so a crash can resend it
             state.pending_key = pending_key(stream.name, depot.depot_id, offset)
             self._round.put("meta", state.pending_key, outbox_encoder.encode(outcome.invocation.outbox))
@@ -508,8 +543,10 @@ class Task:
             invocation = Invocation(topology, tree, info, self._new_txn(self._round_txn if base is None else base))
             if deferred:
                 invocation.deferred_appends = []
+            slot = self._views.slot
+            slot.txn = invocation.txn
             try:
-                result = call(Context(self.runtime, self, invocation, invocation.txn, writable=True))
+                result = call(Context(self.runtime, self, invocation, self._views))
                 return _Outcome(invocation, messages.dumps(result), None, attempt + 1)
             except Exception as e:
                 if attempt >= retry.times:
@@ -518,8 +555,10 @@ class Task:
                     invocation.has_children = False
                     invocation.returned = None
                     return _Outcome(invocation, None, (_error_name(e), traceback.format_exc()), attempt + 1)
-                time.sleep(retry.delay_s(attempt))
-                attempt += 1
+            finally:
+                slot.txn = FINISHED  # a view kept past its invocation fails clearly instead of writing nowhere
+            time.sleep(retry.delay_s(attempt))
+            attempt += 1
 
     def _commit(self, outcome: _Outcome, kind: str, info: RecordInfo, *,
                 dead: DeadLetterEntry | None, hop: Hop | None = None) -> None:
@@ -553,18 +592,21 @@ class Task:
         state = self._trees.get(ack.tree.seq)
         if state is None:
             return  # already complete, or from before a restart (recovery resent its hops under a new tree)
-        if ack.returned is not None:
-            state.returned = ack.returned
-        if ack.error is not None:
-            state.errors.append((ack.error_type or "Exception", ack.error))
-        state.xor ^= ack.xor
+        self._settle(ack.tree.seq, state, ack.xor, ack.returned, ack.error_type, ack.error)
+
+    def _settle(self, seq: int, state: _TreeState, xor: int, returned: bytes | None, error_type: str | None,
+                error: str | None) -> None:
+        if returned is not None:
+            state.returned = returned
+        if error is not None:
+            state.errors.append((error_type or "Exception", error))
+        state.xor ^= xor
         if state.xor == 0:
-            self._complete_tree(ack.tree.seq, state)
+            self._complete_tree(seq, state)
 
     def _apply_ack(self, seq: int, state: _TreeState, xor: int, outcome: _Outcome) -> None:
-        returned = outcome.invocation.returned
         error_type, error = outcome.error or (None, None)
-        self._on_tree_ack(TreeAck(TreeRef(self.task_id, seq), xor, returned, error_type, error))
+        self._settle(seq, state, xor, outcome.invocation.returned, error_type, error)
 
     def _complete_tree(self, seq: int, state: _TreeState) -> None:
         del self._trees[seq]
@@ -586,7 +628,7 @@ class Task:
 
     # ---- dead letters ---------------------------------------------------------------------
     def _retry_dead_letter(self, message: RetryDeadLetter) -> None:
-        reply = _Reply(message.client, message.request, Ack.FULL.value, admitted=False)
+        reply = _Reply(message.client, message.request, _FULL, False)
         stored = self.store.get("meta", dead_key(message.topology, message.dead_letter_id))
         if stored is None:
             failure = f"dead letter {message.dead_letter_id} of topology {message.topology!r} is gone (already retried?)"
@@ -636,7 +678,7 @@ class Task:
             _, step_name, payload = request
             args, kwargs = messages.loads(payload)
             step = self.runtime.step(step_name)
-            return step.fn(Context(self.runtime, self, None, self._pstate_reader, writable=False), *args, **kwargs)
+            return step.fn(Context(self.runtime, self, None, self._read_views), *args, **kwargs)
         if kind == "query":
             from headwater.engine.query import query_decl, run_query_body
 

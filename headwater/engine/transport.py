@@ -24,8 +24,8 @@ class Transport(ABC):
         """Deliver a client append, waiting while the task has too many appends in flight."""
 
     @abstractmethod
-    def release_append(self, task_id: int) -> None:
-        """A task finished processing one admitted append."""
+    def release_appends(self, task_id: int, count: int) -> None:
+        """A task finished processing `count` admitted appends."""
 
     @abstractmethod
     def reply(self, client_id: int, message: bytes) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 from headwater.errors import DefinitionError, PathError
 from headwater.pstate import navigators
 from headwater.pstate.locations import root_location
-from headwater.pstate.paths import Target, locate, read_at, write_at
+from headwater.pstate.paths import Locator, Target, locate, read_at, write_at
 from headwater.pstate.txn import Reader, Txn
 from headwater.schema import Map, as_schema
 
@@ -31,10 +31,11 @@ class PStateLayout:
         self.top_level_map_partitioned = top_level_map_partitioned
         # The partitioned dimension is always split: a task holds its share of the keys one by one.
         self.root = root_location(self.schema, pstate_id, partitioned=top_level_map_partitioned)
+        self._locate = Locator(self.root)
 
     def read(self, reader: Reader, steps: tuple, op: str, args: tuple = (), kwargs: dict | None = None) -> Any:
         """Run read operation `op` at the end of `steps` (`select`/`select_one`: args are navigators)."""
-        target = locate(reader, self.root, steps)
+        target = self._locate(reader, steps)
         if op == "select":
             return navigators.select(reader, target, args)
         if op == "select_one":
@@ -46,7 +47,7 @@ class PStateLayout:
 
         `transform`: args are the navigators followed by the operation (set_val, apply, REMOVE).
         """
-        target = locate(txn, self.root, steps)
+        target = self._locate(txn, steps)
         if op == "transform":
             if not args:
                 raise PathError("transform() needs its navigators and an operation: set_val(v), apply(fn) or REMOVE")

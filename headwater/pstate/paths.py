@@ -20,7 +20,7 @@ from headwater.pstate.txn import Reader, Txn
 from headwater.schema import Schema, encode_value
 from headwater.schema.types import List, format_step
 
-__all__ = ["Target", "locate", "read_at", "step_to", "write_at"]
+__all__ = ["Locator", "Target", "locate", "read_at", "step_to", "write_at"]
 
 # Writes that never create anything, so they need no existing list element to land in.
 _REMOVING_OPS = frozenset({"delete", "discard"})
@@ -47,17 +47,19 @@ class Target:
 
 def step_to(reader: Reader, target: Target, step: Any) -> Target:
     """The target one step further (PathError if the step does not fit the schema)."""
-    return _walk(reader, target.location, target.inner, target.schema, (step,))
+    return _walk(reader, target.location, target.inner, target.schema, (step,))[0]
 
 
 def locate(reader: Reader, root: Location, steps: tuple) -> Target:
     """The target `steps` lead to from `root` (PathError if they do not fit the schema)."""
-    return _walk(reader, root, (), root.schema, steps)
+    return _walk(reader, root, (), root.schema, steps)[0]
 
 
-def _walk(reader: Reader, location: Location, inner: tuple, schema: Schema, steps: tuple) -> Target:
+def _walk(reader: Reader, location: Location, inner: tuple, schema: Schema, steps: tuple) -> tuple[Target, bool]:
+    """The target, and whether it depends on steps alone (not on stored state: no index from the end)."""
     # Every operation starts here, so the loop is written out: a Target or a helper call per step
     # would cost more than the step itself.
+    fixed = True
     for step in steps:
         try:
             canonical, child_schema = schema.child(step, "")
@@ -68,9 +70,34 @@ def _walk(reader: Reader, location: Location, inner: tuple, schema: Schema, step
         else:
             if isinstance(schema, List) and canonical < 0:  # count from the end, like Python
                 canonical += stored.count(reader, location) or 0
+                fixed = False
             location = location.child(canonical, child_schema)
         schema = child_schema
-    return Target(location, inner, schema)
+    return Target(location, inner, schema), fixed
+
+
+class Locator:
+    """`locate` from one root, remembering the last path it walked.
+
+    A handler usually runs several operations on one view (`exists()`, then `set()`), and a
+    view passes the same tuple of steps each time, so the walk is redone only for a new tuple.
+    The memory is one tuple, replaced whole, so threads sharing a Locator never see half of it.
+    """
+
+    __slots__ = ("_last", "root")
+
+    def __init__(self, root: Location) -> None:
+        self.root = root
+        self._last: tuple[tuple, Target] = ((), Target(root, (), root.schema))
+
+    def __call__(self, reader: Reader, steps: tuple) -> Target:
+        last = self._last
+        if last[0] is steps:
+            return last[1]
+        target, fixed = _walk(reader, self.root, (), self.root.schema, steps)
+        if fixed:
+            self._last = (steps, target)
+        return target
 
 
 # Operations that `stored` runs the same whether the value at the location is split or not, so a

@@ -53,12 +53,17 @@ class Txn:
     # --- reading ------------------------------------------------------------------------------
 
     def get(self, key: bytes) -> bytes | None:
-        value = self._writes.get(key, _ABSENT)
-        if value is not _ABSENT:
-            return value  # type: ignore[return-value]
-        if self._cleared and self._is_cleared(key):
-            return None
-        return self._reader.get(key)
+        txn = self
+        while True:  # down through the Txns stacked under this one, without a call per layer
+            value = txn._writes.get(key, _ABSENT)
+            if value is not _ABSENT:
+                return value  # type: ignore[return-value]
+            if txn._cleared and txn._is_cleared(key):
+                return None
+            reader = txn._reader
+            if type(reader) is not Txn:
+                return reader.get(key)
+            txn = reader
 
     def iterate(
         self, start: bytes, stop: bytes | None = None, *, reverse: bool = False

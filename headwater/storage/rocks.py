@@ -25,22 +25,29 @@ def _options() -> rocksdict.Options:
 
 
 class _RocksReader(Reader):
-    # Readers look their column family up through the store on every call, so that closing the
-    # store drops the last reference to the database and releases its lock file.
-    def __init__(self, store: RocksStore, column_family: str) -> None:
-        self._store = store
-        self._name = column_family
+    # A reader holds its column family until the store closes and clears it (`release`), so that
+    # closing drops the last reference to the database and releases its lock file.
+    __slots__ = ("_family",)
+
+    def __init__(self, family: rocksdict.Rdict) -> None:
+        self._family: rocksdict.Rdict | None = family
+
+    def release(self) -> None:
+        self._family = None
 
     @property
     def _cf(self) -> rocksdict.Rdict:
-        try:
-            return self._store._families[self._name]
-        except KeyError:
-            raise Unavailable("the store is closed; reopen the cluster to read again") from None
+        family = self._family
+        if family is None:
+            raise Unavailable("the store is closed; reopen the cluster to read again")
+        return family
 
     def get(self, key: bytes) -> bytes | None:
+        family = self._family
+        if family is None:
+            raise Unavailable("the store is closed; reopen the cluster to read again")
         try:
-            return self._cf.get(key)
+            return family.get(key)
         except rocksdict.DbClosedError as e:
             raise Unavailable("the store is closed") from e
 
@@ -94,7 +101,7 @@ class RocksStore(Store):
             ) from e
         self._families = {name: self._db.get_column_family(name) for name in COLUMN_FAMILIES}
         self._handles = {name: self._db.get_column_family_handle(name) for name in COLUMN_FAMILIES}
-        self._readers = {name: _RocksReader(self, name) for name in COLUMN_FAMILIES}
+        self._readers = {name: _RocksReader(self._families[name]) for name in COLUMN_FAMILIES}
         self._no_sync = rocksdict.WriteOptions()
         self._closed = False
 
@@ -135,5 +142,7 @@ class RocksStore(Store):
             return
         self._closed = True
         self._families = {}
+        for reader in self._readers.values():
+            reader.release()
         self._handles = {}
         self._db.close()
