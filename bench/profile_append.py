@@ -2,7 +2,7 @@
 
 Three views of the same closed loop (`--clients` threads, `--seconds`):
 
-1. CPU per append by thread (client threads, task threads, WAL sync threads), read from
+1. CPU per append by thread (client threads, task threads; the WAL sync runs on the task thread), read from
    /proc/self/task/*/stat — what the process spends, whoever spends it.
 2. CPU per append by phase of the task loop (`time.thread_time` around the engine's methods that
    exist in this version: drain, persist, pump, invoke (the handler), end of round, RocksDB write
@@ -11,7 +11,7 @@ Three views of the same closed loop (`--clients` threads, `--seconds`):
    the middle of the run): the functions the samples land in, waits on locks and queues removed.
 
     .venv/bin/python -m bench.profile_append --clients 16 --seconds 6 [--py-spy]
-    .venv/bin/python -m bench.profile_append --clients 1 [--inline-sync]    # the hand-off experiment
+    .venv/bin/python -m bench.profile_append --clients 1
 """
 
 from __future__ import annotations
@@ -33,9 +33,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 PHASES = ["_drain", "_handle", "_persist", "_pump", "_run_root", "invoke", "_commit", "_end_round"]
 # Frames where a sampled thread is blocked, not computing (lock, queue and sync waits).
-WAITS = ("_Signal.wait", "WalSyncer.wait", "WalSyncer._run", "Task._drain", "Thread._wait_for_tstate_lock",
-         "Event.wait", "Condition.wait", "Semaphore.acquire", "Waiter.wait_done", "RocksStore.sync",
-         "WalSyncer.poll")
+WAITS = ("_Signal.wait", "Task._drain", "Thread._wait_for_tstate_lock", "Event.wait", "Condition.wait",
+         "Semaphore.acquire", "Waiter.wait_done", "RocksStore.sync")
 
 
 def _thread_cpu() -> dict[int, float]:
@@ -54,8 +53,6 @@ def _thread_cpu() -> dict[int, float]:
 def _role(name: str) -> str:
     if name.startswith("client"):
         return "client threads (append, wait for the ack)"
-    if "-sync-" in name:
-        return "WAL sync threads (fsync)"
     if "-task-" in name:
         return "task threads (engine + handler)"
     return "other threads"
@@ -175,19 +172,6 @@ def sample(clients: int, seconds: float, tasks: int, top: int = 18) -> dict[str,
             "top": [(frame, n / max(1, busy) * 100) for frame, n in self_samples.most_common(top)]}
 
 
-def inline_sync() -> None:
-    """Replace the WAL sync thread by a sync on the task thread, to see what the hand-off costs."""
-    from headwater.storage import syncer
-
-    def start(self: Any) -> None:
-        self._store.sync()
-
-    syncer.WalSyncer.start = start  # type: ignore[method-assign]
-    syncer.WalSyncer.wait = lambda self: None  # type: ignore[method-assign]
-    if hasattr(syncer.WalSyncer, "poll"):
-        syncer.WalSyncer.poll = lambda self: True  # type: ignore[attr-defined]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=16)
@@ -196,11 +180,7 @@ def main() -> None:
     parser.add_argument("--py-spy", action="store_true", help="also sample the task threads with py-spy")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--plain", action="store_true", help="no phase timers (what py-spy samples)")
-    parser.add_argument("--inline-sync", action="store_true",
-                        help="experiment: fsync on the task thread instead of the WAL sync thread")
     args = parser.parse_args()
-    if args.inline_sync:
-        inline_sync()
     result = measure(args.clients, args.seconds, args.tasks, instrument=not args.plain)
     if args.py_spy:
         result["py_spy"] = sample(args.clients, args.seconds, args.tasks)

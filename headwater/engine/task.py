@@ -1,9 +1,11 @@
 """One task: owns partition i of every depot and PState of a module and runs its code serially.
 
-The task thread loops: drain the inbox; write every drained append in one synced batch (group
-commit: one fsync for all of them); handle hops and acks in arrival order; then advance each
-stream topology's cursor over its depot partitions. Each invocation's PState writes land in one
-batch together with the topology's progress, so a restart resumes exactly where commits stopped.
+The task thread loops in rounds: drain the inbox; write every drained append in one batch; handle
+hops and acks in arrival order; advance each stream topology's cursor over its depot partitions;
+then write the round's PState writes and progress in one batch and sync the WAL once for all of
+it (group commit) before any reply, hop or ack of the round leaves. Each invocation's PState
+writes land in one batch together with the topology's progress, so a restart resumes exactly
+where commits stopped.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ from headwater.engine.runtime import DepotRuntime, ModuleRuntime
 from headwater.engine.txns import add_txn_to_batch, merge_txn
 from headwater.pstate import Txn
 from headwater.errors import HeadwaterError, NotFound
-from headwater.storage import Batch, Store, WalSyncer
+from headwater.storage import Batch, Store
 
 __all__ = ["Task"]
 
@@ -177,21 +179,18 @@ class Task:
             {name: BatchCoordinator(self, decl) for name, decl in runtime.microbatches.items()}
             if task_id == COORDINATOR_TASK else {}
         )
-        self._syncer: WalSyncer | None = None
+        self._unsynced = False  # appends written since the last WAL sync
         self._thread = threading.Thread(target=self._run, name=f"headwater-{runtime.name}-task-{task_id}", daemon=True)
         self.failure: BaseException | None = None
 
     # ---- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
         self._recover()
-        self._syncer = WalSyncer(self.store, name=f"headwater-{self.runtime.name}-sync-{self.task_id}")
         self._thread.start()
 
     def stop(self, timeout_s: float = 10.0) -> None:
         self.transport.send(self.task_id, messages.encode(Stop()))
         self._thread.join(timeout_s)
-        if self._syncer is not None:
-            self._syncer.stop()
         for coordinator in self._coordinators.values():
             coordinator.release()  # never leave readers waiting on a commit that will not finish
 
@@ -272,8 +271,7 @@ class Task:
             self.store.write(batch, sync=False)
             self._round = Batch()
             self._round_txn = self._new_txn(self._pstate_reader)
-        assert self._syncer is not None
-        self._syncer.wait()  # this round's appends are durable before anyone hears of them
+        self._sync()  # this round's appends are durable before anyone hears of them
         self._send_durable_replies()
         transport = self.transport
         if self._unanswered:
@@ -289,6 +287,17 @@ class Task:
         self._outgoing.clear()
         self._replies.clear()
         self._releases = 0
+
+    def _sync(self) -> None:
+        """Sync the WAL if appends were written since the last sync (their round's writes ride along).
+
+        The sync runs here, on the task thread, which releases the interpreter lock while it
+        waits for the disk: appenders run meanwhile. (A separate sync thread would need the lock
+        to start and to finish each sync, and while the task computes it gets it late.)
+        """
+        if self._unsynced:
+            self.store.sync()
+            self._unsynced = False
 
     def _send_durable_replies(self) -> None:
         for client, data in self._durable_replies:
@@ -313,10 +322,14 @@ class Task:
         return decoded, False
 
     def _handle(self, batch: list[Any]) -> None:
-        appends = [m for m in batch if isinstance(m, AppendRecord)]
+        appends = [m for m in batch if type(m) is AppendRecord]
         if appends:
             self._persist(appends)
+            if len(appends) == len(batch):
+                return
         for message in batch:
+            if type(message) is AppendRecord:
+                continue
             if isinstance(message, Hop):
                 participant = self._participants.get(message.topology)
                 if participant is not None:
@@ -368,15 +381,17 @@ class Task:
                 batch.put("meta", key, claimed[key])
             accepted.append((append, offset))
         if accepted:
-            assert self._syncer is not None
             self.store.write(batch, sync=False)
-            self._syncer.start()  # the disk syncs while this round processes; _end_round waits for it
+            self._unsynced = True  # synced at the end of the round, with the writes of processing them
         for append, offset in accepted:
-            self._on_durable(append, offset, now_us)
+            self._on_appended(append, offset, now_us)
         for append in repeats:
             self._repeat(append)
+        if self._durable_replies:  # Ack.APPEND means durable, not processed: sync and answer before processing
+            self._sync()
+            self._send_durable_replies()
 
-    def _on_durable(self, append: AppendRecord, offset: int, timestamp_us: int) -> None:
+    def _on_appended(self, append: AppendRecord, offset: int, timestamp_us: int) -> None:
         depot = self.runtime.depots_by_id[append.depot_id]
         for batched in depot.microbatches:
             self._participants[batched.name].nudge_if_new(append.depot_id)
@@ -462,8 +477,6 @@ class Task:
                 self._run_root(stream, depot, offset, timestamp_us, event, progress=True)
                 self._cursors[key] = offset + 1
                 budget -= 1
-                if self._durable_replies and self._syncer is not None and self._syncer.poll():
-                    self._send_durable_replies()  # Ack.APPEND means durable, not processed: answer now
                 if time.monotonic() >= deadline:
                     return True  # slow handlers: commit what ran and look at the inbox again
         return budget == 0

@@ -3,6 +3,5 @@
 from headwater.storage.base import COLUMN_FAMILIES, Batch, Reader, Store
 from headwater.storage.memory import MemoryStore
 from headwater.storage.rocks import RocksStore
-from headwater.storage.syncer import WalSyncer
 
-__all__ = ["COLUMN_FAMILIES", "Batch", "MemoryStore", "Reader", "RocksStore", "Store", "WalSyncer"]
+__all__ = ["COLUMN_FAMILIES", "Batch", "MemoryStore", "Reader", "RocksStore", "Store"]

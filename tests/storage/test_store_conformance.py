@@ -100,17 +100,7 @@ def test_sync_makes_unsynced_writes_durable(store):
     assert store.get("depot", b"k") == b"v"
 
 
-def test_wal_syncer_runs_one_sync_at_a_time_and_reports_errors(store):
-    from headwater.storage import WalSyncer
-
-    syncer = WalSyncer(store, name="test-sync")
-    for _ in range(20):
-        syncer.start()
-        assert syncer.busy
-    syncer.wait()
-    assert not syncer.busy
+def test_sync_of_a_closed_store_is_a_typed_error(store):
     store.close()
-    syncer.start()
     with pytest.raises(Unavailable):
-        syncer.wait()
-    syncer.stop()
+        store.sync()
