@@ -11,13 +11,7 @@ __all__ = ["add_txn_to_batch", "merge_txn"]
 
 def merge_txn(source: Any, target: Any) -> None:
     """Apply an invocation's pending writes onto the Txn below it (range deletes first, as a Batch does)."""
-    for start, stop in source.deleted_ranges():
-        target.delete_range(start, stop)
-    for key, value in source.pending(expand_ranges=False):
-        if value is None:
-            target.delete(key)
-        else:
-            target.put(key, value)
+    source.merge_into(target)
 
 
 def add_txn_to_batch(txn: Any, batch: Batch) -> None:

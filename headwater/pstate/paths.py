@@ -103,7 +103,7 @@ class Locator:
 # Operations that `stored` runs the same whether the value at the location is split or not, so a
 # target with no inner steps skips decoding the old value (exists, set, delete) or navigating it.
 _WHOLE_VALUE_READS = frozenset({"get", "exists"})
-_WHOLE_VALUE_WRITES = frozenset({"set", "delete", "update"})
+_WHOLE_VALUE_WRITES = frozenset({"set", "delete", "update", "increment"})
 
 
 def read_at(reader: Reader, target: Target, op: str, args: tuple = (), kwargs: dict | None = None) -> Any:

@@ -329,6 +329,18 @@ def _update(txn: Txn, location: Location, fn: Callable[[Any], Any], default: Any
     replace(txn, location, fn(default if old is ABSENT else old))
 
 
+def _increment(txn: Txn, location: Location, amount: Any = 1) -> None:
+    """Add to the number stored whole at `location` (absent or None counts as 0)."""
+    raw = txn.get(location.key)
+    current = 0 if raw is None else location.schema.decoder.decode(raw)
+    if current is None:
+        current = 0
+    if type(amount) is not int or type(current) is not int:  # else the common case, known to be fine
+        named_on_error(location, ops.check_increment, amount, current)
+    write_blob(txn, location, named_on_error(location, encode_value, location.schema, current + amount),
+               existed=raw is not None)
+
+
 def _append(txn: Txn, location: Location, element: Any) -> None:
     _extend(txn, location, [element])
 
@@ -401,6 +413,7 @@ WRITES: dict[str, Callable[..., None]] = {
     "set": replace,
     "delete": remove,
     "update": _update,
+    "increment": _increment,
     "append": _append,
     "extend": _extend,
     "insert": _insert,

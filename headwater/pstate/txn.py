@@ -136,6 +136,16 @@ class Txn:
                 changes.setdefault(key, None)
         return sorted(changes.items())
 
+    def merge_into(self, target: Txn) -> None:
+        """Apply these pending writes onto `target` (range deletes first, as a storage batch does).
+
+        Point writes go straight into the target's dict: no sort, since only a range read of the
+        target needs order, and it sorts what was added since (see `_sorted_keys`).
+        """
+        for start, stop in self._cleared:
+            target.delete_range(start, stop)
+        target._writes.update(self._writes)
+
     def deleted_ranges(self) -> list[tuple[bytes, bytes]]:
         """The ranges deleted by `delete_range`, sorted and disjoint."""
         return list(self._cleared)

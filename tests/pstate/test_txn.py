@@ -47,6 +47,23 @@ def test_range_delete_then_put_keeps_the_put(store):
     assert txn.pending(expand_ranges=False) == [(b"k2", b"new")]
 
 
+def test_a_txn_merged_into_the_txn_below_reads_the_same_through_it(store):
+    reader = committed(store, {b"k1": b"1", b"k2": b"2", b"z": b"z"})
+    below = Txn(reader)
+    below.put(b"a", b"a")
+    below.put(b"k3", b"3")
+    list(below.iterate(b""))  # sorted once, so the merge must keep the order bookkeeping right
+    above = Txn(below)
+    above.delete_range(b"k", prefix_end(b"k"))
+    above.put(b"k2", b"new")
+    above.put(b"b", b"b")
+    expected = list(above.iterate(b""))
+    above.merge_into(below)
+    assert list(below.iterate(b"")) == expected == [(b"a", b"a"), (b"b", b"b"), (b"k2", b"new"), (b"z", b"z")]
+    assert list(below.iterate(b"", reverse=True)) == expected[::-1]
+    assert below.get(b"k1") is None and below.get(b"k3") is None
+
+
 def test_range_deletes_can_go_to_the_batch_unexpanded(store):
     reader = committed(store, {b"k1": b"1", b"k2": b"2", b"z": b"z"})
     txn = Txn(reader)
