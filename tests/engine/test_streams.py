@@ -175,6 +175,27 @@ def test_wrong_partition_is_an_error_naming_the_fix(cluster):
     assert "ctx.hop" in raised.value.remote_traceback
 
 
+def test_a_handler_view_used_outside_its_invocation_fails_clearly(cluster):
+    m = hw.Module("keeper")
+    jobs = m.depot("jobs", Job)
+    values = m.pstate("values", hw.Map(int, int))
+    kept: list[Any] = []
+
+    @m.stream(jobs)
+    def keep(ctx: hw.Context, job: Job) -> int:
+        kept.append(ctx.pstate(values))
+        ctx.pstate("values")[job.key].set(job.n)  # by name: the same PState
+        return ctx.pstate(values)[job.key].get()
+
+    cluster.deploy(m)
+    assert cluster.depot("keeper", "jobs").append(Job(1, n=10))["keep"] == 10
+    with pytest.raises(hw.ReadOnlyError, match="invocation that has finished"):
+        kept[0][2].set(20)  # from outside the handler: it would write nowhere
+    with pytest.raises(hw.ReadOnlyError, match="invocation that has finished"):
+        kept[0][1].get()
+    assert cluster.pstate("keeper", "values")[1].get() == 10
+
+
 def hw_task(key: Any, tasks: int) -> int:
     from headwater.schema import task_for_key
 
