@@ -85,10 +85,13 @@ class TxnSlot:
         self.txn = txn
 
 
+_NO_KEY = object()
+
+
 class PStateExecutor:
     """Runs paths of a handler's PState view on its task, checking the task owns the key."""
 
-    __slots__ = ("_pstate", "_layout", "_partitioned", "_keyed", "_slot", "_task_id", "_tasks", "_writable")
+    __slots__ = ("_pstate", "_layout", "_partitioned", "_keyed", "_slot", "_task_id", "_tasks", "_writable", "_owned")
 
     def __init__(self, pstate: PStateRuntime, slot: TxnSlot, task_id: int, tasks: int, *, writable: bool) -> None:
         self._pstate = pstate
@@ -99,6 +102,7 @@ class PStateExecutor:
         self._task_id = task_id
         self._tasks = tasks
         self._writable = writable
+        self._owned: Any = _NO_KEY  # the last key found to be this task's: a view's operations repeat it
 
     def _check_owner(self, steps: tuple[Any, ...]) -> None:
         if self._tasks == 1:
@@ -110,10 +114,12 @@ class PStateExecutor:
                     f"task {self._task_id}; continue there with ctx.hop_task(0, some_step, ...)"
                 )
             return
-        if not self._keyed or not steps:
+        if not self._keyed or not steps or steps[0] is self._owned:
             return
         owner = task_for_key(steps[0], self._tasks)
-        if owner != self._task_id:
+        if owner == self._task_id:
+            self._owned = steps[0]
+        else:
             raise WrongPartitionError(
                 f"key {steps[0]!r} of PState {self._pstate.name!r} belongs to task {owner}, but this code runs on "
                 f"task {self._task_id}; continue on its task with ctx.hop({steps[0]!r}, some_step, ...)"
