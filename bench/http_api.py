@@ -1,9 +1,10 @@
 """Benchmark: the HTTP API over loopback, server and client in separate processes, fsync on.
 
 Measures, with the remote client (`hw.connect`), full-ack append latency from one client, point
-read latency, and full-ack append throughput from 16 concurrent client threads; and the same
-single-client requests with the standard library's http.client, to separate what the server
-costs from what the Python client adds. Prints a table; timings never fail anything.
+read latency, the client's CPU per request, and full-ack append and point read throughput from 16
+concurrent client threads; and the same single-client requests with the standard library's
+http.client, to separate what the server costs from what the Python client adds. Prints a table;
+timings never fail anything.
 
     make bench            # or: .venv/bin/python bench/http_api.py --tasks 2 --seconds 5
 """
@@ -18,8 +19,9 @@ import sys
 import tempfile
 import threading
 import time
-
-import httpx
+import urllib.error
+import urllib.request
+from collections.abc import Callable
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
@@ -44,9 +46,10 @@ def start_server(data: str, tasks: int) -> tuple[subprocess.Popen[bytes], str]:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            if httpx.get(url + "/api/health").status_code == 200:
-                return process, url
-        except httpx.TransportError:
+            with urllib.request.urlopen(url + "/api/health") as response:
+                if response.status == 200:
+                    return process, url
+        except (urllib.error.URLError, ConnectionError):
             time.sleep(0.05)
     process.kill()
     raise SystemExit(f"the server did not start: {process.stderr.read().decode() if process.stderr else ''}")
@@ -57,18 +60,26 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def timed(fn: object, count: int) -> list[float]:
+def timed(fn: Callable[[int], object], count: int) -> list[float]:
     timings = []
     for i in range(count):
         started = time.perf_counter()
-        fn(i)  # type: ignore[operator]
+        fn(i)
         timings.append(time.perf_counter() - started)
     return timings
 
 
+def timed_with_cpu(fn: Callable[[int], object], count: int) -> tuple[list[float], float]:
+    """Latencies, and this process's CPU per call in µs: with the server in another process,
+    that is what the client costs."""
+    cpu_started = time.process_time()
+    timings = timed(fn, count)
+    return timings, (time.process_time() - cpu_started) / count * 1e6
+
+
 def raw_http(url: str, count: int) -> tuple[list[float], list[float]]:
     """The same requests on one keep-alive connection with the standard library's http.client:
-    what the server costs, without the Python client's own overhead (httpx and the View)."""
+    what the server costs, without the Python client's own overhead (its HTTP layer and the View)."""
     import http.client
     import json
 
@@ -90,8 +101,8 @@ def raw_http(url: str, count: int) -> tuple[list[float], list[float]]:
     return appends, reads
 
 
-def throughput(client: hw.RemoteCluster, clients: int, seconds: float) -> tuple[float, list[float]]:
-    depot = client.depot("registration", "registrations")
+def throughput(call: Callable[[int, int], object], clients: int, seconds: float) -> tuple[float, list[float]]:
+    """Calls per second of `call(client_number, i)` from `clients` threads, and their latencies."""
     stop = time.monotonic() + seconds
     counts = [0] * clients
     timings: list[list[float]] = [[] for _ in range(clients)]
@@ -100,7 +111,7 @@ def throughput(client: hw.RemoteCluster, clients: int, seconds: float) -> tuple[
         i = 0
         while time.monotonic() < stop:
             started = time.perf_counter()
-            depot.append(UserSignUp(f"c{n}-{i}@example.com", "h", 1_700_000_000_000))
+            call(n, i)
             timings[n].append(time.perf_counter() - started)
             i += 1
         counts[n] = i
@@ -130,10 +141,14 @@ def main() -> None:
                 append = lambda i: depot.append(UserSignUp(f"solo{i}@example.com", "h", 1_700_000_000_000))  # noqa: E731
                 read = lambda i: users[f"solo{i % 100}@example.com"].get()  # noqa: E731
                 timed(lambda i: append(10_000_000 + i), 300)  # warm up
-                appends = timed(append, args.count)
-                reads = timed(read, args.count)
+                appends, append_cpu_us = timed_with_cpu(append, args.count)
+                reads, read_cpu_us = timed_with_cpu(read, args.count)
                 raw_appends, raw_reads = raw_http(url, args.count)
-                rate, concurrent = throughput(client, args.clients, args.seconds)
+                append_rate, concurrent_appends = throughput(
+                    lambda n, i: depot.append(UserSignUp(f"c{n}-{i}@example.com", "h", 1_700_000_000_000)),
+                    args.clients, args.seconds)
+                read_rate, concurrent_reads = throughput(lambda n, i: users[f"c{n}-{i % 100}@example.com"].get(),
+                                                         args.clients, args.seconds)
         finally:
             process.terminate()
             process.wait(30)
@@ -146,11 +161,16 @@ def main() -> None:
         ("full-ack append p99, 1 client (ms)", f"{percentile(appends, 0.99) * 1000:.3f}"),
         ("point read p50, 1 client (ms; target <= 1)", f"{percentile(reads, 0.5) * 1000:.3f}"),
         ("point read p99, 1 client (ms)", f"{percentile(reads, 0.99) * 1000:.3f}"),
+        ("client CPU per full-ack append (µs)", f"{append_cpu_us:.0f}"),
+        ("client CPU per point read (µs)", f"{read_cpu_us:.0f}"),
         ("  same, bare http.client: full-ack append p50 (ms)", f"{percentile(raw_appends, 0.5) * 1000:.3f}"),
         ("  same, bare http.client: point read p50 (ms)", f"{percentile(raw_reads, 0.5) * 1000:.3f}"),
-        (f"full-ack appends/s, {args.clients} client threads", f"{rate:,.0f}"),
-        (f"full-ack append p50, {args.clients} clients (ms)", f"{percentile(concurrent, 0.5) * 1000:.3f}"),
-        (f"full-ack append p99, {args.clients} clients (ms)", f"{percentile(concurrent, 0.99) * 1000:.3f}"),
+        (f"full-ack appends/s, {args.clients} client threads", f"{append_rate:,.0f}"),
+        (f"full-ack append p50, {args.clients} clients (ms)", f"{percentile(concurrent_appends, 0.5) * 1000:.3f}"),
+        (f"full-ack append p99, {args.clients} clients (ms)", f"{percentile(concurrent_appends, 0.99) * 1000:.3f}"),
+        (f"point reads/s, {args.clients} client threads", f"{read_rate:,.0f}"),
+        (f"point read p50, {args.clients} clients (ms)", f"{percentile(concurrent_reads, 0.5) * 1000:.3f}"),
+        (f"point read p99, {args.clients} clients (ms)", f"{percentile(concurrent_reads, 0.99) * 1000:.3f}"),
     ]
     for name, value in rows:
         print(f"| {name:<50} | {value:>12} |")

@@ -19,12 +19,13 @@ import uuid
 from collections.abc import Iterable, Iterator
 from datetime import date, datetime, time as dtime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote, urlencode
 
 import msgspec
 
 from headwater.client.api import AppendResult, DepotRecord, PartitionInfo, _ack, tail_records
+from headwater.client.connections import ConnectError, ConnectionLost, ConnectionPool, Response
 from headwater.engine.definitions import Ack, Module
 from headwater.errors import (
     AckTimeout,
@@ -45,9 +46,6 @@ from headwater.errors import (
 )
 from headwater.pstate import View
 from headwater.schema import List, Map, Record, Schema, Set, as_schema
-
-if TYPE_CHECKING:
-    import httpx
 
 __all__ = ["ERRORS", "READ_PAGE_MAX", "RemoteCluster", "RemoteDeadLetter", "RemoteDepot", "connect", "error_class", "navigator_json"]
 
@@ -111,16 +109,17 @@ def _error_from(body: dict[str, Any], status: int) -> HeadwaterError:
     return error
 
 
-def _raise_for(response: httpx.Response, url: str) -> None:
-    if response.status_code < 400:
+def _raise_for(response: Response, url: str) -> None:
+    if response.status < 400:
         return
     try:
-        body = msgspec.json.decode(response.content)
+        body = msgspec.json.decode(response.body)
     except msgspec.DecodeError:
         body = None
     if not isinstance(body, dict) or "error" not in body:
-        raise HeadwaterError(f"HTTP {response.status_code} from {url}: {response.text[:500]}")
-    raise _error_from(body, response.status_code)
+        text = response.body[:500].decode("utf-8", "replace")
+        raise HeadwaterError(f"HTTP {response.status} from {url}: {text}")
+    raise _error_from(body, response.status)
 
 
 def _typed(value: Any, kind: Any) -> Any:
@@ -196,15 +195,10 @@ class RemoteCluster:
     """A headwater server seen through its HTTP API; see `connect`."""
 
     def __init__(self, url: str, token: str | None = None, *, modules: Iterable[Module] = (), timeout_s: float = 30.0) -> None:
-        import httpx  # here, not at the top: `import headwater` should not pay for an HTTP client
-
         self.url = url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._timeout_s = timeout_s
-        # httpx's transport (a thread-safe pool of keep-alive connections) without httpx.Client on
-        # top: the client's per-request machinery (cookies, redirects, auth flows, URL merging)
-        # costs more than the server takes to answer a point read.
-        self._transport = httpx.HTTPTransport(limits=httpx.Limits(max_connections=64, max_keepalive_connections=64))
+        self._connections = ConnectionPool(self.url)
         self._modules = {m.name: m for m in modules}
         self._catalog: dict[str, dict[str, Any]] | None = None
         self.closed = False
@@ -220,33 +214,41 @@ class RemoteCluster:
 
     def close(self) -> None:
         self.closed = True
-        self._transport.close()
+        self._connections.close()
 
     # ---- HTTP -----------------------------------------------------------------------------
     def request(self, method: str, path: str, *, params: dict[str, Any] | None = None, content: bytes = b"",
-                headers: dict[str, str] | None = None, timeout_s: float | None = None) -> Any:
-        """Send one API request and return its decoded JSON body; errors raise their typed exception."""
+                headers: dict[str, str] | None = None, timeout_s: float | None = None,
+                idempotent: bool | None = None) -> Any:
+        """Send one API request and return its decoded JSON body; errors raise their typed exception.
+
+        A request that is `idempotent` (by default: a GET, or one with an Idempotency-Key header)
+        may be sent again when a kept-alive connection turns out to be closed; any other is sent
+        again only if it had not left yet.
+        """
         if self.closed:
             raise Unavailable(f"this client of {self.url} is closed; connect again")
-        import httpx
-
-        url = self.url + path + ("?" + urlencode(params) if params else "")
+        target = path + ("?" + urlencode(params) if params else "")
         wait_s = self._timeout_s if timeout_s is None else timeout_s + _TIMEOUT_MARGIN_S
-        request = httpx.Request(method, url, headers={**self._headers, **(headers or {})}, content=content,
-                                extensions={"timeout": {"connect": wait_s, "read": wait_s, "write": wait_s, "pool": wait_s}})
+        all_headers = {**self._headers, **headers} if headers else self._headers
+        if idempotent is None:
+            idempotent = method == "GET" or "Idempotency-Key" in all_headers
         try:
-            response = self._transport.handle_request(request)
-            try:
-                response.read()
-            finally:
-                response.close()
-        except httpx.TimeoutException as e:
-            raise AckTimeout(f"no answer from {self.url}{path} in time ({type(e).__name__}); "
+            response = self._connections.request(method, target, content or None, all_headers,
+                                                 timeout_s=wait_s, idempotent=idempotent)
+        except TimeoutError as e:
+            raise AckTimeout(f"no answer from {self.url}{path} within {wait_s}s; "
                              "an append may still have landed: retry it with the same idempotency_key") from e
-        except httpx.TransportError as e:
+        except ConnectionLost as e:
+            if e.sent and not idempotent:
+                raise Unavailable(f"the connection to headwater at {self.url} broke before {method} {path} was "
+                                  f"answered ({e}); it may have been applied: retry an append with an "
+                                  "idempotency_key to be sure it lands once") from e
             raise Unavailable(f"cannot reach headwater at {self.url}: {e}; is `headwater serve` running there?") from e
-        _raise_for(response, url)
-        return msgspec.json.decode(response.content) if response.content else None
+        except ConnectError as e:
+            raise Unavailable(f"cannot reach headwater at {self.url}: {e}; is `headwater serve` running there?") from e
+        _raise_for(response, self.url + target)
+        return msgspec.json.decode(response.body) if response.body else None
 
     # ---- names ------------------------------------------------------------------------------
     def describe(self, module: str | None = None, *, refresh: bool = False) -> Any:
@@ -299,7 +301,8 @@ class RemoteCluster:
         def invoke(*args: Any, timeout: float | None = 30.0, **kwargs: Any) -> Any:
             body = msgspec.json.encode({"args": list(args), "kwargs": kwargs})
             params = {} if timeout is None else {"timeout": timeout}
-            return self.request("POST", path, content=body, headers=_JSON, params=params, timeout_s=timeout)["value"]
+            return self.request("POST", path, content=body, headers=_JSON, params=params, timeout_s=timeout,
+                                idempotent=True)["value"]  # queries are read-only
 
         invoke.__name__ = name
         return invoke

@@ -37,12 +37,15 @@ def _depot(request: Request, action: str) -> tuple[ServerState, DepotClient]:
     return state, state.cluster.depot(module, name)
 
 
+_ACKS = {ack.value: ack for ack in Ack}  # looked up on every append: calling the Enum class is slow
+
+
 def _ack(request: Request) -> Ack:
     raw = request.query_params.get("ack", "full").lower()
-    try:
-        return Ack(raw)
-    except ValueError:
-        raise ApiError(400, "bad_request", f"ack={raw!r} is not valid; use full, append or none") from None
+    ack = _ACKS.get(raw)
+    if ack is None:
+        raise ApiError(400, "bad_request", f"ack={raw!r} is not valid; use full, append or none")
+    return ack
 
 
 def _decode_events(state: ServerState, depot: DepotClient, body: bytes, *, many: bool) -> Any:

@@ -69,22 +69,31 @@ class Metrics:
         self.requests = Counter("headwater_http_requests", "HTTP API requests by endpoint and status.",
                                 ["endpoint", "status"], registry=self.registry)
         self.registry.register(_ClusterCollector(cluster))
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
         self._recent: dict[tuple[str, str], deque[float]] = {}
         self._appended: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
 
+    def _child(self, metric: Any, *labels: str) -> Any:
+        # Looking a labelled child up takes a lock and formats its labels on every request: keep
+        # each one found (there are as many as label combinations, which Prometheus keeps anyway).
+        child = self._children.get((metric, labels))
+        if child is None:
+            child = self._children[(metric, labels)] = metric.labels(*labels)
+        return child
+
     def observe_request(self, endpoint: str, status: int) -> None:
-        self.requests.labels(endpoint, str(status)).inc()
+        self._child(self.requests, endpoint, str(status)).inc()
 
     def observe_append(self, module: str, depot: str, ack: str, outcome: str, seconds: float, count: int = 1) -> None:
-        self.appends.labels(module, depot, ack, outcome).inc(count)
+        self._child(self.appends, module, depot, ack, outcome).inc(count)
         if outcome != "ok":
             return
         with self._lock:
             self._appended[(module, depot)] = self._appended.get((module, depot), 0) + count
         if ack == "none":
             return
-        self.ack_latency.labels(module, depot, ack).observe(seconds)
+        self._child(self.ack_latency, module, depot, ack).observe(seconds)
         with self._lock:
             self._recent.setdefault((module, depot), deque(maxlen=LATENCIES_KEPT)).append(seconds)
 

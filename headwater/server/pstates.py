@@ -38,7 +38,8 @@ def _raw_path(request: Request) -> list[Any]:
 
 @endpoint
 async def read(request: Request) -> Response:
-    module, name, op = (request.path_params[k] for k in ("module", "pstate", "op"))
+    params = request.path_params
+    module, name, op = params["module"], params["pstate"], params["op"]
     authorize(request, "read", module)
     if op not in OPS:
         raise NotFound("PState operation", op, OPS)

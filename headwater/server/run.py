@@ -25,6 +25,7 @@ from headwater.errors import HeadwaterError
 from headwater.server.app import create_app
 from headwater.server.auth import Auth, check_bind, load_auth
 from headwater.server.http import MAX_BODY_BYTES_DEFAULT
+from headwater.server.protocol import EVENT_LOOP, http_protocol
 
 __all__ = ["GRACEFUL_SHUTDOWN_S", "ServeError", "ServerThread", "deploy_all", "load_modules", "serve"]
 
@@ -96,8 +97,8 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def _config(app: Any, *, log_level: str) -> uvicorn.Config:
-    return uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="off",
-                          timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
+    return uvicorn.Config(app, http=http_protocol(), loop=EVENT_LOOP, log_level=log_level, access_log=False,
+                          lifespan="off", timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
 
 
 def url_of(sock: socket.socket) -> str:
