@@ -65,7 +65,7 @@ def _registration(section: Section | None, profile: dict[str, Any] | None) -> st
         + "Every task, every client thread and the "
         "handler run under one interpreter lock, while PostgreSQL runs one backend process per connection, "
         "in C. The fsync is not the limit either: group commit shares each sync among all the appends a task "
-        "drained, and the sync runs on its own thread with the lock released.",
+        "drained, and the task thread releases the lock while the disk syncs.",
     ]
     if one_task is not None:
         gain = hw["ops_per_s"] / one_task["ops_per_s"] - 1
@@ -74,7 +74,8 @@ def _registration(section: Section | None, profile: dict[str, Any] | None) -> st
         text.append(
             f"**{headline}** With one task, headwater did {fmt(one_task['ops_per_s'])} sign-ups/s at {clients} clients "
             f"({fmt(one_task['cpu_us_per_op'])} µs of CPU each); with two, {fmt(hw['ops_per_s'])}/s. Under one "
-            "interpreter lock a second task thread adds little or no parallelism: the tasks take turns.")
+            "interpreter lock a second task thread adds no parallelism: the tasks take turns, and each task, back "
+            "from its WAL sync, waits for the lock while the other task computes.")
     runs = {r["clients"]: r for r in (profile or {}).get("runs", [])}
     many = runs.get(16) or (max(runs.values(), key=lambda r: r["clients"]) if runs else None)
     few = None
@@ -89,8 +90,8 @@ def _registration(section: Section | None, profile: dict[str, Any] | None) -> st
         text.append(
             f"**Where the CPU goes** (profile below, {many['clients']} clients): {fmt(task)} µs per append on the task "
             f"threads, of which {fmt(invoke)} µs is the handler itself — `register`'s three PState operations "
-            "(`exists`, `set`, `increment`) through `View` → `PStateExecutor` → layout → `Txn`, with key "
-            "encoding and an ownership check (a stable hash of the key) on every step — and the rest the engine's "
+            "(`exists`, `set`, `increment`) through `View` → `PStateExecutor` → layout → `Txn`, each with a "
+            "storage read, key and value encoding and, for a new element, its parent's count — and the rest the engine's "
             f"per-record bookkeeping (group commit, trees, progress, the round's batch, replies); {fmt(client)} µs "
             "in the client thread (validate and encode the event, wait, wake). About "
             f"{fmt(python)} µs of CPU per sign-up outside the fsync, nearly all of it Python holding the interpreter lock, "
@@ -111,10 +112,9 @@ def _registration(section: Section | None, profile: dict[str, Any] | None) -> st
             "pays a whole round by itself: the task threads spend "
             f"{fmt(outside_handler(few))} µs per append outside the handler at one client against "
             f"{fmt(outside_handler(many))} µs at {many['clients']} (two RocksDB write batches per round — the appends, "
-            "then the PState writes and progress — the hand-off to the sync thread, the tree and the reply). "
-            "Latency at one client is bound by that CPU, not by the disk. (Syncing on the task thread instead of the "
-            "sync thread — `python -m bench.profile_append --clients 1 --inline-sync`, a monkeypatch — cut the CPU "
-            "per append and the p50 by only 3–8% in our tries: the hand-offs are not the cost.)")
+            "then the PState writes and progress — the WAL sync's system calls, the tree and the reply, and waking "
+            "the task thread and then the client). A full ack at one client is one fsync (see the machine table) "
+            "plus that one round of Python.")
     txn = _measured(section, "PostgreSQL transaction", clients)
     overtakes = txn is not None and hw["ops_per_s"] > txn["ops_per_s"]
     text.append(
@@ -155,13 +155,14 @@ def _http(section: Section | None) -> str:
         f"({fmt(pg['server_cpu_us_per_op'])} in the server) for PostgreSQL and {fmt(rd['cpu_us_per_op'])} µs "
         f"({fmt(rd['server_cpu_us_per_op'])}) for Redis, both speaking compact binary protocols through C "
         "drivers. Both HTTP ends are the cost:",
-        "- **client:** `hw.connect` goes through httpx/httpcore/h11, a pure-Python HTTP/1.1 stack; on this "
-        "machine a bare `http.client` request to the same endpoint took about a third of httpx's client CPU "
-        "(≈200 µs against ≈600–700 µs per request, measured separately with `time.process_time`);\n"
-        "- **server:** a py-spy profile of `headwater serve` under a one-client read loop puts most samples in "
-        "uvicorn's event loop and response writes and in Starlette's middleware and routing; headwater's own "
-        "code (path decoding, the `View` read, RocksDB) is about 5% of them. One process serves all clients, so "
-        "at 16 clients the server is one core's worth of Python.",
+        "- **client:** `hw.connect` speaks HTTP/1.1 over keep-alive sockets with a small client of its own "
+        "(`headwater/client/connections.py`: one write per request), which took about 100–200 µs of CPU per "
+        "request where httpx, which it replaced, took 600–1,000 µs; the C drivers of PostgreSQL and Redis take "
+        "less still;\n"
+        "- **server:** uvicorn on httptools and uvloop; the append and PState-read routes are served before "
+        "Starlette's middleware and route table, and each answer leaves in one write. What remains is uvicorn's "
+        "per-request protocol work and the event loop, in one process: at 16 clients the server is one core's "
+        "worth of Python.",
     ])
 
 
@@ -217,25 +218,24 @@ def _restart(section: Section | None) -> str:
 
 
 FIXES = """\
-### What would put headwater ahead (proposed engine changes, not made here)
+### What would put headwater further ahead (engine changes not made yet)
 
 1. **Use more than one core.** Run each task's loop in its own process (a multiprocessing transport behind
    the existing `Transport` seam, the same one the Ray cluster will use), or support free-threaded CPython
-   3.13t. The registration profile shows less CPU per sign-up than PostgreSQL; the missing factor is the
-   second core, so two tasks in two processes should roughly double throughput at 16 clients.
-2. **Make a handler's PState operation cheap.** Resolve a path once per invocation and key (`exists()` then
-   `set()` on the same user walks, hashes and encodes it twice), check ownership once per top-level key
-   instead of hashing the key on every operation, build the `PStateExecutor` and `View` of a PState once per
-   task instead of on every `ctx.pstate(...)` call, and give `increment` on an integer leaf a blind write (a
-   RocksDB merge operator) instead of read-modify-write. These are the frames that recur in the handler's
-   profile.
-3. **Cut the per-round cost for lone appends.** At one client each append pays a round alone; writing the
-   round's appends and its PState writes and progress in one RocksDB batch instead of two, and skipping the
-   tree bookkeeping for single-task records (no hops: nothing to XOR), would bring the one-client CPU per
-   append toward the 16-client figure, and the latency with it.
-4. **A lean HTTP path.** A client transport at the level of `http.client` (or a pooled raw socket) instead of
-   httpx for `hw.connect`; on the server, a point-read route that bypasses the middleware stack, a
-   `get-many` endpoint, and more than one server process (`SO_REUSEPORT`) so that reads use every core."""
+   3.13t. Every task, client thread and handler of one process takes turns on one interpreter lock: the
+   second core mostly waits, and a second task in the same process makes things slower, not faster.
+2. **Make a handler's PState operation cheaper still.** Done: a task builds each PState's view once, a view's
+   operations walk and hash its key once, an integer `increment` no longer decodes a path, and an
+   invocation's writes merge into the round without sorting. Still open: validate a path once at the view
+   instead of again at the layout, and give `increment` a blind write (a RocksDB merge operator) instead of
+   read-modify-write.
+3. **Cut the per-round cost.** Done: the WAL is synced once per round on the task thread (the separate sync
+   thread needed the interpreter lock to start and to finish each sync and got it late, so its overlap never
+   happened). Still open: one RocksDB write per round instead of two (appends, then the PState writes), and
+   no tree bookkeeping for records whose handler spawned nothing.
+4. **HTTP.** Done: a lean keep-alive client, hot routes before the middleware, one write per answer. Still
+   open: more than one server process (`SO_REUSEPORT`) so that HTTP uses every core, and a `get-many`
+   endpoint."""
 
 
 def analysis(sections: list[Section], profile: dict[str, Any] | None) -> str:

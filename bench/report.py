@@ -111,7 +111,7 @@ def profile_section(profile: dict[str, Any] | None) -> str:
             "Task.invoke": "**the handler** (`register`: exists, set, increment) over a Txn",
             "Task._commit": "merge the invocation's writes into the round",
             "Task._end_round": "commit the round, wait for the WAL sync, send replies",
-            "RocksStore.sync": "the WAL fsync (on the sync thread)",
+            "RocksStore.sync": "the WAL fsync (on the task thread, lock released)",
         }
         rows = [[f"`{name}`", explain.get(name, ""), f"{phases[name]['us_per_append']:,.0f}",
                  f"{phases[name]['calls_per_append']:.2f}"] for name in order if name in phases]
