@@ -52,8 +52,14 @@ def _registration(section: Section | None, profile: dict[str, Any] | None) -> st
     if hw is None or not pgs:
         return ""
     pg = max(pgs, key=lambda m: m["ops_per_s"])
+    two_tasks = hw
+    if one_task is not None and one_task["ops_per_s"] > hw["ops_per_s"]:
+        hw = one_task  # the faster configuration speaks for headwater
+    ratio = hw["ops_per_s"] / pg["ops_per_s"]
+    title = ("why headwater is behind" if ratio < 1 else
+             "why headwater is not further ahead" if ratio < 2 else "where headwater's lead comes from")
     text = [
-        "### Registration against PostgreSQL: why headwater is behind",
+        f"### Registration against PostgreSQL: {title}",
         f"**It is one Python process, and Python runs one thread at a time.** At {clients} clients headwater "
         f"did {fmt(hw['ops_per_s'])} sign-ups/s spending {fmt(hw['cpu_us_per_op'])} µs of CPU on each: "
         f"{_cores(hw):.2f} of the machine's cores. PostgreSQL (the one-statement variant) did "
@@ -68,12 +74,12 @@ def _registration(section: Section | None, profile: dict[str, Any] | None) -> st
         "drained, and the task thread releases the lock while the disk syncs.",
     ]
     if one_task is not None:
-        gain = hw["ops_per_s"] / one_task["ops_per_s"] - 1
+        gain = two_tasks["ops_per_s"] / one_task["ops_per_s"] - 1
         headline = ("More tasks do not help; fewer do." if gain < -0.05 else
                     "More tasks do not help." if gain < 0.10 else f"A second task helps by only {gain:.0%}.")
         text.append(
             f"**{headline}** With one task, headwater did {fmt(one_task['ops_per_s'])} sign-ups/s at {clients} clients "
-            f"({fmt(one_task['cpu_us_per_op'])} µs of CPU each); with two, {fmt(hw['ops_per_s'])}/s. Under one "
+            f"({fmt(one_task['cpu_us_per_op'])} µs of CPU each); with two, {fmt(two_tasks['ops_per_s'])}/s. Under one "
             "interpreter lock a second task thread adds no parallelism: the tasks take turns, and each task, back "
             "from its WAL sync, waits for the lock while the other task computes.")
     runs = {r["clients"]: r for r in (profile or {}).get("runs", [])}

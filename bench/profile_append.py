@@ -96,14 +96,14 @@ def measure(clients: int, seconds: float, tasks: int, *, instrument: bool = True
         for i in range(500):
             depot.append(UserSignUp(f"warm{i}@example.com", "h", ms))
         counts = [0] * clients
-        stop = time.monotonic() + seconds
+        done = threading.Event()
 
         def client(n: int) -> None:
             i = 0
-            while time.monotonic() < stop:
+            while not done.is_set():
                 depot.append(UserSignUp(f"c{n}-{i}@example.com", "h", ms))
                 i += 1
-            counts[n] = i
+                counts[n] = i
 
         threads = [threading.Thread(target=client, args=(n,), name=f"client-{n}") for n in range(clients)]
         names_before = {t.native_id: t.name for t in threading.enumerate()}
@@ -112,22 +112,22 @@ def measure(clients: int, seconds: float, tasks: int, *, instrument: bool = True
         started = time.perf_counter()
         for t in threads:
             t.start()
-        time.sleep(max(0.0, seconds - 0.05))
+        time.sleep(seconds)
+        # Read while the clients still run (they stop only when told), so every thread is counted.
         names = names_before | {t.native_id: t.name for t in threading.enumerate()}
-        after = _thread_cpu()  # before the clients finish, so that their threads still exist
-        for t in threads:
-            t.join()
+        after = _thread_cpu()
+        appends = sum(counts)
         elapsed = time.perf_counter() - started
         measuring.clear()
-    appends = sum(counts)
-    # The thread CPU covers the first `seconds - 0.05` s: scale per append by that share.
-    share = (seconds - 0.05) / elapsed
+        done.set()
+        for t in threads:
+            t.join()
     by_role: dict[str, float] = collections.defaultdict(float)
     for tid, cpu in after.items():
         by_role[_role(names.get(tid, "?"))] += cpu - before.get(tid, 0.0)
     return {
         "clients": clients, "tasks": tasks, "appends": appends, "appends_per_s": appends / elapsed,
-        "cpu_us_by_thread": {role: cpu / (appends * share) * 1e6 for role, cpu in by_role.items()},
+        "cpu_us_by_thread": {role: cpu / appends * 1e6 for role, cpu in by_role.items()},
         "cpu_us_by_phase": {label: {"us_per_append": cpu / appends * 1e6, "calls_per_append": calls / appends}
                             for label, (cpu, calls) in phase_cpu.items()},
         "load_1m": os.getloadavg()[0],

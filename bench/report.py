@@ -96,7 +96,8 @@ def profile_section(profile: dict[str, Any] | None) -> str:
         total = sum(threads.values())
         rows = [[role, f"{us:,.0f}"] for role, us in sorted(threads.items(), key=lambda x: -x[1]) if us >= 0.5]
         rows.append(["**all threads**", f"**{total:,.0f}**"])
-        parts.append(f"**{result['clients']} client{'s' if result['clients'] > 1 else ''}, {result['tasks']} tasks** — "
+        parts.append(f"**{result['clients']} client{'s' if result['clients'] > 1 else ''}, {result['tasks']} "
+                     f"task{'s' if result['tasks'] > 1 else ''}** — "
                      f"{result['appends_per_s']:,.0f} appends/s while instrumented (load {result['load_1m']:.2f}). "
                      "CPU per append by thread:\n\n" + table(["threads", "CPU µs per append"], rows))
         order = ["Task._drain", "Task._handle", "Task._persist", "RocksStore.write", "Task._pump", "Task._run_root",
