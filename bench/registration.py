@@ -3,7 +3,7 @@
 Measures full-ack append latency from one client and throughput from 16 concurrent client
 threads. Prints a table; timings never fail anything.
 
-    make bench            # or: .venv/bin/python bench/registration.py --tasks 4 --seconds 5
+    .venv/bin/python bench/registration.py [--tasks N] [--seconds 5]    (make bench runs the full suite)
 """
 
 from __future__ import annotations
@@ -76,7 +76,8 @@ def throughput(depot: object, clients: int, seconds: float) -> tuple[float, list
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", type=int, default=2)
+    parser.add_argument("--tasks", type=int, default=1,
+                        help="tasks of the module (default 1: in one process, the fastest; see docs/benchmarks.md)")
     parser.add_argument("--count", type=int, default=3000, help="sequential appends for the latency run")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=5.0)
