@@ -30,7 +30,6 @@ from headwater.engine import messages
 from headwater.engine.context import Context, RecordInfo, invocation_id
 from headwater.engine.definitions import MicrobatchDecl, Retry
 from headwater.engine.meta import U64, DeadLetterEntry, dead_encoder, dead_key, progress_key
-from headwater.engine.txns import merge_txn
 from headwater.engine.messages import BatchFailure, Hop, MbAck, MbDone, MbPhase, MbProcess, TreeRef
 from headwater.storage import Batch
 
@@ -190,7 +189,7 @@ class BatchParticipant:
 
     def _merge(self, outcome: Any) -> None:
         invocation = outcome.invocation
-        merge_txn(invocation.txn, self.txn)
+        invocation.txn.merge_into(self.txn)
         self.appends.extend(invocation.deferred_appends or ())
         for task_id, data in invocation.outbox:
             self.task.send(task_id, data)

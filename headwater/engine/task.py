@@ -59,7 +59,7 @@ from headwater.engine.meta import (
     progress_key,
 )
 from headwater.engine.runtime import DepotRuntime, ModuleRuntime
-from headwater.engine.txns import add_txn_to_batch, merge_txn
+from headwater.engine.txns import add_txn_to_batch
 from headwater.pstate import Txn
 from headwater.errors import HeadwaterError, NotFound
 from headwater.storage import Batch, Store
@@ -75,7 +75,7 @@ RECENT_RECORDS_MAX = 65_536  # just-appended records kept in memory so processin
 _FULL, _NONE = Ack.FULL.value, Ack.NONE.value
 
 class _Outcome:
-    __slots__ = ("invocation", "result", "error", "attempts")
+    __slots__ = ("attempts", "error", "invocation", "result")
 
     def __init__(self, invocation: Invocation, result: bytes | None, error: tuple[str, str] | None, attempts: int) -> None:
         self.invocation = invocation
@@ -87,7 +87,7 @@ class _Outcome:
 class _Reply:
     """Who waits for a record's processing, and whether their append holds an admission slot."""
 
-    __slots__ = ("client", "request", "ack", "admitted")
+    __slots__ = ("ack", "admitted", "client", "request")
 
     def __init__(self, client: int, request: int, ack: str, admitted: bool) -> None:
         self.client = client
@@ -99,7 +99,7 @@ class _Reply:
 class _RecordState:
     """A just-appended record whose processing an appender may be waiting for."""
 
-    __slots__ = ("depot_id", "offset", "remaining", "replies", "results", "errors", "idempotency_key")
+    __slots__ = ("depot_id", "errors", "idempotency_key", "offset", "remaining", "replies", "results")
 
     def __init__(self, depot_id: int, offset: int, remaining: int, idempotency_key: str | None) -> None:
         self.depot_id = depot_id
@@ -114,8 +114,18 @@ class _RecordState:
 class _TreeState:
     """A tree rooted on this task that is still running: the XOR of its outstanding invocation ids."""
 
-    __slots__ = ("topology", "xor", "record", "pending_key", "root_result", "returned", "errors", "reply",
-                 "partition", "offset")
+    __slots__ = (
+        "errors",
+        "offset",
+        "partition",
+        "pending_key",
+        "record",
+        "reply",
+        "returned",
+        "root_result",
+        "topology",
+        "xor",
+    )
 
     def __init__(self, topology: str, xor: int, record: _RecordState | None, *, pending_key: bytes | None = None,
                  reply: _Reply | None = None, partition: int = 0, offset: int = 0) -> None:
@@ -579,7 +589,7 @@ class Task:
         invocation = outcome.invocation
         round_txn, batch = self._round_txn, self._round
         if outcome.error is None:
-            merge_txn(invocation.txn, round_txn)
+            invocation.txn.merge_into(round_txn)
             if dead is not None:
                 batch.delete("meta", dead_key(invocation.topology, dead.id))
         else:

@@ -1,4 +1,4 @@
-"""Moving an invocation's writes down: into the Txn below it, or into a storage batch."""
+"""Moving a Txn's writes into a storage batch (into the Txn below it: `Txn.merge_into`)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,7 @@ from typing import Any
 
 from headwater.storage import Batch
 
-__all__ = ["add_txn_to_batch", "merge_txn"]
-
-
-def merge_txn(source: Any, target: Any) -> None:
-    """Apply an invocation's pending writes onto the Txn below it (range deletes first, as a Batch does)."""
-    source.merge_into(target)
+__all__ = ["add_txn_to_batch"]
 
 
 def add_txn_to_batch(txn: Any, batch: Batch) -> None:

@@ -335,8 +335,7 @@ def _increment(txn: Txn, location: Location, amount: Any = 1) -> None:
     current = 0 if raw is None else location.schema.decoder.decode(raw)
     if current is None:
         current = 0
-    if type(amount) is not int or type(current) is not int:  # else the common case, known to be fine
-        named_on_error(location, ops.check_increment, amount, current)
+    named_on_error(location, ops.check_increment, amount, current)
     write_blob(txn, location, named_on_error(location, encode_value, location.schema, current + amount),
                existed=raw is not None)
 

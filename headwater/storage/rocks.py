@@ -43,11 +43,8 @@ class _RocksReader(Reader):
         return family
 
     def get(self, key: bytes) -> bytes | None:
-        family = self._family
-        if family is None:
-            raise Unavailable("the store is closed; reopen the cluster to read again")
         try:
-            return family.get(key)
+            return self._cf.get(key)
         except rocksdict.DbClosedError as e:
             raise Unavailable("the store is closed") from e
 
