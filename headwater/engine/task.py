@@ -74,6 +74,7 @@ PUMP_TIME_MAX_S = 0.02  # ... or this much time, so new appends are made durable
 RECENT_RECORDS_MAX = 65_536  # just-appended records kept in memory so processing needs no read
 _FULL, _NONE = Ack.FULL.value, Ack.NONE.value
 
+
 class _Outcome:
     __slots__ = ("attempts", "error", "invocation", "result")
 
