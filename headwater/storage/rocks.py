@@ -21,6 +21,10 @@ def _options() -> rocksdict.Options:
     options = rocksdict.Options(raw_mode=True)
     options.create_if_missing(True)
     options.create_missing_column_families(True)
+    # ZSTD, not the default Snappy: events and PState values repeat field names and shapes, and
+    # ZSTD stores them in about a quarter less disk (registration: 107 against 145 bytes per
+    # event). It runs in RocksDB's background flush and compaction, off the interpreter lock.
+    options.set_compression_type(rocksdict.DBCompressionType.zstd())
     return options
 
 
