@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -16,11 +18,19 @@ from starlette.types import Receive, Scope, Send
 from headwater.cluster.inprocess import InProcessCluster
 from headwater.server import depots, modules, pstates, queries
 from headwater.server.auth import Auth
-from headwater.server.http import MAX_BODY_BYTES_DEFAULT, ApiError, Endpoint, error_response
+from headwater.server.http import (
+    MAX_BODY_BYTES_DEFAULT,
+    ApiError,
+    Endpoint,
+    count_request,
+    error_response,
+    json_response,
+    response_for_error,
+)
 from headwater.server.metrics import Metrics
 from headwater.server.state import ServerState
 
-__all__ = ["HOT_ENDPOINTS", "UI_DIRECTORY", "HeadwaterApp", "HotRoute", "create_app"]
+__all__ = ["HOT_ENDPOINTS", "UI_DIRECTORY", "HeadwaterApp", "HotRoute", "InlineRequest", "create_app"]
 
 UI_DIRECTORY = Path(__file__).parent / "ui"
 
@@ -41,12 +51,16 @@ async def _to_ui(request: Request) -> Response:
 
 
 class HotRoute:
-    """A route of the API table matched by comparing path segments, without regular expressions."""
+    """A route of the API table matched by comparing path segments, without regular expressions.
 
-    def __init__(self, template: str, endpoint: Endpoint, method: str) -> None:
+    `answer`, when the endpoint has one, computes the endpoint's JSON body without awaiting
+    (or returns `pstates.InThread` when it must not run on the event loop).
+    """
+
+    def __init__(self, template: str, endpoint: Endpoint, method: str, answer: Callable[[Any], Any] | None = None) -> None:
         self.segments = template.split("/")
         assert all(s[1:-1].isidentifier() for s in self.segments if s.startswith("{")), f"{template}: str parameters only"
-        self.endpoint, self.method = endpoint, method
+        self.endpoint, self.method, self.answer = endpoint, method, answer
 
     def match(self, method: str, parts: list[str]) -> dict[str, str] | None:
         """The path parameters if `parts` (the request path split at "/") is this route, else None."""
@@ -66,6 +80,32 @@ class HotRoute:
 # One append and one PState read: most of the traffic, and cheap enough that Starlette's middleware
 # layers and a dozen route patterns tried in turn would cost as much as serving them.
 HOT_ENDPOINTS = (depots.append, pstates.read)
+# Endpoints that can answer without awaiting: a point read is answered as soon as its request is
+# parsed, with no ASGI scope, task or Starlette request (see `protocol.py`).
+ANSWERS: dict[Endpoint, Callable[[Any], Any]] = {pstates.read: pstates.answer_read}
+
+
+class _Url:
+    __slots__ = ("path",)
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+
+class InlineRequest:
+    """What an endpoint reads of a request (path and query parameters, headers, the app), built
+    straight from the HTTP parser's output instead of an ASGI scope."""
+
+    __slots__ = ("app", "headers", "method", "path_params", "query_params", "url")
+
+    def __init__(self, app: "HeadwaterApp", method: str, path: str, path_params: dict[str, str],
+                 query_string: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        self.app, self.method, self.url, self.path_params = app, method, _Url(path), path_params
+        # As Starlette reads them: the last value of a repeated parameter, the first of a header.
+        self.query_params = dict(parse_qsl(query_string.decode("latin-1"), keep_blank_values=True))
+        self.headers: dict[str, str] = {}
+        for name, value in headers:
+            self.headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))
 
 
 class HeadwaterApp(Starlette):
@@ -91,6 +131,29 @@ class HeadwaterApp(Starlette):
                     return
         await super().__call__(scope, receive, send)
 
+    def answer_now(self, method: str, path: str, query_string: bytes,
+                   headers: list[tuple[bytes, bytes]]) -> Response | None:
+        """The response to a request with no body, if a hot route can compute it without awaiting;
+        None sends the request down the ASGI path instead. Answers exactly as that path would."""
+        parts = path.split("/")
+        for route in self.hot_routes:
+            if route.answer is None:
+                continue
+            params = route.match(method, parts)
+            if params is None:
+                continue
+            request = InlineRequest(self, method, path, params, query_string, headers)
+            try:
+                answer = route.answer(request)
+                if isinstance(answer, pstates.InThread):
+                    return None
+                response = json_response(answer)
+            except Exception as e:
+                response = response_for_error(request, e)
+            count_request(request, route.endpoint.__name__, response)
+            return response
+        return None
+
 
 def create_app(cluster: InProcessCluster, *, auth: Auth | None = None,
                max_body_bytes: int = MAX_BODY_BYTES_DEFAULT) -> HeadwaterApp:
@@ -98,7 +161,8 @@ def create_app(cluster: InProcessCluster, *, auth: Auth | None = None,
     table = [row for rows in (modules.ROUTES, depots.ROUTES, pstates.ROUTES, queries.ROUTES) for row in rows]
     routes: list[Any] = [Route(path, fn, methods=methods) for path, fn, methods in table]
     routes += [Route("/", _to_ui, methods=["GET"]), Mount("/ui", StaticFiles(directory=UI_DIRECTORY, html=True), name="ui")]
-    hot = [HotRoute(path, fn, method) for path, fn, methods in table if fn in HOT_ENDPOINTS for method in methods]
+    hot = [HotRoute(path, fn, method, ANSWERS.get(fn)) for path, fn, methods in table if fn in HOT_ENDPOINTS
+           for method in methods]
     app = HeadwaterApp(routes, hot)
     metrics = Metrics(cluster)
     app.state.headwater = ServerState(cluster, auth or Auth([]), metrics, max_body_bytes)

@@ -119,19 +119,29 @@ def endpoint(fn: Endpoint) -> Endpoint:
     async def wrapper(request: Request) -> Response:
         try:
             response = await fn(request)
-        except (ApiError, HeadwaterError) as e:
-            response = error_response(e)
-        except ValueError as e:  # argument checks of the client API (bad partition, bad ack, ...)
-            response = error_response(ApiError(400, "bad_request", str(e)))
         except Exception as e:
-            _log.error("internal error serving %s %s\n%s", request.method, request.url.path, traceback.format_exc())
-            response = error_response(ApiError(500, "internal_error", f"{type(e).__name__}: {e}"))
-        metrics = getattr(request.app.state, "metrics", None)
-        if metrics is not None:
-            metrics.observe_request(fn.__name__, response.status_code)
+            response = response_for_error(request, e)
+        count_request(request, fn.__name__, response)
         return response
 
     return wrapper
+
+
+def response_for_error(request: Any, error: Exception) -> Response:
+    """The JSON error response for an exception an endpoint raised (a 500 for our own bugs, logged)."""
+    if isinstance(error, (ApiError, HeadwaterError)):
+        return error_response(error)
+    if isinstance(error, ValueError):  # argument checks of the client API (bad partition, bad ack, ...)
+        return error_response(ApiError(400, "bad_request", str(error)))
+    _log.error("internal error serving %s %s\n%s", request.method, request.url.path,
+               "".join(traceback.format_exception(error)))
+    return error_response(ApiError(500, "internal_error", f"{type(error).__name__}: {error}"))
+
+
+def count_request(request: Any, endpoint_name: str, response: Response) -> None:
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        metrics.observe_request(endpoint_name, response.status_code)
 
 
 def query_int(request: Request, name: str, default: int | None = None, *, minimum: int = 0,

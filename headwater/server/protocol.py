@@ -9,11 +9,21 @@ TCP segment: on loopback that is a second send, and a second wake-up of the clie
 reads a head with no body. `CoalescingTransport` gathers the writes made in one turn of the event
 loop and sends them together at the end of the turn, so a whole answer leaves as one segment
 while nothing waits longer than the turn in which it was written.
+
+A GET with no body that the app can answer without awaiting (`HeadwaterApp.answer_now`: a point
+read of a PState) is answered as soon as its headers are parsed, in the parser's callback: no
+ASGI scope, request-response cycle or asyncio task is made for it, which is most of what such a
+request costs. Anything else, and any request while an earlier one on the connection is still
+being answered (responses must keep request order), goes through uvicorn's ASGI path.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import http
+import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["EVENT_LOOP", "CoalescingTransport", "http_protocol"]
@@ -60,16 +70,83 @@ class CoalescingTransport:
         return getattr(self._transport, name)
 
 
-def http_protocol() -> type[asyncio.Protocol]:
-    """uvicorn's HTTP protocol on the fastest parser installed, writing through a CoalescingTransport."""
+AnswerNow = Callable[[str, str, bytes, list[tuple[bytes, bytes]]], Any]
+
+
+@functools.cache
+def _status_line(status: int) -> bytes:
+    try:
+        phrase = http.HTTPStatus(status).phrase
+    except ValueError:
+        phrase = ""
+    return f"HTTP/1.1 {status} {phrase}\r\n".encode("ascii")
+
+
+def http_protocol(answer_now: AnswerNow | None = None) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol on the fastest parser installed, writing through a CoalescingTransport,
+    and answering at once what `answer_now` (method, path, query string, headers) can answer."""
     base: Any
     try:
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base  # needs httptools
+        import httptools
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
     except ImportError:
         from uvicorn.protocols.http.h11_impl import H11Protocol as base
 
+        answer_now = None  # answering early hooks into the httptools parser's callbacks
+
     class CoalescingProtocol(base):  # type: ignore[misc, valid-type]
+        _answered = False  # the request being parsed was answered from its headers
+
         def connection_made(self, transport: Any) -> None:
             super().connection_made(CoalescingTransport(transport, asyncio.get_running_loop()))
+
+        if answer_now is not None:
+
+            def on_message_begin(self) -> None:
+                self._answered = False
+                super().on_message_begin()
+
+            def on_headers_complete(self) -> None:
+                if not self._answer_early():
+                    super().on_headers_complete()
+
+            def on_body(self, body: bytes) -> None:
+                if not self._answered:
+                    super().on_body(body)
+
+            def on_message_complete(self) -> None:
+                if not self._answered:
+                    super().on_message_complete()
+
+            def _answer_early(self) -> bool:
+                parser = self.parser
+                if (parser.get_method() != b"GET" or self.root_path or self.pipeline or parser.should_upgrade()
+                        or (self.cycle is not None and not self.cycle.response_complete)):
+                    return False
+                for name, value in self.headers:
+                    if (name == b"content-length" and value != b"0") or name == b"transfer-encoding":
+                        return False  # a GET with a body: rare, and the ASGI path reads bodies
+                url = httptools.parse_url(self.url)
+                path = url.path.decode("ascii")
+                if "%" in path:
+                    path = urllib.parse.unquote(path)
+                response = answer_now("GET", path, url.query or b"", self.headers)
+                if response is None:
+                    return False
+                self._answered = True
+                keep_alive = parser.get_http_version() != "1.0" and parser.should_keep_alive()
+                head = [_status_line(response.status_code)]
+                for name, value in [*self.server_state.default_headers, *response.raw_headers]:
+                    head += (name, b": ", value, b"\r\n")
+                if not keep_alive:
+                    head.append(b"connection: close\r\n")
+                head += (b"\r\n", response.body)
+                self.transport.write(b"".join(head))
+                if keep_alive:
+                    self.on_response_complete()  # counts it, arms the keep-alive timer, starts pipelined requests
+                else:
+                    self.server_state.total_requests += 1
+                    self.transport.close()
+                return True
 
     return CoalescingProtocol

@@ -38,6 +38,27 @@ def _raw_path(request: Request) -> list[Any]:
 
 @endpoint
 async def read(request: Request) -> Response:
+    answer = answer_read(request)
+    if isinstance(answer, InThread):
+        answer = await asyncio.to_thread(*answer.call)
+    return json_response(answer)
+
+
+class InThread:
+    """A read too large for the event loop: `call` (a function and its arguments) runs in a thread."""
+
+    __slots__ = ("call",)
+
+    def __init__(self, *call: Any) -> None:
+        self.call = call
+
+
+def answer_read(request: Any) -> Any:
+    """The JSON body of a PState read, or `InThread` for one that may be large.
+
+    `request` is a Starlette request or anything with its `path_params`, `query_params`,
+    `headers` and `app`: the server also answers point reads straight from the HTTP parser.
+    """
     params = request.path_params
     module, name, op = params["module"], params["pstate"], params["op"]
     authorize(request, "read", module)
@@ -46,7 +67,7 @@ async def read(request: Request) -> Response:
     root: View = state_of(request).cluster.pstate(module, name, task=query_int(request, "task"))
     raw_path = _raw_path(request)
     if op in ("select", "select_one"):
-        return json_response({"value": await asyncio.to_thread(_select, root, op, raw_path)})
+        return InThread(_select, root, op, raw_path)
     if has_navigators(raw_path):
         raise PathError("navigators ({\"nav\": ...}) work only with the select and select_one operations; "
                         "use plain keys for get, keys, items, ...")
@@ -54,21 +75,16 @@ async def read(request: Request) -> Response:
     for step in decode_path(root.schema, raw_path):
         view = view[step]
     if op in ("exists", "size"):
-        return json_response({"value": getattr(view, op)()})
+        return {"value": getattr(view, op)()}
     if op == "contains":
         element = query_json(request, "element")
-        return json_response({"value": view.contains(convert_key(element, key_schema_type(view.schema)))})
+        return {"value": view.contains(convert_key(element, key_schema_type(view.schema)))}
     if op == "get":
-        return json_response(await _maybe_in_thread(view, _get, view))
+        # A subindexed collection can be large: keep the event loop free.
+        return InThread(_get, view) if view.schema.split else _get(view)
     if op == "slice":
-        return json_response(await asyncio.to_thread(_slice, view, _int_or_none(request, "start"), _int_or_none(request, "stop")))
-    return json_response(await asyncio.to_thread(_range, view, op, *_range_args(request, view)))
-
-
-async def _maybe_in_thread(view: View, fn: Any, *args: Any) -> Any:
-    if view.schema.split:  # a subindexed collection can be large: keep the event loop free
-        return await asyncio.to_thread(fn, *args)
-    return fn(*args)
+        return InThread(_slice, view, _int_or_none(request, "start"), _int_or_none(request, "stop"))
+    return InThread(_range, view, op, *_range_args(request, view))
 
 
 def _get(view: View) -> dict[str, Any]:
@@ -76,12 +92,12 @@ def _get(view: View) -> dict[str, Any]:
     return {"value": None, "found": False} if value is _ABSENT else {"value": value, "found": True}
 
 
-def _select(root: View, op: str, raw_path: list[Any]) -> Any:
+def _select(root: View, op: str, raw_path: list[Any]) -> dict[str, Any]:
     navigators = decode_path(root.schema, raw_path)
     method = getattr(root, op, None)
     if method is None:
         raise PathError(f"{op} is not available in this version of headwater; read with plain keys and get/keys/items")
-    return method(*navigators)
+    return {"value": method(*navigators)}
 
 
 def _int_or_none(request: Request, name: str) -> int | None:

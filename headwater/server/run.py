@@ -97,7 +97,8 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def _config(app: Any, *, log_level: str) -> uvicorn.Config:
-    return uvicorn.Config(app, http=http_protocol(), loop=EVENT_LOOP, log_level=log_level, access_log=False,
+    return uvicorn.Config(app, http=http_protocol(getattr(app, "answer_now", None)), loop=EVENT_LOOP,
+                          log_level=log_level, access_log=False,
                           lifespan="off", timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
 
 
