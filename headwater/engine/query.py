@@ -66,14 +66,12 @@ class RoutedPStateExecutor:
 
     def _route(self, runtime: ModuleRuntime, pstate: PStateRuntime, steps: tuple[Any, ...]) -> int:
         tasks = runtime.tasks
-        if not pstate.decl.partitioned:
+        if not pstate.decl.partitioned or tasks == 1:
             return 0
         if pstate.keyed and steps and self._task is None:
             return task_for_key(steps[0], tasks)
         if self._task is not None:
             return self._task
-        if tasks == 1:
-            return 0
         what = "a read of the whole map" if pstate.keyed else "a per-task PState"
         raise PathError(
             f"PState {runtime.name}.{self._name} is spread over {tasks} tasks and "

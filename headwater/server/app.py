@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_plus
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -92,6 +92,19 @@ class _Url:
         self.path = path
 
 
+def _query_params(query: str) -> dict[str, str]:
+    """What `dict(parse_qsl(query, keep_blank_values=True))` gives, unquoting only what needs it."""
+    params = {}
+    for field in query.split("&"):
+        if not field:
+            continue
+        name, _, value = field.partition("=")
+        if "%" in field or "+" in field:
+            name, value = unquote_plus(name), unquote_plus(value)
+        params[name] = value
+    return params
+
+
 class InlineRequest:
     """What an endpoint reads of a request (path and query parameters, headers, the app), built
     straight from the HTTP parser's output instead of an ASGI scope."""
@@ -102,7 +115,7 @@ class InlineRequest:
                  query_string: bytes, headers: list[tuple[bytes, bytes]]) -> None:
         self.app, self.method, self.url, self.path_params = app, method, _Url(path), path_params
         # As Starlette reads them: the last value of a repeated parameter, the first of a header.
-        self.query_params = dict(parse_qsl(query_string.decode("latin-1"), keep_blank_values=True))
+        self.query_params = _query_params(query_string.decode("latin-1"))
         self.headers: dict[str, str] = {}
         for name, value in headers:
             self.headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))

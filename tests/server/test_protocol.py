@@ -12,12 +12,14 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from starlette.routing import Match
 
 import headwater as hw
 from examples.registration import UserSignUp, registration
 from headwater.server import Auth, ServerThread, create_app
-from headwater.server.app import HOT_ENDPOINTS
+from headwater.server.app import HOT_ENDPOINTS, _query_params
 from headwater.server.auth import Token
 from headwater.server.protocol import CoalescingTransport
 from headwater.server.run import _config
@@ -143,6 +145,11 @@ READS = [
     _get_url("keys", []),  # a range: through the ASGI path
     "/api/modules/registr%61tion/pstates/users/get?path=%5B%22ada%40example.com%22%5D",  # percent-encoded
 ]
+
+
+@given(st.text(alphabet="ab=&%+2AF0;é ", max_size=24))
+def test_query_parameters_read_as_starlette_reads_them(query):
+    assert _query_params(query) == dict(urllib.parse.parse_qsl(query, keep_blank_values=True))
 
 
 @pytest.fixture(scope="module")
