@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -26,15 +24,11 @@ from collections.abc import Callable
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import headwater as hw  # noqa: E402
+from bench.common import closed_loop, percentile  # noqa: E402
+from bench.peers import free_port  # noqa: E402
 from examples.registration import UserSignUp  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_server(data: str, tasks: int) -> tuple[subprocess.Popen[bytes], str]:
@@ -53,11 +47,6 @@ def start_server(data: str, tasks: int) -> tuple[subprocess.Popen[bytes], str]:
             time.sleep(0.05)
     process.kill()
     raise SystemExit(f"the server did not start: {process.stderr.read().decode() if process.stderr else ''}")
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def timed(fn: Callable[[int], object], count: int) -> list[float]:
@@ -101,30 +90,6 @@ def raw_http(url: str, count: int) -> tuple[list[float], list[float]]:
     return appends, reads
 
 
-def throughput(call: Callable[[int, int], object], clients: int, seconds: float) -> tuple[float, list[float]]:
-    """Calls per second of `call(client_number, i)` from `clients` threads, and their latencies."""
-    stop = time.monotonic() + seconds
-    counts = [0] * clients
-    timings: list[list[float]] = [[] for _ in range(clients)]
-
-    def run(n: int) -> None:
-        i = 0
-        while time.monotonic() < stop:
-            started = time.perf_counter()
-            call(n, i)
-            timings[n].append(time.perf_counter() - started)
-            i += 1
-        counts[n] = i
-
-    threads = [threading.Thread(target=run, args=(n,)) for n in range(clients)]
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return sum(counts) / (time.perf_counter() - started), [x for per in timings for x in per]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", type=int, default=2)
@@ -144,11 +109,13 @@ def main() -> None:
                 appends, append_cpu_us = timed_with_cpu(append, args.count)
                 reads, read_cpu_us = timed_with_cpu(read, args.count)
                 raw_appends, raw_reads = raw_http(url, args.count)
-                append_rate, concurrent_appends = throughput(
-                    lambda n, i: depot.append(UserSignUp(f"c{n}-{i}@example.com", "h", 1_700_000_000_000)),
+                appending = closed_loop(
+                    lambda n: lambda i: depot.append(UserSignUp(f"c{n}-{i}@example.com", "h", 1_700_000_000_000)),
                     args.clients, args.seconds)
-                read_rate, concurrent_reads = throughput(lambda n, i: users[f"c{n}-{i % 100}@example.com"].get(),
-                                                         args.clients, args.seconds)
+                reading = closed_loop(lambda n: lambda i: users[f"c{n}-{i % 100}@example.com"].get(),
+                                      args.clients, args.seconds)
+                append_rate, concurrent_appends = appending.ops_per_s, appending.latencies_s
+                read_rate, concurrent_reads = reading.ops_per_s, reading.latencies_s
         finally:
             process.terminate()
             process.wait(30)

@@ -10,34 +10,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
-import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import headwater as hw  # noqa: E402
+from bench.common import closed_loop, fsync_latency_ms, percentile  # noqa: E402
 from examples.registration import UserSignUp, registration  # noqa: E402
-
-
-def fsync_latency_ms(directory: str, samples: int = 200) -> float:
-    path = os.path.join(directory, "fsync-probe")
-    timings = []
-    with open(path, "wb") as f:
-        for _ in range(samples):
-            f.write(b"x" * 128)
-            started = time.perf_counter()
-            os.fsync(f.fileno())
-            timings.append(time.perf_counter() - started)
-    os.remove(path)
-    return statistics.median(timings) * 1000
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def latency(depot: object, count: int) -> list[float]:
@@ -50,30 +31,6 @@ def latency(depot: object, count: int) -> list[float]:
     return timings
 
 
-def throughput(depot: object, clients: int, seconds: float) -> tuple[float, list[float]]:
-    stop = time.monotonic() + seconds
-    counts = [0] * clients
-    timings: list[list[float]] = [[] for _ in range(clients)]
-
-    def client(n: int) -> None:
-        i = 0
-        while time.monotonic() < stop:
-            started = time.perf_counter()
-            depot.append(UserSignUp(f"c{n}-{i}@example.com", "h", 1_700_000_000_000))  # type: ignore[attr-defined]
-            timings[n].append(time.perf_counter() - started)
-            i += 1
-        counts[n] = i
-
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - started
-    return sum(counts) / elapsed, [x for per in timings for x in per]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", type=int, default=1,
@@ -83,13 +40,15 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="headwater-bench-") as directory:
-        fsync_ms = fsync_latency_ms(directory)
+        fsync_ms = fsync_latency_ms(directory)["p50_ms"]
         with hw.InProcessCluster(os.path.join(directory, "data")) as cluster:
             cluster.deploy(registration, tasks=args.tasks)
             depot = cluster.depot("registration", "registrations")
             latency(depot, 300)  # warm up
             solo = latency(depot, args.count)
-            rate, concurrent = throughput(depot, args.clients, args.seconds)
+            run = closed_loop(lambda n: lambda i: depot.append(UserSignUp(f"c{n}-{i}@example.com", "h", 1_700_000_000_000)),
+                              args.clients, args.seconds)
+            rate, concurrent = run.ops_per_s, run.latencies_s
     print(f"\nheadwater registration benchmark — {os.cpu_count()} cores, fsync p50 {fsync_ms:.3f} ms, "
           f"tasks={args.tasks}, full ack, fsync on\n")
     print(f"| {'measure':<44} | {'value':>12} |")
