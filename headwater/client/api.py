@@ -72,13 +72,6 @@ class PartitionInfo:
     end_offset: int  # the offset the next append will get
 
 
-def _ack(ack: Ack | str) -> Ack:
-    try:
-        return ack if isinstance(ack, Ack) else Ack(str(ack).lower())
-    except ValueError:
-        raise ValueError(f"ack={ack!r} is not valid; use headwater.Ack.FULL, Ack.APPEND or Ack.NONE") from None
-
-
 def raise_failure(message: Completed, what: str) -> None:
     if message.failure is not None:
         kinds = {"IdempotencyConflict": IdempotencyConflict, "Unavailable": Unavailable, "NotFound": Unavailable}
@@ -175,7 +168,7 @@ class DepotClient:
     def append(self, event: Any, *, ack: Ack | str = Ack.FULL, timeout: float = 30.0,
                idempotency_key: str | None = None) -> AppendResult | None:
         """Append `event`; with Ack.FULL wait until every stream topology processed it."""
-        ack = _ack(ack)
+        ack = Ack.parse(ack)
         started = time.monotonic()
         waiter = self._submit(event, ack, timeout, idempotency_key)
         return self._result(waiter, ack, timeout, started)
@@ -183,14 +176,14 @@ class DepotClient:
     def append_many(self, events: Iterable[Any], *, ack: Ack | str = Ack.FULL,
                     timeout: float = 30.0) -> list[AppendResult | None]:
         """Append several events, submitted together so they share fsyncs; results in input order."""
-        ack = _ack(ack)
+        ack = Ack.parse(ack)
         started = time.monotonic()
         waiters = [self._submit(event, ack, timeout, None) for event in events]
         return [self._result(waiter, ack, timeout, started) for waiter in waiters]
 
     async def append_async(self, event: Any, *, ack: Ack | str = Ack.FULL, timeout: float = 30.0,
                            idempotency_key: str | None = None) -> AppendResult | None:
-        ack = _ack(ack)
+        ack = Ack.parse(ack)
         if ack is not Ack.FULL:  # durability acks are a group-commit away; waiting in a thread is fine
             return await asyncio.to_thread(self.append, event, ack=ack, timeout=timeout, idempotency_key=idempotency_key)
         loop = asyncio.get_running_loop()

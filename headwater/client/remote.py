@@ -24,7 +24,7 @@ from urllib.parse import quote, urlencode
 
 import msgspec
 
-from headwater.client.api import AppendResult, DepotRecord, PartitionInfo, _ack, tail_records
+from headwater.client.api import AppendResult, DepotRecord, PartitionInfo, tail_records
 from headwater.client.connections import ConnectError, ConnectionLost, ConnectionPool, Response
 from headwater.engine.definitions import Ack, Module
 from headwater.errors import (
@@ -350,7 +350,7 @@ class RemoteDepot:
     def append(self, event: Any, *, ack: Ack | str = Ack.FULL, timeout: float = 30.0,
                idempotency_key: str | None = None) -> AppendResult | None:
         """Append `event`; with Ack.FULL wait until every stream topology processed it."""
-        ack = _ack(ack)
+        ack = Ack.parse(ack)
         headers = dict(_JSON)
         if idempotency_key is not None:
             if not isinstance(idempotency_key, str):
@@ -363,7 +363,7 @@ class RemoteDepot:
     def append_many(self, events: Iterable[Any], *, ack: Ack | str = Ack.FULL,
                     timeout: float = 30.0) -> list[AppendResult | None]:
         """Append several events in one request; they share fsyncs. Results in input order."""
-        ack = _ack(ack)
+        ack = Ack.parse(ack)
         content = b"[" + b",".join(self._encode(e) for e in events) + b"]"
         body = self._cluster.request("POST", f"{self._path}/append-many", params={"ack": ack.value, "timeout": timeout},
                                      content=content, headers=_JSON, timeout_s=timeout)

@@ -39,6 +39,19 @@ class Ack(enum.Enum):
     APPEND = "append"
     NONE = "none"
 
+    @classmethod
+    def parse(cls, ack: "Ack | str") -> "Ack":
+        """`ack` itself, or the Ack named by a string in any case; ValueError names the choices."""
+        if isinstance(ack, Ack):
+            return ack
+        found = _ACKS.get(ack.lower()) if isinstance(ack, str) else None
+        if found is None:
+            raise ValueError(f"ack={ack!r} is not valid; use full, append or none (hw.Ack.FULL, Ack.APPEND, Ack.NONE)")
+        return found
+
+
+_ACKS = {ack.value: ack for ack in Ack}  # appends parse acks often: a dict lookup, not a call of the Enum class
+
 
 @dataclass(frozen=True, slots=True)
 class Retry:

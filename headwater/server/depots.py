@@ -37,15 +37,8 @@ def _depot(request: Request, action: str) -> tuple[ServerState, DepotClient]:
     return state, state.cluster.depot(module, name)
 
 
-_ACKS = {ack.value: ack for ack in Ack}  # looked up on every append: calling the Enum class is slow
-
-
 def _ack(request: Request) -> Ack:
-    raw = request.query_params.get("ack", "full").lower()
-    ack = _ACKS.get(raw)
-    if ack is None:
-        raise ApiError(400, "bad_request", f"ack={raw!r} is not valid; use full, append or none")
-    return ack
+    return Ack.parse(request.query_params.get("ack", "full"))  # a ValueError answers 400 bad_request
 
 
 def _decode_events(state: ServerState, depot: DepotClient, body: bytes, *, many: bool) -> Any:
