@@ -22,10 +22,10 @@ from headwater.server.http import (
     MAX_BODY_BYTES_DEFAULT,
     ApiError,
     Endpoint,
+    answer_for_error,
     count_request,
     error_response,
-    json_response,
-    response_for_error,
+    json_answer,
 )
 from headwater.server.metrics import Metrics
 from headwater.server.state import ServerState
@@ -99,8 +99,10 @@ def _query_params(query: str) -> dict[str, str]:
         if not field:
             continue
         name, _, value = field.partition("=")
-        if "%" in field or "+" in field:
-            name, value = unquote_plus(name), unquote_plus(value)
+        if "%" in name or "+" in name:
+            name = unquote_plus(name)
+        if "%" in value or "+" in value:
+            value = unquote_plus(value)
         params[name] = value
     return params
 
@@ -145,9 +147,10 @@ class HeadwaterApp(Starlette):
         await super().__call__(scope, receive, send)
 
     def answer_now(self, method: str, path: str, query_string: bytes,
-                   headers: list[tuple[bytes, bytes]]) -> Response | None:
-        """The response to a request with no body, if a hot route can compute it without awaiting;
-        None sends the request down the ASGI path instead. Answers exactly as that path would."""
+                   headers: list[tuple[bytes, bytes]]) -> tuple[int, bytes] | None:
+        """The status and JSON body answering a request with no body, if a hot route can compute
+        them without awaiting; None sends the request down the ASGI path instead. Answers exactly
+        as that path would."""
         parts = path.split("/")
         for route in self.hot_routes:
             if route.answer is None:
@@ -160,11 +163,11 @@ class HeadwaterApp(Starlette):
                 answer = route.answer(request)
                 if isinstance(answer, pstates.InThread):
                     return None
-                response = json_response(answer)
+                status, content = json_answer(answer)
             except Exception as e:
-                response = response_for_error(request, e)
-            count_request(request, route.endpoint.__name__, response)
-            return response
+                status, content = answer_for_error(request, e)
+            count_request(request, route.endpoint.__name__, status)
+            return status, content
         return None
 
 

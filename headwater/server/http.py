@@ -46,11 +46,16 @@ _encoder = msgspec.json.Encoder(enc_hook=_encode_fallback)
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    try:
-        content = _encoder.encode(body)
-    except (TypeError, msgspec.EncodeError) as e:  # e.g. a dict keyed by tuples has no JSON form
-        return error_response(ApiError(500, "internal_error", f"the result has no JSON form: {e}"))
+    status, content = json_answer(body, status)
     return Response(content, status, headers=headers, media_type="application/json")
+
+
+def json_answer(body: Any, status: int = 200) -> tuple[int, bytes]:
+    """The status and JSON bytes of an answer (a 500 error if `body` has no JSON form)."""
+    try:
+        return status, _encoder.encode(body)
+    except (TypeError, msgspec.EncodeError) as e:  # e.g. a dict keyed by tuples has no JSON form
+        return error_answer(ApiError(500, "internal_error", f"the result has no JSON form: {e}"))
 
 
 def _body_of(error: BaseException) -> tuple[int, dict[str, Any]]:
@@ -74,8 +79,13 @@ def _body_of(error: BaseException) -> tuple[int, dict[str, Any]]:
 
 
 def error_response(error: BaseException) -> Response:
+    status, content = error_answer(error)
+    return Response(content, status, media_type="application/json")
+
+
+def error_answer(error: BaseException) -> tuple[int, bytes]:
     status, body = _body_of(error)
-    return Response(_encoder.encode(body), status, media_type="application/json")
+    return status, _encoder.encode(body)
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:
@@ -120,28 +130,29 @@ def endpoint(fn: Endpoint) -> Endpoint:
         try:
             response = await fn(request)
         except Exception as e:
-            response = response_for_error(request, e)
-        count_request(request, fn.__name__, response)
+            status, content = answer_for_error(request, e)
+            response = Response(content, status, media_type="application/json")
+        count_request(request, fn.__name__, response.status_code)
         return response
 
     return wrapper
 
 
-def response_for_error(request: Any, error: Exception) -> Response:
-    """The JSON error response for an exception an endpoint raised (a 500 for our own bugs, logged)."""
+def answer_for_error(request: Any, error: Exception) -> tuple[int, bytes]:
+    """The JSON error answer for an exception an endpoint raised (a 500 for our own bugs, logged)."""
     if isinstance(error, (ApiError, HeadwaterError)):
-        return error_response(error)
+        return error_answer(error)
     if isinstance(error, ValueError):  # argument checks of the client API (bad partition, bad ack, ...)
-        return error_response(ApiError(400, "bad_request", str(error)))
+        return error_answer(ApiError(400, "bad_request", str(error)))
     _log.error("internal error serving %s %s\n%s", request.method, request.url.path,
                "".join(traceback.format_exception(error)))
-    return error_response(ApiError(500, "internal_error", f"{type(error).__name__}: {error}"))
+    return error_answer(ApiError(500, "internal_error", f"{type(error).__name__}: {error}"))
 
 
-def count_request(request: Any, endpoint_name: str, response: Response) -> None:
+def count_request(request: Any, endpoint_name: str, status: int) -> None:
     metrics = getattr(request.app.state, "metrics", None)
     if metrics is not None:
-        metrics.observe_request(endpoint_name, response.status_code)
+        metrics.observe_request(endpoint_name, status)
 
 
 def query_int(request: Request, name: str, default: int | None = None, *, minimum: int = 0,

@@ -70,7 +70,8 @@ class CoalescingTransport:
         return getattr(self._transport, name)
 
 
-AnswerNow = Callable[[str, str, bytes, list[tuple[bytes, bytes]]], Any]
+# (method, path, query string, headers) -> (status, JSON body), or None: not answered early
+AnswerNow = Callable[[str, str, bytes, list[tuple[bytes, bytes]]], "tuple[int, bytes] | None"]
 
 
 @functools.cache
@@ -130,17 +131,19 @@ def http_protocol(answer_now: AnswerNow | None = None) -> type[asyncio.Protocol]
                 path = url.path.decode("ascii")
                 if "%" in path:
                     path = urllib.parse.unquote(path)
-                response = answer_now("GET", path, url.query or b"", self.headers)
-                if response is None:
+                answer = answer_now("GET", path, url.query or b"", self.headers)
+                if answer is None:
                     return False
                 self._answered = True
+                status, body = answer
                 keep_alive = parser.get_http_version() != "1.0" and parser.should_keep_alive()
-                head = [_status_line(response.status_code)]
-                for name, value in [*self.server_state.default_headers, *response.raw_headers]:
+                head = [_status_line(status)]
+                for name, value in self.server_state.default_headers:
                     head += (name, b": ", value, b"\r\n")
+                head += (b"content-length: ", str(len(body)).encode(), b"\r\ncontent-type: application/json\r\n")
                 if not keep_alive:
                     head.append(b"connection: close\r\n")
-                head += (b"\r\n", response.body)
+                head += (b"\r\n", body)
                 self.transport.write(b"".join(head))
                 if keep_alive:
                     self.on_response_complete()  # counts it, arms the keep-alive timer, starts pipelined requests

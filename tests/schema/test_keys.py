@@ -168,7 +168,7 @@ def test_task_for_key_is_in_range(value, num_tasks):
     assert task_for_key(value, num_tasks) == stable_hash(value) % num_tasks
 
 
-@given(st.one_of(ints, st.integers(), st.text(), st.binary()))
+@given(st.one_of(ints, st.integers(), st.text(), st.binary(), st.uuids()))
 def test_fast_paths_agree_with_the_tuple_layer(value):
     import fdb.tuple
 
