@@ -7,6 +7,7 @@ serve an in-process cluster now and a cluster of processes later.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -108,7 +109,8 @@ class DepotClient:
 
     # ---- appends --------------------------------------------------------------------------
     def _submit(self, event: Any, ack: Ack, timeout: float, idempotency_key: str | None,
-                loop: asyncio.AbstractEventLoop | None = None, encoded: bytes | None = None) -> Waiter | None:
+                loop: asyncio.AbstractEventLoop | None = None, encoded: bytes | None = None, *,
+                waits_here: bool = False) -> Waiter | None:
         depot = self._depot
         if not depot.decl.client_appends:
             raise PermissionDenied(
@@ -125,7 +127,8 @@ class DepotClient:
         request = deployment.router.register(waiter) if waiter is not None else 0
         message = AppendRecord(depot.depot_id, partition, data, ack.value, deployment.client_id, request, idempotency_key)
         try:
-            deployment.transport.admit_append(depot.task_of_partition(partition), messages.encode(message), timeout_s=timeout)
+            deployment.transport.admit_append(depot.task_of_partition(partition), messages.encode(message),
+                                              timeout_s=timeout, caller_waits=waits_here)
         except BaseException:
             deployment.router.forget(request)
             raise
@@ -170,7 +173,10 @@ class DepotClient:
         """Append `event`; with Ack.FULL wait until every stream topology processed it."""
         ack = Ack.parse(ack)
         started = time.monotonic()
-        waiter = self._submit(event, ack, timeout, idempotency_key)
+        # A full ack from a thread that would only wait may run the task's round itself. Not from
+        # the main thread: a Ctrl-C there must interrupt the wait, never a round half-way.
+        waits_here = ack is Ack.FULL and threading.current_thread() is not threading.main_thread()
+        waiter = self._submit(event, ack, timeout, idempotency_key, waits_here=waits_here)
         return self._result(waiter, ack, timeout, started)
 
     def append_many(self, events: Iterable[Any], *, ack: Ack | str = Ack.FULL,

@@ -57,7 +57,8 @@ class Deployment:
         for task_id in range(catalog.tasks):
             store = RocksStore(self.directory / f"task-{task_id}")
             holder: list[Task] = []
-            inbox = self.transport.register_task(task_id, lambda request, h=holder: h[0].serve_read(request))
+            inbox = self.transport.register_task(task_id, lambda request, h=holder: h[0].serve_read(request),
+                                                 lambda h=holder: h[0].run_round_here())
             task = Task(self.runtime, task_id, store, self.transport, inbox)
             holder.append(task)
             self.tasks.append(task)

@@ -1,5 +1,9 @@
 """The in-process transport: tasks' inboxes are queues, and reads run in the caller's thread.
 
+A full-ack appender that would only wait runs the task's round on its own thread when no round
+is running (flat combining, `Task.run_round_here`): with few clients that skips waking the task
+thread and then waking the appender again, two hand-offs of the interpreter lock per append.
+
 It implements `headwater.engine.transport.Transport`, the seam the engine talks through; a Ray
 implementation (actors) will implement the same interface.
 """
@@ -9,6 +13,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
@@ -122,21 +127,70 @@ class _Admission:
                 self._room.notify(count)
 
 
+class Inbox:
+    """A task's queue of messages. The task thread waits for one without taking it (`wait`), so
+    every message is taken by whichever thread runs the next round, in arrival order; `poke`
+    wakes the task thread with no message (a round run elsewhere left work behind)."""
+
+    __slots__ = ("_items", "_mutex", "_wake", "_sleeping", "_poked")
+
+    def __init__(self) -> None:
+        self._items: deque[bytes] = deque()
+        self._mutex = threading.Lock()
+        self._wake = threading.Lock()
+        self._wake.acquire()
+        self._sleeping = False
+        self._poked = False
+
+    def put(self, item: bytes, *, wake: bool = True) -> None:
+        with self._mutex:
+            self._items.append(item)
+            if wake and self._sleeping:
+                self._sleeping = False
+                self._wake.release()
+
+    def poke(self) -> None:
+        with self._mutex:
+            self._poked = True
+            if self._sleeping:
+                self._sleeping = False
+                self._wake.release()
+
+    def wait(self) -> None:
+        with self._mutex:
+            if self._items or self._poked:
+                self._poked = False
+                return
+            self._sleeping = True
+        self._wake.acquire()
+        with self._mutex:
+            self._poked = False
+
+    def get_nowait(self) -> bytes:
+        try:
+            return self._items.popleft()
+        except IndexError:
+            raise queue.Empty from None
+
+
 class InProcessTransport(Transport):
     def __init__(self) -> None:
-        self._inboxes: dict[int, queue.SimpleQueue[bytes]] = {}
+        self._inboxes: dict[int, Inbox] = {}
         self._slots: dict[int, _Admission] = {}
         self._readers: dict[int, Callable[[tuple[Any, ...]], Any]] = {}
+        self._rounds: dict[int, Callable[[], None]] = {}
         self._clients: dict[int, Callable[[bytes], None]] = {}
         self._barrier = _CommitBarrier()
         self.closed = False
 
     # wiring, done by the cluster before any task starts
-    def register_task(self, task_id: int, read: Callable[[tuple[Any, ...]], Any]) -> queue.SimpleQueue[bytes]:
-        inbox: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+    def register_task(self, task_id: int, read: Callable[[tuple[Any, ...]], Any],
+                      run_round_here: Callable[[], None]) -> Inbox:
+        inbox = Inbox()
         self._inboxes[task_id] = inbox
         self._slots[task_id] = _Admission(APPENDS_IN_FLIGHT_MAX)
         self._readers[task_id] = read
+        self._rounds[task_id] = run_round_here
         return inbox
 
     def register_client(self, client_id: int, deliver: Callable[[bytes], None]) -> None:
@@ -145,7 +199,7 @@ class InProcessTransport(Transport):
     def send(self, task_id: int, message: bytes) -> None:
         self._inboxes[task_id].put(message)
 
-    def admit_append(self, task_id: int, message: bytes, *, timeout_s: float) -> None:
+    def admit_append(self, task_id: int, message: bytes, *, timeout_s: float, caller_waits: bool = False) -> None:
         if self.closed:
             raise Unavailable("the cluster is closed")
         if not self._slots[task_id].acquire(timeout_s):
@@ -155,7 +209,12 @@ class InProcessTransport(Transport):
                 f"task {task_id} has {APPENDS_IN_FLIGHT_MAX} appends in flight and admitted none within "
                 f"{timeout_s}s; nothing was appended. Retry later or raise the timeout"
             )
-        self._inboxes[task_id].put(message)
+        inbox = self._inboxes[task_id]
+        if caller_waits:
+            inbox.put(message, wake=False)  # this thread runs the round, or wakes the task thread
+            self._rounds[task_id]()
+        else:
+            inbox.put(message)
 
     def release_appends(self, task_id: int, count: int) -> None:
         self._slots[task_id].release(count)

@@ -1,6 +1,7 @@
 """One task: owns partition i of every depot and PState of a module and runs its code serially.
 
-The task thread loops in rounds: drain the inbox; write every drained append in one batch; handle
+The task runs in rounds, one at a time: on its own thread, or on the thread of a full-ack
+appender that would otherwise only wait for it (`run_round_here`). A round: drain the inbox; write every drained append in one batch; handle
 hops and acks in arrival order; advance each stream topology's cursor over its depot partitions;
 then write the round's PState writes and progress in one batch and sync the WAL once for all of
 it (group commit) before any reply, hop or ack of the round leaves. Each invocation's PState
@@ -21,7 +22,7 @@ from typing import Any, Callable
 
 import xxhash
 
-from headwater.engine.transport import Transport
+from headwater.engine.transport import Inbox, Transport
 from headwater.engine import messages
 from headwater.engine.context import FINISHED, Context, Invocation, RecordInfo, TaskViews, TxnSlot, invocation_id
 from headwater.engine.definitions import Ack, Retry, StreamDecl
@@ -143,7 +144,7 @@ class _TreeState:
 
 
 class Task:
-    def __init__(self, runtime: ModuleRuntime, task_id: int, store: Store, transport: Transport, inbox: queue.SimpleQueue[bytes]) -> None:
+    def __init__(self, runtime: ModuleRuntime, task_id: int, store: Store, transport: Transport, inbox: Inbox) -> None:
         self.runtime = runtime
         self.task_id = task_id
         self.store = store
@@ -191,6 +192,10 @@ class Task:
             if task_id == COORDINATOR_TASK else {}
         )
         self._unsynced = False  # appends written since the last WAL sync
+        # Whoever runs a round holds the turn: the task thread, or a full-ack appender (run_round_here).
+        self._turn = threading.Lock()
+        self._stopping = False
+        self._backlog = True  # the last round left records or replays to process
         self._thread = threading.Thread(target=self._run, name=f"headwater-{runtime.name}-task-{task_id}", daemon=True)
         self.failure: BaseException | None = None
 
@@ -250,19 +255,53 @@ class Task:
     # ---- the loop -------------------------------------------------------------------------
     def _run(self) -> None:
         try:
-            for coordinator in self._coordinators.values():
-                coordinator.start()
-            self._end_round()
-            backlog = True
-            stopping = False
-            while not stopping:
-                batch, stopping = self._drain(block=not backlog)
-                self._handle(batch)
-                backlog = self._pump()
+            with self._turn:
+                for coordinator in self._coordinators.values():
+                    coordinator.start()
                 self._end_round()
+            while not self._stopping and self.failure is None:
+                if not self._backlog:
+                    self.inbox.wait()
+                with self._turn:
+                    if not self._stopping and self.failure is None:
+                        self._run_round()
         except BaseException as e:  # an engine bug: record it so clients fail loudly instead of hanging
-            self.failure = e
-            _log.exception("task %s of module %s stopped on an internal error", self.task_id, self.runtime.name)
+            self._failed(e)
+
+    def run_round_here(self) -> None:
+        """Run one round on the calling thread if no round is running (flat combining).
+
+        Called for a full-ack appender that would otherwise only wait (its append is already in
+        the inbox). Rounds are serialized by `_turn` whichever thread runs them, and the messages
+        are taken under it, so a task's state still changes one round at a time and in arrival
+        order. A round already running may have drained before the append arrived: the task
+        thread is woken to take it.
+        """
+        if not self._turn.acquire(blocking=False):
+            self.inbox.poke()
+            return
+        try:
+            if not self._stopping and self.failure is None:
+                self._run_round()
+                if self._backlog or self._stopping:
+                    self.inbox.poke()  # the task thread carries on (or stops)
+        except BaseException as e:
+            self._failed(e)
+        finally:
+            self._turn.release()
+
+    def _run_round(self) -> None:
+        batch, stopping = self._drain()
+        self._stopping = self._stopping or stopping
+        self._handle(batch)
+        self._backlog = self._pump()
+        self._end_round()
+
+    def _failed(self, error: BaseException) -> None:
+        self.failure = error
+        self.inbox.poke()  # the task thread, if a round elsewhere failed, stops too
+        _log.error("task %s of module %s stopped on an internal error", self.task_id, self.runtime.name,
+                   exc_info=error)
 
     @staticmethod
     def _new_txn(reader: Any) -> Any:
@@ -315,11 +354,11 @@ class Task:
             self.transport.reply(client, data)
         self._durable_replies.clear()
 
-    def _drain(self, *, block: bool) -> tuple[list[Any], bool]:
-        """Messages waiting in the inbox (at least one if `block`), and whether Stop was among them."""
+    def _drain(self) -> tuple[list[Any], bool]:
+        """Messages waiting in the inbox, and whether Stop was among them."""
         decoded: list[Any] = []
         try:
-            data = self.inbox.get() if block else self.inbox.get_nowait()
+            data = self.inbox.get_nowait()
             while True:
                 message = messages.decode(data)
                 if isinstance(message, Stop):

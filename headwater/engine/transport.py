@@ -9,9 +9,22 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["Transport"]
+__all__ = ["Inbox", "Transport"]
+
+
+class Inbox(Protocol):
+    """A task's incoming messages, as the task sees them."""
+
+    def get_nowait(self) -> bytes:
+        """The oldest message; `queue.Empty` if there is none."""
+
+    def wait(self) -> None:
+        """Block until a message is waiting (without taking it) or `poke` was called."""
+
+    def poke(self) -> None:
+        """Wake the task thread with no message."""
 
 
 class Transport(ABC):
@@ -20,8 +33,13 @@ class Transport(ABC):
         """Deliver to a task's inbox. Messages between two endpoints arrive in send order."""
 
     @abstractmethod
-    def admit_append(self, task_id: int, message: bytes, *, timeout_s: float) -> None:
-        """Deliver a client append, waiting while the task has too many appends in flight."""
+    def admit_append(self, task_id: int, message: bytes, *, timeout_s: float, caller_waits: bool = False) -> None:
+        """Deliver a client append, waiting while the task has too many appends in flight.
+
+        `caller_waits`: the caller will do nothing but wait for this append's processing. A
+        transport whose tasks run in the caller's process may run the task's round on the
+        caller's thread meanwhile (`Task.run_round_here`); others ignore it.
+        """
 
     @abstractmethod
     def release_appends(self, task_id: int, count: int) -> None:
