@@ -89,17 +89,18 @@ def _registration(section: Section | None, profile: dict[str, Any] | None) -> st
         threads, phases = many["cpu_us_by_thread"], many["cpu_us_by_phase"]
         python = sum(us for role, us in threads.items() if "fsync" not in role)
         invoke = phases.get("Task.invoke", {}).get("us_per_append", float("nan"))
-        task = sum(us for role, us in threads.items() if role.startswith("task"))
+        task = _round_cpu(many)
         rounds = phases.get("Task._end_round", {}).get("calls_per_append")
         per_sync = f" Each round (one sync) carried {1 / rounds:.1f} appends." if rounds else ""
-        client = sum(us for role, us in threads.items() if role.startswith("client"))
+        client = python - task
         text.append(
-            f"**Where the CPU goes** (profile below, {many['clients']} clients): {fmt(task)} µs per append on the task "
-            f"threads, of which {fmt(invoke)} µs is the handler itself — `register`'s three PState operations "
+            f"**Where the CPU goes** (profile below, {many['clients']} clients): {fmt(task)} µs per append in the "
+            f"task's rounds (on the task thread or a waiting appender's), of which {fmt(invoke)} µs is the handler "
+            "itself — `register`'s three PState operations "
             "(`exists`, `set`, `increment`) through `View` → `PStateExecutor` → layout → `Txn`, each with a "
             "storage read, key and value encoding and, for a new element, its parent's count — and the rest the engine's "
-            f"per-record bookkeeping (group commit, trees, progress, the round's batch, replies); {fmt(client)} µs "
-            "in the client thread (validate and encode the event, wait, wake). About "
+            f"per-record bookkeeping (group commit, the WAL sync's system calls, trees, progress, the round's batch, "
+            f"replies); {fmt(client)} µs outside the rounds (validate and encode the event, wait, wake). About "
             f"{fmt(python)} µs of CPU per sign-up outside the fsync, nearly all of it Python holding the interpreter lock, "
             "caps the process near "
             f"{fmt(1e6 / python)} sign-ups/s however many cores the machine has. The sampling profile has no "
@@ -108,19 +109,19 @@ def _registration(section: Section | None, profile: dict[str, Any] | None) -> st
     few = runs.get(1)
     if hw1 and pg1 and few and many:
         def outside_handler(run: dict[str, Any]) -> float:
-            task = sum(us for role, us in run["cpu_us_by_thread"].items() if role.startswith("task"))
-            return task - run["cpu_us_by_phase"].get("Task.invoke", {}).get("us_per_append", 0.0)
+            return _round_cpu(run) - run["cpu_us_by_phase"].get("Task.invoke", {}).get("us_per_append", 0.0)
 
         text.append(
             f"**One client:** headwater's p50 is {fmt(hw1['p50_ms'])} ms against PostgreSQL's {fmt(pg1['p50_ms'])} ms, "
             f"and each append costs {fmt(sum(few['cpu_us_by_thread'].values()))} µs of CPU — more than at "
             f"{many['clients']} clients ({fmt(sum(many['cpu_us_by_thread'].values()))} µs), because a lone append "
-            "pays a whole round by itself: the task threads spend "
+            "pays a whole round by itself: the rounds spend "
             f"{fmt(outside_handler(few))} µs per append outside the handler at one client against "
             f"{fmt(outside_handler(many))} µs at {many['clients']} (two RocksDB write batches per round — the appends, "
-            "then the PState writes and progress — the WAL sync's system calls, the tree and the reply, and waking "
-            "the task thread and then the client). A full ack at one client is one fsync (see the machine table) "
-            "plus that one round of Python.")
+            "then the PState writes and progress — the WAL sync's system calls, the tree and the reply). The appender "
+            "runs that round on its own thread when no round is running, instead of waking the task thread and "
+            "being woken by it. A full ack at one client is one fsync (see the machine table) plus that one round "
+            "of Python.")
     txn = _measured(section, "PostgreSQL transaction", clients)
     overtakes = txn is not None and hw["ops_per_s"] > txn["ops_per_s"]
     text.append(
@@ -135,12 +136,21 @@ def _registration(section: Section | None, profile: dict[str, Any] | None) -> st
     return "\n\n".join(text)
 
 
+def _round_cpu(run: dict[str, Any]) -> float:
+    """CPU per append in the task's rounds, whichever thread ran them (the task thread's if the
+    profile predates rounds run by appenders)."""
+    rounds = run["cpu_us_by_phase"].get("Task._run_round")
+    if rounds:
+        return rounds["us_per_append"]
+    return sum(us for role, us in run["cpu_us_by_thread"].items() if role.startswith("task"))
+
+
 def _wakeups(profile: dict[str, Any] | None) -> str:
     spy = (profile or {}).get("py_spy") or {}
     share = sum(pct for frame, pct in spy.get("top", []) if frame.startswith("_Signal.set"))
     if share < 5:
         return ""
-    return (f" The largest single item in the sampling profile is `_Signal.set` ({share:.0f}% of the task threads' "
+    return (f" The largest single item in the sampling profile is `_Signal.set` ({share:.0f}% of the rounds' "
             "computing samples): the lock release that wakes each waiting client thread, one futex wake-up per "
             "reply (py-spy counts a thread inside that system call as busy).")
 

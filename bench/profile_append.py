@@ -2,13 +2,15 @@
 
 Three views of the same closed loop (`--clients` threads, `--seconds`):
 
-1. CPU per append by thread (client threads, task threads; the WAL sync runs on the task thread), read from
-   /proc/self/task/*/stat — what the process spends, whoever spends it.
-2. CPU per append by phase of the task loop (`time.thread_time` around the engine's methods that
-   exist in this version: drain, persist, pump, invoke (the handler), end of round, RocksDB write
-   and sync).
-3. With py-spy installed, a sampling profile of the task threads (attached for a few seconds in
-   the middle of the run): the functions the samples land in, waits on locks and queues removed.
+1. CPU per append by thread (client threads, task threads), read from /proc/self/task/*/stat —
+   what the process spends, whoever spends it. A full-ack appender may run the task's round on
+   its own thread, so client threads' CPU includes engine work: phase 2 separates it.
+2. CPU per append by phase of the task's rounds, on whichever thread runs them
+   (`time.thread_time` around the engine's methods that exist in this version: the whole round,
+   drain, persist, pump, invoke (the handler), end of round, RocksDB write and sync).
+3. With py-spy installed, a sampling profile of the rounds (task threads, and appenders' threads
+   inside `run_round_here`; attached for a few seconds in the middle of the run): the functions
+   the samples land in, waits on locks and queues removed.
 
     .venv/bin/python -m bench.profile_append --clients 16 --seconds 6 [--py-spy]
     .venv/bin/python -m bench.profile_append --clients 1
@@ -31,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-PHASES = ["_drain", "_handle", "_persist", "_pump", "_run_root", "invoke", "_commit", "_end_round"]
+PHASES = ["_run_round", "_drain", "_handle", "_persist", "_pump", "_run_root", "invoke", "_commit", "_end_round"]
 # Frames where a sampled thread is blocked, not computing (lock, queue and sync waits).
 WAITS = ("_Signal.wait", "Task._drain", "Thread._wait_for_tstate_lock", "Event.wait", "Condition.wait",
          "Semaphore.acquire", "Waiter.wait_done", "RocksStore.sync")
@@ -52,9 +54,9 @@ def _thread_cpu() -> dict[int, float]:
 
 def _role(name: str) -> str:
     if name.startswith("client"):
-        return "client threads (append, wait for the ack)"
+        return "client threads (append, wait for the ack, and the rounds they run)"
     if "-task-" in name:
-        return "task threads (engine + handler)"
+        return "task threads (rounds: engine + handler)"
     return "other threads"
 
 
@@ -156,8 +158,8 @@ def sample(clients: int, seconds: float, tasks: int, top: int = 18) -> dict[str,
         for line in raw.read_text().splitlines():
             stack, _, count = line.rpartition(" ")
             frames = stack.split(";")
-            if "-task-" not in frames[0]:
-                continue
+            if "-task-" not in frames[0] and not any("Task.run_round_here" in f for f in frames):
+                continue  # neither a task thread nor a round run on a waiting appender's thread
             names = [f.split(" (")[0] for f in frames[1:]]
             if any(n in WAITS for n in names[-3:]):
                 waiting += int(count)
