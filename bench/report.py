@@ -129,7 +129,8 @@ def profile_section(profile: dict[str, Any] | None) -> str:
     if spy and "top" in spy:
         busy, waiting = spy["busy_samples"], spy["waiting_samples"]
         rows = [[f"`{frame}`", f"{share:.1f}%"] for frame, share in spy["top"]]
-        parts.append(f"py-spy on the task's rounds, on the task threads and inside appenders' `run_round_here` ({profile['py_spy_clients']} clients; {busy:,} samples computing, "
+        parts.append(f"py-spy on the task's rounds, on the task threads and inside appenders' `run_round_here` "
+                     f"({profile['py_spy_clients']} clients; {busy:,} samples computing, "
                      f"{waiting:,} blocked on a lock, queue or fsync, left out): where the computing samples are, "
                      "innermost Python frame:\n\n" + table(["function (file:line)", "share of computing samples"], rows))
     elif spy:
