@@ -1,13 +1,12 @@
 """One task: owns partition i of every depot and PState of a module and runs its code serially.
 
 The task runs in rounds, one at a time: on its own thread, or on the thread of a full-ack
-appender that would otherwise only wait for it (`run_round_here`). A round: drain the inbox; write every drained append in one batch; handle
-hops and acks in arrival order; advance each stream topology's cursor over its depot partitions;
-then write the round's PState writes and progress in one batch and sync the WAL once for all of
-it (group commit) before any reply, hop or ack of the round leaves. Each invocation's PState
-writes land in one batch together with the topology's progress, so a restart resumes exactly
-where commits stopped.
-"""
+appender that would otherwise only wait for it (`run_round_here`). A round: drain the inbox;
+write every drained append in one batch; handle hops and acks in arrival order; advance each
+stream topology's cursor over its depot partitions; then write the round's PState writes and
+progress in one batch and sync the WAL once for all of it (group commit) before any reply, hop
+or ack of the round leaves. Each invocation's PState writes land in one batch together with the
+topology's progress, so a restart resumes exactly where commits stopped."""
 
 from __future__ import annotations
 
@@ -341,9 +340,9 @@ class Task:
     def _sync(self) -> None:
         """Sync the WAL if appends were written since the last sync (their round's writes ride along).
 
-        The sync runs here, on the task thread, which releases the interpreter lock while it
-        waits for the disk: appenders run meanwhile. (A separate sync thread would need the lock
-        to start and to finish each sync, and while the task computes it gets it late.)
+        The sync runs here, on the thread running the round, which releases the interpreter lock
+        while it waits for the disk: appenders run meanwhile. (A separate sync thread would need
+        the lock to start and to finish each sync, and while the task computes it gets it late.)
         """
         if self._unsynced:
             self.store.sync()
