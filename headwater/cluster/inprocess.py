@@ -58,7 +58,7 @@ class Deployment:
             store = RocksStore(self.directory / f"task-{task_id}")
             holder: list[Task] = []
             inbox = self.transport.register_task(task_id, lambda request, h=holder: h[0].serve_read(request),
-                                                 lambda h=holder: h[0].run_round_here())
+                                                 lambda timeout_s, h=holder: h[0].run_round_here(timeout_s))
             task = Task(self.runtime, task_id, store, self.transport, inbox)
             holder.append(task)
             self.tasks.append(task)

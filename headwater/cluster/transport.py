@@ -178,14 +178,14 @@ class InProcessTransport(Transport):
         self._inboxes: dict[int, Inbox] = {}
         self._slots: dict[int, _Admission] = {}
         self._readers: dict[int, Callable[[tuple[Any, ...]], Any]] = {}
-        self._rounds: dict[int, Callable[[], None]] = {}
+        self._rounds: dict[int, Callable[[float], None]] = {}
         self._clients: dict[int, Callable[[bytes], None]] = {}
         self._barrier = _CommitBarrier()
         self.closed = False
 
     # wiring, done by the cluster before any task starts
     def register_task(self, task_id: int, read: Callable[[tuple[Any, ...]], Any],
-                      run_round_here: Callable[[], None]) -> Inbox:
+                      run_round_here: Callable[[float], None]) -> Inbox:
         inbox = Inbox()
         self._inboxes[task_id] = inbox
         self._slots[task_id] = _Admission(APPENDS_IN_FLIGHT_MAX)
@@ -212,7 +212,7 @@ class InProcessTransport(Transport):
         inbox = self._inboxes[task_id]
         if caller_waits:
             inbox.put(message, wake=False)  # this thread runs the round, or wakes the task thread
-            self._rounds[task_id]()
+            self._rounds[task_id](timeout_s)
         else:
             inbox.put(message)
 

@@ -72,6 +72,9 @@ INBOX_DRAIN_MAX = 512  # messages taken from the inbox per loop turn
 PUMP_RECORDS_MAX = 256  # records processed per loop turn before the inbox is looked at again
 PUMP_TIME_MAX_S = 0.02  # ... or this much time, so new appends are made durable while handlers are slow
 RECENT_RECORDS_MAX = 65_536  # just-appended records kept in memory so processing needs no read
+# An appender runs a round itself only if its timeout is this many times the slowest recent round.
+ROUND_TIMEOUT_SHARE = 10
+SLOW_ROUND_DECAY = 0.95  # per round
 _FULL, _NONE = Ack.FULL.value, Ack.NONE.value
 
 
@@ -195,6 +198,7 @@ class Task:
         self._turn = threading.Lock()
         self._stopping = False
         self._backlog = True  # the last round left records or replays to process
+        self._slow_round_s = 0.0
         self._thread = threading.Thread(target=self._run, name=f"headwater-{runtime.name}-task-{task_id}", daemon=True)
         self.failure: BaseException | None = None
 
@@ -267,16 +271,17 @@ class Task:
         except BaseException as e:  # an engine bug: record it so clients fail loudly instead of hanging
             self._failed(e)
 
-    def run_round_here(self) -> None:
+    def run_round_here(self, timeout_s: float) -> None:
         """Run one round on the calling thread if no round is running (flat combining).
 
-        Called for a full-ack appender that would otherwise only wait (its append is already in
-        the inbox). Rounds are serialized by `_turn` whichever thread runs them, and the messages
-        are taken under it, so a task's state still changes one round at a time and in arrival
-        order. A round already running may have drained before the append arrived: the task
-        thread is woken to take it.
+        Called for a full-ack appender that would otherwise only wait up to `timeout_s` (its
+        append is already in the inbox). Rounds are serialized by `_turn` whichever thread runs
+        them, and the messages are taken under it, so a task's state still changes one round at
+        a time and in arrival order. Otherwise the task thread is woken to take the append: when
+        a round is running (it may have drained already), and when recent rounds were slow
+        enough that running one could hold the appender past its timeout.
         """
-        if not self._turn.acquire(blocking=False):
+        if self._slow_round_s * ROUND_TIMEOUT_SHARE > timeout_s or not self._turn.acquire(blocking=False):
             self.inbox.poke()
             return
         try:
@@ -290,11 +295,14 @@ class Task:
             self._turn.release()
 
     def _run_round(self) -> None:
+        started = time.monotonic()
         batch, stopping = self._drain()
         self._stopping = self._stopping or stopping
         self._handle(batch)
         self._backlog = self._pump()
         self._end_round()
+        # The slowest recent round: a decaying maximum, so one slow handler turns combining off for a while.
+        self._slow_round_s = max(time.monotonic() - started, self._slow_round_s * SLOW_ROUND_DECAY)
 
     def _failed(self, error: BaseException) -> None:
         self.failure = error

@@ -36,9 +36,9 @@ class Transport(ABC):
     def admit_append(self, task_id: int, message: bytes, *, timeout_s: float, caller_waits: bool = False) -> None:
         """Deliver a client append, waiting while the task has too many appends in flight.
 
-        `caller_waits`: the caller will do nothing but wait for this append's processing. A
-        transport whose tasks run in the caller's process may run the task's round on the
-        caller's thread meanwhile (`Task.run_round_here`); others ignore it.
+        `caller_waits`: the caller will do nothing but wait, up to `timeout_s`, for this append's
+        processing. A transport whose tasks run in the caller's process may run the task's round
+        on the caller's thread meanwhile (`Task.run_round_here`); others ignore it.
         """
 
     @abstractmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 
 import pytest
@@ -16,6 +17,7 @@ from tests.engine.test_streams import Job, fanout_module
 class Note:
     writer: int
     seq: int
+    sleep_s: float = 0.0
 
 
 def notes_module(threads_seen: list[str] | None = None) -> hw.Module:
@@ -27,6 +29,8 @@ def notes_module(threads_seen: list[str] | None = None) -> hw.Module:
     def keep(ctx: hw.Context, note: Note) -> int:
         if threads_seen is not None:
             threads_seen.append(threading.current_thread().name)
+        if note.sleep_s:
+            time.sleep(note.sleep_s)
         ctx.pstate(order)[note.writer].append(note.seq)
         return ctx.offset
 
@@ -153,3 +157,25 @@ def test_closing_while_appenders_run_rounds_neither_hangs_nor_loses_acknowledged
             kept = order[n].get() or []
             assert kept == list(range(len(kept)))
             assert {seq for writer, seq in acknowledged if writer == n} <= set(kept)
+
+
+def test_after_slow_rounds_a_short_timeout_is_kept_by_leaving_the_round_to_the_task_thread(cluster):
+    seen: list[str] = []
+    cluster.deploy(notes_module(seen), tasks=1)
+    notes = cluster.depot("notes", "notes")
+    assert not run_threads(1, lambda n: notes.append(Note(0, 0, sleep_s=0.4)))  # run here: nothing was slow yet
+    assert seen == ["appender-0"]
+    took: list[float] = []
+
+    def impatient(n: int) -> None:
+        started = time.monotonic()
+        try:
+            notes.append(Note(0, 1, sleep_s=0.4), timeout=0.1)
+        finally:
+            took.append(time.monotonic() - started)
+
+    errors = run_threads(1, impatient)
+    assert [type(e) for e in errors] == [hw.AckTimeout] and took[0] < 0.35  # not held for the 0.4 s handler
+    assert seen[-1] == "headwater-notes-task-0"
+    assert notes.append(Note(0, 2)) is not None
+    assert cluster.pstate("notes", "order")[0].get() == [0, 1, 2]
