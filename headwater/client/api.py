@@ -73,6 +73,9 @@ class PartitionInfo:
     end_offset: int  # the offset the next append will get
 
 
+HEALTH_CHECK_S = 0.5  # how often a waiting appender checks that its module's tasks still run
+
+
 def raise_failure(message: Completed, what: str) -> None:
     if message.failure is not None:
         kinds = {"IdempotencyConflict": IdempotencyConflict, "Unavailable": Unavailable, "NotFound": Unavailable}
@@ -137,15 +140,26 @@ class DepotClient:
     def _result(self, waiter: Waiter | None, ack: Ack, timeout: float, started: float) -> AppendResult | None:
         if waiter is None:
             return None
-        remaining = max(0.0, timeout - (time.monotonic() - started))
+        deadline = started + timeout
         if ack is Ack.APPEND:
-            if waiter.wait_durable(remaining):
+            if self._wait(waiter.wait_durable, deadline):
                 if waiter.completed is not None:
                     raise_failure(waiter.completed, f"an event of {self.module}.{self.name}")
                 return AppendResult(waiter.partition, waiter.offset or 0, {})
-        elif waiter.wait_done(remaining):
+        elif self._wait(waiter.wait_done, deadline):
             return self._completed(waiter)
         raise self._timeout(waiter, ack, timeout)
+
+    def _wait(self, wait: Callable[[float], bool], deadline: float) -> bool:
+        """`wait` until `deadline`, checking every HEALTH_CHECK_S that the module's tasks still run:
+        a task stopped by an internal error raises Unavailable now, not at the deadline."""
+        while True:
+            remaining = deadline - time.monotonic()
+            if wait(max(0.0, min(remaining, HEALTH_CHECK_S))):
+                return True
+            if remaining <= HEALTH_CHECK_S:
+                return False
+            self._deployment.check_open()
 
     def _completed(self, waiter: Waiter) -> AppendResult:
         message = waiter.completed
