@@ -98,8 +98,9 @@ def bind(host: str, port: int) -> socket.socket:
 
 def _config(app: Any, *, log_level: str) -> uvicorn.Config:
     return uvicorn.Config(app, http=http_protocol(getattr(app, "answer_now", None)), loop=EVENT_LOOP,
-                          log_level=log_level, access_log=False,
-                          lifespan="off", timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
+                          log_level=log_level, access_log=False, lifespan="off",
+                          server_header=False,  # one header line less to write and parse per answer
+                          timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
 
 
 def url_of(sock: socket.socket) -> str:

@@ -182,6 +182,7 @@ def test_point_reads_answered_from_the_parser_answer_as_the_asgi_path(registered
             early, asgi = served.get(target), asgi_get(app, target)
             assert (early.status_code, early.headers["content-type"], early.json()) == asgi, target
             assert early.headers["content-length"] == str(len(early.content))
+            assert "date" in early.headers and "server" not in early.headers
         assert served.get(READS[0]).json() == {"found": True, "value": {"pwd_hash": "h", "registered_ms": 1_700_000_000_000}}
         text = served.get("/metrics").text
     # Everything but the reads that need a thread was answered from the parser (each once: the
