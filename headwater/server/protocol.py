@@ -135,8 +135,11 @@ def http_protocol(answer_now: AnswerNow | None = None) -> type[asyncio.Protocol]
                 if answer is None:
                     return False
                 self._answered = True
-                status, body = answer
-                keep_alive = parser.get_http_version() != "1.0" and parser.should_keep_alive()
+                self._write_json(*answer, keep_alive=parser.get_http_version() != "1.0" and parser.should_keep_alive())
+                return True
+
+            def _write_json(self, status: int, body: bytes, *, keep_alive: bool) -> None:
+                """Send a whole JSON answer as uvicorn would (its default headers, then ours)."""
                 head = [_status_line(status)]
                 for name, value in self.server_state.default_headers:
                     head += (name, b": ", value, b"\r\n")
@@ -150,6 +153,5 @@ def http_protocol(answer_now: AnswerNow | None = None) -> type[asyncio.Protocol]
                 else:
                     self.server_state.total_requests += 1
                     self.transport.close()
-                return True
 
     return CoalescingProtocol
