@@ -23,7 +23,7 @@ from headwater.server.app import HOT_ENDPOINTS, _query_params
 from headwater.server.auth import Token
 from headwater.server.protocol import CoalescingTransport
 from headwater.server.run import _config
-from tests.server.support import Job, jobs_module
+from tests.server.support import jobs_module
 
 
 @pytest.fixture(scope="module")
