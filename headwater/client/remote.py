@@ -239,13 +239,11 @@ class RemoteCluster:
         except TimeoutError as e:
             raise AckTimeout(f"no answer from {self.url}{path} within {wait_s}s; "
                              "an append may still have landed: retry it with the same idempotency_key") from e
-        except ConnectionLost as e:
-            if e.sent and not idempotent:
+        except (ConnectError, ConnectionLost) as e:
+            if isinstance(e, ConnectionLost) and e.sent and not idempotent:
                 raise Unavailable(f"the connection to headwater at {self.url} broke before {method} {path} was "
                                   f"answered ({e}); it may have been applied: retry an append with an "
                                   "idempotency_key to be sure it lands once") from e
-            raise Unavailable(f"cannot reach headwater at {self.url}: {e}; is `headwater serve` running there?") from e
-        except ConnectError as e:
             raise Unavailable(f"cannot reach headwater at {self.url}: {e}; is `headwater serve` running there?") from e
         _raise_for(response, self.url + target)
         return msgspec.json.decode(response.body) if response.body else None

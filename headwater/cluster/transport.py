@@ -145,16 +145,19 @@ class Inbox:
     def put(self, item: bytes, *, wake: bool = True) -> None:
         with self._mutex:
             self._items.append(item)
-            if wake and self._sleeping:
-                self._sleeping = False
-                self._wake.release()
+            if wake:
+                self._wake_sleeper()
 
     def poke(self) -> None:
         with self._mutex:
             self._poked = True
-            if self._sleeping:
-                self._sleeping = False
-                self._wake.release()
+            self._wake_sleeper()
+
+    def _wake_sleeper(self) -> None:
+        # Under _mutex: the wake lock is released at most once per wait.
+        if self._sleeping:
+            self._sleeping = False
+            self._wake.release()
 
     def wait(self) -> None:
         with self._mutex:

@@ -262,11 +262,11 @@ class Task:
                 for coordinator in self._coordinators.values():
                     coordinator.start()
                 self._end_round()
-            while not self._stopping and self.failure is None:
+            while self._live:
                 if not self._backlog:
                     self.inbox.wait()
                 with self._turn:
-                    if not self._stopping and self.failure is None:
+                    if self._live:
                         self._run_round()
         except BaseException as e:  # an engine bug: record it so clients fail loudly instead of hanging
             self._failed(e)
@@ -285,7 +285,7 @@ class Task:
             self.inbox.poke()
             return
         try:
-            if not self._stopping and self.failure is None:
+            if self._live:
                 self._run_round()
                 if self._backlog or self._stopping:
                     self.inbox.poke()  # the task thread carries on (or stops)
@@ -293,6 +293,11 @@ class Task:
             self._failed(e)
         finally:
             self._turn.release()
+
+    @property
+    def _live(self) -> bool:
+        """Rounds may still run: no Stop was taken and no round failed."""
+        return not self._stopping and self.failure is None
 
     def _run_round(self) -> None:
         started = time.monotonic()
