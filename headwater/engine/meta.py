@@ -17,14 +17,19 @@ __all__ = [
     "U64",
     "UNIQUE_KEY",
     "DeadLetterEntry",
+    "IDEM_OPEN_PREFIX",
+    "OpenRecord",
     "dead_decoder",
-    "dead_encoder",
     "dead_key",
     "depot_key",
+    "PendingTree",
+    "decode_pending",
     "idem_key",
+    "idem_open_key",
     "idem_results_key",
+    "meta_encoder",
     "outbox_decoder",
-    "outbox_encoder",
+    "open_record_decoder",
     "pending_key",
     "progress_key",
 ]
@@ -58,6 +63,15 @@ def idem_results_key(depot_id: int, offset: int) -> bytes:
     return b"idemres/" + DEPOT_KEY.pack(depot_id, offset)
 
 
+IDEM_OPEN_PREFIX = b"idemopen/"
+
+
+def idem_open_key(depot_id: int, offset: int) -> bytes:
+    """A record appended with an idempotency key whose processing has not finished: its value is an
+    `OpenRecord`, so after a crash a repeat still waits for processing and gets every result."""
+    return IDEM_OPEN_PREFIX + DEPOT_KEY.pack(depot_id, offset)
+
+
 UNIQUE_KEY = b"unique"
 
 
@@ -79,7 +93,35 @@ class DeadLetterEntry(msgspec.Struct, frozen=True):
     args: bytes | None = None
 
 
-dead_encoder = msgspec.msgpack.Encoder()
-outbox_encoder = msgspec.msgpack.Encoder()
+class OpenRecord(msgspec.Struct, array_like=True):
+    """What is known of a keyed record's processing so far: the trees that completed, and their results."""
+
+    results: dict[str, bytes] = {}
+    errors: list[tuple[str, str, str]] = []
+    done: list[str] = []
+
+
+class PendingTree(msgspec.Struct, array_like=True):
+    """A root invocation that committed with hops or appends still to finish: what a crash must resend,
+    and what the root gave its appender (its return value and `ack_return`), which a repeat needs."""
+
+    outbox: list[tuple[int, bytes]]
+    root_result: bytes | None = None
+    returned: bytes | None = None
+
+
+_pending_decoder = msgspec.msgpack.Decoder(PendingTree)
+
+
+def decode_pending(data: bytes) -> PendingTree:
+    """A stored pending tree; entries written before results were kept hold only the outbox."""
+    try:
+        return _pending_decoder.decode(data)
+    except msgspec.ValidationError:
+        return PendingTree(outbox_decoder.decode(data))
+
+
+meta_encoder = msgspec.msgpack.Encoder()  # every struct kept in `meta`, and outboxes
 outbox_decoder = msgspec.msgpack.Decoder(list[tuple[int, bytes]])
 dead_decoder = msgspec.msgpack.Decoder(DeadLetterEntry)
+open_record_decoder = msgspec.msgpack.Decoder(OpenRecord)

@@ -29,7 +29,7 @@ import msgspec
 from headwater.engine import messages
 from headwater.engine.context import Context, RecordInfo, invocation_id
 from headwater.engine.definitions import MicrobatchDecl, Retry
-from headwater.engine.meta import U64, DeadLetterEntry, dead_encoder, dead_key, progress_key
+from headwater.engine.meta import U64, DeadLetterEntry, dead_key, meta_encoder, progress_key
 from headwater.engine.messages import BatchFailure, Hop, MbAck, MbDone, MbPhase, MbProcess, TreeRef
 from headwater.storage import Batch
 
@@ -245,7 +245,7 @@ class BatchParticipant:
                                     self.task.task_id, self.task.runtime.depots_by_id[failure.depot_id].name,
                                     failure.partition, failure.offset, 0, failure.error_type, failure.traceback,
                                     BATCH_ATTEMPTS_MAX + (earlier.attempts if earlier else 0))
-            dead.append((dead_key(self.name, entry.id), dead_encoder.encode(entry)))
+            dead.append((dead_key(self.name, entry.id), meta_encoder.encode(entry)))
         for earlier in retried.values():  # retried and succeeded: the dead letter goes
             dead.append((dead_key(self.name, earlier.id), b""))
         self.staged = Staged(message.batch, self.plan, writes, cleared, dead, self.appends, self.records)

@@ -44,17 +44,21 @@ from headwater.engine.microbatch import COORDINATOR_TASK, BatchCoordinator, Batc
 from headwater.engine.meta import (
     DEPOT_KEY,
     I64,
+    IDEM_OPEN_PREFIX,
     U64,
     UNIQUE_KEY,
     DeadLetterEntry,
+    OpenRecord,
+    PendingTree,
     dead_decoder,
-    dead_encoder,
     dead_key,
+    decode_pending,
     depot_key,
     idem_key,
+    idem_open_key,
     idem_results_key,
-    outbox_decoder,
-    outbox_encoder,
+    meta_encoder,
+    open_record_decoder,
     pending_key,
     progress_key,
 )
@@ -76,6 +80,7 @@ RECENT_RECORDS_MAX = 65_536  # just-appended records kept in memory so processin
 ROUND_TIMEOUT_SHARE = 10
 SLOW_ROUND_DECAY = 0.95  # per round
 _FULL, _NONE = Ack.FULL.value, Ack.NONE.value
+_OPEN_RECORD_NEW = meta_encoder.encode(OpenRecord())
 
 
 class _Outcome:
@@ -101,18 +106,21 @@ class _Reply:
 
 
 class _RecordState:
-    """A just-appended record whose processing an appender may be waiting for."""
+    """A record whose processing an appender may be waiting for: just appended, or, when it was
+    appended with an idempotency key, restored after a crash so that a repeat waits for it too."""
 
-    __slots__ = ("depot_id", "errors", "idempotency_key", "offset", "remaining", "replies", "results")
+    __slots__ = ("depot_id", "done", "errors", "keyed", "offset", "remaining", "replies", "results")
 
-    def __init__(self, depot_id: int, offset: int, remaining: int, idempotency_key: str | None) -> None:
+    def __init__(self, depot_id: int, offset: int, remaining: int, keyed: bool,
+                 known: OpenRecord | None = None) -> None:
         self.depot_id = depot_id
         self.offset = offset
         self.remaining = remaining  # topologies still processing it
         self.replies: list[_Reply] = []
-        self.results: dict[str, bytes] = {}
-        self.errors: list[tuple[str, str, str]] = []
-        self.idempotency_key = idempotency_key
+        self.results: dict[str, bytes] = dict(known.results) if known else {}
+        self.errors: list[tuple[str, str, str]] = list(known.errors) if known else []
+        self.done: list[str] = list(known.done) if known else []  # topologies whose tree completed
+        self.keyed = keyed  # its results are kept with the idempotency key, durably
 
 
 class _TreeState:
@@ -228,6 +236,7 @@ class Task:
             prefix = b"pending/" + stream.name.encode() + b"/" + DEPOT_KEY.pack(depot.depot_id, 0)[:2]
             for pending, outbox in self.store.iterate("meta", prefix, prefix + b"\xff" * 8):
                 self._replays.append((stream.name, pending, DEPOT_KEY.unpack(pending[-10:])[1], outbox))
+        self._recover_keyed_records(batch)
         for name, participant in self._participants.items():
             participant.recover(batch, self._initial_cursor)
             prefix = b"mb/" + name.encode() + b"/appends/"
@@ -235,6 +244,30 @@ class Task:
                 self._replays.append((name, pending, -1, outbox))
         if len(batch):
             self.store.write(batch, sync=True)
+
+    def _recover_keyed_records(self, batch: Batch) -> None:
+        """Restore the keyed records a crash left unfinished, so a repeat of one waits for its processing.
+
+        A topology still owes the record its tree if its cursor has not passed the record, or if its
+        tree was cut short (a pending entry, resent by `_resend`); the others completed before the
+        crash and their results were kept in the record's open entry.
+        """
+        for key, value in self.store.iterate("meta", IDEM_OPEN_PREFIX, IDEM_OPEN_PREFIX + b"\xff" * 10):
+            depot_id, offset = DEPOT_KEY.unpack(key[len(IDEM_OPEN_PREFIX):])
+            known = open_record_decoder.decode(value)
+            depot = self.runtime.depots_by_id.get(depot_id)
+            owing = [
+                stream for stream in (depot.subscribers if depot else [])
+                if stream.name not in known.done and (
+                    self._cursors[(stream.name, depot_id)] <= offset
+                    or self.store.get("meta", pending_key(stream.name, depot_id, offset)) is not None)
+            ]
+            record = _RecordState(depot_id, offset, len(owing), True, known)
+            if owing:
+                self._records[(depot_id, offset)] = record
+            else:  # its topologies were removed by an update: keep what is known as its results
+                batch.put("meta", idem_results_key(depot_id, offset), messages.dumps((record.results, record.errors)))
+                batch.delete("meta", key)
 
     def _initial_cursor(self, stream: Any, depot: DepotRuntime) -> int:
         start = stream.start_from
@@ -441,6 +474,8 @@ class Task:
                 key = idem_key(append.depot_id, append.idempotency_key)
                 claimed[key] = U64.pack(offset) + xxhash.xxh64_digest(append.event)
                 batch.put("meta", key, claimed[key])
+                if self.runtime.depots_by_id[append.depot_id].subscribers:
+                    batch.put("meta", idem_open_key(append.depot_id, offset), _OPEN_RECORD_NEW)
             accepted.append((append, offset))
         if accepted:
             self.store.write(batch, sync=False)
@@ -466,7 +501,7 @@ class Task:
                 appended = messages.Appended(append.request, append.partition, offset)
                 self._durable_replies.append((append.client, messages.encode(appended)))
         reply = _Reply(append.client, append.request, append.ack, append.client >= 0)
-        record = _RecordState(append.depot_id, offset, len(depot.subscribers), append.idempotency_key)
+        record = _RecordState(append.depot_id, offset, len(depot.subscribers), append.idempotency_key is not None)
         if append.client >= 0:
             record.replies.append(reply)
         if depot.subscribers:
@@ -518,9 +553,10 @@ class Task:
         partition = self.task_id
         for reply in record.replies:
             self._reply_completed(reply, partition, record.offset, record.results, record.errors)
-        if record.idempotency_key is not None:
+        if record.keyed:  # kept with the key, in the batch that records the last tree's completion
             saved = messages.dumps((record.results, record.errors))
             self._round.put("meta", idem_results_key(record.depot_id, record.offset), saved)
+            self._round.delete("meta", idem_open_key(record.depot_id, record.offset))
 
     # ---- stream processing ----------------------------------------------------------------
     def _pump(self) -> bool:
@@ -549,9 +585,12 @@ class Task:
         The root's own writes committed with the pending entry, so they are not redone: only the
         other tasks' parts run again (at-least-once), under a new tree on this task.
         """
-        state = _TreeState(topology, 0, None, pending_key=pending_key, partition=self.task_id, offset=offset)
+        pending = decode_pending(outbox)
+        record = self._records.get(DEPOT_KEY.unpack(pending_key[-10:])) if offset >= 0 else None
+        state = _TreeState(topology, 0, record, pending_key=pending_key, partition=self.task_id, offset=offset)
+        state.root_result, state.returned = pending.root_result, pending.returned
         tree = self._new_tree(state)
-        for task_id, data in outbox_decoder.decode(outbox):
+        for task_id, data in pending.outbox:
             message = messages.decode(data)
             assert isinstance(message, (Hop, AppendRecord))
             message.tree = tree
@@ -587,7 +626,8 @@ class Task:
             self._progress[(stream.name, depot.depot_id)] = offset + 1
         if outcome.invocation.has_children:  # kept until the tree completes, so a crash can resend it
             state.pending_key = pending_key(stream.name, depot.depot_id, offset)
-            self._round.put("meta", state.pending_key, outbox_encoder.encode(outcome.invocation.outbox))
+            pending = PendingTree(outcome.invocation.outbox, outcome.result, outcome.invocation.returned)
+            self._round.put("meta", state.pending_key, meta_encoder.encode(pending))
         state.root_result = outcome.result
         self._commit(outcome, "record", info, dead=dead)
         self._apply_ack(tree.seq, state, own ^ outcome.invocation.children_xor, outcome)
@@ -651,7 +691,7 @@ class Task:
                 outcome.attempts + (dead.attempts if dead else 0),
                 hop.step if hop else None, hop.args if hop else None,
             )
-            batch.put("meta", dead_key(invocation.topology, entry.id), dead_encoder.encode(entry))
+            batch.put("meta", dead_key(invocation.topology, entry.id), meta_encoder.encode(entry))
             _log.warning("%s.%s: %s at %s/%s offset %s went to the dead letters: %s", self.runtime.name,
                          invocation.topology, kind, info.depot, info.partition, info.offset, outcome.error[0])
         self._outgoing.extend(invocation.outbox)
@@ -694,9 +734,13 @@ class Task:
             if not errors and result is not None:
                 record.results[state.topology] = result
             record.errors.extend(errors)
+            record.done.append(state.topology)
             record.remaining -= 1
             if record.remaining == 0:
                 self._finish_record(record)
+            elif record.keyed:  # a crash before the others finish must not lose this tree's result
+                known = OpenRecord(record.results, record.errors, record.done)
+                self._round.put("meta", idem_open_key(record.depot_id, record.offset), meta_encoder.encode(known))
         if state.reply is not None:
             results = {state.topology: result} if result is not None and not errors else {}
             self._reply_completed(state.reply, state.partition, state.offset, results, errors)
@@ -799,7 +843,7 @@ class Task:
 
     @staticmethod
     def encode_outbox(outbox: list[tuple[int, bytes]]) -> bytes:
-        return outbox_encoder.encode(outbox)
+        return meta_encoder.encode(outbox)
 
     def resend(self, topology: str, pending_key: bytes, offset: int, outbox: bytes) -> None:
         self._resend(topology, pending_key, offset, outbox)

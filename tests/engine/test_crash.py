@@ -64,3 +64,38 @@ def test_sigkill_mid_stream_loses_no_ack_and_applies_single_task_writes_once(tmp
             missing = {i for i in missing if not echo[i].get()}
             time.sleep(0.05)
         assert not missing, f"hops of {len(missing)} events never ran (at-least-once broken)"
+
+
+def test_a_keyed_repeat_after_a_crash_waits_for_processing_and_returns_every_result(tmp_path):
+    """A repeat of a keyed full-ack append whose processing a crash left unstarted, or half done
+    (one topology finished, another's hop not), waits for that processing and returns the results
+    the first append would have: the ones computed before the crash are kept with the key."""
+    from tests.engine.keyed_crash_app import HALF_DONE, UNSTARTED, Job, module as keyed_module
+
+    flag = tmp_path / "hold"
+    data = tmp_path / "data"
+    with subprocess.Popen(
+        [sys.executable, "-m", "tests.engine.keyed_crash_app", str(data), str(flag)],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    ) as child:
+        assert child.stdout is not None
+        try:
+            assert "READY\n" in lines_within(child.stdout, CHILD_SILENCE_MAX_S)
+        finally:
+            child.send_signal(signal.SIGKILL)
+            child.wait(10)
+    flag.unlink()
+    with hw.InProcessCluster(data) as cluster:
+        cluster.deploy(keyed_module(str(flag)))
+        depot = cluster.depot("keyed", "jobs")
+        started, finished = cluster.pstate("keyed", "started"), cluster.pstate("keyed", "finished")
+        for job_id in (HALF_DONE, UNSTARTED):
+            result = depot.append(Job(job_id), idempotency_key=f"job-{job_id}")
+            assert result.results == {"quick": job_id + 100, "hopper": job_id * 10}
+            assert finished[job_id].get() == 1, "the repeat was answered before its processing finished"
+            assert started[job_id].get() == 1
+        stored = [r.event.id for p in range(depot.partitions) for r in depot.read(p)]
+        assert sorted(stored) == [HALF_DONE, UNSTARTED], "a repeat appended again"
+        # Finished now, the results stay with the key.
+        again = depot.append(Job(HALF_DONE), idempotency_key=f"job-{HALF_DONE}")
+        assert again.results == {"quick": HALF_DONE + 100, "hopper": HALF_DONE * 10}
