@@ -1,16 +1,31 @@
-"""The bank of DESIGN §2: deposits, transfers that hop to the receiver's task, and a total over all tasks."""
+"""The bank: deposits, transfers that hop to the receiver's task, and a total over all tasks.
+
+Money is conserved across crashes. A transfer's debit and its record in `outgoing` commit together
+on the sender's task, and its credit and its record in `incoming` commit together on the
+receiver's task. A hop runs at least once (a crash that cuts a transfer short sends the credit
+again), so the credit looks for its own record first and applies a transfer id once; the debit
+does the same, so appending a transfer again — after a `HandlerError` or a timeout — moves no
+money twice.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
+
+import msgspec
 
 import headwater as hw
+
+# A non-positive amount would move money the wrong way: it is refused as a SchemaError when
+# appended (in process and over HTTP), so no handler ever sees one.
+Amount = Annotated[int, msgspec.Meta(gt=0)]
 
 
 @dataclass
 class Deposit:
     user_id: int
-    amount: int
+    amount: Amount
 
 
 @dataclass
@@ -18,7 +33,7 @@ class Transfer:
     transfer_id: str
     from_id: int
     to_id: int
-    amount: int
+    amount: Amount
 
 
 bank = hw.Module("bank")
@@ -43,20 +58,26 @@ def deposit(ctx: hw.Context, d: Deposit) -> int:
 
 @bank.stream(transfers)
 def transfer(ctx: hw.Context, t: Transfer) -> bool:
+    sent = ctx.pstate(outgoing)[t.from_id][t.transfer_id]
+    if sent.exists():  # this transfer id was decided before: answer as then, move nothing
+        return sent["ok"].get()
     balance = ctx.pstate(funds)[t.from_id]
     ok = balance.get(0) >= t.amount
     if ok:
         balance.increment(-t.amount)
-    ctx.pstate(outgoing)[t.from_id][t.transfer_id].set({"to_id": t.to_id, "amount": t.amount, "ok": ok})
+    sent.set({"to_id": t.to_id, "amount": t.amount, "ok": ok})
     ctx.hop(t.to_id, credit, t, ok)  # continue on the task that owns t.to_id
     return ok  # returned to a full-ack appender
 
 
 @bank.step
 def credit(ctx: hw.Context, t: Transfer, ok: bool) -> None:
+    received = ctx.pstate(incoming)[t.to_id][t.transfer_id]
+    if received.exists():  # a replayed hop: this transfer was credited already
+        return
     if ok:
         ctx.pstate(funds)[t.to_id].increment(t.amount)
-    ctx.pstate(incoming)[t.to_id][t.transfer_id].set({"from_id": t.from_id, "amount": t.amount, "ok": ok})
+    received.set({"from_id": t.from_id, "amount": t.amount, "ok": ok})
 
 
 @bank.query

@@ -2,7 +2,9 @@
 
 A transfer larger than the sender's balance is recorded as failed and moves no money. Within a
 batch, the transfer is decided on the sender's task and the credit hops to the receiver's task;
-the whole batch — debits, credits and records on every task — becomes visible at once.
+the whole batch — debits, credits and records on every task — becomes visible at once. Batches
+are exactly-once, so the credit needs no guard of its own; a transfer id appended twice (a client
+retry without an idempotency key) is decided once, by its first record.
 """
 
 from __future__ import annotations
@@ -27,12 +29,15 @@ def banking(ctx: hw.Context, event: Deposit | Transfer) -> None:
         case Deposit(user_id=user, amount=amount):
             ctx.pstate(funds)[user].increment(amount)
         case Transfer(transfer_id=tid, from_id=sender, to_id=receiver, amount=amount):
+            logged = ctx.pstate(transfer_log)[sender][tid]
+            if logged.exists():  # the same transfer appended again: it moves money once
+                return
             balance = ctx.pstate(funds)[sender]
-            ok = amount > 0 and balance.get(0) >= amount
+            ok = balance.get(0) >= amount  # amounts are positive: the event type refuses others at append
             if ok:
                 balance.increment(-amount)
                 ctx.hop(receiver, credit, receiver, amount)
-            ctx.pstate(transfer_log)[sender][tid].set({"to_id": receiver, "amount": amount, "ok": ok})
+            logged.set({"to_id": receiver, "amount": amount, "ok": ok})
 
 
 @bank.step

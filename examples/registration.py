@@ -8,16 +8,24 @@ and returns whether the user already existed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+from typing import Annotated
+
+import msgspec
 
 import headwater as hw
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+# The last millisecond a datetime can hold (9999-12-31T23:59:59.999Z). A sign-up outside
+# [epoch, this] is refused as a SchemaError when appended, not left to fail in the handler.
+TIMESTAMP_MS_MAX = (datetime(9999, 12, 31, 23, 59, 59, 999_000, tzinfo=timezone.utc) - EPOCH) // timedelta(milliseconds=1)
 
 
 @dataclass
 class UserSignUp:
     email: str
     pwd_hash: str
-    timestamp_ms: int
+    timestamp_ms: Annotated[int, msgspec.Meta(ge=0, le=TIMESTAMP_MS_MAX)]
 
 
 registration = hw.Module("registration")
@@ -36,7 +44,7 @@ def register(ctx: hw.Context, signup: UserSignUp) -> bool:
     already_registered = user.exists()
     if not already_registered:
         user.set({"pwd_hash": signup.pwd_hash, "registered_ms": signup.timestamp_ms})
-        day = datetime.fromtimestamp(signup.timestamp_ms / 1000, tz=timezone.utc).date().isoformat()
+        day = (EPOCH + timedelta(milliseconds=signup.timestamp_ms)).date().isoformat()  # exact, unlike a float
         ctx.pstate(signups)["by_day"][day].increment()
     return already_registered
 

@@ -19,7 +19,7 @@ def test_openapi_describes_each_depots_event_schema(http):
     assert append["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Deposit"}
     assert {"400", "404", "409", "413", "422", "500", "504"} <= set(append["responses"])
     deposit = document["components"]["schemas"]["Deposit"]
-    assert deposit["properties"] == {"user_id": {"type": "integer"}, "amount": {"type": "integer"}}
+    assert deposit["properties"] == {"user_id": {"type": "integer"}, "amount": {"type": "integer", "exclusiveMinimum": 0}}
     order = document["components"]["schemas"]["NewOrder"]
     assert order["properties"]["order_id"] == {"type": "string", "format": "uuid"}
     assert "/api/modules/jobs/depots/internal/append" not in document["paths"]  # client_appends=False
