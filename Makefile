@@ -1,4 +1,5 @@
 # Two commands do all the set-up on a fresh machine: `make run` and `make test`.
+# The stamp installs the test and docs extras: `make test` also builds the documentation strictly.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -6,12 +7,12 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 DATA ?= ./data
 PORT ?= 8000
 
-.PHONY: install run test bench clean
+.PHONY: install run test docs bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,docs]'
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
@@ -33,6 +34,11 @@ test: $(STAMP)
 	  test -x /usr/bin/chromium || echo "make test: could not install chromium (needs root and apt-get); the browser tests will skip"; }
 	$(PY) -m pytest -q
 
+# The documentation site (MkDocs Material + mkdocstrings) into site/; --strict turns every warning
+# (a broken link, an unknown API reference) into a failure. tests/docs/test_site.py builds it in `make test`.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
+
 # Benchmarks against PostgreSQL, Redis, eventsourcing and bytewax (docs/benchmarks.md, docs/bench/*.png):
 # installs the bench extra and, when missing, Debian's postgresql and redis-server (as root or with
 # passwordless sudo). About 15 minutes; `make bench BENCH_ARGS=--quick` takes about 5.
@@ -46,4 +52,4 @@ bench: $(STAMP)
 	$(PY) -m bench.suite $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(DATA) build *.egg-info
+	rm -rf $(VENV) $(DATA) build site *.egg-info
