@@ -25,6 +25,7 @@ from headwater.errors import (
     IdempotencyConflict,
     NotFound,
     PermissionDenied,
+    SchemaError,
     Unavailable,
 )
 from headwater.client.replies import Waiter
@@ -111,9 +112,9 @@ class DepotClient:
         return self._depot.partitions
 
     # ---- appends --------------------------------------------------------------------------
-    def _submit(self, event: Any, ack: Ack, timeout: float, idempotency_key: str | None,
-                loop: asyncio.AbstractEventLoop | None = None, encoded: bytes | None = None, *,
-                waits_here: bool = False) -> Waiter | None:
+    def _prepare(self, events: list[Any], idempotency_key: str | None = None) -> list[tuple[bytes, int]]:
+        """Validate and encode every event, and pick its partition, before any is sent: a bad event
+        anywhere in a batch raises here and nothing of the batch is appended."""
         depot = self._depot
         if not depot.decl.client_appends:
             raise PermissionDenied(
@@ -122,8 +123,22 @@ class DepotClient:
             )
         if idempotency_key is not None and not isinstance(idempotency_key, str):
             raise ValueError(f"idempotency_key must be a str, not {type(idempotency_key).__name__}")
-        data, validated = depot.codec.encode(event) if encoded is None else (encoded, depot.codec.decode(encoded))
-        partition = depot.partition_for(validated, idempotency_key)
+        encoded = []
+        for index, event in enumerate(events):
+            try:
+                encoded.append(depot.codec.encode(event))
+            except SchemaError as e:
+                if len(events) == 1:
+                    raise
+                raise SchemaError(f"event {index} of the batch: {e}; nothing of the batch was appended",
+                                  path=f"$[{index}]{e.path.removeprefix('$')}") from None
+        return [(data, depot.partition_for(validated, idempotency_key)) for data, validated in encoded]
+
+    def _submit(self, prepared: tuple[bytes, int], ack: Ack, timeout: float, idempotency_key: str | None,
+                loop: asyncio.AbstractEventLoop | None = None, *, waits_here: bool = False) -> Waiter | None:
+        """Send one prepared event to its task; the waiter of its reply (None for Ack.NONE)."""
+        depot = self._depot
+        data, partition = prepared
         deployment = self._deployment
         deployment.check_open()
         waiter = Waiter(partition, loop=loop, durable=ack is Ack.APPEND) if ack is not Ack.NONE else None
@@ -169,6 +184,7 @@ class DepotClient:
         return AppendResult(message.partition, message.offset, results)
 
     def _timeout(self, waiter: Waiter, ack: Ack, timeout: float) -> AckTimeout:
+        self._deployment.router.forget(waiter.request)  # nobody waits for a late reply
         self._deployment.check_open()
         if waiter.offset is not None:
             return AckTimeout(
@@ -190,15 +206,38 @@ class DepotClient:
         # A full ack from a thread that would only wait may run the task's round itself. Not from
         # the main thread: a Ctrl-C there must interrupt the wait, never a round half-way.
         waits_here = ack is Ack.FULL and threading.current_thread() is not threading.main_thread()
-        waiter = self._submit(event, ack, timeout, idempotency_key, waits_here=waits_here)
+        waiter = self._submit(self._prepare([event], idempotency_key)[0], ack, timeout, idempotency_key,
+                              waits_here=waits_here)
         return self._result(waiter, ack, timeout, started)
 
     def append_many(self, events: Iterable[Any], *, ack: Ack | str = Ack.FULL,
                     timeout: float = 30.0) -> list[AppendResult | None]:
-        """Append several events, submitted together so they share fsyncs; results in input order."""
+        """Append several events, submitted together so they share fsyncs; results in input order.
+
+        Every event is validated before any is appended: a bad one raises `SchemaError` naming
+        its index, and nothing of the batch is appended.
+        """
+        return self._append_prepared(self._prepare(list(events)), ack, timeout)
+
+    async def append_many_async(self, events: Iterable[Any], *, ack: Ack | str = Ack.FULL,
+                                timeout: float = 30.0) -> list[AppendResult | None]:
+        """`append_many` for asyncio: validated whole first, then waited for together."""
+        ack = Ack.parse(ack)
+        prepared = self._prepare(list(events))
+        if ack is not Ack.FULL:  # durability acks are a group-commit away; waiting in a thread is fine
+            return await asyncio.to_thread(self._append_prepared, prepared, ack, timeout)
+        outcomes = await asyncio.gather(*(self._append_async(p, ack, timeout, None) for p in prepared),
+                                        return_exceptions=True)
+        for outcome in outcomes:  # the first failure in input order, as append_many raises it
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return outcomes  # type: ignore[return-value]
+
+    def _append_prepared(self, prepared: list[tuple[bytes, int]], ack: Ack | str,
+                         timeout: float) -> list[AppendResult | None]:
         ack = Ack.parse(ack)
         started = time.monotonic()
-        waiters = [self._submit(event, ack, timeout, None) for event in events]
+        waiters = [self._submit(p, ack, timeout, None) for p in prepared]
         return [self._result(waiter, ack, timeout, started) for waiter in waiters]
 
     async def append_async(self, event: Any, *, ack: Ack | str = Ack.FULL, timeout: float = 30.0,
@@ -206,11 +245,15 @@ class DepotClient:
         ack = Ack.parse(ack)
         if ack is not Ack.FULL:  # durability acks are a group-commit away; waiting in a thread is fine
             return await asyncio.to_thread(self.append, event, ack=ack, timeout=timeout, idempotency_key=idempotency_key)
+        return await self._append_async(self._prepare([event], idempotency_key)[0], ack, timeout, idempotency_key)
+
+    async def _append_async(self, prepared: tuple[bytes, int], ack: Ack, timeout: float,
+                            idempotency_key: str | None) -> AppendResult | None:
         loop = asyncio.get_running_loop()
-        try:
-            waiter = self._submit(event, ack, 0.0, idempotency_key, loop=loop)  # admitted at once, or...
+        try:  # admitted at once, or...
+            waiter = self._submit(prepared, ack, 0.0, idempotency_key, loop)
         except AckTimeout:  # ...the task is full: wait for room on a thread, never on the event loop
-            waiter = await asyncio.to_thread(self._submit, event, ack, timeout, idempotency_key, loop)
+            waiter = await asyncio.to_thread(self._submit, prepared, ack, timeout, idempotency_key, loop)
         assert waiter is not None
         if await waiter.wait_done_async(timeout):
             return self._completed(waiter)

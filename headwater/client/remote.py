@@ -367,6 +367,10 @@ class RemoteDepot:
                                      content=content, headers=_JSON, timeout_s=timeout)
         return [_append_result(item, ack) for item in body["results"]]
 
+    async def append_many_async(self, events: Iterable[Any], *, ack: Ack | str = Ack.FULL,
+                                timeout: float = 30.0) -> list[AppendResult | None]:
+        return await asyncio.to_thread(self.append_many, list(events), ack=ack, timeout=timeout)
+
     async def append_async(self, event: Any, *, ack: Ack | str = Ack.FULL, timeout: float = 30.0,
                            idempotency_key: str | None = None) -> AppendResult | None:
         # The pooled sync client in a worker thread: no event-loop-bound connections to leak or close.

@@ -42,19 +42,25 @@ class _Signal:
 
 
 class Waiter:
-    """One request's reply. Full-ack appends wait only for Completed; `durable=True` also lets
-    a caller wait for the Appended reply (Ack.APPEND)."""
+    """One request's reply. Full-ack appends wait for Completed; with `durable=True` (Ack.APPEND)
+    the Appended reply is the last, and a failure comes as Completed instead."""
 
-    __slots__ = ("partition", "offset", "completed", "_durable", "_done", "_loop", "_future")
+    __slots__ = ("partition", "offset", "completed", "request", "_durable", "_done", "_loop", "_future")
 
     def __init__(self, partition: int, *, loop: asyncio.AbstractEventLoop | None = None, durable: bool = False) -> None:
         self.partition = partition
         self.offset: int | None = None
         self.completed: Completed | None = None
+        self.request = 0  # set by ReplyRouter.register
         self._durable = _Signal() if durable else None
         self._done = _Signal()
         self._loop = loop
         self._future: asyncio.Future[None] | None = loop.create_future() if loop else None
+
+    @property
+    def durable_only(self) -> bool:
+        """It waits for durability (Ack.APPEND): an Appended reply is its last."""
+        return self._durable is not None
 
     def on_appended(self, message: Appended) -> None:
         self.offset = message.offset
@@ -101,6 +107,7 @@ class ReplyRouter:
     def register(self, waiter: Waiter) -> int:
         request = next(self._requests)
         self._waiters[request] = waiter
+        waiter.request = request
         return request
 
     def forget(self, request: int) -> None:
@@ -118,6 +125,8 @@ class ReplyRouter:
         if isinstance(message, Appended):
             waiter = self._waiters.get(message.request)
             if waiter is not None:
+                if waiter.durable_only:  # no Completed follows for Ack.APPEND
+                    del self._waiters[message.request]
                 waiter.on_appended(message)
         elif isinstance(message, Completed):
             waiter = self._waiters.pop(message.request, None)

@@ -83,25 +83,13 @@ async def append_many(request: Request) -> Response:
     if len(events) > APPEND_MANY_MAX:
         raise ApiError(413, "body_too_large", f"{len(events):,} events in one request; send at most {APPEND_MANY_MAX:,}")
     started = time.perf_counter()
-    try:
-        results = await _append_all(depot, events, ack, timeout)
+    try:  # validated whole before anything is appended: a bad event anywhere appends nothing
+        results = await depot.append_many_async(events, ack=ack, timeout=timeout)
     except HeadwaterError as e:
         state.metrics.observe_append(depot.module, depot.name, ack.value, type(e).__name__, 0.0, len(events))
         raise
     state.metrics.observe_append(depot.module, depot.name, ack.value, "ok", time.perf_counter() - started, len(events))
     return json_response({"results": [_result_body(r) for r in results]})
-
-
-async def _append_all(depot: DepotClient, events: list[Any], ack: Ack, timeout: float) -> list[AppendResult | None]:
-    if ack is not Ack.FULL:
-        # Submitted together from one thread, they share fsyncs; waiting for durability is short.
-        return await asyncio.to_thread(depot.append_many, events, ack=ack, timeout=timeout)
-    outcomes = await asyncio.gather(*(depot.append_async(e, ack=ack, timeout=timeout) for e in events),
-                                    return_exceptions=True)
-    for outcome in outcomes:  # the first failure in input order, as append_many raises it
-        if isinstance(outcome, BaseException):
-            raise outcome
-    return outcomes  # type: ignore[return-value]
 
 
 def _info(depot: DepotClient, partition: int) -> dict[str, Any]:

@@ -97,6 +97,38 @@ def test_append_many_returns_results_in_order(client):
     assert [r["work"] for r in results] == [k * 2 for k in keys]
 
 
+@pytest.mark.parametrize("ack", ["full", "append", "none"])
+def test_a_batch_with_one_unencodable_event_appends_nothing(client, ack):
+    # 2**70 passes JSON decoding and the type check (an int) but no 64-bit encoding: found before any append.
+    keys = [fresh_key() for _ in range(4)]
+    events = [Job(keys[0]), Job(keys[1]), Job(2**70), Job(keys[3])]
+    before = end_offsets(client, "jobs", "jobs")
+    with pytest.raises(hw.SchemaError, match="event 2 of the batch") as caught:
+        client.depot("jobs", "jobs").append_many(events, ack=ack)
+    assert caught.value.path.startswith("$[2]")
+    assert end_offsets(client, "jobs", "jobs") == before
+    with pytest.raises(hw.SchemaError, match="event 2 of the batch"):
+        asyncio.run(client.depot("jobs", "jobs").append_many_async(events, ack=ack))
+    assert end_offsets(client, "jobs", "jobs") == before
+
+
+def test_append_many_async(client):
+    keys = [fresh_key() for _ in range(3)]
+    results = asyncio.run(client.depot("jobs", "jobs").append_many_async([Job(k) for k in keys]))
+    assert [r["work"] for r in results] == [k * 2 for k in keys]
+
+
+def test_append_acks_leave_no_reply_waiter_behind(client, backend):
+    cluster = backend[0]
+    router = cluster._deployments["jobs"].router
+    depot = client.depot("jobs", "jobs")
+    for _ in range(50):
+        depot.append(Job(fresh_key()), ack="append")
+    depot.append_many([Job(fresh_key()) for _ in range(50)], ack="append")
+    asyncio.run(depot.append_async(Job(fresh_key()), ack="append"))
+    assert len(router._waiters) == 0
+
+
 def test_append_async(client):
     key = fresh_key()
     result = asyncio.run(client.depot("jobs", "jobs").append_async(Job(key)))
@@ -104,9 +136,10 @@ def test_append_async(client):
 
 
 def test_an_ack_timeout_says_where_the_durable_event_is(client):
-    depot = client.depot("jobs", "jobs")
+    depot, key = client.depot("jobs", "jobs"), fresh_key()
+    depot.append(Job(key))  # the task is past any nap an earlier test left it, so 0.1 s is enough to be durable
     with pytest.raises(hw.AckTimeout, match="durable") as caught:
-        depot.append(Job(fresh_key(), nap_s=0.3), timeout=0.1)
+        depot.append(Job(key, nap_s=0.3), timeout=0.1)
     assert caught.value.partition is not None and caught.value.offset is not None
     record = depot.read(caught.value.partition, caught.value.offset, caught.value.offset + 1)
     assert record and record[0].event.nap_s == 0.3
