@@ -25,7 +25,7 @@ from headwater.errors import HeadwaterError
 from headwater.server.app import create_app
 from headwater.server.auth import Auth, check_bind, load_auth
 from headwater.server.http import MAX_BODY_BYTES_DEFAULT
-from headwater.server.protocol import EVENT_LOOP, http_protocol
+from headwater.server.protocol import EVENT_LOOP, ConnectionLimits, http_protocol
 
 __all__ = ["GRACEFUL_SHUTDOWN_S", "ServeError", "ServerThread", "deploy_all", "load_modules", "serve"]
 
@@ -96,9 +96,11 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _config(app: Any, *, log_level: str) -> uvicorn.Config:
-    return uvicorn.Config(app, http=http_protocol(getattr(app, "answer_now", None)), loop=EVENT_LOOP,
+def _config(app: Any, *, log_level: str, limits: ConnectionLimits = ConnectionLimits()) -> uvicorn.Config:
+    return uvicorn.Config(app, http=http_protocol(getattr(app, "answer_now", None), limits), loop=EVENT_LOOP,
                           log_level=log_level, access_log=False, lifespan="off",
+                          timeout_keep_alive=limits.idle_timeout_s,
+                          h11_max_incomplete_event_size=limits.headers_max_bytes,  # the fallback parser's bound
                           server_header=False,  # one header line less to write and parse per answer
                           timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
 
@@ -110,6 +112,7 @@ def url_of(sock: socket.socket) -> str:
 
 def serve(app_file: str, *, data: str = "./data", host: str = "127.0.0.1", port: int = 8000, tasks: int = 4,
           auth: Auth | None = None, max_body_bytes: int = MAX_BODY_BYTES_DEFAULT,
+          limits: ConnectionLimits = ConnectionLimits(),
           announce: Callable[[str, InProcessCluster], None] | None = None) -> None:
     """Deploy the modules of `app_file` on a cluster in `data` and serve them until Ctrl-C."""
     auth = load_auth() if auth is None else auth
@@ -120,7 +123,7 @@ def serve(app_file: str, *, data: str = "./data", host: str = "127.0.0.1", port:
         with InProcessCluster(data) as cluster:
             deploy_all(cluster, modules, tasks)
             server = uvicorn.Server(_config(create_app(cluster, auth=auth, max_body_bytes=max_body_bytes),
-                                            log_level="warning"))
+                                            log_level="warning", limits=limits))
             if announce is not None:
                 announce(url_of(sock), cluster)
             server.run(sockets=[sock])  # returns (or raises KeyboardInterrupt) after in-flight requests end
@@ -135,10 +138,11 @@ class ServerThread:
             hw.connect(url).depot("bank", "deposits").append(...)
     """
 
-    def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 0,
+                 limits: ConnectionLimits = ConnectionLimits()) -> None:
         self._socket = bind(host, port)
         self.url = url_of(self._socket)
-        self._server = uvicorn.Server(_config(app, log_level="error"))
+        self._server = uvicorn.Server(_config(app, log_level="error", limits=limits))
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]},
                                         name="headwater-server", daemon=True)
 

@@ -13,7 +13,7 @@ import headwater as hw
 from examples.bank import bank
 from examples.orders import orders_module
 from examples.registration import registration
-from headwater.server import Auth, ServerThread, create_app
+from headwater.server import Auth, ConnectionLimits, ServerThread, create_app
 
 # Flipped by tests to make the failing handler succeed on retry (the server runs in this process).
 FIXED = {"jobs": False}
@@ -80,7 +80,8 @@ def deploy(cluster: hw.InProcessCluster, *, tasks: int = 2) -> hw.Module:
 
 
 @contextlib.contextmanager
-def served(cluster: hw.InProcessCluster, *, auth: Auth | None = None, **options: Any) -> Iterator[str]:
+def served(cluster: hw.InProcessCluster, *, auth: Auth | None = None, limits: ConnectionLimits = ConnectionLimits(),
+           **options: Any) -> Iterator[str]:
     """`cluster`'s modules served on a free loopback port; yields the base URL."""
-    with ServerThread(create_app(cluster, auth=auth, **options)) as url:
+    with ServerThread(create_app(cluster, auth=auth, **options), limits=limits) as url:
         yield url
