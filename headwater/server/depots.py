@@ -19,7 +19,7 @@ from headwater.engine.definitions import Ack
 from headwater.engine.events import schema_error
 from headwater.errors import HeadwaterError
 from headwater.server.catalog import event_type, runtime_of
-from headwater.server.http import ApiError, endpoint, json_response, query_float, query_int, read_body
+from headwater.server.http import ApiError, endpoint, json_response, query_float, query_int, read_body, too_deep
 from headwater.server.state import ServerState, authorize, state_of
 
 __all__ = ["APPEND_MANY_MAX", "ROUTES"]
@@ -28,6 +28,7 @@ TIMEOUT_MAX_S = 300.0  # the longest an HTTP append may wait for its ack
 APPEND_MANY_MAX = 10_000  # events in one append-many request
 RECORDS_PAGE_MAX = 10_000  # records in one read
 RECORDS_PAGE_DEFAULT = 100
+OFFSET_MAX = 2**63 - 1  # offsets are unsigned 64-bit; this leaves room for start + limit
 
 
 def _depot(request: Request, action: str) -> tuple[ServerState, DepotClient]:
@@ -51,6 +52,8 @@ def _decode_events(state: ServerState, depot: DepotClient, body: bytes, *, many:
         raise schema_error(f"{label} does not match {getattr(kind, '__name__', repr(kind))}", e) from None
     except msgspec.DecodeError as e:
         raise ApiError(400, "malformed_json", f"the body is not valid JSON: {e}") from None
+    except RecursionError:
+        raise too_deep("the body") from None
 
 
 def _result_body(result: AppendResult | None) -> dict[str, Any]:
@@ -121,7 +124,8 @@ async def records(request: Request) -> Response:
         end = depot.partition_info(number).end_offset
         start, stop = max(0, end - last), end
     else:
-        start, stop = query_int(request, "start", 0), query_int(request, "stop", None)
+        start = query_int(request, "start", 0, maximum=OFFSET_MAX)
+        stop = query_int(request, "stop", None, maximum=OFFSET_MAX)
     assert limit is not None and start is not None
     found = await asyncio.to_thread(depot.read, number, start, stop, limit=limit)
     rows = [{"partition": r.partition, "offset": r.offset, "timestamp": r.timestamp, "event": r.event} for r in found]

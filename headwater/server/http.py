@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from headwater.client.remote import ERRORS
@@ -26,6 +26,7 @@ __all__ = ["ApiError", "Endpoint", "MAX_BODY_BYTES_DEFAULT", "error_response", "
 _log = logging.getLogger("headwater.server")
 
 MAX_BODY_BYTES_DEFAULT = 1024 * 1024  # 1 MiB: a request body above this is refused with 413
+CLIENT_CLOSED = 499  # the status counted for a request whose client left before its body arrived (never sent)
 
 
 class ApiError(Exception):
@@ -94,11 +95,16 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise _too_large(max_bytes)
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise _too_large(max_bytes)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_bytes:
+                raise _too_large(max_bytes)
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # Nobody is left to answer: not a server error, and counted apart (nginx's 499) in /metrics.
+        raise ApiError(CLIENT_CLOSED, "client_closed", "the client closed the connection before sending the "
+                       "whole body; nothing was done") from None
     return b"".join(chunks)
 
 
@@ -117,6 +123,14 @@ def decode_json(body: bytes, kind: Any = Any, *, what: str = "the request body")
         raise schema_error(f"{what} does not match the expected type", e) from None
     except msgspec.DecodeError as e:
         raise ApiError(400, "malformed_json", f"{what} is not valid JSON: {e}") from None
+    except RecursionError:
+        raise too_deep(what) from None
+
+
+def too_deep(what: str) -> ApiError:
+    """The error for JSON nested deeper than the decoder goes (about a thousand levels)."""
+    return ApiError(400, "malformed_json", f"{what} nests arrays or objects too deeply to decode; "
+                    "no headwater value needs more than a few dozen levels")
 
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -199,3 +213,5 @@ def query_json(request: Request, name: str) -> Any:
         return msgspec.json.decode(raw)
     except msgspec.DecodeError:
         return raw
+    except RecursionError:
+        raise too_deep(f"query parameter {name}") from None

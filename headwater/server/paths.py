@@ -18,7 +18,9 @@ from headwater.errors import PathError
 from headwater.schema import List, Map, Record, Schema, Set
 from headwater.schema.types import Leaf
 
-__all__ = ["NAVIGATORS", "convert_key", "decode_path", "has_navigators", "key_schema_type"]
+__all__ = ["KEY_NESTING_MAX", "NAVIGATORS", "convert_key", "decode_path", "has_navigators", "key_schema_type"]
+
+KEY_NESTING_MAX = 32  # arrays in arrays in a key (a tuple key of tuples); deeper is a PathError, not a crash
 
 # Navigator name -> (attribute of headwater.pstate, the JSON fields it takes).
 NAVIGATORS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -34,9 +36,15 @@ NAVIGATORS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
-def _hashable(value: Any) -> Any:
+def _hashable(value: Any, depth: int = 0) -> Any:
     if isinstance(value, list):
-        return tuple(_hashable(v) for v in value)
+        if depth >= KEY_NESTING_MAX:
+            raise PathError(f"a key nests arrays more than {KEY_NESTING_MAX} deep; keys are values of the "
+                            "PState's key type, e.g. [3, \"a\"] for a tuple[int, str]")
+        return tuple(_hashable(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        raise PathError(f"a key cannot be a JSON object ({value!r} is not hashable); objects in a path are "
+                        "navigators, {\"nav\": ...}, and only directly in the path")
     return value
 
 
@@ -95,7 +103,7 @@ def _navigator(position: Schema | None, raw: dict[str, Any]) -> tuple[Any, Schem
     import headwater.pstate
 
     name = raw.get("nav")
-    if name not in NAVIGATORS:
+    if not isinstance(name, str) or name not in NAVIGATORS:
         raise PathError(f"unknown navigator {raw!r}; a navigator is {{\"nav\": NAME}} with NAME one of "
                         f"{', '.join(NAVIGATORS)} (filter and view take functions and exist only in Python)")
     attribute, fields = NAVIGATORS[name]

@@ -130,3 +130,46 @@ def test_a_slow_but_steady_request_within_the_bound_is_served(hostile):
     status, answer = status_and_body(read_until_closed(sock))
     assert status == 200 and answer["results"] == {"deposit": 3}
     sock.close()
+
+
+def test_a_client_leaving_mid_body_is_neither_an_error_log_nor_a_500(hostile, http, caplog):
+    sock = connect(hostile[1])
+    sock.sendall(b"POST " + APPEND.encode() + b" HTTP/1.1\r\nHost: test\r\nContent-Length: 1000\r\n\r\n{\"user_id\"")
+    time.sleep(0.1)  # the endpoint is waiting for the rest of the body
+    sock.close()
+    deadline = time.monotonic() + 5
+    while 'endpoint="append",status="499"' not in (metrics := http.get("/metrics").text):
+        assert time.monotonic() < deadline, "the request that lost its client was never counted"
+        time.sleep(0.02)
+    assert 'endpoint="append",status="500"' not in metrics
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "WARNING")]
+
+
+BIG = str(2**64)
+DEEP = "[" * 1000 + "]" * 1000
+
+
+@pytest.mark.parametrize(("target", "status", "code"), [
+    (f"/api/modules/bank/depots/deposits/partitions/0/records?start={BIG}", 400, "bad_request"),
+    (f"/api/modules/bank/depots/deposits/partitions/0/records?stop={BIG}", 400, "bad_request"),
+    (f"/api/modules/bank/pstates/funds/get?path={DEEP}", 400, "malformed_json"),
+    ("/api/modules/bank/pstates/funds/get?path=[" + "[" * 500 + "]" * 500 + "]", 422, "path_error"),
+    ("/api/modules/bank/pstates/funds/keys?task=0&start=" + "[" * 500 + "]" * 500, 422, "path_error"),
+    ("/api/modules/jobs/pstates/tags/contains?path=[1]&element=" + "[" * 500 + "]" * 500, 422, "path_error"),
+    ("/api/modules/jobs/pstates/tags/contains?path=[1]&element={}", 422, "path_error"),
+    ("/api/modules/bank/pstates/funds/select?task=0&path=[" + "[" * 500 + "]" * 500 + "]", 422, "path_error"),
+    ('/api/modules/bank/pstates/funds/select?task=0&path=[{"nav": [1]}]', 422, "path_error"),
+    ('/api/modules/bank/pstates/funds/select?task=0&path=[{"nav": {}}]', 422, "path_error"),
+    ('/api/modules/bank/pstates/funds/select_one?task=0&path=[{"nav": null}]', 422, "path_error"),
+    ('/api/modules/jobs/pstates/tags/select?path=[1, {"nav": "must", "key": {}}]', 422, "path_error"),
+])
+def test_hostile_read_parameters_are_4xx_with_an_error_body(http, target, status, code):
+    response = http.get(target)
+    assert response.status_code == status, response.text
+    assert response.json()["error"] == code and response.json()["message"]
+
+
+@pytest.mark.parametrize("body", [DEEP, f"[{DEEP}]", '{"args": [%s]}' % DEEP])
+def test_deeply_nested_query_arguments_are_400(http, body):
+    response = http.post("/api/modules/jobs/queries/double", content=body)
+    assert response.status_code == 400 and response.json()["error"] == "malformed_json", response.text
