@@ -23,7 +23,7 @@ from examples.bank_microbatch import bank as microbatch_bank
 from examples.registration import TIMESTAMP_MS_MAX, UserSignUp, registration
 from headwater.schema.keys import task_for_key
 from tests.acceptance.crashing_bank import AMOUNT, OPENING_BALANCE
-from tests.engine.children import wait_until_streams_settle
+from tests.engine.children import wait_until_settled
 from tests.server.support import served
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -133,7 +133,7 @@ def test_a_credit_replayed_after_a_crash_moves_money_once(tmp_path):
     assert child.stdout.split() == ["DEPOSITED"], child.stdout + child.stderr[-3000:]
     with hw.InProcessCluster(tmp_path) as cluster:
         cluster.deploy(bank)
-        wait_until_streams_settle(cluster, "bank")
+        wait_until_settled(cluster, "bank")
         funds = cluster.pstate("bank", "funds")
         assert funds[sender].get() == OPENING_BALANCE - AMOUNT
         assert funds[receiver].get() == OPENING_BALANCE + AMOUNT, "the replayed credit was applied twice"

@@ -23,14 +23,14 @@ def lines_within(stream: Any, silence_max_s: float) -> Iterator[str]:
         yield line
 
 
-def wait_until_streams_settle(cluster: Any, module: str, *, timeout_s: float = 60.0) -> None:
-    """Wait until every stream topology of `module` processed every record and no tree is unfinished.
+def wait_until_settled(cluster: Any, module: str, *, timeout_s: float = 60.0) -> None:
+    """Wait until every topology of `module` processed every record and no stream tree is unfinished.
 
     After a restart, trees a crash cut short are finished in the background (their hops sent
     again); a test that checks PStates before that would miss a hop applied twice. A tree's root
     keeps a `pending/` entry in its task's metadata until the tree completes, so "settled" is:
-    progress at every depot's end and no such entry on any task. It reads the tasks' stores
-    directly, which only a test may do.
+    progress at every depot's end (microbatch topologies included) and no such entry on any
+    task. It reads the tasks' stores directly, which only a test may do.
     """
     deployment = cluster.deployment(module)
     deadline = time.monotonic() + timeout_s
@@ -38,7 +38,6 @@ def wait_until_streams_settle(cluster: Any, module: str, *, timeout_s: float = 6
         behind = {
             (topology, depot): offsets
             for topology, by_depot in cluster.progress(module).items()
-            if topology in deployment.runtime.streams
             for depot, offsets in by_depot.items()
             if offsets != [cluster.depot(module, depot).partition_info(p).end_offset for p in range(len(offsets))]
         }
@@ -46,6 +45,6 @@ def wait_until_streams_settle(cluster: Any, module: str, *, timeout_s: float = 6
         if not behind and not pending:
             return
         if time.monotonic() >= deadline:
-            raise AssertionError(f"{module}: streams did not settle within {timeout_s}s "
+            raise AssertionError(f"{module}: topologies did not settle within {timeout_s}s "
                                  f"(behind: {behind}, unfinished trees: {pending})")
         time.sleep(0.01)
