@@ -7,6 +7,9 @@ on task 0), fed by hops from every task. Microbatching makes both change togethe
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
+
+import msgspec
 
 import headwater as hw
 
@@ -16,7 +19,10 @@ TOP_N = 5
 @dataclass
 class Purchase:
     user_id: str
-    cents: int
+    # The leaderboard keeps only the top N, which stays right only while totals only grow: a
+    # refund would let a user sink below someone the board already dropped. So a purchase of
+    # zero or fewer cents is refused as a SchemaError at append.
+    cents: Annotated[int, msgspec.Meta(gt=0)]
 
 
 spenders = hw.Module("spenders")

@@ -21,6 +21,7 @@ import headwater as hw
 from examples.bank import Deposit, Transfer, bank
 from examples.bank_microbatch import bank as microbatch_bank
 from examples.registration import TIMESTAMP_MS_MAX, UserSignUp, registration
+from examples.top_spenders import Purchase, spenders
 from headwater.schema.keys import task_for_key
 from tests.acceptance.crashing_bank import AMOUNT, OPENING_BALANCE
 from tests.engine.children import wait_until_settled
@@ -33,7 +34,7 @@ CHILD_RUN_MAX_S = 60
 @pytest.fixture(scope="module")
 def backend() -> Iterator[tuple[hw.InProcessCluster, str]]:
     with hw.InProcessCluster() as cluster:
-        for module in (bank, microbatch_bank, registration):
+        for module in (bank, microbatch_bank, registration, spenders):
             cluster.deploy(module, tasks=2)
         with served(cluster) as url:
             yield cluster, url
@@ -45,7 +46,7 @@ def client(request: pytest.FixtureRequest, backend: Any) -> Iterator[Any]:
     if request.param == "in_process":
         yield cluster
         return
-    with hw.connect(url, modules=[bank, microbatch_bank, registration]) as remote:
+    with hw.connect(url, modules=[bank, microbatch_bank, registration, spenders]) as remote:
         yield remote
 
 
@@ -66,6 +67,13 @@ def test_a_non_positive_amount_is_refused_and_nothing_is_appended(client, backen
         client.depot(module, "transfers").append(Transfer("neg", 1, 2, amount))
     assert {name: depot_sizes(cluster, module, name) for name in ("deposits", "transfers")} == before
     assert cluster.dead_letters("bank", "transfer") == []
+
+
+def test_a_refund_is_refused_so_the_leaderboard_stays_right(client, backend):
+    before = depot_sizes(backend[0], "spenders", "purchases")
+    with pytest.raises(hw.SchemaError, match=r"Expected `int` >= 1.*\$\.cents"):
+        client.depot("spenders", "purchases").append(Purchase("ann", -500), ack="append")
+    assert depot_sizes(backend[0], "spenders", "purchases") == before
 
 
 @pytest.mark.parametrize("timestamp_ms", [-1, TIMESTAMP_MS_MAX + 1, 2**63 - 1, 2**64])
