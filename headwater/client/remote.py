@@ -76,6 +76,7 @@ HTTP_ERRORS: dict[str, type[HeadwaterError]] = {
     "bad_request": SchemaError,
     "unauthorized": PermissionDenied,
     "method_not_allowed": NotFound,
+    "read_too_large": PathError,  # a whole collection larger than READ_PAGE_MAX: read it in pages
     "internal_error": HeadwaterError,
 }
 _BY_CODE: dict[str, type[HeadwaterError]] = {code: cls for cls, _, code in ERRORS} | HTTP_ERRORS
@@ -438,6 +439,8 @@ class RemotePStateExecutor:
         kwargs = kwargs or {}
         schema = self._schema_at(steps)
         if op == "get":
+            if isinstance(schema, (Map, Set, List)) and (schema.split or (not steps and isinstance(schema, Map))):
+                return self._get_collection(steps, schema, args)
             body = self._get(steps, op, {})
             return _typed(body["value"], schema.value_type) if body.get("found", True) else (args[0] if args else None)
         if op in ("keys", "values", "items"):
@@ -449,6 +452,18 @@ class RemotePStateExecutor:
         if op in ("select", "select_one"):  # navigators travel as {"nav": ...} objects after the steps
             return self._get((*steps, *(navigator_json(n) for n in args)), op, {})["value"]
         return self._get(steps, op, {})["value"]
+
+    def _get_collection(self, steps: tuple, schema: Schema, args: tuple) -> Any:
+        """A whole collection that may be larger than one answer holds (the server refuses such a
+        `get` with read_too_large): read whole when small, else assembled from pages."""
+        if self._get(steps, "size", {})["value"] <= READ_PAGE_MAX:
+            body = self._get(steps, "get", {})
+            return _typed(body["value"], schema.value_type) if body.get("found", True) else (args[0] if args else None)
+        if isinstance(schema, Map):
+            return dict(self._range(steps, "items", schema, (), {}))
+        if isinstance(schema, Set):
+            return set(self._range(steps, "keys", schema, (), {}))
+        return self._slice(steps, schema)
 
     def _schema_at(self, steps: tuple) -> Schema:
         # The View checked the steps already; walking again gives the schema at their end.

@@ -1,8 +1,12 @@
 """PState reads: `GET /api/modules/{m}/pstates/{p}/{op}?path=[...]` with the ops of DESIGN §4.
 
 Ranges come back at most `READ_PAGE_MAX` elements at a time with a `next` cursor (`{"start": k}`
-going forward, `{"stop": k}` in reverse), so no request reads without bound. Point reads run on
-the event loop (a committed-state read is microseconds); reads that may be large run in a thread.
+going forward, `{"stop": k}` in reverse), so no request reads without bound. A read of a whole
+collection (`get` of a map, set or list stored element by element, or of a whole map on one task;
+`select`) answers at most `READ_PAGE_MAX` elements too: a larger one is a 422 `read_too_large`
+that says how to page it, rather than a first page that a client might take for the whole value.
+Point reads run on the event loop (a committed-state read is microseconds); reads that may be
+large run in a thread.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from starlette.responses import Response
 from headwater.client.remote import READ_PAGE_MAX
 from headwater.errors import NotFound, PathError
 from headwater.pstate import View
-from headwater.schema import Set
+from headwater.schema import List, Map, Record, Set
 from headwater.server.http import ApiError, endpoint, json_response, query_bool, query_int, query_json
 from headwater.server.paths import convert_key, decode_path, has_navigators, key_schema_type
 from headwater.server.state import authorize, state_of
@@ -80,8 +84,9 @@ def answer_read(request: Any) -> Any:
         element = query_json(request, "element")
         return {"value": view.contains(convert_key(element, key_schema_type(view.schema)))}
     if op == "get":
-        # A subindexed collection can be large: keep the event loop free.
-        return InThread(_get, view) if view.schema.split else _get(view)
+        # A subindexed collection, or a whole map on one task, can be large: keep the event loop free.
+        whole = view.schema.split or (not raw_path and isinstance(view.schema, Map))
+        return InThread(_get_whole, view, f"PState {module}.{name} at path {raw_path}") if whole else _get(view)
     if op == "slice":
         return InThread(_slice, view, _int_or_none(request, "start"), _int_or_none(request, "stop"))
     return InThread(_range, view, op, *_range_args(request, view))
@@ -92,12 +97,39 @@ def _get(view: View) -> dict[str, Any]:
     return {"value": None, "found": False} if value is _ABSENT else {"value": value, "found": True}
 
 
+def _get_whole(view: View, label: str) -> dict[str, Any]:
+    _check_whole(view, label)
+    return _get(view)
+
+
+def _check_whole(view: View, label: str) -> None:
+    """Refuse (422 read_too_large) a whole read of a collection holding more than READ_PAGE_MAX elements."""
+    schema = view.schema
+    if isinstance(schema, Record):
+        for name, field in schema.fields.items():
+            if field.split:
+                _check_whole(view[name], f"{label} field {name!r}")
+        return
+    size = view.size()
+    if size > READ_PAGE_MAX:
+        how = "slice with start and stop" if isinstance(schema, List) else "keys, values or items with start and limit"
+        raise ApiError(422, "read_too_large", f"{label} holds {size:,} elements, more than the "
+                       f"{READ_PAGE_MAX:,} one answer may hold; read it in pages: {how} (each answer's "
+                       "\"next\" says where the next page starts; hw.connect follows it for you)")
+
+
 def _select(root: View, op: str, raw_path: list[Any]) -> dict[str, Any]:
     navigators = decode_path(root.schema, raw_path)
     method = getattr(root, op, None)
     if method is None:
         raise PathError(f"{op} is not available in this version of headwater; read with plain keys and get/keys/items")
-    return {"value": method(*navigators)}
+    value = method(*navigators)
+    if op == "select" and len(value) > READ_PAGE_MAX:
+        raise ApiError(422, "read_too_large", f"the navigators reached {len(value):,} values, more than the "
+                       f"{READ_PAGE_MAX:,} one answer may hold; narrow them, e.g. "
+                       f"{{\"nav\": \"range\", \"start\": K, \"limit\": {READ_PAGE_MAX}}} instead of "
+                       "{\"nav\": \"all\"}, and ask again from the last key reached")
+    return {"value": value}
 
 
 def _int_or_none(request: Request, name: str) -> int | None:

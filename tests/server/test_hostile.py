@@ -15,8 +15,8 @@ import msgspec
 import pytest
 
 import headwater as hw
-from headwater.server import ConnectionLimits
-from tests.server.support import deploy, served
+from headwater.server import ConnectionLimits, create_app
+from tests.server.support import Job, deploy, served
 
 LIMITS = ConnectionLimits(headers_max_bytes=16 * 1024, idle_timeout_s=0.5, headers_timeout_s=0.5, body_timeout_s=0.5)
 APPEND = "/api/modules/bank/depots/deposits/append"
@@ -173,3 +173,37 @@ def test_hostile_read_parameters_are_4xx_with_an_error_body(http, target, status
 def test_deeply_nested_query_arguments_are_400(http, body):
     response = http.post("/api/modules/jobs/queries/double", content=body)
     assert response.status_code == 400 and response.json()["error"] == "malformed_json", response.text
+
+
+@pytest.fixture
+def small_pages(monkeypatch):
+    from headwater.client import remote
+    from headwater.server import pstates
+
+    monkeypatch.setattr(pstates, "READ_PAGE_MAX", 3)
+    monkeypatch.setattr(remote, "READ_PAGE_MAX", 3)
+
+
+def test_whole_collection_reads_above_a_page_are_refused_with_how_to_page(hostile, http, small_pages):
+    cluster = hostile[0]
+    cluster.depot("jobs", "jobs").append_many([Job(7000 + i) for i in range(12)] + [Job(7100)] * 5)
+    refused = http.get("/api/modules/jobs/pstates/done/get", params={"task": 0})
+    assert refused.status_code == 422 and refused.json()["error"] == "read_too_large", refused.text
+    assert "items" in refused.json()["message"] and "3 one answer" in refused.json()["message"]
+    listed = http.get("/api/modules/jobs/pstates/log/get", params={"path": "[7100]"})
+    assert listed.status_code == 422 and "slice" in listed.json()["message"]
+    selected = http.get("/api/modules/jobs/pstates/done/select", params={"task": 0, "path": '[{"nav": "all"}]'})
+    assert selected.status_code == 422 and '"range"' in selected.json()["message"]
+    # Under the cap they answer whole, and hw.connect pages the large ones for the caller.
+    assert len(http.get("/api/modules/jobs/pstates/log/get", params={"path": "[7000]"}).json()["value"]) == 1
+    with hw.connect(hostile[1]) as client:
+        assert client.pstate("jobs", "done", task=0).get() == cluster.pstate("jobs", "done", task=0).get()
+        assert client.pstate("jobs", "log")[7100].get() == cluster.pstate("jobs", "log")[7100].get()
+        assert len(cluster.pstate("jobs", "log")[7100].get()) == 5
+
+
+def test_whole_collection_reads_run_off_the_event_loop_and_point_reads_on_it(hostile):
+    app = create_app(hostile[0])
+    assert app.answer_now("GET", "/api/modules/jobs/pstates/done/get", b"task=0", []) is None
+    assert app.answer_now("GET", "/api/modules/jobs/pstates/log/get", b"path=[1]", []) is None
+    assert app.answer_now("GET", "/api/modules/jobs/pstates/done/get", b"path=[1]", [])[0] == 200
