@@ -130,7 +130,7 @@ READS = [
     _get_url("get", ["ada@example.com", "registered_ms"]),
     _get_url("get", ["nobody@example.com"]),  # absent: found false
     _get_url("exists", ["ada@example.com"]),
-    _get_url("get", [], pstate="signups"),  # a record holding a subindexed map: read in a thread, through the ASGI path
+    _get_url("get", [], pstate="signups"),  # a record holding a subindexed map: read in a thread
     _get_url("get", ["ada@example.com"], task="1"),
     _get_url("get", ["ada@example.com"], task="x"),  # 400: not an integer
     _get_url("get", ["ada@example.com"], task="7"),  # no such task
