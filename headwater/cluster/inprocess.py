@@ -95,6 +95,32 @@ class Deployment:
                          "append again with the same idempotency_key to be sure")
 
 
+class _QueryRun:
+    """One query on the pool: if its caller gives up, its thread stops holding commits off."""
+
+    __slots__ = ("_lock", "_thread", "_finished")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._thread: int | None = None
+        self._finished = False
+
+    def __call__(self, *args: Any) -> Any:
+        with self._lock:
+            self._thread = threading.get_ident()
+        try:
+            return invoke_query(*args)
+        finally:
+            with self._lock:
+                self._finished = True
+
+    def abandon(self, transport: InProcessTransport) -> None:
+        # Under the lock the thread cannot finish and start another query: the hold is this one's.
+        with self._lock:
+            if self._thread is not None and not self._finished:
+                transport.abandon_reads(self._thread)
+
+
 class InProcessCluster:
     """An embedded cluster. `path=None` keeps data in a temporary directory removed on close."""
 
@@ -228,10 +254,13 @@ class InProcessCluster:
             deployment.check_open()
             if timeout is None:
                 return invoke_query(deployment.runtime, deployment.transport, decl, args, kwargs)
-            future = self._query_pool.submit(invoke_query, deployment.runtime, deployment.transport, decl, args, kwargs)
+            run = _QueryRun()
+            future = self._query_pool.submit(run, deployment.runtime, deployment.transport, decl, args, kwargs)
             try:
                 return future.result(timeout)
             except concurrent.futures.TimeoutError:
+                future.cancel()  # not started yet (the pool was busy): it never will
+                run.abandon(deployment.transport)
                 raise QueryTimeout(
                     f"query {module}.{name} did not finish within {timeout}s; it runs on to completion in the "
                     "background. Raise the timeout, or narrow the query (ranges with a limit, fewer tasks)"

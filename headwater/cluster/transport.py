@@ -21,49 +21,89 @@ from typing import Any
 from headwater.engine.transport import Transport
 from headwater.errors import Unavailable
 
-__all__ = ["APPENDS_IN_FLIGHT_MAX", "InProcessTransport"]
+__all__ = ["APPENDS_IN_FLIGHT_MAX", "COMMIT_WAIT_MAX_S", "InProcessTransport"]
 
 # Appends admitted to one task and not yet fully processed. When a task has this many,
 # appenders wait: a flood slows appenders instead of growing queues without bound.
 APPENDS_IN_FLIGHT_MAX = 2048
+# The longest a query waits to start at a consistent cut (for a microbatch commit to finish).
+COMMIT_WAIT_MAX_S = 60.0
 
 
-class _CommitBarrier:
-    """A readers-writer lock that prefers the writer, reentrant for readers on one thread.
+class _CommitGate:
+    """Gives queries a consistent cut of microbatch commits without anyone waiting for a query.
 
-    Readers are queries and client reads; the writer is a microbatch applying a batch on every
-    task. Preferring the writer keeps a stream of reads from postponing a commit forever. Reads
-    are the hot path, so entering and leaving take one plain lock when no commit is waiting.
+    A query holds the gate while its body runs; a microbatch's apply (the moment its staged
+    writes land on every task) must not start while a query holds it. The coordinator asks with
+    `begin_commit`, which never blocks: if queries hold the gate it answers False, and when the
+    last of them lets go the gate starts the commit and sends the coordinator's `wake` message to
+    its task. Meanwhile new queries wait (so a stream of queries cannot postpone a commit
+    forever) — for the running queries and the apply, never longer than `COMMIT_WAIT_MAX_S`.
+    Point reads never touch the gate: one task's state changes by whole batches anyway.
+
+    A query that runs past its caller's timeout is abandoned (`abandon`): its hold goes at once,
+    so the thread still running it holds nothing up. Holds are reentrant on one thread, for
+    queries that call queries.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, send: Callable[[int, bytes], None]) -> None:
+        self._send = send
         self._lock = threading.Lock()
-        self._condition = threading.Condition(self._lock)
-        self._readers = 0
-        self._writing = False
-        self._writers_waiting = 0
-        self._local = threading.local()
+        self._changed = threading.Condition(self._lock)
+        self._depth: dict[int, int] = {}  # thread id -> nesting depth of the query body it runs
+        self._holding: set[int] = set()  # threads whose query holds commits off (not abandoned)
+        self._applying = 0  # commits started and not yet ended
+        self._waiting: list[tuple[int, bytes]] = []  # commits waiting for holds: (task, wake message)
 
     def enter(self) -> None:
-        local = self._local
-        depth = getattr(local, "depth", 0)
-        local.depth = depth + 1
-        if depth:
-            return  # already inside a consistent read on this thread (a query's nested reads)
+        me = threading.get_ident()
         with self._lock:
-            while self._writing or self._writers_waiting:
-                self._condition.wait()
-            self._readers += 1
+            depth = self._depth.get(me)
+            if depth is not None:  # a query called by a query: inside the same cut
+                self._depth[me] = depth + 1
+                return
+            deadline = time.monotonic() + COMMIT_WAIT_MAX_S
+            while self._applying or self._waiting:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise Unavailable(
+                        f"a microbatch commit has not finished within {COMMIT_WAIT_MAX_S}s, so a query cannot "
+                        "start at a consistent cut; check the module's tasks (status) and retry"
+                    )
+                self._changed.wait(remaining)
+            self._depth[me] = 1
+            self._holding.add(me)
 
     def exit(self) -> None:
-        local = self._local
-        local.depth -= 1
-        if local.depth:
-            return
+        me = threading.get_ident()
         with self._lock:
-            self._readers -= 1
-            if self._readers == 0 and self._writers_waiting:
-                self._condition.notify_all()
+            depth = self._depth[me] - 1
+            if depth:
+                self._depth[me] = depth
+                return
+            del self._depth[me]
+            woken = self._release(me)
+        self._wake(woken)
+
+    def abandon(self, thread_id: int) -> None:
+        """Drop the hold of the query running on `thread_id`; it runs on, holding nothing."""
+        with self._lock:
+            woken = self._release(thread_id)
+        self._wake(woken)
+
+    def _release(self, thread_id: int) -> list[tuple[int, bytes]]:
+        if thread_id not in self._holding:
+            return []  # abandoned earlier
+        self._holding.remove(thread_id)
+        if self._holding or not self._waiting:
+            return []
+        woken, self._waiting = self._waiting, []
+        self._applying += len(woken)
+        return woken
+
+    def _wake(self, woken: list[tuple[int, bytes]]) -> None:
+        for task_id, message in woken:
+            self._send(task_id, message)
 
     @contextmanager
     def reading(self) -> Iterator[None]:
@@ -73,18 +113,20 @@ class _CommitBarrier:
         finally:
             self.exit()
 
-    def acquire_writing(self) -> None:
+    def begin_commit(self, task_id: int, wake: bytes) -> bool:
         with self._lock:
-            self._writers_waiting += 1
-            while self._writing or self._readers:
-                self._condition.wait()
-            self._writers_waiting -= 1
-            self._writing = True
+            if self._holding:
+                self._waiting.append((task_id, wake))
+                return False
+            self._applying += 1
+            return True
 
-    def release_writing(self) -> None:
+    def end_commit(self) -> None:
         with self._lock:
-            self._writing = False
-            self._condition.notify_all()
+            self._applying -= 1
+            assert self._applying >= 0, "end_commit without begin_commit"
+            if not self._applying:
+                self._changed.notify_all()
 
 
 class _Admission:
@@ -183,7 +225,7 @@ class InProcessTransport(Transport):
         self._readers: dict[int, Callable[[tuple[Any, ...]], Any]] = {}
         self._rounds: dict[int, Callable[[float], None]] = {}
         self._clients: dict[int, Callable[[bytes], None]] = {}
-        self._barrier = _CommitBarrier()
+        self._gate = _CommitGate(self.send)
         self.closed = False
 
     # wiring, done by the cluster before any task starts
@@ -228,22 +270,22 @@ class InProcessTransport(Transport):
             deliver(message)
 
     def read(self, task_id: int, request: tuple[Any, ...]) -> Any:
-        # In process (and so also for read_many: threads would only take turns on the GIL), committed state is read in the caller's thread: RocksDB reads are
-        # thread-safe and batches are atomic, so a reader never waits behind a busy task.
+        # In process (and so also for read_many: threads would only take turns on the GIL),
+        # committed state is read in the caller's thread: RocksDB reads are thread-safe and
+        # batches are atomic, so a reader never waits behind a busy task, nor behind a query.
         if self.closed:
             raise Unavailable("the cluster is closed")
-        barrier = self._barrier
-        barrier.enter()
-        try:
-            return self._readers[task_id](request)
-        finally:
-            barrier.exit()
+        return self._readers[task_id](request)
 
     def consistent_reads(self) -> AbstractContextManager[None]:
-        return self._barrier.reading()
+        return self._gate.reading()
 
-    def begin_commit(self) -> None:
-        self._barrier.acquire_writing()
+    def abandon_reads(self, thread_id: int) -> None:
+        """The query running on `thread_id` was given up (timed out): it no longer holds commits off."""
+        self._gate.abandon(thread_id)
+
+    def begin_commit(self, task_id: int, wake: bytes) -> bool:
+        return self._gate.begin_commit(task_id, wake)
 
     def end_commit(self) -> None:
-        self._barrier.release_writing()
+        self._gate.end_commit()

@@ -154,7 +154,7 @@ class MbDone(msgspec.Struct, tag=True, array_like=True):
 
 class MbControl(msgspec.Struct, tag=True, array_like=True):
     topology: str
-    action: str  # "pause" | "resume"
+    action: str  # "pause" | "resume" | "commit" (from the transport: queries stopped holding a commit off)
 
 
 class Appended(msgspec.Struct, tag=True, array_like=True):

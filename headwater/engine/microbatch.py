@@ -30,7 +30,7 @@ from headwater.engine import messages
 from headwater.engine.context import Context, RecordInfo, invocation_id
 from headwater.engine.definitions import MicrobatchDecl, Retry
 from headwater.engine.meta import U64, DeadLetterEntry, dead_key, meta_encoder, progress_key
-from headwater.engine.messages import BatchFailure, Hop, MbAck, MbDone, MbPhase, MbProcess, TreeRef
+from headwater.engine.messages import BatchFailure, Hop, MbAck, MbControl, MbDone, MbPhase, MbProcess, TreeRef
 from headwater.storage import Batch
 
 if TYPE_CHECKING:
@@ -337,6 +337,10 @@ class BatchCoordinator:
         self._maybe_start()
 
     def on_control(self, action: str) -> None:
+        if action == "commit":  # the queries that held the commit off ended; the transport started it
+            if self.phase == "decided":
+                self._apply()
+            return
         self.paused = action == "pause"
         self._maybe_start()
 
@@ -396,10 +400,11 @@ class BatchCoordinator:
             batch = Batch()
             batch.put("meta", _key(self.name, "decided"), U64.pack(self.batch))
             self.task.store.write(batch, sync=True)  # the commit point: from here the batch will be applied
-            self.task.transport.begin_commit()
-            self.committing = True
-            self.phase, self.done = "apply", set()
-            self._broadcast(MbPhase(self.name, self.batch, "apply"))
+            self.phase = "decided"
+            wake = messages.encode(MbControl(self.name, "commit"))
+            if self.task.transport.begin_commit(self.task.task_id, wake):
+                self._apply()
+            # else running queries hold the commit off; the transport sends `wake` when they end
         else:
             self.release()
             self.decided = self.batch
@@ -407,6 +412,11 @@ class BatchCoordinator:
             self.batches += 1
             self.phase = "idle"
             self._finish()
+
+    def _apply(self) -> None:
+        self.committing = True
+        self.phase, self.done = "apply", set()
+        self._broadcast(MbPhase(self.name, self.batch, "apply"))
 
     def _finish(self) -> None:
         self.work_waiting = self.work_waiting or self.more

@@ -55,15 +55,22 @@ class Transport(ABC):
 
     @abstractmethod
     def consistent_reads(self) -> AbstractContextManager[None]:
-        """Reads made inside see no microbatch half-applied: commits wait until the block ends."""
+        """Reads made inside (a query's) see no microbatch half-applied: commits wait until the block ends.
+
+        Entering waits while a commit is applying or waiting to; nothing else ever waits for it.
+        """
 
     @abstractmethod
-    def begin_commit(self) -> None:
-        """Wait until no consistent read is running, then hold new ones off (microbatch apply)."""
+    def begin_commit(self, task_id: int, wake: bytes) -> bool:
+        """Start applying a microbatch commit if no consistent read is running, and hold new ones off.
+
+        Never blocks. False: reads are running; when they end, the commit is started for the
+        caller and `wake` is sent to task `task_id`.
+        """
 
     @abstractmethod
     def end_commit(self) -> None:
-        """Let consistent reads run again."""
+        """A commit finished applying on every task: let consistent reads run again."""
 
     def read_many(self, requests: list[tuple[int, tuple[Any, ...]]]) -> list[Any]:
         """Several reads, possibly on several tasks at once; results in request order."""

@@ -217,3 +217,90 @@ def test_progress_reports_every_topology_and_partition(cluster):
     progress = cluster.progress("mb")
     assert sum(progress["count"]["items"]) == 30 and len(progress["count"]["items"]) == 3
     assert progress["echo"]["echoes"] == [0, 0, 0]
+
+
+HELD_QUERY_S_MAX = 30  # a held query lets go after this, so a failing test never hangs
+PROMPT_S = 5.0  # far below HELD_QUERY_S_MAX: an operation that took longer waited for the query
+
+
+def held_query_module(entered: threading.Event, release: threading.Event) -> hw.Module:
+    m = hw.Module("held")
+    items = m.depot("items", Item)
+    notes = m.depot("notes", Item, partition_by="key")
+    counts = m.pstate("counts", hw.Map(int, int))
+    noted = m.pstate("noted", hw.Map(int, int))
+
+    @m.microbatch(items)
+    def count(ctx: hw.Context, item: Item) -> None:
+        ctx.hop(item.key, bump, item.key)
+
+    @m.step
+    def bump(ctx: hw.Context, key: int) -> None:
+        ctx.pstate(counts)[key].increment()
+
+    @m.stream(notes)
+    def note(ctx: hw.Context, item: Item) -> int:
+        ctx.pstate(noted)[item.key].increment()
+        return item.key
+
+    @m.query
+    def held(ctx: hw.QueryContext) -> int:
+        seen = sum(ctx.pstate(counts)[k].get(0) for k in range(8))
+        entered.set()
+        release.wait(HELD_QUERY_S_MAX)
+        assert seen == sum(ctx.pstate(counts)[k].get(0) for k in range(8)), "a commit landed inside the query's cut"
+        return seen
+
+    return m
+
+
+def promptly(fn, *args, **kwargs):
+    started = time.monotonic()
+    result = fn(*args, **kwargs)
+    assert time.monotonic() - started < PROMPT_S, f"{fn.__name__} waited for a query"
+    return result
+
+
+def wait_for_phase(cluster, phase: str) -> None:
+    deadline = time.monotonic() + PROMPT_S
+    while cluster._microbatch_status("held", "count")["phase"] != phase:
+        assert time.monotonic() < deadline, f"the batch never reached {phase!r}"
+        time.sleep(0.005)
+
+
+def test_reads_appends_and_streams_never_wait_for_a_running_query(cluster):
+    entered, release = threading.Event(), threading.Event()
+    cluster.deploy(held_query_module(entered, release), tasks=2)
+    outcome: list[int] = []
+    query = threading.Thread(target=lambda: outcome.append(cluster.query("held", "held")(timeout=60)))
+    query.start()
+    try:
+        assert entered.wait(PROMPT_S)
+        cluster.depot("held", "items").append_many([Item(k) for k in range(8)], ack="append")
+        wait_for_phase(cluster, "decided")  # the batch is decided and waits for the query to end
+        counts, noted = cluster.pstate("held", "counts"), cluster.pstate("held", "noted")
+        assert [promptly(counts[k].get, 0) for k in range(8)] == [0] * 8  # every task; not applied yet
+        notes = cluster.depot("held", "notes")
+        for key in range(8):  # keys on every task, task 0 included: appended and processed
+            assert promptly(notes.append, Item(key))["note"] == key
+        assert [noted[k].get() for k in range(8)] == [1] * 8
+    finally:
+        release.set()
+        query.join(HELD_QUERY_S_MAX)
+    assert outcome == [0]
+    cluster.wait_for_microbatch("held", "count", processed=8, timeout=PROMPT_S)
+    assert [cluster.pstate("held", "counts")[k].get() for k in range(8)] == [1] * 8
+
+
+def test_a_timed_out_query_holds_no_commit(cluster):
+    entered, release = threading.Event(), threading.Event()
+    cluster.deploy(held_query_module(entered, release), tasks=2)
+    try:
+        with pytest.raises(hw.QueryTimeout):
+            cluster.query("held", "held")(timeout=0.3)
+        assert entered.is_set() and not release.is_set()  # still running in the background
+        cluster.depot("held", "items").append_many([Item(k) for k in range(8)], ack="append")
+        promptly(cluster.wait_for_microbatch, "held", "count", processed=8, timeout=PROMPT_S)
+        assert [cluster.pstate("held", "counts")[k].get() for k in range(8)] == [1] * 8
+    finally:
+        release.set()
