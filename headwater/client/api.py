@@ -146,7 +146,7 @@ class DepotClient:
         message = AppendRecord(depot.depot_id, partition, data, ack.value, deployment.client_id, request, idempotency_key)
         try:
             deployment.transport.admit_append(depot.task_of_partition(partition), messages.encode(message),
-                                              timeout_s=timeout, caller_waits=waits_here)
+                                              size_bytes=len(data), timeout_s=timeout, caller_waits=waits_here)
         except BaseException:
             deployment.router.forget(request)
             raise

@@ -19,13 +19,22 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from headwater.engine.transport import Transport
-from headwater.errors import Unavailable
+from headwater.errors import AckTimeout, Unavailable
 
-__all__ = ["APPENDS_IN_FLIGHT_MAX", "COMMIT_WAIT_MAX_S", "InProcessTransport"]
+__all__ = ["APPEND_BYTES_IN_FLIGHT_MAX", "APPENDS_IN_FLIGHT_MAX", "COMMIT_WAIT_MAX_S", "INBOX_BYTES_MAX",
+           "InProcessTransport"]
 
 # Appends admitted to one task and not yet fully processed. When a task has this many,
 # appenders wait: a flood slows appenders instead of growing queues without bound.
 APPENDS_IN_FLIGHT_MAX = 2048
+# Event bytes of the appends admitted to one task and not yet fully processed: appenders wait
+# for room, so a flood of big events cannot fill memory (an event bigger than this is admitted
+# alone).
+APPEND_BYTES_IN_FLIGHT_MAX = 64 * 1024 * 1024
+# Bytes of messages (hops, topology appends, client appends) queued in one task's inbox. While
+# any inbox of a module holds more, its tasks start no new records (hops and acks still flow),
+# so fan-out cannot outrun the tasks that receive it.
+INBOX_BYTES_MAX = 64 * 1024 * 1024
 # The longest a query waits to start at a consistent cut (for a microbatch commit to finish).
 COMMIT_WAIT_MAX_S = 60.0
 
@@ -130,43 +139,48 @@ class _CommitGate:
 
 
 class _Admission:
-    """Counts the appends in flight to one task; appenders wait only while it is full.
+    """Counts the appends, and their event bytes, in flight to one task; appenders wait only while
+    either is full. An event bigger than the byte limit is admitted when nothing else is in flight.
 
     Admitting and releasing take one plain lock (a threading.Semaphore would take a
     Python-level Condition on every call, and the task releases once per append).
     """
 
-    __slots__ = ("_free", "_lock", "_room", "_waiting")
+    __slots__ = ("_free", "_free_bytes", "_limit_bytes", "_lock", "_room", "_waiting")
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, limit_bytes: int) -> None:
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)
         self._free = limit
+        self._free_bytes = self._limit_bytes = limit_bytes
         self._waiting = 0
 
-    def acquire(self, timeout_s: float) -> bool:
-        with self._lock:
-            if self._free > 0:
-                self._free -= 1
-                return True
-            deadline = time.monotonic() + timeout_s
-            self._waiting += 1
-            try:
-                while self._free <= 0:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        return False
-                    self._room.wait(remaining)
-                self._free -= 1
-                return True
-            finally:
-                self._waiting -= 1
+    def _full(self, size_bytes: int) -> bool:
+        return self._free <= 0 or (size_bytes > self._free_bytes and self._free_bytes < self._limit_bytes)
 
-    def release(self, count: int) -> None:
+    def acquire(self, size_bytes: int, timeout_s: float) -> bool:
+        with self._lock:
+            if self._full(size_bytes):
+                deadline = time.monotonic() + timeout_s
+                self._waiting += 1
+                try:
+                    while self._full(size_bytes):
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            return False
+                        self._room.wait(remaining)
+                finally:
+                    self._waiting -= 1
+            self._free -= 1
+            self._free_bytes -= size_bytes
+            return True
+
+    def release(self, count: int, size_bytes: int) -> None:
         with self._lock:
             self._free += count
-            if self._waiting:
-                self._room.notify(count)
+            self._free_bytes += size_bytes
+            if self._waiting:  # all of them: room in bytes may fit several small appends, or none
+                self._room.notify_all()
 
 
 class Inbox:
@@ -174,10 +188,11 @@ class Inbox:
     every message is taken by whichever thread runs the next round, in arrival order; `poke`
     wakes the task thread with no message (a round run elsewhere left work behind)."""
 
-    __slots__ = ("_items", "_mutex", "_wake", "_sleeping", "_poked")
+    __slots__ = ("_items", "_mutex", "_wake", "_sleeping", "_poked", "queued_bytes")
 
     def __init__(self) -> None:
         self._items: deque[bytes] = deque()
+        self.queued_bytes = 0  # of the messages waiting: read without the mutex, as a hint
         self._mutex = threading.Lock()
         self._wake = threading.Lock()
         self._wake.acquire()
@@ -187,6 +202,7 @@ class Inbox:
     def put(self, item: bytes, *, wake: bool = True) -> None:
         with self._mutex:
             self._items.append(item)
+            self.queued_bytes += len(item)
             if wake:
                 self._wake_sleeper()
 
@@ -201,21 +217,29 @@ class Inbox:
             self._sleeping = False
             self._wake.release()
 
-    def wait(self) -> None:
+    def wait(self, timeout_s: float | None = None) -> None:
         with self._mutex:
             if self._items or self._poked:
                 self._poked = False
                 return
             self._sleeping = True
-        self._wake.acquire()
+        woken = self._wake.acquire(timeout=-1 if timeout_s is None else timeout_s)
         with self._mutex:
+            if not woken:
+                if self._sleeping:
+                    self._sleeping = False  # nobody woke it
+                else:
+                    self._wake.acquire()  # woken just after the timeout: take the release back
             self._poked = False
 
     def get_nowait(self) -> bytes:
-        try:
-            return self._items.popleft()
-        except IndexError:
-            raise queue.Empty from None
+        with self._mutex:
+            try:
+                item = self._items.popleft()
+            except IndexError:
+                raise queue.Empty from None
+            self.queued_bytes -= len(item)
+            return item
 
 
 class InProcessTransport(Transport):
@@ -233,7 +257,7 @@ class InProcessTransport(Transport):
                       run_round_here: Callable[[float], None]) -> Inbox:
         inbox = Inbox()
         self._inboxes[task_id] = inbox
-        self._slots[task_id] = _Admission(APPENDS_IN_FLIGHT_MAX)
+        self._slots[task_id] = _Admission(APPENDS_IN_FLIGHT_MAX, APPEND_BYTES_IN_FLIGHT_MAX)
         self._readers[task_id] = read
         self._rounds[task_id] = run_round_here
         return inbox
@@ -244,15 +268,15 @@ class InProcessTransport(Transport):
     def send(self, task_id: int, message: bytes) -> None:
         self._inboxes[task_id].put(message)
 
-    def admit_append(self, task_id: int, message: bytes, *, timeout_s: float, caller_waits: bool = False) -> None:
+    def admit_append(self, task_id: int, message: bytes, *, size_bytes: int, timeout_s: float,
+                     caller_waits: bool = False) -> None:
         if self.closed:
             raise Unavailable("the cluster is closed")
-        if not self._slots[task_id].acquire(timeout_s):
-            from headwater.errors import AckTimeout
-
+        if not self._slots[task_id].acquire(size_bytes, timeout_s):
             raise AckTimeout(
-                f"task {task_id} has {APPENDS_IN_FLIGHT_MAX} appends in flight and admitted none within "
-                f"{timeout_s}s; nothing was appended. Retry later or raise the timeout"
+                f"task {task_id} has {APPENDS_IN_FLIGHT_MAX} appends or {APPEND_BYTES_IN_FLIGHT_MAX:,} event bytes "
+                f"in flight and admitted none within {timeout_s}s; nothing was appended. Retry later or raise "
+                "the timeout"
             )
         inbox = self._inboxes[task_id]
         if caller_waits:
@@ -261,8 +285,11 @@ class InProcessTransport(Transport):
         else:
             inbox.put(message)
 
-    def release_appends(self, task_id: int, count: int) -> None:
-        self._slots[task_id].release(count)
+    def release_appends(self, task_id: int, count: int, size_bytes: int) -> None:
+        self._slots[task_id].release(count, size_bytes)
+
+    def congested(self) -> bool:
+        return any(inbox.queued_bytes > INBOX_BYTES_MAX for inbox in self._inboxes.values())
 
     def reply(self, client_id: int, message: bytes) -> None:
         deliver = self._clients.get(client_id)

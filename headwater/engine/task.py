@@ -75,10 +75,15 @@ _log = logging.getLogger("headwater.task")
 INBOX_DRAIN_MAX = 512  # messages taken from the inbox per loop turn
 PUMP_RECORDS_MAX = 256  # records processed per loop turn before the inbox is looked at again
 PUMP_TIME_MAX_S = 0.02  # ... or this much time, so new appends are made durable while handlers are slow
-RECENT_RECORDS_MAX = 65_536  # just-appended records kept in memory so processing needs no read
+# Just-appended records kept in memory so that processing them needs no read, at most this many
+# and this many event bytes (big events are read back from the store instead).
+RECENT_RECORDS_MAX = 65_536
+RECENT_BYTES_MAX = 64 * 1024 * 1024
 # An appender runs a round itself only if its timeout is this many times the slowest recent round.
 ROUND_TIMEOUT_SHARE = 10
 SLOW_ROUND_DECAY = 0.95  # per round
+CONGESTED_POLL_S = 0.005  # how soon a task whose receivers were congested looks again
+ROUND_SEND_BYTES_MAX = 16 * 1024 * 1024  # a round starts no more records once its handlers sent this much
 _FULL, _NONE = Ack.FULL.value, Ack.NONE.value
 _OPEN_RECORD_NEW = meta_encoder.encode(OpenRecord())
 
@@ -94,15 +99,20 @@ class _Outcome:
 
 
 class _Reply:
-    """Who waits for a record's processing, and whether their append holds an admission slot."""
+    """Who waits for a record's processing, and the event bytes their append holds admitted (or None)."""
 
-    __slots__ = ("ack", "admitted", "client", "request")
+    __slots__ = ("ack", "admitted_bytes", "client", "request")
 
-    def __init__(self, client: int, request: int, ack: str, admitted: bool) -> None:
+    def __init__(self, client: int, request: int, ack: str, admitted_bytes: int | None) -> None:
         self.client = client
         self.request = request
         self.ack = ack
-        self.admitted = admitted
+        self.admitted_bytes = admitted_bytes
+
+
+def _admitted(append: AppendRecord) -> int | None:
+    """A client append was admitted with its event's size; a topology's (ctx.append) was not admitted."""
+    return len(append.event) if append.client >= 0 else None
 
 
 class _RecordState:
@@ -173,6 +183,7 @@ class Task:
         self._depot_end = {d.depot_id: self._stored_end(d.depot_id) for d in runtime.depots.values() if d.partitions > task_id}
         self._cursors: dict[tuple[str, int], int] = {}
         self._recent: dict[tuple[int, int], list[Any]] = {}  # (depot, offset) -> [timestamp_us, event, readers left]
+        self._recent_bytes = 0
         self._records: dict[tuple[int, int], _RecordState] = {}
         self._trees: dict[int, _TreeState] = {}
         self._tree_seq = 0
@@ -188,6 +199,7 @@ class Task:
         self._round = Batch()
         self._round_txn = self._new_txn(self._pstate_reader)
         self._outgoing: list[tuple[int, bytes]] = []
+        self._outgoing_bytes = 0  # of what handlers of this round sent (hops, appends)
         self._replies: list[tuple[int, bytes]] = []
         self._durable_replies: list[tuple[int, bytes]] = []  # Appended: may leave as soon as the sync is done
         # Full-ack appends made durable this round, by (client, request): their Completed reply
@@ -196,6 +208,7 @@ class Task:
         self._unanswered: dict[tuple[int, int], tuple[int, int]] = {}
         self._progress: dict[tuple[str, int], int] = {}  # (topology, depot id) -> next offset, written per round
         self._releases = 0
+        self._released_bytes = 0
         self._participants = {name: BatchParticipant(self, decl) for name, decl in runtime.microbatches.items()}
         self._coordinators = (
             {name: BatchCoordinator(self, decl) for name, decl in runtime.microbatches.items()}
@@ -206,6 +219,7 @@ class Task:
         self._turn = threading.Lock()
         self._stopping = False
         self._backlog = True  # the last round left records or replays to process
+        self._congested = False  # the last round started no records: the module's inboxes were full
         self._slow_round_s = 0.0
         self._thread = threading.Thread(target=self._run, name=f"headwater-{runtime.name}-task-{task_id}", daemon=True)
         self.failure: BaseException | None = None
@@ -296,7 +310,9 @@ class Task:
                     coordinator.start()
                 self._end_round()
             while self._live:
-                if not self._backlog:
+                if self._congested:  # look again soon: room frees up as the receivers drain
+                    self.inbox.wait(CONGESTED_POLL_S)
+                elif not self._backlog:
                     self.inbox.wait()
                 with self._turn:
                     if self._live:
@@ -378,10 +394,12 @@ class Task:
         for client, data in self._replies:
             transport.reply(client, data)
         if self._releases:
-            transport.release_appends(self.task_id, self._releases)
+            transport.release_appends(self.task_id, self._releases, self._released_bytes)
         self._outgoing.clear()
+        self._outgoing_bytes = 0
         self._replies.clear()
         self._releases = 0
+        self._released_bytes = 0
 
     def _sync(self) -> None:
         """Sync the WAL if appends were written since the last sync (their round's writes ride along).
@@ -500,14 +518,15 @@ class Task:
             elif append.ack != _NONE:
                 appended = messages.Appended(append.request, append.partition, offset)
                 self._durable_replies.append((append.client, messages.encode(appended)))
-        reply = _Reply(append.client, append.request, append.ack, append.client >= 0)
+        reply = _Reply(append.client, append.request, append.ack, _admitted(append))
         record = _RecordState(append.depot_id, offset, len(depot.subscribers), append.idempotency_key is not None)
         if append.client >= 0:
             record.replies.append(reply)
         if depot.subscribers:
             self._records[(append.depot_id, offset)] = record
-            if len(self._recent) < RECENT_RECORDS_MAX:
+            if len(self._recent) < RECENT_RECORDS_MAX and self._recent_bytes + len(append.event) <= RECENT_BYTES_MAX:
                 self._recent[(append.depot_id, offset)] = [timestamp_us, append.event, len(depot.subscribers)]
+                self._recent_bytes += len(append.event)
         else:
             self._finish_record(record)
 
@@ -516,7 +535,7 @@ class Task:
         stored = self.store.get("meta", idem_key(append.depot_id, append.idempotency_key or ""))
         assert stored is not None
         offset = U64.unpack(stored[:8])[0]
-        reply = _Reply(append.client, append.request, append.ack, append.client >= 0)
+        reply = _Reply(append.client, append.request, append.ack, _admitted(append))
         if stored[8:] != xxhash.xxh64_digest(append.event):
             failure = (
                 f"idempotency key {append.idempotency_key!r} was first used for a different event "
@@ -545,8 +564,9 @@ class Task:
             self._replies.append((reply.client, messages.encode(done)))
             if self._unanswered:
                 self._unanswered.pop((reply.client, reply.request), None)
-        if reply.admitted:
+        if reply.admitted_bytes is not None:
             self._releases += 1
+            self._released_bytes += reply.admitted_bytes
 
     def _finish_record(self, record: _RecordState) -> None:
         self._records.pop((record.depot_id, record.offset), None)
@@ -560,10 +580,17 @@ class Task:
 
     # ---- stream processing ----------------------------------------------------------------
     def _pump(self) -> bool:
-        """Advance topologies over their backlog; True when work remains for the next turn."""
+        """Advance topologies over their backlog; True when work remains for the next turn.
+
+        Nothing starts while the module's inboxes are congested: what a record's handler sends
+        (hops, appends) would only queue up in memory behind them.
+        """
+        self._congested = self.transport.congested()
+        if self._congested:
+            return True
         budget = PUMP_RECORDS_MAX
         deadline = time.monotonic() + PUMP_TIME_MAX_S
-        while self._replays and budget:
+        while self._replays and budget and self._outgoing_bytes < ROUND_SEND_BYTES_MAX:
             self._resend(*self._replays.popleft())
             budget -= 1
         for stream, depot in self._subscriptions:
@@ -577,6 +604,8 @@ class Task:
                 budget -= 1
                 if time.monotonic() >= deadline:
                     return True  # slow handlers: commit what ran and look at the inbox again
+                if self._outgoing_bytes >= ROUND_SEND_BYTES_MAX:
+                    return True  # big fan-out: send it, and see whether the receivers keep up
         return budget == 0
 
     def _resend(self, topology: str, pending_key: bytes, offset: int, outbox: bytes) -> None:
@@ -595,7 +624,9 @@ class Task:
             assert isinstance(message, (Hop, AppendRecord))
             message.tree = tree
             state.xor ^= message.invocation
-            self._outgoing.append((task_id, messages.encode(message)))
+            data = messages.encode(message)
+            self._outgoing.append((task_id, data))
+            self._outgoing_bytes += len(data)
 
     def _read_record(self, depot_id: int, offset: int, *, consume: bool) -> tuple[int, bytes]:
         cached = self._recent.get((depot_id, offset))
@@ -604,6 +635,7 @@ class Task:
                 cached[2] -= 1
                 if cached[2] == 0:
                     del self._recent[(depot_id, offset)]
+                    self._recent_bytes -= len(cached[1])
             return cached[0], cached[1]
         value = self.store.get("depot", depot_key(depot_id, offset))
         assert value is not None, f"depot {depot_id} offset {offset} is below the end but missing"
@@ -695,6 +727,7 @@ class Task:
             _log.warning("%s.%s: %s at %s/%s offset %s went to the dead letters: %s", self.runtime.name,
                          invocation.topology, kind, info.depot, info.partition, info.offset, outcome.error[0])
         self._outgoing.extend(invocation.outbox)
+        self._outgoing_bytes += sum(len(data) for _, data in invocation.outbox)
 
     # ---- trees ----------------------------------------------------------------------------
     def _send_ack(self, ack: TreeAck) -> None:
@@ -747,7 +780,7 @@ class Task:
 
     # ---- dead letters ---------------------------------------------------------------------
     def _retry_dead_letter(self, message: RetryDeadLetter) -> None:
-        reply = _Reply(message.client, message.request, _FULL, False)
+        reply = _Reply(message.client, message.request, _FULL, None)
         stored = self.store.get("meta", dead_key(message.topology, message.dead_letter_id))
         if stored is None:
             failure = f"dead letter {message.dead_letter_id} of topology {message.topology!r} is gone (already retried?)"

@@ -20,8 +20,8 @@ class Inbox(Protocol):
     def get_nowait(self) -> bytes:
         """The oldest message; `queue.Empty` if there is none."""
 
-    def wait(self) -> None:
-        """Block until a message is waiting (without taking it) or `poke` was called."""
+    def wait(self, timeout_s: float | None = None) -> None:
+        """Block until a message is waiting (without taking it), `poke` was called, or `timeout_s` passed."""
 
     def poke(self) -> None:
         """Wake the task thread with no message."""
@@ -33,8 +33,10 @@ class Transport(ABC):
         """Deliver to a task's inbox. Messages between two endpoints arrive in send order."""
 
     @abstractmethod
-    def admit_append(self, task_id: int, message: bytes, *, timeout_s: float, caller_waits: bool = False) -> None:
-        """Deliver a client append, waiting while the task has too many appends in flight.
+    def admit_append(self, task_id: int, message: bytes, *, size_bytes: int, timeout_s: float,
+                     caller_waits: bool = False) -> None:
+        """Deliver a client append, waiting while the task has too many appends, or event bytes
+        (`size_bytes` is this event's), in flight.
 
         `caller_waits`: the caller will do nothing but wait, up to `timeout_s`, for this append's
         processing. A transport whose tasks run in the caller's process may run the task's round
@@ -42,8 +44,12 @@ class Transport(ABC):
         """
 
     @abstractmethod
-    def release_appends(self, task_id: int, count: int) -> None:
-        """A task finished processing `count` admitted appends."""
+    def release_appends(self, task_id: int, count: int, size_bytes: int) -> None:
+        """A task finished processing `count` admitted appends of `size_bytes` event bytes in all."""
+
+    @abstractmethod
+    def congested(self) -> bool:
+        """Messages queued for the module's tasks are over their bound: start no new records now."""
 
     @abstractmethod
     def reply(self, client_id: int, message: bytes) -> None:

@@ -307,6 +307,88 @@ def test_a_flood_of_appends_is_bounded_by_backpressure(cluster, monkeypatch):
     assert len(submitted) == 100
 
 
+@dataclass
+class Blob:
+    data: bytes
+
+
+def test_big_events_are_bounded_by_bytes_in_flight(cluster):
+    from headwater.cluster.transport import APPEND_BYTES_IN_FLIGHT_MAX
+
+    m = hw.Module("blobs")
+    blobs = m.depot("blobs", Blob)
+    gate = threading.Event()
+
+    @m.stream(blobs)
+    def stuck(ctx: hw.Context, blob: Blob) -> None:
+        gate.wait(10)
+
+    cluster.deploy(m, tasks=1)
+    depot, size = cluster.depot("blobs", "blobs"), 256 * 1024
+    admitted = 0
+    try:
+        with pytest.raises(hw.AckTimeout, match="event bytes in flight"):
+            while admitted <= 2 * APPEND_BYTES_IN_FLIGHT_MAX // size:
+                depot.append(Blob(bytes(size)), ack="none", timeout=0.2)
+                admitted += 1
+        # Far fewer than the 2,048 records allowed: the bytes are the bound.
+        assert APPEND_BYTES_IN_FLIGHT_MAX // size - 1 <= admitted <= APPEND_BYTES_IN_FLIGHT_MAX // size
+    finally:
+        gate.set()
+    depot.append(Blob(b"last"), timeout=10)  # room again once processed: admitted and acked
+
+
+def test_an_event_bigger_than_the_byte_bound_is_admitted_alone(cluster, monkeypatch):
+    from headwater.cluster import transport
+
+    monkeypatch.setattr(transport, "APPEND_BYTES_IN_FLIGHT_MAX", 1024)
+    m = hw.Module("huge")
+    blobs = m.depot("blobs", Blob)
+
+    @m.stream(blobs)
+    def size(ctx: hw.Context, blob: Blob) -> int:
+        return len(blob.data)
+
+    cluster.deploy(m, tasks=1)
+    assert cluster.depot("huge", "blobs").append(Blob(bytes(100_000)))["size"] == 100_000
+
+
+def test_fan_out_stops_while_the_receivers_inboxes_are_full(cluster):
+    from headwater.cluster.transport import INBOX_BYTES_MAX
+    from headwater.engine.task import ROUND_SEND_BYTES_MAX
+
+    m = hw.Module("fanbytes")
+    jobs = m.depot("jobs", Job, partitioned=False)  # every record on task 0
+    gate = threading.Event()
+    received = m.pstate("received", hw.List(int))  # one per task
+    payload_bytes = 256 * 1024
+
+    @m.stream(jobs)
+    def spray(ctx: hw.Context, job: Job) -> None:
+        ctx.hop_task(1, land, job.key, bytes(payload_bytes))  # task 1 takes its time
+
+    @m.step
+    def land(ctx: hw.Context, key: int, payload: bytes) -> None:
+        gate.wait(10)
+        ctx.pstate(received).append(key)
+
+    cluster.deploy(m, tasks=2)
+    records = 2 * (INBOX_BYTES_MAX + ROUND_SEND_BYTES_MAX) // payload_bytes
+    cluster.depot("fanbytes", "jobs").append_many([Job(k) for k in range(records)], ack="append")
+    inbox = cluster._deployments["fanbytes"].transport._inboxes[1]
+    most, deadline = 0, time.monotonic() + 1.0
+    while time.monotonic() < deadline:  # task 0 sends until task 1's inbox is full, then waits
+        most = max(most, inbox.queued_bytes)
+        time.sleep(0.005)
+    gate.set()
+    assert INBOX_BYTES_MAX < most <= INBOX_BYTES_MAX + ROUND_SEND_BYTES_MAX + 2 * payload_bytes
+    view = cluster.pstate("fanbytes", "received", task=1)
+    deadline = time.monotonic() + 30
+    while view.size() < records:  # then everything flows
+        assert time.monotonic() < deadline, "fan-out never resumed"
+        time.sleep(0.01)
+
+
 def test_append_ack_does_not_wait_for_slow_processing(cluster):
     m = hw.Module("sluggish")
     jobs = m.depot("jobs", Job)
