@@ -17,6 +17,7 @@ One root, so callers can catch everything headwater means to raise with one clau
     ├── AckTimeout             a full ack did not arrive in time; the event is durable and still processing
     ├── QueryTimeout           a query did not finish in time (it runs on to completion in the background)
     ├── QueryDepthExceeded     queries invoking queries nested deeper than the bound
+    ├── HopDepthExceeded       a chain of hops (a step hopping on, and on) longer than the bound
     ├── Unavailable            the cluster or task cannot serve the call now (closed, shutting down)
     └── StorageError           the storage engine failed (disk full, corruption); wraps the driver error
 
@@ -33,6 +34,7 @@ __all__ = [
     "DefinitionError",
     "HandlerError",
     "HeadwaterError",
+    "HopDepthExceeded",
     "IdempotencyConflict",
     "NotFound",
     "PathError",
@@ -147,6 +149,10 @@ class QueryTimeout(HeadwaterError, TimeoutError):
 
 class QueryDepthExceeded(HeadwaterError, RecursionError):
     """Queries invoked queries more deeply nested than allowed."""
+
+
+class HopDepthExceeded(HeadwaterError, RecursionError):
+    """A chain of hops, each step hopping to the next, grew longer than allowed: hops keep causing hops."""
 
 
 class Unavailable(HeadwaterError):

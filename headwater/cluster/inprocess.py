@@ -32,6 +32,7 @@ __all__ = ["Deployment", "InProcessCluster"]
 
 TASKS_MAX = 1024
 QUERY_THREADS_MAX = 8  # queries of one cluster running at once; more wait for a free thread
+CONTROL_WAIT_MAX_S = 30.0  # the longest pause/resume waits for task 0 to take it
 _clients = itertools.count(1)
 
 
@@ -316,7 +317,13 @@ class InProcessCluster:
         self._microbatch_status(module, topology)  # NotFound for unknown names, before anything is sent
         deployment = self._deployment(module)
         deployment.transport.send(0, encode(MbControl(topology, action)))
+        deadline = time.monotonic() + CONTROL_WAIT_MAX_S
         while self._microbatch_status(module, topology)["paused"] != (action == "pause"):
+            if time.monotonic() >= deadline:
+                raise Unavailable(
+                    f"task 0 of module {module!r} did not take the {action} of {topology!r} within "
+                    f"{CONTROL_WAIT_MAX_S}s; check cluster.status() and retry"
+                )
             time.sleep(0.001)
 
     def close(self) -> None:

@@ -17,7 +17,7 @@ from headwater.engine import messages
 from headwater.engine.messages import AppendRecord, Hop, TreeRef
 from headwater.pstate import View
 from headwater.schema import task_for_key
-from headwater.errors import ReadOnlyError, SchemaError, WrongPartitionError
+from headwater.errors import HopDepthExceeded, ReadOnlyError, SchemaError, WrongPartitionError
 
 if TYPE_CHECKING:
     from headwater.engine.runtime import ModuleRuntime, PStateRuntime
@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 __all__ = ["FINISHED", "Context", "Invocation", "PStateExecutor", "RecordInfo", "TaskViews", "TxnSlot", "invocation_id"]
 
 _logger = logging.getLogger("headwater.handler")
+
+# Hops in one chain (a step hopping to a step that hops on...): past this, something hops without end.
+HOP_DEPTH_MAX = 1_000
 
 
 def invocation_id() -> int:
@@ -44,10 +47,11 @@ class Invocation:
     """Everything one run of user code did, kept apart until the task commits or drops it."""
 
     __slots__ = ("topology", "tree", "record", "txn", "outbox", "children_xor", "has_children", "returned",
-                 "deferred_appends")
+                 "deferred_appends", "depth")
 
-    def __init__(self, topology: str, tree: TreeRef | None, record: RecordInfo, txn: Any) -> None:
+    def __init__(self, topology: str, tree: TreeRef | None, record: RecordInfo, txn: Any, depth: int = 0) -> None:
         self.topology = topology
+        self.depth = depth  # hops between the root invocation and this one
         self.tree = tree
         self.record = record
         self.txn = txn  # headwater.pstate.Txn
@@ -79,10 +83,11 @@ class TxnSlot:
     pointed at each invocation's Txn in turn, instead of building views per call.
     """
 
-    __slots__ = ("txn",)
+    __slots__ = ("txn", "writer")
 
     def __init__(self, txn: Any = FINISHED) -> None:
         self.txn = txn
+        self.writer = "stream"  # the kind of topology whose invocation runs: "stream" | "microbatch"
 
 
 _NO_KEY = object()
@@ -91,10 +96,13 @@ _NO_KEY = object()
 class PStateExecutor:
     """Runs paths of a handler's PState view on its task, checking the task owns the key."""
 
-    __slots__ = ("_pstate", "_layout", "_partitioned", "_keyed", "_slot", "_task_id", "_tasks", "_writable", "_owned")
+    __slots__ = ("_pstate", "_layout", "_partitioned", "_keyed", "_slot", "_task_id", "_tasks", "_writable", "_owned",
+                 "_writers")
 
-    def __init__(self, pstate: PStateRuntime, slot: TxnSlot, task_id: int, tasks: int, *, writable: bool) -> None:
+    def __init__(self, pstate: PStateRuntime, slot: TxnSlot, task_id: int, tasks: int, *, writable: bool,
+                 writers: Any = None) -> None:
         self._pstate = pstate
+        self._writers = writers  # the module's WriterGuard: one kind of topology writes a PState
         self._layout = pstate.layout  # attributes read on every operation are kept flat: this is a hot path
         self._partitioned = pstate.decl.partitioned
         self._keyed = pstate.keyed
@@ -136,6 +144,7 @@ class PStateExecutor:
                 "append to a depot and write from a topology instead"
             )
         self._check_owner(steps)
+        self._writers.check(self._pstate.name, self._slot.writer)  # what the deploy-time source scan missed
         self._layout.write(self._slot.txn, steps, op, args, kwargs or {})
 
 
@@ -157,7 +166,8 @@ class TaskViews:
         except (KeyError, TypeError):
             pass
         pstate = self._runtime.pstate(decl_or_name)  # NotFound, naming the PStates there are
-        executor = PStateExecutor(pstate, self.slot, self._task_id, self._runtime.tasks, writable=self._writable)
+        executor = PStateExecutor(pstate, self.slot, self._task_id, self._runtime.tasks, writable=self._writable,
+                                  writers=self._runtime.writers)
         view = View(executor, pstate.decl.schema, name=f"{self._runtime.name}.{pstate.name}")
         self._views[decl_or_name] = view  # a dict write is atomic: racing readers build equal views
         return view
@@ -233,6 +243,12 @@ class Context:
     def _send_hop(self, task_id: int, step: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         invocation = self._outbox("hop")
         step_decl = self._runtime.step(step)
+        if invocation.depth >= HOP_DEPTH_MAX:
+            raise HopDepthExceeded(
+                f"hop to step {step_decl.name!r} would be hop {invocation.depth + 1} of one chain (limit "
+                f"{HOP_DEPTH_MAX}); steps keep hopping on without end. Stop the chain, or continue it through "
+                "a depot (ctx.append), which starts a new record"
+            )
         try:
             payload = messages.dumps((args, kwargs))
         except Exception as e:
@@ -240,7 +256,7 @@ class Context:
         child = invocation_id()
         record = invocation.record
         hop = Hop(invocation.tree, child, invocation.topology, step_decl.name, payload,
-                  record.depot, record.partition, record.offset, record.timestamp_us)
+                  record.depot, record.partition, record.offset, record.timestamp_us, invocation.depth + 1)
         invocation.outbox.append((task_id, messages.encode(hop)))
         invocation.children_xor ^= child
         invocation.has_children = True

@@ -52,6 +52,9 @@ class Ack(enum.Enum):
 
 _ACKS = {ack.value: ack for ack in Ack}  # appends parse acks often: a dict lookup, not a call of the Enum class
 
+# The most a Retry may wait in all between attempts of one invocation (its task waits with it).
+RETRY_BACKOFF_TOTAL_MAX_S = 5.0
+
 
 @dataclass(frozen=True, slots=True)
 class Retry:
@@ -68,6 +71,14 @@ class Retry:
             raise DefinitionError(f"Retry(times={self.times!r}) must be an int between 0 and 100")
         if self.backoff < 0:
             raise DefinitionError(f"Retry(backoff={self.backoff!r}) must not be negative")
+        # The task waits out the back-off, so nothing else on it moves meanwhile: keep that short.
+        total_s = sum(self.delay_s(attempt) for attempt in range(self.times))
+        if total_s > RETRY_BACKOFF_TOTAL_MAX_S:
+            raise DefinitionError(
+                f"Retry(times={self.times}, backoff={self.backoff}) waits {total_s:.1f}s in all between attempts, "
+                f"more than {RETRY_BACKOFF_TOTAL_MAX_S}s, and its task processes nothing else meanwhile; use fewer "
+                "retries or a shorter backoff, and retry longer outages from the dead letters"
+            )
 
     def delay_s(self, attempt: int) -> float:
         return min(self.backoff * (2**attempt), self.backoff_max_s)

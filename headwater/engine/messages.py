@@ -71,6 +71,7 @@ class Hop(msgspec.Struct, tag=True, array_like=True):
     partition: int
     offset: int
     timestamp_us: int
+    depth: int = 1  # hops from the root invocation to this one
 
 
 class TreeAck(msgspec.Struct, tag=True, array_like=True):

@@ -204,7 +204,8 @@ class BatchParticipant:
             args, kwargs = messages.loads(hop.args)
             return step.fn(ctx, *args, **kwargs)
 
-        outcome = self.task.invoke(self.name, hop.tree, info, call, Retry.NONE, base=self.txn, deferred=True)
+        outcome = self.task.invoke(self.name, hop.tree, info, call, Retry.NONE, base=self.txn, deferred=True,
+                                   depth=hop.depth)
         failures = []
         if outcome.error is None:
             self._merge(outcome)

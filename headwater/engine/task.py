@@ -674,7 +674,7 @@ class Task:
             args, kwargs = messages.loads(hop.args)
             return step.fn(ctx, *args, **kwargs)
 
-        outcome = self.invoke(hop.topology, hop.tree, info, call, retry)
+        outcome = self.invoke(hop.topology, hop.tree, info, call, retry, depth=hop.depth)
         outcome.result = None  # a step's return value goes nowhere; ack_return carries values back
         self._commit(outcome, "hop", info, dead=dead, hop=hop)
         ack = TreeAck(hop.tree, hop.invocation ^ outcome.invocation.children_xor, outcome.invocation.returned,
@@ -682,16 +682,20 @@ class Task:
         self._send_ack(ack)
 
     def invoke(self, topology: str, tree: TreeRef, info: RecordInfo, call: Callable[[Context], Any], retry: Retry,
-               *, base: Any = None, deferred: bool = False) -> _Outcome:
-        """Run user code once (or per `retry`) over a fresh Txn on `base` (default: the round's writes)."""
+               *, base: Any = None, deferred: bool = False, depth: int = 0) -> _Outcome:
+        """Run user code once (or per `retry`) over a fresh Txn on `base` (default: the round's writes).
+
+        `deferred`: a microbatch invocation (its appends wait for the batch's commit); `depth`: the
+        hops between its tree's root and it."""
         attempt = 0
         while True:
             # The invocation's writes sit over the round's, so it reads what earlier events wrote.
-            invocation = Invocation(topology, tree, info, self._new_txn(self._round_txn if base is None else base))
+            invocation = Invocation(topology, tree, info, self._new_txn(self._round_txn if base is None else base), depth)
             if deferred:
                 invocation.deferred_appends = []
             slot = self._views.slot
             slot.txn = invocation.txn
+            slot.writer = "microbatch" if deferred else "stream"
             try:
                 result = call(Context(self.runtime, self, invocation, self._views))
                 return _Outcome(invocation, messages.dumps(result), None, attempt + 1)

@@ -435,3 +435,76 @@ def test_async_appends_wait_for_admission_off_the_event_loop(cluster, monkeypatc
         return [r["hold"] for r in await asyncio.gather(*pending)]
 
     assert asyncio.run(go()) == list(range(10))
+
+
+def test_a_hop_chain_without_end_stops_at_its_bound_with_a_clear_error(cluster):
+    from headwater.engine.context import HOP_DEPTH_MAX
+
+    m = hw.Module("chain")
+    jobs = m.depot("jobs", Job)
+
+    @m.stream(jobs)
+    def start(ctx: hw.Context, job: Job) -> None:
+        ctx.hop(job.key, onward, 1)
+
+    @m.step
+    def onward(ctx: hw.Context, hops: int) -> None:
+        ctx.hop(hops, onward, hops + 1)  # never stops by itself
+
+    cluster.deploy(m, tasks=2)
+    with pytest.raises(hw.HandlerError, match="HopDepthExceeded") as caught:
+        cluster.depot("chain", "jobs").append(Job(1), timeout=60)
+    assert f"limit {HOP_DEPTH_MAX}" in caught.value.remote_traceback
+    [dead] = cluster.dead_letters("chain", "start")
+    assert dead.kind == "hop" and dead.error_type == "HopDepthExceeded"
+
+
+def test_a_retry_that_would_hold_its_task_for_long_is_refused():
+    with pytest.raises(hw.DefinitionError, match="waits 12.0s in all"):
+        hw.Retry(times=4, backoff=1.0)
+    assert hw.Retry(times=3, backoff=0.1).delay_s(2) == 0.4
+
+
+def test_a_write_the_source_scan_missed_is_still_refused_at_run_time(cluster):
+    m = hw.Module("hidden")
+    items = m.depot("items", Job)
+    totals = m.pstate("totals", hw.Map(int, int))
+    operations = {"bump": lambda view: view.increment()}  # the write hides behind a lookup
+
+    @m.stream(items)
+    def fast(ctx: hw.Context, item: Job) -> None:
+        operations["bump"](ctx.pstate(totals)[item.key])
+
+    @m.microbatch(items)
+    def exact(ctx: hw.Context, item: Job) -> None:
+        ctx.pstate(totals)[item.key].set(1)
+
+    cluster.deploy(m, tasks=1)
+    with pytest.raises(hw.HandlerError, match="DefinitionError") as caught:
+        cluster.depot("hidden", "items").append(Job(1))
+    assert "written by microbatch topologies" in caught.value.remote_traceback
+
+
+def test_a_control_that_task_0_never_takes_times_out(cluster, monkeypatch):
+    from headwater.cluster import inprocess
+
+    monkeypatch.setattr(inprocess, "CONTROL_WAIT_MAX_S", 0.3)
+    m = hw.Module("busy")
+    jobs = m.depot("jobs", Job, partitioned=False)
+    gate = threading.Event()
+
+    @m.stream(jobs)
+    def stuck(ctx: hw.Context, job: Job) -> None:
+        gate.wait(10)
+
+    @m.microbatch(jobs)
+    def batched(ctx: hw.Context, job: Job) -> None:
+        pass
+
+    cluster.deploy(m, tasks=1)
+    try:
+        cluster.depot("busy", "jobs").append(Job(1), ack="append")
+        with pytest.raises(hw.Unavailable, match="did not take the pause"):
+            cluster.pause("busy", "batched")
+    finally:
+        gate.set()
