@@ -44,3 +44,57 @@ def test_lower_layers_never_import_higher_ones():
             if LAYERS.index(other) > LAYERS.index(own) and (own, dotted) not in ALLOWED and (own, other) not in ALLOWED:
                 problems.append(f"{relative} imports {target}")
     assert not problems, "layering broken:\n" + "\n".join(problems)
+
+
+# The engine is a passive core: concurrency lives in its hosts (headwater.cluster).
+ENGINE_FORBIDDEN = {"threading", "queue", "multiprocessing", "concurrent", "ray", "asyncio"}
+
+
+def _runtime_imports(path: Path) -> set[str]:
+    """Every module `path` imports when it runs (at top level or in a function), not under TYPE_CHECKING."""
+    tree = ast.parse(path.read_text())
+    skipped = {id(node) for guard in ast.walk(tree) if isinstance(guard, ast.If) and "TYPE_CHECKING" in ast.unparse(guard.test)
+               for node in ast.walk(guard)}
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+    return found
+
+
+def _module_name(path: Path) -> str:
+    parts = ("headwater", *path.relative_to(PACKAGE).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_the_engine_imports_no_concurrency():
+    problems = [f"{path.relative_to(PACKAGE)} imports {name}"
+                for path in (PACKAGE / "engine").rglob("*.py")
+                for name in _runtime_imports(path) if name.split(".")[0] in ENGINE_FORBIDDEN]
+    assert not problems, "the engine must stay passive:\n" + "\n".join(problems)
+
+
+def test_no_import_cycles_inside_a_layer():
+    modules = {_module_name(path): path for path in PACKAGE.rglob("*.py")}
+    edges = {
+        name: {target for target in _runtime_imports(path) if target in modules and target != name
+               and layer_of(target) == layer_of(name) and not modules[target].name == "__init__.py"}
+        for name, path in modules.items()
+        if path.name != "__init__.py"
+    }
+    cycles = []
+    for start in edges:  # a depth-first walk from every module: small graph, simple code
+        stack = [(start, [start])]
+        while stack:
+            node, trail = stack.pop()
+            for target in edges.get(node, ()):
+                if target == start:
+                    cycles.append(" -> ".join([*trail, start]))
+                elif target not in trail:
+                    stack.append((target, [*trail, target]))
+    assert not cycles, "import cycles inside a layer:\n" + "\n".join(sorted(set(cycles))[:10])

@@ -19,6 +19,7 @@ from typing import Any
 
 from headwater.client.api import DeadLetter, DepotClient, pstate_view
 from headwater.client.replies import ReplyRouter
+from headwater.cluster.hosts import SYSTEM_CLOCK, TaskThread
 from headwater.cluster.transport import InProcessTransport
 from headwater.engine.definitions import Module
 from headwater.engine.query import invoke_query, query_decl
@@ -55,28 +56,30 @@ class Deployment:
         self.transport = InProcessTransport()
         self.transport.register_client(self.client_id, self.router.deliver)
         self.tasks: list[Task] = []
+        self.hosts: list[TaskThread] = []
         for task_id in range(catalog.tasks):
             store = RocksStore(self.directory / f"task-{task_id}")
-            holder: list[Task] = []
-            inbox = self.transport.register_task(task_id, lambda request, h=holder: h[0].serve_read(request),
+            task = Task(self.runtime, task_id, store, self.transport, SYSTEM_CLOCK)
+            holder: list[TaskThread] = []
+            inbox = self.transport.register_task(task_id, task.serve_read,
                                                  lambda timeout_s, h=holder: h[0].run_round_here(timeout_s))
-            task = Task(self.runtime, task_id, store, self.transport, inbox)
-            holder.append(task)
+            holder.append(TaskThread(task, inbox))
             self.tasks.append(task)
-        for task in self.tasks:
-            task.start()
+            self.hosts.append(holder[0])
+        for host in self.hosts:
+            host.start()
 
     def check_open(self) -> None:
         if self.closed:
             raise Unavailable(f"module {self.runtime.name!r} is no longer deployed in this cluster")
-        for task in self.tasks:
-            if task.failure is not None:
-                raise Unavailable(f"task {task.task_id} of module {self.runtime.name!r} stopped on an internal error: "
-                                  f"{task.failure!r}; restart the cluster (it resumes from disk)")
+        for host in self.hosts:
+            if host.failure is not None:
+                raise Unavailable(f"task {host.task.task_id} of module {self.runtime.name!r} stopped on an internal "
+                                  f"error: {host.failure!r}; restart the cluster (it resumes from disk)")
 
     def _stop_tasks(self, reason: str) -> None:
-        for task in self.tasks:
-            task.stop()
+        for host in self.hosts:
+            host.stop()
         self.transport.closed = True
         self.router.fail_all(reason)
         for task in self.tasks:

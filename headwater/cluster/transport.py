@@ -10,7 +10,6 @@ implementation (actors) will implement the same interface.
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from collections import deque
@@ -232,14 +231,13 @@ class Inbox:
                     self._wake.acquire()  # woken just after the timeout: take the release back
             self._poked = False
 
-    def get_nowait(self) -> bytes:
+    def take(self, count_max: int) -> list[bytes]:
+        """The oldest messages, at most `count_max` of them (none if none wait)."""
         with self._mutex:
-            try:
-                item = self._items.popleft()
-            except IndexError:
-                raise queue.Empty from None
-            self.queued_bytes -= len(item)
-            return item
+            items = self._items
+            taken = [items.popleft() for _ in range(min(count_max, len(items)))]
+            self.queued_bytes -= sum(map(len, taken))
+            return taken
 
 
 class InProcessTransport(Transport):

@@ -20,7 +20,6 @@ are dropped and their batch runs again from the same records. PStates end as if 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -430,4 +429,5 @@ class BatchCoordinator:
 
     def status(self) -> dict[str, Any]:
         return {"processed": self.processed, "batches": self.batches, "decided": self.decided,
-                "phase": self.phase, "paused": self.paused, "attempt": self.attempt, "time": time.time()}
+                "phase": self.phase, "paused": self.paused, "attempt": self.attempt,
+                "time": self.task.clock.time_us() / 1e6}

@@ -1,7 +1,9 @@
 """One task: owns partition i of every depot and PState of a module and runs its code serially.
 
-The task runs in rounds, one at a time: on its own thread, or on the thread of a full-ack
-appender that would otherwise only wait for it (`run_round_here`). A round: drain the inbox;
+The task is passive: a host (`headwater.cluster.hosts`) owns its thread, lock and inbox and
+calls `recover`, `begin`, then `run_round` with the messages that arrived, one round at a time.
+The task owns its store and reaches other tasks and clients only through the transport port.
+A round: take the messages;
 write every drained append in one batch; handle hops and acks in arrival order; advance each
 stream topology's cursor over its depot partitions; then write the round's PState writes and
 progress in one batch and sync the WAL once for all of it (group commit) before any reply, hop
@@ -11,9 +13,6 @@ topology's progress, so a restart resumes exactly where commits stopped."""
 from __future__ import annotations
 
 import logging
-import queue
-import threading
-import time
 import traceback
 from collections import deque
 from datetime import datetime
@@ -21,7 +20,7 @@ from typing import Any, Callable
 
 import xxhash
 
-from headwater.engine.transport import Inbox, Transport
+from headwater.engine.transport import Clock, Transport
 from headwater.engine import messages
 from headwater.engine.context import FINISHED, Context, Invocation, RecordInfo, TaskViews, TxnSlot, invocation_id
 from headwater.engine.definitions import Ack, Retry, StreamDecl
@@ -68,21 +67,17 @@ from headwater.pstate import Txn
 from headwater.errors import HeadwaterError, NotFound
 from headwater.storage import Batch, Store
 
-__all__ = ["Task"]
+__all__ = ["INBOX_DRAIN_MAX", "RoundOutcome", "Task"]
 
 _log = logging.getLogger("headwater.task")
 
-INBOX_DRAIN_MAX = 512  # messages taken from the inbox per loop turn
+INBOX_DRAIN_MAX = 512  # messages a host hands one round
 PUMP_RECORDS_MAX = 256  # records processed per loop turn before the inbox is looked at again
 PUMP_TIME_MAX_S = 0.02  # ... or this much time, so new appends are made durable while handlers are slow
 # Just-appended records kept in memory so that processing them needs no read, at most this many
 # and this many event bytes (big events are read back from the store instead).
 RECENT_RECORDS_MAX = 65_536
 RECENT_BYTES_MAX = 64 * 1024 * 1024
-# An appender runs a round itself only if its timeout is this many times the slowest recent round.
-ROUND_TIMEOUT_SHARE = 10
-SLOW_ROUND_DECAY = 0.95  # per round
-CONGESTED_POLL_S = 0.005  # how soon a task whose receivers were congested looks again
 ROUND_SEND_BYTES_MAX = 16 * 1024 * 1024  # a round starts no more records once its handlers sent this much
 _FULL, _NONE = Ack.FULL.value, Ack.NONE.value
 _OPEN_RECORD_NEW = meta_encoder.encode(OpenRecord())
@@ -163,13 +158,24 @@ class _TreeState:
         self.offset = offset
 
 
+class RoundOutcome:
+    """What a host needs to know after a round: whether to stop, and when to run the next one."""
+
+    __slots__ = ("backlog", "congested", "stopping")
+
+    def __init__(self, stopping: bool, backlog: bool, congested: bool) -> None:
+        self.stopping = stopping  # a Stop message was taken: run no more rounds
+        self.backlog = backlog  # records or replays are left: run another round without waiting
+        self.congested = congested  # the module's inboxes are full: look again soon, not at once
+
+
 class Task:
-    def __init__(self, runtime: ModuleRuntime, task_id: int, store: Store, transport: Transport, inbox: Inbox) -> None:
+    def __init__(self, runtime: ModuleRuntime, task_id: int, store: Store, transport: Transport, clock: Clock) -> None:
         self.runtime = runtime
         self.task_id = task_id
         self.store = store
         self.transport = transport
-        self.inbox = inbox
+        self.clock = clock
         self._pstate_reader = store.reader("pstate")
         # Handlers' views run on the invocation running now; steps that queries call read committed state.
         self._views = TaskViews(runtime, task_id, TxnSlot(), writable=True)
@@ -215,27 +221,15 @@ class Task:
             if task_id == COORDINATOR_TASK else {}
         )
         self._unsynced = False  # appends written since the last WAL sync
-        # Whoever runs a round holds the turn: the task thread, or a full-ack appender (run_round_here).
-        self._turn = threading.Lock()
-        self._stopping = False
-        self._backlog = True  # the last round left records or replays to process
         self._congested = False  # the last round started no records: the module's inboxes were full
-        self._slow_round_s = 0.0
-        self._thread = threading.Thread(target=self._run, name=f"headwater-{runtime.name}-task-{task_id}", daemon=True)
-        self.failure: BaseException | None = None
 
     # ---- lifecycle ------------------------------------------------------------------------
-    def start(self) -> None:
-        self._recover()
-        self._thread.start()
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        self.transport.send(self.task_id, messages.encode(Stop()))
-        self._thread.join(timeout_s)
+    def close(self) -> None:
+        """The host stopped running rounds: give back what the task holds outside itself."""
         for coordinator in self._coordinators.values():
-            coordinator.release()  # never leave readers waiting on a commit that will not finish
+            coordinator.release()  # never leave queries waiting on a commit that will not finish
 
-    def _recover(self) -> None:
+    def recover(self) -> None:
         """Set each topology's cursor from stored progress and queue the trees a crash cut short."""
         batch = Batch()
         for stream, depot in self._subscriptions:
@@ -302,67 +296,21 @@ class Task:
             return DEPOT_KEY.unpack(key)[1] + 1
         return 0
 
-    # ---- the loop -------------------------------------------------------------------------
-    def _run(self) -> None:
-        try:
-            with self._turn:
-                for coordinator in self._coordinators.values():
-                    coordinator.start()
-                self._end_round()
-            while self._live:
-                if self._congested:  # look again soon: room frees up as the receivers drain
-                    self.inbox.wait(CONGESTED_POLL_S)
-                elif not self._backlog:
-                    self.inbox.wait()
-                with self._turn:
-                    if self._live:
-                        self._run_round()
-        except BaseException as e:  # an engine bug: record it so clients fail loudly instead of hanging
-            self._failed(e)
-
-    def run_round_here(self, timeout_s: float) -> None:
-        """Run one round on the calling thread if no round is running (flat combining).
-
-        Called for a full-ack appender that would otherwise only wait up to `timeout_s` (its
-        append is already in the inbox). Rounds are serialized by `_turn` whichever thread runs
-        them, and the messages are taken under it, so a task's state still changes one round at
-        a time and in arrival order. Otherwise the task thread is woken to take the append: when
-        a round is running (it may have drained already), and when recent rounds were slow
-        enough that running one could hold the appender past its timeout.
-        """
-        if self._slow_round_s * ROUND_TIMEOUT_SHARE > timeout_s or not self._turn.acquire(blocking=False):
-            self.inbox.poke()
-            return
-        try:
-            if self._live:
-                self._run_round()
-                if self._backlog or self._stopping:
-                    self.inbox.poke()  # the task thread carries on (or stops)
-        except BaseException as e:
-            self._failed(e)
-        finally:
-            self._turn.release()
-
-    @property
-    def _live(self) -> bool:
-        """Rounds may still run: no Stop was taken and no round failed."""
-        return not self._stopping and self.failure is None
-
-    def _run_round(self) -> None:
-        started = time.monotonic()
-        batch, stopping = self._drain()
-        self._stopping = self._stopping or stopping
-        self._handle(batch)
-        self._backlog = self._pump()
+    # ---- rounds ---------------------------------------------------------------------------
+    def begin(self) -> None:
+        """The first round, before any message: microbatch coordinators start, recovery's sends leave."""
+        for coordinator in self._coordinators.values():
+            coordinator.start()
         self._end_round()
-        # The slowest recent round: a decaying maximum, so one slow handler turns combining off for a while.
-        self._slow_round_s = max(time.monotonic() - started, self._slow_round_s * SLOW_ROUND_DECAY)
 
-    def _failed(self, error: BaseException) -> None:
-        self.failure = error
-        self.inbox.poke()  # the task thread, if a round elsewhere failed, stops too
-        _log.error("task %s of module %s stopped on an internal error", self.task_id, self.runtime.name,
-                   exc_info=error)
+    def run_round(self, batch: list[bytes]) -> RoundOutcome:
+        """Handle `batch` (at most INBOX_DRAIN_MAX messages, in arrival order), advance the topologies,
+        and commit: everything the round sends leaves only after its writes are durable."""
+        decoded, stopping = self._decode(batch)
+        self._handle(decoded)
+        backlog = self._pump()
+        self._end_round()
+        return RoundOutcome(stopping, backlog, self._congested)
 
     @staticmethod
     def _new_txn(reader: Any) -> Any:
@@ -417,21 +365,15 @@ class Task:
             self.transport.reply(client, data)
         self._durable_replies.clear()
 
-    def _drain(self) -> tuple[list[Any], bool]:
-        """Messages waiting in the inbox, and whether Stop was among them."""
+    @staticmethod
+    def _decode(batch: list[bytes]) -> tuple[list[Any], bool]:
+        """The messages before a Stop, if any, and whether Stop was among them."""
         decoded: list[Any] = []
-        try:
-            data = self.inbox.get_nowait()
-            while True:
-                message = messages.decode(data)
-                if isinstance(message, Stop):
-                    return decoded, True
-                decoded.append(message)
-                if len(decoded) >= INBOX_DRAIN_MAX:
-                    break
-                data = self.inbox.get_nowait()
-        except queue.Empty:
-            pass
+        for data in batch:
+            message = messages.decode(data)
+            if isinstance(message, Stop):
+                return decoded, True
+            decoded.append(message)
         return decoded, False
 
     def _handle(self, batch: list[Any]) -> None:
@@ -472,7 +414,7 @@ class Task:
 
     # ---- appends: group commit ------------------------------------------------------------
     def _persist(self, appends: list[AppendRecord]) -> None:
-        now_us = max(time.time_ns() // 1000, self._last_timestamp_us)
+        now_us = max(self.clock.time_us(), self._last_timestamp_us)
         self._last_timestamp_us = now_us
         stamp = I64.pack(now_us)
         batch = Batch()
@@ -589,7 +531,8 @@ class Task:
         if self._congested:
             return True
         budget = PUMP_RECORDS_MAX
-        deadline = time.monotonic() + PUMP_TIME_MAX_S
+        monotonic = self.clock.monotonic
+        deadline = monotonic() + PUMP_TIME_MAX_S
         while self._replays and budget and self._outgoing_bytes < ROUND_SEND_BYTES_MAX:
             self._resend(*self._replays.popleft())
             budget -= 1
@@ -602,7 +545,7 @@ class Task:
                 self._run_root(stream, depot, offset, timestamp_us, event, progress=True)
                 self._cursors[key] = offset + 1
                 budget -= 1
-                if time.monotonic() >= deadline:
+                if monotonic() >= deadline:
                     return True  # slow handlers: commit what ran and look at the inbox again
                 if self._outgoing_bytes >= ROUND_SEND_BYTES_MAX:
                     return True  # big fan-out: send it, and see whether the receivers keep up
@@ -708,7 +651,7 @@ class Task:
                     return _Outcome(invocation, None, (_error_name(e), traceback.format_exc()), attempt + 1)
             finally:
                 slot.txn = FINISHED  # a view kept past its invocation fails clearly instead of writing nowhere
-            time.sleep(retry.delay_s(attempt))
+            self.clock.sleep(retry.delay_s(attempt))
             attempt += 1
 
     def _commit(self, outcome: _Outcome, kind: str, info: RecordInfo, *,

@@ -11,20 +11,20 @@ from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
-__all__ = ["Inbox", "Transport"]
+__all__ = ["Clock", "Transport"]
 
 
-class Inbox(Protocol):
-    """A task's incoming messages, as the task sees them."""
+class Clock(Protocol):
+    """The time a task may use, given by its host (so a test or a simulation can give another)."""
 
-    def get_nowait(self) -> bytes:
-        """The oldest message; `queue.Empty` if there is none."""
+    def time_us(self) -> int:
+        """Wall-clock microseconds since the epoch: append timestamps."""
 
-    def wait(self, timeout_s: float | None = None) -> None:
-        """Block until a message is waiting (without taking it), `poke` was called, or `timeout_s` passed."""
+    def monotonic(self) -> float:
+        """Seconds for measuring spans (a round's time budget)."""
 
-    def poke(self) -> None:
-        """Wake the task thread with no message."""
+    def sleep(self, seconds: float) -> None:
+        """Wait (a retry's back-off)."""
 
 
 class Transport(ABC):
@@ -40,7 +40,7 @@ class Transport(ABC):
 
         `caller_waits`: the caller will do nothing but wait, up to `timeout_s`, for this append's
         processing. A transport whose tasks run in the caller's process may run the task's round
-        on the caller's thread meanwhile (`Task.run_round_here`); others ignore it.
+        on the caller's thread meanwhile (`TaskThread.run_round_here`); others ignore it.
         """
 
     @abstractmethod

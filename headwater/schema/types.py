@@ -22,6 +22,7 @@ from typing import Any
 import msgspec
 
 from headwater.errors import DefinitionError, PathError
+from headwater.schema.extensions import ext_hook
 from headwater.schema.keys import KeyMismatch, KeyType, key_type_for
 
 __all__ = ["Leaf", "List", "Map", "Record", "Schema", "Set", "as_schema", "format_step"]
@@ -63,8 +64,6 @@ class Schema:
 
     @functools.cached_property
     def decoder(self) -> msgspec.msgpack.Decoder:
-        from headwater.schema.values import ext_hook  # values builds on types; import late
-
         return msgspec.msgpack.Decoder(self.value_type, ext_hook=ext_hook)
 
     def _identity(self) -> tuple:

@@ -25,6 +25,16 @@ from typing import Any
 import msgspec
 
 from headwater.errors import SchemaError
+from headwater.schema.extensions import (
+    EXT_DATE,
+    EXT_DECIMAL,
+    EXT_FROZENSET,
+    EXT_NAIVE_DATETIME,
+    EXT_SET,
+    EXT_TUPLE,
+    EXT_UUID,
+    ext_hook,
+)
 from headwater.schema.keys import KeyMismatch, KeyType
 from headwater.schema.types import Leaf, List, Map, Record, Schema, Set, as_schema, format_step
 
@@ -48,7 +58,6 @@ _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 _PLAIN = (int, str, bytes, bool, float, type(None))
 
 # Extension type codes for values under Any (msgpack reserves negative codes).
-_EXT_UUID, _EXT_DECIMAL, _EXT_DATE, _EXT_NAIVE_DATETIME, _EXT_SET, _EXT_TUPLE, _EXT_FROZENSET = range(1, 8)
 
 _encoder = msgspec.msgpack.Encoder()
 _first = operator.itemgetter(0)
@@ -260,17 +269,17 @@ def _nested_ext(code: int, items: Any, path: str) -> msgspec.msgpack.Ext:
 def _naive_datetime_ext(value: dt.datetime, path: str) -> Any:
     if value.tzinfo is not None:
         return value
-    return msgspec.msgpack.Ext(_EXT_NAIVE_DATETIME, value.isoformat().encode())
+    return msgspec.msgpack.Ext(EXT_NAIVE_DATETIME, value.isoformat().encode())
 
 
 _ANY_EXTENSIONS = {
-    uuid.UUID: lambda v, path: msgspec.msgpack.Ext(_EXT_UUID, v.bytes),
-    decimal.Decimal: lambda v, path: msgspec.msgpack.Ext(_EXT_DECIMAL, str(v).encode()),
-    dt.date: lambda v, path: msgspec.msgpack.Ext(_EXT_DATE, v.isoformat().encode()),
+    uuid.UUID: lambda v, path: msgspec.msgpack.Ext(EXT_UUID, v.bytes),
+    decimal.Decimal: lambda v, path: msgspec.msgpack.Ext(EXT_DECIMAL, str(v).encode()),
+    dt.date: lambda v, path: msgspec.msgpack.Ext(EXT_DATE, v.isoformat().encode()),
     dt.datetime: _naive_datetime_ext,
-    tuple: lambda v, path: _nested_ext(_EXT_TUPLE, v, path),
-    set: lambda v, path: _nested_ext(_EXT_SET, sorted(v, key=_any_sort_key), path),
-    frozenset: lambda v, path: _nested_ext(_EXT_FROZENSET, sorted(v, key=_any_sort_key), path),
+    tuple: lambda v, path: _nested_ext(EXT_TUPLE, v, path),
+    set: lambda v, path: _nested_ext(EXT_SET, sorted(v, key=_any_sort_key), path),
+    frozenset: lambda v, path: _nested_ext(EXT_FROZENSET, sorted(v, key=_any_sort_key), path),
 }
 
 
@@ -279,24 +288,3 @@ def _any_sort_key(value: Any) -> Any:
     return (type(value).__name__, value if type(value) in _PLAIN else repr(value))
 
 
-_any_decoder: msgspec.msgpack.Decoder | None = None
-
-
-def ext_hook(code: int, data: memoryview) -> Any:
-    """Rebuild the Python values `_any_to_storage` put into extension types."""
-    global _any_decoder
-    if _any_decoder is None:
-        _any_decoder = msgspec.msgpack.Decoder(Any, ext_hook=ext_hook)
-    raw = bytes(data)
-    if code == _EXT_UUID:
-        return uuid.UUID(bytes=raw)
-    if code == _EXT_DECIMAL:
-        return decimal.Decimal(raw.decode())
-    if code == _EXT_DATE:
-        return dt.date.fromisoformat(raw.decode())
-    if code == _EXT_NAIVE_DATETIME:
-        return dt.datetime.fromisoformat(raw.decode())
-    container = {_EXT_SET: set, _EXT_TUPLE: tuple, _EXT_FROZENSET: frozenset}.get(code)
-    if container is not None:
-        return container(_any_decoder.decode(raw))
-    raise SchemaError(f"stored value has an unknown msgpack extension type {code}; was it written by a newer headwater?")

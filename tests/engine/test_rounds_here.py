@@ -105,7 +105,8 @@ def test_trees_across_tasks_complete_when_appenders_run_the_rounds(cluster):
 def test_an_engine_error_in_a_round_on_an_appender_s_thread_stops_the_task_loudly(cluster, monkeypatch):
     cluster.deploy(notes_module(), tasks=1)
     notes = cluster.depot("notes", "notes")
-    task = cluster._deployments["notes"].tasks[0]
+    host = cluster._deployments["notes"].hosts[0]
+    task = host.task
     original = task._pump
 
     def broken_pump():
@@ -119,11 +120,13 @@ def test_an_engine_error_in_a_round_on_an_appender_s_thread_stops_the_task_loudl
     # Its reply never comes (the round failed before processing it): it hears so within a second.
     assert [type(e) for e in errors] == [Unavailable] and time.monotonic() - started < 5
     assert "stopped on an internal error" in str(errors[0])
-    assert isinstance(task.failure, RuntimeError)
+    assert isinstance(host.failure, RuntimeError)
     with pytest.raises(Unavailable, match="stopped on an internal error"):
         notes.append(Note(0, 1))
-    task._thread.join(5)
-    assert not task._thread.is_alive()  # the task thread noticed and stopped too
+    deadline = time.monotonic() + 5
+    while host.alive and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not host.alive  # the task thread noticed and stopped too
 
 
 def test_closing_while_appenders_run_rounds_neither_hangs_nor_loses_acknowledged_appends(tmp_path):

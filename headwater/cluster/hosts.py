@@ -1,0 +1,129 @@
+"""Hosts: what drives a passive task core. A `TaskThread` runs one task on a thread of this process.
+
+The engine's `Task` only handles the messages it is given and says what it needs next
+(`RoundOutcome`); the host owns the thread, the lock that serializes rounds, the inbox and the
+clock. A full-ack appender in the same process that would only wait may run the round on its
+own thread (`run_round_here`, flat combining), which skips two hand-offs of the interpreter lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from headwater.cluster.transport import Inbox
+from headwater.engine import messages
+from headwater.engine.messages import Stop
+from headwater.engine.task import INBOX_DRAIN_MAX, Task
+
+__all__ = ["SYSTEM_CLOCK", "SystemClock", "TaskThread"]
+
+_log = logging.getLogger("headwater.task")
+
+# An appender runs a round itself only if its timeout is this many times the slowest recent round.
+ROUND_TIMEOUT_SHARE = 10
+SLOW_ROUND_DECAY = 0.95  # per round
+CONGESTED_POLL_S = 0.005  # how soon a task whose receivers were congested looks again
+STOP_WAIT_MAX_S = 10.0  # how long `stop` waits for the round in progress to end
+
+
+class SystemClock:
+    """The engine's `Clock` on this machine's clocks."""
+
+    @staticmethod
+    def time_us() -> int:
+        return time.time_ns() // 1000
+
+    monotonic = staticmethod(time.monotonic)
+    sleep = staticmethod(time.sleep)
+
+
+SYSTEM_CLOCK = SystemClock()
+
+
+class TaskThread:
+    """Runs a task's rounds one at a time: on its own thread, or on a waiting appender's."""
+
+    def __init__(self, task: Task, inbox: Inbox) -> None:
+        self.task = task
+        self.inbox = inbox
+        # Whoever runs a round holds the turn: the task thread, or a full-ack appender.
+        self._turn = threading.Lock()
+        self._stopping = False
+        self._backlog = True  # the last round left records or replays to process
+        self._congested = False
+        self._slow_round_s = 0.0
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name=f"headwater-{task.runtime.name}-task-{task.task_id}")
+        self.failure: BaseException | None = None
+
+    def start(self) -> None:
+        self.task.recover()
+        self._thread.start()
+
+    def stop(self, timeout_s: float = STOP_WAIT_MAX_S) -> None:
+        self.inbox.put(messages.encode(Stop()))
+        self._thread.join(timeout_s)
+        self.task.close()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
+    def _live(self) -> bool:
+        """Rounds may still run: no Stop was taken and no round failed."""
+        return not self._stopping and self.failure is None
+
+    def _run(self) -> None:
+        try:
+            with self._turn:
+                self.task.begin()
+            while self._live:
+                if self._congested:  # look again soon: room frees up as the receivers drain
+                    self.inbox.wait(CONGESTED_POLL_S)
+                elif not self._backlog:
+                    self.inbox.wait()
+                with self._turn:
+                    if self._live:
+                        self._round()
+        except BaseException as e:  # an engine bug: record it so clients fail loudly instead of hanging
+            self._failed(e)
+
+    def run_round_here(self, timeout_s: float) -> None:
+        """Run one round on the calling thread if no round is running (flat combining).
+
+        Called for a full-ack appender that would otherwise only wait up to `timeout_s` (its
+        append is already in the inbox). Rounds are serialized by `_turn` whichever thread runs
+        them, and the messages are taken under it, so a task's state still changes one round at
+        a time and in arrival order. Otherwise the task thread is woken to take the append: when
+        a round is running (it may have taken its messages already), and when recent rounds were
+        slow enough that running one could hold the appender past its timeout.
+        """
+        if self._slow_round_s * ROUND_TIMEOUT_SHARE > timeout_s or not self._turn.acquire(blocking=False):
+            self.inbox.poke()
+            return
+        try:
+            if self._live:
+                self._round()
+                if self._backlog or self._stopping:
+                    self.inbox.poke()  # the task thread carries on (or stops)
+        except BaseException as e:
+            self._failed(e)
+        finally:
+            self._turn.release()
+
+    def _round(self) -> None:
+        started = time.monotonic()
+        outcome = self.task.run_round(self.inbox.take(INBOX_DRAIN_MAX))
+        self._stopping = self._stopping or outcome.stopping
+        self._backlog, self._congested = outcome.backlog, outcome.congested
+        # The slowest recent round: a decaying maximum, so one slow handler turns combining off for a while.
+        self._slow_round_s = max(time.monotonic() - started, self._slow_round_s * SLOW_ROUND_DECAY)
+
+    def _failed(self, error: BaseException) -> None:
+        self.failure = error
+        self.inbox.poke()  # the task thread, if a round elsewhere failed, stops too
+        _log.error("task %s of module %s stopped on an internal error", self.task.task_id, self.task.runtime.name,
+                   exc_info=error)
