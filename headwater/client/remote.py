@@ -47,7 +47,8 @@ from headwater.errors import (
 from headwater.pstate import View
 from headwater.schema import List, Map, Record, Schema, Set, as_schema
 
-__all__ = ["ERRORS", "READ_PAGE_MAX", "RemoteCluster", "RemoteDeadLetter", "RemoteDepot", "connect", "error_class", "navigator_json"]
+__all__ = ["ERRORS", "READ_PAGE_MAX", "RemoteCluster", "RemoteDeadLetter", "RemoteDepot", "connect", "error_class",
+           "navigator_json", "wire_error"]
 
 # ---- the wire format shared with headwater.server --------------------------------------------
 
@@ -63,7 +64,8 @@ ERRORS: list[tuple[type[HeadwaterError], int, str]] = [
     (PermissionDenied, 403, "permission_denied"),
     (IdempotencyConflict, 409, "idempotency_conflict"),
     (HandlerError, 500, "handler_error"),
-    (AckTimeout, 504, "ack_timeout"),
+    (AckTimeout, 504, "ack_timeout"),  # with an offset: durable, still processing (see wire_error)
+    (AckTimeout, 504, "not_confirmed"),  # without one: nothing says it was appended
     (QueryTimeout, 504, "query_timeout"),
     (QueryDepthExceeded, 500, "query_depth_exceeded"),
     (Unavailable, 503, "unavailable"),
@@ -84,6 +86,15 @@ _BY_CODE: dict[str, type[HeadwaterError]] = {code: cls for cls, _, code in ERROR
 # The most elements one read returns; longer ranges come back in pages with a `next` cursor.
 READ_PAGE_MAX = 10_000
 _TIMEOUT_MARGIN_S = 5.0  # the HTTP wait outlasts the server-side ack timeout, so the server's 504 arrives
+
+
+def wire_error(error: HeadwaterError) -> tuple[int, str]:
+    """The status and stable code a server sends for `error`: the first row of ERRORS it is an
+    instance of, except that an AckTimeout is `ack_timeout` only when the event is known durable
+    (it has an offset) and `not_confirmed` otherwise, so a caller can tell "wait" from "append again"."""
+    if isinstance(error, AckTimeout):
+        return 504, "ack_timeout" if error.offset is not None else "not_confirmed"
+    return next(((status, code) for cls, status, code in ERRORS if isinstance(error, cls)), (500, "internal_error"))
 
 
 def error_class(code: str) -> type[HeadwaterError]:

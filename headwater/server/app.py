@@ -39,7 +39,10 @@ async def _http_error(request: Request, error: Exception) -> Response:
     # Unknown routes and wrong methods answer in the same JSON shape as every other error.
     assert isinstance(error, HTTPException)
     if error.status_code == 405:
-        return error_response(ApiError(405, "method_not_allowed", f"{request.method} is not allowed on {request.url.path}"))
+        response = error_response(ApiError(405, "method_not_allowed", f"{request.method} is not allowed on "
+                                           f"{request.url.path}; it allows {(error.headers or {}).get('Allow', '')}"))
+        response.headers.update(error.headers or {})  # Allow: the methods the path takes
+        return response
     if error.status_code == 404:
         return error_response(ApiError(404, "not_found", f"no endpoint at {request.url.path}; "
                                        "the API is described at /api/openapi.json"))

@@ -1,7 +1,7 @@
 """HTTP plumbing shared by every endpoint: JSON in and out, request limits, and errors as JSON.
 
 Every error a client can cause leaves as `{"error": "<stable code>", "message": "..."}` with the
-status from `headwater.client.remote.ERRORS` (or `ApiError` for what only HTTP can get wrong:
+status from `headwater.client.remote.ERRORS` (`wire_error`) (or `ApiError` for what only HTTP can get wrong:
 malformed JSON, a body too large, a bad parameter, a missing token), so that a client in any
 language can branch on the code and a Python client can raise the same exception class.
 """
@@ -18,7 +18,7 @@ import msgspec
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from headwater.client.remote import ERRORS
+from headwater.client.remote import wire_error
 from headwater.errors import AckTimeout, HandlerError, HeadwaterError, NotFound, SchemaError
 
 __all__ = ["ApiError", "Endpoint", "MAX_BODY_BYTES_DEFAULT", "error_response", "json_response", "read_body", "endpoint"]
@@ -63,7 +63,7 @@ def _body_of(error: BaseException) -> tuple[int, dict[str, Any]]:
     if isinstance(error, ApiError):
         return error.status, {"error": error.code, "message": error.message, **error.extra}
     assert isinstance(error, HeadwaterError)
-    status, code = next(((s, c) for cls, s, c in ERRORS if isinstance(error, cls)), (500, "internal_error"))
+    status, code = wire_error(error)
     body: dict[str, Any] = {"error": code, "message": str(error)}
     if isinstance(error, HandlerError):
         # The message already ends with the traceback; send it once, in its own field.
@@ -71,7 +71,7 @@ def _body_of(error: BaseException) -> tuple[int, dict[str, Any]]:
         body.update(remote_traceback=error.remote_traceback, error_type=error.error_type, topology=error.topology,
                     partition=error.partition, offset=error.offset)
     elif isinstance(error, AckTimeout):
-        body.update(partition=error.partition, offset=error.offset)
+        body.update(partition=error.partition, offset=error.offset, durable=error.offset is not None)
     elif isinstance(error, SchemaError):
         body["path"] = error.path
     elif isinstance(error, NotFound):

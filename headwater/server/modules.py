@@ -11,7 +11,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from headwater.server.catalog import describe_module, runtime_of
-from headwater.server.http import endpoint, json_response
+from headwater.errors import PermissionDenied
+from headwater.server.http import ApiError, endpoint, json_response
 from headwater.server.metrics import cluster_stats
 from headwater.server.openapi import openapi_document
 from headwater.server.state import authorize, state_of
@@ -38,7 +39,11 @@ def _visible(request: Request) -> list[str]:
     learn a depot's partitions and event schema)."""
     state = state_of(request)
     token = state.auth.token_for(request.headers.get("authorization"))  # 401 without a valid token
-    return [m for m in state.cluster.modules() if any(state.auth.may(token, a, m) for a in ("read", "append"))]
+    return [m for m in state.cluster.modules() if _may_see(state, token, m)]
+
+
+def _may_see(state: Any, token: Any, module: str) -> bool:
+    return any(state.auth.may(token, action, module) for action in ("read", "append"))
 
 
 @endpoint
@@ -49,9 +54,13 @@ async def modules(request: Request) -> Response:
 
 @endpoint
 async def module(request: Request) -> Response:
-    name = request.path_params["module"]
-    authorize(request, "read", name)
-    return json_response(_description(runtime_of(state_of(request).cluster, name)))
+    # The same rule as the listing, which shows this description to the same tokens.
+    name, state = request.path_params["module"], state_of(request)
+    token = state.auth.token_for(request.headers.get("authorization"))
+    if not _may_see(state, token, name):
+        raise PermissionDenied(f"token {token.name!r} has no scope on module {name!r}: describing it needs "
+                               f"read:{name} or append:{name} (or read, append, admin)")
+    return json_response(_description(runtime_of(state.cluster, name)))
 
 
 @endpoint
@@ -75,11 +84,22 @@ async def openapi(request: Request) -> Response:
 
 @endpoint
 async def health(request: Request) -> Response:
-    return json_response({"ok": True, "modules": state_of(request).cluster.modules()})
+    # Load balancers ask without a token: they learn that the server is up, and only a caller
+    # with a valid token learns the names of the modules it has a scope on.
+    state = state_of(request)
+    if not state.auth.enabled:
+        return json_response({"ok": True, "modules": state.cluster.modules()})
+    try:
+        names = _visible(request)
+    except ApiError:
+        return json_response({"ok": True})
+    return json_response({"ok": True, "modules": names})
 
 
 @endpoint
 async def metrics(request: Request) -> Response:
+    # The metrics name and count every module's depots and topologies: only a token that may read
+    # every module (read or admin, not read:m) sees them.
     authorize(request, "read", None)
     registry = state_of(request).metrics.registry
     return Response(await asyncio.to_thread(generate_latest, registry), media_type=CONTENT_TYPE_LATEST)

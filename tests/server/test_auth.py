@@ -15,6 +15,7 @@ from tests.server.support import Job, deploy, served
 TOKENS = {
     "reader": ["read"],
     "bank-appender": ["append:bank"],
+    "bank-reader": ["read:bank"],
     "jobs-admin": ["admin:jobs"],
     "root": ["admin"],
 }
@@ -80,7 +81,25 @@ def test_the_listing_shows_the_modules_a_token_has_a_scope_on(secured):
     assert names("bank-appender") == ["bank"]
     assert call(url, "GET", "/metrics", "bank-appender").status_code == 403
     assert call(url, "GET", "/metrics", "reader").status_code == 200
-    assert call(url, "GET", "/api/health").status_code == 200  # for load balancers: no token
+    assert call(url, "GET", "/api/health").json() == {"ok": True}  # for load balancers: no token, no names
+    assert call(url, "GET", "/api/health", "bank-appender").json() == {"ok": True, "modules": ["bank"]}
+
+
+def test_a_module_is_described_to_the_tokens_the_listing_shows_it_to(secured):
+    url = secured[1]
+    assert call(url, "GET", "/api/modules/bank", "bank-appender").json()["name"] == "bank"
+    assert call(url, "GET", "/api/modules/bank", "reader").status_code == 200
+    refused = call(url, "GET", "/api/modules/jobs", "bank-appender")
+    assert refused.status_code == 403 and "read:jobs or append:jobs" in refused.json()["message"]
+    assert call(url, "GET", "/api/modules/jobs", "nobody").status_code == 401
+
+
+def test_metrics_need_read_on_every_module(secured):
+    url = secured[1]
+    refused = call(url, "GET", "/metrics", "bank-reader")
+    assert refused.status_code == 403 and "every module" in refused.json()["message"]
+    assert call(url, "GET", "/metrics", "jobs-admin").status_code == 403
+    assert call(url, "GET", "/metrics", "root").status_code == 200
 
 
 def test_the_remote_client_sends_its_token_and_maps_refusals(secured):

@@ -7,6 +7,7 @@ import uuid
 import msgspec
 import pytest
 
+import headwater as hw
 import headwater.pstate as nav
 
 from examples.orders import Address, LineItem, NewOrder
@@ -95,7 +96,8 @@ def test_unknown_names_are_404_with_a_suggestion(http):
 
 
 def test_wrong_method_and_bad_parameters(http):
-    assert_error(http.get(APPEND), 405, "method_not_allowed")
+    assert assert_error(http.get(APPEND), 405, "method_not_allowed") and http.get(APPEND).headers["allow"] == "POST"
+    assert http.delete("/api/modules").headers["allow"] in ("GET, HEAD", "HEAD, GET")
     assert_error(http.post(APPEND, params={"ack": "sometimes"}, json={"user_id": 1, "amount": 1}), 400, "bad_request",
                  "full, append or none")
     assert_error(http.post(APPEND, params={"timeout": "soon"}, json={"user_id": 1, "amount": 1}), 400, "bad_request")
@@ -159,8 +161,20 @@ def test_handler_errors_carry_the_remote_traceback_and_ack_timeouts_the_offset(h
     assert body["topology"] == "work" and "ValueError" in body["remote_traceback"] and body["offset"] >= 0
     body = assert_error(http.post("/api/modules/jobs/depots/jobs/append", params={"timeout": "0.1"},
                                   json={"key": 78, "nap_s": 0.3}), 504, "ack_timeout", "durable")
-    assert body["partition"] in (0, 1) and body["offset"] >= 0
+    assert body["partition"] in (0, 1) and body["offset"] >= 0 and body["durable"] is True
     assert_error(http.post("/api/modules/jobs/depots/internal/append", json={"key": 1}), 403, "permission_denied")
+
+
+@pytest.mark.parametrize(("offset", "code"), [(41, "ack_timeout"), (None, "not_confirmed")])
+def test_a_504_says_whether_the_event_is_durable_and_a_client_raises_ack_timeout_with_its_place(offset, code):
+    from headwater.client.remote import _error_from
+    from headwater.server.http import error_answer
+
+    status, content = error_answer(hw.AckTimeout("no ack", partition=1, offset=offset))
+    body = msgspec.json.decode(content)
+    assert (status, body["error"], body["durable"], body["partition"], body["offset"]) == (504, code, offset is not None, 1, offset)
+    raised = _error_from(body, status)
+    assert isinstance(raised, hw.AckTimeout) and (raised.partition, raised.offset) == (1, offset)
 
 
 def test_depot_partitions_and_records(http):
