@@ -90,7 +90,7 @@ def test_generated_requests_get_only_documented_answers(api):
                 sent += run_operation(url, operation, mode)
             except Unsatisfiable:
                 assert mode is GenerationMode.NEGATIVE  # nothing in this operation can be made invalid
-            except Exception as e:  # gather every operation's failure, then report them together
+            except (Exception, BaseExceptionGroup) as e:  # gather every operation's failure, then report them together
                 causes = getattr(e, "exceptions", [e])  # a flaky failure carries the first one
                 failures.append(f"{operation.label} ({mode.value}): {e}\n" + "\n".join(repr(c)[:2000] for c in causes))
     print(f"schemathesis: {sent} requests to {len(operations)} operations in {time.monotonic() - started:.1f}s")
