@@ -33,7 +33,13 @@ def check_name(kind: str, name: object) -> str:
 
 
 class Ack(enum.Enum):
-    """How long `append` waits: FULL = durable and processed, APPEND = durable, NONE = not at all."""
+    """How long `append` waits: FULL = durable and processed, APPEND = durable, NONE = not at all.
+
+    `FULL` (the default) returns once the event is on disk and every stream topology subscribed
+    to the depot has finished its whole tree (hops and `ctx.append`s included), with each
+    topology's result; `APPEND` once the event is on disk; `NONE` at once, returning None.
+    Strings work too: `depot.append(event, ack="append")`.
+    """
 
     FULL = "full"
     APPEND = "append"
@@ -58,7 +64,15 @@ RETRY_BACKOFF_TOTAL_MAX_S = 5.0
 
 @dataclass(frozen=True, slots=True)
 class Retry:
-    """Retry a raising stream handler `times` more times, sleeping `backoff_s * 2**attempt` between."""
+    """Retry a raising stream handler `times` more times, sleeping `backoff * 2**attempt` seconds between.
+
+    Each sleep is capped at `backoff_max_s`, and all of them together at 5 seconds, because the
+    task waits with the handler; longer outages are for `DeadLetter.retry()`. `Retry.NONE` (the
+    default) sends a raising record straight to the dead letters.
+
+        @module.stream(orders, retry=hw.Retry(times=3, backoff=0.1))   # waits 0.1, 0.2, 0.4 s
+        def notify(ctx, order): ...
+    """
 
     times: int = 0
     backoff: float = 0.0
@@ -81,6 +95,7 @@ class Retry:
             )
 
     def delay_s(self, attempt: int) -> float:
+        """Seconds to sleep before retry number `attempt + 1`."""
         return min(self.backoff * (2**attempt), self.backoff_max_s)
 
 
@@ -148,7 +163,20 @@ class QueryDecl:
 
 @dataclass(eq=False)
 class Module:
-    """A unit of deployment: depots, PStates, topologies, steps and queries."""
+    """A unit of deployment: depots, PStates, topologies, steps and queries.
+
+    Declare its parts with the methods below, then `cluster.deploy(module, tasks=n)`. Names are
+    letters, digits, `_`, `.` and `-`, unique per kind within the module.
+
+        bank = hw.Module("bank")
+        deposits = bank.depot("deposits", Deposit, partition_by="user_id")
+        funds = bank.pstate("funds", hw.Map(int, int))
+
+        @bank.stream(deposits)
+        def deposit(ctx: hw.Context, d: Deposit) -> int:
+            ctx.pstate(funds)[d.user_id].increment(d.amount)
+            return ctx.pstate(funds)[d.user_id].get()
+    """
 
     name: str
     depots: dict[str, DepotDecl] = field(default_factory=dict)
@@ -179,6 +207,14 @@ class Module:
         partitioned: bool = True,
         client_appends: bool = True,
     ) -> DepotDecl:
+        """Declare a depot: a durable, partitioned, append-only log of events of `event_type`.
+
+        `event_type` is a dataclass, `msgspec.Struct`, `TypedDict`, scalar type or `Any`; appends
+        are validated against it. `partition_by` is None (round-robin), a field name or a callable
+        `event -> key`; `partitioned=False` keeps one partition, on task 0. With
+        `client_appends=False` only topologies append (`ctx.append`). Returns the declaration, to
+        pass to `stream`, `microbatch` and `ctx.append`.
+        """
         self._claim("depot", name, self.depots)
         if partition_by is not None and not partitioned:
             raise DefinitionError(f"depot {name!r}: partition_by has no meaning with partitioned=False; drop one")
@@ -194,6 +230,12 @@ class Module:
         return decl
 
     def pstate(self, name: str, schema: Any, *, partitioned: bool = True) -> PStateDecl:
+        """Declare a PState with `schema` (`hw.Map`, `hw.List`, `hw.Set`, `hw.Record` or a leaf type).
+
+        A top-level `hw.Map` is partitioned by its key; any other top-level schema holds one value
+        per task. `partitioned=False` keeps the whole PState on task 0. Returns the declaration,
+        to pass to `ctx.pstate`.
+        """
         self._claim("PState", name, self.pstates)  # the schema itself is checked by its layout at deploy
         decl = PStateDecl(self, name, schema, partitioned)
         self.pstates[name] = decl
@@ -206,6 +248,13 @@ class Module:
         start_from: Any = "end",
         retry: Retry = Retry.NONE,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Register `fn(ctx, event)` as a stream topology of `depots`: called once per record, in order per partition.
+
+        `name` defaults to the function's name. `start_from` says where the topology begins on
+        first deploy: `"end"`, `"beginning"`, a `datetime`, or `{partition: offset}`. `retry`
+        retries a raising handler on its task before the record becomes a dead letter. What the
+        handler returns (or sets with `ctx.ack_return`) is the full-ack appender's result.
+        """
         if not depots or callable(depots[0]) and not isinstance(depots[0], (DepotDecl, str)):
             raise DefinitionError("@module.stream needs the depots it subscribes to: @module.stream(my_depot)")
         _check_start_from(start_from)
@@ -227,7 +276,13 @@ class Module:
         per_batch: bool = False,
         start_from: Any = "end",
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Register an exactly-once topology that processes depot records in atomic batches."""
+        """Register an exactly-once topology that processes depot records in atomic batches.
+
+        The handler is called per record as `fn(ctx, event)`, or with `per_batch=True` once per
+        partition per batch as `fn(ctx, events)`. A batch's writes on every task become visible
+        together; a failure or crash reruns the whole batch. Appenders do not wait for it (in
+        tests: `cluster.wait_for_microbatch`).
+        """
         if not depots or callable(depots[0]) and not isinstance(depots[0], (DepotDecl, str)):
             raise DefinitionError("@module.microbatch needs the depots it subscribes to: @module.microbatch(my_depot)")
         _check_start_from(start_from)
@@ -242,14 +297,24 @@ class Module:
 
     @property
     def topologies(self) -> dict[str, StreamDecl | MicrobatchDecl]:
+        """Every topology of the module, stream and microbatch, by name."""
         return {**self.streams, **self.microbatches}
 
     def step(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Register `fn(ctx, *args)` as a step: what `ctx.hop`, `ctx.call` and `ctx.call_all` run on a task.
+
+        A step reached by a hop writes like its topology; one called from a query only reads.
+        """
         name = self._claim("step", fn.__name__, self.steps)
         self.steps[name] = StepDecl(self, name, fn)
         return fn
 
     def query(self, fn: Callable[..., Any] | None = None, *, name: str | None = None, route_by: str | None = None) -> Any:
+        """Register `fn(ctx: hw.QueryContext, *args)` as a read-only query clients invoke by name.
+
+        Use bare (`@module.query`) or with options. `route_by` names an argument whose key picks
+        the task the body runs on. Arguments are checked against the function's type hints.
+        """
         def register(fn: Callable[..., Any]) -> Callable[..., Any]:
             query_name = self._claim("query", name or fn.__name__, self.queries)
             if route_by is not None and route_by not in _parameters(fn)[1:]:
