@@ -205,6 +205,10 @@ def http_protocol(answer_now: AnswerNow | None = None, limits: ConnectionLimits 
                              f"{limits.body_timeout_s}s of its headers; send the body with the request, "
                              "and the whole body its Content-Length announces")
 
+        def send_400_response(self, msg: str) -> None:
+            # uvicorn answers a request the parser rejects in plain text; every error here is JSON.
+            self._refuse(400, "bad_request", f"the request is not valid HTTP/1.1 ({msg.rstrip('.')})")
+
         def _refuse(self, status: int, code: str, message: str) -> None:
             """Answer with an error and close the connection (its reading cannot go on)."""
             self._write_json(status, msgspec.json.encode({"error": code, "message": message}), keep_alive=False)

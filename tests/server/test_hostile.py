@@ -207,3 +207,12 @@ def test_whole_collection_reads_run_off_the_event_loop_and_point_reads_on_it(hos
     assert app.answer_now("GET", "/api/modules/jobs/pstates/done/get", b"task=0", []) is None
     assert app.answer_now("GET", "/api/modules/jobs/pstates/log/get", b"path=[1]", []) is None
     assert app.answer_now("GET", "/api/modules/jobs/pstates/done/get", b"path=[1]", [])[0] == 200
+
+
+def test_a_request_that_is_not_http_is_a_json_400(hostile, http):
+    sock = connect(hostile[1])
+    sock.sendall(b"GET /api/health HTTP/1.1\r\nHost: test\r\nBad Header\r\n\r\n")
+    status, body = status_and_body(read_until_closed(sock))
+    assert status == 400 and body["error"] == "bad_request" and "not valid HTTP" in body["message"]
+    sock.close()
+    assert http.get("/api/health").status_code == 200
