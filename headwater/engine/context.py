@@ -174,7 +174,21 @@ class TaskViews:
 
 
 class Context:
-    """What a stream handler or step sees: its task's PStates, hops, appends, and the record it serves."""
+    """What a stream handler or step sees: its task's PStates, hops, appends, and the record it serves.
+
+    Passed as the first argument of every topology handler and step:
+
+        @bank.stream(transfers)
+        def transfer(ctx: hw.Context, t: Transfer) -> bool:
+            balance = ctx.pstate(funds)[t.from_id]       # a key this task owns
+            ok = balance.get(0) >= t.amount
+            if ok:
+                balance.increment(-t.amount)
+            ctx.hop(t.to_id, credit, t, ok)              # continue on the task owning t.to_id
+            return ok                                    # to a full-ack appender
+
+    `task_id` is the task running the code and `num_tasks` the module's task count.
+    """
 
     __slots__ = ("_runtime", "_task", "_invocation", "_views", "task_id", "num_tasks")
 
@@ -193,14 +207,17 @@ class Context:
 
     @property
     def partition(self) -> int | None:
+        """The depot partition of the record being processed."""
         return self._invocation.record.partition if self._invocation else None
 
     @property
     def offset(self) -> int | None:
+        """The offset of the record being processed in its partition."""
         return self._invocation.record.offset if self._invocation else None
 
     @property
     def topology(self) -> str | None:
+        """The name of the topology running this code."""
         return self._invocation.topology if self._invocation else None
 
     @property
@@ -212,10 +229,16 @@ class Context:
 
     @property
     def log(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger (`headwater.handler`) whose records carry the module, topology, task and offset."""
         extra = {"module": self._runtime.name, "topology": self.topology, "task": self.task_id, "offset": self.offset}
         return logging.LoggerAdapter(_logger, extra)
 
     def pstate(self, decl_or_name: Any) -> Any:
+        """A writable view of this task's part of a PState (its declaration or its name).
+
+        Touching a top-level key that another task owns raises `WrongPartitionError`, naming the
+        task and the hop to use. In a step called from a query the view only reads.
+        """
         return self._views.view(decl_or_name)
 
     # ---- continuing elsewhere -------------------------------------------------------------
@@ -224,13 +247,20 @@ class Context:
         return task_for_key(key, self.num_tasks)
 
     def hop(self, key: Any, step: Any, /, *args: Any, **kwargs: Any) -> None:
+        """Run `step(ctx, *args, **kwargs)` on the task that owns `key`, after this invocation commits.
+
+        The hop is part of the event's tree: a full ack waits for it. Hops from one task to
+        another arrive in the order they were sent; arguments are pickled.
+        """
         self._send_hop(task_for_key(key, self.num_tasks), step, args, kwargs)
 
     def hop_all(self, step: Any, /, *args: Any, **kwargs: Any) -> None:
+        """Run `step` on every task of the module (this one included), like `hop`."""
         for task_id in range(self.num_tasks):
             self._send_hop(task_id, step, args, kwargs)
 
     def hop_task(self, task_id: int, step: Any, /, *args: Any, **kwargs: Any) -> None:
+        """Run `step` on task `task_id`, like `hop` (e.g. task 0 for a `partitioned=False` PState)."""
         if not isinstance(task_id, int) or not 0 <= task_id < self.num_tasks:
             raise ValueError(f"hop_task: task {task_id!r} does not exist; tasks are 0..{self.num_tasks - 1}")
         self._send_hop(task_id, step, args, kwargs)
@@ -279,6 +309,11 @@ class Context:
         invocation.has_children = True
 
     def ack_return(self, value: Any) -> None:
+        """Set what a full-ack appender receives for this topology, from anywhere in the event's tree.
+
+        The last call wins; without one, the root handler's return value is used. Stream
+        topologies only.
+        """
         invocation = self._outbox("ack_return")
         if invocation.deferred_appends is not None:
             raise ReadOnlyError("ack_return is for stream topologies: no appender waits on a microbatch")
@@ -288,6 +323,7 @@ class Context:
             raise SchemaError(f"ack_return value cannot be serialized: {e}") from None
 
     def unique_id(self) -> int:
+        """A module-wide unique, durable 64-bit integer (the task id in the high bits, a counter below)."""
         if self._invocation is None:
             raise ReadOnlyError("unique_id() is for topologies: it advances a durable counter")
         return self._task.next_unique_id()
