@@ -21,7 +21,7 @@ are dropped and their batch runs again from the same records. PStates end as if 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -30,18 +30,50 @@ from headwater.engine.context import Context, RecordInfo, invocation_id
 from headwater.engine.definitions import MicrobatchDecl, Retry
 from headwater.engine.meta import U64, DeadLetterEntry, dead_key, meta_encoder, progress_key
 from headwater.engine.messages import BatchFailure, Hop, MbAck, MbControl, MbDone, MbPhase, MbProcess, TreeRef
-from headwater.storage import Batch
+from headwater.engine.runtime import DepotRuntime, ModuleRuntime
+from headwater.engine.transport import Clock, Transport
+from headwater.storage import Batch, Reader, Store
 
-if TYPE_CHECKING:
-    from headwater.engine.runtime import DepotRuntime
-    from headwater.engine.task import Task
-
-__all__ = ["BATCH_ATTEMPTS_MAX", "BATCH_RECORDS_MAX", "BatchCoordinator", "BatchParticipant"]
+__all__ = ["BATCH_ATTEMPTS_MAX", "BATCH_RECORDS_MAX", "BatchCoordinator", "BatchHost", "BatchParticipant"]
 
 BATCH_RECORDS_MAX = 50_000  # records per partition in one batch: under a backlog, big batches amortize each commit
 BATCH_ATTEMPTS_MAX = 5  # failures of one record before it is set aside as a dead letter
 COORDINATOR_TASK = 0
 
+
+
+class BatchHost(Protocol):
+    """What a microbatch participant or coordinator uses of its task, and nothing more."""
+
+    runtime: ModuleRuntime
+    task_id: int
+    store: Store
+    transport: Transport
+    clock: Clock
+    pstate_reader: Reader
+
+    def send(self, task_id: int, data: bytes) -> None:
+        """Send once the running round commits."""
+
+    def new_txn(self, reader: Any) -> Any: ...
+
+    def depot_end(self, depot_id: int) -> int: ...
+
+    def read_records(self, depot_id: int, start: int, stop: int) -> list[tuple[int, int, bytes]]: ...
+
+    def invoke(self, topology: str, tree: TreeRef, info: RecordInfo, call: Callable[[Context], Any], retry: Retry,
+               *, base: Any = None, deferred: bool = False, depth: int = 0) -> Any:
+        """Run user code over a fresh overlay of `base`, as stream handlers run."""
+
+    def encode_outbox(self, outbox: list[tuple[int, bytes]]) -> bytes: ...
+
+    def resend(self, topology: str, pending_key: bytes, offset: int, outbox: bytes) -> None:
+        """Send stored appends again, as a tree that completes when each is acknowledged."""
+
+    def answer(self, reply: Any, *, errors: list[tuple[str, str, str]] | None = None) -> None:
+        """Tell a waiting client (a dead letter's retry) that its request finished."""
+
+    def next_unique_id(self) -> int: ...
 
 
 def batch_tree(batch: int, attempt: int) -> TreeRef:
@@ -72,7 +104,7 @@ _staged_decoder = msgspec.msgpack.Decoder(Staged)
 class BatchParticipant:
     """One task's side of one microbatch topology."""
 
-    def __init__(self, task: Task, decl: MicrobatchDecl) -> None:
+    def __init__(self, task: BatchHost, decl: MicrobatchDecl) -> None:
         self.task = task
         self.decl = decl
         self.name = decl.name
@@ -302,7 +334,7 @@ class BatchParticipant:
 class BatchCoordinator:
     """Task 0's side of one microbatch topology: drives every task through each batch."""
 
-    def __init__(self, task: Task, decl: MicrobatchDecl) -> None:
+    def __init__(self, task: BatchHost, decl: MicrobatchDecl) -> None:
         self.task = task
         self.name = decl.name
         stored = task.store.get("meta", _key(self.name, "decided"))

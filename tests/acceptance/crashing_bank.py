@@ -13,21 +13,21 @@ import sys
 
 import headwater as hw
 from examples.bank import Deposit, Transfer, bank
-from headwater.engine.task import Task
+from headwater.engine.trees import Trees
 
 OPENING_BALANCE = 100
 AMOUNT = 60
 
 
 def die_when_a_transfer_tree_completes() -> None:
-    original = Task._complete_tree
+    original = Trees._complete
 
-    def complete_or_die(self: Task, seq: int, state) -> None:  # type: ignore[no-untyped-def]
+    def complete_or_die(self: Trees, seq: int, state) -> None:  # type: ignore[no-untyped-def]
         if state.topology == "transfer" and state.pending_key is not None:
             os._exit(0)  # the credit committed on the receiver; the sender's pending entry is still there
         original(self, seq, state)
 
-    Task._complete_tree = complete_or_die  # type: ignore[method-assign]
+    Trees._complete = complete_or_die  # type: ignore[method-assign]
 
 
 def main(path: str, sender: int, receiver: int) -> None:

@@ -106,15 +106,15 @@ def test_an_engine_error_in_a_round_on_an_appender_s_thread_stops_the_task_loudl
     cluster.deploy(notes_module(), tasks=1)
     notes = cluster.depot("notes", "notes")
     host = cluster._deployments["notes"].hosts[0]
-    task = host.task
-    original = task._pump
+    streams = host.task._streams
+    original = streams.pump
 
     def broken_pump():
         if threading.current_thread().name.startswith("appender"):
             raise RuntimeError("engine bug")
         return original()
 
-    monkeypatch.setattr(task, "_pump", broken_pump)
+    monkeypatch.setattr(streams, "pump", broken_pump)
     started = time.monotonic()
     errors = run_threads(1, lambda n: notes.append(Note(0, 0), timeout=30))
     # Its reply never comes (the round failed before processing it): it hears so within a second.

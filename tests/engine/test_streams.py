@@ -355,7 +355,7 @@ def test_an_event_bigger_than_the_byte_bound_is_admitted_alone(cluster, monkeypa
 
 def test_fan_out_stops_while_the_receivers_inboxes_are_full(cluster):
     from headwater.cluster.transport import INBOX_BYTES_MAX
-    from headwater.engine.task import ROUND_SEND_BYTES_MAX
+    from headwater.engine.streams import ROUND_SEND_BYTES_MAX
 
     m = hw.Module("fanbytes")
     jobs = m.depot("jobs", Job, partitioned=False)  # every record on task 0

@@ -1,0 +1,81 @@
+"""Reads of a task's committed state: PState paths, depot records, dead letters, progress, steps.
+
+`Reads.serve` answers one read request. It reads only what rounds have committed (RocksDB reads
+are safe beside the round that writes, and every batch is atomic), so a host may serve reads
+while a round runs; in process they run in the caller's thread.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from headwater.engine import messages
+from headwater.engine.context import Context, TaskViews, TxnSlot
+from headwater.engine.meta import DEPOT_KEY, I64, U64, dead_decoder, depot_key
+from headwater.engine.query import query_decl, run_query_body
+from headwater.engine.runtime import ModuleRuntime
+from headwater.engine.transport import Transport
+from headwater.errors import NotFound
+from headwater.storage import Store
+
+__all__ = ["READS", "Reads"]
+
+READS = ("pstate", "depot_read", "depot_end", "dead_letters", "mb_status", "progress", "step", "query")
+
+
+class Reads:
+    def __init__(self, runtime: ModuleRuntime, task_id: int, store: Store, transport: Transport,
+                 coordinators: dict[str, Any], context_host: Any, stored_end: Any) -> None:
+        self._runtime = runtime
+        self._task_id = task_id
+        self._store = store
+        self._transport = transport
+        self._coordinators = coordinators
+        self._context_host = context_host  # what a step's Context asks of its task
+        self._stored_end = stored_end
+        self._reader = store.reader("pstate")
+        # Steps that queries call read committed state through views that cannot write.
+        self._views = TaskViews(runtime, task_id, TxnSlot(self._reader), writable=False)
+
+    def serve(self, request: tuple[Any, ...]) -> Any:
+        kind = request[0]
+        if kind == "pstate":
+            _, name, steps, op, args, kwargs = request
+            return self._runtime.pstates[name].layout.read(self._reader, steps, op, args, kwargs)
+        if kind == "depot_read":
+            _, depot_id, start, stop = request
+            return [(DEPOT_KEY.unpack(k)[1], I64.unpack(v[:8])[0], v[8:])
+                    for k, v in self._store.iterate("depot", depot_key(depot_id, start), depot_key(depot_id, stop))]
+        if kind == "depot_end":
+            return self._stored_end(request[1])
+        if kind == "dead_letters":
+            prefix = b"dead/" + request[1].encode() + b"/"
+            return [dead_decoder.decode(v) for _, v in self._store.iterate("meta", prefix, prefix + b"\xff" * 9)]
+        if kind == "mb_status":
+            coordinator = self._coordinators.get(request[1])
+            if coordinator is None:
+                raise NotFound("microbatch topology", str(request[1]), self._coordinators,
+                               where=f"module {self._runtime.name!r}")
+            return coordinator.status()
+        if kind == "progress":
+            return self.stored_progress()
+        if kind == "step":
+            _, step_name, payload = request
+            args, kwargs = messages.loads(payload)
+            step = self._runtime.step(step_name)
+            return step.fn(Context(self._runtime, self._context_host, None, self._views), *args, **kwargs)
+        if kind == "query":
+            _, name, payload, depth = request
+            args, kwargs = messages.loads(payload)
+            decl = query_decl(self._runtime, name)
+            return run_query_body(self._runtime, self._transport, decl, args, kwargs, depth, self._task_id)
+        raise NotFound("read", str(kind), READS)
+
+    def stored_progress(self) -> dict[tuple[str, int], int]:
+        """{(topology, depot id): next offset to process} for this task's partitions."""
+        progress = {}
+        for key, value in self._store.iterate("meta", b"progress/", b"progress0"):
+            # b"progress/<topology>/<depot id, 2 bytes>": the id may itself contain a b"/".
+            topology, depot_id = key[len(b"progress/"):-3].decode(), int.from_bytes(key[-2:], "big")
+            progress[(topology, depot_id)] = U64.unpack(value)[0]
+        return progress

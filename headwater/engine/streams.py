@@ -1,0 +1,274 @@
+"""Stream processing on one task: each topology's cursor over its depot partitions, and invocations.
+
+`Streams` advances every stream topology over the records appended to this task's partitions
+(`pump`), runs root invocations and the hops that reach this task, and adds each invocation's
+effects to the round: its PState writes merged into the round's, its progress, its hops and
+appends (sent when the round commits), or its dead letter. A root that spawned hops keeps a
+pending entry until its tree completes, so that a crash can send them again (`resend`).
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections import deque
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from headwater.engine import messages
+from headwater.engine.appends import Appends
+from headwater.engine.context import FINISHED, Context, Invocation, RecordInfo, TaskViews, TxnSlot, invocation_id
+from headwater.engine.definitions import Retry, StreamDecl
+from headwater.engine.messages import Hop, TreeAck, TreeRef
+from headwater.engine.meta import (
+    DEPOT_KEY,
+    I64,
+    U64,
+    DeadLetterEntry,
+    PendingTree,
+    dead_key,
+    depot_key,
+    meta_encoder,
+    pending_key,
+    progress_key,
+)
+from headwater.engine.rounds import Reply, Round, UniqueIds
+from headwater.engine.runtime import DepotRuntime, ModuleRuntime
+from headwater.engine.transport import Clock, Transport
+from headwater.engine.trees import Trees, TreeState
+from headwater.errors import HeadwaterError
+from headwater.storage import Batch, Store
+
+__all__ = ["PUMP_RECORDS_MAX", "PUMP_TIME_MAX_S", "ROUND_SEND_BYTES_MAX", "Outcome", "Streams"]
+
+_log = logging.getLogger("headwater.task")
+
+PUMP_RECORDS_MAX = 256  # records processed per round before the inbox is looked at again
+PUMP_TIME_MAX_S = 0.02  # ... or this much time, so new appends are made durable while handlers are slow
+ROUND_SEND_BYTES_MAX = 16 * 1024 * 1024  # a round starts no more records once its handlers sent this much
+
+
+class Outcome:
+    """What one invocation of user code came to: its effects, its result or error, its attempts."""
+
+    __slots__ = ("attempts", "error", "invocation", "result")
+
+    def __init__(self, invocation: Invocation, result: bytes | None, error: tuple[str, str] | None, attempts: int) -> None:
+        self.invocation = invocation
+        self.result = result
+        self.error = error  # (exception type, formatted traceback)
+        self.attempts = attempts
+
+
+class Streams:
+    def __init__(self, runtime: ModuleRuntime, task_id: int, store: Store, transport: Transport, clock: Clock,
+                 round_: Round, appends: Appends, trees: Trees, unique: UniqueIds) -> None:
+        self.runtime = runtime
+        self.task_id = task_id
+        self._store = store
+        self._transport = transport
+        self._clock = clock
+        self._round = round_
+        self._appends = appends
+        self._trees = trees
+        self._unique = unique
+        # Handlers' views run on the invocation running now (one TxnSlot pointed at each in turn).
+        self._views = TaskViews(runtime, task_id, TxnSlot(), writable=True)
+        self._subscriptions = [
+            (stream, depot)
+            for depot in runtime.depots.values()
+            if depot.partitions > task_id
+            for stream in depot.subscribers
+        ]
+        self.cursors: dict[tuple[str, int], int] = {}
+        # Trees a crash cut short: (topology, pending key, offset, the stored pending tree).
+        self._replays: deque[tuple[str, bytes, int, bytes]] = deque()
+        self.congested = False  # the last pump started no records: the module's inboxes were full
+
+    # ---- recovery ----------------------------------------------------------------------------
+    def recover(self, batch: Batch) -> None:
+        """Set each topology's cursor from stored progress and queue the trees a crash cut short."""
+        for stream, depot in self._subscriptions:
+            key = progress_key(stream.name, depot.depot_id)
+            stored = self._store.get("meta", key)
+            if stored is None:
+                cursor = self.initial_cursor(stream, depot)
+                batch.put("meta", key, U64.pack(cursor))  # pinned now, so a restart cannot move "end"
+            else:
+                cursor = U64.unpack(stored)[0]
+            self.cursors[(stream.name, depot.depot_id)] = cursor
+            prefix = b"pending/" + stream.name.encode() + b"/" + DEPOT_KEY.pack(depot.depot_id, 0)[:2]
+            for pending, stored_tree in self._store.iterate("meta", prefix, prefix + b"\xff" * 8):
+                self.queue_resend(stream.name, pending, DEPOT_KEY.unpack(pending[-10:])[1], stored_tree)
+
+    def queue_resend(self, topology: str, pending: bytes, offset: int, stored_tree: bytes) -> None:
+        """Resend a cut-short tree's hops and appends in an early round (offset -1: no record's tree)."""
+        self._replays.append((topology, pending, offset, stored_tree))
+
+    def initial_cursor(self, stream: Any, depot: DepotRuntime) -> int:
+        start = stream.start_from
+        end = self._appends.ends[depot.depot_id]
+        if start == "beginning":
+            return 0
+        if isinstance(start, dict):
+            return min(max(0, start.get(self.task_id, end)), end)
+        if isinstance(start, datetime):
+            threshold_us = int(start.timestamp() * 1e6)
+            for key, value in self._store.iterate("depot", depot_key(depot.depot_id, 0),
+                                                  depot_key(depot.depot_id + 1, 0)):
+                if I64.unpack(value[:8])[0] >= threshold_us:
+                    return DEPOT_KEY.unpack(key)[1]
+        return end
+
+    # ---- rounds ------------------------------------------------------------------------------
+    def pump(self) -> bool:
+        """Advance topologies over their backlog; True when work remains for the next round.
+
+        Nothing starts while the module's inboxes are congested: what a record's handler sends
+        (hops, appends) would only queue up in memory behind them.
+        """
+        self.congested = self._transport.congested()
+        if self.congested:
+            return True
+        budget = PUMP_RECORDS_MAX
+        round_ = self._round
+        monotonic = self._clock.monotonic
+        deadline = monotonic() + PUMP_TIME_MAX_S
+        while self._replays and budget and round_.outgoing_bytes < ROUND_SEND_BYTES_MAX:
+            self._trees.resend(*self._replays.popleft())
+            budget -= 1
+        ends, cursors, read = self._appends.ends, self.cursors, self._appends.read
+        for stream, depot in self._subscriptions:
+            key = (stream.name, depot.depot_id)
+            end = ends[depot.depot_id]
+            while cursors[key] < end and budget:
+                offset = cursors[key]
+                timestamp_us, event = read(depot.depot_id, offset, consume=True)
+                self.run_root(stream, depot, offset, timestamp_us, event, progress=True)
+                cursors[key] = offset + 1
+                budget -= 1
+                if monotonic() >= deadline:
+                    return True  # slow handlers: commit what ran and look at the inbox again
+                if round_.outgoing_bytes >= ROUND_SEND_BYTES_MAX:
+                    return True  # big fan-out: send it, and see whether the receivers keep up
+        return budget == 0
+
+    def run_root(self, stream: StreamDecl, depot: DepotRuntime, offset: int, timestamp_us: int, event_data: bytes, *,
+                 progress: bool, dead: DeadLetterEntry | None = None, reply: Reply | None = None) -> None:
+        own = invocation_id()
+        record_state = self._appends.records.get((depot.depot_id, offset)) if progress else None
+        state = TreeState(stream.name, own, record_state, reply=reply, partition=self.task_id, offset=offset)
+        tree = self._trees.new(state)
+        info = RecordInfo(depot.name, self.task_id, offset, timestamp_us)
+        outcome = self.invoke(stream.name, tree, info, lambda ctx: stream.fn(ctx, depot.codec.decode(event_data)),
+                              stream.retry)
+        if progress:
+            self._round.progress[(stream.name, depot.depot_id)] = offset + 1
+        if outcome.invocation.has_children:  # kept until the tree completes, so a crash can resend it
+            state.pending_key = pending_key(stream.name, depot.depot_id, offset)
+            pending = PendingTree(outcome.invocation.outbox, outcome.result, outcome.invocation.returned)
+            self._round.batch.put("meta", state.pending_key, meta_encoder.encode(pending))
+        state.root_result = outcome.result
+        self._commit(outcome, "record", info, dead=dead)
+        error_type, error = outcome.error or (None, None)
+        self._trees.settle(tree.seq, state, own ^ outcome.invocation.children_xor, outcome.invocation.returned,
+                           error_type, error)
+
+    def run_hop(self, hop: Hop, *, dead: DeadLetterEntry | None = None) -> None:
+        info = RecordInfo(hop.depot, hop.partition, hop.offset, hop.timestamp_us)
+        stream = self.runtime.streams.get(hop.topology)
+        retry = stream.retry if stream is not None else Retry.NONE
+
+        def call(ctx: Context) -> Any:
+            step = self.runtime.step(hop.step)
+            args, kwargs = messages.loads(hop.args)
+            return step.fn(ctx, *args, **kwargs)
+
+        outcome = self.invoke(hop.topology, hop.tree, info, call, retry, depth=hop.depth)
+        outcome.result = None  # a step's return value goes nowhere; ack_return carries values back
+        self._commit(outcome, "hop", info, dead=dead, hop=hop)
+        ack = TreeAck(hop.tree, hop.invocation ^ outcome.invocation.children_xor, outcome.invocation.returned,
+                      *(outcome.error or (None, None)))
+        self._trees.send_ack(ack)
+
+    def retry_dead_letter(self, entry: DeadLetterEntry, reply: Reply) -> None:
+        """Run a dead-lettered root or hop again; `reply` hears how it went."""
+        if entry.kind == "record":
+            stream = self.runtime.streams[entry.topology]
+            depot = self.runtime.depot(entry.depot)
+            timestamp_us, event = self._appends.read(depot.depot_id, entry.offset, consume=False)
+            self.run_root(stream, depot, entry.offset, timestamp_us, event, progress=False, dead=entry, reply=reply)
+            return
+        own = invocation_id()
+        state = TreeState(entry.topology, own, None, reply=reply, partition=entry.partition, offset=entry.offset)
+        tree = self._trees.new(state)
+        hop = Hop(tree, own, entry.topology, entry.step or "", entry.args or b"", entry.depot, entry.partition,
+                  entry.offset, entry.timestamp_us)
+        self.run_hop(hop, dead=entry)
+
+    # ---- invocations -------------------------------------------------------------------------
+    def invoke(self, topology: str, tree: TreeRef, info: RecordInfo, call: Callable[[Context], Any], retry: Retry,
+               *, base: Any = None, deferred: bool = False, depth: int = 0) -> Outcome:
+        """Run user code once (or per `retry`) over a fresh Txn on `base` (default: the round's writes).
+
+        `deferred`: a microbatch invocation (its appends wait for the batch's commit); `depth`: the
+        hops between its tree's root and it."""
+        attempt = 0
+        while True:
+            # The invocation's writes sit over the round's, so it reads what earlier events wrote.
+            invocation = Invocation(topology, tree, info, self._round.new_txn(base), depth)
+            if deferred:
+                invocation.deferred_appends = []
+            slot = self._views.slot
+            slot.txn = invocation.txn
+            slot.writer = "microbatch" if deferred else "stream"
+            try:
+                result = call(Context(self.runtime, self, invocation, self._views))
+                return Outcome(invocation, messages.dumps(result), None, attempt + 1)
+            except Exception as e:
+                if attempt >= retry.times:
+                    invocation.outbox.clear()
+                    invocation.children_xor = 0
+                    invocation.has_children = False
+                    invocation.returned = None
+                    return Outcome(invocation, None, (_error_name(e), traceback.format_exc()), attempt + 1)
+            finally:
+                slot.txn = FINISHED  # a view kept past its invocation fails clearly instead of writing nowhere
+            self._clock.sleep(retry.delay_s(attempt))
+            attempt += 1
+
+    def _commit(self, outcome: Outcome, kind: str, info: RecordInfo, *,
+                dead: DeadLetterEntry | None, hop: Hop | None = None) -> None:
+        """Add an invocation's effects (or its dead letter) to the round; what it spawned leaves after."""
+        invocation = outcome.invocation
+        batch = self._round.batch
+        if outcome.error is None:
+            invocation.txn.merge_into(self._round.txn)
+            if dead is not None:
+                batch.delete("meta", dead_key(invocation.topology, dead.id))
+        else:
+            entry = DeadLetterEntry(
+                dead.id if dead else self._unique.next(), invocation.topology, kind, self.task_id, info.depot,
+                info.partition, info.offset, info.timestamp_us, outcome.error[0], outcome.error[1],
+                outcome.attempts + (dead.attempts if dead else 0),
+                hop.step if hop else None, hop.args if hop else None,
+            )
+            batch.put("meta", dead_key(invocation.topology, entry.id), meta_encoder.encode(entry))
+            _log.warning("%s.%s: %s at %s/%s offset %s went to the dead letters: %s", self.runtime.name,
+                         invocation.topology, kind, info.depot, info.partition, info.offset, outcome.error[0])
+        self._round.send_all(invocation.outbox)
+
+    # ---- what a handler's Context asks of its task -------------------------------------------
+    def next_unique_id(self) -> int:
+        return self._unique.next()
+
+    @staticmethod
+    def partition_for(depot: DepotRuntime, event: Any) -> int:
+        return depot.partition_for(event)
+
+
+def _error_name(error: BaseException) -> str:
+    if isinstance(error, HeadwaterError):
+        return type(error).__name__
+    return f"{type(error).__module__}.{type(error).__qualname__}".removeprefix("builtins.")
