@@ -27,6 +27,9 @@ def _arguments(payload: Any) -> tuple[list[Any], dict[str, Any]]:
     if isinstance(payload, dict) and set(payload) <= {"args", "kwargs"}:
         args, kwargs = payload.get("args", []), payload.get("kwargs", {})
         if isinstance(args, list) and isinstance(kwargs, dict):
+            if "timeout" in kwargs:  # the keyword of the query's wait, in process as over HTTP
+                raise ApiError(400, "bad_request", "a query argument cannot be passed by the name 'timeout': it "
+                               "names the wait (?timeout= seconds); pass that argument by position in args")
             return args, kwargs
     raise ApiError(400, "bad_request", 'a query body is [arg, ...] or {"args": [...], "kwargs": {...}}')
 

@@ -169,10 +169,13 @@ def test_hostile_read_parameters_are_4xx_with_an_error_body(http, target, status
     assert response.json()["error"] == code and response.json()["message"]
 
 
-@pytest.mark.parametrize("body", [DEEP, f"[{DEEP}]", '{"args": [%s]}' % DEEP])
-def test_deeply_nested_query_arguments_are_400(http, body):
+@pytest.mark.parametrize(("body", "code"), [
+    (DEEP, "malformed_json"), (f"[{DEEP}]", "malformed_json"), ('{"args": [%s]}' % DEEP, "malformed_json"),
+    ('{"kwargs": {"n": 1, "timeout": 5}}', "bad_request"),  # the name of the query's wait
+])
+def test_hostile_query_arguments_are_400(http, body, code):
     response = http.post("/api/modules/jobs/queries/double", content=body)
-    assert response.status_code == 400 and response.json()["error"] == "malformed_json", response.text
+    assert response.status_code == 400 and response.json()["error"] == code, response.text
 
 
 @pytest.fixture
