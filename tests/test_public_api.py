@@ -1,4 +1,4 @@
-"""The public API is what DESIGN.md names, re-exported from `headwater` with a sorted __all__."""
+"""The public API is the documented names, re-exported from `headwater` with a sorted __all__."""
 
 import headwater as hw
 

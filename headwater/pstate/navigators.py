@@ -1,4 +1,4 @@
-"""Navigators: Rama-style paths for `select`, `select_one` and `transform` (DESIGN §4).
+"""Navigators: Rama-style paths for `select`, `select_one` and `transform`.
 
 A navigator takes one *position* to zero or more positions. Positions are:
 
@@ -439,43 +439,82 @@ def _change_range(txn: Txn, ranged: Ranged, op: TransformOp) -> None:
 # --- the names users write ------------------------------------------------------------------------
 
 ALL: Navigator = _All()
+"""Each element of a list or set, and each `(key, value)` pair of a map, in order.
+
+    view.select(hw.ALL)            # [('ann', 3), ('bob', 5)] for a Map(str, int)
+"""
 MAP_KEYS: Navigator = _MapPart(values=False)
+"""Each key of a map, in order: `view.select(hw.MAP_KEYS)`."""
 MAP_VALS: Navigator = _MapPart(values=True)
+"""Each value of a map, in key order; writable: `ctx.pstate(p)[k].transform(hw.MAP_VALS, hw.apply(f))`."""
 FIRST: Navigator = _Nth(0, "FIRST")
+"""The first element of a list, set or map in its order (nothing if empty); on a map, its first `(key, value)`."""
 LAST: Navigator = _Nth(-1, "LAST")
+"""The last element of a list, set or map in its order (nothing if empty); on a map, its last `(key, value)`."""
 SIZE: Navigator = _Size()
+"""The size of the current value (O(1) on a subindexed collection): `view.select_one(hw.SIZE)`."""
 _REMOVE = _Remove()
 REMOVE: TransformOp = _REMOVE
+"""Transform operation: remove every value the path reaches.
+
+    ctx.pstate(scores)[player].transform(hw.MAP_VALS, hw.filter(lambda s: s < 100), hw.REMOVE)
+"""
 
 
 def nth(index: int) -> Navigator:
-    """The element at `index` in the sequence's order (negative: from the end); none if too short."""
+    """The element at `index` in the sequence's order (negative: from the end); none if too short.
+
+        view.select(hw.nth(1))         # the second element, as a one-element list
+    """
     return _Nth(index)
 
 
 def must(key: Any) -> Navigator:
-    """Like a plain key, but an absent key yields no result instead of None."""
+    """Like a plain key, but an absent key yields no result instead of None.
+
+        view.select("chess"), view.select(hw.must("chess"))   # ([None], []) when absent
+    """
     return _Key(key, must_exist=True)
 
 
 def filter(predicate: Callable[[Any], bool]) -> Navigator:  # noqa: A001 - the contract's name
-    """Keep the current position only if `predicate(value)` is true."""
+    """Keep the current position only if `predicate(value)` is true.
+
+        view.select(hw.MAP_VALS, hw.filter(lambda points: points >= 100))
+    """
     return _Filter(predicate)
 
 
 def view(fn: Callable[[Any], Any]) -> Navigator:
-    """Navigate to `fn(value)`; a transform through it sets the value to the transformed result."""
+    """Navigate to `fn(value)`; a transform through it sets the value to the transformed result.
+
+        view.select_one("pacman", hw.view(lambda points: points // 100))
+    """
     return _View(fn)
 
 
 def set_val(value: Any) -> TransformOp:
+    """Transform operation: set every value the path reaches to `value`.
+
+        ctx.pstate(badges)[player].transform(hw.ALL, hw.set_val("veteran"))
+    """
     return _SetVal(value)
 
 
 def apply(fn: Callable[[Any], Any]) -> TransformOp:
+    """Transform operation: replace every value the path reaches with `fn(value)`.
+
+        ctx.pstate(scores)[player].transform(hw.MAP_VALS, hw.apply(lambda points: points // 2))
+    """
     return _Apply(fn)
 
 
 def range(start: Any = None, stop: Any = None, *, limit: int | None = None, reverse: bool = False) -> Navigator:  # noqa: A001
-    """The sorted sub-map or sub-set with keys in [start, stop), as one value; follow with ALL for its elements."""
+    """The sorted sub-map or sub-set with keys in [start, stop), as one value; follow with ALL for its elements.
+
+    `None` leaves that end open; `limit` and `reverse` work as in `view.keys(...)`.
+
+        view.select(hw.range("b", "q"))              # [{'frogger': 40, 'pacman': 310}]
+        view.select(hw.range("b", "q"), hw.MAP_VALS) # [40, 310]
+    """
     return _Range(start, stop, limit, reverse)

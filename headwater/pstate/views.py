@@ -30,7 +30,16 @@ class Executor(Protocol):
 
 
 class View:
-    """A path into a PState, with the read and write operations of DESIGN §4."""
+    """A path into a PState, with its read operations and, in handlers, its write operations.
+
+    `cluster.pstate(module, name)` returns one for clients (reads routed to the task owning the
+    first key; writes raise `ReadOnlyError`); `ctx.pstate(p)` returns one for a handler's task.
+    Each `[...]` is a map key, list index or record field, checked against the schema at once:
+
+        funds = cluster.pstate("bank", "funds")
+        funds[1].get()                                  # 100
+        cluster.pstate("blog", "posts")["p1"]["comments"][0]["author"].get()
+    """
 
     __slots__ = ("_executor", "_name", "_schema", "_steps")
 
@@ -87,6 +96,7 @@ class View:
         return self._read("get", default)
 
     def exists(self) -> bool:
+        """Whether a value is stored at this path."""
         return self._read("exists")
 
     def size(self) -> int:
@@ -158,9 +168,11 @@ class View:
         self._write("increment", n)
 
     def append(self, value: Any) -> None:
+        """Add `value` at the end of a list (O(1) when subindexed)."""
         self._write("append", value)
 
     def extend(self, values: Any) -> None:
+        """Add each of `values` at the end of a list, in order."""
         self._write("extend", values)
 
     def insert(self, index: int, value: Any) -> None:
@@ -168,9 +180,11 @@ class View:
         self._write("insert", index, value)
 
     def add(self, element: Any) -> None:
+        """Add `element` to a set (nothing changes if it is there)."""
         self._write("add", element)
 
     def discard(self, element: Any) -> None:
+        """Remove `element` from a set, if it is there."""
         self._write("discard", element)
 
     def merge(self, mapping: Mapping) -> None:

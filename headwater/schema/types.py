@@ -113,7 +113,15 @@ class Leaf(Schema):
 
 
 class Map(Schema):
-    """A map from keys of `key_type` to values of `value_schema`, sorted by key."""
+    """A map from keys of `key_type` to values of `value_schema`, sorted by key.
+
+    Keys are hashable leaves (int, str, UUID, datetime, tuples of them, ...). `subindexed=True`
+    stores each entry under its own storage key, so one entry is read or changed without the
+    others; reads give the same results either way. A top-level map is partitioned by its key.
+
+        hw.Map(str, hw.Record(pwd_hash=str, registered_ms=int))
+        hw.Map(int, hw.Map(str, int, subindexed=True))
+    """
 
     kind = "map"
 
@@ -142,7 +150,13 @@ class Map(Schema):
 
 
 class List(Schema):
-    """A list of values of `value_schema`, in index order."""
+    """A list of values of `value_schema`, in index order.
+
+    Indexed by int (negative counts from the end). `subindexed=True` stores each element under
+    its own storage key: appending and reading one element are O(1).
+
+        hw.Map(str, hw.List(hw.Record(author=str, text=str), subindexed=True))
+    """
 
     kind = "list"
 
@@ -168,7 +182,12 @@ class List(Schema):
 
 
 class Set(Schema):
-    """A set of elements of `value_type`, sorted like map keys."""
+    """A set of elements of `value_type`, sorted like map keys.
+
+    Read with `contains(x)`, `keys(...)` and `size()`; write with `add(x)` and `discard(x)`.
+
+        hw.Map(str, hw.Set(str, subindexed=True))     # followers per user
+    """
 
     kind = "set"
 
@@ -196,7 +215,14 @@ class Set(Schema):
 
 
 class Record(Schema):
-    """Fixed fields, each with its own schema. Reads give a dict of the fields that are set."""
+    """Fixed fields, each with its own schema. Reads give a dict of the fields that are set.
+
+    A field that was never set is absent from that dict, and reads as None on its own. Fields
+    can hold any schema, collections included.
+
+        hw.Record(title=str, tags=hw.Set(str), likes=int)
+        view["p1"].set({"title": "Hello"}); view["p1"]["likes"].increment()
+    """
 
     kind = "record"
 

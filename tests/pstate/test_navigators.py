@@ -1,4 +1,4 @@
-"""select / select_one / transform with navigators (DESIGN §4), on both layouts."""
+"""select / select_one / transform with navigators on both layouts."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The promise of DESIGN §3: every read and write gives the same result whether a collection is
+"""The subindexing promise: every read and write gives the same result whether a collection is
 subindexed or not.
 
 Random sequences of operations run against every subindexed/not-subindexed combination of a
