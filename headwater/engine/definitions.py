@@ -165,8 +165,9 @@ class QueryDecl:
 class Module:
     """A unit of deployment: depots, PStates, topologies, steps and queries.
 
-    Declare its parts with the methods below, then `cluster.deploy(module, tasks=n)`. Names are
-    letters, digits, `_`, `.` and `-`, unique per kind within the module.
+    Create it as `hw.Module(name)` (the other constructor arguments are the tables its methods
+    fill), declare its parts with the methods below, then `cluster.deploy(module, tasks=n)`.
+    Names are letters, digits, `_`, `.` and `-`, unique per kind within the module.
 
         bank = hw.Module("bank")
         deposits = bank.depot("deposits", Deposit, partition_by="user_id")
