@@ -22,4 +22,4 @@ def test_the_site_builds_strictly(tmp_path):
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )
     assert build.returncode == 0, build.stdout + build.stderr
-    assert (tmp_path / "site" / "reference" / "api" / "index.html").is_file()
+    assert (tmp_path / "site" / "reference" / "api.html").is_file()
