@@ -67,7 +67,6 @@ def _timeout(maximum: float, what: str) -> dict[str, Any]:
                   f"seconds to wait for {what} (504 after)")
 
 
-_MODULE = _param("module", "path", {"type": "string"}, "module name", True)
 _PARTITION = _param("partition", "path", {"type": "integer", "minimum": 0}, "partition number", True)
 _PARTITION_INFO = _object(("partition", "start_offset", "end_offset"), partition=_INT, start_offset=_INT, end_offset=_INT)
 _DEAD_LETTER = _object(("id", "topology", "kind", "task", "partition", "offset", "error_type", "traceback", "attempts"),
@@ -191,8 +190,10 @@ def _topology_paths(module: str, topology: str) -> dict[str, Any]:
     }
 
 
-def _server_paths() -> dict[str, Any]:
-    """The endpoints about the server itself, the same for every deployment."""
+def _server_paths(modules: list[str]) -> dict[str, Any]:
+    """The endpoints about the server itself."""
+    module = _param("module", "path", {"type": "string", "enum": modules} if modules else {"type": "string"},
+                    "a deployed module's name (any other is a 404)", True)
     listing = {"type": "object", "description": "depots, PStates (schemas), topologies, queries (parameters), steps"}
     return {
         "/api/health": {"get": {
@@ -205,7 +206,7 @@ def _server_paths() -> dict[str, Any]:
             "responses": {"200": _ok(_object(("modules",), modules={"type": "array", "items": listing})),
                           **_errors("401")}}},
         "/api/modules/{module}": {"get": {
-            "summary": "One module, described as in the listing (needs read or append on it)", "parameters": [_MODULE],
+            "summary": "One module, described as in the listing (needs read or append on it)", "parameters": [module],
             "responses": {"200": _ok(listing), **_errors("401", "403", "404")}}},
         "/api/stats": {"get": {
             "summary": "Live numbers: depot sizes, topology progress, lag, dead letters, ack latency",
@@ -244,7 +245,7 @@ def openapi_document(runtimes: list[ModuleRuntime], *, secured: bool) -> dict[st
     depots = [(runtime, depot) for runtime in runtimes for depot in runtime.depots.values()]
     refs, components = msgspec.json.schema_components([d.decl.event_type for _, d in depots],
                                                       ref_template="#/components/schemas/{name}")
-    paths = _server_paths()
+    paths = _server_paths([runtime.name for runtime in runtimes])
     for (runtime, depot), event in zip(depots, refs):
         paths.update(_depot_paths(runtime.name, depot.name, event, depot.decl.client_appends))
     for runtime in runtimes:
