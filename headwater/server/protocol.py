@@ -155,7 +155,11 @@ def http_protocol(answer_now: AnswerNow | None = None, limits: ConnectionLimits 
                 self._arm_read_timer()
 
         def _feed_bounded(self, data: bytes) -> None:
-            """Feed `data` in pieces, so that no more than `headers_max_bytes` of one head reach the parser."""
+            """Feed `data` in pieces, so that no more than `headers_max_bytes` of one head reach the parser.
+
+            A pipelined head that starts inside a piece, after the end of an earlier request, is
+            counted from the next piece on: it may reach twice the bound before it is refused.
+            """
             while data:
                 if not self._reading_head:
                     super().data_received(data)
