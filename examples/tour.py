@@ -1,14 +1,20 @@
 """A guided tour: run the example modules on an embedded cluster and show what happens.
 
-    python -m examples.tour       # data under ./data; run it twice to see state survive a restart
+    python -m examples.tour       # data in the tour's own directory; run it twice to see state survive a restart
     python -m examples.tour --data /some/dir
+
+The tour keeps its data apart from `make run`'s ./data, so the two can run at the same time: a data
+directory serves one process at a time.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+import tempfile
 import time
 import uuid
+from pathlib import Path
 
 import headwater as hw
 from examples.bank import Deposit, Transfer, bank
@@ -73,19 +79,32 @@ def tour_bank(cluster: hw.InProcessCluster) -> None:
         show("pstate('bank', 'fund')", f"NotFound: {e}")
 
 
-def main() -> None:
+def default_data() -> Path:
+    """The tour's own data directory, in the system's temporary directory: kept between runs, never ./data."""
+    return Path(tempfile.gettempdir()) / "headwater-tour"
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default="./data", help="data directory (kept between runs)")
+    parser.add_argument("--data", default=str(default_data()), help="data directory, kept between runs "
+                        "(default: %(default)s, apart from make run's ./data)")
     parser.add_argument("--tasks", type=int, default=4, help="tasks per module on first deploy")
-    args = parser.parse_args()
-    with hw.InProcessCluster(args.data) as cluster:
+    args = parser.parse_args(argv)
+    try:
+        run(args.data, args.tasks)
+    except hw.StorageError as e:  # above all a data directory that another process has open
+        sys.exit(f"tour: {e} (pass --data DIR to the tour for another directory)")
+    print(f"\nDone. Run `python -m examples.tour` again: the data in {args.data!r} is reattached and the answers change.")
+
+
+def run(data: str, tasks: int) -> None:
+    with hw.InProcessCluster(data) as cluster:
         for module in (registration, orders_module, bank):
-            cluster.deploy(module, tasks=None if (cluster.path / module.name / "module.json").exists() else args.tasks)
-        print(f"headwater: modules {cluster.modules()} running in process, data in {args.data!r}")
+            cluster.deploy(module, tasks=None if (cluster.path / module.name / "module.json").exists() else tasks)
+        print(f"headwater: modules {cluster.modules()} running in process, data in {data!r}")
         tour_registration(cluster)
         tour_orders(cluster)
         tour_bank(cluster)
-    print(f"\nDone. Run `python -m examples.tour` again: the data in {args.data!r} is reattached and the answers change.")
 
 
 if __name__ == "__main__":

@@ -88,6 +88,57 @@ def _backward(it: rocksdict.RdictIter, start: bytes, stop: bytes | None) -> Iter
         it.prev()
 
 
+# RocksDB's words for the two ways its LOCK file can be taken (env/io_posix.cc): by this process,
+# which RocksDB tracks itself, or by another, whose fcntl lock refused ours.
+_LOCKED_HERE = "lock hold by current process"
+_LOCKED_ELSEWHERE = "While lock file"
+_COMMAND_CHARS_MAX = 200  # a holder's command line is cut to this in the message
+
+
+def _open_failure(path: str, detail: str) -> str:
+    """The message for a store that would not open, naming who holds a locked one and what to do."""
+    if _LOCKED_HERE in detail:
+        return (f"the store at {path!r} is already open in this process (pid {os.getpid()}): another cluster "
+                "uses the same data directory. Close that cluster first (leave its `with` block or call "
+                "close()), or give this one another data directory")
+    if _LOCKED_ELSEWHERE in detail:
+        holder = _lock_holder(os.path.join(path, "LOCK"))
+        who = "another process" if holder is None else f"process {holder}" + (
+            f" ({command})" if (command := _command_line(holder)) else "")
+        stop = "stop it" if holder is None else f"stop it (Ctrl-C where it runs, or `kill {holder}`)"
+        return (f"the store at {path!r} is locked by {who}: a data directory serves one process at a time. "
+                f"To use this data, {stop} and try again; to run alongside it, use another data directory")
+    return f"cannot open the store at {path!r}: {detail}"
+
+
+def _lock_holder(lock_file: str) -> int | None:
+    """The pid holding the lock on `lock_file`, where the system lists locks (Linux's /proc/locks), else None."""
+    # Read from the list, never by opening the file: a process's fcntl locks drop when it closes any
+    # descriptor of the file, so a probe must not touch a file this process might hold.
+    try:
+        stat = os.stat(lock_file)
+        with open("/proc/locks") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    inode = f"{os.major(stat.st_dev):02x}:{os.minor(stat.st_dev):02x}:{stat.st_ino}"
+    for line in lines:  # "1: POSIX  ADVISORY  WRITE 8872 fe:00:2154805 0 EOF"; a waiter's line has "->" after "1:"
+        fields = line.split()
+        if "->" not in fields and len(fields) >= 6 and fields[5] == inode and fields[4].isdigit():
+            return int(fields[4])
+    return None
+
+
+def _command_line(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            words = f.read().split(b"\0")
+    except OSError:
+        return ""
+    command = " ".join(w.decode(errors="replace") for w in words if w)
+    return command if len(command) <= _COMMAND_CHARS_MAX else command[:_COMMAND_CHARS_MAX] + "…"
+
+
 class RocksStore(Store):
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
@@ -96,10 +147,7 @@ class RocksStore(Store):
             families = {name: _options() for name in COLUMN_FAMILIES}
             self._db = rocksdict.Rdict(self.path, options=_options(), column_families=families)
         except Exception as e:  # rocksdict raises plain exceptions for lock/corruption problems
-            raise StorageError(
-                f"cannot open the store at {self.path!r}: {e}. Another process may hold it open; "
-                "close it or use another data directory"
-            ) from e
+            raise StorageError(_open_failure(self.path, str(e))) from e
         self._families = {name: self._db.get_column_family(name) for name in COLUMN_FAMILIES}
         self._handles = {name: self._db.get_column_family_handle(name) for name in COLUMN_FAMILIES}
         self._readers = {name: _RocksReader(self._families[name]) for name in COLUMN_FAMILIES}
