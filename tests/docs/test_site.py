@@ -23,3 +23,12 @@ def test_the_site_builds_strictly(tmp_path):
     )
     assert build.returncode == 0, build.stdout + build.stderr
     assert (tmp_path / "site" / "reference" / "api.html").is_file()
+
+
+def test_the_api_reference_covers_every_public_name():
+    import headwater as hw
+
+    reference = (ROOT / "docs" / "reference" / "api.md").read_text()
+    missing = [name for name in hw.__all__ if f"::: headwater.{name}\n" not in reference]
+    assert not missing, (f"docs/reference/api.md lacks {missing}: add a `::: headwater.NAME` entry for each "
+                         "(and say what it is in the guides)")
