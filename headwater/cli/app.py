@@ -19,7 +19,7 @@ from typer.core import TyperGroup
 
 from headwater.cli.output import ExitCode, Output, example_value, exit_code_for, to_json
 from headwater.client.remote import RemoteCluster, connect
-from headwater.errors import HandlerError, HeadwaterError, SchemaError
+from headwater.errors import HandlerError, HeadwaterError, NotFound, SchemaError
 
 __all__ = ["app", "main"]
 
@@ -252,19 +252,22 @@ def _result(result: Any) -> Any:
 @command
 def tail(
     module: str, depot: str,
-    lines: Annotated[int, typer.Option("-n", "--lines", help="records to show from the end of each partition")] = 10,
+    lines: Annotated[int, typer.Option("-n", "--lines", min=0,
+                                       help="how many of the latest records to show, in all (across partitions)")] = 10,
     follow: Annotated[bool, typer.Option("-f", "--follow", help="keep printing records as they are appended")] = False,
     partition: Annotated[list[int] | None, typer.Option(help="only these partitions (repeatable)")] = None,
     idle_timeout: Annotated[float | None, typer.Option(help="with --follow, stop after this many idle seconds")] = None,
     url: Url = DEFAULT_URL, token: Token = None, json: Json = False, *, output: Output,
 ) -> None:
-    """The last records of a depot, oldest first; --follow keeps printing new ones (Ctrl-C stops)."""
+    """The latest records of a depot, oldest first, like `tail`; --follow keeps printing new ones (Ctrl-C stops)."""
     with _client(url, token) as client:
         target = client.depot(module, depot)
         chosen = partition or list(range(target.partitions))
         ends = {p: target.partition_info(p).end_offset for p in chosen}
-        recent = [r for p in chosen for r in target.read(p, max(0, ends[p] - lines), ends[p])]
-        for record in sorted(recent, key=lambda r: (r.timestamp, r.partition, r.offset)):
+        # The latest `lines` in all are among the latest `lines` of each partition; ordered by time.
+        candidates = [r for p in chosen for r in target.read(p, max(0, ends[p] - lines), ends[p])]
+        latest = sorted(candidates, key=lambda r: (r.timestamp, r.partition, r.offset))[-lines:] if lines else []
+        for record in latest:
             _print_record(output, record)
         if follow:
             for record in target.tail(from_offset=ends, partitions=chosen, idle_timeout_s=idle_timeout):
@@ -283,6 +286,18 @@ def _print_record(output: Output, record: Any) -> None:
 # ---- get / select ---------------------------------------------------------------------------------
 
 _OPS = ("get", "exists", "size", "keys", "values", "items", "slice", "contains")
+_ABSENT = object()  # the default `get` answers with when nothing is stored (a stored value may be null)
+
+
+class NothingStored(NotFound):
+    """`headwater get` found nothing stored at its path: exit 2 (ExitCode.NOT_FOUND), like an unknown name."""
+
+    def __init__(self, module: str, pstate: str, path: list[str]) -> None:
+        self.kind, self.name, self.known = "value", " ".join(path), []
+        where = f"at path {' '.join(path)} " if path else ""
+        HeadwaterError.__init__(  # not NotFound's "no ... named": this is a missing value, not a wrong name
+            self, f"nothing is stored {where}in PState {module}.{pstate}; to ask without failing, "
+                  f"`--op exists` answers true or false")
 
 
 @app.command()
@@ -306,7 +321,10 @@ def get(
         view = client.pstate(module, pstate, task=task)
         for step in path or []:
             view = view[_step(view.schema, step)]
-        output.value(_run(view, op, start, stop, limit, reverse, element))
+        value = _run(view, op, start, stop, limit, reverse, element)
+    if value is _ABSENT:
+        raise NothingStored(module, pstate, path or [])
+    output.value(value)
 
 
 def _step(schema: Any, text: str) -> Any:
@@ -334,6 +352,8 @@ def _run(view: Any, op: str, start: str | None, stop: str | None, limit: int | N
         if element is None:
             raise ValueError("--op contains needs --element")
         return view.contains(_step(view.schema, element))
+    if op == "get":
+        return view.get(_ABSENT)
     return getattr(view, op)()
 
 
@@ -412,10 +432,13 @@ def dead_letters(
     with _client(url, token) as client:
         letters = client.dead_letters(module, topology)
         if action == "list":
-            output.table(f"dead letters of {module}.{topology}",
-                         ["id", "partition", "offset", "kind", "step", "error", "attempts"],
-                         [(d.id, d.partition, d.offset, d.kind, d.step, d.error_type, d.attempts) for d in letters],
-                         records=lambda: [_letter(d) for d in letters])
+            # Few, narrow columns, so that a table of 80 columns holds every id whole: the record's
+            # place in tail's notation (p1@0), and what failed ("record": the topology's root handler,
+            # or "hop STEP").
+            output.table(f"dead letters of {module}.{topology}", ["id", "record", "failed in", "error", "attempts"],
+                         [(d.id, f"p{d.partition}@{d.offset}", f"{d.kind} {d.step}" if d.step else d.kind, d.error_type,
+                           d.attempts) for d in letters],
+                         records=lambda: [_letter(d) for d in letters], whole=("id", "record"))
             return
         chosen = [d for d in letters if id is None or d.id == id]
         if id is not None and not chosen:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any
 
 import msgspec
@@ -33,7 +33,7 @@ class ExitCode(enum.IntEnum):
 
     OK = 0
     USAGE = 1  # bad arguments or options, or a server that cannot start
-    NOT_FOUND = 2  # unknown module, depot, PState, query, topology or dead letter
+    NOT_FOUND = 2  # unknown module, depot, PState, query, topology or dead letter; `get` found nothing stored
     INVALID = 3  # the event, path or argument does not fit its schema; bad JSON
     HANDLER = 4  # user code raised (a topology, a query, a retried dead letter)
     TIMEOUT = 5  # no ack in time (the event is durable and still processing)
@@ -92,17 +92,24 @@ class Output:
             self.console.print(repr(value) if not isinstance(value, str) else value)
 
     def table(self, title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]],
-              records: Callable[[], Any] | None = None) -> None:
-        """A table for people; with --json, `records()` (or the rows as objects) instead."""
+              records: Callable[[], Any] | None = None, *, whole: Collection[str] = ()) -> None:
+        """A table for people; with --json, `records()` (or the rows as objects) instead.
+
+        To fit the terminal, cells fold onto more lines, never into an ellipsis; headers stay on one
+        line, and the cells of the `whole` columns (ids a person copies) are never folded or cut.
+        """
         rows = list(rows)
         if self.json:
             print(to_json(records() if records else [dict(zip(columns, row)) for row in rows]))
             return
+        cells = [["" if cell is None else str(cell) for cell in row] for row in rows]
         table = Table(title=title, title_justify="left", header_style="bold")
-        for column in columns:
-            table.add_column(column, justify="right" if column in _NUMERIC else "left")
-        for row in rows:
-            table.add_row(*("" if cell is None else str(cell) for cell in row))
+        for i, column in enumerate(columns):
+            widest = max((len(row[i]) for row in cells), default=0) if column in whole else 0
+            table.add_column(column, justify="right" if column in _NUMERIC else "left", overflow="fold",
+                             no_wrap=column in whole, min_width=max(len(column), widest))
+        for row in cells:
+            table.add_row(*row)
         self.console.print(table)
 
     def error(self, error: BaseException) -> None:

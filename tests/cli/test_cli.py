@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -29,8 +30,8 @@ def run(server: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.delenv("HEADWATER_TOKEN", raising=False)
     runner = CliRunner()
 
-    def invoke(*args: str, input: str | None = None) -> Any:
-        return runner.invoke(app, list(args), input=input)
+    def invoke(*args: str, input: str | None = None, env: dict[str, str] | None = None) -> Any:
+        return runner.invoke(app, list(args), input=input, env=env)
 
     return invoke
 
@@ -68,6 +69,17 @@ def test_get_walks_a_path_with_typed_keys(run, server):
     assert run("get", "registration", "users", "cli@example.com", "--op", "exists").output.strip() == "True"
 
 
+def test_get_of_nothing_stored_exits_2_and_says_so_on_stderr(run):
+    result = run("get", "bank", "funds", "123456789")
+    assert result.exit_code == ExitCode.NOT_FOUND
+    assert result.stdout == ""
+    assert "nothing is stored at path 123456789 in PState bank.funds" in result.stderr and "--op exists" in result.stderr
+    as_json = run("get", "registration", "users", "nobody@example.com", "pwd_hash", "--json")
+    assert as_json.exit_code == ExitCode.NOT_FOUND and as_json.stdout == ""
+    assert json.loads(as_json.stderr)["error"] == "NothingStored"
+    assert run("get", "bank", "funds", "123456789", "--op", "exists").output.strip() == "False"  # asking never fails
+
+
 def test_query_with_arguments(run):
     assert run("query", "jobs", "double", "21").output.strip() == "42"
     assert run("query", "registration", "signups_on", "2023-11-14", "--json").exit_code == 0
@@ -91,6 +103,16 @@ def test_tail_shows_the_last_records(run):
     assert follow.exit_code == 0
 
 
+def test_tail_n_shows_the_latest_n_records_in_all_like_tail(run, server):
+    appended = [server[0].depot("jobs", "jobs").append(Job(9100 + i, tag=f"latest-{i}")) for i in range(10)]
+    assert len({result.partition for result in appended[:7]}) == 2  # both partitions hold more than 3
+    result = run("tail", "jobs", "jobs", "-n", "3", "--json")
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.output.splitlines()]
+    assert [r["event"]["tag"] for r in rows] == ["latest-7", "latest-8", "latest-9"]  # 3 in all, oldest first
+    assert run("tail", "jobs", "jobs", "-n", "0").output == ""
+
+
 def test_dead_letters_list_and_retry(run, server):
     FIXED["jobs"] = False
     with pytest.raises(hw.HandlerError):
@@ -105,6 +127,52 @@ def test_dead_letters_list_and_retry(run, server):
         FIXED["jobs"] = False
     assert result.exit_code == 0 and all(o["ok"] for o in json.loads(result.output))
     assert json.loads(run("dead-letters", "jobs", "work", "--json").output) == []
+
+
+class InsufficientInventoryForTheOrderError(Exception):
+    pass
+
+
+@dataclass
+class Order:
+    key: int
+
+
+def shop_module() -> hw.Module:
+    """Long names (a topology, a hop's step, an error type) and four tasks' long dead-letter ids."""
+    shop = hw.Module("shop")
+    orders = shop.depot("orders", Order, partition_by="key")
+
+    @shop.stream(orders)
+    def fulfil_order_and_notify_the_customer(ctx: hw.Context, order: Order) -> None:
+        ctx.hop(order.key, reserve_inventory_for_the_order)
+
+    @shop.step
+    def reserve_inventory_for_the_order(ctx: hw.Context) -> None:
+        raise InsufficientInventoryForTheOrderError("nothing left on the shelf")
+
+    return shop
+
+
+def test_dead_letter_ids_are_whole_in_an_80_column_table(monkeypatch):
+    with hw.InProcessCluster() as cluster:
+        cluster.deploy(shop_module(), tasks=4)
+        for key in range(8):  # every task's ids: the task is in their high bits
+            with pytest.raises(hw.HandlerError):
+                cluster.depot("shop", "orders").append(Order(key))
+        with served(cluster) as url:
+            monkeypatch.setenv("HEADWATER_URL", url)
+            runner = CliRunner()
+            listed = json.loads(runner.invoke(app, ["dead-letters", "shop", "fulfil_order_and_notify_the_customer",
+                                                    "--json"]).output)
+            table = runner.invoke(app, ["dead-letters", "shop", "fulfil_order_and_notify_the_customer"],
+                                  env={"COLUMNS": "80"})
+    assert table.exit_code == 0, table.output
+    assert len({d["task"] for d in listed}) > 1 and len(listed) == 8
+    assert max(len(line) for line in table.output.splitlines()) <= 80
+    shown = [line for line in table.output.splitlines() if line.startswith("│ ") and line.split()[1].isdigit()]
+    assert sorted(int(line.split()[1]) for line in shown) == sorted(d["id"] for d in listed)  # every id, whole
+    assert "…" not in table.output
 
 
 @pytest.mark.parametrize(("args", "code", "message"), [
