@@ -14,7 +14,7 @@ One root, so callers can catch everything headwater means to raise with one clau
     │                          depot declared with client_appends=False)
     ├── IdempotencyConflict    an idempotency key was reused with a different event
     ├── HandlerError           user code raised while processing; carries the remote traceback
-    ├── AckTimeout             a full ack did not arrive in time; the event is durable and still processing
+    ├── AckTimeout             an ack did not arrive in time; says whether the event is known durable
     ├── QueryTimeout           a query did not finish in time (it runs on to completion in the background)
     ├── QueryDepthExceeded     queries invoking queries nested deeper than the bound
     ├── HopDepthExceeded       a chain of hops (a step hopping on, and on) longer than the bound
@@ -135,7 +135,12 @@ class HandlerError(HeadwaterError):
 
 
 class AckTimeout(HeadwaterError, TimeoutError):
-    """The wait for processing expired. The event is durable at (partition, offset)."""
+    """The wait for an ack expired; the message says whether the event is known to be durable.
+
+    With `offset` set, the event is durable at (`partition`, `offset`) and will still be
+    processed. With `offset` None it is not yet confirmed durable: append again with the same
+    `idempotency_key`, so that it lands once.
+    """
 
     def __init__(self, message: str, *, partition: int | None = None, offset: int | None = None) -> None:
         super().__init__(message)
