@@ -24,6 +24,7 @@ from headwater.errors import HandlerError, HeadwaterError, NotFound, SchemaError
 __all__ = ["app", "main"]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+SERVE_TASKS_DEFAULT = 4  # tasks per module when `serve` first deploys it (what `make run` gets)
 APPEND_BATCH = 500  # events per append-many request when appending a stream of JSON lines
 
 EXIT_CODES_HELP = ("Exit codes: 0 ok, 1 usage, 2 not found, 3 schema/validation, 4 handler error, 5 timeout, "
@@ -99,7 +100,7 @@ def serve(
     data: Annotated[str, typer.Option(help="data directory; restarting on it resumes")] = "./data",
     host: Annotated[str, typer.Option(help="address to listen on (non-loopback needs tokens)")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
-    tasks: Annotated[int, typer.Option(help="tasks per module at first deploy")] = 4,
+    tasks: Annotated[int, typer.Option(help="tasks per module at first deploy")] = SERVE_TASKS_DEFAULT,
     auth: Annotated[str | None, typer.Option(help="TOML file of bearer tokens and scopes")] = None,
     max_body_bytes: Annotated[int, typer.Option(help="largest request body accepted")] = 1024 * 1024,
 ) -> None:

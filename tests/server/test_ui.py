@@ -1,14 +1,17 @@
 """The web UI in a real browser (Debian's chromium driven by Playwright): click through the examples.
 
-Skips with the reason when Playwright or /usr/bin/chromium is missing (`make test` installs
-chromium with apt-get first). `HEADWATER_UPDATE_SCREENSHOT=1` refreshes docs/ui.png.
+The browser tests skip with the reason when Playwright or /usr/bin/chromium is missing (`make test`
+installs chromium with apt-get first). `HEADWATER_UPDATE_SCREENSHOT=1` refreshes docs/ui.png, taken
+of what `make run` serves.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import struct
 import uuid
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,18 +22,21 @@ import headwater as hw
 from examples.bank import Deposit, Transfer
 from examples.orders import Address, LineItem, NewOrder
 from examples.registration import UserSignUp
+from headwater.cli.app import SERVE_TASKS_DEFAULT
+from headwater.schema import task_for_key
+from headwater.server.run import deploy_all, load_modules
 from tests.server.support import FIXED, Job, deploy, served
 
+ROOT = Path(__file__).parents[2]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-SCREENSHOT = Path(__file__).parents[2] / "docs" / "ui.png"
+MAKE_RUN_APP = ROOT / "examples" / "app.py"  # what `make run` serves, with serve's default task count
+SCREENSHOT = ROOT / "docs" / "ui.png"
+SCREENSHOT_KEYWORD = "Source"  # a PNG text chunk recording what the screenshot shows
 WAIT_MS = 10_000
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (pip install playwright)")
-if not shutil.which(CHROMIUM):
-    pytest.skip(f"{CHROMIUM} is missing: install it with `apt-get install -y chromium` (make test does)",
-                allow_module_level=True)
 
 
 def fill(cluster: hw.InProcessCluster) -> None:
@@ -54,7 +60,19 @@ def site() -> Iterator[tuple[hw.InProcessCluster, str]]:
 
 
 @pytest.fixture(scope="module")
+def make_run_site() -> Iterator[tuple[hw.InProcessCluster, str]]:
+    """The modules `make run` serves, deployed as `headwater serve` deploys them, with a little data."""
+    with hw.InProcessCluster() as cluster:
+        deploy_all(cluster, load_modules(MAKE_RUN_APP), SERVE_TASKS_DEFAULT)
+        fill(cluster)
+        with served(cluster) as url:
+            yield cluster, url
+
+
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    if not shutil.which(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is missing: install it with `apt-get install -y chromium` (make test does)")
     with playwright_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser
@@ -63,13 +81,22 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def page(browser: Any, site: Any) -> Iterator[Any]:
+    yield from open_page(browser, site[1], modules=4)
+
+
+@pytest.fixture
+def make_run_page(browser: Any, make_run_site: Any) -> Iterator[Any]:
+    yield from open_page(browser, make_run_site[1], modules=len(load_modules(MAKE_RUN_APP)))
+
+
+def open_page(browser: Any, url: str, *, modules: int) -> Iterator[Any]:
     page = browser.new_page(viewport={"width": 1360, "height": 860})
     page.set_default_timeout(WAIT_MS)
     problems: list[str] = []
     page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
     page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
-    page.goto(site[1] + "/ui/")
-    page.get_by_text("live · 4 modules").wait_for()
+    page.goto(url + "/ui/")
+    page.get_by_text(f"live · {modules} modules").wait_for()
     yield page
     page.close()
     # A failed request the test caused on purpose logs a console error; anything else is a bug.
@@ -111,7 +138,7 @@ def test_depot_page_appends_and_tails(page):
 
 
 def test_pstate_browser_walks_keys_and_nested_values(page, site):
-    page.goto(page.url.split("#")[0] + "#/m/registration/pstate/users")
+    page.goto(page.url.split("#")[0] + "#/m/registration/pstate/users?task=0")
     rows = page.locator("#content tbody tr")
     page.locator('#content[data-task="0"][data-ready]').wait_for()
     listed = rows.count()
@@ -134,6 +161,30 @@ def test_pstate_browser_walks_keys_and_nested_values(page, site):
     playwright_api.expect(page.locator("#content")).to_contain_text("2 entries")
     page.locator("#content a.key", has_text="0").first.click()
     playwright_api.expect(page.locator("pre.json")).to_contain_text("1999")
+
+
+def test_pstate_browser_opens_on_the_task_holding_the_data_and_says_where_it_is(page, site):
+    key = next(k for k in range(1_000, 2_000) if task_for_key(k, 2) == 1)
+    site[0].depot("jobs", "jobs").append(Job(key, tag="only-on-task-1"))
+    assert site[0].pstate("jobs", "tags", task=0).size() == 0 and site[0].pstate("jobs", "tags", task=1).keys() == [key]
+    content = page.locator("#content")
+
+    page.goto(page.url.split("#")[0] + "#/m/jobs/pstate/tags")
+    page.locator('#content[data-task="1"][data-ready]').wait_for()  # not the empty task 0
+    playwright_api.expect(content.locator("a.key")).to_have_text([str(key)])
+    playwright_api.expect(page.locator("#task option")).to_have_text(["0 · empty", "1 · 1 entry"])
+    playwright_api.expect(page.locator("#view")).to_contain_text("showing task 1 (1 entry on all tasks)")
+
+    page.goto(page.url.split("#")[0] + "#/m/jobs/pstate/tags?task=0")
+    page.locator('#content[data-task="0"][data-ready]').wait_for()
+    playwright_api.expect(content).to_have_text("This map is empty on task 0; task 1 holds 1 entry.")
+    content.locator("a.task-link").click()
+    page.locator('#content[data-task="1"][data-ready]').wait_for()
+    playwright_api.expect(content.locator("a.key")).to_have_text([str(key)])
+
+    page.goto(page.url.split("#")[0] + "#/m/jobs/pstate/seen")  # nothing anywhere
+    page.locator('#content[data-task="0"][data-ready]').wait_for()
+    playwright_api.expect(content).to_have_text("This map is empty on all 2 tasks.")
 
 
 def test_query_runner(page):
@@ -163,16 +214,49 @@ def test_dead_letters_can_be_retried_from_the_topology_page(page, site):
         FIXED["jobs"] = False
 
 
-def test_screenshot_for_the_docs(page, site, tmp_path):
-    deposits = site[0].depot("bank", "deposits")
+def test_screenshot_for_the_docs_shows_what_make_run_serves(make_run_page, make_run_site, tmp_path):
+    page = make_run_page
+    names = sorted(m.name for m in load_modules(MAKE_RUN_APP))
+    assert sorted(page.locator(".nav-title").evaluate_all("els => els.map(e => e.firstChild.textContent)")) == names
+    deposits = make_run_site[0].depot("bank", "deposits")
     page.goto(page.url.split("#")[0] + "#/m/bank")
     for i in range(4):  # a little traffic, so the live charts have something to draw
         deposits.append_many([Deposit(100 + i * 10 + j, 5) for j in range(5)])
         page.wait_for_timeout(500)
-    playwright_api.expect(page.locator('tr[data-topology="deposit"] [data-k="processed"]')).to_have_text("33")
+    playwright_api.expect(page.locator('tr[data-topology="deposit"] [data-k="processed"]')).to_have_text("32")
     shot = tmp_path / "ui.png"
-    page.screenshot(path=str(shot))
+    shot.write_bytes(with_text(page.screenshot(), SCREENSHOT_KEYWORD, screenshot_source()))
     assert shot.stat().st_size > 10_000
     # docs/ui.png is refreshed on request only, so a test run leaves the work tree clean.
     if os.environ.get("HEADWATER_UPDATE_SCREENSHOT") or not SCREENSHOT.exists():
         shutil.copyfile(shot, SCREENSHOT)
+
+
+def test_the_readme_screenshot_is_of_what_make_run_serves():
+    assert "](docs/ui.png)" in (ROOT / "README.md").read_text()
+    assert text_chunks(SCREENSHOT.read_bytes()).get(SCREENSHOT_KEYWORD) == screenshot_source(), (
+        "docs/ui.png is not of what `make run` serves: refresh it with "
+        "HEADWATER_UPDATE_SCREENSHOT=1 pytest tests/server/test_ui.py -k screenshot")
+
+
+def screenshot_source() -> str:
+    names = ", ".join(sorted(m.name for m in load_modules(MAKE_RUN_APP)))
+    return f"headwater web UI serving examples/app.py (make run): modules {names}, {SERVE_TASKS_DEFAULT} tasks each"
+
+
+def with_text(png: bytes, keyword: str, text: str) -> bytes:
+    """`png` with a tEXt chunk after its header chunk (IHDR: 8 bytes of signature, then 25)."""
+    data = keyword.encode("latin-1") + b"\0" + text.encode("latin-1")
+    chunk = struct.pack(">I", len(data)) + b"tEXt" + data + struct.pack(">I", zlib.crc32(b"tEXt" + data))
+    return png[:33] + chunk + png[33:]
+
+
+def text_chunks(png: bytes) -> dict[str, str]:
+    found, at = {}, 8
+    while at + 8 <= len(png):
+        length, kind = struct.unpack(">I4s", png[at:at + 8])
+        if kind == b"tEXt":
+            keyword, _, text = png[at + 8:at + 8 + length].partition(b"\0")
+            found[keyword.decode("latin-1")] = text.decode("latin-1")
+        at += 12 + length
+    return found

@@ -6,6 +6,7 @@ import { errorHtml } from "./depot.js";
 
 const PAGE = 25;
 const PREVIEW_CHARS = 120;
+const COUNTS_IN_FLIGHT_MAX = 8; // per-task counts the browser asks for at once (a module has up to 1024 tasks)
 
 function nodeAt(schema, steps) {
   let node = schema;
@@ -26,6 +27,39 @@ function label(step) {
   return typeof step === "string" ? step : JSON.stringify(step);
 }
 
+const COLLECTIONS = ["map", "set", "list"];
+
+// What each task holds at this path: a collection's size, or 1/0 for a value that is there or not
+// (null where the read failed). Data spread over tasks may all live on one of them.
+async function countPerTask(tasks, node, readOn) {
+  const op = COLLECTIONS.includes(node.kind) ? "size" : "exists";
+  const counts = new Array(tasks).fill(null);
+  let next = 0;
+  const worker = async () => {
+    while (next < tasks) {
+      const task = next++;
+      try {
+        const body = await readOn(task, op);
+        counts[task] = op === "size" ? body.value : body.value ? 1 : 0;
+      } catch {
+        counts[task] = null;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(COUNTS_IN_FLIGHT_MAX, tasks) }, worker));
+  return counts;
+}
+
+function holding(count, node) {
+  if (count === null) return "unknown (the read failed)";
+  if (!COLLECTIONS.includes(node.kind)) return count ? "a value" : "nothing";
+  return count === 0 ? "empty" : entries(count);
+}
+
+function entries(count) {
+  return `${fmt(count, 0)} ${count === 1 ? "entry" : "entries"}`;
+}
+
 export async function renderPState(root, module, name, query) {
   const pstate = module.pstates.find((p) => p.name === name);
   if (!pstate) throw new Error(`No PState named ${name} in module ${module.name}.`);
@@ -33,9 +67,13 @@ export async function renderPState(root, module, name, query) {
   const spread = pstate.partitioned && module.tasks > 1;
   // A keyed map routes by its first key; anything else spread over tasks is read on one task.
   const needsTask = spread && (!pstate.keyed || steps.length === 0);
-  const task = query.get("task") ?? (needsTask ? "0" : "");
-  const start = query.get("start");
   const node = nodeAt(pstate.schema, steps);
+  const readOn = (task, op) => api(paths.pstate(module.name, name, op), { params: { path: JSON.stringify(steps), task } });
+  const counts = needsTask && node ? await countPerTask(module.tasks, node, readOn) : null;
+  // Open on the first task holding something, not on an empty task 0 while the data is elsewhere.
+  const firstHolding = counts ? Math.max(0, counts.findIndex((count) => count > 0)) : 0;
+  const task = query.get("task") ?? (needsTask ? String(firstHolding) : "");
+  const start = query.get("start");
   const href = (newSteps, extra = {}) => {
     const params = new URLSearchParams({ path: JSON.stringify(newSteps), ...extra });
     // Below a keyed map's first key, reads route by that key: the task is not carried along.
@@ -54,21 +92,22 @@ export async function renderPState(root, module, name, query) {
         <div class="path">${crumbs.join('<span class="sep">›</span>')}</div>
         <div class="row">
           ${spread ? `<label>task <select id="task">${needsTask ? "" : `<option value="">by key</option>`}${Array.from({ length: module.tasks }, (_, i) =>
-            `<option value="${i}" ${String(i) === task ? "selected" : ""}>${i}</option>`).join("")}</select></label>` : ""}
+            `<option value="${i}" ${String(i) === task ? "selected" : ""}>${i}${counts ? ` · ${esc(holding(counts[i], node))}` : ""}</option>`).join("")}</select></label>` : ""}
           ${node && (node.kind === "map" || node.kind === "list" || (node.kind === "leaf" && node.type.type === "any")) ? `
             <form id="goto" class="row"><input id="goto-key" placeholder="${node.kind === "list" ? "index" : "key"}" aria-label="go to key"><button class="ghost">Open</button></form>` : ""}
         </div>
       </div>
-      <p class="muted small">${node ? `at this path: <code>${esc(node.repr)}</code>` : ""}${spread && needsTask ? ` · spread over ${module.tasks} tasks: showing task ${esc(task)}` : ""}</p>
+      <p class="muted small">${node ? `at this path: <code>${esc(node.repr)}</code>` : ""}${spread && needsTask ? ` · spread over ${module.tasks} tasks: showing task ${esc(task)}` : ""}${counts && COLLECTIONS.includes(node.kind) ? ` (${esc(entries(counts.reduce((sum, count) => sum + (count || 0), 0)))} on all tasks)` : ""}</p>
       <div id="content" class="muted" data-task="${esc(task)}" data-path="${esc(JSON.stringify(steps))}">loading…</div>
     </div>`;
 
-  const taskSelect = $("#task", root);
-  if (taskSelect) taskSelect.addEventListener("change", () => {
+  const onTask = (value) => {
     const params = new URLSearchParams({ path: JSON.stringify(steps) });
-    if (taskSelect.value !== "") params.set("task", taskSelect.value);
-    location.hash = `#/m/${encodeURIComponent(module.name)}/pstate/${encodeURIComponent(name)}?${params}`;
-  });
+    if (value !== "") params.set("task", value);
+    return `#/m/${encodeURIComponent(module.name)}/pstate/${encodeURIComponent(name)}?${params}`;
+  };
+  const taskSelect = $("#task", root);
+  if (taskSelect) taskSelect.addEventListener("change", () => { location.hash = onTask(taskSelect.value); });
   const goto = $("#goto", root);
   if (goto) goto.addEventListener("submit", (e) => {
     e.preventDefault();
@@ -82,7 +121,8 @@ export async function renderPState(root, module, name, query) {
   const content = $("#content", root);
   try {
     if (!node) throw new Error("This path does not fit the schema.");
-    content.innerHTML = await renderNode(node, { read, href, steps, start, query });
+    const empty = counts ? emptyHere(counts, Number(task), node, onTask) : null;
+    content.innerHTML = await renderNode(node, { read, href, steps, start, query, empty });
     content.classList.remove("muted");
   } catch (error) {
     content.innerHTML = errorHtml(error);
@@ -91,13 +131,23 @@ export async function renderPState(root, module, name, query) {
   return { dispose: () => {} };
 }
 
+// The empty message of one task of a spread PState, saying which tasks hold the data, with links.
+function emptyHere(counts, task, node, onTask) {
+  const what = COLLECTIONS.includes(node.kind) ? `This ${node.kind} is empty` : "Nothing is stored at this path";
+  const others = counts.map((count, i) => [i, count]).filter(([i, count]) => i !== task && count > 0);
+  if (!others.length) return `<p class="muted empty">${what} on ${counts.length === 1 ? "its task" : `all ${counts.length} tasks`}.</p>`;
+  const links = others.map(([i, count]) =>
+    `<a class="task-link" data-task="${i}" href="${onTask(String(i))}">task ${i}</a> holds ${esc(holding(count, node))}`);
+  return `<p class="muted empty">${what} on task ${task}; ${links.join(", ")}.</p>`;
+}
+
 async function renderNode(node, ctx) {
   if (node.kind === "map") return renderMap(node, ctx);
   if (node.kind === "set") return renderSet(ctx);
   if (node.kind === "list") return renderList(node, ctx);
   if (node.kind === "record") return renderRecord(node, ctx);
   const body = await ctx.read("get");
-  return body.found ? `<pre class="json">${prettyJson(body.value)}</pre>` : `<p class="muted empty">Nothing is stored at this path.</p>`;
+  return body.found ? `<pre class="json">${prettyJson(body.value)}</pre>` : ctx.empty || `<p class="muted empty">Nothing is stored at this path.</p>`;
 }
 
 function pager(ctx, next, total) {
@@ -110,7 +160,7 @@ function pager(ctx, next, total) {
 async function renderMap(node, ctx) {
   const start = ctx.start === null ? undefined : ctx.start;
   const [page, size] = await Promise.all([ctx.read("items", { limit: PAGE, start }), ctx.read("size")]);
-  if (!page.value.length) return `<p class="muted empty">This map is empty.</p>`;
+  if (!page.value.length) return ctx.empty || `<p class="muted empty">This map is empty.</p>`;
   const rows = page.value.map(([key, value]) => `<tr>
       <td><a class="key" href="${ctx.href([...ctx.steps, key])}">${esc(label(key))}</a></td>
       <td><code class="preview">${esc(preview(value))}</code></td></tr>`).join("");
@@ -120,14 +170,14 @@ async function renderMap(node, ctx) {
 async function renderSet(ctx) {
   const start = ctx.start === null ? undefined : ctx.start;
   const [page, size] = await Promise.all([ctx.read("keys", { limit: PAGE, start }), ctx.read("size")]);
-  if (!page.value.length) return `<p class="muted empty">This set is empty.</p>`;
+  if (!page.value.length) return ctx.empty || `<p class="muted empty">This set is empty.</p>`;
   return `<div class="chips">${page.value.map((e) => `<code class="chip">${esc(label(e))}</code>`).join("")}</div>${pager(ctx, page.next, size.value)}`;
 }
 
 async function renderList(node, ctx) {
   const first = ctx.start === null ? 0 : Number(ctx.start);
   const [page, size] = await Promise.all([ctx.read("slice", { start: first, stop: first + PAGE }), ctx.read("size")]);
-  if (!page.value.length) return `<p class="muted empty">This list is empty.</p>`;
+  if (!page.value.length) return ctx.empty || `<p class="muted empty">This list is empty.</p>`;
   const rows = page.value.map((value, i) => `<tr><td class="num"><a class="key" href="${ctx.href([...ctx.steps, first + i])}">${first + i}</a></td>
     <td><code class="preview">${esc(preview(value))}</code></td></tr>`).join("");
   const next = first + PAGE < size.value ? { start: first + PAGE } : null;
@@ -136,7 +186,7 @@ async function renderList(node, ctx) {
 
 async function renderRecord(node, ctx) {
   const body = await ctx.read("get");
-  if (!body.found) return `<p class="muted empty">Nothing is stored at this path.</p>`;
+  if (!body.found) return ctx.empty || `<p class="muted empty">Nothing is stored at this path.</p>`;
   const value = body.value || {};
   const rows = Object.entries(node.fields).map(([field, schema]) => `<tr>
       <td><a class="key" href="${ctx.href([...ctx.steps, field])}">${esc(field)}</a></td>
