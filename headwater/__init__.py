@@ -8,6 +8,7 @@ inside a unit test exactly as it runs on a cluster.
 from headwater.client.api import AppendResult, DeadLetter, DepotRecord, PartitionInfo
 from headwater.client.remote import RemoteCluster, connect
 from headwater.cluster.inprocess import InProcessCluster
+from headwater.cluster.local import LocalCluster
 from headwater.engine.context import Context
 from headwater.engine.definitions import Ack, Module, Retry
 from headwater.engine.query import QueryContext
@@ -64,6 +65,7 @@ __all__ = [
     "InProcessCluster",
     "LAST",
     "List",
+    "LocalCluster",
     "MAP_KEYS",
     "MAP_VALS",
     "Map",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from headwater.cluster.transport import Inbox
 from headwater.engine import messages
@@ -45,9 +46,11 @@ SYSTEM_CLOCK = SystemClock()
 class TaskThread:
     """Runs a task's rounds one at a time: on its own thread, or on a waiting appender's."""
 
-    def __init__(self, task: Task, inbox: Inbox) -> None:
+    def __init__(self, task: Task, inbox: Inbox, *,
+                 on_failure: Callable[[TaskThread, BaseException], None] | None = None) -> None:
         self.task = task
         self.inbox = inbox
+        self._on_failure = on_failure  # told when a round fails (a worker tells its supervisor)
         # Whoever runs a round holds the turn: the task thread, or a full-ack appender.
         self._turn = threading.Lock()
         self._stopping = False
@@ -127,3 +130,5 @@ class TaskThread:
         self.inbox.poke()  # the task thread, if a round elsewhere failed, stops too
         _log.error("task %s of module %s stopped on an internal error", self.task.task_id, self.task.runtime.name,
                    exc_info=error)
+        if self._on_failure is not None:
+            self._on_failure(self, error)

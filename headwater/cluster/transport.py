@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
@@ -58,13 +58,14 @@ class _CommitGate:
         self._send = send
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
-        self._depth: dict[int, int] = {}  # thread id -> nesting depth of the query body it runs
-        self._holding: set[int] = set()  # threads whose query holds commits off (not abandoned)
+        # Holders are threads (a query in this process) or a token of a query in another process.
+        self._depth: dict[Hashable, int] = {}  # holder -> nesting depth of the query body it runs
+        self._holding: set[Hashable] = set()  # holders whose query holds commits off (not abandoned)
         self._applying = 0  # commits started and not yet ended
         self._waiting: list[tuple[int, bytes]] = []  # commits waiting for holds: (task, wake message)
 
-    def enter(self) -> None:
-        me = threading.get_ident()
+    def enter(self, holder: Hashable | None = None) -> None:
+        me = threading.get_ident() if holder is None else holder
         with self._lock:
             depth = self._depth.get(me)
             if depth is not None:  # a query called by a query: inside the same cut
@@ -82,8 +83,8 @@ class _CommitGate:
             self._depth[me] = 1
             self._holding.add(me)
 
-    def exit(self) -> None:
-        me = threading.get_ident()
+    def exit(self, holder: Hashable | None = None) -> None:
+        me = threading.get_ident() if holder is None else holder
         with self._lock:
             depth = self._depth[me] - 1
             if depth:
@@ -93,16 +94,23 @@ class _CommitGate:
             woken = self._release(me)
         self._wake(woken)
 
-    def abandon(self, thread_id: int) -> None:
-        """Drop the hold of the query running on `thread_id`; it runs on, holding nothing."""
+    def abandon(self, holder: Hashable) -> None:
+        """Drop the hold of the query of `holder` (its thread id); it runs on, holding nothing."""
         with self._lock:
-            woken = self._release(thread_id)
+            woken = self._release(holder)
         self._wake(woken)
 
-    def _release(self, thread_id: int) -> list[tuple[int, bytes]]:
-        if thread_id not in self._holding:
+    def leave(self, holder: Hashable) -> None:
+        """A query in another process ended (or was given up): its hold goes, whatever its depth."""
+        with self._lock:
+            self._depth.pop(holder, None)
+            woken = self._release(holder)
+        self._wake(woken)
+
+    def _release(self, holder: Hashable) -> list[tuple[int, bytes]]:
+        if holder not in self._holding:
             return []  # abandoned earlier
-        self._holding.remove(thread_id)
+        self._holding.remove(holder)
         if self._holding or not self._waiting:
             return []
         woken, self._waiting = self._waiting, []

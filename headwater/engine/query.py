@@ -8,6 +8,7 @@ code serves one process and many.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import traceback
 import typing
@@ -211,8 +212,11 @@ def invoke_query(runtime: ModuleRuntime, transport: Transport, decl: QueryDecl, 
 def run_query_body(runtime: ModuleRuntime, transport: Transport, decl: QueryDecl, args: tuple[Any, ...],
                    kwargs: dict[str, Any], depth: int, task_id: int | None) -> Any:
     ctx = QueryContext(runtime, transport, depth=depth, task_id=task_id)
+    # One consistent cut: no microbatch lands halfway through. A query called by a query reads
+    # inside its caller's cut (which may be held by another process): it takes no hold of its own.
+    cut = transport.consistent_reads() if depth == 0 else contextlib.nullcontext()
     try:
-        with transport.consistent_reads():  # one consistent cut: no microbatch lands halfway through
+        with cut:
             return decl.fn(ctx, *args, **kwargs)
     except HeadwaterError:
         raise

@@ -53,6 +53,11 @@ class Schema:
     # Values of exactly these types fit once they encode, so `encode_value` skips validating them.
     self_validating_types: frozenset = frozenset()
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Codecs cached on a node are rebuilt where it is used: they cannot travel to another
+        # process (a module's schemas are pickled when it deploys to worker processes).
+        return {k: v for k, v in self.__dict__.items() if k not in ("decoder", "value_type")}
+
     def child(self, step: Any, path: str) -> tuple[Any, Schema]:
         """Check one path step; return its canonical form and the schema it leads to."""
         raise PathError(f"cannot step into {self!r} at {path} with {step!r}")

@@ -1,0 +1,358 @@
+"""LocalCluster: the tasks of every module in worker processes on this machine, one per core by default.
+
+The supervisor (this process, where the clients are) starts `workers` worker processes
+(`headwater.cluster.worker`), places task i on worker i mod workers, and ships each module to
+them by value with cloudpickle, so a module defined in a script, a test or a notebook cell
+deploys as it is. Clients here talk to the tasks through `SupervisorTransport`: appends are
+admitted here and sent to the owning worker, reads and query holds are calls to it, and replies
+come back on the worker's link. Between workers, tasks' messages go straight from one to the other.
+
+When a worker dies the supervisor restarts every worker: each recovers its tasks from their data
+directories and resends what a crash cut short, so nothing acknowledged is lost and every
+guarantee holds as across a crash of one process. Waiting clients hear `Unavailable` and retry
+what is safe to retry.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+
+from headwater.client.replies import ReplyRouter
+from headwater.cluster.inprocess import InProcessCluster
+from headwater.cluster.transport import APPEND_BYTES_IN_FLIGHT_MAX, APPENDS_IN_FLIGHT_MAX, _Admission
+from headwater.cluster.wire import Failed, Hello, Link, Released, ToClient, ToTask, connect  # noqa: F401
+from headwater.cluster.worker import RemoteGate
+from headwater.engine.definitions import Module
+from headwater.engine.runtime import Catalog, ModuleRuntime
+from headwater.engine.transport import Transport
+from headwater.errors import AckTimeout, DefinitionError, Unavailable
+
+__all__ = ["LocalCluster", "WORKERS_MAX"]
+
+_log = logging.getLogger("headwater.cluster")
+
+WORKERS_MAX = 64
+WORKER_START_S = 30.0  # the longest a worker may take to start and say hello
+MONITOR_POLL_S = 0.05  # how often the supervisor checks that its workers live
+DEPLOY_CALL_S = 120.0  # the longest opening a module's tasks on a worker may take (recovery reads its store)
+
+
+class _Worker:
+    __slots__ = ("link", "pid", "port", "process", "worker_id")
+
+    def __init__(self, worker_id: int, process: subprocess.Popen[bytes]) -> None:
+        self.worker_id = worker_id
+        self.process = process
+        self.link: Link | None = None
+        self.port = 0
+        self.pid = process.pid
+
+
+class _Workers:
+    """The worker processes, their links, and their supervision (restart all when one dies)."""
+
+    def __init__(self, count: int, on_frame: Callable[[Link, Any], None], on_restart: Callable[[], None]) -> None:
+        self.count = count
+        self._on_frame = on_frame
+        self._on_restart = on_restart
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._lock = threading.Lock()
+        self._hello = threading.Condition(self._lock)
+        self.workers: list[_Worker] = []
+        self.generation = 0  # counts restarts: a deployment opened in an older one must open again
+        self.restarting = False
+        self._closing = False
+        threading.Thread(target=self._accept, name="headwater-supervisor-accept", daemon=True).start()
+        self._spawn_all()
+        threading.Thread(target=self._monitor, name="headwater-supervisor", daemon=True).start()
+
+    # ---- starting ----------------------------------------------------------------------------
+    def _spawn_all(self) -> None:
+        port = self._listener.getsockname()[1]
+        # The workers import what the module's pickled references name (the classes of a test
+        # module, say) from where this process found them.
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p or os.getcwd() for p in sys.path)}
+        with self._lock:
+            self.workers = [
+                _Worker(i, subprocess.Popen(
+                    [sys.executable, "-m", "headwater.cluster", "--supervisor", str(port), "--worker", str(i)],
+                    env=env, stdin=subprocess.DEVNULL))
+                for i in range(self.count)
+            ]
+            deadline = time.monotonic() + WORKER_START_S
+            while not all(w.link is not None for w in self.workers):
+                remaining = deadline - time.monotonic()
+                dead = [w for w in self.workers if w.process.poll() is not None]
+                if dead or remaining <= 0:
+                    self._kill_all()
+                    raise Unavailable(
+                        f"worker {(dead or self.workers)[0].worker_id} did not start within {WORKER_START_S}s"
+                        f"{' (it exited with ' + str(dead[0].process.returncode) + ')' if dead else ''}; "
+                        "see its output above"
+                    )
+                self._hello.wait(min(remaining, 0.1))
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self._listener.accept()
+            except OSError:
+                return
+            Link(sock, self._first_frame, "a worker").start()
+
+    def _first_frame(self, link: Link, envelope: Any) -> None:
+        if isinstance(envelope, Hello):
+            with self._lock:
+                if envelope.worker < len(self.workers) and self.workers[envelope.worker].pid == envelope.pid:
+                    worker = self.workers[envelope.worker]
+                    worker.port = envelope.port
+                    link.name = f"worker {envelope.worker} (pid {envelope.pid})"
+                    worker.link = link
+                    self._hello.notify_all()
+            return
+        self._on_frame(link, envelope)
+
+    def ports(self) -> dict[int, int]:
+        return {w.worker_id: w.port for w in self.workers}
+
+    def link(self, worker_id: int, *, restarting_ok: bool = False) -> Link:
+        if self.restarting and not restarting_ok:
+            raise Unavailable("the cluster's workers are restarting after one died; retry in a moment")
+        link = self.workers[worker_id].link
+        if link is None or link.closed:
+            raise Unavailable(f"worker {worker_id} is not reachable; it is being restarted, retry in a moment")
+        return link
+
+    # ---- supervision -------------------------------------------------------------------------
+    def _monitor(self) -> None:
+        while not self._closing:
+            time.sleep(MONITOR_POLL_S)
+            if self._closing:
+                return
+            dead = [w for w in self.workers if w.process.poll() is not None]
+            if dead:
+                _log.warning("worker %s (pid %s) died (exit code %s); restarting the workers", dead[0].worker_id,
+                             dead[0].pid, dead[0].process.returncode)
+                self.restart()
+
+    def restart(self) -> None:
+        """Kill every worker and start them again; their tasks recover from disk."""
+        self.restarting = True  # until every module is open again: clients hear Unavailable meanwhile
+        try:
+            with self._lock:
+                self._kill_all()
+                self.generation += 1
+            self._spawn_all()
+            self._on_restart()
+        finally:
+            self.restarting = False
+
+    def _kill_all(self) -> None:
+        for worker in self.workers:
+            if worker.process.poll() is None:
+                worker.process.kill()
+            worker.process.wait()
+            if worker.link is not None:
+                worker.link.close()
+
+    def close(self) -> None:
+        self._closing = True
+        with self._lock:
+            self._kill_all()  # each worker's rounds are durable when acked; its stores need no flush
+        self._listener.close()
+
+
+class SupervisorTransport(Transport):
+    """The transport the clients in the supervisor use: every task is in a worker process."""
+
+    def __init__(self, workers: _Workers, module: str, placement: list[int]) -> None:
+        self._workers = workers
+        self._module = module
+        self._placement = placement
+        self._slots = [_Admission(APPENDS_IN_FLIGHT_MAX, APPEND_BYTES_IN_FLIGHT_MAX) for _ in placement]
+        self._gate = RemoteGate(lambda: workers.link(placement[0]), module)
+        self.closed = False
+
+    def _link(self, task_id: int) -> Link:
+        if self.closed:
+            raise Unavailable("the cluster is closed")
+        return self._workers.link(self._placement[task_id])
+
+    def send(self, task_id: int, message: bytes) -> None:
+        self._link(task_id).send(ToTask(self._module, task_id, message))
+
+    def admit_append(self, task_id: int, message: bytes, *, size_bytes: int, timeout_s: float,
+                     caller_waits: bool = False) -> None:
+        link = self._link(task_id)
+        if not self._slots[task_id].acquire(size_bytes, timeout_s):
+            raise AckTimeout(
+                f"task {task_id} has {APPENDS_IN_FLIGHT_MAX} appends or {APPEND_BYTES_IN_FLIGHT_MAX:,} event bytes "
+                f"in flight and admitted none within {timeout_s}s; nothing was appended. Retry later or raise "
+                "the timeout"
+            )
+        link.send(ToTask(self._module, task_id, message))
+
+    def release_appends(self, task_id: int, count: int, size_bytes: int) -> None:
+        self._slots[task_id].release(count, size_bytes)
+
+    def reply(self, client_id: int, message: bytes) -> None:
+        raise AssertionError("replies come from the workers")
+
+    def read(self, task_id: int, request: tuple[Any, ...]) -> Any:
+        return self._link(task_id).call("read", self._module, task_id, request)
+
+    def consistent_reads(self) -> AbstractContextManager[None]:
+        return self._gate.reading()
+
+    def abandon_reads(self, thread_id: int) -> None:
+        self._gate.abandon(thread_id)
+
+    def begin_commit(self, task_id: int, wake: bytes) -> bool:
+        raise AssertionError("microbatch commits begin on the worker hosting task 0")
+
+    def end_commit(self) -> None:
+        raise AssertionError("microbatch commits end on the worker hosting task 0")
+
+    def congested(self) -> bool:
+        return False
+
+
+class WorkerDeployment:
+    """One module running on the workers, seen from the supervisor: what the client classes use."""
+
+    def __init__(self, workers: _Workers, module: Module, catalog: Catalog, directory: Path, client_id: int) -> None:
+        self.directory = directory
+        self.router = ReplyRouter()
+        self.client_id = client_id
+        self.closed = False
+        self._workers = workers
+        self._open(module, catalog)
+
+    def _open(self, module: Module, catalog: Catalog) -> None:
+        try:
+            module_bytes = cloudpickle.dumps(module)
+        except Exception as e:
+            raise DefinitionError(
+                f"module {module.name!r} cannot be sent to the worker processes: {type(e).__name__}: {e}. Its "
+                "handlers may close over objects of this process (locks, open files, clients); create those "
+                "inside the handler, or use InProcessCluster"
+            ) from None
+        self.runtime = ModuleRuntime(module, catalog)
+        self._module, self._catalog = module, catalog
+        placement = [task % self._workers.count for task in range(catalog.tasks)]
+        self.placement = placement
+        self.transport = SupervisorTransport(self._workers, module.name, placement)
+        self.failures: dict[int, str] = {}
+        self.generation = self._workers.generation
+        used = sorted(set(placement))
+        for worker in used:  # every task's inbox exists before any task starts sending
+            self._workers.link(worker, restarting_ok=True).call(
+                "open", module_bytes, catalog, str(self.directory), placement, self._workers.ports(),
+                timeout_s=DEPLOY_CALL_S)
+        for worker in used:
+            self._workers.link(worker, restarting_ok=True).call("start", module.name)
+
+    def reopen(self) -> None:
+        """After the workers restarted: open the module on them again (its tasks recover from disk)."""
+        self.router.fail_all(f"the workers of module {self.runtime.name!r} restarted before the reply came; the "
+                             "event may be durable: append again with the same idempotency_key to be sure")
+        self._open(self._module, self._catalog)
+
+    def check_open(self) -> None:
+        if self.closed:
+            raise Unavailable(f"module {self.runtime.name!r} is no longer deployed in this cluster")
+        if self._workers.restarting or self.generation != self._workers.generation:
+            raise Unavailable(f"the workers of module {self.runtime.name!r} are restarting; retry in a moment")
+        if self.failures:
+            task, error = next(iter(self.failures.items()))
+            raise Unavailable(f"task {task} of module {self.runtime.name!r} stopped on an internal error: {error}; "
+                              "restart the cluster (it resumes from disk)")
+
+    def _stop_tasks(self, reason: str) -> None:
+        self.transport.closed = True
+        for worker in sorted(set(self.placement)):
+            try:
+                self._workers.link(worker).call("stop", self.runtime.name)
+            except Unavailable:
+                pass  # a worker that is gone holds nothing
+        self.router.fail_all(reason)
+
+    def restart(self, module: Module, catalog: Catalog) -> None:
+        self._stop_tasks(f"module {module.name!r} was updated before the reply came; the event is durable and "
+                         "will be processed by the new code")
+        self._open(module, catalog)
+
+    def stop(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._stop_tasks(f"module {self.runtime.name!r} stopped before the reply came; the event may be durable: "
+                         "append again with the same idempotency_key to be sure")
+
+
+class LocalCluster(InProcessCluster):
+    """A cluster of `workers` processes on this machine (default: one per core), data under `path`.
+
+    The same client interface as `InProcessCluster`: deploy, update, destroy, depot, pstate,
+    query, dead letters, microbatch helpers. A module must be picklable by value (cloudpickle):
+    its handlers may not close over objects of the deploying process such as locks or clients.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = "data", *, workers: int | None = None) -> None:
+        count = workers if workers is not None else (os.cpu_count() or 1)
+        if not isinstance(count, int) or not 1 <= count <= WORKERS_MAX:
+            raise ValueError(f"workers={workers!r} must be an int from 1 to {WORKERS_MAX}")
+        super().__init__(path)
+        self._client_ids = iter(range(1, 1 << 62))
+        self._workers = _Workers(count, self._on_frame, self._reopen_all)
+
+    def __repr__(self) -> str:
+        return f"<LocalCluster {str(self.path)!r} workers={self._workers.count} modules={sorted(self._deployments)}>"
+
+    def _start(self, module: Module, tasks: int | None) -> Any:
+        return WorkerDeployment(self._workers, module, self._catalog(module, tasks), self.path / module.name,
+                                next(self._client_ids))
+
+    def _on_frame(self, link: Link, envelope: Any) -> None:
+        deployment = self._deployments.get(getattr(envelope, "module", ""))
+        if deployment is None:
+            return  # a module stopped meanwhile
+        if isinstance(envelope, ToClient):
+            deployment.router.deliver(envelope.message)
+        elif isinstance(envelope, Released):
+            deployment.transport.release_appends(envelope.task, envelope.count, envelope.size_bytes)
+        elif isinstance(envelope, Failed):
+            deployment.failures[envelope.task] = envelope.error
+
+    def _reopen_all(self) -> None:
+        with self._lock:
+            for deployment in self._deployments.values():
+                try:
+                    deployment.reopen()
+                except Exception:  # the next restart (or a client's Unavailable) tells the story
+                    _log.exception("module %s did not reopen after the workers restarted", deployment.runtime.name)
+
+    def status(self) -> dict[str, Any]:
+        """Per module and task: the worker hosting it, its pid, and whether it is up."""
+        return {
+            name: [{"task": task, "worker": worker, "pid": self._workers.workers[worker].pid,
+                    "up": self._workers.workers[worker].process.poll() is None and task not in deployment.failures}
+                   for task, worker in enumerate(deployment.placement)]
+            for name, deployment in self._deployments.items()
+        }
+
+    def close(self) -> None:
+        super().close()
+        self._workers.close()

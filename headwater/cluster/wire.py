@@ -1,0 +1,244 @@
+"""The data plane between processes: framed messages over loopback TCP, and calls that wait for an answer.
+
+A `Link` is one connection. Each frame is a 4-byte big-endian length and a msgpack envelope
+(`ToTask`, `ToClient`, `Released`, `Call`, `Answer`, `Hello`); the engine's own messages ride
+inside as the bytes they already are. Frames on one link arrive in the order they were sent,
+which keeps the engine's ordering guarantees (per partition, per hop channel). A reader thread
+per link hands each frame to its owner; a `Call` is answered by an `Answer` with the same id.
+
+Values in calls (read requests, results, errors) are pickled: both ends are processes of one
+cluster running the same trusted code, and keys and results are arbitrary Python objects.
+"""
+
+from __future__ import annotations
+
+import itertools
+import pickle
+import socket
+import struct
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from headwater.errors import HeadwaterError, Unavailable
+
+__all__ = [
+    "CALL_TIMEOUT_S",
+    "FRAME_BYTES_MAX",
+    "Answer",
+    "Call",
+    "Failed",
+    "Hello",
+    "Link",
+    "Released",
+    "ToClient",
+    "ToTask",
+    "connect",
+    "dump_error",
+    "load_error",
+]
+
+FRAME_BYTES_MAX = 256 * 1024 * 1024  # a frame larger than this is a broken or hostile peer: the link closes
+CALL_TIMEOUT_S = 60.0  # the longest a call waits for its answer unless the caller says otherwise
+_HEADER = struct.Struct(">I")
+
+
+class ToTask(msgspec.Struct, tag=1, array_like=True):
+    """An engine message for task `task` of `module`."""
+
+    module: str
+    task: int
+    message: bytes
+
+
+class ToClient(msgspec.Struct, tag=2, array_like=True):
+    """A reply for the client endpoint of `module`'s deployment (appends' acks, completions)."""
+
+    module: str
+    message: bytes
+
+
+class Released(msgspec.Struct, tag=3, array_like=True):
+    """Task `task` finished `count` admitted appends of `size_bytes` event bytes."""
+
+    module: str
+    task: int
+    count: int
+    size_bytes: int
+
+
+class Call(msgspec.Struct, tag=4, array_like=True):
+    call: int
+    op: str
+    payload: bytes  # pickled tuple of arguments
+
+
+class Answer(msgspec.Struct, tag=5, array_like=True):
+    call: int
+    ok: bool
+    payload: bytes  # pickled result, or the error (dump_error)
+
+
+class Failed(msgspec.Struct, tag=7, array_like=True):
+    """Task `task` of `module` stopped on an internal error (`error`): clients must hear it at once."""
+
+    module: str
+    task: int
+    error: str
+
+
+class Hello(msgspec.Struct, tag=6, array_like=True):
+    """A worker's first frame to the supervisor: who it is and where its peers reach it."""
+
+    worker: int
+    port: int
+    pid: int
+
+
+Envelope = ToTask | ToClient | Released | Call | Answer | Hello | Failed
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(Envelope)
+
+
+def dump_error(error: BaseException) -> bytes:
+    """An exception as bytes that `load_error` turns back into the same class and message.
+
+    Headwater's errors take keyword arguments of their own, so they are rebuilt from their
+    message and attributes instead of by calling their constructor again.
+    """
+    if isinstance(error, HeadwaterError) or type(error).__module__ == "builtins":
+        try:
+            return pickle.dumps((type(error), str(error), vars(error)))
+        except Exception:
+            pass
+    return pickle.dumps((RuntimeError, f"{type(error).__name__}: {error}", {}))
+
+
+def load_error(data: bytes) -> BaseException:
+    cls, message, attributes = pickle.loads(data)
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.__dict__.update(attributes)
+    return error
+
+
+class _Pending:
+    __slots__ = ("answer", "done")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.answer: Answer | None = None
+
+
+class Link:
+    """One connection: send envelopes, make calls, and hand every frame that arrives to `on_frame`."""
+
+    def __init__(self, sock: socket.socket, on_frame: Callable[[Link, Any], None], name: str,
+                 on_close: Callable[[Link], None] | None = None) -> None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._sock = sock
+        self._on_frame = on_frame
+        self._on_close = on_close
+        self.name = name
+        self._send_lock = threading.Lock()
+        self._calls: dict[int, _Pending] = {}
+        self._ids = itertools.count(1)
+        self.closed = False
+        self._reader = threading.Thread(target=self._read, name=f"headwater-link-{name}", daemon=True)
+
+    def start(self) -> Link:
+        self._reader.start()
+        return self
+
+    # ---- sending -----------------------------------------------------------------------------
+    def send(self, envelope: Any) -> None:
+        self.send_raw(_encoder.encode(envelope))
+
+    def send_raw(self, frame: bytes) -> None:
+        data = _HEADER.pack(len(frame)) + frame
+        with self._send_lock:
+            if self.closed:
+                raise Unavailable(f"the connection to {self.name} is closed")
+            try:
+                self._sock.sendall(data)
+            except OSError as e:
+                raise Unavailable(f"the connection to {self.name} broke: {e}") from e
+
+    def call(self, op: str, *args: Any, timeout_s: float = CALL_TIMEOUT_S) -> Any:
+        """Run `op` on the other end and return its result, or raise its error."""
+        call_id = next(self._ids)
+        pending = self._calls[call_id] = _Pending()
+        try:
+            self.send(Call(call_id, op, pickle.dumps(args)))
+            if not pending.done.wait(timeout_s):
+                raise Unavailable(f"{self.name} did not answer {op} within {timeout_s}s")
+        finally:
+            self._calls.pop(call_id, None)
+        answer = pending.answer
+        if answer is None:
+            raise Unavailable(f"the connection to {self.name} closed before it answered {op}")
+        if not answer.ok:
+            raise load_error(answer.payload)
+        return pickle.loads(answer.payload)
+
+    def answer(self, call: Call, run: Callable[..., Any]) -> None:
+        """Run a call that arrived and send its answer (on whatever thread the owner chose)."""
+        try:
+            result = run(*pickle.loads(call.payload))
+            payload, ok = pickle.dumps(result), True
+        except BaseException as e:
+            payload, ok = dump_error(e), False
+        try:
+            self.send(Answer(call.call, ok, payload))
+        except Unavailable:
+            pass  # the caller is gone; nobody waits for this answer
+
+    # ---- receiving ---------------------------------------------------------------------------
+    def _read(self) -> None:
+        reader = self._sock.makefile("rb")
+        try:
+            while True:
+                header = reader.read(_HEADER.size)
+                if len(header) < _HEADER.size:
+                    return
+                (size,) = _HEADER.unpack(header)
+                if size > FRAME_BYTES_MAX:
+                    return
+                frame = reader.read(size)
+                if len(frame) < size:
+                    return
+                envelope = _decoder.decode(frame)
+                if isinstance(envelope, Answer):
+                    pending = self._calls.get(envelope.call)
+                    if pending is not None:
+                        pending.answer = envelope
+                        pending.done.set()
+                else:
+                    self._on_frame(self, envelope)
+        except (OSError, ValueError, msgspec.DecodeError):
+            return
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        with self._send_lock:
+            if self.closed:
+                return
+            self.closed = True
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._sock.close()
+        for pending in list(self._calls.values()):
+            pending.done.set()  # answer None: the caller hears the link closed
+        if self._on_close is not None:
+            self._on_close(self)
+
+
+def connect(port: int, on_frame: Callable[[Link, Any], None], name: str,
+            on_close: Callable[[Link], None] | None = None) -> Link:
+    sock = socket.create_connection(("127.0.0.1", port))
+    return Link(sock, on_frame, name, on_close).start()

@@ -1,0 +1,286 @@
+"""A worker process of a `LocalCluster`: it hosts a group of tasks, each with its own RocksDB.
+
+    python -m headwater.cluster --supervisor PORT --worker ID
+
+The worker connects to its supervisor, says hello with the port its peers reach it on, and then
+does what the supervisor asks: `open` a module's tasks (stores, recovery, inboxes), `start` them,
+serve reads, hold microbatch commits off for queries, `stop`. Messages between tasks go straight
+from worker to worker; replies and admission releases go to the supervisor, where the clients
+are. The worker exits when its supervisor goes away, so no worker outlives its cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import functools
+import itertools
+import logging
+import os
+import pickle
+import socket
+import threading
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import Any
+
+from headwater.cluster.hosts import SYSTEM_CLOCK, TaskThread
+from headwater.cluster.transport import COMMIT_WAIT_MAX_S, INBOX_BYTES_MAX, Inbox, _CommitGate
+from headwater.cluster.wire import Call, Failed, Hello, Link, Released, ToClient, ToTask, connect
+from headwater.engine.definitions import Module
+from headwater.engine.runtime import Catalog, ModuleRuntime
+from headwater.engine.task import Task
+from headwater.engine.transport import Transport
+from headwater.errors import NotFound, Unavailable
+from headwater.storage import RocksStore
+
+__all__ = ["WORKER_CALL_THREADS", "RemoteGate", "WorkerNode", "main"]
+
+_log = logging.getLogger("headwater.worker")
+
+WORKER_CALL_THREADS = 32  # calls a worker serves at once (reads, queries, holds); more wait their turn
+_tokens = itertools.count(1)
+
+
+class RemoteGate:
+    """A query's hold on the commit gate of the worker hosting task 0, from another process.
+
+    Reentrant per thread like the gate itself (a query that calls a query holds once), and a
+    query given up by its caller (`abandon`) lets go at once.
+    """
+
+    def __init__(self, link: Callable[[], Link], module: str) -> None:
+        self._link = link
+        self._module = module
+        self._lock = threading.Lock()
+        self._held: dict[int, list[Any]] = {}  # thread id -> [depth, token]
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        me = threading.get_ident()
+        with self._lock:
+            held = self._held.get(me)
+            if held is not None:
+                held[0] += 1
+        if held is None:
+            token = (os.getpid(), next(_tokens))
+            self._link().call("hold", self._module, token, timeout_s=COMMIT_WAIT_MAX_S + 5)
+            with self._lock:
+                self._held[me] = [1, token]
+        try:
+            yield
+        finally:
+            with self._lock:
+                held = self._held.get(me)
+                release = held is not None and held[0] == 1
+                if held is not None:
+                    held[0] -= 1
+                    if release:
+                        del self._held[me]
+            if release:
+                self._release(held[1])
+
+    def abandon(self, thread_id: int) -> None:
+        with self._lock:
+            held = self._held.pop(thread_id, None)
+        if held is not None:
+            self._release(held[1])
+
+    def _release(self, token: Hashable) -> None:
+        try:
+            self._link().call("release", self._module, token)
+        except Unavailable:
+            pass  # the worker is gone, and its holds with it
+
+
+class WorkerTransport(Transport):
+    """The engine's transport inside a worker: local inboxes, links to peers, replies to the supervisor."""
+
+    def __init__(self, node: WorkerNode, module: str, placement: list[int]) -> None:
+        self._node = node
+        self._module = module
+        self._placement = placement  # task id -> the worker hosting it
+        self._inboxes: dict[int, Inbox] = {}
+        self._readers: dict[int, Callable[[tuple[Any, ...]], Any]] = {}
+        self.gate = _CommitGate(self.send) if placement[0] == node.worker_id else None
+        self._remote_gate = None if self.gate else RemoteGate(lambda: node.peer(placement[0]), module)
+
+    def add_task(self, task_id: int, read: Callable[[tuple[Any, ...]], Any]) -> Inbox:
+        inbox = self._inboxes[task_id] = Inbox()
+        self._readers[task_id] = read
+        return inbox
+
+    def deliver(self, task_id: int, message: bytes) -> None:
+        self._inboxes[task_id].put(message)
+
+    def send(self, task_id: int, message: bytes) -> None:
+        inbox = self._inboxes.get(task_id)
+        if inbox is not None:
+            inbox.put(message)
+        else:
+            self._node.peer(self._placement[task_id]).send(ToTask(self._module, task_id, message))
+
+    def admit_append(self, task_id: int, message: bytes, *, size_bytes: int, timeout_s: float,
+                     caller_waits: bool = False) -> None:
+        raise AssertionError("client appends are admitted by the supervisor, where the clients are")
+
+    def release_appends(self, task_id: int, count: int, size_bytes: int) -> None:
+        self._node.supervisor.send(Released(self._module, task_id, count, size_bytes))
+
+    def reply(self, client_id: int, message: bytes) -> None:
+        self._node.supervisor.send(ToClient(self._module, message))
+
+    def read(self, task_id: int, request: tuple[Any, ...]) -> Any:
+        read = self._readers.get(task_id)
+        if read is not None:
+            return read(request)
+        return self._node.peer(self._placement[task_id]).call("read", self._module, task_id, request)
+
+    def consistent_reads(self) -> AbstractContextManager[None]:
+        if self.gate is not None:
+            return self.gate.reading()
+        assert self._remote_gate is not None
+        return self._remote_gate.reading()
+
+    def begin_commit(self, task_id: int, wake: bytes) -> bool:
+        assert self.gate is not None, "microbatch commits begin on the worker hosting task 0"
+        return self.gate.begin_commit(task_id, wake)
+
+    def end_commit(self) -> None:
+        assert self.gate is not None
+        self.gate.end_commit()
+
+    def congested(self) -> bool:
+        # The inboxes of this worker only: a peer's fill is not known here (it bounds its own).
+        return any(inbox.queued_bytes > INBOX_BYTES_MAX for inbox in self._inboxes.values())
+
+
+class _Deployment:
+    """One module's tasks on this worker."""
+
+    def __init__(self, node: WorkerNode, module: Module, catalog: Catalog, directory: Path,
+                 placement: list[int]) -> None:
+        self.runtime = ModuleRuntime(module, catalog)
+        self.transport = WorkerTransport(node, module.name, placement)
+        self.hosts: list[TaskThread] = []
+        for task_id, worker in enumerate(placement):
+            if worker != node.worker_id:
+                continue
+            task = Task(self.runtime, task_id, RocksStore(directory / f"task-{task_id}"), self.transport, SYSTEM_CLOCK)
+            inbox = self.transport.add_task(task_id, task.serve_read)
+            self.hosts.append(TaskThread(task, inbox, on_failure=node.task_failed))
+
+    def start(self) -> None:
+        for host in self.hosts:
+            host.start()
+
+    def stop(self) -> None:
+        for host in self.hosts:
+            host.stop()
+        for host in self.hosts:
+            host.task.store.close()
+
+
+class WorkerNode:
+    def __init__(self, worker_id: int, supervisor_port: int) -> None:
+        self.worker_id = worker_id
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._deployments: dict[str, _Deployment] = {}
+        self._peers: dict[int, Link] = {}
+        self._peer_ports: dict[int, int] = {}
+        self._lock = threading.Lock()
+        self._calls = concurrent.futures.ThreadPoolExecutor(WORKER_CALL_THREADS, thread_name_prefix="headwater-call")
+        self._ops: dict[str, Callable[..., Any]] = {
+            "open": self._open, "start": self._start, "stop": self._stop, "read": self._read,
+            "hold": self._hold, "release": self._release, "ping": lambda: os.getpid(),
+        }
+        self.supervisor = connect(supervisor_port, self._on_frame, "the supervisor", on_close=self._orphaned)
+        self.supervisor.send(Hello(worker_id, self.port, os.getpid()))
+        threading.Thread(target=self._accept, name="headwater-accept", daemon=True).start()
+
+    # ---- links -------------------------------------------------------------------------------
+    def _accept(self) -> None:
+        while True:
+            sock, _ = self._listener.accept()
+            Link(sock, self._on_frame, "a peer worker").start()
+
+    def peer(self, worker: int) -> Link:
+        link = self._peers.get(worker)
+        if link is not None and not link.closed:
+            return link
+        with self._lock:
+            link = self._peers.get(worker)
+            if link is None or link.closed:
+                port = self._peer_ports.get(worker)
+                if port is None:
+                    raise Unavailable(f"worker {worker} is not known to worker {self.worker_id}")
+                link = self._peers[worker] = connect(port, self._on_frame, f"worker {worker}")
+            return link
+
+    def _on_frame(self, link: Link, envelope: Any) -> None:
+        if isinstance(envelope, ToTask):
+            deployment = self._deployments.get(envelope.module)
+            if deployment is not None:  # else: stopped, or a message from before this worker's restart
+                deployment.transport.deliver(envelope.task, envelope.message)
+        elif isinstance(envelope, Call):
+            op = self._ops.get(envelope.op) or functools.partial(self._unknown, envelope.op)
+            self._calls.submit(link.answer, envelope, op)
+
+    def _orphaned(self, _: Link) -> None:
+        os._exit(0)  # the supervisor is gone: so is this worker (its data is durable; nothing to flush)
+
+    def _unknown(self, op: str, *_: Any) -> None:
+        raise NotFound("worker call", op, self._ops)
+
+    def task_failed(self, host: TaskThread, error: BaseException) -> None:
+        try:
+            self.supervisor.send(Failed(host.task.runtime.name, host.task.task_id, repr(error)))
+        except Unavailable:
+            pass
+
+    # ---- calls from the supervisor and peers --------------------------------------------------
+    def _open(self, module_bytes: bytes, catalog: Catalog, directory: str, placement: list[int],
+              peer_ports: dict[int, int]) -> None:
+        module = pickle.loads(module_bytes)
+        self._peer_ports.update(peer_ports)
+        self._deployments[module.name] = _Deployment(self, module, catalog, Path(directory), placement)
+
+    def _start(self, module: str) -> None:
+        self._deployments[module].start()
+
+    def _stop(self, module: str) -> None:
+        deployment = self._deployments.pop(module, None)
+        if deployment is not None:
+            deployment.stop()
+
+    def _deployment(self, module: str) -> _Deployment:
+        deployment = self._deployments.get(module)
+        if deployment is None:
+            raise Unavailable(f"module {module!r} is not running on worker {self.worker_id}")
+        return deployment
+
+    def _read(self, module: str, task_id: int, request: tuple[Any, ...]) -> Any:
+        return self._deployment(module).transport.read(task_id, request)
+
+    def _gate(self, module: str) -> _CommitGate:
+        gate = self._deployment(module).transport.gate
+        assert gate is not None, "holds go to the worker hosting task 0"
+        return gate
+
+    def _hold(self, module: str, token: Hashable) -> None:
+        self._gate(module).enter(("remote", token))
+
+    def _release(self, module: str, token: Hashable) -> None:
+        self._gate(module).leave(("remote", token))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="a headwater worker process (started by LocalCluster)")
+    parser.add_argument("--supervisor", type=int, required=True, help="the supervisor's port on 127.0.0.1")
+    parser.add_argument("--worker", type=int, required=True, help="this worker's id")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format=f"worker {args.worker}: %(levelname)s %(name)s: %(message)s")
+    WorkerNode(args.worker, args.supervisor)
+    threading.Event().wait()  # everything runs on the node's threads; the process ends with its supervisor

@@ -1,0 +1,138 @@
+"""LocalCluster: worker processes on this machine, killed with SIGKILL, restarted, losing nothing acked."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+import headwater as hw
+from examples.bank_microbatch import Deposit, Transfer, bank as microbatch_bank
+from tests.engine.crashing_app import Event, module as crashy_module
+
+RECOVERY_S_MAX = 60  # the longest the cluster may take to serve again after a worker died
+
+
+def append_retrying(depot, event, key: str, deadline: float):
+    """Append with an idempotency key, retrying while the workers restart (safe: the key dedupes)."""
+    while True:
+        try:
+            return depot.append(event, idempotency_key=key, timeout=10)
+        except hw.Unavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def kill_worker(cluster: hw.LocalCluster, worker: int) -> int:
+    pid = next(t["pid"] for tasks in cluster.status().values() for t in tasks if t["worker"] == worker)
+    os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+def test_a_killed_worker_comes_back_and_nothing_acked_is_lost_or_applied_twice(tmp_path):
+    with hw.LocalCluster(tmp_path, workers=2) as cluster:
+        cluster.deploy(crashy_module(), tasks=3)
+        depot = cluster.depot("crashy", "events")
+        acked: dict[int, int] = {}
+        errors: list[BaseException] = []
+        stop = threading.Event()
+        deadline = time.monotonic() + RECOVERY_S_MAX
+
+        def appender(worker: int) -> None:
+            for i in range(100_000):
+                if stop.is_set():
+                    return
+                event_id = worker * 1_000_000 + i
+                try:
+                    acked[event_id] = append_retrying(depot, Event(event_id, event_id % 7), f"e{event_id}",
+                                                      deadline)["handle"]
+                except BaseException as e:  # noqa: BLE001 - reported below
+                    errors.append(e)
+                    return
+
+        threads = [threading.Thread(target=appender, args=(w,)) for w in range(4)]
+        for thread in threads:
+            thread.start()
+        while len(acked) < 200 and not errors:
+            time.sleep(0.01)
+        killed = kill_worker(cluster, 1)
+        before = len(acked)
+        while len(acked) < before + 200 and not errors and time.monotonic() < deadline:
+            time.sleep(0.01)
+        stop.set()
+        for thread in threads:
+            thread.join(RECOVERY_S_MAX)
+        assert not errors, errors[:3]
+        assert len(acked) >= before + 200, "the cluster did not serve again after the worker died"
+        assert killed not in {t["pid"] for tasks in cluster.status().values() for t in tasks}
+        assert all(result == event_id for event_id, result in acked.items())
+
+        stored: dict[int, int] = {}
+        for partition in range(depot.partitions):
+            for record in depot.read(partition, 0, limit=1_000_000):
+                assert record.event.id not in stored, f"event {record.event.id} appended twice"
+                stored[record.event.id] = record.event.key
+        assert set(acked) <= set(stored), "an acked append is missing after the worker died"
+        seen = cluster.pstate("crashy", "seen")
+        for event_id, key in stored.items():  # single-task writes: exactly once
+            assert seen[key][event_id].get() == 1, f"event {event_id} applied {seen[key][event_id].get()} times"
+        echo = cluster.pstate("crashy", "echo")
+        missing = set(stored)
+        while missing and time.monotonic() < deadline:  # hops: at least once
+            missing = {i for i in missing if not echo[i].get()}
+            time.sleep(0.05)
+        assert not missing, f"hops of {len(missing)} events never ran"
+
+
+def test_microbatch_stays_exactly_once_when_the_coordinators_worker_dies(tmp_path):
+    with hw.LocalCluster(tmp_path, workers=2) as cluster:
+        cluster.deploy(microbatch_bank, tasks=4)
+        deadline = time.monotonic() + RECOVERY_S_MAX
+        deposits = cluster.depot("mbbank", "deposits")
+        for user in range(8):
+            append_retrying(deposits, Deposit(user, 1000), f"d{user}", deadline)
+        transfers = cluster.depot("mbbank", "transfers")
+        for i in range(300):
+            if i == 150:
+                kill_worker(cluster, 0)  # the worker hosting task 0, the coordinator
+            append_retrying(transfers, Transfer(f"t{i}", i % 8, (i + 3) % 8, 1 + i % 5), f"t{i}", deadline)
+        while True:
+            try:
+                cluster.wait_for_microbatch("mbbank", "banking", processed=1, timeout=5)
+                total = cluster.query("mbbank", "total_funds")()
+                log = cluster.pstate("mbbank", "transfer_log")
+                logged = sum(1 for u in range(8) for _ in log[u].keys())
+                if logged == 300:
+                    break
+            except (hw.Unavailable, hw.AckTimeout):
+                pass
+            assert time.monotonic() < deadline, "the microbatch topology never caught up"
+            time.sleep(0.05)
+        assert total == 8000, "money was created or lost"
+
+
+def test_a_module_that_cannot_reach_the_workers_is_a_definition_error(tmp_path):
+    m = hw.Module("local_lock")
+    jobs = m.depot("jobs", int)
+    lock = threading.Lock()
+
+    @m.stream(jobs)
+    def guarded(ctx: hw.Context, job: int) -> int:
+        with lock:
+            return job
+
+    with hw.LocalCluster(tmp_path, workers=1) as cluster:
+        with pytest.raises(hw.DefinitionError, match="cannot be sent to the worker processes.*lock"):
+            cluster.deploy(m)
+
+
+def test_status_says_which_worker_hosts_each_task(tmp_path):
+    with hw.LocalCluster(tmp_path, workers=2) as cluster:
+        cluster.deploy(microbatch_bank, tasks=3)
+        tasks = cluster.status()["mbbank"]
+        assert [t["worker"] for t in tasks] == [0, 1, 0]
+        assert all(t["up"] and t["pid"] != os.getpid() for t in tasks)
