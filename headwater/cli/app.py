@@ -19,7 +19,7 @@ from typer.core import TyperGroup
 
 from headwater.cli.output import ExitCode, Output, example_value, exit_code_for, to_json
 from headwater.client.remote import RemoteCluster, connect
-from headwater.errors import HandlerError, HeadwaterError, NotFound, SchemaError
+from headwater.errors import HandlerError, HeadwaterError, NotFound, SchemaError, StorageError
 
 __all__ = ["app", "main"]
 
@@ -115,6 +115,8 @@ def serve(
                    max_body_bytes=max_body_bytes, announce=functools.partial(_announce, data=data))
     except (AuthConfigError, HeadwaterError) as e:
         errors.error(e)
+        if isinstance(e, StorageError):  # above all a data directory another process has open
+            errors.errors.print(f"(the data directory is {data}; --data DIR serves another)")
         raise typer.Exit(ExitCode.USAGE) from None
     except KeyboardInterrupt:
         pass

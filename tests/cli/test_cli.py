@@ -194,6 +194,17 @@ def test_failures_have_documented_exit_codes(run, args, code, message):
     assert message in result.output
 
 
+def test_serve_on_a_data_directory_in_use_says_so_and_names_the_flag(tmp_path):
+    from headwater.server.run import deploy_all, load_modules
+
+    with hw.InProcessCluster(tmp_path / "data") as holder:
+        deploy_all(holder, load_modules("examples/app.py"), 2)
+        result = CliRunner().invoke(app, ["serve", "examples/app.py", "--data", str(tmp_path / "data"), "--port", "0"])
+    assert result.exit_code == ExitCode.USAGE
+    assert "StorageError" in result.stderr and "already open in this process" in result.stderr
+    assert f"the data directory is {tmp_path / 'data'}; --data DIR serves another" in result.stderr
+
+
 def test_an_unreachable_server_exits_6(run):
     result = run("status", "--url", "http://127.0.0.1:9")
     assert result.exit_code == ExitCode.UNAVAILABLE and "cannot reach" in result.output
