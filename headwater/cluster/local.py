@@ -15,6 +15,7 @@ what is safe to retry.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import socket
@@ -242,7 +243,7 @@ class WorkerDeployment:
 
     def _open(self, module: Module, catalog: Catalog) -> None:
         try:
-            module_bytes = cloudpickle.dumps(module)
+            module_bytes = _dumps(_by_value_where_needed(module))
         except Exception as e:
             raise DefinitionError(
                 f"module {module.name!r} cannot be sent to the worker processes: {type(e).__name__}: {e}. Its "
@@ -258,9 +259,15 @@ class WorkerDeployment:
         self.generation = self._workers.generation
         used = sorted(set(placement))
         for worker in used:  # every task's inbox exists before any task starts sending
-            self._workers.link(worker, restarting_ok=True).call(
-                "open", module_bytes, catalog, str(self.directory), placement, self._workers.ports(),
-                timeout_s=DEPLOY_CALL_S)
+            try:
+                self._workers.link(worker, restarting_ok=True).call(
+                    "open", module_bytes, catalog, str(self.directory), placement, self._workers.ports(),
+                    timeout_s=DEPLOY_CALL_S)
+            except (ImportError, AttributeError) as e:
+                raise DefinitionError(
+                    f"the worker processes cannot load module {module.name!r}: {e}. Define what it uses in a "
+                    "file the workers can import (they see this process's sys.path), or in the script that runs"
+                ) from None
         for worker in used:
             self._workers.link(worker, restarting_ok=True).call("start", module.name)
 
@@ -300,6 +307,40 @@ class WorkerDeployment:
         self.closed = True
         self._stop_tasks(f"module {self.runtime.name!r} stopped before the reply came; the event may be durable: "
                          "append again with the same idempotency_key to be sure")
+
+
+class _ModulePickler(cloudpickle.Pickler):
+    """cloudpickle, minus what msgspec caches on a class it has seen: a class sent by value
+    (defined in a notebook or a script) must arrive as it was defined, or msgspec refuses it."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        reduced = super().reducer_override(obj)
+        if isinstance(obj, type) and isinstance(reduced, tuple) and len(reduced) > 2 and isinstance(reduced[2], tuple):
+            class_dict, slot_state = reduced[2]
+            if "__msgspec_cache__" in class_dict:
+                class_dict = {k: v for k, v in class_dict.items() if k != "__msgspec_cache__"}
+                reduced = (*reduced[:2], (class_dict, slot_state), *reduced[3:])
+        return reduced
+
+
+def _dumps(module: Module) -> bytes:
+    buffer = io.BytesIO()
+    _ModulePickler(buffer).dump(module)
+    return buffer.getvalue()
+
+
+def _by_value_where_needed(module: Module) -> Module:
+    """Let cloudpickle send by value the code of `module` that lives in a Python module with no file
+    (made at run time, say by a notebook or a documentation tester): the workers could not import it."""
+    functions = [decl.fn for table in (module.streams, module.microbatches, module.steps, module.queries)
+                 for decl in table.values()]
+    types = [decl.event_type for decl in module.depots.values()]
+    for name in {getattr(thing, "__module__", None) for thing in (*functions, *types)}:
+        found = sys.modules.get(name or "")
+        if (found is not None and name != "__main__" and name not in sys.builtin_module_names
+                and getattr(found, "__file__", None) is None):
+            cloudpickle.register_pickle_by_value(found)
+    return module
 
 
 class LocalCluster(InProcessCluster):

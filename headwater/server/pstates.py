@@ -1,4 +1,4 @@
-"""PState reads: `GET /api/modules/{m}/pstates/{p}/{op}?path=[...]` with the ops of DESIGN §4.
+"""PState reads: `GET /api/modules/{m}/pstates/{p}/{op}?path=[...]` with the read ops of a View (get, exists, size, keys, items, values, slice, contains, select).
 
 Ranges come back at most `READ_PAGE_MAX` elements at a time with a `next` cursor (`{"start": k}`
 going forward, `{"stop": k}` in reverse), so no request reads without bound. A read of a whole
