@@ -3,7 +3,8 @@
 Measures full-ack append latency from one client and throughput from 16 concurrent client
 threads. Prints a table; timings never fail anything.
 
-    .venv/bin/python bench/registration.py [--tasks N] [--seconds 5]    (make bench runs the full suite)
+    .venv/bin/python bench/registration.py [--tasks N] [--seconds 5] [--workers W]
+    (make bench runs the full suite; --workers W runs it on a LocalCluster of W worker processes)
 """
 
 from __future__ import annotations
@@ -38,10 +39,13 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=3000, help="sequential appends for the latency run")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--workers", type=int, default=0,
+                        help="run on a LocalCluster of this many worker processes (default 0: InProcessCluster)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="headwater-bench-") as directory:
         fsync_ms = fsync_latency_ms(directory)["p50_ms"]
-        with hw.InProcessCluster(os.path.join(directory, "data")) as cluster:
+        path = os.path.join(directory, "data")
+        with (hw.LocalCluster(path, workers=args.workers) if args.workers else hw.InProcessCluster(path)) as cluster:
             cluster.deploy(registration, tasks=args.tasks)
             depot = cluster.depot("registration", "registrations")
             latency(depot, 300)  # warm up
@@ -50,7 +54,8 @@ def main() -> None:
                               args.clients, args.seconds)
             rate, concurrent = run.ops_per_s, run.latencies_s
     print(f"\nheadwater registration benchmark — {os.cpu_count()} cores, fsync p50 {fsync_ms:.3f} ms, "
-          f"tasks={args.tasks}, full ack, fsync on\n")
+          f"tasks={args.tasks}, {f'LocalCluster with {args.workers} workers' if args.workers else 'InProcessCluster'}, "
+          "full ack, fsync on\n")
     print(f"| {'measure':<44} | {'value':>12} |")
     print(f"|{'-' * 46}|{'-' * 14}|")
     rows = [

@@ -8,10 +8,12 @@ own thread (`run_round_here`, flat combining), which skips two hand-offs of the 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 from headwater.cluster.transport import Inbox
 from headwater.engine import messages
@@ -47,9 +49,11 @@ class TaskThread:
     """Runs a task's rounds one at a time: on its own thread, or on a waiting appender's."""
 
     def __init__(self, task: Task, inbox: Inbox, *,
-                 on_failure: Callable[[TaskThread, BaseException], None] | None = None) -> None:
+                 on_failure: Callable[[TaskThread, BaseException], None] | None = None,
+                 batching: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext) -> None:
         self.task = task
         self.inbox = inbox
+        self._batching = batching  # what a round sends to other processes leaves in one write per link
         self._on_failure = on_failure  # told when a round fails (a worker tells its supervisor)
         # Whoever runs a round holds the turn: the task thread, or a full-ack appender.
         self._turn = threading.Lock()
@@ -81,7 +85,7 @@ class TaskThread:
 
     def _run(self) -> None:
         try:
-            with self._turn:
+            with self._turn, self._batching():
                 self.task.begin()
             while self._live:
                 if self._congested:  # look again soon: room frees up as the receivers drain
@@ -119,7 +123,8 @@ class TaskThread:
 
     def _round(self) -> None:
         started = time.monotonic()
-        outcome = self.task.run_round(self.inbox.take(INBOX_DRAIN_MAX))
+        with self._batching():
+            outcome = self.task.run_round(self.inbox.take(INBOX_DRAIN_MAX))
         self._stopping = self._stopping or outcome.stopping
         self._backlog, self._congested = outcome.backlog, outcome.congested
         # The slowest recent round: a decaying maximum, so one slow handler turns combining off for a while.

@@ -154,10 +154,15 @@ class Link:
 
     # ---- sending -----------------------------------------------------------------------------
     def send(self, envelope: Any) -> None:
-        self.send_raw(_encoder.encode(envelope))
+        self.send_frames([_encoder.encode(envelope)])
 
-    def send_raw(self, frame: bytes) -> None:
-        data = _HEADER.pack(len(frame)) + frame
+    @staticmethod
+    def encode(envelope: Any) -> bytes:
+        return _encoder.encode(envelope)
+
+    def send_frames(self, frames: list[bytes]) -> None:
+        """Send encoded envelopes in order, with one write."""
+        data = b"".join(piece for frame in frames for piece in (_HEADER.pack(len(frame)), frame))
         with self._send_lock:
             if self.closed:
                 raise Unavailable(f"the connection to {self.name} is closed")

@@ -105,6 +105,26 @@ class WorkerTransport(Transport):
         self._readers: dict[int, Callable[[tuple[Any, ...]], Any]] = {}
         self.gate = _CommitGate(self.send) if placement[0] == node.worker_id else None
         self._remote_gate = None if self.gate else RemoteGate(lambda: node.peer(placement[0]), module)
+        self._batch = threading.local()  # per round thread: frames held until the round ends
+
+    @contextmanager
+    def batching(self) -> Iterator[None]:
+        """Hold what the running round sends to other processes, then send it in one write per link."""
+        pending: dict[Link, list[bytes]] = {}
+        self._batch.frames = pending
+        try:
+            yield
+        finally:
+            self._batch.frames = None
+            for link, frames in pending.items():
+                link.send_frames(frames)
+
+    def _post(self, link: Link, envelope: Any) -> None:
+        pending = getattr(self._batch, "frames", None)
+        if pending is None:
+            link.send(envelope)
+        else:
+            pending.setdefault(link, []).append(Link.encode(envelope))
 
     def add_task(self, task_id: int, read: Callable[[tuple[Any, ...]], Any]) -> Inbox:
         inbox = self._inboxes[task_id] = Inbox()
@@ -119,17 +139,17 @@ class WorkerTransport(Transport):
         if inbox is not None:
             inbox.put(message)
         else:
-            self._node.peer(self._placement[task_id]).send(ToTask(self._module, task_id, message))
+            self._post(self._node.peer(self._placement[task_id]), ToTask(self._module, task_id, message))
 
     def admit_append(self, task_id: int, message: bytes, *, size_bytes: int, timeout_s: float,
                      caller_waits: bool = False) -> None:
         raise AssertionError("client appends are admitted by the supervisor, where the clients are")
 
     def release_appends(self, task_id: int, count: int, size_bytes: int) -> None:
-        self._node.supervisor.send(Released(self._module, task_id, count, size_bytes))
+        self._post(self._node.supervisor, Released(self._module, task_id, count, size_bytes))
 
     def reply(self, client_id: int, message: bytes) -> None:
-        self._node.supervisor.send(ToClient(self._module, message))
+        self._post(self._node.supervisor, ToClient(self._module, message))
 
     def read(self, task_id: int, request: tuple[Any, ...]) -> Any:
         read = self._readers.get(task_id)
@@ -169,7 +189,7 @@ class _Deployment:
                 continue
             task = Task(self.runtime, task_id, RocksStore(directory / f"task-{task_id}"), self.transport, SYSTEM_CLOCK)
             inbox = self.transport.add_task(task_id, task.serve_read)
-            self.hosts.append(TaskThread(task, inbox, on_failure=node.task_failed))
+            self.hosts.append(TaskThread(task, inbox, on_failure=node.task_failed, batching=self.transport.batching))
 
     def start(self) -> None:
         for host in self.hosts:
