@@ -29,7 +29,7 @@ from headwater.engine.messages import MbControl, encode
 from headwater.errors import AckTimeout, DefinitionError, NotFound, QueryTimeout, Unavailable
 from headwater.storage import RocksStore
 
-__all__ = ["Deployment", "InProcessCluster"]
+__all__ = ["Deployment", "DeploymentBase", "InProcessCluster"]
 
 TASKS_MAX = 1024
 QUERY_THREADS_MAX = 8  # queries of one cluster running at once; more wait for a free thread
@@ -37,7 +37,33 @@ CONTROL_WAIT_MAX_S = 30.0  # the longest pause/resume waits for task 0 to take i
 _clients = itertools.count(1)
 
 
-class Deployment:
+class DeploymentBase:
+    """What every kind of deployment shares: an update or a stop tells waiting clients why."""
+
+    closed: bool
+    runtime: ModuleRuntime
+
+    def _open(self, module: Module, catalog: Catalog) -> None:
+        raise NotImplementedError
+
+    def _stop_tasks(self, reason: str) -> None:
+        raise NotImplementedError
+
+    def restart(self, module: Module, catalog: Catalog) -> None:
+        """Run new code over the same data: stop the tasks, start them again with `module`."""
+        self._stop_tasks(f"module {module.name!r} was updated before the reply came; the event is durable and "
+                         "will be processed by the new code")
+        self._open(module, catalog)
+
+    def stop(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._stop_tasks(f"module {self.runtime.name!r} stopped before the reply came; the event may be durable: "
+                         "append again with the same idempotency_key to be sure")
+
+
+class Deployment(DeploymentBase):
     """One module running: its runtime, tasks, transport and the client endpoint replies come to.
 
     The object outlives `cluster.update`: clients hold it and find the current runtime and
@@ -49,9 +75,9 @@ class Deployment:
         self.router = ReplyRouter()
         self.client_id = next(_clients)
         self.closed = False
-        self._start(module, catalog)
+        self._open(module, catalog)
 
-    def _start(self, module: Module, catalog: Catalog) -> None:
+    def _open(self, module: Module, catalog: Catalog) -> None:
         self.runtime = ModuleRuntime(module, catalog)
         self.transport = InProcessTransport()
         self.transport.register_client(self.client_id, self.router.deliver)
@@ -84,19 +110,6 @@ class Deployment:
         self.router.fail_all(reason)
         for task in self.tasks:
             task.store.close()
-
-    def restart(self, module: Module, catalog: Catalog) -> None:
-        """Run new code over the same data: stop the tasks, start them again with `module`."""
-        self._stop_tasks(f"module {module.name!r} was updated before the reply came; the event is durable and "
-                         "will be processed by the new code")
-        self._start(module, catalog)
-
-    def stop(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self._stop_tasks(f"module {self.runtime.name!r} stopped before the reply came; the event may be durable: "
-                         "append again with the same idempotency_key to be sure")
 
 
 class _QueryRun:

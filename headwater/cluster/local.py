@@ -31,9 +31,9 @@ from typing import Any
 import cloudpickle
 
 from headwater.client.replies import ReplyRouter
-from headwater.cluster.inprocess import InProcessCluster
+from headwater.cluster.inprocess import DeploymentBase, InProcessCluster
 from headwater.cluster.transport import APPEND_BYTES_IN_FLIGHT_MAX, APPENDS_IN_FLIGHT_MAX, _Admission
-from headwater.cluster.wire import Failed, Hello, Link, Released, ToClient, ToTask, connect  # noqa: F401
+from headwater.cluster.wire import Failed, Hello, Link, Released, ToClient, ToTask
 from headwater.cluster.worker import RemoteGate
 from headwater.engine.definitions import Module
 from headwater.engine.runtime import Catalog, ModuleRuntime
@@ -230,7 +230,7 @@ class SupervisorTransport(Transport):
         return False
 
 
-class WorkerDeployment:
+class WorkerDeployment(DeploymentBase):
     """One module running on the workers, seen from the supervisor: what the client classes use."""
 
     def __init__(self, workers: _Workers, module: Module, catalog: Catalog, directory: Path, client_id: int) -> None:
@@ -295,18 +295,6 @@ class WorkerDeployment:
             except Unavailable:
                 pass  # a worker that is gone holds nothing
         self.router.fail_all(reason)
-
-    def restart(self, module: Module, catalog: Catalog) -> None:
-        self._stop_tasks(f"module {module.name!r} was updated before the reply came; the event is durable and "
-                         "will be processed by the new code")
-        self._open(module, catalog)
-
-    def stop(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self._stop_tasks(f"module {self.runtime.name!r} stopped before the reply came; the event may be durable: "
-                         "append again with the same idempotency_key to be sure")
 
 
 class _ModulePickler(cloudpickle.Pickler):

@@ -13,13 +13,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.docs.blocks import DOCS, blocks
+from tests.server.support import start_serving
 
 PAGE = DOCS / "tutorial" / "index.md"
 SHOWN_URLS = ("localhost:8000", "127.0.0.1:8000")
@@ -52,18 +51,7 @@ def serve(command: str, data: Path, port: int) -> subprocess.Popen[str]:
     argv = shlex.split(command)
     assert argv[:2] == ["headwater", "serve"], command
     argv = [sys.executable, "-m", "headwater.cli", *argv[1:], "--data", str(data), "--port", str(port)]
-    process = subprocess.Popen(argv, cwd=PAGE.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/api/health").status_code == 200:
-                return process
-        except httpx.TransportError:
-            if process.poll() is not None:
-                break
-            time.sleep(0.05)
-    process.kill()
-    raise AssertionError(f"{command} did not start:\n{process.communicate()[0]}")
+    return start_serving(argv, port, cwd=PAGE.parent, what=command)
 
 
 def local(text: str, port: int) -> str:

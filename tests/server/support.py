@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+import httpx
 
 import headwater as hw
 from examples.bank import bank
@@ -85,3 +88,22 @@ def served(cluster: hw.InProcessCluster, *, auth: Auth | None = None, limits: Co
     """`cluster`'s modules served on a free loopback port; yields the base URL."""
     with ServerThread(create_app(cluster, auth=auth, **options), limits=limits) as url:
         yield url
+
+
+SERVER_START_S_MAX = 30
+
+
+def start_serving(argv: list[str], port: int, *, cwd: Any, what: str) -> subprocess.Popen[str]:
+    """Run a `headwater serve` command and return it once it answers health on `port`."""
+    process = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + SERVER_START_S_MAX
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/api/health").status_code == 200:
+                return process
+        except httpx.TransportError:
+            if process.poll() is not None:
+                break
+            time.sleep(0.05)
+    process.kill()
+    raise AssertionError(f"{what} did not start:\n{process.communicate()[0]}")

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from headwater.cli import app
 from headwater.server import load_modules
 from headwater.server.run import ServeError
+from tests.server.support import start_serving
 
 ROOT = Path(__file__).parents[2]
 
@@ -30,18 +31,7 @@ def free_port() -> int:
 def start(data: Path, port: int, *extra: str) -> subprocess.Popen[str]:
     command = [sys.executable, "-m", "headwater.cli", "serve", "tests/server/jobs_app.py", "--data", str(data),
                "--port", str(port), *extra]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/api/health").status_code == 200:
-                return process
-        except httpx.TransportError:
-            if process.poll() is not None:
-                break
-            time.sleep(0.05)
-    process.kill()
-    raise AssertionError(f"server did not start:\n{process.communicate()[0]}")
+    return start_serving(command, port, cwd=ROOT, what="the server")
 
 
 def stop(process: subprocess.Popen[str]) -> str:
