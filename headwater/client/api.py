@@ -37,7 +37,17 @@ __all__ = ["AppendResult", "DeadLetter", "DepotClient", "DepotRecord", "Partitio
 
 
 class AppendResult:
-    """Where an event landed and what each stream topology returned for it."""
+    """Where an event landed and what each stream topology returned for it.
+
+    `append` returns one for `Ack.FULL` and `Ack.APPEND` (None for `Ack.NONE`). `result[name]`
+    is topology `name`'s return value, and raises `NotFound` if there is none.
+
+    Attributes:
+        partition: The depot partition the event was appended to.
+        offset: Its offset in that partition.
+        results: `{topology: return value}` of the stream topologies that processed it; empty
+            for `Ack.APPEND`, which does not wait for processing.
+    """
 
     __slots__ = ("partition", "offset", "results")
 
@@ -53,6 +63,12 @@ class AppendResult:
             raise NotFound("topology result", topology, self.results) from None
 
     def get(self, topology: str, default: Any = None) -> Any:
+        """Topology `topology`'s return value, or `default` if it has none here.
+
+            result = cluster.depot("bank", "deposits").append(Deposit(1, 100))
+            result.get("deposit")                   # 100
+            result.get("no_such_topology", 0)       # 0
+        """
         return self.results.get(topology, default)
 
     def __repr__(self) -> str:
@@ -61,6 +77,15 @@ class AppendResult:
 
 @dataclass(frozen=True, slots=True)
 class DepotRecord:
+    """One record of a depot, as `read` and `tail` return it.
+
+    Attributes:
+        partition: The partition it is in.
+        offset: Its position in the partition: 0 for the first record, then one more each.
+        timestamp: When its task wrote it, as an aware UTC `datetime`.
+        event: The event, decoded into the depot's event type.
+    """
+
     partition: int
     offset: int
     timestamp: datetime
@@ -69,6 +94,14 @@ class DepotRecord:
 
 @dataclass(frozen=True, slots=True)
 class PartitionInfo:
+    """The extent of one depot partition, as `partition_info` returns it.
+
+    Attributes:
+        partition: The partition described.
+        start_offset: The first offset still stored: always 0, since records are never deleted.
+        end_offset: The offset the next append will get; with nothing deleted, the record count.
+    """
+
     partition: int
     start_offset: int
     end_offset: int  # the offset the next append will get
@@ -94,6 +127,20 @@ def raise_failure(message: Completed, what: str) -> None:
 
 
 class DepotClient:
+    """A client of one depot: append events, read its partitions, follow new records.
+
+    `cluster.depot(module, name)` returns one (`module` and `name` are its attributes). It looks
+    the depot up on every call, so it stays valid across `cluster.update(module)`; once the
+    module stops, its calls raise `Unavailable`. `hw.connect(...).depot(...)` has the same
+    methods over HTTP.
+
+        deposits = cluster.depot("bank", "deposits")
+        result = deposits.append(Deposit(1, 100))               # waits for the stream topologies
+        result["deposit"]                                       # 100
+        deposits.append(Deposit(1, 5), ack="append")            # waits only until it is on disk
+        deposits.read(result.partition, result.offset)[0].event # Deposit(user_id=1, amount=100)
+    """
+
     def __init__(self, deployment: Deployment, depot: DepotRuntime) -> None:
         self._deployment = deployment
         self.name = depot.name
@@ -109,6 +156,7 @@ class DepotClient:
 
     @property
     def partitions(self) -> int:
+        """How many partitions the depot has (numbered from 0): the module's task count, or 1 if unpartitioned."""
         return self._depot.partitions
 
     # ---- appends --------------------------------------------------------------------------
@@ -221,7 +269,14 @@ class DepotClient:
 
     async def append_many_async(self, events: Iterable[Any], *, ack: Ack | str = Ack.FULL,
                                 timeout: float = 30.0) -> list[AppendResult | None]:
-        """`append_many` for asyncio: validated whole first, then waited for together."""
+        """`append_many` for asyncio: the same arguments, results and errors.
+
+        Every event is validated before any is appended (a bad one raises `SchemaError` naming
+        its index, and nothing is appended); then all are submitted and awaited together. If
+        some fail, the first failure in input order is raised; the other events stay appended.
+
+            results = await deposits.append_many_async([Deposit(1, 10), Deposit(2, 20)])
+        """
         ack = Ack.parse(ack)
         prepared = self._prepare(list(events))
         if ack is not Ack.FULL:  # durability acks are a group-commit away; waiting in a thread is fine
@@ -242,6 +297,14 @@ class DepotClient:
 
     async def append_async(self, event: Any, *, ack: Ack | str = Ack.FULL, timeout: float = 30.0,
                            idempotency_key: str | None = None) -> AppendResult | None:
+        """`append` for asyncio: the same arguments, result and errors.
+
+        With `Ack.FULL` the wait for the topologies is on the event loop, which is not blocked
+        (when the task has too many appends in flight, the wait for room is on a worker thread);
+        other acks run `append` in a worker thread.
+
+            result = await cluster.depot("bank", "deposits").append_async(Deposit(1, 100))
+        """
         ack = Ack.parse(ack)
         if ack is not Ack.FULL:  # durability acks are a group-commit away; waiting in a thread is fine
             return await asyncio.to_thread(self.append, event, ack=ack, timeout=timeout, idempotency_key=idempotency_key)
@@ -268,12 +331,24 @@ class DepotClient:
         return partition
 
     def partition_info(self, partition: int) -> PartitionInfo:
+        """The offsets of `partition` now; `ValueError` if it is not 0 to `partitions` - 1.
+
+            deposits.partition_info(0).end_offset   # the offset the next append there gets
+        """
         self._check_partition(partition)
         end = self._deployment.transport.read(self._depot.task_of_partition(partition), ("depot_end", self._depot.depot_id))
         return PartitionInfo(partition, 0, end)
 
     def read(self, partition: int, start: int = 0, stop: int | None = None, *, limit: int = 10_000) -> list[DepotRecord]:
-        """Records with start <= offset < stop (at most `limit`), oldest first."""
+        """Records of `partition` with start <= offset < stop, oldest first, at most `limit` of them.
+
+        `stop=None` reads up to `limit` records from `start`. Offsets past the end are simply not
+        there: a read from `partition_info(p).end_offset` returns `[]`. A partition that is not
+        0 to `partitions` - 1 raises `ValueError`.
+
+            deposits.read(0)                        # the first 10,000 records of partition 0
+            deposits.read(0, 100, 200)              # offsets 100 to 199
+        """
         self._check_partition(partition)
         if stop is None or stop - start > limit:
             stop = start + limit
@@ -286,7 +361,16 @@ class DepotClient:
              poll_s: float = 0.02, idle_timeout_s: float | None = None) -> Iterator[DepotRecord]:
         """Iterate records as they are appended, from `from_offset` (default: the current end).
 
-        Ends when the cluster closes, or after `idle_timeout_s` seconds without a new record.
+        `from_offset` is one offset for every partition, or `{partition: offset}` (a partition
+        missing from it starts at 0); the default end is taken when `tail` is called, not at the
+        first `next()`. `partitions` limits it to some partitions (default: all; one out of
+        range raises `ValueError`). Each partition's records come in offset order; partitions
+        are polled in turn, every `poll_s` seconds while nothing is new. The iterator ends when
+        the module stops or the cluster closes, or after `idle_timeout_s` seconds without a new
+        record (default: never).
+
+            for record in deposits.tail(from_offset=0, idle_timeout_s=1.0):
+                print(record.partition, record.offset, record.event)
         """
         return tail_records(self, from_offset, partitions, poll_s, idle_timeout_s, lambda: self._deployment.closed)
 

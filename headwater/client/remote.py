@@ -195,10 +195,21 @@ def _key_type(description: dict[str, Any]) -> Any:
 
 
 def connect(url: str, token: str | None = None, *, modules: Iterable[Module] = (), timeout_s: float = 30.0) -> RemoteCluster:
-    """A client of the headwater server at `url`, with the interface of `InProcessCluster`.
+    """A client of the headwater server at `url`, with the client interface of `InProcessCluster`.
 
-    Pass the `modules` you deployed to check paths against their exact schemas and get values
-    back in their declared types (dataclasses, UUIDs, ...) instead of JSON-shaped dicts.
+    `modules`, `depot`, `pstate`, `query` and `dead_letters` work as in process and raise the
+    same exceptions; deploying and updating happen on the server. Pass the `modules` you
+    deployed to check paths against their exact schemas and get values back in their declared
+    types (dataclasses, UUIDs, ...) instead of JSON-shaped dicts. `token` is sent as a bearer
+    token. `timeout_s` bounds the wait for an answer to a call that has no `timeout` of its
+    own; a call with one waits 5 s longer than it, so that the server's timeout error arrives.
+
+    Nothing is sent yet: a URL that is not http(s) raises `ValueError` here, and a server that
+    cannot be reached raises `Unavailable` at the first call.
+
+        with hw.connect("http://127.0.0.1:8000", token, modules=[bank]) as remote:
+            remote.depot("bank", "deposits").append(Deposit(1, 100))["deposit"]   # 100
+            remote.pstate("bank", "funds")[1].get()                                # 100
     """
     return RemoteCluster(url, token, modules=modules, timeout_s=timeout_s)
 
@@ -225,6 +236,8 @@ class RemoteCluster:
         return f"<RemoteCluster {self.url!r}>"
 
     def close(self) -> None:
+        """Close the kept-alive connections. Later calls raise `Unavailable` and tails end;
+        closing again does nothing."""
         self.closed = True
         self._connections.close()
 
@@ -282,6 +295,7 @@ class RemoteCluster:
         return entries[name]
 
     def modules(self) -> list[str]:
+        """The names of the modules deployed on the server, sorted (asked anew on every call)."""
         return sorted(m["name"] for m in self.describe(refresh=True))
 
     def stats(self) -> Any:
@@ -290,9 +304,29 @@ class RemoteCluster:
 
     # ---- the client interface ---------------------------------------------------------------
     def depot(self, module: str, depot: str) -> RemoteDepot:
+        """A client of depot `depot` of `module`, with the methods of the in-process depot client.
+
+        `append`, `append_many` (one request), their `_async` forms, `read`, `partition_info`
+        and `tail` go over HTTP; events travel as JSON, and come back from `read` and `tail` in
+        the depot's declared type when its module was passed to `connect`, JSON-shaped
+        otherwise. A read returns at most 10,000 records: a larger `limit` raises `SchemaError`.
+        An unknown module or depot raises `NotFound`, after one fresh look at the server's
+        listing.
+
+            remote.depot("bank", "deposits").read(1)[0].event   # Deposit(user_id=1, amount=100)
+        """
         return RemoteDepot(self, module, self._part(module, "depot", "depots", depot))
 
     def pstate(self, module: str, pstate: str, *, task: int | None = None) -> View:
+        """A read-only `View` of PState `pstate` of `module`, each read a request to the server.
+
+        It routes and refuses like `InProcessCluster.pstate`: `task=i` reads task `i`'s part
+        (`ValueError` if there is no such task), writes raise `ReadOnlyError`. A whole
+        collection or range longer than 10,000 elements is fetched in pages and assembled.
+        Navigators that carry a Python function cannot be sent: they raise `PathError`.
+
+            remote.pstate("bank", "funds")[1].get()         # 100
+        """
         description = self._part(module, "PState", "pstates", pstate)
         tasks = self.describe(module)["tasks"]
         if task is not None and (not isinstance(task, int) or not 0 <= task < tasks):
@@ -305,6 +339,16 @@ class RemoteCluster:
         return View(RemotePStateExecutor(self, module, pstate, task, schema), schema, name=f"{module}.{pstate}")
 
     def query(self, module: str, name: str) -> Any:
+        """The query `name` of `module` as a function: call it with the query's arguments.
+
+        The arguments travel as JSON and are checked against the query's type hints on the
+        server (`SchemaError`). `timeout` (seconds, keyword, default 30, at most 300) bounds the
+        run on the server, which raises `QueryTimeout` past it; `timeout=None` leaves the
+        server's default of 30 s, and the client waits only `connect`'s `timeout_s` for the
+        answer (`AckTimeout` past it).
+
+            remote.query("bank", "total_funds")()           # 425
+        """
         self._part(module, "query", "queries", name)
         path = f"/api/modules/{_q(module)}/queries/{_q(name)}"
 
@@ -318,11 +362,22 @@ class RemoteCluster:
         return invoke
 
     def dead_letters(self, module: str, topology: str) -> list[RemoteDeadLetter]:
+        """The failed invocations of `topology`, as the server's `dead_letters` lists them.
+
+        Each has the attributes of a `DeadLetter` except `event` (read it from the depot at
+        its `partition` and `offset`), and `retry()` runs it again on the server. An unknown
+        module or topology raises `NotFound`.
+        """
         self._part(module, "topology", "topologies", topology)
         body = self.request("GET", f"/api/modules/{_q(module)}/topologies/{_q(topology)}/dead-letters")
         return [RemoteDeadLetter(self, module, entry) for entry in body["dead_letters"]]
 
     def event_type(self, module: str, depot: str) -> Any:
+        """The event type of depot `depot` of `module` in the `modules` given to `connect`, else `Any`.
+
+        Records read from that depot decode into this type. The server is not asked, so an
+        unknown name gives `Any` rather than `NotFound`.
+        """
         declared = self._modules.get(module)
         if declared is not None and depot in declared.depots:
             return declared.depots[depot].event_type

@@ -139,7 +139,18 @@ class _QueryRun:
 
 
 class InProcessCluster:
-    """An embedded cluster. `path=None` keeps data in a temporary directory removed on close."""
+    """An embedded cluster: every task of every module on a thread of this process.
+
+    It is the whole engine — one RocksDB per task under `<path>/<module>/task-<i>`,
+    group-committed appends, recovery — without the network. With `path=None` the data lives in
+    a temporary directory removed by `close()`; with a path it stays there, and a new cluster
+    over it resumes each module where it stopped. Use it as a context manager, or call `close()`.
+
+        with hw.InProcessCluster() as cluster:
+            cluster.deploy(bank, tasks=4)
+            cluster.depot("bank", "deposits").append(Deposit(1, 100))["deposit"]   # 100
+            cluster.pstate("bank", "funds")[1].get()                                 # 100
+    """
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self._temporary = path is None
@@ -248,13 +259,33 @@ class InProcessCluster:
         return result
 
     def modules(self) -> list[str]:
+        """The names of the deployed modules, sorted (empty once the cluster is closed)."""
         return sorted(self._deployments)
 
     def depot(self, module: str, depot: str) -> DepotClient:
+        """A client of depot `depot` of `module`: append, read and tail its records.
+
+        An unknown module or depot raises `NotFound` (naming the closest match); a closed
+        cluster raises `Unavailable`. The client stays valid across `update(module)`.
+
+            deposits = cluster.depot("bank", "deposits")
+            deposits.append(Deposit(1, 100))
+        """
         deployment = self._deployment(module)
         return DepotClient(deployment, deployment.runtime.depot(depot))
 
     def pstate(self, module: str, pstate: str, *, task: int | None = None) -> Any:
+        """A read-only `View` of PState `pstate` of `module`, over committed state.
+
+        Each read goes to the task owning the path's first key. A read with no key to route by
+        (a whole partitioned map, a per-task PState) on a module of several tasks raises
+        `PathError`: pass `task=i` (0 to tasks - 1, else `ValueError`) to read that task's part.
+        Writes raise `ReadOnlyError`; unknown names raise `NotFound`.
+
+            funds = cluster.pstate("bank", "funds")
+            funds[1].get()                                  # 100
+            cluster.pstate("bank", "funds", task=0).keys()  # the keys task 0 holds
+        """
         return pstate_view(self._deployment(module), pstate, task)
 
     def query(self, module: str, name: str) -> Any:
@@ -288,6 +319,14 @@ class InProcessCluster:
         return invoke
 
     def dead_letters(self, module: str, topology: str) -> list[DeadLetter]:
+        """The failed invocations of `topology` kept on every task, by partition, then offset.
+
+        Each `DeadLetter` carries its traceback and event, and `retry()` runs it again. An
+        unknown module or topology raises `NotFound`.
+
+            letter, = cluster.dead_letters("bank", "deposit")
+            letter.error_type, letter.offset                # ('ValueError', 1)
+        """
         deployment = self._deployment(module)
         topologies = deployment.runtime.module.topologies
         if topology not in topologies:
@@ -327,6 +366,11 @@ class InProcessCluster:
             time.sleep(0.002)
 
     def resume(self, module: str, topology: str) -> None:
+        """Let microbatch `topology` start batches again after `pause`; nothing to do if it runs.
+
+        Returns once task 0 has taken the resume; `Unavailable` if it does not within 30 s.
+        `NotFound` if `topology` is not a microbatch topology of `module`.
+        """
         self._control(module, topology, "resume")
 
     def _control(self, module: str, topology: str, action: str) -> None:
@@ -343,6 +387,13 @@ class InProcessCluster:
             time.sleep(0.001)
 
     def close(self) -> None:
+        """Stop every module's tasks, then delete the data directory if it is a temporary one.
+
+        Appenders still waiting for an ack get `Unavailable` (the event may be durable: append
+        again with the same `idempotency_key`); close waits for queries still running. After
+        it, deploying, appends, reads and queries (on the cluster or on handles it gave) raise
+        `Unavailable`, tails end, and `modules()` is empty; closing again does nothing.
+        """
         with self._lock:
             if self._closed:
                 return

@@ -102,7 +102,12 @@ def routed_view(source: ModuleSource, name: Any, task: int | None = None) -> Any
 
 
 class QueryContext:
-    """What a query body sees: read-only PStates of every task, steps to call on tasks, other queries."""
+    """What a query body sees: read-only PStates of every task, steps to call on tasks, other queries.
+
+    Attributes:
+        num_tasks: The module's task count.
+        task_id: The task the body runs on when the query has `route_by`; None otherwise.
+    """
 
     def __init__(self, runtime: ModuleRuntime, transport: Transport, *, depth: int = 0, task_id: int | None = None) -> None:
         self._runtime = runtime
@@ -112,9 +117,28 @@ class QueryContext:
         self.task_id = task_id  # the task the body runs on, when the query is routed (route_by)
 
     def pstate(self, decl_or_name: Any, *, task: int | None = None) -> Any:
+        """A read-only `View` of a PState of this module (its declaration or name), on any task.
+
+        Each read goes to the task owning the path's first key, like a client read. `task=i`
+        reads task `i`'s part instead (a per-task PState, or the keys of a map held there): on
+        a module of several tasks, a read with no key to route by needs it, else `PathError`.
+        A task that does not exist raises `ValueError`; writes raise `ReadOnlyError`.
+
+            ctx.pstate(funds)[user_id].get(0)
+            sum(len(ctx.pstate(funds, task=i).keys()) for i in range(ctx.num_tasks))
+        """
         return routed_view(BoundModule(self._runtime, self._transport), decl_or_name, task)
 
     def call_task(self, task_id: int, step: Any, /, *args: Any, **kwargs: Any) -> Any:
+        """Run `step` (a `@module.step` function, or its name) on task `task_id`; its return value.
+
+        The step reads that task's committed PStates with `ctx.pstate(p)`, and any write in it
+        raises `ReadOnlyError`. Arguments cross to the task serialized (msgpack): one that
+        cannot be raises `SchemaError`. A task that is not 0 to `num_tasks` - 1 raises
+        `ValueError`, an unknown step `NotFound`; an exception in the step ends the query.
+
+            ctx.call_task(0, local_total)
+        """
         runtime = self._runtime
         if not isinstance(task_id, int) or not 0 <= task_id < runtime.tasks:
             raise ValueError(f"task {task_id!r} does not exist; tasks are 0..{runtime.tasks - 1}")
@@ -122,16 +146,32 @@ class QueryContext:
         return self._transport.read(task_id, ("step", name, _pack(name, args, kwargs)))
 
     def call(self, key: Any, step: Any, /, *args: Any, **kwargs: Any) -> Any:
+        """Run `step` on the task that owns `key` in the module's partitioned PStates; like
+        `call_task` otherwise.
+
+            ctx.call(user_id, balance_of, user_id)
+        """
         return self.call_task(task_for_key(key, self.num_tasks), step, *args, **kwargs)
 
     def call_all(self, step: Any, /, *args: Any, **kwargs: Any) -> list[Any]:
-        """`step` on every task; results in task order."""
+        """Run `step` on every task; the return values in task order. Like `call_task` otherwise.
+
+            sum(ctx.call_all(local_total))          # each task sums its own part
+        """
         name = self._runtime.step(step).name
         payload = _pack(name, args, kwargs)
         return self._transport.read_many([(task_id, ("step", name, payload)) for task_id in range(self.num_tasks)])
 
     def query(self, name: Any) -> Any:
-        """Another query of this module, callable with its arguments."""
+        """Another query of this module (its function or name), callable with its arguments.
+
+        It runs in this query's consistent cut, with its arguments checked like a client's, and
+        on the task of its `route_by` argument if it has one. An unknown name raises `NotFound`;
+        queries nested more than 32 deep raise `QueryDepthExceeded`.
+
+            ctx.query(total_funds)()
+            ctx.query("balance_report")(user_id=2)
+        """
         decl = query_decl(self._runtime, getattr(name, "__name__", name))
 
         def invoke(*args: Any, **kwargs: Any) -> Any:
