@@ -103,6 +103,7 @@ def serve(
     tasks: Annotated[int, typer.Option(help="tasks per module at first deploy")] = SERVE_TASKS_DEFAULT,
     auth: Annotated[str | None, typer.Option(help="TOML file of bearer tokens and scopes")] = None,
     max_body_bytes: Annotated[int, typer.Option(help="largest request body accepted")] = 1024 * 1024,
+    workers: Annotated[int, typer.Option(help="run the tasks in N worker processes (0: in this process)")] = 0,
 ) -> None:
     """Deploy the modules of APP_FILE on an embedded cluster and serve the API and the web UI."""
     from headwater.server.auth import AuthConfigError, load_auth
@@ -111,7 +112,7 @@ def serve(
     errors = Output(False)
     try:
         tokens = load_auth(auth)
-        run_server(app_file, data=data, host=host, port=port, tasks=tasks, auth=tokens,
+        run_server(app_file, data=data, host=host, port=port, tasks=tasks, auth=tokens, workers=workers,
                    max_body_bytes=max_body_bytes, announce=functools.partial(_announce, data=data))
     except (AuthConfigError, HeadwaterError) as e:
         errors.error(e)

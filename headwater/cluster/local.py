@@ -15,6 +15,7 @@ what is safe to retry.
 
 from __future__ import annotations
 
+import importlib.machinery
 import io
 import logging
 import os
@@ -318,25 +319,40 @@ def _dumps(module: Module) -> bytes:
 
 
 def _by_value_where_needed(module: Module) -> Module:
-    """Let cloudpickle send by value the code of `module` that lives in a Python module with no file
-    (made at run time, say by a notebook or a documentation tester): the workers could not import it."""
+    """Let cloudpickle send by value the code of `module` that the workers could not import by
+    name: a notebook cell or a documentation page (no file), or an app file loaded from its path
+    under a name of its own (`headwater serve app.py`)."""
     functions = [decl.fn for table in (module.streams, module.microbatches, module.steps, module.queries)
                  for decl in table.values()]
     types = [decl.event_type for decl in module.depots.values()]
     for name in {getattr(thing, "__module__", None) for thing in (*functions, *types)}:
         found = sys.modules.get(name or "")
-        if (found is not None and name != "__main__" and name not in sys.builtin_module_names
-                and getattr(found, "__file__", None) is None):
+        if found is not None and name not in ("__main__", *sys.builtin_module_names) and not _importable(name or ""):
             cloudpickle.register_pickle_by_value(found)
     return module
+
+
+def _importable(name: str) -> bool:
+    """The workers, which search this process's sys.path, would find `name`'s top-level package."""
+    top = name.partition(".")[0]
+    return top in sys.builtin_module_names or importlib.machinery.PathFinder.find_spec(top, sys.path) is not None
 
 
 class LocalCluster(InProcessCluster):
     """A cluster of `workers` processes on this machine (default: one per core), data under `path`.
 
-    The same client interface as `InProcessCluster`: deploy, update, destroy, depot, pstate,
-    query, dead letters, microbatch helpers. A module must be picklable by value (cloudpickle):
-    its handlers may not close over objects of the deploying process such as locks or clients.
+    The same interface as `InProcessCluster`: deploy, update, destroy, depot, pstate, query,
+    dead letters, microbatch helpers; task i runs on worker i mod `workers` (1 to 64, else
+    `ValueError`), and the clients stay in this process. `path` defaults to `"data"`, which
+    stays after `close()`; `path=None` is a temporary directory, as for `InProcessCluster`.
+    A module travels to the workers by value (cloudpickle): its handlers may not close over
+    objects of the deploying process such as locks or clients (`deploy` raises
+    `DefinitionError`). If a worker dies, every worker restarts and recovers from disk; calls
+    meanwhile raise `Unavailable`.
+
+        with hw.LocalCluster(path="data-local", workers=2) as cluster:
+            cluster.deploy(bank, tasks=4)
+            cluster.depot("bank", "deposits").append(Deposit(2, 70))["deposit"]   # 70
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = "data", *, workers: int | None = None) -> None:
@@ -374,7 +390,13 @@ class LocalCluster(InProcessCluster):
                     _log.exception("module %s did not reopen after the workers restarted", deployment.runtime.name)
 
     def status(self) -> dict[str, Any]:
-        """Per module and task: the worker hosting it, its pid, and whether it is up."""
+        """Per module, per task in order: the worker hosting it, its pid, and whether it is up.
+
+        A task is up while its worker process runs and the task has not stopped on an internal
+        error.
+
+            cluster.status()["bank"]    # [{"task": 0, "worker": 0, "pid": 4242, "up": True}, ...]
+        """
         return {
             name: [{"task": task, "worker": worker, "pid": self._workers.workers[worker].pid,
                     "up": self._workers.workers[worker].process.poll() is None and task not in deployment.failures}
@@ -383,5 +405,10 @@ class LocalCluster(InProcessCluster):
         }
 
     def close(self) -> None:
+        """Stop every module's tasks, then end the worker processes; as `InProcessCluster.close`.
+
+        What the workers acknowledged is already on disk, so ending them loses nothing; a
+        cluster over the same `path` resumes from it.
+        """
         super().close()
         self._workers.close()

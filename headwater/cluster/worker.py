@@ -18,6 +18,7 @@ import itertools
 import logging
 import os
 import pickle
+import signal
 import socket
 import threading
 from collections.abc import Callable, Hashable, Iterator
@@ -301,6 +302,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--supervisor", type=int, required=True, help="the supervisor's port on 127.0.0.1")
     parser.add_argument("--worker", type=int, required=True, help="this worker's id")
     args = parser.parse_args(argv)
+    # Ctrl-C in a terminal reaches the whole process group: the supervisor stops its workers itself,
+    # after the requests in flight are answered, so a worker must not die of it first.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING, format=f"worker {args.worker}: %(levelname)s %(name)s: %(message)s")
     WorkerNode(args.worker, args.supervisor)
     threading.Event().wait()  # everything runs on the node's threads; the process ends with its supervisor

@@ -20,6 +20,7 @@ from typing import Any
 import uvicorn
 
 from headwater.cluster.inprocess import InProcessCluster
+from headwater.cluster.local import LocalCluster
 from headwater.engine.definitions import Module
 from headwater.errors import HeadwaterError
 from headwater.server.app import create_app
@@ -112,15 +113,18 @@ def url_of(sock: socket.socket) -> str:
 
 def serve(app_file: str, *, data: str = "./data", host: str = "127.0.0.1", port: int = 8000, tasks: int = 4,
           auth: Auth | None = None, max_body_bytes: int = MAX_BODY_BYTES_DEFAULT,
-          limits: ConnectionLimits = ConnectionLimits(),
+          limits: ConnectionLimits = ConnectionLimits(), workers: int = 0,
           announce: Callable[[str, InProcessCluster], None] | None = None) -> None:
-    """Deploy the modules of `app_file` on a cluster in `data` and serve them until Ctrl-C."""
+    """Deploy the modules of `app_file` on a cluster in `data` and serve them until Ctrl-C.
+
+    `workers=0` runs the tasks in this process (`InProcessCluster`); `workers=N` in N worker
+    processes (`LocalCluster`)."""
     auth = load_auth() if auth is None else auth
     check_bind(host, auth)
     modules = load_modules(app_file)
     sock = bind(host, port)
     try:
-        with InProcessCluster(data) as cluster:
+        with (LocalCluster(data, workers=workers) if workers else InProcessCluster(data)) as cluster:
             deploy_all(cluster, modules, tasks)
             server = uvicorn.Server(_config(create_app(cluster, auth=auth, max_body_bytes=max_body_bytes),
                                             log_level="warning", limits=limits))

@@ -41,10 +41,11 @@ def stop(process: subprocess.Popen[str]) -> str:
     return output
 
 
-def test_ctrl_c_lets_in_flight_appends_finish_and_a_restart_resumes(tmp_path):
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_ctrl_c_lets_in_flight_appends_finish_and_a_restart_resumes(tmp_path, workers):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    process = start(tmp_path / "data", port, "--tasks", "2")
+    process = start(tmp_path / "data", port, "--tasks", "2", "--workers", workers)
     append = f"{url}/api/modules/jobs/depots/jobs/append"
     assert httpx.post(append, json={"key": 1}).json()["results"] == {"work": 2}
     slow: dict[str, httpx.Response] = {}
@@ -58,7 +59,7 @@ def test_ctrl_c_lets_in_flight_appends_finish_and_a_restart_resumes(tmp_path):
     assert "serving modules jobs" in output and f"{url}/ui/" in output and "curl -X POST" in output
     assert "stopped" in output
 
-    process = start(tmp_path / "data", port, "--tasks", "3")  # the stored task count wins
+    process = start(tmp_path / "data", port, "--tasks", "3", "--workers", workers)  # the stored task count wins
     try:
         module = httpx.get(f"{url}/api/modules/jobs").json()
         assert module["tasks"] == 2
