@@ -1,13 +1,7 @@
 import pytest
 
 import headwater as hw
-
-# Cluster kinds the suites that take `any_cluster` run on. LocalCluster runs two worker processes.
-CLUSTER_KINDS = ["in_process", "local"]
-
-
-def open_cluster(kind: str, path) -> hw.InProcessCluster:
-    return hw.InProcessCluster(path) if kind == "in_process" else hw.LocalCluster(path, workers=2)
+from tests.clusters import CLUSTER_KINDS, open_cluster
 
 
 @pytest.fixture

@@ -356,7 +356,7 @@ class LocalCluster(InProcessCluster):
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = "data", *, workers: int | None = None) -> None:
-        count = workers if workers is not None else (os.cpu_count() or 1)
+        count = workers if workers is not None else min(os.cpu_count() or 1, WORKERS_MAX)
         if not isinstance(count, int) or not 1 <= count <= WORKERS_MAX:
             raise ValueError(f"workers={workers!r} must be an int from 1 to {WORKERS_MAX}")
         super().__init__(path)

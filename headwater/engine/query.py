@@ -39,6 +39,19 @@ __all__ = ["QUERY_DEPTH_MAX", "BoundModule", "ModuleSource", "QueryContext", "Ro
 QUERY_DEPTH_MAX = 32
 
 
+class _Absent:
+    """What a routed `get` finds where nothing is stored: one object in every process (pickled by name)."""
+
+    def __reduce__(self) -> str:
+        return "ABSENT"
+
+    def __repr__(self) -> str:
+        return "ABSENT"
+
+
+ABSENT = _Absent()
+
+
 class ModuleSource(Protocol):
     """Where a module's current runtime and transport are found (a deployment, or a fixed pair)."""
 
@@ -83,6 +96,9 @@ class RoutedPStateExecutor:
         source = self._source
         runtime = source.runtime
         task = self._route(runtime, runtime.pstate(self._name), steps)
+        if op == "get":  # the caller's default stays here: it may be a marker that only this process knows
+            found = source.transport.read(task, ("pstate", self._name, steps, op, (ABSENT,), kwargs or {}))
+            return (args[0] if args else None) if found is ABSENT else found
         return source.transport.read(task, ("pstate", self._name, steps, op, args, kwargs or {}))
 
     def write(self, steps: tuple[Any, ...], op: str, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> None:

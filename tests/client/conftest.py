@@ -1,4 +1,4 @@
-"""One client-facing suite, run against the in-process cluster and over HTTP (bytewax-style)."""
+"""One client-facing suite, run in process and over HTTP, on every cluster kind (bytewax-style)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ from typing import Any
 import pytest
 
 import headwater as hw
+from tests.clusters import CLUSTER_KINDS, open_cluster
 from tests.server.support import ALL_MODULES, deploy, served
 
 
-@pytest.fixture(scope="module")
-def backend() -> Iterator[tuple[hw.InProcessCluster, str, hw.Module]]:
-    with hw.InProcessCluster() as cluster:
+@pytest.fixture(scope="module", params=CLUSTER_KINDS)
+def backend(request: pytest.FixtureRequest,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[hw.InProcessCluster, str, hw.Module]]:
+    with open_cluster(request.param, tmp_path_factory.mktemp("data")) as cluster:
         jobs = deploy(cluster)
         with served(cluster) as url:
             yield cluster, url, jobs

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,8 +21,24 @@ from examples.orders import orders_module
 from examples.registration import registration
 from headwater.server import Auth, ConnectionLimits, ServerThread, create_app
 
-# Flipped by tests to make the failing handler succeed on retry (the server runs in this process).
-FIXED = {"jobs": False}
+class _Switch:
+    """`FIXED["jobs"] = True` makes the jobs module's failing handler succeed on retry. A file, not a
+    variable, so that handlers running in a LocalCluster's worker processes see it too."""
+
+    def __init__(self) -> None:
+        self._path = Path(tempfile.gettempdir()) / f"headwater-tests-fixed-{os.getpid()}"
+
+    def __getitem__(self, name: str) -> bool:
+        return self._path.exists()
+
+    def __setitem__(self, name: str, value: bool) -> None:
+        if value:
+            self._path.touch()
+        else:
+            self._path.unlink(missing_ok=True)
+
+
+FIXED = _Switch()
 
 
 @dataclass
