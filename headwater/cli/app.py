@@ -163,6 +163,9 @@ def status(url: Url = DEFAULT_URL, token: Token = None, json: Json = False, *, o
         output.table(f"module {module['name']} — topologies", ["topology", "depots", "processed", "lag", "dead letters"],
                      [(t["name"], ", ".join(t["depots"]), t["processed"], t["lag"], t["dead_letters"])
                       for t in module["topologies"]])
+        output.table(f"module {module['name']} — tasks", ["task", "worker", "pid", "up"],
+                     [(h["task"], "this process" if h["worker"] is None else h["worker"], h["pid"],
+                       "yes" if h["up"] else "NO") for h in module.get("hosts", [])])
 
 
 def _ms(value: float | None) -> str:

@@ -258,6 +258,16 @@ class InProcessCluster:
                 ]
         return result
 
+    def status(self) -> dict[str, list[dict[str, Any]]]:
+        """Per module and task: where it runs (`worker` None: a thread of this process), the process id,
+        and whether it is up (its thread runs and no round failed)."""
+        self._check_open()
+        return {
+            name: [{"task": host.task.task_id, "worker": None, "pid": os.getpid(),
+                    "up": host.alive and host.failure is None} for host in deployment.hosts]
+            for name, deployment in self._deployments.items()
+        }
+
     def modules(self) -> list[str]:
         """The names of the deployed modules, sorted (empty once the cluster is closed)."""
         return sorted(self._deployments)

@@ -43,7 +43,8 @@ def module_stats(cluster: InProcessCluster, deployment: Any) -> dict[str, Any]:
                            "depots": [d.name for d in stream.depots],
                            "processed": processed, "lag": lag, "dead_letters": dead})
     depots = [{"name": name, "partitions": offsets, "records": sum(offsets)} for name, offsets in ends.items()]
-    return {"name": runtime.name, "tasks": runtime.tasks, "depots": depots, "topologies": topologies}
+    return {"name": runtime.name, "tasks": runtime.tasks, "depots": depots, "topologies": topologies,
+            "hosts": cluster.status().get(runtime.name, [])}
 
 
 def cluster_stats(cluster: InProcessCluster, modules: list[str]) -> list[dict[str, Any]]:

@@ -41,8 +41,11 @@ def test_status_as_tables_and_as_json(run):
     table = run("status")
     assert table.exit_code == 0, table.output
     assert "module bank" in table.output and "deposits" in table.output and "dead letters" in table.output
+    assert "module bank — tasks" in table.output and "this process" in table.output
     data = json.loads(run("status", "--json").output)
     assert {m["name"] for m in data["modules"]} == {"bank", "jobs", "orders", "registration"}
+    bank = next(m for m in data["modules"] if m["name"] == "bank")
+    assert [h["task"] for h in bank["hosts"]] == list(range(bank["tasks"])) and all(h["up"] for h in bank["hosts"])
 
 
 def test_append_one_event_and_read_it_back(run):

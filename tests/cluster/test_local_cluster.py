@@ -136,3 +136,9 @@ def test_status_says_which_worker_hosts_each_task(tmp_path):
         tasks = cluster.status()["mbbank"]
         assert [t["worker"] for t in tasks] == [0, 1, 0]
         assert all(t["up"] and t["pid"] != os.getpid() for t in tasks)
+
+
+def test_in_process_status_has_the_same_shape(cluster):
+    cluster.deploy(microbatch_bank, tasks=2)
+    assert cluster.status() == {"mbbank": [{"task": t, "worker": None, "pid": os.getpid(), "up": True}
+                                           for t in range(2)]}
