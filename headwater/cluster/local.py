@@ -18,12 +18,14 @@ from __future__ import annotations
 import importlib.machinery
 import io
 import logging
+import marshal
 import os
 import socket
 import subprocess
 import sys
 import threading
 import time
+import types
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -263,7 +265,7 @@ class WorkerDeployment(DeploymentBase):
             try:
                 self._workers.link(worker, restarting_ok=True).call(
                     "open", module_bytes, catalog, str(self.directory), placement, self._workers.ports(),
-                    timeout_s=DEPLOY_CALL_S)
+                    self.runtime.writers.found, timeout_s=DEPLOY_CALL_S)
             except (ImportError, AttributeError) as e:
                 raise DefinitionError(
                     f"the worker processes cannot load module {module.name!r}: {e}. Define what it uses in a "
@@ -299,10 +301,15 @@ class WorkerDeployment(DeploymentBase):
 
 
 class _ModulePickler(cloudpickle.Pickler):
-    """cloudpickle, minus what msgspec caches on a class it has seen: a class sent by value
-    (defined in a notebook or a script) must arrive as it was defined, or msgspec refuses it."""
+    """cloudpickle, keeping code objects' file names, and minus what msgspec caches on a class it has
+    seen: a class sent by value (a notebook's, a script's) must arrive as defined, or msgspec refuses it."""
 
     def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, types.CodeType):
+            # marshal keeps the file name and line numbers (cloudpickle would write "<dynamic-code>"),
+            # so a handler's traceback from a worker shows its file and source lines; every process
+            # of a cluster runs the same Python, which is all marshal asks.
+            return marshal.loads, (marshal.dumps(obj),)
         reduced = super().reducer_override(obj)
         if isinstance(obj, type) and isinstance(reduced, tuple) and len(reduced) > 2 and isinstance(reduced[2], tuple):
             class_dict, slot_state = reduced[2]

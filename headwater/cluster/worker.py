@@ -181,8 +181,8 @@ class _Deployment:
     """One module's tasks on this worker."""
 
     def __init__(self, node: WorkerNode, module: Module, catalog: Catalog, directory: Path,
-                 placement: list[int]) -> None:
-        self.runtime = ModuleRuntime(module, catalog)
+                 placement: list[int], writer_kinds: dict[str, str]) -> None:
+        self.runtime = ModuleRuntime(module, catalog, writer_kinds=writer_kinds)
         self.transport = WorkerTransport(node, module.name, placement)
         self.hosts: list[TaskThread] = []
         for task_id, worker in enumerate(placement):
@@ -263,10 +263,10 @@ class WorkerNode:
 
     # ---- calls from the supervisor and peers --------------------------------------------------
     def _open(self, module_bytes: bytes, catalog: Catalog, directory: str, placement: list[int],
-              peer_ports: dict[int, int]) -> None:
+              peer_ports: dict[int, int], writer_kinds: dict[str, str]) -> None:
         module = pickle.loads(module_bytes)
         self._peer_ports.update(peer_ports)
-        self._deployments[module.name] = _Deployment(self, module, catalog, Path(directory), placement)
+        self._deployments[module.name] = _Deployment(self, module, catalog, Path(directory), placement, writer_kinds)
 
     def _start(self, module: str) -> None:
         self._deployments[module].start()

@@ -78,7 +78,7 @@ class PStateRuntime:
 
 
 class ModuleRuntime:
-    def __init__(self, module: Module, catalog: Catalog) -> None:
+    def __init__(self, module: Module, catalog: Catalog, *, writer_kinds: dict[str, str] | None = None) -> None:
         from headwater.pstate import PStateLayout
         from headwater.schema import Map
 
@@ -105,7 +105,9 @@ class ModuleRuntime:
             self.pstates[name] = PStateRuntime(decl, catalog.pstate_ids[name], layout, keyed)
         self.streams = dict(module.streams)
         self.microbatches = dict(module.microbatches)
-        self.writers = WriterGuard(module.name, check_writer_kinds(module))
+        # A process that cannot read the handlers' source (a worker given them by value) is given
+        # what the deploying process found in it.
+        self.writers = WriterGuard(module.name, check_writer_kinds(module) if writer_kinds is None else writer_kinds)
         self.steps = dict(module.steps)
         self.queries = dict(module.queries)
         _check_handlers(module)

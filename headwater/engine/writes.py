@@ -116,6 +116,7 @@ class WriterGuard:
 
     def __init__(self, module_name: str, known: dict[str, str]) -> None:
         self._module = module_name
+        self.found = dict(known)  # what the source scan found at deploy: the same in every process
         self._kinds = dict(known)
 
     def check(self, pstate: str, kind: str) -> None:

@@ -133,6 +133,7 @@ def test_raising_handlers_retry_the_whole_batch_without_duplicates(cluster):
     assert cluster.dead_letters("mb", "count") == []
 
 
+@pytest.mark.in_process_only("its handlers share an object with the test, which a worker process gets a copy of")
 def test_a_record_that_keeps_failing_is_set_aside(cluster):
     poison = {7}
     cluster.deploy(counting(always_fail=poison), tasks=2)
@@ -268,6 +269,7 @@ def wait_for_phase(cluster, phase: str) -> None:
         time.sleep(0.005)
 
 
+@pytest.mark.in_process_only("its handlers share an object with the test, which a worker process gets a copy of")
 def test_reads_appends_and_streams_never_wait_for_a_running_query(cluster):
     entered, release = threading.Event(), threading.Event()
     cluster.deploy(held_query_module(entered, release), tasks=2)
@@ -292,6 +294,7 @@ def test_reads_appends_and_streams_never_wait_for_a_running_query(cluster):
     assert [cluster.pstate("held", "counts")[k].get() for k in range(8)] == [1] * 8
 
 
+@pytest.mark.in_process_only("its handlers share an object with the test, which a worker process gets a copy of")
 def test_a_timed_out_query_holds_no_commit(cluster):
     entered, release = threading.Event(), threading.Event()
     cluster.deploy(held_query_module(entered, release), tasks=2)

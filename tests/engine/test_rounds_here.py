@@ -12,6 +12,9 @@ import headwater as hw
 from headwater.errors import Unavailable
 from tests.engine.test_streams import Job, fanout_module
 
+# Rounds run on a waiting appender's thread: a mechanism of tasks that share the appender's process.
+pytestmark = pytest.mark.in_process_only("flat combining needs the task in the appender's process")
+
 
 @dataclass
 class Note:

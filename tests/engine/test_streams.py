@@ -98,6 +98,7 @@ def failing_module(flaky: dict[str, int] | None = None, retry: hw.Retry = hw.Ret
     return m
 
 
+@pytest.mark.in_process_only("its handlers share an object with the test, which a worker process gets a copy of")
 def test_a_raising_handler_discards_all_its_writes_and_is_dead_lettered(cluster):
     module = failing_module()
     cluster.deploy(module, tasks=2)
@@ -131,6 +132,7 @@ def test_retry_policy_absorbs_flaky_failures(cluster):
     assert cluster.dead_letters("risky", "work") == []
 
 
+@pytest.mark.in_process_only("its handlers share an object with the test, which a worker process gets a copy of")
 def test_failing_hop_is_dead_lettered_and_retriable(cluster):
     m = hw.Module("hops")
     jobs = m.depot("jobs", Job, partition_by="key")
@@ -175,6 +177,7 @@ def test_wrong_partition_is_an_error_naming_the_fix(cluster):
     assert "ctx.hop" in raised.value.remote_traceback
 
 
+@pytest.mark.in_process_only("its handlers share an object with the test, which a worker process gets a copy of")
 def test_a_handler_view_used_outside_its_invocation_fails_clearly(cluster):
     m = hw.Module("keeper")
     jobs = m.depot("jobs", Job)
@@ -273,6 +276,7 @@ def test_new_topology_from_the_end_skips_history(cluster):
     assert cluster.pstate("counter", "backfill")[1].get() == 1
 
 
+@pytest.mark.in_process_only("it changes or inspects the in-process transport's bounds and inboxes")
 def test_a_flood_of_appends_is_bounded_by_backpressure(cluster, monkeypatch):
     from headwater.cluster import transport
 
@@ -312,6 +316,7 @@ class Blob:
     data: bytes
 
 
+@pytest.mark.in_process_only("its handlers share an object with the test, which a worker process gets a copy of")
 def test_big_events_are_bounded_by_bytes_in_flight(cluster):
     from headwater.cluster.transport import APPEND_BYTES_IN_FLIGHT_MAX
 
@@ -353,6 +358,7 @@ def test_an_event_bigger_than_the_byte_bound_is_admitted_alone(cluster, monkeypa
     assert cluster.depot("huge", "blobs").append(Blob(bytes(100_000)))["size"] == 100_000
 
 
+@pytest.mark.in_process_only("it changes or inspects the in-process transport's bounds and inboxes")
 def test_fan_out_stops_while_the_receivers_inboxes_are_full(cluster):
     from headwater.cluster.transport import INBOX_BYTES_MAX
     from headwater.engine.streams import ROUND_SEND_BYTES_MAX
@@ -407,6 +413,7 @@ def test_append_ack_does_not_wait_for_slow_processing(cluster):
         depot.append(Job(99), timeout=0.3)  # full ack: the durable offset is known before processing
 
 
+@pytest.mark.in_process_only("it changes or inspects the in-process transport's bounds and inboxes")
 def test_async_appends_wait_for_admission_off_the_event_loop(cluster, monkeypatch):
     import asyncio
 
@@ -485,6 +492,7 @@ def test_a_write_the_source_scan_missed_is_still_refused_at_run_time(cluster):
     assert "written by microbatch topologies" in caught.value.remote_traceback
 
 
+@pytest.mark.in_process_only("its handlers share an object with the test, which a worker process gets a copy of")
 def test_a_control_that_task_0_never_takes_times_out(cluster, monkeypatch):
     from headwater.cluster import inprocess
 
