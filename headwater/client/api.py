@@ -350,9 +350,11 @@ class DepotClient:
             deposits.read(0, 100, 200)              # offsets 100 to 199
         """
         self._check_partition(partition)
+        start = max(0, start)  # before the window is worked out: read(p, -3, limit=2) reads offsets 0 and 1
         if stop is None or stop - start > limit:
             stop = start + limit
-        raw = self._deployment.transport.read(self._depot.task_of_partition(partition), ("depot_read", self._depot.depot_id, max(0, start), max(0, stop)))
+        raw = self._deployment.transport.read(self._depot.task_of_partition(partition),
+                                              ("depot_read", self._depot.depot_id, start, max(start, stop)))
         decode = self._depot.codec.decode
         return [DepotRecord(partition, offset, datetime.fromtimestamp(ts / 1e6, tz=timezone.utc), decode(event))
                 for offset, ts, event in raw]
@@ -443,6 +445,7 @@ class DeadLetter:
     def retry(self, *, timeout: float = 30.0) -> Any:
         """Run the failed invocation again; returns its result, or raises HandlerError if it fails again."""
         deployment = self._deployment
+        deployment.check_open()  # a closed cluster answers now, not after `timeout`
         waiter = Waiter(self.partition)
         request = deployment.router.register(waiter)
         message = RetryDeadLetter(self.topology, self.id, deployment.client_id, request)

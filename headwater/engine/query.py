@@ -188,7 +188,7 @@ class QueryContext:
             ctx.query(total_funds)()
             ctx.query("balance_report")(user_id=2)
         """
-        decl = query_decl(self._runtime, getattr(name, "__name__", name))
+        decl = query_decl(self._runtime, _query_name(self._runtime, name))
 
         def invoke(*args: Any, **kwargs: Any) -> Any:
             return invoke_query(self._runtime, self._transport, decl, args, kwargs, depth=self._depth + 1)
@@ -201,6 +201,14 @@ def _pack(step: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
         return messages.dumps((args, kwargs))
     except Exception as e:
         raise SchemaError(f"arguments of step {step!r} cannot be serialized: {e}") from None
+
+
+def _query_name(runtime: ModuleRuntime, query: Any) -> Any:
+    """The registered name of a query given by name or by its function (which `name=` may have renamed)."""
+    if isinstance(query, str):
+        return query
+    found = next((decl.name for decl in runtime.queries.values() if decl.fn is query), None)
+    return found if found is not None else getattr(query, "__name__", query)
 
 
 def query_decl(runtime: ModuleRuntime, name: Any) -> QueryDecl:

@@ -279,6 +279,8 @@ def test_depot_read_and_partition_info(client):
     assert record.timestamp.tzinfo is not None
     with pytest.raises(ValueError, match="partitions 0..1"):
         depot.read(7)
+    first_two = depot.read(result.partition, 0, limit=2)
+    assert depot.read(result.partition, -3, limit=2) == first_two and len(first_two) == min(2, info.end_offset)
 
 
 def test_tail_follows_new_records(client):

@@ -183,3 +183,18 @@ def test_many_queries_run_at_once(net):
     for t in threads:
         t.join()
     assert results == [["bob", "dee"]] * 120
+
+
+def test_a_query_calls_a_renamed_query_by_its_function(cluster):
+    m = hw.Module("renamed")
+
+    @m.query(name="double_it")
+    def double(ctx: hw.QueryContext, n: int) -> int:
+        return 2 * n
+
+    @m.query
+    def quadruple(ctx: hw.QueryContext, n: int) -> int:
+        return ctx.query(double)(ctx.query("double_it")(n))
+
+    cluster.deploy(m)
+    assert cluster.query("renamed", "quadruple")(3) == 12

@@ -516,3 +516,23 @@ def test_a_control_that_task_0_never_takes_times_out(cluster, monkeypatch):
             cluster.pause("busy", "batched")
     finally:
         gate.set()
+
+
+def test_retrying_a_dead_letter_of_a_closed_cluster_says_so_at_once():
+    m = hw.Module("closing")
+    jobs = m.depot("jobs", Job)
+
+    @m.stream(jobs)
+    def boom(ctx: hw.Context, job: Job) -> None:
+        raise ValueError("always")
+
+    cluster = hw.InProcessCluster()
+    cluster.deploy(m)
+    with pytest.raises(hw.HandlerError):
+        cluster.depot("closing", "jobs").append(Job(1))
+    [dead] = cluster.dead_letters("closing", "boom")
+    cluster.close()
+    started = time.monotonic()
+    with pytest.raises(hw.Unavailable):
+        dead.retry(timeout=10)
+    assert time.monotonic() - started < 1
