@@ -33,6 +33,8 @@ from examples.registration import UserSignUp, registration
 
 HEADWATER = "headwater full-ack append (in process)"
 HEADWATER_ONE_TASK = "headwater full-ack append, 1 task"
+LOCAL_WORKERS = 2
+HEADWATER_LOCAL = f"headwater full-ack append, LocalCluster of {LOCAL_WORKERS} workers"
 PG_TXN = "PostgreSQL transaction (SELECT, INSERT, upsert)"
 PG_ONE = "PostgreSQL one statement (CTE)"
 
@@ -97,11 +99,14 @@ def run(env: Env) -> Section:
     pg = env.postgres()
     prepare_postgres(pg.dsn)
     with hw.InProcessCluster(env.directory("w1-headwater")) as cluster, \
-            hw.InProcessCluster(env.directory("w1-headwater-one-task")) as one_task_cluster:
+            hw.InProcessCluster(env.directory("w1-headwater-one-task")) as one_task_cluster, \
+            hw.LocalCluster(env.directory("w1-headwater-local"), workers=LOCAL_WORKERS) as local_cluster:
         cluster.deploy(registration, tasks=env.tasks)
         depot = cluster.depot("registration", "registrations")
         one_task_cluster.deploy(registration, tasks=1)
         one_task_depot = one_task_cluster.depot("registration", "registrations")
+        local_cluster.deploy(registration, tasks=LOCAL_WORKERS)  # a task per worker
+        local_depot = local_cluster.depot("registration", "registrations")
         check_semantics(depot, pg.dsn)
         ms = int(time.time() * 1000)
         day = datetime.fromtimestamp(ms / 1000, tz=timezone.utc).date().isoformat()
@@ -112,6 +117,9 @@ def run(env: Env) -> Section:
         def headwater_one_task_client(run: int, n: int) -> Callable[[int], Any]:
             return lambda i: one_task_depot.append(UserSignUp(f"r{run}-c{n}-{i}@example.com", "h", ms))
 
+        def headwater_local_client(run: int, n: int) -> Callable[[int], Any]:
+            return lambda i: local_depot.append(UserSignUp(f"r{run}-c{n}-{i}@example.com", "h", ms))
+
         def postgres_client(fn: Callable[..., bool], prefix: str) -> Callable[[int, int], Callable[[int], Any]]:
             def make(run: int, n: int) -> Callable[[int], Any]:
                 conn = psycopg.connect(pg.dsn, autocommit=True)
@@ -121,10 +129,10 @@ def run(env: Env) -> Section:
             return make
 
         makers = {HEADWATER: headwater_client, PG_TXN: postgres_client(postgres_transaction, "t"),
-                  PG_ONE: postgres_client(postgres_one_statement, "o")}
+                  PG_ONE: postgres_client(postgres_one_statement, "o"), HEADWATER_LOCAL: headwater_local_client}
         if env.tasks != 1:
             makers[HEADWATER_ONE_TASK] = headwater_one_task_client
-        headwaters = (HEADWATER, HEADWATER_ONE_TASK)
+        headwaters = (HEADWATER, HEADWATER_ONE_TASK, HEADWATER_LOCAL)
         results: dict[tuple[str, int], Measured] = {}
         for run_index, clients, system in alternate(env, list(makers)):
             make = makers[system]
@@ -139,6 +147,7 @@ def run(env: Env) -> Section:
         # The answers agree: as many users as sign-ups counted, on both sides.
         headwater_count = cluster.query("registration", "signups_on")(day)
         headwater_count += one_task_cluster.query("registration", "signups_on")(day)
+        headwater_count += local_cluster.query("registration", "signups_on")(day)
     with psycopg.connect(pg.dsn, autocommit=True) as conn:
         users = conn.execute("SELECT count(*) FROM users").fetchone()[0]
         counted = conn.execute("SELECT coalesce(sum(n), 0) FROM signups_by_day").fetchone()[0]
@@ -156,7 +165,8 @@ def run(env: Env) -> Section:
     best_hw = {c: max((m for m in measured if m.clients == c and m.system in headwaters), key=lambda m: m.ops_per_s)
                for c in env.clients}
     verdict = ", ".join(f"{c} client{'s' if c > 1 else ''}: {best_hw[c].ops_per_s / best_pg[c].ops_per_s:.2f}×"
-                        + (" (1 task)" if best_hw[c].system == HEADWATER_ONE_TASK else "") for c in env.clients)
+                        + {HEADWATER_ONE_TASK: " (1 task)", HEADWATER_LOCAL: f" ({LOCAL_WORKERS} workers)"}.get(best_hw[c].system, "")
+                        for c in env.clients)
     markdown = "\n\n".join([
         f"The ratio columns divide the headwater row with {env.tasks} tasks by each row.",
         throughput_table(measured, HEADWATER, unit="sign-ups/s"),
@@ -167,7 +177,8 @@ def run(env: Env) -> Section:
     ])
     verdicts = best_peer_verdicts("1. registration", measured, list(headwaters), [PG_TXN, PG_ONE], unit="sign-ups/s",
                                   goal=2.0, labels={HEADWATER: f"headwater with {env.tasks} tasks",
-                                                    HEADWATER_ONE_TASK: "headwater with 1 task"})
+                                                    HEADWATER_ONE_TASK: "headwater with 1 task",
+                                                    HEADWATER_LOCAL: f"headwater on {LOCAL_WORKERS} worker processes"})
     return Section("registration", "1. Registration (the seed essay's example)", markdown,
                    {"measured": summaries, "headwater_count": headwater_count, "postgres_users": users}, plots,
                    verdicts)
