@@ -118,6 +118,9 @@ def test_module_page_lists_topologies_depots_pstates_and_queries(page):
     playwright_api.expect(deposit.locator('[data-k="processed"]')).to_have_text("12")
     playwright_api.expect(deposit.locator('[data-k="lag"]')).to_have_text("0")
     assert page.locator('tr[data-depot="deposits"] .bar-row').count() == 2
+    playwright_api.expect(page.locator("#hosts tr")).to_have_count(2)  # where each task runs
+    playwright_api.expect(page.locator('#hosts tr[data-task="1"]')).to_contain_text("this process")
+    playwright_api.expect(page.locator('#hosts tr[data-task="1"]')).to_contain_text("up")
     page.locator("#view").get_by_role("link", name="total_funds").click()
     playwright_api.expect(page.locator("h1")).to_have_text("total_funds")
 

@@ -1,4 +1,5 @@
-// One module: its depots, topologies (live rates, lag, latency, dead letters), PStates and queries.
+// One module: its depots, topologies (live rates, lag, latency, dead letters), PStates, queries,
+// and where each task runs (worker, process id, up or not).
 
 import { bars, sparkline } from "../charts.js";
 import { $, esc, fmt } from "../dom.js";
@@ -26,6 +27,10 @@ export function renderModule(root, module) {
         <td><code>${esc(d.event_type.name || d.event_type.type)}</code></td><td>${esc(d.partition_by ?? "round robin")}</td>
         <td class="num" data-k="records">–</td><td class="wide" data-k="bars"></td></tr>`).join("")}</tbody></table>
     </div>
+    <div class="card"><h2>Tasks</h2>
+      <table class="table"><thead><tr><th class="num">task</th><th>runs in</th><th class="num">pid</th><th>state</th></tr></thead>
+      <tbody id="hosts"><tr><td colspan="4" class="muted">–</td></tr></tbody></table>
+    </div>
     <div class="grid two">
       <div class="card"><h2>PStates</h2><ul class="list">${module.pstates.map((p) => `
         <li><a href="${link(m, "pstate", p.name)}">${esc(p.name)}</a><code class="schema">${esc(p.schema.repr)}</code></li>`).join("")}</ul></div>
@@ -47,6 +52,9 @@ export function renderModule(root, module) {
       dead.textContent = fmt(t.dead_letters, 0);
       dead.classList.toggle("warn", t.dead_letters > 0);
     }
+    $("#hosts", root).innerHTML = (live.hosts || []).map((h) => `<tr data-task="${h.task}">
+      <td class="num">${h.task}</td><td>${h.worker == null ? "this process" : `worker ${h.worker}`}</td>
+      <td class="num">${h.pid}</td><td>${h.up ? '<span class="pill">up</span>' : '<span class="pill warn">down</span>'}</td></tr>`).join("");
     for (const d of live.depots) {
       const row = root.querySelector(`[data-depot="${CSS.escape(d.name)}"]`);
       if (!row) continue;
