@@ -1,6 +1,6 @@
 """The kill -9 campaign: the bank under SIGKILL at random moments, checked against an oracle.
 
-Three workloads, each run on a fresh data directory and killed `KILLS_PER_RUN` times:
+Four workloads, each run on a fresh data directory and killed `KILLS_PER_RUN` times:
 
 - **stream** — `examples/bank.py` (3 tasks) in a child process; four threads append deposits and
   transfers that hop to the receiver's task, with full acks. The child is SIGKILLed after a random
@@ -10,6 +10,10 @@ Three workloads, each run on a fresh data directory and killed `KILLS_PER_RUN` t
   remote client, `hw.connect`) send full-ack appends, each with its own idempotency key. The
   server is SIGKILLed after a random number of acks and restarted on the same data; every
   append not acknowledged is sent again, with the same key, until it is.
+- **workers** — the stream bank on a `LocalCluster` of `LOCAL_WORKERS` worker processes; four
+  threads of this process append with full acks and idempotency keys, and one worker, chosen at
+  random, is SIGKILLed after a random number of acks. The cluster restarts its workers; every
+  append not acknowledged (`Unavailable`, `AckTimeout`) is sent again with the same key.
 
 After the last kill the data is opened in process, every topology is left to settle (hops a crash
 cut short sent again), and the oracle checks:
@@ -20,7 +24,7 @@ cut short sent again), and the oracle checks:
   receiver, the decision the appender got equal to the one stored, every user's funds equal to
   their deposits minus the transfers they sent plus those they received, money conserved
   (`total_funds` equals the sum of deposits);
-- **early acks** (http): an ack whose results or PStates did not yet show its processing — a full
+- **early acks** (http, workers): an ack whose results or PStates did not yet show its processing — a full
   ack's `results` must carry the topology's answer, and, for a transfer, the receiver's record must
   be readable once the ack returns.
 
@@ -55,8 +59,9 @@ from examples.bank import Deposit, Transfer
 from tests.engine.children import lines_within, wait_until_settled
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKLOADS = ("stream", "microbatch", "http")
-MODULE_OF = {"stream": "bank", "microbatch": "mbbank", "http": "bank"}
+WORKLOADS = ("stream", "microbatch", "http", "workers")
+MODULE_OF = {"stream": "bank", "microbatch": "mbbank", "http": "bank", "workers": "bank"}
+LOCAL_WORKERS = 2
 TASKS = 3
 USERS = 12
 APPENDERS = 4
@@ -328,6 +333,73 @@ def run_http(directory: Path, rng: random.Random, seed: int) -> Outcome:
     return outcome
 
 
+def run_workers(directory: Path, rng: random.Random, seed: int) -> Outcome:
+    """The stream bank on a LocalCluster; random workers SIGKILLed while appenders resend by key."""
+    from examples.bank import bank
+
+    acked, extra, lock = Acked(), Outcome("workers"), threading.Lock()
+    stopping, failures = threading.Event(), []
+    with hw.LocalCluster(directory, workers=LOCAL_WORKERS) as cluster:
+        cluster.deploy(bank, tasks=TASKS)
+
+        def appender(worker: int) -> None:
+            appender_rng = random.Random(f"{seed}-workers-{worker}")
+            for i in range(100_000):
+                event = event_for(appender_rng, worker * 100_000 + i)
+                is_deposit = isinstance(event, Deposit)
+                depot = cluster.depot("bank", "deposits" if is_deposit else "transfers")
+                key = f"d{event.amount}" if is_deposit else event.transfer_id
+                deadline, attempts = time.monotonic() + RESEND_WINDOW_S, 0
+                while True:
+                    if stopping.is_set():
+                        return
+                    try:
+                        result = depot.append(event, idempotency_key=key, timeout=10)
+                        break
+                    except (hw.Unavailable, hw.AckTimeout):  # the workers restart: send it again, same key
+                        attempts += 1
+                        if time.monotonic() > deadline:
+                            failures.append(f"{key} unacknowledged for {RESEND_WINDOW_S}s")
+                            return
+                        time.sleep(RESEND_PAUSE_S)
+                answer = result.get("deposit" if is_deposit else "transfer") if result is not None else None
+                with lock:
+                    acked.add_line(ack_line(event, result))
+                    extra.resent += attempts > 0
+                    if answer is None:
+                        extra.early_acks.append(f"{key}: acked without its topology's answer ({result})")
+
+        threads = [threading.Thread(target=appender, args=(w,), daemon=True) for w in range(APPENDERS)]
+        for thread in threads:
+            thread.start()
+
+        def wait_for(count: int) -> None:
+            deadline = time.monotonic() + CHILD_SILENCE_MAX_S
+            while len(acked) < count and not failures:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the appenders got {len(acked)} acks, not {count}")
+                time.sleep(0.005)
+
+        try:
+            target = 0
+            for _ in range(KILLS_PER_RUN):
+                target += rng.randint(*ACKS_BEFORE_KILL)
+                wait_for(target)
+                time.sleep(rng.uniform(0, 0.02))  # a random moment, not just after an ack
+                hosts = cluster.status()["bank"]
+                os.kill(rng.choice(hosts)["pid"], signal.SIGKILL)
+            wait_for(len(acked) + ACKS_AFTER_LAST_RESTART)
+        finally:
+            stopping.set()
+            for thread in threads:
+                thread.join(RESEND_WINDOW_S)
+        if failures:
+            raise RuntimeError(failures[0])
+    outcome = check("workers", directory, acked)
+    outcome.resent, outcome.early_acks = extra.resent, extra.early_acks
+    return outcome
+
+
 # ---- the oracle ---------------------------------------------------------------------------------
 def stored_events(cluster: hw.InProcessCluster, module: str, depot: str) -> list[Any]:
     handle = cluster.depot(module, depot)
@@ -394,6 +466,7 @@ RUNNERS: dict[str, Callable[[Path, random.Random, int], Outcome]] = {
     "stream": lambda d, rng, seed: run_in_process("stream", d, rng, seed),
     "microbatch": lambda d, rng, seed: run_in_process("microbatch", d, rng, seed),
     "http": run_http,
+    "workers": run_workers,
 }
 
 
@@ -409,8 +482,8 @@ def report(outcomes: list[Outcome]) -> str:
         rows.append([workload, str(len(mine)), str(len(mine) * KILLS_PER_RUN), f"{sum(o.acked for o in mine):,}",
                      str(sum(o.lost for o in mine)), str(sum(o.duplicated for o in mine)),
                      str(sum(len(o.mismatches) for o in mine)),
-                     f"{sum(o.resent for o in mine):,}" if workload == "http" else "–",
-                     str(sum(len(o.early_acks) for o in mine)) if workload == "http" else "–"])
+                     f"{sum(o.resent for o in mine):,}" if workload in ("http", "workers") else "–",
+                     str(sum(len(o.early_acks) for o in mine)) if workload in ("http", "workers") else "–"])
     return table(["workload", "runs", "kills", "acked", "lost", "duplicated", "PState mismatches", "resent",
                   "early acks"], rows)
 
@@ -436,7 +509,8 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=60, help="runs in all, spread over the workloads (default 60)")
-    parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated: stream, microbatch, http")
+    parser.add_argument("--workloads", default=",".join(WORKLOADS),
+                        help="comma-separated: stream, microbatch, http, workers")
     parser.add_argument("--seed", type=int, default=1, help="the first run's seed; run n uses seed + n")
     args = parser.parse_args()
     workloads = args.workloads.split(",")
