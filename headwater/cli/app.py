@@ -429,7 +429,7 @@ def query(
 def dead_letters(
     module: str, topology: str,
     action: Annotated[str, typer.Argument(help="list, or retry (every dead letter, or the one given by --id)")] = "list",
-    id: Annotated[int | None, typer.Option("--id", help="retry only this dead letter")] = None,
+    letter_id: Annotated[int | None, typer.Option("--id", help="retry only this dead letter")] = None,
     timeout: Annotated[float, typer.Option(help="seconds each retry may take")] = 30.0,
     url: Url = DEFAULT_URL, token: Token = None, json: Json = False, *, output: Output,
 ) -> None:
@@ -447,11 +447,11 @@ def dead_letters(
                            d.attempts) for d in letters],
                          records=lambda: [_letter(d) for d in letters], whole=("id", "record"))
             return
-        chosen = [d for d in letters if id is None or d.id == id]
-        if id is not None and not chosen:
+        chosen = [d for d in letters if letter_id is None or d.id == letter_id]
+        if letter_id is not None and not chosen:
             from headwater.errors import NotFound
 
-            raise NotFound("dead letter", str(id), [str(d.id) for d in letters], where=f"topology {module}.{topology}")
+            raise NotFound("dead letter", str(letter_id), [str(d.id) for d in letters], where=f"topology {module}.{topology}")
         _retry_all(chosen, timeout, output)
 
 

@@ -100,7 +100,7 @@ class Output:
         """
         rows = list(rows)
         if self.json:
-            print(to_json(records() if records else [dict(zip(columns, row)) for row in rows]))
+            print(to_json(records() if records else [dict(zip(columns, row, strict=True)) for row in rows]))
             return
         cells = [["" if cell is None else str(cell) for cell in row] for row in rows]
         table = Table(title=title, title_justify="left", header_style="bold")

@@ -11,9 +11,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from headwater.client.replies import Waiter
 from headwater.engine import messages
 from headwater.engine.definitions import Ack
 from headwater.engine.messages import AppendRecord, Completed, RetryDeadLetter
@@ -28,7 +29,6 @@ from headwater.errors import (
     SchemaError,
     Unavailable,
 )
-from headwater.client.replies import Waiter
 
 if TYPE_CHECKING:
     from headwater.cluster.inprocess import Deployment
@@ -356,7 +356,7 @@ class DepotClient:
         raw = self._deployment.transport.read(self._depot.task_of_partition(partition),
                                               ("depot_read", self._depot.depot_id, start, max(start, stop)))
         decode = self._depot.codec.decode
-        return [DepotRecord(partition, offset, datetime.fromtimestamp(ts / 1e6, tz=timezone.utc), decode(event))
+        return [DepotRecord(partition, offset, datetime.fromtimestamp(ts / 1e6, tz=UTC), decode(event))
                 for offset, ts, event in raw]
 
     def tail(self, *, from_offset: int | dict[int, int] | None = None, partitions: Iterable[int] | None = None,

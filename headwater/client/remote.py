@@ -17,7 +17,8 @@ import asyncio
 import typing
 import uuid
 from collections.abc import Iterable, Iterator
-from datetime import date, datetime, time as dtime, timedelta
+from datetime import date, datetime, timedelta
+from datetime import time as dtime
 from decimal import Decimal
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -539,7 +540,7 @@ class RemotePStateExecutor:
         return schema
 
     def _range(self, steps: tuple, op: str, schema: Schema, args: tuple, kwargs: dict[str, Any]) -> list:
-        start, stop = (list(args) + [None, None])[:2]
+        start, stop = [*args, None, None][:2]
         limit, reverse = kwargs.get("limit"), bool(kwargs.get("reverse", False))
         element_type = _range_type(schema, op)
         found: list = []

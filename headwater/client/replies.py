@@ -92,7 +92,7 @@ class Waiter:
         assert self._future is not None
         try:
             await asyncio.wait_for(asyncio.shield(self._future), timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         return True
 

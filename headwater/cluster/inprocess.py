@@ -22,10 +22,10 @@ from headwater.client.replies import ReplyRouter
 from headwater.cluster.hosts import SYSTEM_CLOCK, TaskThread
 from headwater.cluster.transport import InProcessTransport
 from headwater.engine.definitions import Module
+from headwater.engine.messages import MbControl, encode
 from headwater.engine.query import invoke_query, query_decl
 from headwater.engine.runtime import Catalog, ModuleRuntime
 from headwater.engine.task import Task
-from headwater.engine.messages import MbControl, encode
 from headwater.errors import AckTimeout, DefinitionError, NotFound, QueryTimeout, Unavailable
 from headwater.storage import RocksStore
 

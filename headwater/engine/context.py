@@ -10,14 +10,14 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from headwater.engine import messages
 from headwater.engine.messages import AppendRecord, Hop, TreeRef
+from headwater.errors import HopDepthExceeded, ReadOnlyError, SchemaError, WrongPartitionError
 from headwater.pstate import View
 from headwater.schema import task_for_key
-from headwater.errors import HopDepthExceeded, ReadOnlyError, SchemaError, WrongPartitionError
 
 if TYPE_CHECKING:
     from headwater.engine.runtime import ModuleRuntime, PStateRuntime
@@ -225,7 +225,7 @@ class Context:
         """Append time of the record being processed (deterministic under replay, unlike the clock)."""
         if self._invocation is None:
             return None
-        return datetime.fromtimestamp(self._invocation.record.timestamp_us / 1e6, tz=timezone.utc)
+        return datetime.fromtimestamp(self._invocation.record.timestamp_us / 1e6, tz=UTC)
 
     @property
     def log(self) -> logging.LoggerAdapter[logging.Logger]:

@@ -46,7 +46,7 @@ class Ack(enum.Enum):
     NONE = "none"
 
     @classmethod
-    def parse(cls, ack: "Ack | str") -> "Ack":
+    def parse(cls, ack: Ack | str) -> Ack:
         """`ack` itself, or the Ack named by a string in any case; ValueError names the choices."""
         if isinstance(ack, Ack):
             return ack
@@ -256,7 +256,7 @@ class Module:
         retries a raising handler on its task before the record becomes a dead letter. What the
         handler returns (or sets with `ctx.ack_return`) is the full-ack appender's result.
         """
-        if not depots or callable(depots[0]) and not isinstance(depots[0], (DepotDecl, str)):
+        if not depots or (callable(depots[0]) and not isinstance(depots[0], (DepotDecl, str))):
             raise DefinitionError("@module.stream needs the depots it subscribes to: @module.stream(my_depot)")
         _check_start_from(start_from)
         if not isinstance(retry, Retry):
@@ -284,7 +284,7 @@ class Module:
         together; a failure or crash reruns the whole batch. Appenders do not wait for it (in
         tests: `cluster.wait_for_microbatch`).
         """
-        if not depots or callable(depots[0]) and not isinstance(depots[0], (DepotDecl, str)):
+        if not depots or (callable(depots[0]) and not isinstance(depots[0], (DepotDecl, str))):
             raise DefinitionError("@module.microbatch needs the depots it subscribes to: @module.microbatch(my_depot)")
         _check_start_from(start_from)
 

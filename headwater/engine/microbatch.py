@@ -28,8 +28,8 @@ import msgspec
 from headwater.engine import messages
 from headwater.engine.context import Context, RecordInfo, invocation_id
 from headwater.engine.definitions import MicrobatchDecl, Retry
-from headwater.engine.meta import U64, DeadLetterEntry, dead_key, meta_encoder, progress_key
 from headwater.engine.messages import BatchFailure, Hop, MbAck, MbControl, MbDone, MbPhase, MbProcess, TreeRef
+from headwater.engine.meta import U64, DeadLetterEntry, dead_key, meta_encoder, progress_key
 from headwater.engine.runtime import DepotRuntime, ModuleRuntime
 from headwater.engine.transport import Clock, Transport
 from headwater.storage import Batch, Reader, Store

@@ -17,12 +17,10 @@ from typing import Any, Protocol
 
 import msgspec
 
-from headwater.engine.transport import Transport
 from headwater.engine import messages
 from headwater.engine.definitions import QueryDecl
 from headwater.engine.runtime import ModuleRuntime, PStateRuntime
-from headwater.pstate import View
-from headwater.schema import task_for_key
+from headwater.engine.transport import Transport
 from headwater.errors import (
     HandlerError,
     HeadwaterError,
@@ -32,6 +30,8 @@ from headwater.errors import (
     ReadOnlyError,
     SchemaError,
 )
+from headwater.pstate import View
+from headwater.schema import task_for_key
 
 __all__ = ["QUERY_DEPTH_MAX", "BoundModule", "ModuleSource", "QueryContext", "RoutedPStateExecutor", "bind_query_arguments", "invoke_query", "routed_view"]
 

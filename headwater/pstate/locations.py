@@ -23,9 +23,9 @@ from typing import Any, Protocol, TypeVar
 import msgspec
 
 from headwater.errors import PathError, SchemaError
+from headwater.pstate.txn import prefix_end
 from headwater.schema import Schema, encode_key
 from headwater.schema.types import List, Record, format_step
-from headwater.pstate.txn import prefix_end
 
 __all__ = ["CHILDREN", "ENTRY", "Location", "decode_count", "encode_count", "named_on_error", "root_location"]
 

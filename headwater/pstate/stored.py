@@ -396,10 +396,10 @@ def _merge(txn: Txn, location: Location, mapping: Any) -> None:
     schema: Any = location.schema
     entries = named_on_error(location, ops.merge_entries, schema, mapping)
     children = [location.child(step, _child_schema(schema, step)) for step in entries]
-    writes = [subtree_writes(child, value) for child, value in zip(children, entries.values())]
+    writes = [subtree_writes(child, value) for child, value in zip(children, entries.values(), strict=True)]
     size = count(txn, location)
     added = 0
-    for child, child_writes in zip(children, writes):
+    for child, child_writes in zip(children, writes, strict=True):
         added += txn.get(child.key) is None
         if child.split:
             txn.delete_range(*child.region)

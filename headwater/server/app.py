@@ -70,7 +70,7 @@ class HotRoute:
         if method != self.method or len(parts) != len(self.segments):
             return None
         params = {}
-        for segment, part in zip(self.segments, parts):
+        for segment, part in zip(self.segments, parts, strict=True):
             if segment.startswith("{"):
                 if not part:
                     return None
@@ -116,7 +116,7 @@ class InlineRequest:
 
     __slots__ = ("app", "headers", "method", "path_params", "query_params", "url")
 
-    def __init__(self, app: "HeadwaterApp", method: str, path: str, path_params: dict[str, str],
+    def __init__(self, app: HeadwaterApp, method: str, path: str, path_params: dict[str, str],
                  query_string: bytes, headers: list[tuple[bytes, bytes]]) -> None:
         self.app, self.method, self.url, self.path_params = app, method, _Url(path), path_params
         # As Starlette reads them: the last value of a repeated parameter, the first of a header.

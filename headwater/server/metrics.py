@@ -35,7 +35,7 @@ def module_stats(cluster: InProcessCluster, deployment: Any) -> dict[str, Any]:
     for stream in runtime.module.topologies.values():
         processed = lag = 0
         for decl in stream.depots:
-            for done, end in zip(progress[stream.name][decl.name], ends[decl.name]):
+            for done, end in zip(progress[stream.name][decl.name], ends[decl.name], strict=True):
                 processed += done
                 lag += max(0, end - done)
         dead = sum(len(transport.read(task, ("dead_letters", stream.name))) for task in range(runtime.tasks))

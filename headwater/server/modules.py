@@ -10,8 +10,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
 
-from headwater.server.catalog import describe_module, runtime_of
 from headwater.errors import PermissionDenied
+from headwater.server.catalog import describe_module, runtime_of
 from headwater.server.http import ApiError, endpoint, json_response
 from headwater.server.metrics import cluster_stats
 from headwater.server.openapi import openapi_document

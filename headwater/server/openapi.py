@@ -10,9 +10,9 @@ from typing import Any
 
 import msgspec
 
+from headwater.client.remote import READ_PAGE_MAX
 from headwater.engine.runtime import ModuleRuntime
 from headwater.schema import as_schema
-from headwater.client.remote import READ_PAGE_MAX
 from headwater.server.catalog import query_parameters
 from headwater.server.depots import OFFSET_MAX, RECORDS_PAGE_MAX, TIMEOUT_MAX_S
 from headwater.server.pstates import OPS
@@ -246,7 +246,7 @@ def openapi_document(runtimes: list[ModuleRuntime], *, secured: bool) -> dict[st
     refs, components = msgspec.json.schema_components([d.decl.event_type for _, d in depots],
                                                       ref_template="#/components/schemas/{name}")
     paths = _server_paths([runtime.name for runtime in runtimes])
-    for (runtime, depot), event in zip(depots, refs):
+    for (runtime, depot), event in zip(depots, refs, strict=True):
         paths.update(_depot_paths(runtime.name, depot.name, event, depot.decl.client_appends))
     for runtime in runtimes:
         for pstate in runtime.pstates.values():
