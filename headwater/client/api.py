@@ -31,7 +31,7 @@ from headwater.errors import (
 )
 
 if TYPE_CHECKING:
-    from headwater.cluster.inprocess import Deployment
+    from headwater.cluster.inprocess import DeploymentBase
 
 __all__ = ["AppendResult", "DeadLetter", "DepotClient", "DepotRecord", "PartitionInfo", "pstate_view", "tail_records"]
 
@@ -141,7 +141,7 @@ class DepotClient:
         deposits.read(result.partition, result.offset)[0].event # Deposit(user_id=1, amount=100)
     """
 
-    def __init__(self, deployment: Deployment, depot: DepotRuntime) -> None:
+    def __init__(self, deployment: DeploymentBase, depot: DepotRuntime) -> None:
         self._deployment = deployment
         self.name = depot.name
         self.module = deployment.runtime.name
@@ -408,14 +408,14 @@ def _follow(depot: Any, chosen: list[int], cursors: dict[int, int], poll_s: floa
             time.sleep(poll_s)
 
 
-def pstate_view(deployment: Deployment, name: Any, task: int | None = None) -> Any:
+def pstate_view(deployment: DeploymentBase, name: Any, task: int | None = None) -> Any:
     return routed_view(deployment, name, task)
 
 
 class DeadLetter:
     """A failed invocation of a stream topology, kept with its traceback until retried."""
 
-    def __init__(self, deployment: Deployment, entry: Any) -> None:
+    def __init__(self, deployment: DeploymentBase, entry: Any) -> None:
         self._deployment = deployment
         self.entry = entry
         self.id: int = entry.id

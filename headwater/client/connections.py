@@ -74,7 +74,7 @@ class _Connection:
 
     def __init__(self, sock: socket.socket, timeout_s: float) -> None:
         self.sock = sock
-        self.reader: BufferedReader = sock.makefile("rb")  # type: ignore[assignment]
+        self.reader: BufferedReader = sock.makefile("rb")
         self.timeout_s = timeout_s
 
     def set_timeout(self, timeout_s: float) -> None:

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator
 from datetime import date, datetime, timedelta
 from datetime import time as dtime
 from decimal import Decimal
+from types import GenericAlias
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -117,7 +118,7 @@ def _error_from(body: dict[str, Any], status: int) -> HeadwaterError:
         return SchemaError(message, path=body.get("path", "$"))
     error = cls.__new__(cls)
     Exception.__init__(error, message)
-    if cls is NotFound:  # keep the attributes callers of the in-process NotFound can use
+    if isinstance(error, NotFound):  # keep the attributes callers of the in-process NotFound can use
         error.kind, error.name, error.known = body.get("kind", ""), body.get("name", ""), body.get("known", [])
     return error
 
@@ -163,11 +164,11 @@ def python_type(description: dict[str, Any]) -> Any:
         items = tuple(python_type(item) for item in description.get("items", []))
         if not items:
             return Any
-        return tuple[items[0], ...] if description.get("variadic") else tuple[items]  # type: ignore[misc]
+        return GenericAlias(tuple, (items[0], ...) if description.get("variadic") else items)
     if kind == "list":
-        return list[python_type(description.get("items", {}))]  # type: ignore[misc]
+        return GenericAlias(list, python_type(description.get("items", {})))
     if kind == "dict":
-        return dict[python_type(description.get("keys", {})), python_type(description.get("values", {}))]  # type: ignore[misc]
+        return GenericAlias(dict, (python_type(description.get("keys", {})), python_type(description.get("values", {}))))
     return Any  # objects, enums and unions decode JSON-shaped without the user's classes
 
 
@@ -560,7 +561,7 @@ class RemotePStateExecutor:
         return found
 
     def _slice(self, steps: tuple, schema: Schema, start: int | None = None, stop: int | None = None) -> list:
-        element_type = list[schema.value_schema.value_type] if isinstance(schema, List) else Any  # type: ignore[misc]
+        element_type = GenericAlias(list, schema.value_schema.value_type) if isinstance(schema, List) else Any
         found: list = []
         while True:
             params = {k: v for k, v in (("start", start), ("stop", stop)) if v is not None}

@@ -14,13 +14,14 @@ import shutil
 import tempfile
 import threading
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from headwater.client.api import DeadLetter, DepotClient, pstate_view
 from headwater.client.replies import ReplyRouter
 from headwater.cluster.hosts import SYSTEM_CLOCK, TaskThread
-from headwater.cluster.transport import InProcessTransport
+from headwater.cluster.transport import ClientTransport, InProcessTransport
 from headwater.engine.definitions import Module
 from headwater.engine.messages import MbControl, encode
 from headwater.engine.query import invoke_query, query_decl
@@ -38,10 +39,21 @@ _clients = itertools.count(1)
 
 
 class DeploymentBase:
-    """What every kind of deployment shares: an update or a stop tells waiting clients why."""
+    """What every kind of deployment shares: an update or a stop tells waiting clients why.
+
+    The clients of a module (depots, views, dead letters) hold one and use only these members.
+    """
 
     closed: bool
     runtime: ModuleRuntime
+    transport: ClientTransport
+    router: ReplyRouter
+    client_id: int
+    directory: Path
+
+    def check_open(self) -> None:
+        """Raise Unavailable unless the module's tasks can take requests."""
+        raise NotImplementedError
 
     def _open(self, module: Module, catalog: Catalog) -> None:
         raise NotImplementedError
@@ -70,6 +82,8 @@ class Deployment(DeploymentBase):
     transport on it, so their handles keep working across code changes.
     """
 
+    transport: InProcessTransport
+
     def __init__(self, module: Module, catalog: Catalog, directory: Path) -> None:
         self.directory = directory
         self.router = ReplyRouter()
@@ -87,8 +101,7 @@ class Deployment(DeploymentBase):
             store = RocksStore(self.directory / f"task-{task_id}")
             task = Task(self.runtime, task_id, store, self.transport, SYSTEM_CLOCK)
             holder: list[TaskThread] = []
-            inbox = self.transport.register_task(task_id, task.serve_read,
-                                                 lambda timeout_s, h=holder: h[0].run_round_here(timeout_s))
+            inbox = self.transport.register_task(task_id, task.serve_read, partial(_run_round_on, holder))
             holder.append(TaskThread(task, inbox))
             self.tasks.append(task)
             self.hosts.append(holder[0])
@@ -131,7 +144,7 @@ class _QueryRun:
             with self._lock:
                 self._finished = True
 
-    def abandon(self, transport: InProcessTransport) -> None:
+    def abandon(self, transport: ClientTransport) -> None:
         # Under the lock the thread cannot finish and start another query: the hold is this one's.
         with self._lock:
             if self._thread is not None and not self._finished:
@@ -156,7 +169,7 @@ class InProcessCluster:
         self._temporary = path is None
         self.path = Path(tempfile.mkdtemp(prefix="headwater-")) if path is None else Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
-        self._deployments: dict[str, Deployment] = {}
+        self._deployments: dict[str, DeploymentBase] = {}
         self._lock = threading.Lock()
         self._closed = False
         self._query_pool = concurrent.futures.ThreadPoolExecutor(QUERY_THREADS_MAX, thread_name_prefix="headwater-query")
@@ -198,7 +211,7 @@ class InProcessCluster:
             del self._deployments[name]
             shutil.rmtree(deployment.directory, ignore_errors=True)
 
-    def _start(self, module: Module, tasks: int | None) -> Deployment:
+    def _start(self, module: Module, tasks: int | None) -> DeploymentBase:
         return Deployment(module, self._catalog(module, tasks), self.path / module.name)
 
     def _catalog(self, module: Module, tasks: int | None) -> Catalog:
@@ -228,14 +241,14 @@ class InProcessCluster:
         if self._closed:
             raise Unavailable("this cluster is closed; create a new one (it resumes from its data directory)")
 
-    def _deployment(self, module: str) -> Deployment:
+    def _deployment(self, module: str) -> DeploymentBase:
         self._check_open()
         deployment = self._deployments.get(module)
         if deployment is None:
             raise NotFound("module", module, self._deployments, where="this cluster")
         return deployment
 
-    def deployment(self, module: str) -> Deployment:
+    def deployment(self, module: str) -> DeploymentBase:
         """The running deployment of `module`: its compiled definition (`.runtime`) and transport.
 
         For tools built on the cluster (the HTTP server, the web UI); applications use `depot`,
@@ -262,11 +275,12 @@ class InProcessCluster:
         """Per module and task: where it runs (`worker` None: a thread of this process), the process id,
         and whether it is up (its thread runs and no round failed)."""
         self._check_open()
-        return {
-            name: [{"task": host.task.task_id, "worker": None, "pid": os.getpid(),
-                    "up": host.alive and host.failure is None} for host in deployment.hosts]
-            for name, deployment in self._deployments.items()
-        }
+        status: dict[str, list[dict[str, Any]]] = {}
+        for name, deployment in self._deployments.items():
+            assert isinstance(deployment, Deployment)  # LocalCluster answers for its WorkerDeployments
+            status[name] = [{"task": host.task.task_id, "worker": None, "pid": os.getpid(),
+                             "up": host.alive and host.failure is None} for host in deployment.hosts]
+        return status
 
     def modules(self) -> list[str]:
         """The names of the deployed modules, sorted (empty once the cluster is closed)."""
@@ -414,6 +428,11 @@ class InProcessCluster:
             self._query_pool.shutdown(wait=True, cancel_futures=True)
             if self._temporary:
                 shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _run_round_on(holder: list[TaskThread], timeout_s: float) -> None:
+    """Run a round on the host in `holder`, which is made after the inbox that calls this."""
+    holder[0].run_round_here(timeout_s)
 
 
 def _load_catalog(path: Path) -> Catalog | None:

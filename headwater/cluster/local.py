@@ -35,12 +35,11 @@ import cloudpickle
 
 from headwater.client.replies import ReplyRouter
 from headwater.cluster.inprocess import DeploymentBase, InProcessCluster
-from headwater.cluster.transport import APPEND_BYTES_IN_FLIGHT_MAX, APPENDS_IN_FLIGHT_MAX, _Admission
+from headwater.cluster.transport import APPEND_BYTES_IN_FLIGHT_MAX, APPENDS_IN_FLIGHT_MAX, ClientTransport, _Admission
 from headwater.cluster.wire import Failed, Hello, Link, Released, ToClient, ToTask
 from headwater.cluster.worker import RemoteGate
 from headwater.engine.definitions import Module
 from headwater.engine.runtime import Catalog, ModuleRuntime
-from headwater.engine.transport import Transport
 from headwater.errors import AckTimeout, DefinitionError, Unavailable
 
 __all__ = ["LocalCluster", "WORKERS_MAX"]
@@ -178,7 +177,7 @@ class _Workers:
         self._listener.close()
 
 
-class SupervisorTransport(Transport):
+class SupervisorTransport(ClientTransport):
     """The transport the clients in the supervisor use: every task is in a worker process."""
 
     def __init__(self, workers: _Workers, module: str, placement: list[int]) -> None:
@@ -373,7 +372,7 @@ class LocalCluster(InProcessCluster):
     def __repr__(self) -> str:
         return f"<LocalCluster {str(self.path)!r} workers={self._workers.count} modules={sorted(self._deployments)}>"
 
-    def _start(self, module: Module, tasks: int | None) -> Any:
+    def _start(self, module: Module, tasks: int | None) -> WorkerDeployment:
         return WorkerDeployment(self._workers, module, self._catalog(module, tasks), self.path / module.name,
                                 next(self._client_ids))
 
@@ -386,11 +385,13 @@ class LocalCluster(InProcessCluster):
         elif isinstance(envelope, Released):
             deployment.transport.release_appends(envelope.task, envelope.count, envelope.size_bytes)
         elif isinstance(envelope, Failed):
+            assert isinstance(deployment, WorkerDeployment)
             deployment.failures[envelope.task] = envelope.error
 
     def _reopen_all(self) -> None:
         with self._lock:
             for deployment in self._deployments.values():
+                assert isinstance(deployment, WorkerDeployment)
                 try:
                     deployment.reopen()
                 except Exception:  # the next restart (or a client's Unavailable) tells the story
@@ -404,12 +405,15 @@ class LocalCluster(InProcessCluster):
 
             cluster.status()["bank"]    # [{"task": 0, "worker": 0, "pid": 4242, "up": True}, ...]
         """
-        return {
-            name: [{"task": task, "worker": worker, "pid": self._workers.workers[worker].pid,
-                    "up": self._workers.workers[worker].process.poll() is None and task not in deployment.failures}
-                   for task, worker in enumerate(deployment.placement)]
-            for name, deployment in self._deployments.items()
-        }
+        status: dict[str, list[dict[str, Any]]] = {}
+        for name, deployment in self._deployments.items():
+            assert isinstance(deployment, WorkerDeployment)
+            status[name] = [
+                {"task": task, "worker": worker, "pid": self._workers.workers[worker].pid,
+                 "up": self._workers.workers[worker].process.poll() is None and task not in deployment.failures}
+                for task, worker in enumerate(deployment.placement)
+            ]
+        return status
 
     def close(self) -> None:
         """Stop every module's tasks, then end the worker processes; as `InProcessCluster.close`.

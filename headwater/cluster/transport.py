@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+from abc import abstractmethod
 from collections import deque
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -21,7 +22,7 @@ from headwater.engine.transport import Transport
 from headwater.errors import AckTimeout, Unavailable
 
 __all__ = ["APPEND_BYTES_IN_FLIGHT_MAX", "APPENDS_IN_FLIGHT_MAX", "COMMIT_WAIT_MAX_S", "INBOX_BYTES_MAX",
-           "InProcessTransport"]
+           "ClientTransport", "InProcessTransport"]
 
 # Appends admitted to one task and not yet fully processed. When a task has this many,
 # appenders wait: a flood slows appenders instead of growing queues without bound.
@@ -248,7 +249,17 @@ class Inbox:
             return taken
 
 
-class InProcessTransport(Transport):
+class ClientTransport(Transport):
+    """The transport a deployment's clients use, in the process that holds them."""
+
+    closed: bool  # set when the module stops: every later call raises Unavailable
+
+    @abstractmethod
+    def abandon_reads(self, thread_id: int) -> None:
+        """The query running on `thread_id` was given up (timed out): it no longer holds commits off."""
+
+
+class InProcessTransport(ClientTransport):
     def __init__(self) -> None:
         self._inboxes: dict[int, Inbox] = {}
         self._slots: dict[int, _Admission] = {}
@@ -314,7 +325,6 @@ class InProcessTransport(Transport):
         return self._gate.reading()
 
     def abandon_reads(self, thread_id: int) -> None:
-        """The query running on `thread_id` was given up (timed out): it no longer holds commits off."""
         self._gate.abandon(thread_id)
 
     def begin_commit(self, task_id: int, wake: bytes) -> bool:

@@ -74,12 +74,13 @@ class RemoteGate:
         finally:
             with self._lock:
                 held = self._held.get(me)
-                release = held is not None and held[0] == 1
                 if held is not None:
                     held[0] -= 1
-                    if release:
+                    if held[0] == 0:
                         del self._held[me]
-            if release:
+                    else:
+                        held = None  # an outer frame of this thread still holds it
+            if held is not None:
                 self._release(held[1])
 
     def abandon(self, thread_id: int) -> None:

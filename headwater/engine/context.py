@@ -49,7 +49,7 @@ class Invocation:
     __slots__ = ("topology", "tree", "record", "txn", "outbox", "children_xor", "has_children", "returned",
                  "deferred_appends", "depth")
 
-    def __init__(self, topology: str, tree: TreeRef | None, record: RecordInfo, txn: Any, depth: int = 0) -> None:
+    def __init__(self, topology: str, tree: TreeRef, record: RecordInfo, txn: Any, depth: int = 0) -> None:
         self.topology = topology
         self.depth = depth  # hops between the root invocation and this one
         self.tree = tree
@@ -266,7 +266,7 @@ class Context:
         self._send_hop(task_id, step, args, kwargs)
 
     def _outbox(self, action: str) -> Invocation:
-        if self._invocation is None or self._invocation.tree is None:
+        if self._invocation is None:
             raise ReadOnlyError(f"cannot {action} here: only stream topologies and the steps they hop to can")
         return self._invocation
 

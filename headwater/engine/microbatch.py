@@ -81,6 +81,11 @@ def batch_tree(batch: int, attempt: int) -> TreeRef:
     return TreeRef(COORDINATOR_TASK, (batch << 16) | (attempt & 0xFFFF))
 
 
+def _on_event(fn: Callable[[Context, Any], Any], decode: Callable[[bytes], Any], data: bytes) -> Callable[[Context], Any]:
+    """A call of the handler on one encoded event (a function of its own, so each row keeps its event)."""
+    return lambda ctx: fn(ctx, decode(data))
+
+
 def _key(topology: str, what: str) -> bytes:
     return b"mb/" + topology.encode() + b"/" + what.encode()
 
@@ -178,7 +183,8 @@ class BatchParticipant:
         self._enter(batch_tree(message.batch, message.attempt))
         self.skipped = list(message.skip)
         skip = {(f.depot_id, f.partition, f.offset) for f in message.skip}
-        xor, failures, records = message.invocation, [], 0
+        xor, records = message.invocation, 0
+        failures: list[BatchFailure] = []
         for depot_id, start, stop, _ in self.plan:
             depot = self.task.runtime.depots_by_id[depot_id]
             rows = [row for row in self.task.read_records(depot_id, start, stop)
@@ -203,7 +209,7 @@ class BatchParticipant:
         xor = 0
         for offset, timestamp_us, data in rows:
             info = RecordInfo(depot.name, self.task.task_id, offset, timestamp_us)
-            xor ^= self._run(info, lambda ctx, data=data: self.decl.fn(ctx, decode(data)), failures, [offset], depot)
+            xor ^= self._run(info, _on_event(self.decl.fn, decode, data), failures, [offset], depot)
         return xor
 
     def _run(self, info: RecordInfo, call: Callable[[Context], Any], failures: list[BatchFailure],
@@ -292,8 +298,8 @@ class BatchParticipant:
         if staged is None or staged.batch != batch_number:
             return  # applied already (a recovery raced the coordinator's apply)
         batch = Batch()
-        for start, stop in staged.cleared:
-            batch.delete_range("pstate", start, stop)
+        for key_start, key_stop in staged.cleared:
+            batch.delete_range("pstate", key_start, key_stop)
         for key, value in staged.writes:
             if value is None:
                 batch.delete("pstate", key)

@@ -55,8 +55,11 @@ ABSENT = _Absent()
 class ModuleSource(Protocol):
     """Where a module's current runtime and transport are found (a deployment, or a fixed pair)."""
 
-    runtime: ModuleRuntime
-    transport: Transport
+    @property
+    def runtime(self) -> ModuleRuntime: ...
+
+    @property
+    def transport(self) -> Transport: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -96,13 +96,13 @@ class ModuleRuntime:
             self.depots[name] = depot
             self.depots_by_id[depot.depot_id] = depot
         self.pstates: dict[str, PStateRuntime] = {}
-        for name, decl in module.pstates.items():
-            keyed = isinstance(decl.schema, Map) and decl.partitioned
+        for name, pstate_decl in module.pstates.items():
+            keyed = isinstance(pstate_decl.schema, Map) and pstate_decl.partitioned
             try:
-                layout = PStateLayout(decl.schema, catalog.pstate_ids[name], top_level_map_partitioned=keyed)
+                layout = PStateLayout(pstate_decl.schema, catalog.pstate_ids[name], top_level_map_partitioned=keyed)
             except DefinitionError as e:
                 raise DefinitionError(f"PState {module.name}.{name}: {e}") from None
-            self.pstates[name] = PStateRuntime(decl, catalog.pstate_ids[name], layout, keyed)
+            self.pstates[name] = PStateRuntime(pstate_decl, catalog.pstate_ids[name], layout, keyed)
         self.streams = dict(module.streams)
         self.microbatches = dict(module.microbatches)
         # A process that cannot read the handlers' source (a worker given them by value) is given

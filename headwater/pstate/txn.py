@@ -57,7 +57,7 @@ class Txn:
         while True:  # down through the Txns stacked under this one, without a call per layer
             value = txn._writes.get(key, _ABSENT)
             if value is not _ABSENT:
-                return value  # type: ignore[return-value]
+                return value
             if txn._cleared and txn._is_cleared(key):
                 return None
             reader = txn._reader

@@ -18,6 +18,7 @@ import hmac
 import ipaddress
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,7 +107,7 @@ class Auth:
         return token is None or token.allows(action, module)
 
 
-def load_auth(path: str | os.PathLike[str] | None = None, environ: dict[str, str] | None = None) -> Auth:
+def load_auth(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> Auth:
     """Tokens from the TOML file at `path` and from HEADWATER_TOKENS in the environment."""
     environ = os.environ if environ is None else environ
     tokens = _from_file(Path(path)) if path else []

@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 
-from headwater.cluster.inprocess import Deployment, InProcessCluster
+from headwater.cluster.inprocess import DeploymentBase, InProcessCluster
 from headwater.engine.runtime import ModuleRuntime
 from headwater.errors import NotFound
 from headwater.schema import List, Map, Record, Schema, Set, as_schema
@@ -28,7 +28,7 @@ from headwater.schema.types import Leaf
 __all__ = ["deployment_of", "describe_module", "describe_schema", "describe_type", "event_type", "query_parameters", "runtime_of"]
 
 
-def deployment_of(cluster: InProcessCluster, module: str) -> Deployment:
+def deployment_of(cluster: InProcessCluster, module: str) -> DeploymentBase:
     """The deployment running `module`, NotFound (with a suggestion) if it is not deployed."""
     deployment = cluster.deployment(module)
     if deployment.closed:

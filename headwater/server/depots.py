@@ -120,13 +120,13 @@ async def records(request: Request) -> Response:
     number = request.path_params["partition"]
     limit = query_int(request, "limit", RECORDS_PAGE_DEFAULT, maximum=RECORDS_PAGE_MAX)
     last = query_int(request, "last", None, maximum=RECORDS_PAGE_MAX)
+    stop: int | None
     if last is not None:
         end = depot.partition_info(number).end_offset
         start, stop = max(0, end - last), end
     else:
         start = query_int(request, "start", 0, maximum=OFFSET_MAX)
         stop = query_int(request, "stop", None, maximum=OFFSET_MAX)
-    assert limit is not None and start is not None
     found = await asyncio.to_thread(depot.read, number, start, stop, limit=limit)
     rows = [{"partition": r.partition, "offset": r.offset, "timestamp": r.timestamp, "event": r.event} for r in found]
     return json_response({"records": rows, "next_offset": found[-1].offset + 1 if found else start})

@@ -12,7 +12,7 @@ import functools
 import logging
 import traceback
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, overload
 
 import msgspec
 from starlette.requests import ClientDisconnect, Request
@@ -167,6 +167,15 @@ def count_request(request: Any, endpoint_name: str, status: int) -> None:
     metrics = getattr(request.app.state, "metrics", None)
     if metrics is not None:
         metrics.observe_request(endpoint_name, status)
+
+
+@overload
+def query_int(request: Request, name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int: ...
+
+
+@overload
+def query_int(request: Request, name: str, default: None = None, *, minimum: int = 0,
+              maximum: int | None = None) -> int | None: ...
 
 
 def query_int(request: Request, name: str, default: int | None = None, *, minimum: int = 0,

@@ -121,7 +121,7 @@ def http_protocol(answer_now: AnswerNow | None = None, limits: ConnectionLimits 
     except ImportError:
         from uvicorn.protocols.http.h11_impl import H11Protocol as base
 
-        class H11CoalescingProtocol(base):  # type: ignore[misc, valid-type]
+        class H11CoalescingProtocol(base):
             # h11 bounds the head itself (uvicorn's h11_max_incomplete_event_size); the timeouts and
             # answering early hook into the httptools parser's callbacks.
             def connection_made(self, transport: Any) -> None:
@@ -129,7 +129,7 @@ def http_protocol(answer_now: AnswerNow | None = None, limits: ConnectionLimits 
 
         return H11CoalescingProtocol
 
-    class CoalescingProtocol(base):  # type: ignore[misc, valid-type]
+    class CoalescingProtocol(base):
         _answered = False  # the request being parsed was answered from its headers
         _reading_head = True  # between requests or inside a head; False while a body is read
         _head_bytes = 0  # bytes of the current head fed to the parser

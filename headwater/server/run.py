@@ -100,10 +100,11 @@ def bind(host: str, port: int) -> socket.socket:
 def _config(app: Any, *, log_level: str, limits: ConnectionLimits = ConnectionLimits()) -> uvicorn.Config:
     return uvicorn.Config(app, http=http_protocol(getattr(app, "answer_now", None), limits), loop=EVENT_LOOP,
                           log_level=log_level, access_log=False, lifespan="off",
-                          timeout_keep_alive=limits.idle_timeout_s,
+                          # uvicorn annotates int but only hands these to call_later and wait_for: a float is fine.
+                          timeout_keep_alive=limits.idle_timeout_s,  # type: ignore[arg-type]
                           h11_max_incomplete_event_size=limits.headers_max_bytes,  # the fallback parser's bound
                           server_header=False,  # one header line less to write and parse per answer
-                          timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
+                          timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)  # type: ignore[arg-type]
 
 
 def url_of(sock: socket.socket) -> str:
