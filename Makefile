@@ -23,9 +23,12 @@ install: $(STAMP)
 run: $(STAMP)
 	$(PY) -m headwater.cli serve examples/app.py --data $(DATA) --port $(PORT)
 
-# The browser tests drive Debian's chromium: install it when it is missing (as root, or with
+# ruff and mypy check the package first (seconds; their settings are in pyproject.toml). The
+# browser tests drive Debian's chromium: install it when it is missing (as root, or with
 # passwordless sudo); if that is impossible they skip and say why.
 test: $(STAMP)
+	$(PY) -m ruff check headwater
+	$(PY) -m mypy headwater
 	@test -x /usr/bin/chromium || { \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO=none; fi; \
 	  if [ "$$SUDO" != none ] && command -v apt-get >/dev/null; then \

@@ -160,7 +160,8 @@ def status(url: Url = DEFAULT_URL, token: Token = None, json: Json = False, *, o
                      ["depot", "partitions", "records", "appended", "ack p50 ms", "ack p99 ms"],
                      [(d["name"], len(d["partitions"]), d["records"], d["appended"],
                        _ms(d["ack_latency_ms"]["p50"]), _ms(d["ack_latency_ms"]["p99"])) for d in module["depots"]])
-        output.table(f"module {module['name']} — topologies", ["topology", "depots", "processed", "lag", "dead letters"],
+        output.table(f"module {module['name']} — topologies",
+                     ["topology", "depots", "processed", "lag", "dead letters"],
                      [(t["name"], ", ".join(t["depots"]), t["processed"], t["lag"], t["dead_letters"])
                       for t in module["topologies"]])
         output.table(f"module {module['name']} — tasks", ["task", "worker", "pid", "up"],
@@ -179,7 +180,8 @@ def _ms(value: float | None) -> str:
 @command
 def append(
     module: str, depot: str,
-    event: Annotated[str | None, typer.Argument(help="the event as JSON; omit (or -) to read JSON lines from stdin")] = None,
+    event: Annotated[str | None,
+                     typer.Argument(help="the event as JSON; omit (or -) to read JSON lines from stdin")] = None,
     file: Annotated[str | None, typer.Option("--file", help="read JSON lines (one event each) from this file")] = None,
     ack: Annotated[str, typer.Option(help="full, append or none")] = "full",
     idempotency_key: Annotated[str | None, typer.Option(help="a repeat with this key appends nothing")] = None,
@@ -368,8 +370,9 @@ def _run(view: Any, op: str, start: str | None, stop: str | None, limit: int | N
 @command
 def select(
     module: str, pstate: str,
-    navigators: Annotated[list[str], typer.Argument(help='keys and navigators: ALL, MAP_KEYS, MAP_VALS, FIRST, LAST, '
-                                                         'SIZE, must:KEY, nth:I, range:START:STOP, or {"nav": ...} JSON')],
+    navigators: Annotated[list[str], typer.Argument(help='keys and navigators: ALL, MAP_KEYS, MAP_VALS, FIRST, '
+                                                         'LAST, SIZE, must:KEY, nth:I, range:START:STOP, or '
+                                                         '{"nav": ...} JSON')],
     one: Annotated[bool, typer.Option("--one", help="select_one: exactly one result, else an error")] = False,
     task: Annotated[int | None, typer.Option(help="the task to read")] = None,
     url: Url = DEFAULT_URL, token: Token = None, json: Json = False, *, output: Output,
@@ -402,7 +405,8 @@ def _navigator(text: str) -> Any:
         return {"nav": "nth", "index": int(rest)}
     if kind == "range":
         start, _, stop = rest.partition(":")
-        return {"nav": "range", "start": parse_value(start) if start else None, "stop": parse_value(stop) if stop else None}
+        return {"nav": "range", "start": parse_value(start) if start else None,
+                "stop": parse_value(stop) if stop else None}
     return parse_value(text)
 
 
@@ -428,7 +432,8 @@ def query(
 @command
 def dead_letters(
     module: str, topology: str,
-    action: Annotated[str, typer.Argument(help="list, or retry (every dead letter, or the one given by --id)")] = "list",
+    action: Annotated[str,
+                      typer.Argument(help="list, or retry (every dead letter, or the one given by --id)")] = "list",
     letter_id: Annotated[int | None, typer.Option("--id", help="retry only this dead letter")] = None,
     timeout: Annotated[float, typer.Option(help="seconds each retry may take")] = 30.0,
     url: Url = DEFAULT_URL, token: Token = None, json: Json = False, *, output: Output,
@@ -451,7 +456,8 @@ def dead_letters(
         if letter_id is not None and not chosen:
             from headwater.errors import NotFound
 
-            raise NotFound("dead letter", str(letter_id), [str(d.id) for d in letters], where=f"topology {module}.{topology}")
+            raise NotFound("dead letter", str(letter_id), [str(d.id) for d in letters],
+                           where=f"topology {module}.{topology}")
         _retry_all(chosen, timeout, output)
 
 
@@ -473,7 +479,8 @@ def _retry_all(letters: list[Any], timeout: float, output: Output) -> None:
     if output.json:
         output.value(outcomes)
     else:
-        output.console.print(f"retried {len(outcomes)}: {len(outcomes) - len(failed)} succeeded, {len(failed)} failed again")
+        output.console.print(f"retried {len(outcomes)}: {len(outcomes) - len(failed)} succeeded, "
+                             f"{len(failed)} failed again")
         for outcome in failed:
             output.errors.print(f"  dead letter {outcome['id']}: {outcome['error']}")
     if failed:

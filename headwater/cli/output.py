@@ -130,7 +130,8 @@ def example_value(schema: dict[str, Any], definitions: dict[str, Any], depth: in
         return example_value(definitions.get(schema["$ref"].rsplit("/", 1)[-1], {}), definitions, depth + 1)
     kind = schema.get("type")
     if kind == "object":
-        return {name: example_value(field, definitions, depth + 1) for name, field in schema.get("properties", {}).items()}
+        return {name: example_value(field, definitions, depth + 1)
+                for name, field in schema.get("properties", {}).items()}
     if kind == "array":
         return [example_value(schema.get("items", {}), definitions, depth + 1)]
     if kind == "integer":

@@ -191,7 +191,8 @@ class DepotClient:
         deployment.check_open()
         waiter = Waiter(partition, loop=loop, durable=ack is Ack.APPEND) if ack is not Ack.NONE else None
         request = deployment.router.register(waiter) if waiter is not None else 0
-        message = AppendRecord(depot.depot_id, partition, data, ack.value, deployment.client_id, request, idempotency_key)
+        message = AppendRecord(depot.depot_id, partition, data, ack.value, deployment.client_id, request,
+                               idempotency_key)
         try:
             deployment.transport.admit_append(depot.task_of_partition(partition), messages.encode(message),
                                               size_bytes=len(data), timeout_s=timeout, caller_waits=waits_here)
@@ -307,7 +308,8 @@ class DepotClient:
         """
         ack = Ack.parse(ack)
         if ack is not Ack.FULL:  # durability acks are a group-commit away; waiting in a thread is fine
-            return await asyncio.to_thread(self.append, event, ack=ack, timeout=timeout, idempotency_key=idempotency_key)
+            return await asyncio.to_thread(self.append, event, ack=ack, timeout=timeout,
+                                           idempotency_key=idempotency_key)
         return await self._append_async(self._prepare([event], idempotency_key)[0], ack, timeout, idempotency_key)
 
     async def _append_async(self, prepared: tuple[bytes, int], ack: Ack, timeout: float,
@@ -336,10 +338,12 @@ class DepotClient:
             deposits.partition_info(0).end_offset   # the offset the next append there gets
         """
         self._check_partition(partition)
-        end = self._deployment.transport.read(self._depot.task_of_partition(partition), ("depot_end", self._depot.depot_id))
+        end = self._deployment.transport.read(self._depot.task_of_partition(partition),
+                                              ("depot_end", self._depot.depot_id))
         return PartitionInfo(partition, 0, end)
 
-    def read(self, partition: int, start: int = 0, stop: int | None = None, *, limit: int = 10_000) -> list[DepotRecord]:
+    def read(self, partition: int, start: int = 0, stop: int | None = None, *,
+             limit: int = 10_000) -> list[DepotRecord]:
         """Records of `partition` with start <= offset < stop, oldest first, at most `limit` of them.
 
         `stop=None` reads up to `limit` records from `start`. Offsets past the end are simply not

@@ -168,7 +168,8 @@ def python_type(description: dict[str, Any]) -> Any:
     if kind == "list":
         return GenericAlias(list, python_type(description.get("items", {})))
     if kind == "dict":
-        return GenericAlias(dict, (python_type(description.get("keys", {})), python_type(description.get("values", {}))))
+        keys, values = python_type(description.get("keys", {})), python_type(description.get("values", {}))
+        return GenericAlias(dict, (keys, values))
     return Any  # objects, enums and unions decode JSON-shaped without the user's classes
 
 
@@ -196,7 +197,8 @@ def _key_type(description: dict[str, Any]) -> Any:
 # ---- the client --------------------------------------------------------------------------------
 
 
-def connect(url: str, token: str | None = None, *, modules: Iterable[Module] = (), timeout_s: float = 30.0) -> RemoteCluster:
+def connect(url: str, token: str | None = None, *, modules: Iterable[Module] = (),
+            timeout_s: float = 30.0) -> RemoteCluster:
     """A client of the headwater server at `url`, with the client interface of `InProcessCluster`.
 
     `modules`, `depot`, `pstate`, `query` and `dead_letters` work as in process and raise the
@@ -219,7 +221,8 @@ def connect(url: str, token: str | None = None, *, modules: Iterable[Module] = (
 class RemoteCluster:
     """A headwater server seen through its HTTP API; see `connect`."""
 
-    def __init__(self, url: str, token: str | None = None, *, modules: Iterable[Module] = (), timeout_s: float = 30.0) -> None:
+    def __init__(self, url: str, token: str | None = None, *, modules: Iterable[Module] = (),
+                 timeout_s: float = 30.0) -> None:
         self.url = url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._timeout_s = timeout_s
@@ -447,7 +450,8 @@ class RemoteDepot:
 
     def _check_partition(self, partition: int) -> int:
         if not isinstance(partition, int) or not 0 <= partition < self.partitions:
-            raise ValueError(f"depot {self.module}.{self.name} has partitions 0..{self.partitions - 1}, not {partition!r}")
+            raise ValueError(f"depot {self.module}.{self.name} has partitions 0..{self.partitions - 1}, "
+                             f"not {partition!r}")
         return partition
 
     def partition_info(self, partition: int) -> PartitionInfo:
@@ -455,14 +459,16 @@ class RemoteDepot:
         body = self._cluster.request("GET", f"{self._path}/partitions/{partition}")
         return PartitionInfo(body["partition"], body["start_offset"], body["end_offset"])
 
-    def read(self, partition: int, start: int = 0, stop: int | None = None, *, limit: int = 10_000) -> list[DepotRecord]:
+    def read(self, partition: int, start: int = 0, stop: int | None = None, *,
+             limit: int = 10_000) -> list[DepotRecord]:
         """Records with start <= offset < stop (at most `limit`), oldest first."""
         self._check_partition(partition)
         params: dict[str, Any] = {"start": max(0, start), "limit": limit}
         if stop is not None:
             params["stop"] = stop
         body = self._cluster.request("GET", f"{self._path}/partitions/{partition}/records", params=params)
-        return [DepotRecord(r["partition"], r["offset"], _typed(r["timestamp"], datetime), _typed(r["event"], self._event_type))
+        return [DepotRecord(r["partition"], r["offset"], _typed(r["timestamp"], datetime),
+                            _typed(r["event"], self._event_type))
                 for r in body["records"]]
 
     def tail(self, *, from_offset: int | dict[int, int] | None = None, partitions: Iterable[int] | None = None,

@@ -172,7 +172,8 @@ class InProcessCluster:
         self._deployments: dict[str, DeploymentBase] = {}
         self._lock = threading.Lock()
         self._closed = False
-        self._query_pool = concurrent.futures.ThreadPoolExecutor(QUERY_THREADS_MAX, thread_name_prefix="headwater-query")
+        self._query_pool = concurrent.futures.ThreadPoolExecutor(QUERY_THREADS_MAX,
+                                                                 thread_name_prefix="headwater-query")
 
     def __enter__(self) -> InProcessCluster:
         return self
@@ -191,7 +192,8 @@ class InProcessCluster:
         with self._lock:
             self._check_open()
             if module.name in self._deployments:
-                raise DefinitionError(f"module {module.name!r} is already deployed; use cluster.update(module) to change it")
+                raise DefinitionError(f"module {module.name!r} is already deployed; "
+                                      "use cluster.update(module) to change it")
             self._deployments[module.name] = self._start(module, tasks)
 
     def update(self, module: Module) -> None:
@@ -445,7 +447,8 @@ def _load_catalog(path: Path) -> Catalog | None:
 def _save_catalog(path: Path, catalog: Catalog) -> None:
     # Write-then-rename so a crash leaves either the old catalog or the new one, never half of one.
     temporary = path.with_suffix(".tmp")
-    data = {"module": catalog.module, "tasks": catalog.tasks, "depot_ids": catalog.depot_ids, "pstate_ids": catalog.pstate_ids}
+    data = {"module": catalog.module, "tasks": catalog.tasks, "depot_ids": catalog.depot_ids,
+            "pstate_ids": catalog.pstate_ids}
     with open(temporary, "w") as f:
         json.dump(data, f, indent=2)
         f.flush()

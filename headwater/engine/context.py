@@ -133,11 +133,13 @@ class PStateExecutor:
                 f"task {self._task_id}; continue on its task with ctx.hop({steps[0]!r}, some_step, ...)"
             )
 
-    def read(self, steps: tuple[Any, ...], op: str, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> Any:
+    def read(self, steps: tuple[Any, ...], op: str, args: tuple[Any, ...] = (),
+             kwargs: dict[str, Any] | None = None) -> Any:
         self._check_owner(steps)
         return self._layout.read(self._slot.txn, steps, op, args, kwargs or {})
 
-    def write(self, steps: tuple[Any, ...], op: str, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> None:
+    def write(self, steps: tuple[Any, ...], op: str, args: tuple[Any, ...] = (),
+              kwargs: dict[str, Any] | None = None) -> None:
         if not self._writable:
             raise ReadOnlyError(
                 f"cannot {op} PState {self._pstate.name!r} here: queries and the steps they call only read; "

@@ -310,7 +310,8 @@ class Module:
         self.steps[name] = StepDecl(self, name, fn)
         return fn
 
-    def query(self, fn: Callable[..., Any] | None = None, *, name: str | None = None, route_by: str | None = None) -> Any:
+    def query(self, fn: Callable[..., Any] | None = None, *, name: str | None = None,
+              route_by: str | None = None) -> Any:
         """Register `fn(ctx: hw.QueryContext, *args)` as a read-only query clients invoke by name.
 
         Use bare (`@module.query`) or with options. `route_by` names an argument whose key picks
@@ -368,7 +369,8 @@ def _check_partition_field(depot: str, event_type: Any, field_name: str) -> None
     if field_name not in fields:
         from headwater.errors import NotFound
 
-        raise DefinitionError(f"depot {depot!r}: partition_by: {NotFound('field', field_name, fields, where=getattr(event_type, '__name__', str(event_type)))}")
+        missing = NotFound("field", field_name, fields, where=getattr(event_type, "__name__", str(event_type)))
+        raise DefinitionError(f"depot {depot!r}: partition_by: {missing}")
 
 
 def _check_start_from(start_from: Any) -> None:

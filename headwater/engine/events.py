@@ -35,7 +35,8 @@ def schema_error(what: str, error: Exception) -> SchemaError:
 
 
 def _enc_hook(value: Any) -> Any:
-    raise TypeError(f"values of type {type(value).__name__} cannot be stored; use a dataclass, msgspec.Struct or builtin type")
+    raise TypeError(f"values of type {type(value).__name__} cannot be stored; "
+                    "use a dataclass, msgspec.Struct or builtin type")
 
 
 class EventCodec:
@@ -90,7 +91,8 @@ class EventCodec:
         assert isinstance(partition_by, str)
         if isinstance(event, dict):
             if partition_by not in event:
-                raise SchemaError(f"{self.label} has no field {partition_by!r} to partition by", path=f"$.{partition_by}")
+                raise SchemaError(f"{self.label} has no field {partition_by!r} to partition by",
+                                  path=f"$.{partition_by}")
             return event[partition_by]
         return getattr(event, partition_by)
 

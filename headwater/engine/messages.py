@@ -167,7 +167,10 @@ class Appended(msgspec.Struct, tag=True, array_like=True):
 
 
 class Completed(msgspec.Struct, tag=True, array_like=True):
-    """Reply: processing finished. `results` maps topology to its pickled value; errors are (topology, type, traceback)."""
+    """Reply: processing finished.
+
+    `results` maps topology to its pickled value; errors are (topology, type, traceback).
+    """
 
     request: int
     partition: int

@@ -81,7 +81,8 @@ def batch_tree(batch: int, attempt: int) -> TreeRef:
     return TreeRef(COORDINATOR_TASK, (batch << 16) | (attempt & 0xFFFF))
 
 
-def _on_event(fn: Callable[[Context, Any], Any], decode: Callable[[bytes], Any], data: bytes) -> Callable[[Context], Any]:
+def _on_event(fn: Callable[[Context, Any], Any], decode: Callable[[bytes], Any],
+              data: bytes) -> Callable[[Context], Any]:
     """A call of the handler on one encoded event (a function of its own, so each row keeps its event)."""
     return lambda ctx: fn(ctx, decode(data))
 
@@ -260,7 +261,8 @@ class BatchParticipant:
             self._prepare(message)
         elif message.phase == "apply":
             self._apply(message.batch)
-            self.task.send(COORDINATOR_TASK, messages.encode(MbDone(self.name, message.batch, "apply", self.task.task_id)))
+            done = MbDone(self.name, message.batch, "apply", self.task.task_id)
+            self.task.send(COORDINATOR_TASK, messages.encode(done))
         elif message.phase == "recover" and self.staged is not None:
             if self.staged.batch <= message.batch:
                 self._apply(self.staged.batch)  # decided before the crash: finish it
@@ -332,7 +334,8 @@ class BatchParticipant:
                 continue  # queued after this batch was planned: it runs in the next one
             del self.retries[record]
             if dead_key(self.name, entry.id) in failed:
-                self.task.answer(reply, errors=[(self.name, "HandlerError", "the record failed again; see its dead letter")])
+                self.task.answer(reply,
+                                 errors=[(self.name, "HandlerError", "the record failed again; see its dead letter")])
             else:
                 self.task.answer(reply)
 

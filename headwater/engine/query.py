@@ -33,7 +33,8 @@ from headwater.errors import (
 from headwater.pstate import View
 from headwater.schema import task_for_key
 
-__all__ = ["QUERY_DEPTH_MAX", "BoundModule", "ModuleSource", "QueryContext", "RoutedPStateExecutor", "bind_query_arguments", "invoke_query", "routed_view"]
+__all__ = ["QUERY_DEPTH_MAX", "BoundModule", "ModuleSource", "QueryContext", "RoutedPStateExecutor",
+           "bind_query_arguments", "invoke_query", "routed_view"]
 
 # Queries may invoke queries; past this nesting something is recursing without end.
 QUERY_DEPTH_MAX = 32
@@ -95,7 +96,8 @@ class RoutedPStateExecutor:
             f"{what} has no key to route by: pass task=i to cluster.pstate(...), or read it in a query"
         )
 
-    def read(self, steps: tuple[Any, ...], op: str, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> Any:
+    def read(self, steps: tuple[Any, ...], op: str, args: tuple[Any, ...] = (),
+             kwargs: dict[str, Any] | None = None) -> Any:
         source = self._source
         runtime = source.runtime
         task = self._route(runtime, runtime.pstate(self._name), steps)
@@ -104,7 +106,8 @@ class RoutedPStateExecutor:
             return (args[0] if args else None) if found is ABSENT else found
         return source.transport.read(task, ("pstate", self._name, steps, op, args, kwargs or {}))
 
-    def write(self, steps: tuple[Any, ...], op: str, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> None:
+    def write(self, steps: tuple[Any, ...], op: str, args: tuple[Any, ...] = (),
+              kwargs: dict[str, Any] | None = None) -> None:
         raise ReadOnlyError(
             f"cannot {op} PState {self._source.runtime.name}.{self._name} here: clients and queries only read; "
             "PStates change through topologies, so append an event to a depot instead"
@@ -128,7 +131,8 @@ class QueryContext:
         task_id: The task the body runs on when the query has `route_by`; None otherwise.
     """
 
-    def __init__(self, runtime: ModuleRuntime, transport: Transport, *, depth: int = 0, task_id: int | None = None) -> None:
+    def __init__(self, runtime: ModuleRuntime, transport: Transport, *, depth: int = 0,
+                 task_id: int | None = None) -> None:
         self._runtime = runtime
         self._transport = transport
         self._depth = depth

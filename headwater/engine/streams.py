@@ -54,7 +54,8 @@ class Outcome:
 
     __slots__ = ("attempts", "error", "invocation", "result")
 
-    def __init__(self, invocation: Invocation, result: bytes | None, error: tuple[str, str] | None, attempts: int) -> None:
+    def __init__(self, invocation: Invocation, result: bytes | None, error: tuple[str, str] | None,
+                 attempts: int) -> None:
         self.invocation = invocation
         self.result = result
         self.error = error  # (exception type, formatted traceback)

@@ -184,7 +184,8 @@ class Task:
         reply = Reply(message.client, message.request, _FULL, None)
         stored = self.store.get("meta", dead_key(message.topology, message.dead_letter_id))
         if stored is None:
-            failure = f"dead letter {message.dead_letter_id} of topology {message.topology!r} is gone (already retried?)"
+            failure = (f"dead letter {message.dead_letter_id} of topology {message.topology!r} is gone "
+                       "(already retried?)")
             self._round.complete(reply, self.task_id, -1, {}, [], failure=failure, kind="NotFound")
             return
         entry = dead_decoder.decode(stored)

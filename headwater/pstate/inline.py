@@ -209,7 +209,8 @@ def _append(schema: List, value: Any, path: str, element: Any) -> list:
 
 def _extend(schema: List, value: Any, path: str, elements: Any) -> list:
     if not isinstance(elements, (list, tuple)):
-        raise SchemaError(f"extend() needs a list, got {type(elements).__name__} {elements!r:.100} at {path}", path=path)
+        raise SchemaError(f"extend() needs a list, got {type(elements).__name__} {elements!r:.100} at {path}",
+                          path=path)
     return [*([] if value is ABSENT else value), *elements]
 
 

@@ -143,7 +143,8 @@ def _elements(reader: Reader, position: Position, *, limit: int | None = None, r
         keys = (keys[::-1] if reverse else keys)[:limit]
         return [_element(reader, position.collection, key) for key in keys]
     if isinstance(position, Entry):
-        items: list[Position] = [Computed(position.key, "a map key"), step_to(reader, position.collection, position.key)]
+        items: list[Position] = [Computed(position.key, "a map key"),
+                                 step_to(reader, position.collection, position.key)]
         items = items[::-1] if reverse else items
         return items[:limit]
     values = _python_elements(value_of(reader, position), reverse)

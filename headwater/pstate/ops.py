@@ -1,4 +1,4 @@
-"""The operations a path can end with (`get`, `set`, `increment`, ...), which schemas they apply to, and their arguments.
+"""The operations a path can end with (`get`, `set`, `increment`, ...), the schemas they apply to, their arguments.
 
 Both layouts — values stored whole (`inline`) and split collections (`stored`) — implement every
 operation; this module holds what they share, so that both check arguments the same way.

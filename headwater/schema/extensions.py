@@ -40,4 +40,5 @@ def ext_hook(code: int, data: memoryview) -> Any:
     container = {EXT_SET: set, EXT_TUPLE: tuple, EXT_FROZENSET: frozenset}.get(code)
     if container is not None:
         return container(_any_decoder.decode(raw))
-    raise SchemaError(f"stored value has an unknown msgpack extension type {code}; was it written by a newer headwater?")
+    raise SchemaError(f"stored value has an unknown msgpack extension type {code}; "
+                      "was it written by a newer headwater?")

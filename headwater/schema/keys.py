@@ -79,7 +79,8 @@ def encode_key(value: Any) -> bytes:
             return b"\x02" + value.encode().replace(b"\x00", b"\x00\xff") + b"\x00"
         if kind is uuid.UUID:
             return b"\x30" + value.bytes  # the tuple layer's UUID code and its 16 bytes
-        if kind is tuple and all(type(v) is str or (type(v) is int and _FAST_INT_MIN < v < _FAST_INT_MAX) for v in value):
+        if kind is tuple and all(type(v) is str or (type(v) is int and _FAST_INT_MIN < v < _FAST_INT_MAX)
+                                 for v in value):
             return b"\x05" + b"".join(map(encode_key, value)) + b"\x00"  # a nested tuple
         return fdb.tuple.pack((_tuple_item(value),))
     except UnicodeEncodeError as e:

@@ -171,7 +171,9 @@ def _prepare_record(schema: Record, value: Any, path: str) -> dict:
     }
 
 
-_PREPARERS: dict[type, Callable[[Any, Any, str], Any]] = {Leaf: _prepare_leaf, Map: _prepare_map, List: _prepare_list, Set: _prepare_set, Record: _prepare_record}
+_PREPARERS: dict[type, Callable[[Any, Any, str], Any]] = {
+    Leaf: _prepare_leaf, Map: _prepare_map, List: _prepare_list, Set: _prepare_set, Record: _prepare_record,
+}
 
 
 def check_fields(schema: Record, value: Mapping, path: str) -> None:
@@ -231,7 +233,8 @@ def _check_leaf(schema: Leaf, value: Any, path: str) -> None:
         message, inner = _split_msgspec_path(str(e))
         raise SchemaError(f"{message} ({value!r:.100}) at {path}{inner}", path=path + inner) from None
     except (TypeError, ValueError, OverflowError) as e:
-        raise SchemaError(f"{type(value).__name__} value {value!r:.100} cannot be stored at {path}: {e}", path=path) from None
+        raise SchemaError(f"{type(value).__name__} value {value!r:.100} cannot be stored at {path}: {e}",
+                          path=path) from None
 
 
 def _split_msgspec_path(message: str) -> tuple[str, str]:

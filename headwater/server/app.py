@@ -60,9 +60,11 @@ class HotRoute:
     (or returns `pstates.InThread` when it must not run on the event loop).
     """
 
-    def __init__(self, template: str, endpoint: Endpoint, method: str, answer: Callable[[Any], Any] | None = None) -> None:
+    def __init__(self, template: str, endpoint: Endpoint, method: str,
+                 answer: Callable[[Any], Any] | None = None) -> None:
         self.segments = template.split("/")
-        assert all(s[1:-1].isidentifier() for s in self.segments if s.startswith("{")), f"{template}: str parameters only"
+        templated = [s for s in self.segments if s.startswith("{")]
+        assert all(s[1:-1].isidentifier() for s in templated), f"{template}: str parameters only"
         self.endpoint, self.method, self.answer = endpoint, method, answer
 
     def match(self, method: str, parts: list[str]) -> dict[str, str] | None:
@@ -179,7 +181,8 @@ def create_app(cluster: InProcessCluster, *, auth: Auth | None = None,
     """The server for the modules deployed on `cluster` (which the caller keeps and closes)."""
     table = [row for rows in (modules.ROUTES, depots.ROUTES, pstates.ROUTES, queries.ROUTES) for row in rows]
     routes: list[Any] = [Route(path, fn, methods=methods) for path, fn, methods in table]
-    routes += [Route("/", _to_ui, methods=["GET"]), Mount("/ui", StaticFiles(directory=UI_DIRECTORY, html=True), name="ui")]
+    routes += [Route("/", _to_ui, methods=["GET"]),
+               Mount("/ui", StaticFiles(directory=UI_DIRECTORY, html=True), name="ui")]
     hot = [HotRoute(path, fn, method, ANSWERS.get(fn)) for path, fn, methods in table if fn in HOT_ENDPOINTS
            for method in methods]
     app = HeadwaterApp(routes, hot)

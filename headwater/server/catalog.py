@@ -25,7 +25,8 @@ from headwater.errors import NotFound
 from headwater.schema import List, Map, Record, Schema, Set, as_schema
 from headwater.schema.types import Leaf
 
-__all__ = ["deployment_of", "describe_module", "describe_schema", "describe_type", "event_type", "query_parameters", "runtime_of"]
+__all__ = ["deployment_of", "describe_module", "describe_schema", "describe_type", "event_type", "query_parameters",
+           "runtime_of"]
 
 
 def deployment_of(cluster: InProcessCluster, module: str) -> DeploymentBase:
@@ -55,11 +56,13 @@ def describe_type(kind: Any) -> dict[str, Any]:
     origin, args = typing.get_origin(kind), typing.get_args(kind)
     if origin is tuple:
         variadic = len(args) == 2 and args[1] is Ellipsis
-        return {"type": "tuple", "items": [describe_type(a) for a in (args[:1] if variadic else args)], "variadic": variadic}
+        return {"type": "tuple", "items": [describe_type(a) for a in (args[:1] if variadic else args)],
+                "variadic": variadic}
     if origin in (list, set, frozenset) or kind in (list, set, frozenset, tuple):
         return {"type": "list", "items": describe_type(args[0] if args else Any)}
     if origin is dict or kind is dict:
-        return {"type": "dict", "keys": describe_type(args[0] if args else Any), "values": describe_type(args[1] if args else Any)}
+        return {"type": "dict", "keys": describe_type(args[0] if args else Any),
+                "values": describe_type(args[1] if args else Any)}
     if origin in (typing.Union, types.UnionType):
         return {"type": "union", "options": [describe_type(a) for a in args]}
     if isinstance(kind, type) and issubclass(kind, enum.Enum):
@@ -122,7 +125,8 @@ def describe_module(runtime: ModuleRuntime) -> dict[str, Any]:
         "tasks": runtime.tasks,
         "depots": [_describe_depot(depot) for depot in runtime.depots.values()],
         "pstates": [
-            {"name": p.name, "partitioned": p.decl.partitioned, "keyed": p.keyed, "schema": describe_schema(as_schema(p.decl.schema))}
+            {"name": p.name, "partitioned": p.decl.partitioned, "keyed": p.keyed,
+             "schema": describe_schema(as_schema(p.decl.schema))}
             for p in runtime.pstates.values()
         ],
         "topologies": [
@@ -142,7 +146,8 @@ def describe_module(runtime: ModuleRuntime) -> dict[str, Any]:
 
 def _describe_depot(depot: Any) -> dict[str, Any]:
     decl = depot.decl
-    partition_by = decl.partition_by if isinstance(decl.partition_by, str) or decl.partition_by is None else "<function>"
+    named = isinstance(decl.partition_by, str) or decl.partition_by is None
+    partition_by = decl.partition_by if named else "<function>"
     return {
         "name": depot.name,
         "partitions": depot.partitions,

@@ -84,7 +84,8 @@ async def append_many(request: Request) -> Response:
     ack, timeout = _ack(request), query_float(request, "timeout", 30.0, maximum=TIMEOUT_MAX_S)
     events = _decode_events(state, depot, await read_body(request, state.max_body_bytes), many=True)
     if len(events) > APPEND_MANY_MAX:
-        raise ApiError(413, "body_too_large", f"{len(events):,} events in one request; send at most {APPEND_MANY_MAX:,}")
+        raise ApiError(413, "body_too_large",
+                       f"{len(events):,} events in one request; send at most {APPEND_MANY_MAX:,}")
     started = time.perf_counter()
     try:  # validated whole before anything is appended: a bad event anywhere appends nothing
         results = await depot.append_many_async(events, ack=ack, timeout=timeout)

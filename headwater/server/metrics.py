@@ -27,7 +27,8 @@ def module_stats(cluster: InProcessCluster, deployment: Any) -> dict[str, Any]:
     """Depot end offsets, and per topology: records processed, lag and dead letters."""
     runtime, transport = deployment.runtime, deployment.transport
     ends = {
-        depot.name: [transport.read(depot.task_of_partition(p), ("depot_end", depot.depot_id)) for p in range(depot.partitions)]
+        depot.name: [transport.read(depot.task_of_partition(p), ("depot_end", depot.depot_id))
+                     for p in range(depot.partitions)]
         for depot in runtime.depots.values()
     }
     progress = cluster.progress(runtime.name)

@@ -68,7 +68,8 @@ def _timeout(maximum: float, what: str) -> dict[str, Any]:
 
 
 _PARTITION = _param("partition", "path", {"type": "integer", "minimum": 0}, "partition number", True)
-_PARTITION_INFO = _object(("partition", "start_offset", "end_offset"), partition=_INT, start_offset=_INT, end_offset=_INT)
+_PARTITION_INFO = _object(("partition", "start_offset", "end_offset"),
+                          partition=_INT, start_offset=_INT, end_offset=_INT)
 _DEAD_LETTER = _object(("id", "topology", "kind", "task", "partition", "offset", "error_type", "traceback", "attempts"),
                        id=_INT, topology={"type": "string"}, kind={"type": "string"}, task=_INT, partition=_INT,
                        offset=_INT, step={"type": ["string", "null"]}, error_type={"type": "string"},
@@ -139,7 +140,8 @@ def _pstate_path(module: str, pstate: str, schema_repr: str) -> dict[str, Any]:
                "page size; more pages come with `next`"),
         _param("reverse", "query", {"type": "boolean"}, "descending key order"),
         _param("element", "query", {"type": "string"}, "the element for contains (JSON, or a plain string)"),
-        _param("task", "query", {"type": "integer", "minimum": 0}, "the task to read a per-task PState or a whole map on"),
+        _param("task", "query", {"type": "integer", "minimum": 0},
+               "the task to read a per-task PState or a whole map on"),
     ]
     cursor = {"type": "object", "description": 'where the next page starts: {"start": k}, or {"stop": k} in reverse'}
     return {f"/api/modules/{module}/pstates/{pstate}/{{op}}": {"get": {
@@ -162,10 +164,12 @@ def _query_path(module: str, name: str, fn: Any) -> dict[str, Any]:
     if items:
         positional["prefixItems"] = items
     named = {"type": "object", "additionalProperties": False,
-             "properties": {"args": {k: v for k, v in positional.items() if k != "minItems"}, "kwargs": {"type": "object"}}}
+             "properties": {"args": {k: v for k, v in positional.items() if k != "minItems"},
+                            "kwargs": {"type": "object"}}}
     body = {"anyOf": [positional, named], "description": "[arg, ...] or {\"args\": [...], \"kwargs\": {...}}"}
     return {f"/api/modules/{module}/queries/{name}": {"post": {
-        "summary": f"Invoke query {module}.{name}", "tags": [module], "parameters": [_timeout(QUERY_TIMEOUT_MAX_S, "the answer")],
+        "summary": f"Invoke query {module}.{name}", "tags": [module],
+        "parameters": [_timeout(QUERY_TIMEOUT_MAX_S, "the answer")],
         "requestBody": _json_body(body, required=required > 0),
         "responses": {"200": _ok(_VALUE),
                       **_errors("400", "401", "403", "404", "413", "422", "503", extra={
@@ -177,7 +181,8 @@ def _topology_paths(module: str, topology: str) -> dict[str, Any]:
     prefix = f"/api/modules/{module}/topologies/{topology}/dead-letters"
     return {
         prefix: {"get": {"summary": f"Dead letters of {module}.{topology}", "tags": [module],
-                         "responses": {"200": _ok(_object(("dead_letters",), dead_letters={"type": "array", "items": _DEAD_LETTER})),
+                         "responses": {"200": _ok(_object(("dead_letters",),
+                                                          dead_letters={"type": "array", "items": _DEAD_LETTER})),
                                        **_errors("401", "403", "404", "503")}}},
         prefix + "/{id}/retry": {"post": {
             "summary": f"Retry a dead letter of {module}.{topology} (admin)", "tags": [module],
@@ -233,7 +238,8 @@ _COMMON_SCHEMAS = {
         "durable": {"type": "boolean", "description": "ack_timeout (true) and not_confirmed (false)"},
         "remote_traceback": {"type": "string"}, "error_type": {"type": "string"},
         "topology": {"type": ["string", "null"]},
-        "kind": {"type": "string"}, "name": {"type": "string"}, "known": {"type": "array", "items": {"type": "string"}}}},
+        "kind": {"type": "string"}, "name": {"type": "string"},
+        "known": {"type": "array", "items": {"type": "string"}}}},
     "AppendResult": {"type": "object", "required": ["partition", "offset", "results"], "properties": {
         "accepted": {"type": "boolean", "description": "ack=none: handed to the task, not yet durable"},
         "partition": {"type": ["integer", "null"]}, "offset": {"type": ["integer", "null"]},

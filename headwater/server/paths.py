@@ -113,7 +113,8 @@ def _navigator(position: Schema | None, raw: dict[str, Any]) -> tuple[Any, Schem
                         "read with plain keys and get/keys/items instead")
     unknown = set(raw) - {"nav", *fields}
     if unknown:
-        raise PathError(f"navigator {name!r} takes {', '.join(fields) or 'no fields'}, not {', '.join(sorted(unknown))}")
+        raise PathError(f"navigator {name!r} takes {', '.join(fields) or 'no fields'}, "
+                        f"not {', '.join(sorted(unknown))}")
     if name == "must":
         key, position = _plain_step(position, raw.get("key"))
         return navigator(key), position

@@ -110,7 +110,8 @@ def _status_line(status: int) -> bytes:
     return f"HTTP/1.1 {status} {phrase}\r\n".encode("ascii")
 
 
-def http_protocol(answer_now: AnswerNow | None = None, limits: ConnectionLimits = ConnectionLimits()) -> type[asyncio.Protocol]:
+def http_protocol(answer_now: AnswerNow | None = None,
+                  limits: ConnectionLimits = ConnectionLimits()) -> type[asyncio.Protocol]:
     """uvicorn's HTTP protocol on the fastest parser installed, writing through a CoalescingTransport,
     reading requests within `limits`, and answering at once what `answer_now` (method, path, query
     string, headers) can answer."""
@@ -138,7 +139,8 @@ def http_protocol(answer_now: AnswerNow | None = None, limits: ConnectionLimits 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(CoalescingTransport(transport, asyncio.get_running_loop()))
             # A connection that never sends a byte is closed like an idle kept-alive one.
-            self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
+            self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive,
+                                                                self.timeout_keep_alive_handler)
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._cancel_read_timer()

@@ -1,4 +1,6 @@
-"""PState reads: `GET /api/modules/{m}/pstates/{p}/{op}?path=[...]` with the read ops of a View (get, exists, size, keys, items, values, slice, contains, select).
+"""PState reads: `GET /api/modules/{m}/pstates/{p}/{op}?path=[...]` with the read ops of a View.
+
+The ops are get, exists, size, keys, items, values, slice, contains and select.
 
 Ranges come back at most `READ_PAGE_MAX` elements at a time with a `next` cursor (`{"start": k}`
 going forward, `{"stop": k}` in reverse), so no request reads without bound. A read of a whole
@@ -144,7 +146,8 @@ def _range_args(request: Request, view: View) -> tuple[Any, Any, int, bool]:
     start, stop = (query_json(request, b) for b in ("start", "stop"))
     limit = query_int(request, "limit", READ_PAGE_MAX, maximum=READ_PAGE_MAX)
     assert limit is not None
-    return (None if start is None else convert_key(start, key_type), None if stop is None else convert_key(stop, key_type),
+    return (None if start is None else convert_key(start, key_type),
+            None if stop is None else convert_key(stop, key_type),
             limit, query_bool(request, "reverse"))
 
 
