@@ -54,7 +54,8 @@ def test_every_endpoint_of_the_server_is_in_the_document(document):
                  "/api/modules/jobs/depots/internal/partitions"):  # a depot clients may not append to is still read
         assert path in paths, path
     assert "/api/modules/jobs/depots/internal/append" not in paths
-    retry = paths["/api/modules/jobs/topologies/work/dead-letters/{id}/retry"]["post"]["responses"]
+    topology = "work"  # the jobs module's topology
+    retry = paths[f"/api/modules/jobs/topologies/{topology}/dead-letters/{{id}}/retry"]["post"]["responses"]
     assert {"400", "404", "500", "504"} <= set(retry)
     query = paths["/api/modules/jobs/queries/explode"]["post"]  # takes no arguments
     assert query["requestBody"]["required"] is False
