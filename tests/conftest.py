@@ -1,7 +1,12 @@
+import os
+
 import pytest
 
 import headwater as hw
 from tests.clusters import CLUSTER_KINDS, open_cluster
+
+# In-process clusters of the suite read across the task seam as bytes, as worker processes do.
+os.environ.setdefault("HEADWATER_STRICT_SEAM", "1")
 
 
 @pytest.fixture

@@ -10,6 +10,8 @@ implementation (actors) will implement the same interface.
 
 from __future__ import annotations
 
+import os
+import pickle
 import threading
 import time
 from abc import abstractmethod
@@ -18,6 +20,7 @@ from collections.abc import Callable, Hashable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
+from headwater.cluster.wire import dump_error, dumps, load_error
 from headwater.engine.transport import Transport
 from headwater.errors import AckTimeout, Unavailable
 
@@ -35,6 +38,8 @@ APPEND_BYTES_IN_FLIGHT_MAX = 64 * 1024 * 1024
 # any inbox of a module holds more, its tasks start no new records (hops and acks still flow),
 # so fan-out cannot outrun the tasks that receive it.
 INBOX_BYTES_MAX = 64 * 1024 * 1024
+# Set to "1", every InProcessTransport round-trips reads through bytes (the test suite sets it).
+STRICT_SEAM_ENV = "HEADWATER_STRICT_SEAM"
 # The longest a query waits to start at a consistent cut (for a microbatch commit to finish).
 COMMIT_WAIT_MAX_S = 60.0
 
@@ -268,6 +273,9 @@ class InProcessTransport(ClientTransport):
         self._clients: dict[int, Callable[[bytes], None]] = {}
         self._gate = _CommitGate(self.send)
         self.closed = False
+        # Strict mode (tests): reads cross as bytes, as they do between processes, so a request or
+        # an answer that only works as a shared live object fails here too.
+        self.strict = os.environ.get(STRICT_SEAM_ENV) == "1"
 
     # wiring, done by the cluster before any task starts
     def register_task(self, task_id: int, read: Callable[[tuple[Any, ...]], Any],
@@ -319,7 +327,13 @@ class InProcessTransport(ClientTransport):
         # batches are atomic, so a reader never waits behind a busy task, nor behind a query.
         if self.closed:
             raise Unavailable("the cluster is closed")
-        return self._readers[task_id](request)
+        if not self.strict:
+            return self._readers[task_id](request)
+        try:
+            answer = self._readers[task_id](pickle.loads(dumps(request)))
+        except BaseException as e:
+            raise load_error(dump_error(e)) from None
+        return pickle.loads(dumps(answer))
 
     def consistent_reads(self) -> AbstractContextManager[None]:
         return self._gate.reading()

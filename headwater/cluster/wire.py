@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+import cloudpickle
 import msgspec
 
 from headwater.errors import HeadwaterError, Unavailable
@@ -38,6 +39,7 @@ __all__ = [
     "ToTask",
     "connect",
     "dump_error",
+    "dumps",
     "load_error",
 ]
 
@@ -101,6 +103,14 @@ class Hello(msgspec.Struct, tag=6, array_like=True):
 Envelope = ToTask | ToClient | Released | Call | Answer | Hello | Failed
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Envelope)
+
+
+def dumps(value: Any) -> bytes:
+    """Pickle `value`; what plain pickle cannot (a lambda in a path's filter, say) goes by value."""
+    try:
+        return pickle.dumps(value)
+    except (pickle.PicklingError, AttributeError, TypeError):
+        return cloudpickle.dumps(value)
 
 
 def dump_error(error: BaseException) -> bytes:
@@ -189,7 +199,7 @@ class Link:
         call_id = next(self._ids)
         pending = self._calls[call_id] = _Pending()
         try:
-            self.send(Call(call_id, op, pickle.dumps(args)))
+            self.send(Call(call_id, op, dumps(args)))
             if not pending.done.wait(timeout_s):
                 raise Unavailable(f"{self.name} did not answer {op} within {timeout_s}s")
         finally:
@@ -205,7 +215,7 @@ class Link:
         """Run a call that arrived and send its answer (on whatever thread the owner chose)."""
         try:
             result = run(*pickle.loads(call.payload))
-            payload, ok = pickle.dumps(result), True
+            payload, ok = dumps(result), True
         except BaseException as e:
             payload, ok = dump_error(e), False
         try:

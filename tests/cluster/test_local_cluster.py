@@ -142,3 +142,14 @@ def test_in_process_status_has_the_same_shape(cluster):
     cluster.deploy(microbatch_bank, tasks=2)
     assert cluster.status() == {"mbbank": [{"task": t, "worker": None, "pid": os.getpid(), "up": True}
                                            for t in range(2)]}
+
+
+def test_a_path_with_a_function_in_it_reads_on_every_cluster_kind(any_cluster):
+    any_cluster.deploy(microbatch_bank, tasks=2)
+    deposits = any_cluster.depot("mbbank", "deposits")
+    deposits.append_many([Deposit(user, 10 * (user + 1)) for user in range(4)], ack="append")
+    any_cluster.wait_for_microbatch("mbbank", "banking", processed=4)
+    funds = any_cluster.pstate("mbbank", "funds")
+    rich = [user for user in range(4) if funds[user].select(hw.filter(lambda amount: amount > 20)) != []]
+    assert rich == [2, 3]
+    assert funds[3].select(hw.view(lambda amount: amount // 10)) == [4]
