@@ -50,15 +50,28 @@ __all__ = [
 
 
 class HeadwaterError(Exception):
-    """Root of every error headwater raises on purpose."""
+    """Root of every error headwater raises on purpose: catch it to handle them all.
+
+        try:
+            cluster.depot("bank", "deposits").append(event)
+        except hw.HeadwaterError as e:
+            log.warning("not appended: %s", e)   # the message says what happened and what to do
+    """
 
 
 class DefinitionError(HeadwaterError):
-    """A module definition is invalid."""
+    """A module definition is invalid, found at definition or at `deploy`, before anything is written.
+
+        m.pstate("funds", hw.Map(int, int))
+        m.pstate("funds", hw.Map(int, int))    # DefinitionError: the name 'funds' is taken
+    """
 
 
 class SchemaError(HeadwaterError, ValueError):
-    """A value does not match its declared type. `path` locates the offending value."""
+    """A value does not match its declared type. `path` locates the offending value; nothing is written.
+
+        depot.append({"user_id": "one", "amount": 5})   # SchemaError at $.user_id
+    """
 
     def __init__(self, message: str, *, path: str = "$") -> None:
         super().__init__(message)
@@ -66,11 +79,19 @@ class SchemaError(HeadwaterError, ValueError):
 
 
 class PathError(HeadwaterError):
-    """A path does not fit the schema it navigates, or matched the wrong number of values."""
+    """A path does not fit the schema it navigates, or matched the wrong number of values.
+
+        balance = funds[1]                    # funds: hw.Map(int, int)
+        balance.select("cents")               # PathError: an int has no field 'cents'
+        incoming[5].select_one(hw.ALL)        # PathError unless exactly one element
+    """
 
 
 class NotFound(HeadwaterError, LookupError):
-    """An unknown name. The message suggests the closest existing name when there is one."""
+    """An unknown name. The message suggests the closest existing name when there is one.
+
+        cluster.depot("bank", "deposit")      # NotFound: no depot named 'deposit'; did you mean 'deposits'?
+    """
 
     def __init__(self, kind: str, name: str, known: Iterable[str], *, where: str = "") -> None:
         known = sorted(known)
@@ -91,19 +112,32 @@ class NotFound(HeadwaterError, LookupError):
 
 
 class WrongPartitionError(HeadwaterError):
-    """A handler touched a top-level key that another task owns."""
+    """A handler touched a top-level key that another task owns; the message names the task and the fix.
+
+        ctx.pstate(funds)[t.to_id].increment(t.amount)   # in the sender's handler: use ctx.hop(t.to_id, credit, t)
+    """
 
 
 class ReadOnlyError(HeadwaterError):
-    """A write was attempted in a read-only context."""
+    """A write was attempted in a read-only context: a client view, a query, or a step a query calls.
+
+        cluster.pstate("bank", "funds")[1].set(5)   # ReadOnlyError: append an event instead
+    """
 
 
 class PermissionDenied(HeadwaterError):
-    """The caller may not perform this operation."""
+    """The caller may not perform this operation (a depot closed to clients, a token without the scope).
+
+        cluster.depot("jobs", "internal").append(job)   # a depot declared with client_appends=False
+    """
 
 
 class IdempotencyConflict(HeadwaterError):
-    """An idempotency key was reused for a different event."""
+    """An idempotency key was reused for a different event; nothing was appended.
+
+        depot.append(Deposit(1, 5), idempotency_key="k1")
+        depot.append(Deposit(1, 6), idempotency_key="k1")   # IdempotencyConflict
+    """
 
 
 class HandlerError(HeadwaterError):
@@ -149,20 +183,33 @@ class AckTimeout(HeadwaterError, TimeoutError):
 
 
 class QueryTimeout(HeadwaterError, TimeoutError):
-    """A query did not finish within its timeout."""
+    """A query did not finish within its timeout; it runs on in the background, holding nothing.
+
+        cluster.query("bank", "total_funds")(timeout=0.5)
+    """
 
 
 class QueryDepthExceeded(HeadwaterError, RecursionError):
-    """Queries invoked queries more deeply nested than allowed."""
+    """Queries invoked queries more deeply nested than allowed (32): a query recursing without end."""
 
 
 class HopDepthExceeded(HeadwaterError, RecursionError):
-    """A chain of hops, each step hopping to the next, grew longer than allowed: hops keep causing hops."""
+    """A chain of hops, each step hopping to the next, grew longer than allowed (1,000): hops keep
+    causing hops. The hop past the bound fails, and its tree's appender gets a `HandlerError`."""
 
 
 class Unavailable(HeadwaterError):
-    """The cluster or task cannot serve the call now."""
+    """The cluster or task cannot serve the call now (closed, stopped, workers restarting): retry later,
+    with the same `idempotency_key` for an append.
+
+        try:
+            depot.append(event, idempotency_key=key)
+        except hw.Unavailable:
+            time.sleep(0.1)
+            depot.append(event, idempotency_key=key)   # lands once either way
+    """
 
 
 class StorageError(HeadwaterError):
-    """The storage engine failed."""
+    """The storage engine failed (disk full, corruption, a data directory another process holds open);
+    the message names the store and the cause."""

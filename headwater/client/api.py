@@ -417,7 +417,13 @@ def pstate_view(deployment: DeploymentBase, name: Any, task: int | None = None) 
 
 
 class DeadLetter:
-    """A failed invocation of a stream topology, kept with its traceback until retried."""
+    """A failed invocation of a stream topology, kept with its traceback until retried.
+
+        for dead in cluster.dead_letters("bank", "transfer"):
+            print(dead.offset, dead.error_type, dead.event)
+            print(dead.traceback)        # where the handler raised
+            dead.retry()                 # after fixing the cause: runs it again, once
+    """
 
     def __init__(self, deployment: DeploymentBase, entry: Any) -> None:
         self._deployment = deployment

@@ -219,7 +219,13 @@ def connect(url: str, token: str | None = None, *, modules: Iterable[Module] = (
 
 
 class RemoteCluster:
-    """A headwater server seen through its HTTP API; see `connect`."""
+    """A headwater server seen through its HTTP API, with the client interface of a cluster; see `connect`.
+
+        with hw.connect("http://127.0.0.1:8000", modules=[bank]) as cluster:
+            cluster.depot("bank", "deposits").append(Deposit(1, 100))["deposit"]
+            cluster.pstate("bank", "funds")[1].get()
+            cluster.query("bank", "total_funds")()
+    """
 
     def __init__(self, url: str, token: str | None = None, *, modules: Iterable[Module] = (),
                  timeout_s: float = 30.0) -> None:
