@@ -40,7 +40,7 @@ from headwater.cluster.wire import Failed, Hello, Link, Released, ToClient, ToTa
 from headwater.cluster.worker import RemoteGate
 from headwater.engine.definitions import Module
 from headwater.engine.runtime import Catalog, ModuleRuntime
-from headwater.errors import AckTimeout, DefinitionError, Unavailable
+from headwater.errors import DefinitionError, Unavailable
 
 __all__ = ["LocalCluster", "WORKERS_MAX"]
 
@@ -199,12 +199,7 @@ class SupervisorTransport(ClientTransport):
     def admit_append(self, task_id: int, message: bytes, *, size_bytes: int, timeout_s: float,
                      caller_waits: bool = False) -> None:
         link = self._link(task_id)
-        if not self._slots[task_id].acquire(size_bytes, timeout_s):
-            raise AckTimeout(
-                f"task {task_id} has {APPENDS_IN_FLIGHT_MAX} appends or {APPEND_BYTES_IN_FLIGHT_MAX:,} event bytes "
-                f"in flight and admitted none within {timeout_s}s; nothing was appended. Retry later or raise "
-                "the timeout"
-            )
+        self._slots[task_id].admit(task_id, size_bytes, timeout_s)
         link.send(ToTask(self._module, task_id, message))
 
     def release_appends(self, task_id: int, count: int, size_bytes: int) -> None:

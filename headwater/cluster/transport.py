@@ -171,6 +171,15 @@ class _Admission:
     def _full(self, size_bytes: int) -> bool:
         return self._free <= 0 or (size_bytes > self._free_bytes and self._free_bytes < self._limit_bytes)
 
+    def admit(self, task_id: int, size_bytes: int, timeout_s: float) -> None:
+        """Take a slot for an append of `size_bytes` to task `task_id`, or raise AckTimeout after `timeout_s`."""
+        if not self.acquire(size_bytes, timeout_s):
+            raise AckTimeout(
+                f"task {task_id} has {APPENDS_IN_FLIGHT_MAX} appends or {APPEND_BYTES_IN_FLIGHT_MAX:,} event bytes "
+                f"in flight and admitted none within {timeout_s}s; nothing was appended. Retry later or raise "
+                "the timeout"
+            )
+
     def acquire(self, size_bytes: int, timeout_s: float) -> bool:
         with self._lock:
             if self._full(size_bytes):
@@ -297,12 +306,7 @@ class InProcessTransport(ClientTransport):
                      caller_waits: bool = False) -> None:
         if self.closed:
             raise Unavailable("the cluster is closed")
-        if not self._slots[task_id].acquire(size_bytes, timeout_s):
-            raise AckTimeout(
-                f"task {task_id} has {APPENDS_IN_FLIGHT_MAX} appends or {APPEND_BYTES_IN_FLIGHT_MAX:,} event bytes "
-                f"in flight and admitted none within {timeout_s}s; nothing was appended. Retry later or raise "
-                "the timeout"
-            )
+        self._slots[task_id].admit(task_id, size_bytes, timeout_s)
         inbox = self._inboxes[task_id]
         if caller_waits:
             inbox.put(message, wake=False)  # this thread runs the round, or wakes the task thread

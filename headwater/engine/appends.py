@@ -33,13 +33,19 @@ from headwater.engine.rounds import Reply, Round, admitted_bytes
 from headwater.engine.runtime import ModuleRuntime
 from headwater.storage import Batch, Store
 
-__all__ = ["RECENT_BYTES_MAX", "RECENT_RECORDS_MAX", "Appends", "RecordState"]
+__all__ = ["RECENT_BYTES_MAX", "RECENT_RECORDS_MAX", "Appends", "RecordState", "depot_records"]
 
 # Just-appended records kept in memory so that processing them needs no read, at most this many
 # and this many event bytes (big events are read back from the store instead).
 RECENT_RECORDS_MAX = 65_536
 RECENT_BYTES_MAX = 64 * 1024 * 1024
 _OPEN_RECORD_NEW = meta_encoder.encode(OpenRecord())
+
+
+def depot_records(store: Store, depot_id: int, start: int, stop: int) -> list[tuple[int, int, bytes]]:
+    """(offset, timestamp_us, event) of the stored records of a depot partition in [start, stop)."""
+    return [(DEPOT_KEY.unpack(k)[1], I64.unpack(v[:8])[0], v[8:])
+            for k, v in store.iterate("depot", depot_key(depot_id, start), depot_key(depot_id, stop))]
 
 
 class RecordState:
@@ -221,5 +227,4 @@ class Appends:
         """(offset, timestamp_us, event) of the records in [start, stop) of this task's partition."""
         if stop - start == 1:
             return [(start, *self.read(depot_id, start, consume=False))]
-        return [(DEPOT_KEY.unpack(k)[1], I64.unpack(v[:8])[0], v[8:])
-                for k, v in self._store.iterate("depot", depot_key(depot_id, start), depot_key(depot_id, stop))]
+        return depot_records(self._store, depot_id, start, stop)

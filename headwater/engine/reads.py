@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from headwater.engine import messages
+from headwater.engine.appends import depot_records
 from headwater.engine.context import Context, TaskViews, TxnSlot
-from headwater.engine.meta import DEPOT_KEY, I64, U64, dead_decoder, depot_key
+from headwater.engine.meta import U64, dead_decoder
 from headwater.engine.query import query_decl, run_query_body
 from headwater.engine.runtime import ModuleRuntime
 from headwater.engine.transport import Transport
@@ -44,8 +45,7 @@ class Reads:
             return self._runtime.pstates[name].layout.read(self._reader, steps, op, args, kwargs)
         if kind == "depot_read":
             _, depot_id, start, stop = request
-            return [(DEPOT_KEY.unpack(k)[1], I64.unpack(v[:8])[0], v[8:])
-                    for k, v in self._store.iterate("depot", depot_key(depot_id, start), depot_key(depot_id, stop))]
+            return depot_records(self._store, depot_id, start, stop)
         if kind == "depot_end":
             return self._stored_end(request[1])
         if kind == "dead_letters":
