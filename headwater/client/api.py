@@ -14,10 +14,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from headwater.client.replies import Waiter
+from headwater.client.replies import (
+    BUSY_BACKOFF_MIN_S,
+    UNCONFIRMED_BYTES_MAX,
+    UNCONFIRMED_MAX,
+    FireGroup,
+    Waiter,
+    next_backoff,
+)
 from headwater.engine import messages
 from headwater.engine.definitions import Ack
-from headwater.engine.messages import AppendRecord, Completed, RetryDeadLetter
+from headwater.engine.messages import AppendBatch, AppendRecord, Completed, RetryDeadLetter
 from headwater.engine.query import routed_view
 from headwater.engine.runtime import DepotRuntime
 from headwater.errors import (
@@ -182,37 +189,113 @@ class DepotClient:
                                   path=f"$[{index}]{e.path.removeprefix('$')}") from None
         return [(data, depot.partition_for(validated, idempotency_key)) for data, validated in encoded]
 
-    def _submit(self, prepared: tuple[bytes, int], ack: Ack, timeout: float, idempotency_key: str | None,
-                loop: asyncio.AbstractEventLoop | None = None, *, waits_here: bool = False) -> Waiter | None:
-        """Send one prepared event to its task; the waiter of its reply (None for Ack.NONE)."""
+    def _groups(self, prepared: list[tuple[bytes, int]]) -> dict[int, list[int]]:
+        """The indices of `prepared`, in order, by the task each goes to: one message per task."""
         depot = self._depot
-        data, partition = prepared
-        deployment = self._deployment
-        deployment.check_open()
-        waiter = Waiter(partition, loop=loop, durable=ack is Ack.APPEND) if ack is not Ack.NONE else None
-        request = deployment.router.register(waiter) if waiter is not None else 0
-        message = AppendRecord(depot.depot_id, partition, data, ack.value, deployment.client_id, request,
-                               idempotency_key)
-        try:
-            deployment.transport.admit_append(depot.task_of_partition(partition), messages.encode(message),
-                                              size_bytes=len(data), timeout_s=timeout, caller_waits=waits_here)
-        except BaseException:
-            deployment.router.forget(request)
-            raise
-        return waiter
+        groups: dict[int, list[int]] = {}
+        for index, (_, partition) in enumerate(prepared):
+            groups.setdefault(depot.task_of_partition(partition), []).append(index)
+        return groups
 
-    def _result(self, waiter: Waiter | None, ack: Ack, timeout: float, started: float) -> AppendResult | None:
-        if waiter is None:
-            return None
-        deadline = started + timeout
+    def _send(self, task: int, items: list[tuple[bytes, int]], waiters: list[Waiter], ack: Ack,
+              idempotency_key: str | None, *, caller_waits: bool = False, timeout_s: float = 0.0) -> None:
+        """Send appends to `task` in one message, which the task admits whole or answers Busy."""
+        deployment = self._deployment
+        router, depot_id, client = deployment.router, self._depot.depot_id, deployment.client_id
+        records = [AppendRecord(depot_id, partition, data, ack.value, client, router.reregister(waiter),
+                                idempotency_key)
+                   for (data, partition), waiter in zip(items, waiters, strict=True)]
+        message = messages.encode(records[0] if len(records) == 1 else AppendBatch(records))
+        try:
+            deployment.transport.submit_append(task, message, caller_waits=caller_waits, timeout_s=timeout_s)
+        except BaseException:
+            for waiter in waiters:
+                router.forget(waiter.request)
+            raise
+
+    def _dispatch(self, task: int, indices: list[int], prepared: list[tuple[bytes, int]], waiters: list[Waiter],
+                  ack: Ack, idempotency_key: str | None, loop: asyncio.AbstractEventLoop | None = None, *,
+                  caller_waits: bool = False, timeout_s: float = 0.0) -> None:
+        """(Re)send the appends at `indices` to `task`, with a fresh waiter each (in `waiters`)."""
+        for index in indices:
+            waiters[index] = Waiter(prepared[index][1], loop=loop, durable=ack is Ack.APPEND)
+        self._send(task, [prepared[i] for i in indices], [waiters[i] for i in indices], ack, idempotency_key,
+                   caller_waits=caller_waits, timeout_s=timeout_s)
+
+    def _fire(self, prepared: list[tuple[bytes, int]], timeout: float, idempotency_key: str | None) -> None:
+        """Ack.NONE: send and return; each append is confirmed by its Appended reply, or sent again
+        by the router if its task refused it (Busy), until `timeout`."""
+        deployment = self._deployment
+        router = deployment.router
+        deadline = time.monotonic() + timeout
+        for task, indices in self._groups(prepared).items():
+            items = [prepared[i] for i in indices]
+
+            def send(group: FireGroup, task: int = task, items: list[tuple[bytes, int]] = items) -> None:
+                # Sent as Ack.APPEND, which the task confirms once durable, and not waited for here.
+                self._send(task, items, group.waiters, Ack.APPEND, idempotency_key)
+
+            group = FireGroup(send, [Waiter(partition, durable=True) for _, partition in items],
+                              [len(data) for data, _ in items], deadline)
+            if not router.reserve(group, timeout):
+                raise AckTimeout(
+                    f"{UNCONFIRMED_MAX} Ack.NONE appends (or {UNCONFIRMED_BYTES_MAX:,} event bytes) to module "
+                    f"{self.module!r} are not yet confirmed durable (their tasks are busy) and none made room within "
+                    f"{timeout}s; nothing more was appended. Retry later, raise the timeout, or use Ack.APPEND to "
+                    "wait for each append"
+                )
+            send(group)
+
+    def _busy_timeout(self, waiter: Waiter, timeout: float) -> AckTimeout:
+        busy = waiter.busy
+        assert busy is not None
+        return AckTimeout(
+            f"task {busy.task} of module {self.module!r} holds {busy.appends_max} appends or "
+            f"{busy.bytes_max:,} event bytes in flight and admitted none within {timeout}s; nothing was "
+            "appended. Retry later or raise the timeout", partition=waiter.partition,
+        )
+
+    def _append_prepared(self, prepared: list[tuple[bytes, int]], ack: Ack, timeout: float,
+                         idempotency_key: str | None = None, *, waits_here: bool = False) -> list[AppendResult | None]:
+        """Send every prepared event (one message per task), wait for each in input order, and send
+        again, after a back-off, what a busy task refused; results in input order."""
+        self._deployment.check_open()
+        if ack is Ack.NONE:
+            self._fire(prepared, timeout, idempotency_key)
+            return [None] * len(prepared)
+        deadline = time.monotonic() + timeout
+        groups = self._groups(prepared)
+        waiters: list[Waiter] = [None] * len(prepared)  # type: ignore[list-item]  # filled by _dispatch
+        for task, indices in groups.items():
+            self._dispatch(task, indices, prepared, waiters, ack, idempotency_key, caller_waits=waits_here,
+                           timeout_s=timeout)
+        backoff = dict.fromkeys(groups, BUSY_BACKOFF_MIN_S)
+        results: list[AppendResult | None] = []
+        for index in range(len(prepared)):
+            while True:
+                waiter = waiters[index]
+                if not self._wait(waiter.wait_durable if ack is Ack.APPEND else waiter.wait_done, deadline):
+                    raise self._timeout(waiter, ack, timeout)
+                if waiter.busy is None:
+                    break
+                # Its task refused its whole message: send all of that message again, in order.
+                task = self._depot.task_of_partition(waiter.partition)
+                if deadline - time.monotonic() <= backoff[task]:  # no time to send it again and hear back
+                    raise self._busy_timeout(waiter, timeout)
+                time.sleep(backoff[task])
+                backoff[task] = next_backoff(backoff[task])
+                self._deployment.check_open()
+                self._dispatch(task, groups[task], prepared, waiters, ack, idempotency_key,
+                               caller_waits=waits_here, timeout_s=timeout)
+            results.append(self._outcome(waiter, ack))
+        return results
+
+    def _outcome(self, waiter: Waiter, ack: Ack) -> AppendResult:
         if ack is Ack.APPEND:
-            if self._wait(waiter.wait_durable, deadline):
-                if waiter.completed is not None:
-                    raise_failure(waiter.completed, f"an event of {self.module}.{self.name}")
-                return AppendResult(waiter.partition, waiter.offset or 0, {})
-        elif self._wait(waiter.wait_done, deadline):
-            return self._completed(waiter)
-        raise self._timeout(waiter, ack, timeout)
+            if waiter.completed is not None:
+                raise_failure(waiter.completed, f"an event of {self.module}.{self.name}")
+            return AppendResult(waiter.partition, waiter.offset or 0, {})
+        return self._completed(waiter)
 
     def _wait(self, wait: Callable[[float], bool], deadline: float) -> bool:
         """`wait` until `deadline`, checking every HEALTH_CHECK_S that the module's tasks still run:
@@ -249,24 +332,27 @@ class DepotClient:
 
     def append(self, event: Any, *, ack: Ack | str = Ack.FULL, timeout: float = 30.0,
                idempotency_key: str | None = None) -> AppendResult | None:
-        """Append `event`; with Ack.FULL wait until every stream topology processed it."""
+        """Append `event`; with Ack.FULL wait until every stream topology processed it.
+
+        A task holding too many appends in flight answers Busy and nothing is appended; the
+        append is sent again after a short back-off until `timeout`, then raises `AckTimeout`.
+        """
         ack = Ack.parse(ack)
-        started = time.monotonic()
         # A full ack from a thread that would only wait may run the task's round itself. Not from
         # the main thread: a Ctrl-C there must interrupt the wait, never a round half-way.
         waits_here = ack is Ack.FULL and threading.current_thread() is not threading.main_thread()
-        waiter = self._submit(self._prepare([event], idempotency_key)[0], ack, timeout, idempotency_key,
-                              waits_here=waits_here)
-        return self._result(waiter, ack, timeout, started)
+        return self._append_prepared(self._prepare([event], idempotency_key), ack, timeout, idempotency_key,
+                                     waits_here=waits_here)[0]
 
     def append_many(self, events: Iterable[Any], *, ack: Ack | str = Ack.FULL,
                     timeout: float = 30.0) -> list[AppendResult | None]:
         """Append several events, submitted together so they share fsyncs; results in input order.
 
         Every event is validated before any is appended: a bad one raises `SchemaError` naming
-        its index, and nothing of the batch is appended.
+        its index, and nothing of the batch is appended. The events bound for one task travel in
+        one message, so those of one partition are appended in input order.
         """
-        return self._append_prepared(self._prepare(list(events)), ack, timeout)
+        return self._append_prepared(self._prepare(list(events)), Ack.parse(ack), timeout)
 
     async def append_many_async(self, events: Iterable[Any], *, ack: Ack | str = Ack.FULL,
                                 timeout: float = 30.0) -> list[AppendResult | None]:
@@ -282,27 +368,14 @@ class DepotClient:
         prepared = self._prepare(list(events))
         if ack is not Ack.FULL:  # durability acks are a group-commit away; waiting in a thread is fine
             return await asyncio.to_thread(self._append_prepared, prepared, ack, timeout)
-        outcomes = await asyncio.gather(*(self._append_async(p, ack, timeout, None) for p in prepared),
-                                        return_exceptions=True)
-        for outcome in outcomes:  # the first failure in input order, as append_many raises it
-            if isinstance(outcome, BaseException):
-                raise outcome
-        return outcomes  # type: ignore[return-value]
-
-    def _append_prepared(self, prepared: list[tuple[bytes, int]], ack: Ack | str,
-                         timeout: float) -> list[AppendResult | None]:
-        ack = Ack.parse(ack)
-        started = time.monotonic()
-        waiters = [self._submit(p, ack, timeout, None) for p in prepared]
-        return [self._result(waiter, ack, timeout, started) for waiter in waiters]
+        return await self._append_full_async(prepared, timeout, None)  # type: ignore[return-value]
 
     async def append_async(self, event: Any, *, ack: Ack | str = Ack.FULL, timeout: float = 30.0,
                            idempotency_key: str | None = None) -> AppendResult | None:
         """`append` for asyncio: the same arguments, result and errors.
 
-        With `Ack.FULL` the wait for the topologies is on the event loop, which is not blocked
-        (when the task has too many appends in flight, the wait for room is on a worker thread);
-        other acks run `append` in a worker thread.
+        With `Ack.FULL` the wait for the topologies, and the back-off when the task is busy, are
+        on the event loop, which is not blocked; other acks run `append` in a worker thread.
 
             result = await cluster.depot("bank", "deposits").append_async(Deposit(1, 100))
         """
@@ -310,19 +383,42 @@ class DepotClient:
         if ack is not Ack.FULL:  # durability acks are a group-commit away; waiting in a thread is fine
             return await asyncio.to_thread(self.append, event, ack=ack, timeout=timeout,
                                            idempotency_key=idempotency_key)
-        return await self._append_async(self._prepare([event], idempotency_key)[0], ack, timeout, idempotency_key)
+        return (await self._append_full_async(self._prepare([event], idempotency_key), timeout, idempotency_key))[0]
 
-    async def _append_async(self, prepared: tuple[bytes, int], ack: Ack, timeout: float,
-                            idempotency_key: str | None) -> AppendResult | None:
+    async def _append_full_async(self, prepared: list[tuple[bytes, int]], timeout: float,
+                                 idempotency_key: str | None) -> list[AppendResult]:
+        """`_append_prepared` for Ack.FULL on the event loop; the first failure in input order is raised."""
+        self._deployment.check_open()
         loop = asyncio.get_running_loop()
-        try:  # admitted at once, or...
-            waiter = self._submit(prepared, ack, 0.0, idempotency_key, loop)
-        except AckTimeout:  # ...the task is full: wait for room on a thread, never on the event loop
-            waiter = await asyncio.to_thread(self._submit, prepared, ack, timeout, idempotency_key, loop)
-        assert waiter is not None
-        if await waiter.wait_done_async(timeout):
-            return self._completed(waiter)
-        raise self._timeout(waiter, ack, timeout)
+        deadline = time.monotonic() + timeout
+        groups = self._groups(prepared)
+        waiters: list[Waiter] = [None] * len(prepared)  # type: ignore[list-item]  # filled by _dispatch
+        for task, indices in groups.items():
+            self._dispatch(task, indices, prepared, waiters, Ack.FULL, idempotency_key, loop)
+        backoff = dict.fromkeys(groups, BUSY_BACKOFF_MIN_S)
+        results: list[AppendResult] = []
+        failure: BaseException | None = None
+        for index in range(len(prepared)):
+            while True:
+                waiter = waiters[index]
+                if not await waiter.wait_done_async(deadline - time.monotonic()):
+                    raise self._timeout(waiter, Ack.FULL, timeout)
+                if waiter.busy is None:
+                    break
+                task = self._depot.task_of_partition(waiter.partition)
+                if deadline - time.monotonic() <= backoff[task]:  # no time to send it again and hear back
+                    raise self._busy_timeout(waiter, timeout)
+                await asyncio.sleep(backoff[task])
+                backoff[task] = next_backoff(backoff[task])
+                self._deployment.check_open()
+                self._dispatch(task, groups[task], prepared, waiters, Ack.FULL, idempotency_key, loop)
+            try:
+                results.append(self._completed(waiter))
+            except Exception as e:  # the others stay appended: wait for them, then raise the first
+                failure = failure or e
+        if failure is not None:
+            raise failure
+        return results
 
     # ---- reading the log ------------------------------------------------------------------
     def _check_partition(self, partition: int) -> int:

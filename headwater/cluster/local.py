@@ -4,7 +4,7 @@ The supervisor (this process, where the clients are) starts `workers` worker pro
 (`headwater.cluster.worker`), places task i on worker i mod workers, and ships each module to
 them by value with cloudpickle, so a module defined in a script, a test or a notebook cell
 deploys as it is. Clients here talk to the tasks through `SupervisorTransport`: appends are
-admitted here and sent to the owning worker, reads and query holds are calls to it, and replies
+sent to the owning worker (whose task admits them or answers Busy), reads and query holds are calls to it, and replies
 come back on the worker's link. Between workers, tasks' messages go straight from one to the other.
 
 When a worker dies the supervisor restarts every worker: each recovers its tasks from their data
@@ -35,8 +35,8 @@ import cloudpickle
 
 from headwater.client.replies import ReplyRouter
 from headwater.cluster.inprocess import DeploymentBase, InProcessCluster
-from headwater.cluster.transport import APPEND_BYTES_IN_FLIGHT_MAX, APPENDS_IN_FLIGHT_MAX, ClientTransport, _Admission
-from headwater.cluster.wire import Failed, Hello, Link, Released, ToClient, ToTask
+from headwater.cluster.transport import ClientTransport
+from headwater.cluster.wire import Failed, Hello, Link, ToClient, ToTask
 from headwater.cluster.worker import RemoteGate
 from headwater.engine.definitions import Module
 from headwater.engine.runtime import Catalog, ModuleRuntime
@@ -184,7 +184,6 @@ class SupervisorTransport(ClientTransport):
         self._workers = workers
         self._module = module
         self._placement = placement
-        self._slots = [_Admission(APPENDS_IN_FLIGHT_MAX, APPEND_BYTES_IN_FLIGHT_MAX) for _ in placement]
         self._gate = RemoteGate(lambda: workers.link(placement[0]), module)
         self.closed = False
 
@@ -196,14 +195,9 @@ class SupervisorTransport(ClientTransport):
     def send(self, task_id: int, message: bytes) -> None:
         self._link(task_id).send(ToTask(self._module, task_id, message))
 
-    def admit_append(self, task_id: int, message: bytes, *, size_bytes: int, timeout_s: float,
-                     caller_waits: bool = False) -> None:
-        link = self._link(task_id)
-        self._slots[task_id].admit(task_id, size_bytes, timeout_s)
-        link.send(ToTask(self._module, task_id, message))
-
-    def release_appends(self, task_id: int, count: int, size_bytes: int) -> None:
-        self._slots[task_id].release(count, size_bytes)
+    def submit_append(self, task_id: int, message: bytes, *, caller_waits: bool = False,
+                      timeout_s: float = 0.0) -> None:
+        self.send(task_id, message)
 
     def reply(self, client_id: int, message: bytes) -> None:
         raise AssertionError("replies come from the workers")
@@ -377,8 +371,6 @@ class LocalCluster(InProcessCluster):
             return  # a module stopped meanwhile
         if isinstance(envelope, ToClient):
             deployment.router.deliver(envelope.message)
-        elif isinstance(envelope, Released):
-            deployment.transport.release_appends(envelope.task, envelope.count, envelope.size_bytes)
         elif isinstance(envelope, Failed):
             assert isinstance(deployment, WorkerDeployment)
             deployment.failures[envelope.task] = envelope.error

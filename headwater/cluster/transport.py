@@ -22,18 +22,10 @@ from typing import Any
 
 from headwater.cluster.wire import dump_error, dumps, load_error
 from headwater.engine.transport import Transport
-from headwater.errors import AckTimeout, Unavailable
+from headwater.errors import Unavailable
 
-__all__ = ["APPEND_BYTES_IN_FLIGHT_MAX", "APPENDS_IN_FLIGHT_MAX", "COMMIT_WAIT_MAX_S", "INBOX_BYTES_MAX",
-           "ClientTransport", "InProcessTransport"]
+__all__ = ["COMMIT_WAIT_MAX_S", "INBOX_BYTES_MAX", "ClientTransport", "InProcessTransport"]
 
-# Appends admitted to one task and not yet fully processed. When a task has this many,
-# appenders wait: a flood slows appenders instead of growing queues without bound.
-APPENDS_IN_FLIGHT_MAX = 2048
-# Event bytes of the appends admitted to one task and not yet fully processed: appenders wait
-# for room, so a flood of big events cannot fill memory (an event bigger than this is admitted
-# alone).
-APPEND_BYTES_IN_FLIGHT_MAX = 64 * 1024 * 1024
 # Bytes of messages (hops, topology appends, client appends) queued in one task's inbox. While
 # any inbox of a module holds more, its tasks start no new records (hops and acks still flow),
 # so fan-out cannot outrun the tasks that receive it.
@@ -151,60 +143,6 @@ class _CommitGate:
                 self._changed.notify_all()
 
 
-class _Admission:
-    """Counts the appends, and their event bytes, in flight to one task; appenders wait only while
-    either is full. An event bigger than the byte limit is admitted when nothing else is in flight.
-
-    Admitting and releasing take one plain lock (a threading.Semaphore would take a
-    Python-level Condition on every call, and the task releases once per append).
-    """
-
-    __slots__ = ("_free", "_free_bytes", "_limit_bytes", "_lock", "_room", "_waiting")
-
-    def __init__(self, limit: int, limit_bytes: int) -> None:
-        self._lock = threading.Lock()
-        self._room = threading.Condition(self._lock)
-        self._free = limit
-        self._free_bytes = self._limit_bytes = limit_bytes
-        self._waiting = 0
-
-    def _full(self, size_bytes: int) -> bool:
-        return self._free <= 0 or (size_bytes > self._free_bytes and self._free_bytes < self._limit_bytes)
-
-    def admit(self, task_id: int, size_bytes: int, timeout_s: float) -> None:
-        """Take a slot for an append of `size_bytes` to task `task_id`, or raise AckTimeout after `timeout_s`."""
-        if not self.acquire(size_bytes, timeout_s):
-            raise AckTimeout(
-                f"task {task_id} has {APPENDS_IN_FLIGHT_MAX} appends or {APPEND_BYTES_IN_FLIGHT_MAX:,} event bytes "
-                f"in flight and admitted none within {timeout_s}s; nothing was appended. Retry later or raise "
-                "the timeout"
-            )
-
-    def acquire(self, size_bytes: int, timeout_s: float) -> bool:
-        with self._lock:
-            if self._full(size_bytes):
-                deadline = time.monotonic() + timeout_s
-                self._waiting += 1
-                try:
-                    while self._full(size_bytes):
-                        remaining = deadline - time.monotonic()
-                        if remaining <= 0:
-                            return False
-                        self._room.wait(remaining)
-                finally:
-                    self._waiting -= 1
-            self._free -= 1
-            self._free_bytes -= size_bytes
-            return True
-
-    def release(self, count: int, size_bytes: int) -> None:
-        with self._lock:
-            self._free += count
-            self._free_bytes += size_bytes
-            if self._waiting:  # all of them: room in bytes may fit several small appends, or none
-                self._room.notify_all()
-
-
 class Inbox:
     """A task's queue of messages. The task thread waits for one without taking it (`wait`), so
     every message is taken by whichever thread runs the next round, in arrival order; `poke`
@@ -269,6 +207,17 @@ class ClientTransport(Transport):
     closed: bool  # set when the module stops: every later call raises Unavailable
 
     @abstractmethod
+    def submit_append(self, task_id: int, message: bytes, *, caller_waits: bool = False,
+                      timeout_s: float = 0.0) -> None:
+        """Deliver a client append (`AppendRecord` or `AppendBatch`) to its task, which appends it or
+        answers Busy.
+
+        `caller_waits`: the caller will do nothing but wait, up to `timeout_s`, for this append's
+        processing. A transport whose tasks run in the caller's process may run the task's round
+        on the caller's thread meanwhile (`TaskThread.run_round_here`); others ignore it.
+        """
+
+    @abstractmethod
     def abandon_reads(self, thread_id: int) -> None:
         """The query running on `thread_id` was given up (timed out): it no longer holds commits off."""
 
@@ -276,7 +225,6 @@ class ClientTransport(Transport):
 class InProcessTransport(ClientTransport):
     def __init__(self) -> None:
         self._inboxes: dict[int, Inbox] = {}
-        self._slots: dict[int, _Admission] = {}
         self._readers: dict[int, Callable[[tuple[Any, ...]], Any]] = {}
         self._rounds: dict[int, Callable[[float], None]] = {}
         self._clients: dict[int, Callable[[bytes], None]] = {}
@@ -291,7 +239,6 @@ class InProcessTransport(ClientTransport):
                       run_round_here: Callable[[float], None]) -> Inbox:
         inbox = Inbox()
         self._inboxes[task_id] = inbox
-        self._slots[task_id] = _Admission(APPENDS_IN_FLIGHT_MAX, APPEND_BYTES_IN_FLIGHT_MAX)
         self._readers[task_id] = read
         self._rounds[task_id] = run_round_here
         return inbox
@@ -302,20 +249,16 @@ class InProcessTransport(ClientTransport):
     def send(self, task_id: int, message: bytes) -> None:
         self._inboxes[task_id].put(message)
 
-    def admit_append(self, task_id: int, message: bytes, *, size_bytes: int, timeout_s: float,
-                     caller_waits: bool = False) -> None:
+    def submit_append(self, task_id: int, message: bytes, *, caller_waits: bool = False,
+                      timeout_s: float = 0.0) -> None:
         if self.closed:
             raise Unavailable("the cluster is closed")
-        self._slots[task_id].admit(task_id, size_bytes, timeout_s)
         inbox = self._inboxes[task_id]
         if caller_waits:
             inbox.put(message, wake=False)  # this thread runs the round, or wakes the task thread
             self._rounds[task_id](timeout_s)
         else:
             inbox.put(message)
-
-    def release_appends(self, task_id: int, count: int, size_bytes: int) -> None:
-        self._slots[task_id].release(count, size_bytes)
 
     def congested(self) -> bool:
         return any(inbox.queued_bytes > INBOX_BYTES_MAX for inbox in self._inboxes.values())

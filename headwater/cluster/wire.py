@@ -1,7 +1,7 @@
 """The data plane between processes: framed messages over loopback TCP, and calls that wait for an answer.
 
 A `Link` is one connection. Each frame is a 4-byte big-endian length and a msgpack envelope
-(`ToTask`, `ToClient`, `Released`, `Call`, `Answer`, `Hello`); the engine's own messages ride
+(`ToTask`, `ToClient`, `Call`, `Answer`, `Hello`, `Failed`); the engine's own messages ride
 inside as the bytes they already are. Frames on one link arrive in the order they were sent,
 which keeps the engine's ordering guarantees (per partition, per hop channel). A reader thread
 per link hands each frame to its owner; a `Call` is answered by an `Answer` with the same id.
@@ -34,7 +34,6 @@ __all__ = [
     "Failed",
     "Hello",
     "Link",
-    "Released",
     "ToClient",
     "ToTask",
     "connect",
@@ -61,15 +60,6 @@ class ToClient(msgspec.Struct, tag=2, array_like=True):
 
     module: str
     message: bytes
-
-
-class Released(msgspec.Struct, tag=3, array_like=True):
-    """Task `task` finished `count` admitted appends of `size_bytes` event bytes."""
-
-    module: str
-    task: int
-    count: int
-    size_bytes: int
 
 
 class Call(msgspec.Struct, tag=4, array_like=True):
@@ -100,7 +90,7 @@ class Hello(msgspec.Struct, tag=6, array_like=True):
     pid: int
 
 
-Envelope = ToTask | ToClient | Released | Call | Answer | Hello | Failed
+Envelope = ToTask | ToClient | Call | Answer | Hello | Failed
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Envelope)
 

@@ -5,7 +5,7 @@
 The worker connects to its supervisor, says hello with the port its peers reach it on, and then
 does what the supervisor asks: `open` a module's tasks (stores, recovery, inboxes), `start` them,
 serve reads, hold microbatch commits off for queries, `stop`. Messages between tasks go straight
-from worker to worker; replies and admission releases go to the supervisor, where the clients
+from worker to worker; replies go to the supervisor, where the clients
 are. The worker exits when its supervisor goes away, so no worker outlives its cluster.
 """
 
@@ -28,7 +28,7 @@ from typing import Any
 
 from headwater.cluster.hosts import SYSTEM_CLOCK, TaskThread
 from headwater.cluster.transport import COMMIT_WAIT_MAX_S, INBOX_BYTES_MAX, Inbox, _CommitGate
-from headwater.cluster.wire import Call, Failed, Hello, Link, Released, ToClient, ToTask, connect
+from headwater.cluster.wire import Call, Failed, Hello, Link, ToClient, ToTask, connect
 from headwater.engine.definitions import Module
 from headwater.engine.runtime import Catalog, ModuleRuntime
 from headwater.engine.task import Task
@@ -142,13 +142,6 @@ class WorkerTransport(Transport):
             inbox.put(message)
         else:
             self._post(self._node.peer(self._placement[task_id]), ToTask(self._module, task_id, message))
-
-    def admit_append(self, task_id: int, message: bytes, *, size_bytes: int, timeout_s: float,
-                     caller_waits: bool = False) -> None:
-        raise AssertionError("client appends are admitted by the supervisor, where the clients are")
-
-    def release_appends(self, task_id: int, count: int, size_bytes: int) -> None:
-        self._post(self._node.supervisor, Released(self._module, task_id, count, size_bytes))
 
     def reply(self, client_id: int, message: bytes) -> None:
         self._post(self._node.supervisor, ToClient(self._module, message))

@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 
 __all__ = [
+    "AppendBatch",
     "AppendRecord",
     "BatchFailure",
     "MbAck",
@@ -22,6 +23,7 @@ __all__ = [
     "MbPhase",
     "MbProcess",
     "Appended",
+    "Busy",
     "Completed",
     "Hop",
     "Message",
@@ -59,6 +61,12 @@ class AppendRecord(msgspec.Struct, tag=True, array_like=True):
     idempotency_key: str | None = None
     tree: TreeRef | None = None
     invocation: int = 0
+
+
+class AppendBatch(msgspec.Struct, tag=True, array_like=True):
+    """Several client appends to one task, admitted or refused (`Busy`) together, appended in order."""
+
+    records: list[AppendRecord]
 
 
 class Hop(msgspec.Struct, tag=True, array_like=True):
@@ -166,6 +174,18 @@ class Appended(msgspec.Struct, tag=True, array_like=True):
     offset: int
 
 
+class Busy(msgspec.Struct, tag=True, array_like=True):
+    """Reply: task `task` holds too many appends in flight and did not append this one; send it again later.
+
+    `appends_max` and `bytes_max` are the task's bounds, for the appender's error if it gives up.
+    """
+
+    request: int
+    task: int
+    appends_max: int
+    bytes_max: int
+
+
 class Completed(msgspec.Struct, tag=True, array_like=True):
     """Reply: processing finished.
 
@@ -182,7 +202,7 @@ class Completed(msgspec.Struct, tag=True, array_like=True):
 
 
 Message = (
-    AppendRecord | Hop | TreeAck | RetryDeadLetter | Stop | Appended | Completed
+    AppendRecord | AppendBatch | Hop | TreeAck | RetryDeadLetter | Stop | Appended | Busy | Completed
     | MbNudge | MbProcess | MbAck | MbPhase | MbDone | MbControl
 )
 

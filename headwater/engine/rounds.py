@@ -1,7 +1,7 @@
 """A round's effects: what one round of a task wrote and what it will send, committed together.
 
 Everything a round does lands here first: its PState writes (over one `Txn`), progress,
-metadata, hops, appends to other tasks, replies and admission releases. `Round.end` writes the
+metadata, hops, appends to other tasks and replies. `Round.end` writes the
 batch, syncs the write-ahead log once if the round appended (group commit), and only then lets
 the messages leave, so nobody hears of a write that a crash could still undo.
 """
@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from headwater.engine import messages
+from headwater.engine.admission import Admission
 from headwater.engine.definitions import Ack
-from headwater.engine.messages import Appended, AppendRecord, Completed
+from headwater.engine.messages import Appended, AppendRecord, Busy, Completed
 from headwater.engine.meta import U64, UNIQUE_KEY, progress_key
 from headwater.engine.transport import Transport
 from headwater.engine.txns import add_txn_to_batch
@@ -66,9 +67,8 @@ class UniqueIds:
 class Round:
     """The effects of the round being run (one at a time per task), and the group commit that ends it."""
 
-    __slots__ = ("batch", "durable_replies", "outgoing", "outgoing_bytes", "progress", "released_bytes",
-                 "releases", "replies", "txn", "unanswered", "unsynced", "_reader", "_store", "_task_id",
-                 "_transport", "_unique")
+    __slots__ = ("admission", "batch", "durable_replies", "outgoing", "outgoing_bytes", "progress", "replies", "txn",
+                 "unanswered", "unsynced", "_reader", "_store", "_task_id", "_transport", "_unique")
 
     def __init__(self, store: Store, transport: Transport, task_id: int, unique: UniqueIds) -> None:
         self._store = store
@@ -89,8 +89,7 @@ class Round:
         # only for those still processing when the round ends.
         self.unanswered: dict[tuple[int, int], tuple[int, int]] = {}
         self.progress: dict[tuple[str, int], int] = {}  # (topology, depot id) -> next offset
-        self.releases = 0
-        self.released_bytes = 0
+        self.admission = Admission()  # client appends in flight: taken, released as each is answered
         self.unsynced = False  # appends written since the last WAL sync
 
     # ---- what a round collects ---------------------------------------------------------------
@@ -120,8 +119,13 @@ class Round:
             if self.unanswered:
                 self.unanswered.pop((reply.client, reply.request), None)
         if reply.admitted_bytes is not None:
-            self.releases += 1
-            self.released_bytes += reply.admitted_bytes
+            self.admission.release(reply.admitted_bytes)
+
+    def busy(self, append: AppendRecord) -> None:
+        """A client append the task refused (too many in flight): its client sends it again later."""
+        admission = self.admission
+        busy = Busy(append.request, self._task_id, admission.count_max, admission.size_bytes_max)
+        self.replies.append((append.client, messages.encode(busy)))
 
     # ---- group commit ------------------------------------------------------------------------
     def sync(self) -> None:
@@ -165,13 +169,9 @@ class Round:
             transport.send(task_id, data)
         for client, data in self.replies:
             transport.reply(client, data)
-        if self.releases:
-            transport.release_appends(self._task_id, self.releases, self.released_bytes)
         self.outgoing.clear()
         self.outgoing_bytes = 0
         self.replies.clear()
-        self.releases = 0
-        self.released_bytes = 0
 
     def new_txn(self, base: Any = None) -> Txn:
         """An invocation's overlay: over the round's writes, so it reads what earlier events wrote."""

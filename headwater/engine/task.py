@@ -28,6 +28,7 @@ from headwater.engine.appends import Appends
 from headwater.engine.context import Context, RecordInfo
 from headwater.engine.definitions import Ack, Retry
 from headwater.engine.messages import (
+    AppendBatch,
     AppendRecord,
     Hop,
     MbAck,
@@ -138,13 +139,24 @@ class Task:
         return decoded, False
 
     def _handle(self, batch: list[Any]) -> None:
-        appends = [m for m in batch if type(m) is AppendRecord]
+        appends: list[AppendRecord] = []
+        others = False
+        for message in batch:
+            kind = type(message)
+            if kind is AppendRecord:
+                if message.client < 0 or self._admit([message]):  # a topology's append is part of a tree
+                    appends.append(message)
+            elif kind is AppendBatch:
+                if self._admit(message.records):
+                    appends.extend(message.records)
+            else:
+                others = True
         if appends:
             self._persist(appends)
-            if len(appends) == len(batch):
-                return
+        if not others:
+            return
         for message in batch:
-            if type(message) is AppendRecord:
+            if type(message) in (AppendRecord, AppendBatch):
                 continue
             if isinstance(message, Hop):
                 participant = self._participants.get(message.topology)
@@ -161,6 +173,14 @@ class Task:
                 participant.on_process(message) if isinstance(message, MbProcess) else participant.on_phase(message)
             elif isinstance(message, (MbAck, MbDone, MbNudge, MbControl)):
                 self._coordinate(message)
+
+    def _admit(self, records: list[AppendRecord]) -> bool:
+        """Take client appends (one message's) in flight, or answer each Busy if they do not fit."""
+        if self._round.admission.admit(len(records), sum(len(r.event) for r in records)):
+            return True
+        for record in records:
+            self._round.busy(record)
+        return False
 
     def _persist(self, appends: list[AppendRecord]) -> None:
         for append, _, _ in self._appends.persist(appends, self.clock.time_us()):

@@ -33,21 +33,6 @@ class Transport(ABC):
         """Deliver to a task's inbox. Messages between two endpoints arrive in send order."""
 
     @abstractmethod
-    def admit_append(self, task_id: int, message: bytes, *, size_bytes: int, timeout_s: float,
-                     caller_waits: bool = False) -> None:
-        """Deliver a client append, waiting while the task has too many appends, or event bytes
-        (`size_bytes` is this event's), in flight.
-
-        `caller_waits`: the caller will do nothing but wait, up to `timeout_s`, for this append's
-        processing. A transport whose tasks run in the caller's process may run the task's round
-        on the caller's thread meanwhile (`TaskThread.run_round_here`); others ignore it.
-        """
-
-    @abstractmethod
-    def release_appends(self, task_id: int, count: int, size_bytes: int) -> None:
-        """A task finished processing `count` admitted appends of `size_bytes` event bytes in all."""
-
-    @abstractmethod
     def congested(self) -> bool:
         """Messages queued for the module's tasks are over their bound: start no new records now."""
 

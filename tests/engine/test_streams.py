@@ -276,23 +276,82 @@ def test_new_topology_from_the_end_skips_history(cluster):
     assert cluster.pstate("counter", "backfill")[1].get() == 1
 
 
-@pytest.mark.in_process_only("it changes or inspects the in-process transport's bounds and inboxes")
-def test_a_flood_of_appends_is_bounded_by_backpressure(cluster, monkeypatch):
-    from headwater.cluster import transport
+def _stalled_at_task_1(name: str, event_type: type, gate: threading.Event) -> hw.Module:
+    """Every record lands on task 0, whose topology hops to task 1 and waits there for `gate`:
+    task 0 keeps answering while the records stay in flight."""
+    m = hw.Module(name)
+    events = m.depot("events", event_type, partitioned=False)
 
-    monkeypatch.setattr(transport, "APPENDS_IN_FLIGHT_MAX", 16)
+    @m.stream(events)
+    def start(ctx: hw.Context, event: Any) -> None:
+        ctx.hop_task(1, wait)
+
+    @m.step
+    def wait(ctx: hw.Context) -> None:
+        gate.wait(10)
+
+    return m
+
+
+@pytest.mark.in_process_only("it changes the task's admission bound, a constant of this process")
+def test_a_full_task_answers_busy_and_the_appender_gives_up_at_its_timeout(cluster, monkeypatch):
+    from headwater.engine import admission
+
+    monkeypatch.setattr(admission, "APPENDS_IN_FLIGHT_MAX", 2)
+    gate = threading.Event()
+    cluster.deploy(_stalled_at_task_1("busy", Job, gate), tasks=2)
+    depot = cluster.depot("busy", "events")
+    try:
+        assert [r.offset for r in depot.append_many([Job(1), Job(2)], ack="append")] == [0, 1]
+        started = time.monotonic()
+        with pytest.raises(hw.AckTimeout, match="2 appends .* in flight and admitted none within 0.2s; nothing was"):
+            depot.append(Job(3), ack="append", timeout=0.2)
+        assert time.monotonic() - started < 1.0  # refused at once, sent again until the timeout, then given up
+        assert depot.partition_info(0).end_offset == 2  # nothing of the refused append was written
+    finally:
+        gate.set()
+    assert depot.append(Job(4), timeout=10).offset == 2  # room again once the others are processed
+
+
+@pytest.mark.in_process_only("it changes the task's admission bound, a constant of this process")
+def test_a_refused_batch_is_sent_again_whole_and_keeps_its_order(cluster, monkeypatch):
+    from headwater.engine import admission
+
+    monkeypatch.setattr(admission, "APPENDS_IN_FLIGHT_MAX", 3)
+    gate = threading.Event()
+    cluster.deploy(_stalled_at_task_1("order", Job, gate), tasks=2)
+    depot = cluster.depot("order", "events")
+    depot.append(Job(-1), ack="append")  # one in flight: the batch of five below does not fit
+
+    def release() -> None:
+        time.sleep(0.2)
+        gate.set()
+
+    threading.Thread(target=release).start()
+    results = depot.append_many([Job(k) for k in range(5)], ack="append", timeout=10)
+    assert [r.offset for r in results] == [1, 2, 3, 4, 5]
+    assert [r.event.key for r in depot.read(0, 1, 6)] == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.in_process_only("it changes the task's admission bound and the client's, constants of this process")
+def test_a_flood_of_fire_and_forget_appends_is_bounded_and_none_is_lost(cluster, monkeypatch):
+    from headwater.client import replies
+    from headwater.engine import admission
+
+    monkeypatch.setattr(admission, "APPENDS_IN_FLIGHT_MAX", 16)
+    monkeypatch.setattr(replies, "UNCONFIRMED_MAX", 40)
     m = hw.Module("slow")
     jobs = m.depot("jobs", Job)
-    gate = threading.Event()
-    in_flight = {"max": 0}
+    seen = m.pstate("seen", hw.List(int))
 
     @m.stream(jobs)
     def slow(ctx: hw.Context, job: Job) -> None:
-        gate.wait(10)
+        time.sleep(0.02)  # one record per round: the task keeps answering, slowly
+        ctx.pstate(seen).append(job.key)
 
     cluster.deploy(m)
-    depot = cluster.depot("slow", "jobs")
-    submitted = []
+    depot, view = cluster.depot("slow", "jobs"), cluster.pstate("slow", "seen")
+    submitted: list[int] = []
 
     def flood() -> None:
         for i in range(100):
@@ -301,14 +360,20 @@ def test_a_flood_of_appends_is_bounded_by_backpressure(cluster, monkeypatch):
 
     flooder = threading.Thread(target=flood)
     flooder.start()
-    time.sleep(0.3)
-    in_flight["max"] = len(submitted)
-    assert 16 <= in_flight["max"] <= 17  # the appender waits once 16 events are in flight
-    with pytest.raises(hw.AckTimeout, match="in flight"):
-        depot.append(Job(-1), ack="none", timeout=0.05)
-    gate.set()
-    flooder.join(10)
+    most = 0
+    deadline = time.monotonic() + 0.4
+    while time.monotonic() < deadline:  # appended but not processed: the task's bound, plus its running round
+        most = max(most, depot.partition_info(0).end_offset - view.size())
+        time.sleep(0.002)
+    assert 16 <= most <= 17
+    assert len(submitted) < 100  # the flooder waits once 40 appends are unconfirmed
+    flooder.join(30)
     assert len(submitted) == 100
+    deadline = time.monotonic() + 30
+    while view.size() < 100:
+        assert time.monotonic() < deadline, "refused appends were not sent again"
+        time.sleep(0.02)
+    assert sorted(view.get()) == list(range(100))  # each once: refused ones were sent again, none twice
 
 
 @dataclass
@@ -318,35 +383,29 @@ class Blob:
 
 @pytest.mark.in_process_only("its handlers share an object with the test, which a worker process gets a copy of")
 def test_big_events_are_bounded_by_bytes_in_flight(cluster):
-    from headwater.cluster.transport import APPEND_BYTES_IN_FLIGHT_MAX
+    from headwater.engine.admission import APPEND_BYTES_IN_FLIGHT_MAX
 
-    m = hw.Module("blobs")
-    blobs = m.depot("blobs", Blob)
     gate = threading.Event()
-
-    @m.stream(blobs)
-    def stuck(ctx: hw.Context, blob: Blob) -> None:
-        gate.wait(10)
-
-    cluster.deploy(m, tasks=1)
-    depot, size = cluster.depot("blobs", "blobs"), 256 * 1024
+    cluster.deploy(_stalled_at_task_1("blobs", Blob, gate), tasks=2)
+    depot, size = cluster.depot("blobs", "events"), 256 * 1024
     admitted = 0
     try:
         with pytest.raises(hw.AckTimeout, match="event bytes in flight"):
             while admitted <= 2 * APPEND_BYTES_IN_FLIGHT_MAX // size:
-                depot.append(Blob(bytes(size)), ack="none", timeout=0.2)
+                depot.append(Blob(bytes(size)), ack="append", timeout=0.2)
                 admitted += 1
-        # Far fewer than the 2,048 records allowed: the bytes are the bound.
+        # Far fewer than the 2,048 records allowed: the bytes are the bound (each event encodes a little bigger).
         assert APPEND_BYTES_IN_FLIGHT_MAX // size - 1 <= admitted <= APPEND_BYTES_IN_FLIGHT_MAX // size
     finally:
         gate.set()
     depot.append(Blob(b"last"), timeout=10)  # room again once processed: admitted and acked
 
 
+@pytest.mark.in_process_only("it changes the task's admission bound, a constant of this process")
 def test_an_event_bigger_than_the_byte_bound_is_admitted_alone(cluster, monkeypatch):
-    from headwater.cluster import transport
+    from headwater.engine import admission
 
-    monkeypatch.setattr(transport, "APPEND_BYTES_IN_FLIGHT_MAX", 1024)
+    monkeypatch.setattr(admission, "APPEND_BYTES_IN_FLIGHT_MAX", 1024)
     m = hw.Module("huge")
     blobs = m.depot("blobs", Blob)
 
@@ -417,9 +476,9 @@ def test_append_ack_does_not_wait_for_slow_processing(cluster):
 def test_async_appends_wait_for_admission_off_the_event_loop(cluster, monkeypatch):
     import asyncio
 
-    from headwater.cluster import transport
+    from headwater.engine import admission
 
-    monkeypatch.setattr(transport, "APPENDS_IN_FLIGHT_MAX", 4)
+    monkeypatch.setattr(admission, "APPENDS_IN_FLIGHT_MAX", 4)
     m = hw.Module("queued")
     jobs = m.depot("jobs", Job)
     gate = threading.Event()
