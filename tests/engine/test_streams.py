@@ -293,6 +293,47 @@ def _stalled_at_task_1(name: str, event_type: type, gate: threading.Event) -> hw
     return m
 
 
+def _waiting_for_file(name: str, flag: str) -> hw.Module:
+    """As `_stalled_at_task_1`, with a file as the gate, which a worker process sees too."""
+    m = hw.Module(name)
+    events = m.depot("events", Job, partitioned=False)
+
+    @m.stream(events)
+    def start(ctx: hw.Context, event: Job) -> int:
+        ctx.hop_task(1, wait)
+        return event.key
+
+    @m.step
+    def wait(ctx: hw.Context) -> None:
+        import os
+        import time
+
+        deadline = time.monotonic() + 30
+        while not os.path.exists(flag) and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    return m
+
+
+def test_a_full_task_refuses_appends_from_every_client_until_it_has_room(cluster, tmp_path):
+    from headwater.engine.admission import APPENDS_IN_FLIGHT_MAX
+
+    flag = tmp_path / "go"
+    cluster.deploy(_waiting_for_file("full", str(flag)), tasks=2)
+    depot = cluster.depot("full", "events")
+    depot.append_many([Job(k) for k in range(APPENDS_IN_FLIGHT_MAX)], ack="append")  # one message: admitted whole
+    with pytest.raises(hw.AckTimeout, match=f"{APPENDS_IN_FLIGHT_MAX} appends .* in flight .* nothing was appended"):
+        depot.append(Job(-1), timeout=0.3)
+    assert depot.partition_info(0).end_offset == APPENDS_IN_FLIGHT_MAX
+    waiting = threading.Thread(target=lambda: results.append(depot.append(Job(-2), timeout=30)))
+    results: list[Any] = []
+    waiting.start()  # refused, and sent again until there is room
+    time.sleep(0.2)
+    flag.touch()
+    waiting.join(30)
+    assert results[0]["start"] == -2 and results[0].offset == APPENDS_IN_FLIGHT_MAX
+
+
 @pytest.mark.in_process_only("it changes the task's admission bound, a constant of this process")
 def test_a_full_task_answers_busy_and_the_appender_gives_up_at_its_timeout(cluster, monkeypatch):
     from headwater.engine import admission
