@@ -9,9 +9,8 @@ import headwater
 
 PACKAGE = Path(headwater.__file__).parent
 # Lowest first. A module may import its own layer and any layer before it.
-LAYERS = ["errors", "schema", "storage", "pstate", "engine", "cluster", "client", "server", "cli"]
-# The in-process cluster hands out the client classes for its deployments.
-ALLOWED = {("cluster", "client")}
+LAYERS = ["errors", "schema", "storage", "pstate", "engine", "client", "cluster", "server", "cli"]
+ALLOWED: set[tuple[str, str]] = set()  # (layer, layer or module) pairs let through; none today
 
 
 def layer_of(module: str) -> str:

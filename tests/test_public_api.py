@@ -3,8 +3,8 @@
 import headwater as hw
 
 CONTRACT = [
-    "ALL", "Ack", "AckTimeout", "AppendResult", "Context", "DefinitionError", "FIRST", "HandlerError",
-    "HeadwaterError", "InProcessCluster", "LAST", "List", "MAP_KEYS", "MAP_VALS", "Map", "Module", "NotFound",
+    "ALL", "Ack", "AckTimeout", "AppendResult", "Cluster", "Context", "DefinitionError", "FIRST", "HandlerError",
+    "HeadwaterError", "InProcessCluster", "LAST", "LocalCluster", "List", "MAP_KEYS", "MAP_VALS", "Map", "Module", "NotFound",
     "PathError", "PermissionDenied", "QueryContext", "REMOVE", "ReadOnlyError", "Record", "Retry", "SIZE",
     "SchemaError", "Set", "Unavailable", "WrongPartitionError", "apply", "connect", "filter", "must", "nth",
     "range", "set_val", "view",
@@ -27,3 +27,9 @@ def test_every_error_has_one_root():
         value = getattr(hw, name)
         if isinstance(value, type) and issubclass(value, Exception):
             assert issubclass(value, hw.HeadwaterError), name
+
+
+def test_every_cluster_kind_is_a_cluster(tmp_path):
+    with hw.InProcessCluster() as cluster:
+        assert isinstance(cluster, hw.Cluster)
+    assert issubclass(hw.LocalCluster, hw.InProcessCluster)  # and so a Cluster too (no workers started here)

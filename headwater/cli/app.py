@@ -164,9 +164,11 @@ def status(url: Url = DEFAULT_URL, token: Token = None, json: Json = False, *, o
                      ["topology", "depots", "processed", "lag", "dead letters"],
                      [(t["name"], ", ".join(t["depots"]), t["processed"], t["lag"], t["dead_letters"])
                       for t in module["topologies"]])
-        output.table(f"module {module['name']} — tasks", ["task", "worker", "pid", "up"],
+        output.table(f"module {module['name']} — tasks", ["task", "worker", "pid", "up", "appends in flight"],
                      [(h["task"], "this process" if h["worker"] is None else h["worker"], h["pid"],
-                       "yes" if h["up"] else "NO") for h in module.get("hosts", [])])
+                       "yes" if h["up"] else f"NO{': ' + h['error'] if h.get('error') else ''}",
+                       "-" if h.get("appends_in_flight") is None else h["appends_in_flight"])
+                      for h in module.get("hosts", [])])
 
 
 def _ms(value: float | None) -> str:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from headwater.client.replies import (
     BUSY_BACKOFF_MIN_S,
@@ -22,6 +22,7 @@ from headwater.client.replies import (
     Waiter,
     next_backoff,
 )
+from headwater.client.seam import DeployedModule
 from headwater.engine import messages
 from headwater.engine.definitions import Ack
 from headwater.engine.messages import AppendBatch, AppendRecord, Completed, RetryDeadLetter
@@ -36,9 +37,6 @@ from headwater.errors import (
     SchemaError,
     Unavailable,
 )
-
-if TYPE_CHECKING:
-    from headwater.cluster.inprocess import DeploymentBase
 
 __all__ = ["AppendResult", "DeadLetter", "DepotClient", "DepotRecord", "PartitionInfo", "pstate_view", "tail_records"]
 
@@ -148,7 +146,7 @@ class DepotClient:
         deposits.read(result.partition, result.offset)[0].event # Deposit(user_id=1, amount=100)
     """
 
-    def __init__(self, deployment: DeploymentBase, depot: DepotRuntime) -> None:
+    def __init__(self, deployment: DeployedModule, depot: DepotRuntime) -> None:
         self._deployment = deployment
         self.name = depot.name
         self.module = deployment.runtime.name
@@ -508,7 +506,7 @@ def _follow(depot: Any, chosen: list[int], cursors: dict[int, int], poll_s: floa
             time.sleep(poll_s)
 
 
-def pstate_view(deployment: DeploymentBase, name: Any, task: int | None = None) -> Any:
+def pstate_view(deployment: DeployedModule, name: Any, task: int | None = None) -> Any:
     return routed_view(deployment, name, task)
 
 
@@ -521,7 +519,7 @@ class DeadLetter:
             dead.retry()                 # after fixing the cause: runs it again, once
     """
 
-    def __init__(self, deployment: DeploymentBase, entry: Any) -> None:
+    def __init__(self, deployment: DeployedModule, entry: Any) -> None:
         self._deployment = deployment
         self.entry = entry
         self.id: int = entry.id

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from headwater.engine import messages
-from headwater.engine.messages import Appended, Busy, Completed
+from headwater.engine.messages import Appended, Busy, Completed, Pong
 
 __all__ = ["BUSY_BACKOFF_MAX_S", "BUSY_BACKOFF_MIN_S", "UNCONFIRMED_BYTES_MAX", "UNCONFIRMED_MAX", "FireGroup",
            "ReplyRouter", "Waiter"]
@@ -72,8 +72,8 @@ class Waiter:
     """One request's reply. Full-ack appends wait for Completed; with `durable=True` (Ack.APPEND)
     the Appended reply is the last, and a failure comes as Completed instead."""
 
-    __slots__ = ("partition", "offset", "completed", "request", "busy", "event_bytes", "fire", "_durable", "_done",
-                 "_loop", "_future")
+    __slots__ = ("partition", "offset", "completed", "request", "busy", "event_bytes", "fire", "pong", "_durable",
+                 "_done", "_loop", "_future")
 
     def __init__(self, partition: int, *, loop: asyncio.AbstractEventLoop | None = None, durable: bool = False,
                  fire: FireGroup | None = None) -> None:
@@ -84,6 +84,7 @@ class Waiter:
         self.busy: Busy | None = None  # the task refused the append: nothing was appended; send it again
         self.fire = fire  # an Ack.NONE append's group, which the router sends again if refused
         self.event_bytes = 0  # of an Ack.NONE append: what it holds of the router's room
+        self.pong: Pong | None = None  # the answer to a Ping
         self._durable = _Signal() if durable else None
         self._done = _Signal()
         self._loop = loop
@@ -108,6 +109,10 @@ class Waiter:
         self._done.set()
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._resolve)
+
+    def on_pong(self, message: Pong) -> None:
+        self.pong = message
+        self._done.set()
 
     def on_busy(self, message: Busy) -> None:
         self.busy = message
@@ -274,6 +279,10 @@ class ReplyRouter:
                 if waiter.fire is not None:
                     self._settled(waiter)
                 waiter.on_completed(message)
+        elif isinstance(message, Pong):
+            waiter = self._waiters.pop(message.request, None)
+            if waiter is not None:
+                waiter.on_pong(message)
         elif isinstance(message, Busy):
             waiter = self._waiters.pop(message.request, None)
             if waiter is None:

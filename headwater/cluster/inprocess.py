@@ -20,8 +20,9 @@ from typing import Any
 
 from headwater.client.api import DeadLetter, DepotClient, pstate_view
 from headwater.client.replies import ReplyRouter
+from headwater.client.seam import ClientTransport, DeployedModule
 from headwater.cluster.hosts import SYSTEM_CLOCK, TaskThread
-from headwater.cluster.transport import ClientTransport, InProcessTransport
+from headwater.cluster.transport import InProcessTransport
 from headwater.engine.definitions import Module
 from headwater.engine.messages import MbControl, encode
 from headwater.engine.query import invoke_query, query_decl
@@ -35,25 +36,28 @@ __all__ = ["Deployment", "DeploymentBase", "InProcessCluster"]
 TASKS_MAX = 1024
 QUERY_THREADS_MAX = 8  # queries of one cluster running at once; more wait for a free thread
 CONTROL_WAIT_MAX_S = 30.0  # the longest pause/resume waits for task 0 to take it
+STATUS_WAIT_MAX_S = 2.0  # the longest status() waits for the tasks' answers
 _clients = itertools.count(1)
 
 
-class DeploymentBase:
-    """What every kind of deployment shares: an update or a stop tells waiting clients why.
+class DeploymentBase(DeployedModule):
+    """What every kind of deployment shares: an update or a stop tells waiting clients why, and a
+    task that stopped on an internal error (its host reports it) fails its clients at once."""
 
-    The clients of a module (depots, views, dead letters) hold one and use only these members.
-    """
-
-    closed: bool
-    runtime: ModuleRuntime
-    transport: ClientTransport
-    router: ReplyRouter
-    client_id: int
     directory: Path
+    failures: dict[int, str]  # task -> the internal error it stopped on, as its host reported it
 
     def check_open(self) -> None:
-        """Raise Unavailable unless the module's tasks can take requests."""
-        raise NotImplementedError
+        if self.closed:
+            raise Unavailable(f"module {self.runtime.name!r} is no longer deployed in this cluster")
+        if self.failures:
+            task, error = next(iter(self.failures.items()))
+            raise Unavailable(f"task {task} of module {self.runtime.name!r} stopped on an internal error: {error}; "
+                              "restart the cluster (it resumes from disk)")
+
+    def where(self, task: int) -> tuple[int | None, int]:
+        """(worker, pid) of the process hosting `task`: worker None is this process."""
+        return None, os.getpid()
 
     def _open(self, module: Module, catalog: Catalog) -> None:
         raise NotImplementedError
@@ -97,24 +101,20 @@ class Deployment(DeploymentBase):
         self.transport.register_client(self.client_id, self.router.deliver)
         self.tasks: list[Task] = []
         self.hosts: list[TaskThread] = []
+        self.failures = {}
         for task_id in range(catalog.tasks):
             store = RocksStore(self.directory / f"task-{task_id}")
             task = Task(self.runtime, task_id, store, self.transport, SYSTEM_CLOCK)
             holder: list[TaskThread] = []
             inbox = self.transport.register_task(task_id, task.serve_read, partial(_run_round_on, holder))
-            holder.append(TaskThread(task, inbox))
+            holder.append(TaskThread(task, inbox, on_failure=self._task_failed))
             self.tasks.append(task)
             self.hosts.append(holder[0])
         for host in self.hosts:
             host.start()
 
-    def check_open(self) -> None:
-        if self.closed:
-            raise Unavailable(f"module {self.runtime.name!r} is no longer deployed in this cluster")
-        for host in self.hosts:
-            if host.failure is not None:
-                raise Unavailable(f"task {host.task.task_id} of module {self.runtime.name!r} stopped on an internal "
-                                  f"error: {host.failure!r}; restart the cluster (it resumes from disk)")
+    def _task_failed(self, host: TaskThread, error: BaseException) -> None:
+        self.failures[host.task.task_id] = repr(error)
 
     def _stop_tasks(self, reason: str) -> None:
         for host in self.hosts:
@@ -258,6 +258,12 @@ class InProcessCluster:
         """
         return self._deployment(module)
 
+    def runtime(self, module: str) -> ModuleRuntime:
+        """The compiled definition of deployed module `module` (`NotFound` if it is not deployed):
+        for tools built on the cluster, such as the HTTP server, which describes its depots,
+        PStates and queries from it."""
+        return self._deployment(module).runtime
+
     def progress(self, module: str) -> dict[str, dict[str, list[int]]]:
         """{topology: {depot: [next offset to process, per partition]}} of `module`."""
         deployment = self._deployment(module)
@@ -274,14 +280,31 @@ class InProcessCluster:
         return result
 
     def status(self) -> dict[str, list[dict[str, Any]]]:
-        """Per module and task: where it runs (`worker` None: a thread of this process), the process id,
-        and whether it is up (its thread runs and no round failed)."""
+        """Per module, per task in order: where it runs, and whether it answers.
+
+        Every task is asked (a `Ping` through its inbox, answered from its next round), so `up`
+        means the task runs rounds now, not that a flag says so; a task that does not answer within
+        `STATUS_WAIT_MAX_S` (busy in a long handler, stopped, or its worker down) is not up.
+        `worker` is None for a thread of this process; `appends_in_flight` is the client appends
+        the task holds (None when it did not answer); `error` is the internal error a task
+        stopped on, if any.
+
+            cluster.status()["bank"]
+            # [{"task": 0, "worker": None, "pid": 4242, "up": True, "appends_in_flight": 0, "error": None}, ...]
+        """
         self._check_open()
+        deployments = dict(self._deployments)
+        asked = {name: deployment.ping() for name, deployment in deployments.items()}
+        deadline = time.monotonic() + STATUS_WAIT_MAX_S
         status: dict[str, list[dict[str, Any]]] = {}
-        for name, deployment in self._deployments.items():
-            assert isinstance(deployment, Deployment)  # LocalCluster answers for its WorkerDeployments
-            status[name] = [{"task": host.task.task_id, "worker": None, "pid": os.getpid(),
-                             "up": host.alive and host.failure is None} for host in deployment.hosts]
+        for name, deployment in deployments.items():
+            rows = []
+            for task, pong in enumerate(deployment.answers(asked[name], deadline)):
+                worker, pid = deployment.where(task)
+                rows.append({"task": task, "worker": worker, "pid": pid, "up": pong is not None,
+                             "appends_in_flight": pong.appends_in_flight if pong is not None else None,
+                             "error": deployment.failures.get(task)})
+            status[name] = rows
         return status
 
     def modules(self) -> list[str]:

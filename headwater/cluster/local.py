@@ -34,8 +34,8 @@ from typing import Any
 import cloudpickle
 
 from headwater.client.replies import ReplyRouter
+from headwater.client.seam import ClientTransport
 from headwater.cluster.inprocess import DeploymentBase, InProcessCluster
-from headwater.cluster.transport import ClientTransport
 from headwater.cluster.wire import Failed, Hello, Link, ToClient, ToTask
 from headwater.cluster.worker import RemoteGate
 from headwater.engine.definitions import Module
@@ -269,14 +269,13 @@ class WorkerDeployment(DeploymentBase):
         self._open(self._module, self._catalog)
 
     def check_open(self) -> None:
-        if self.closed:
-            raise Unavailable(f"module {self.runtime.name!r} is no longer deployed in this cluster")
-        if self._workers.restarting or self.generation != self._workers.generation:
+        if not self.closed and (self._workers.restarting or self.generation != self._workers.generation):
             raise Unavailable(f"the workers of module {self.runtime.name!r} are restarting; retry in a moment")
-        if self.failures:
-            task, error = next(iter(self.failures.items()))
-            raise Unavailable(f"task {task} of module {self.runtime.name!r} stopped on an internal error: {error}; "
-                              "restart the cluster (it resumes from disk)")
+        super().check_open()
+
+    def where(self, task: int) -> tuple[int | None, int]:
+        worker = self.placement[task]
+        return worker, self._workers.workers[worker].pid
 
     def _stop_tasks(self, reason: str) -> None:
         self.transport.closed = True
@@ -383,24 +382,6 @@ class LocalCluster(InProcessCluster):
                     deployment.reopen()
                 except Exception:  # the next restart (or a client's Unavailable) tells the story
                     _log.exception("module %s did not reopen after the workers restarted", deployment.runtime.name)
-
-    def status(self) -> dict[str, Any]:
-        """Per module, per task in order: the worker hosting it, its pid, and whether it is up.
-
-        A task is up while its worker process runs and the task has not stopped on an internal
-        error.
-
-            cluster.status()["bank"]    # [{"task": 0, "worker": 0, "pid": 4242, "up": True}, ...]
-        """
-        status: dict[str, list[dict[str, Any]]] = {}
-        for name, deployment in self._deployments.items():
-            assert isinstance(deployment, WorkerDeployment)
-            status[name] = [
-                {"task": task, "worker": worker, "pid": self._workers.workers[worker].pid,
-                 "up": self._workers.workers[worker].process.poll() is None and task not in deployment.failures}
-                for task, worker in enumerate(deployment.placement)
-            ]
-        return status
 
     def close(self) -> None:
         """Stop every module's tasks, then end the worker processes; as `InProcessCluster.close`.

@@ -14,17 +14,16 @@ import os
 import pickle
 import threading
 import time
-from abc import abstractmethod
 from collections import deque
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
+from headwater.client.seam import ClientTransport
 from headwater.cluster.wire import dump_error, dumps, load_error
-from headwater.engine.transport import Transport
 from headwater.errors import Unavailable
 
-__all__ = ["COMMIT_WAIT_MAX_S", "INBOX_BYTES_MAX", "ClientTransport", "InProcessTransport"]
+__all__ = ["COMMIT_WAIT_MAX_S", "INBOX_BYTES_MAX", "InProcessTransport"]
 
 # Bytes of messages (hops, topology appends, client appends) queued in one task's inbox. While
 # any inbox of a module holds more, its tasks start no new records (hops and acks still flow),
@@ -199,27 +198,6 @@ class Inbox:
             taken = [items.popleft() for _ in range(min(count_max, len(items)))]
             self.queued_bytes -= sum(map(len, taken))
             return taken
-
-
-class ClientTransport(Transport):
-    """The transport a deployment's clients use, in the process that holds them."""
-
-    closed: bool  # set when the module stops: every later call raises Unavailable
-
-    @abstractmethod
-    def submit_append(self, task_id: int, message: bytes, *, caller_waits: bool = False,
-                      timeout_s: float = 0.0) -> None:
-        """Deliver a client append (`AppendRecord` or `AppendBatch`) to its task, which appends it or
-        answers Busy.
-
-        `caller_waits`: the caller will do nothing but wait, up to `timeout_s`, for this append's
-        processing. A transport whose tasks run in the caller's process may run the task's round
-        on the caller's thread meanwhile (`TaskThread.run_round_here`); others ignore it.
-        """
-
-    @abstractmethod
-    def abandon_reads(self, thread_id: int) -> None:
-        """The query running on `thread_id` was given up (timed out): it no longer holds commits off."""
 
 
 class InProcessTransport(ClientTransport):

@@ -121,6 +121,13 @@ class WorkerTransport(Transport):
             for link, frames in pending.items():
                 link.send_frames(frames)
 
+    def flush(self) -> None:
+        pending = getattr(self._batch, "frames", None)
+        if pending:
+            for link, frames in pending.items():
+                link.send_frames(frames)
+            pending.clear()
+
     def _post(self, link: Link, envelope: Any) -> None:
         pending = getattr(self._batch, "frames", None)
         if pending is None:

@@ -27,6 +27,8 @@ __all__ = [
     "Completed",
     "Hop",
     "Message",
+    "Ping",
+    "Pong",
     "RetryDeadLetter",
     "Stop",
     "TreeAck",
@@ -101,6 +103,22 @@ class RetryDeadLetter(msgspec.Struct, tag=True, array_like=True):
 
 class Stop(msgspec.Struct, tag=True, array_like=True):
     pass
+
+
+class Ping(msgspec.Struct, tag=True, array_like=True):
+    """Are you there? The task answers `Pong` from its next round: liveness is a request, not a flag."""
+
+    client: int
+    request: int
+
+
+class Pong(msgspec.Struct, tag=True, array_like=True):
+    """Reply to `Ping`: task `task` runs rounds, and holds this many client appends (and event bytes) in flight."""
+
+    request: int
+    task: int
+    appends_in_flight: int
+    bytes_in_flight: int
 
 
 # ---- microbatch protocol: the coordinator (task 0) drives every task through each batch ----
@@ -202,7 +220,7 @@ class Completed(msgspec.Struct, tag=True, array_like=True):
 
 
 Message = (
-    AppendRecord | AppendBatch | Hop | TreeAck | RetryDeadLetter | Stop | Appended | Busy | Completed
+    AppendRecord | AppendBatch | Hop | TreeAck | RetryDeadLetter | Stop | Ping | Pong | Appended | Busy | Completed
     | MbNudge | MbProcess | MbAck | MbPhase | MbDone | MbControl
 )
 

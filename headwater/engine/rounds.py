@@ -144,7 +144,9 @@ class Round:
         self.sync()
         for client, data in self.durable_replies:
             self._transport.reply(client, data)
-        self.durable_replies.clear()
+        if self.durable_replies:
+            self.durable_replies.clear()
+            self._transport.flush()  # not held back until the round's processing ends
 
     def end(self) -> None:
         """Commit the round: one batch, one sync for it and the round's appends, then every message."""

@@ -37,6 +37,8 @@ from headwater.engine.messages import (
     MbNudge,
     MbPhase,
     MbProcess,
+    Ping,
+    Pong,
     RetryDeadLetter,
     Stop,
     TreeAck,
@@ -173,6 +175,10 @@ class Task:
                 participant.on_process(message) if isinstance(message, MbProcess) else participant.on_phase(message)
             elif isinstance(message, (MbAck, MbDone, MbNudge, MbControl)):
                 self._coordinate(message)
+            elif isinstance(message, Ping):
+                admission = self._round.admission
+                pong = Pong(message.request, self.task_id, admission.count, admission.size_bytes)
+                self._round.replies.append((message.client, messages.encode(pong)))
 
     def _admit(self, records: list[AppendRecord]) -> bool:
         """Take client appends (one message's) in flight, or answer each Busy if they do not fit."""

@@ -63,6 +63,11 @@ class Transport(ABC):
     def end_commit(self) -> None:
         """A commit finished applying on every task: let consistent reads run again."""
 
+    def flush(self) -> None:  # noqa: B027 (a hook: most transports hold nothing back)
+        """Let what the running round sent so far leave now. A host may hold a round's sends to
+        send them together when it ends; replies that must not wait for the round's processing
+        (Ack.APPEND's) are flushed."""
+
     def read_many(self, requests: list[tuple[int, tuple[Any, ...]]]) -> list[Any]:
         """Several reads, possibly on several tasks at once; results in request order."""
         return [self.read(task_id, request) for task_id, request in requests]

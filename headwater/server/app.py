@@ -15,7 +15,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
-from headwater.cluster.inprocess import InProcessCluster
+from headwater.client.cluster import Cluster
 from headwater.server import depots, modules, pstates, queries
 from headwater.server.auth import Auth
 from headwater.server.http import (
@@ -176,7 +176,7 @@ class HeadwaterApp(Starlette):
         return None
 
 
-def create_app(cluster: InProcessCluster, *, auth: Auth | None = None,
+def create_app(cluster: Cluster, *, auth: Auth | None = None,
                max_body_bytes: int = MAX_BODY_BYTES_DEFAULT) -> HeadwaterApp:
     """The server for the modules deployed on `cluster` (which the caller keeps and closes)."""
     table = [row for rows in (modules.ROUTES, depots.ROUTES, pstates.ROUTES, queries.ROUTES) for row in rows]

@@ -19,27 +19,19 @@ from typing import Any
 
 import msgspec
 
-from headwater.cluster.inprocess import DeploymentBase, InProcessCluster
+from headwater.client.cluster import Cluster
 from headwater.engine.runtime import ModuleRuntime
-from headwater.errors import NotFound
 from headwater.schema import List, Map, Record, Schema, Set, as_schema
 from headwater.schema.types import Leaf
 
-__all__ = ["deployment_of", "describe_module", "describe_schema", "describe_type", "event_type", "query_parameters",
+__all__ = ["describe_module", "describe_schema", "describe_type", "event_type", "query_parameters",
            "runtime_of"]
 
 
-def deployment_of(cluster: InProcessCluster, module: str) -> DeploymentBase:
-    """The deployment running `module`, NotFound (with a suggestion) if it is not deployed."""
-    deployment = cluster.deployment(module)
-    if deployment.closed:
-        raise NotFound("module", module, cluster.modules(), where="this cluster")
-    return deployment
-
-
-def runtime_of(cluster: InProcessCluster, module: str) -> ModuleRuntime:
-    """The compiled module behind `module`: its depots, PStates, topologies and queries."""
-    return deployment_of(cluster, module).runtime
+def runtime_of(cluster: Cluster, module: str) -> ModuleRuntime:
+    """The compiled module behind `module`: its depots, PStates, topologies and queries (NotFound,
+    with a suggestion, if it is not deployed)."""
+    return cluster.runtime(module)
 
 
 _SCALAR_NAMES: dict[Any, str] = {

@@ -14,8 +14,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
-from headwater.cluster.inprocess import InProcessCluster
-from headwater.server.catalog import deployment_of
+from headwater.client.cluster import Cluster
 
 __all__ = ["Metrics", "cluster_stats"]
 
@@ -23,15 +22,15 @@ LATENCIES_KEPT = 1024  # recent ack latencies per depot, for the percentiles the
 _LATENCY_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
-def module_stats(cluster: InProcessCluster, deployment: Any) -> dict[str, Any]:
-    """Depot end offsets, and per topology: records processed, lag and dead letters."""
-    runtime, transport = deployment.runtime, deployment.transport
-    ends = {
-        depot.name: [transport.read(depot.task_of_partition(p), ("depot_end", depot.depot_id))
-                     for p in range(depot.partitions)]
-        for depot in runtime.depots.values()
-    }
-    progress = cluster.progress(runtime.name)
+def module_stats(cluster: Cluster, module: str, hosts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Depot end offsets, and per topology: records processed, lag and dead letters; `hosts` is the
+    module's part of `cluster.status()`."""
+    runtime = cluster.runtime(module)
+    ends = {}
+    for depot in runtime.depots.values():
+        client = cluster.depot(module, depot.name)
+        ends[depot.name] = [client.partition_info(p).end_offset for p in range(depot.partitions)]
+    progress = cluster.progress(module)
     topologies = []
     for stream in runtime.module.topologies.values():
         processed = lag = 0
@@ -39,17 +38,18 @@ def module_stats(cluster: InProcessCluster, deployment: Any) -> dict[str, Any]:
             for done, end in zip(progress[stream.name][decl.name], ends[decl.name], strict=True):
                 processed += done
                 lag += max(0, end - done)
-        dead = sum(len(transport.read(task, ("dead_letters", stream.name))) for task in range(runtime.tasks))
+        dead = len(cluster.dead_letters(module, stream.name))
         topologies.append({"name": stream.name, "kind": "stream" if stream.name in runtime.streams else "microbatch",
                            "depots": [d.name for d in stream.depots],
                            "processed": processed, "lag": lag, "dead_letters": dead})
     depots = [{"name": name, "partitions": offsets, "records": sum(offsets)} for name, offsets in ends.items()]
     return {"name": runtime.name, "tasks": runtime.tasks, "depots": depots, "topologies": topologies,
-            "hosts": cluster.status().get(runtime.name, [])}
+            "hosts": hosts}
 
 
-def cluster_stats(cluster: InProcessCluster, modules: list[str]) -> list[dict[str, Any]]:
-    return [module_stats(cluster, deployment_of(cluster, name)) for name in modules]
+def cluster_stats(cluster: Cluster, modules: list[str]) -> list[dict[str, Any]]:
+    status = cluster.status()  # asks every task once, for all the modules
+    return [module_stats(cluster, name, status.get(name, [])) for name in modules]
 
 
 def _percentile(ordered: list[float], q: float) -> float | None:
@@ -61,7 +61,7 @@ def _percentile(ordered: list[float], q: float) -> float | None:
 class Metrics:
     """The server's Prometheus registry (one per app, so several servers can live in one process)."""
 
-    def __init__(self, cluster: InProcessCluster) -> None:
+    def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
         self.registry = CollectorRegistry(auto_describe=False)
         self.appends = Counter("headwater_appends", "Client appends by outcome.",
@@ -114,7 +114,7 @@ class Metrics:
 class _ClusterCollector:
     """Reads depot sizes, topology progress, lag and dead letters from the tasks at scrape time."""
 
-    def __init__(self, cluster: InProcessCluster) -> None:
+    def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
 
     def collect(self) -> Any:

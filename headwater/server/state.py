@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 from starlette.requests import Request
 
-from headwater.cluster.inprocess import InProcessCluster
+from headwater.client.cluster import Cluster
 from headwater.server.auth import Auth, Token
 from headwater.server.metrics import Metrics
 
@@ -17,7 +17,7 @@ __all__ = ["ServerState", "authorize", "state_of"]
 
 @dataclass
 class ServerState:
-    cluster: InProcessCluster
+    cluster: Cluster
     auth: Auth
     metrics: Metrics
     max_body_bytes: int

@@ -10,6 +10,7 @@ import time
 import pytest
 
 import headwater as hw
+from headwater.cluster.inprocess import STATUS_WAIT_MAX_S
 from examples.bank_microbatch import Deposit, Transfer, bank as microbatch_bank
 from tests.engine.crashing_app import Event, module as crashy_module
 
@@ -140,8 +141,39 @@ def test_status_says_which_worker_hosts_each_task(tmp_path):
 
 def test_in_process_status_has_the_same_shape(cluster):
     cluster.deploy(microbatch_bank, tasks=2)
-    assert cluster.status() == {"mbbank": [{"task": t, "worker": None, "pid": os.getpid(), "up": True}
-                                           for t in range(2)]}
+    assert cluster.status() == {"mbbank": [{"task": t, "worker": None, "pid": os.getpid(), "up": True,
+                                            "appends_in_flight": 0, "error": None} for t in range(2)]}
+
+
+def test_status_asks_each_task_and_a_task_that_cannot_answer_is_not_up(any_cluster, tmp_path):
+    """Liveness is a request answered from the task's rounds: a task held in a long handler is not up
+    until it answers again, and says how many appends it holds meanwhile."""
+    flag = tmp_path / "go"
+    m = hw.Module("held")
+    jobs = m.depot("jobs", Deposit, partitioned=False)  # every record on task 0
+
+    @m.stream(jobs)
+    def hold(ctx: hw.Context, deposit: Deposit) -> None:
+        import os
+        import time
+
+        deadline = time.monotonic() + 30
+        while not os.path.exists(flag) and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    any_cluster.deploy(m, tasks=2)
+    any_cluster.depot("held", "jobs").append(Deposit(1, 1), ack="append")
+    started = time.monotonic()
+    tasks = any_cluster.status()["held"]
+    assert [t["up"] for t in tasks] == [False, True] and tasks[0]["appends_in_flight"] is None
+    assert time.monotonic() - started < STATUS_WAIT_MAX_S + 1  # bounded by its wait, not by the handler
+    flag.touch()
+    deadline = time.monotonic() + 10
+    tasks = any_cluster.status()["held"]
+    while not all(t["up"] for t in tasks):
+        assert time.monotonic() < deadline
+        tasks = any_cluster.status()["held"]
+    assert [t["appends_in_flight"] for t in tasks] == [0, 0]
 
 
 def test_a_path_with_a_function_in_it_reads_on_every_cluster_kind(any_cluster):
