@@ -28,14 +28,15 @@ from bench.common import loadavg, machine
 from bench.harness import DOCS, PLOTS, Env, Section
 
 RESULTS = Path(__file__).resolve().parent / "results"
-WORKLOADS = ["registration", "stack", "reads", "bank", "wordcount", "restart"]
+WORKLOADS = ["registration", "stack", "reads", "bank", "wordcount", "restart", "wire"]
 
 
 def _workload(name: str) -> Callable[[Env], Section]:
     import importlib
 
     module = {"registration": "compare_registration", "stack": "compare_stack", "reads": "compare_reads",
-              "bank": "compare_bank", "wordcount": "compare_wordcount", "restart": "restart"}[name]
+              "bank": "compare_bank", "wordcount": "compare_wordcount", "restart": "restart",
+              "wire": "wire_framing"}[name]
     return importlib.import_module(f"bench.{module}").run
 
 
