@@ -6,36 +6,30 @@ without the network, so a unit test exercises exactly what production runs.
 
 from __future__ import annotations
 
-import concurrent.futures
 import itertools
 import json
 import os
 import shutil
 import tempfile
-import threading
 import time
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from headwater.client.api import DeadLetter, DepotClient, pstate_view
 from headwater.client.replies import ReplyRouter
-from headwater.client.seam import ClientTransport, DeployedModule
+from headwater.client.seam import DeployedModule
+from headwater.cluster.clients import ClusterClients
 from headwater.cluster.hosts import SYSTEM_CLOCK, TaskThread
 from headwater.cluster.transport import InProcessTransport
 from headwater.engine.definitions import Module
-from headwater.engine.messages import MbControl, encode
-from headwater.engine.query import invoke_query, query_decl
 from headwater.engine.runtime import Catalog, ModuleRuntime
 from headwater.engine.task import Task
-from headwater.errors import AckTimeout, DefinitionError, NotFound, QueryTimeout, Unavailable
+from headwater.errors import DefinitionError, NotFound, Unavailable
 from headwater.storage import RocksStore
 
-__all__ = ["Deployment", "DeploymentBase", "InProcessCluster"]
+__all__ = ["STATUS_WAIT_MAX_S", "Deployment", "DeploymentBase", "InProcessCluster"]
 
 TASKS_MAX = 1024
-QUERY_THREADS_MAX = 8  # queries of one cluster running at once; more wait for a free thread
-CONTROL_WAIT_MAX_S = 30.0  # the longest pause/resume waits for task 0 to take it
 STATUS_WAIT_MAX_S = 2.0  # the longest status() waits for the tasks' answers
 _clients = itertools.count(1)
 
@@ -125,33 +119,7 @@ class Deployment(DeploymentBase):
             task.store.close()
 
 
-class _QueryRun:
-    """One query on the pool: if its caller gives up, its thread stops holding commits off."""
-
-    __slots__ = ("_lock", "_thread", "_finished")
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._thread: int | None = None
-        self._finished = False
-
-    def __call__(self, *args: Any) -> Any:
-        with self._lock:
-            self._thread = threading.get_ident()
-        try:
-            return invoke_query(*args)
-        finally:
-            with self._lock:
-                self._finished = True
-
-    def abandon(self, transport: ClientTransport) -> None:
-        # Under the lock the thread cannot finish and start another query: the hold is this one's.
-        with self._lock:
-            if self._thread is not None and not self._finished:
-                transport.abandon_reads(self._thread)
-
-
-class InProcessCluster:
+class InProcessCluster(ClusterClients[DeploymentBase]):
     """An embedded cluster: every task of every module on a thread of this process.
 
     It is the whole engine — one RocksDB per task under `<path>/<module>/task-<i>`,
@@ -169,17 +137,7 @@ class InProcessCluster:
         self._temporary = path is None
         self.path = Path(tempfile.mkdtemp(prefix="headwater-")) if path is None else Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
-        self._deployments: dict[str, DeploymentBase] = {}
-        self._lock = threading.Lock()
-        self._closed = False
-        self._query_pool = concurrent.futures.ThreadPoolExecutor(QUERY_THREADS_MAX,
-                                                                 thread_name_prefix="headwater-query")
-
-    def __enter__(self) -> InProcessCluster:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+        super().__init__({})
 
     def __repr__(self) -> str:
         return f"<InProcessCluster {str(self.path)!r} modules={sorted(self._deployments)}>"
@@ -239,46 +197,6 @@ class InProcessCluster:
         return catalog
 
     # ---- clients --------------------------------------------------------------------------
-    def _check_open(self) -> None:
-        if self._closed:
-            raise Unavailable("this cluster is closed; create a new one (it resumes from its data directory)")
-
-    def _deployment(self, module: str) -> DeploymentBase:
-        self._check_open()
-        deployment = self._deployments.get(module)
-        if deployment is None:
-            raise NotFound("module", module, self._deployments, where="this cluster")
-        return deployment
-
-    def deployment(self, module: str) -> DeploymentBase:
-        """The running deployment of `module`: its compiled definition (`.runtime`) and transport.
-
-        For tools built on the cluster (the HTTP server, the web UI); applications use `depot`,
-        `pstate` and `query`.
-        """
-        return self._deployment(module)
-
-    def runtime(self, module: str) -> ModuleRuntime:
-        """The compiled definition of deployed module `module` (`NotFound` if it is not deployed):
-        for tools built on the cluster, such as the HTTP server, which describes its depots,
-        PStates and queries from it."""
-        return self._deployment(module).runtime
-
-    def progress(self, module: str) -> dict[str, dict[str, list[int]]]:
-        """{topology: {depot: [next offset to process, per partition]}} of `module`."""
-        deployment = self._deployment(module)
-        runtime, transport = deployment.runtime, deployment.transport
-        per_task = transport.read_many([(task, ("progress",)) for task in range(runtime.tasks)])
-        result: dict[str, dict[str, list[int]]] = {}
-        for topology in runtime.module.topologies.values():
-            for decl in topology.depots:
-                depot = runtime.depots[decl.name]
-                result.setdefault(topology.name, {})[depot.name] = [
-                    per_task[depot.task_of_partition(p)].get((topology.name, depot.depot_id), 0)
-                    for p in range(depot.partitions)
-                ]
-        return result
-
     def status(self) -> dict[str, list[dict[str, Any]]]:
         """Per module, per task in order: where it runs, and whether it answers.
 
@@ -306,134 +224,6 @@ class InProcessCluster:
                              "error": deployment.failures.get(task)})
             status[name] = rows
         return status
-
-    def modules(self) -> list[str]:
-        """The names of the deployed modules, sorted (empty once the cluster is closed)."""
-        return sorted(self._deployments)
-
-    def depot(self, module: str, depot: str) -> DepotClient:
-        """A client of depot `depot` of `module`: append, read and tail its records.
-
-        An unknown module or depot raises `NotFound` (naming the closest match); a closed
-        cluster raises `Unavailable`. The client stays valid across `update(module)`.
-
-            deposits = cluster.depot("bank", "deposits")
-            deposits.append(Deposit(1, 100))
-        """
-        deployment = self._deployment(module)
-        return DepotClient(deployment, deployment.runtime.depot(depot))
-
-    def pstate(self, module: str, pstate: str, *, task: int | None = None) -> Any:
-        """A read-only `View` of PState `pstate` of `module`, over committed state.
-
-        Each read goes to the task owning the path's first key. A read with no key to route by
-        (a whole partitioned map, a per-task PState) on a module of several tasks raises
-        `PathError`: pass `task=i` (0 to tasks - 1, else `ValueError`) to read that task's part.
-        Writes raise `ReadOnlyError`; unknown names raise `NotFound`.
-
-            funds = cluster.pstate("bank", "funds")
-            funds[1].get()                                  # 100
-            cluster.pstate("bank", "funds", task=0).keys()  # the keys task 0 holds
-        """
-        return pstate_view(self._deployment(module), pstate, task)
-
-    def query(self, module: str, name: str) -> Any:
-        """The query `name` of `module` as a function: call it with the query's arguments.
-
-        `timeout` (seconds, keyword) bounds the wait: the query runs on the cluster's query pool
-        and `QueryTimeout` is raised when it takes longer; `timeout=None` runs it in the calling
-        thread with no bound.
-        """
-        deployment = self._deployment(module)
-        decl = query_decl(deployment.runtime, name)
-
-        def invoke(*args: Any, timeout: float | None = 30.0, **kwargs: Any) -> Any:
-            deployment.check_open()
-            if timeout is None:
-                return invoke_query(deployment.runtime, deployment.transport, decl, args, kwargs)
-            run = _QueryRun()
-            future = self._query_pool.submit(run, deployment.runtime, deployment.transport, decl, args, kwargs)
-            try:
-                return future.result(timeout)
-            except concurrent.futures.TimeoutError:
-                future.cancel()  # not started yet (the pool was busy): it never will
-                run.abandon(deployment.transport)
-                raise QueryTimeout(
-                    f"query {module}.{name} did not finish within {timeout}s; it runs on to completion in the "
-                    "background. Raise the timeout, or narrow the query (ranges with a limit, fewer tasks)"
-                ) from None
-
-        invoke.__name__ = name
-        invoke.__doc__ = decl.fn.__doc__
-        return invoke
-
-    def dead_letters(self, module: str, topology: str) -> list[DeadLetter]:
-        """The failed invocations of `topology` kept on every task, by partition, then offset.
-
-        Each `DeadLetter` carries its traceback and event, and `retry()` runs it again. An
-        unknown module or topology raises `NotFound`.
-
-            letter, = cluster.dead_letters("bank", "deposit")
-            letter.error_type, letter.offset                # ('ValueError', 1)
-        """
-        deployment = self._deployment(module)
-        topologies = deployment.runtime.module.topologies
-        if topology not in topologies:
-            raise NotFound("topology", topology, topologies, where=f"module {module!r}")
-        entries = [e for task in range(deployment.runtime.tasks)
-                   for e in deployment.transport.read(task, ("dead_letters", topology))]
-        return [DeadLetter(deployment, entry) for entry in sorted(entries, key=lambda e: (e.partition, e.offset, e.id))]
-
-    # ---- microbatch test helpers ----------------------------------------------------------
-    def _microbatch_status(self, module: str, topology: str) -> dict[str, Any]:
-        deployment = self._deployment(module)
-        deployment.check_open()
-        return deployment.transport.read(0, ("mb_status", topology))
-
-    def wait_for_microbatch(self, module: str, topology: str, *, processed: int, timeout: float = 30.0) -> int:
-        """Wait until `topology` has committed `processed` depot records since deploy; returns the count."""
-        deadline = time.monotonic() + timeout
-        while True:
-            status = self._microbatch_status(module, topology)
-            if status["processed"] >= processed:
-                return status["processed"]
-            if time.monotonic() >= deadline:
-                raise AckTimeout(
-                    f"microbatch topology {module}.{topology} committed {status['processed']} records, not "
-                    f"{processed}, within {timeout}s (phase {status['phase']!r}, attempt {status['attempt']}"
-                    f"{', paused' if status['paused'] else ''})"
-                )
-            time.sleep(0.002)
-
-    def pause(self, module: str, topology: str, *, timeout: float = 30.0) -> None:
-        """Stop starting new batches of `topology`; returns once its current batch (if any) finished."""
-        self._control(module, topology, "pause")
-        deadline = time.monotonic() + timeout
-        while self._microbatch_status(module, topology)["phase"] != "idle":
-            if time.monotonic() >= deadline:
-                raise AckTimeout(f"microbatch topology {module}.{topology} did not finish its batch within {timeout}s")
-            time.sleep(0.002)
-
-    def resume(self, module: str, topology: str) -> None:
-        """Let microbatch `topology` start batches again after `pause`; nothing to do if it runs.
-
-        Returns once task 0 has taken the resume; `Unavailable` if it does not within 30 s.
-        `NotFound` if `topology` is not a microbatch topology of `module`.
-        """
-        self._control(module, topology, "resume")
-
-    def _control(self, module: str, topology: str, action: str) -> None:
-        self._microbatch_status(module, topology)  # NotFound for unknown names, before anything is sent
-        deployment = self._deployment(module)
-        deployment.transport.send(0, encode(MbControl(topology, action)))
-        deadline = time.monotonic() + CONTROL_WAIT_MAX_S
-        while self._microbatch_status(module, topology)["paused"] != (action == "pause"):
-            if time.monotonic() >= deadline:
-                raise Unavailable(
-                    f"task 0 of module {module!r} did not take the {action} of {topology!r} within "
-                    f"{CONTROL_WAIT_MAX_S}s; check cluster.status() and retry"
-                )
-            time.sleep(0.001)
 
     def close(self) -> None:
         """Stop every module's tasks, then delete the data directory if it is a temporary one.

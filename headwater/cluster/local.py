@@ -15,7 +15,9 @@ what is safe to retry.
 
 from __future__ import annotations
 
+import concurrent.futures
 import importlib.machinery
+import inspect
 import io
 import logging
 import marshal
@@ -26,6 +28,7 @@ import sys
 import threading
 import time
 import types
+import typing
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -36,11 +39,11 @@ import cloudpickle
 from headwater.client.replies import ReplyRouter
 from headwater.client.seam import ClientTransport
 from headwater.cluster.inprocess import DeploymentBase, InProcessCluster
-from headwater.cluster.wire import Failed, Hello, Link, ToClient, ToTask
+from headwater.cluster.wire import CLIENT_PROCESS_SHIFT, Call, Failed, Hello, Link, ToClient, ToTask
 from headwater.cluster.worker import RemoteGate
 from headwater.engine.definitions import Module
 from headwater.engine.runtime import Catalog, ModuleRuntime
-from headwater.errors import DefinitionError, Unavailable
+from headwater.errors import DefinitionError, NotFound, Unavailable
 
 __all__ = ["LocalCluster", "WORKERS_MAX"]
 
@@ -50,6 +53,8 @@ WORKERS_MAX = 64
 WORKER_START_S = 30.0  # the longest a worker may take to start and say hello
 MONITOR_POLL_S = 0.05  # how often the supervisor checks that its workers live
 DEPLOY_CALL_S = 120.0  # the longest opening a module's tasks on a worker may take (recovery reads its store)
+FRONT_CALL_S = 60.0  # the longest starting, or gracefully stopping, a worker's fronts (HTTP servers) may take
+SUPERVISOR_CALL_THREADS = 4  # calls from workers (status) the supervisor serves at once
 
 
 class _Worker:
@@ -323,7 +328,25 @@ def _by_value_where_needed(module: Module) -> Module:
         found = sys.modules.get(name or "")
         if found is not None and name not in ("__main__", *sys.builtin_module_names) and not _importable(name or ""):
             cloudpickle.register_pickle_by_value(found)
+            _resolve_annotations(found)
     return module
+
+
+def _resolve_annotations(module: types.ModuleType) -> None:
+    """Replace string annotations (`from __future__ import annotations`) of the classes defined in
+    `module` by the types they name. A class sent by value arrives in a worker without its
+    module, where msgspec could not resolve `"uuid.UUID"` against the module's globals."""
+    for value in list(vars(module).values()):
+        if not isinstance(value, type) or value.__module__ != module.__name__:
+            continue
+        own = inspect.get_annotations(value)
+        if not any(isinstance(kind, str) for kind in own.values()):
+            continue
+        try:
+            hints = typing.get_type_hints(value, include_extras=True)
+        except Exception:  # left as it is: decoding reports what is wrong, as it would in process
+            continue
+        value.__annotations__ = {name: hints.get(name, kind) for name, kind in own.items()}
 
 
 def _importable(name: str) -> bool:
@@ -354,7 +377,10 @@ class LocalCluster(InProcessCluster):
         if not isinstance(count, int) or not 1 <= count <= WORKERS_MAX:
             raise ValueError(f"workers={workers!r} must be an int from 1 to {WORKERS_MAX}")
         super().__init__(path)
-        self._client_ids = iter(range(1, 1 << 62))
+        self._client_ids = iter(range(1, 1 << CLIENT_PROCESS_SHIFT))
+        self._fronts: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+        self._calls = concurrent.futures.ThreadPoolExecutor(SUPERVISOR_CALL_THREADS,
+                                                            thread_name_prefix="headwater-supervisor-call")
         self._workers = _Workers(count, self._on_frame, self._reopen_all)
 
     def __repr__(self) -> str:
@@ -365,6 +391,10 @@ class LocalCluster(InProcessCluster):
                                 next(self._client_ids))
 
     def _on_frame(self, link: Link, envelope: Any) -> None:
+        if isinstance(envelope, Call):  # from a worker's front: status() is known here
+            ops: dict[str, Callable[..., Any]] = {"status": self.status}
+            self._calls.submit(link.answer, envelope, ops.get(envelope.op) or self._unknown_call)
+            return
         deployment = self._deployments.get(getattr(envelope, "module", ""))
         if deployment is None:
             return  # a module stopped meanwhile
@@ -374,6 +404,10 @@ class LocalCluster(InProcessCluster):
             assert isinstance(deployment, WorkerDeployment)
             deployment.failures[envelope.task] = envelope.error
 
+    @staticmethod
+    def _unknown_call(*_: Any) -> None:
+        raise NotFound("supervisor call", "?", ["status"])
+
     def _reopen_all(self) -> None:
         with self._lock:
             for deployment in self._deployments.values():
@@ -382,6 +416,42 @@ class LocalCluster(InProcessCluster):
                     deployment.reopen()
                 except Exception:  # the next restart (or a client's Unavailable) tells the story
                     _log.exception("module %s did not reopen after the workers restarted", deployment.runtime.name)
+            for factory, args in self._fronts:  # the restarted workers serve again
+                self._start_front(factory, args)
+
+    # ---- fronts: what every worker serves besides its tasks (the HTTP API) ----------------
+    def start_fronts(self, factory: Callable[..., Any], *args: Any) -> None:
+        """Run `factory(worker_cluster, *args)` in every worker, now and after every restart.
+
+        `worker_cluster` is that worker's `WorkerCluster` (the client half of a cluster, over the
+        modules it hosts); `factory` travels pickled by reference, so it must be a top-level
+        function, and what it returns must have `stop()`. `headwater serve --workers N` starts
+        an HTTP server in every worker this way, all on one port.
+        """
+        with self._lock:
+            self._check_open()
+            self._fronts.append((factory, args))
+            self._start_front(factory, args)
+
+    def _start_front(self, factory: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        for worker in range(self._workers.count):
+            self._workers.link(worker, restarting_ok=True).call("front", factory, *args, timeout_s=FRONT_CALL_S)
+
+    def stop_fronts(self) -> None:
+        """Stop every worker's fronts (each lets the requests it is serving finish first)."""
+        with self._lock:
+            self._fronts.clear()
+        def stop(worker: int) -> None:
+            try:
+                self._workers.link(worker).call("stop_fronts", timeout_s=FRONT_CALL_S)
+            except Unavailable:
+                pass  # a worker that is gone serves nothing
+
+        stopping = [threading.Thread(target=stop, args=(worker,)) for worker in range(self._workers.count)]
+        for thread in stopping:  # all at once: each may wait for its slowest request
+            thread.start()
+        for thread in stopping:
+            thread.join()
 
     def close(self) -> None:
         """Stop every module's tasks, then end the worker processes; as `InProcessCluster.close`.
@@ -389,5 +459,9 @@ class LocalCluster(InProcessCluster):
         What the workers acknowledged is already on disk, so ending them loses nothing; a
         cluster over the same `path` resumes from it.
         """
+        if self._fronts:
+            self.stop_fronts()
         super().close()
         self._workers.close()
+        self._calls.shutdown(wait=False, cancel_futures=True)
+

@@ -28,6 +28,7 @@ from headwater.errors import HeadwaterError, Unavailable
 
 __all__ = [
     "CALL_TIMEOUT_S",
+    "CLIENT_PROCESS_SHIFT",
     "FRAME_BYTES_MAX",
     "Answer",
     "Call",
@@ -36,6 +37,7 @@ __all__ = [
     "Link",
     "ToClient",
     "ToTask",
+    "client_process",
     "connect",
     "dump_error",
     "dumps",
@@ -56,10 +58,22 @@ class ToTask(msgspec.Struct, tag=1, array_like=True):
 
 
 class ToClient(msgspec.Struct, tag=2, array_like=True):
-    """A reply for the client endpoint of `module`'s deployment (appends' acks, completions)."""
+    """A reply for client endpoint `client` of `module`'s deployment (appends' acks, completions)."""
 
     module: str
+    client: int
     message: bytes
+
+
+# A client endpoint's id names the process that holds it: the supervisor's are below 1 << 40,
+# worker w's are (w + 1) << 40 plus a count, so a task replies straight to the right process.
+CLIENT_PROCESS_SHIFT = 40
+
+
+def client_process(client: int) -> int | None:
+    """The worker holding client endpoint `client`, or None for the supervisor."""
+    process = client >> CLIENT_PROCESS_SHIFT
+    return process - 1 if process else None
 
 
 class Call(msgspec.Struct, tag=4, array_like=True):

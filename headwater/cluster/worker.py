@@ -4,9 +4,11 @@
 
 The worker connects to its supervisor, says hello with the port its peers reach it on, and then
 does what the supervisor asks: `open` a module's tasks (stores, recovery, inboxes), `start` them,
-serve reads, hold microbatch commits off for queries, `stop`. Messages between tasks go straight
-from worker to worker; replies go to the supervisor, where the clients
-are. The worker exits when its supervisor goes away, so no worker outlives its cluster.
+serve reads, hold microbatch commits off for queries, `stop`, and run `front`s (the HTTP server)
+over a `WorkerCluster`, the client half of a cluster in this process. Messages between tasks go
+straight from worker to worker; a reply goes to the process holding its client (the supervisor,
+this worker, or a peer). The worker exits when its supervisor goes away, so no worker outlives
+its cluster.
 """
 
 from __future__ import annotations
@@ -26,22 +28,36 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
+from headwater.client.replies import ReplyRouter
+from headwater.client.seam import ClientTransport, DeployedModule
+from headwater.cluster.clients import ClusterClients
 from headwater.cluster.hosts import SYSTEM_CLOCK, TaskThread
 from headwater.cluster.transport import COMMIT_WAIT_MAX_S, INBOX_BYTES_MAX, Inbox, _CommitGate
-from headwater.cluster.wire import Call, Failed, Hello, Link, ToClient, ToTask, connect
+from headwater.cluster.wire import (
+    CLIENT_PROCESS_SHIFT,
+    Call,
+    Failed,
+    Hello,
+    Link,
+    ToClient,
+    ToTask,
+    client_process,
+    connect,
+)
 from headwater.engine.definitions import Module
 from headwater.engine.runtime import Catalog, ModuleRuntime
 from headwater.engine.task import Task
-from headwater.engine.transport import Transport
 from headwater.errors import NotFound, Unavailable
 from headwater.storage import RocksStore
 
-__all__ = ["WORKER_CALL_THREADS", "RemoteGate", "WorkerNode", "main"]
+__all__ = ["WORKER_CALL_THREADS", "RemoteGate", "WorkerCluster", "WorkerNode", "main"]
 
 _log = logging.getLogger("headwater.worker")
 
 WORKER_CALL_THREADS = 32  # calls a worker serves at once (reads, queries, holds); more wait their turn
+STATUS_CALL_S = 10.0  # the longest a worker's front waits for the supervisor's status()
 _tokens = itertools.count(1)
+_endpoints = itertools.count(1)
 
 
 class RemoteGate:
@@ -96,8 +112,9 @@ class RemoteGate:
             pass  # the worker is gone, and its holds with it
 
 
-class WorkerTransport(Transport):
-    """The engine's transport inside a worker: local inboxes, links to peers, replies to the supervisor."""
+class WorkerTransport(ClientTransport):
+    """The transport inside a worker, for its tasks and for its clients (the HTTP server's): local
+    inboxes, links to peers, and replies to whichever process holds the client."""
 
     def __init__(self, node: WorkerNode, module: str, placement: list[int]) -> None:
         self._node = node
@@ -105,6 +122,9 @@ class WorkerTransport(Transport):
         self._placement = placement  # task id -> the worker hosting it
         self._inboxes: dict[int, Inbox] = {}
         self._readers: dict[int, Callable[[tuple[Any, ...]], Any]] = {}
+        self._rounds: dict[int, Callable[[float], None]] = {}
+        self.router = ReplyRouter()  # the replies for this worker's clients of the module
+        self.closed = False
         self.gate = _CommitGate(self.send) if placement[0] == node.worker_id else None
         self._remote_gate = None if self.gate else RemoteGate(lambda: node.peer(placement[0]), module)
         self._batch = threading.local()  # per round thread: frames held until the round ends
@@ -140,6 +160,9 @@ class WorkerTransport(Transport):
         self._readers[task_id] = read
         return inbox
 
+    def add_host(self, task_id: int, run_round_here: Callable[[float], None]) -> None:
+        self._rounds[task_id] = run_round_here
+
     def deliver(self, task_id: int, message: bytes) -> None:
         self._inboxes[task_id].put(message)
 
@@ -150,8 +173,32 @@ class WorkerTransport(Transport):
         else:
             self._post(self._node.peer(self._placement[task_id]), ToTask(self._module, task_id, message))
 
+    def submit_append(self, task_id: int, message: bytes, *, caller_waits: bool = False,
+                      timeout_s: float = 0.0) -> None:
+        if self.closed:
+            raise Unavailable(f"module {self._module!r} stopped on worker {self._node.worker_id}")
+        inbox = self._inboxes.get(task_id)
+        if inbox is not None and caller_waits:  # a client here and its task too: as in process
+            inbox.put(message, wake=False)
+            self._rounds[task_id](timeout_s)
+        else:
+            self.send(task_id, message)
+
+    def abandon_reads(self, thread_id: int) -> None:
+        if self.gate is not None:
+            self.gate.abandon(thread_id)
+        else:
+            assert self._remote_gate is not None
+            self._remote_gate.abandon(thread_id)
+
     def reply(self, client_id: int, message: bytes) -> None:
-        self._post(self._node.supervisor, ToClient(self._module, message))
+        worker = client_process(client_id)
+        if worker is None:
+            self._post(self._node.supervisor, ToClient(self._module, client_id, message))
+        elif worker == self._node.worker_id:
+            self.router.deliver(message)
+        else:
+            self._post(self._node.peer(worker), ToClient(self._module, client_id, message))
 
     def read(self, task_id: int, request: tuple[Any, ...]) -> Any:
         read = self._readers.get(task_id)
@@ -178,30 +225,81 @@ class WorkerTransport(Transport):
         return any(inbox.queued_bytes > INBOX_BYTES_MAX for inbox in self._inboxes.values())
 
 
-class _Deployment:
-    """One module's tasks on this worker."""
+class _Deployment(DeployedModule):
+    """One module on this worker: the tasks it hosts, and the client endpoint of its clients here."""
+
+    transport: WorkerTransport
 
     def __init__(self, node: WorkerNode, module: Module, catalog: Catalog, directory: Path,
                  placement: list[int], writer_kinds: dict[str, str]) -> None:
         self.runtime = ModuleRuntime(module, catalog, writer_kinds=writer_kinds)
         self.transport = WorkerTransport(node, module.name, placement)
+        self.router = self.transport.router
+        self.client_id = ((node.worker_id + 1) << CLIENT_PROCESS_SHIFT) | next(_endpoints)
+        self.closed = False
+        self._node = node
         self.hosts: list[TaskThread] = []
         for task_id, worker in enumerate(placement):
             if worker != node.worker_id:
                 continue
             task = Task(self.runtime, task_id, RocksStore(directory / f"task-{task_id}"), self.transport, SYSTEM_CLOCK)
             inbox = self.transport.add_task(task_id, task.serve_read)
-            self.hosts.append(TaskThread(task, inbox, on_failure=node.task_failed, batching=self.transport.batching))
+            host = TaskThread(task, inbox, on_failure=node.task_failed, batching=self.transport.batching)
+            self.transport.add_host(task_id, host.run_round_here)
+            self.hosts.append(host)
+
+    def check_open(self) -> None:
+        if self.closed:
+            raise Unavailable(f"module {self.runtime.name!r} is no longer running on worker {self._node.worker_id}")
+        for host in self.hosts:
+            if host.failure is not None:
+                raise Unavailable(f"task {host.task.task_id} of module {self.runtime.name!r} stopped on an internal "
+                                  f"error: {host.failure!r}; restart the cluster (it resumes from disk)")
 
     def start(self) -> None:
         for host in self.hosts:
             host.start()
 
     def stop(self) -> None:
+        self.closed = self.transport.closed = True
         for host in self.hosts:
             host.stop()
         for host in self.hosts:
             host.task.store.close()
+        self.router.fail_all(f"module {self.runtime.name!r} stopped on worker {self._node.worker_id} before the "
+                             "reply came; the event may be durable: append again with the same idempotency_key")
+
+
+class WorkerCluster(ClusterClients[_Deployment]):
+    """The client half of a cluster in a worker process, over the modules it hosts: what a front
+    (the HTTP server) serves from. Deploying and updating happen in the supervisor; `status` is
+    asked of it."""
+
+    def __init__(self, node: WorkerNode) -> None:
+        super().__init__(node.deployments)  # the worker's own table: an update there shows here at once
+        self._node = node
+
+    def __repr__(self) -> str:
+        return f"<WorkerCluster worker={self._node.worker_id} modules={sorted(self._deployments)}>"
+
+    def _refuse(self, what: str) -> Unavailable:
+        return Unavailable(f"{what} happens in the process that runs the LocalCluster, not in worker "
+                           f"{self._node.worker_id}")
+
+    def deploy(self, module: Module, *, tasks: int | None = None) -> None:
+        raise self._refuse("deploying")
+
+    def update(self, module: Module) -> None:
+        raise self._refuse("updating a module")
+
+    def destroy(self, name: str) -> None:
+        raise self._refuse("destroying a module")
+
+    def status(self) -> dict[str, list[dict[str, Any]]]:
+        return self._node.supervisor.call("status", timeout_s=STATUS_CALL_S)
+
+    def close(self) -> None:
+        self._query_pool.shutdown(wait=False, cancel_futures=True)
 
 
 class WorkerNode:
@@ -209,7 +307,9 @@ class WorkerNode:
         self.worker_id = worker_id
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
-        self._deployments: dict[str, _Deployment] = {}
+        self.deployments: dict[str, _Deployment] = {}
+        self._fronts: list[Any] = []  # what `front` started (an HTTP server): each has stop()
+        self._cluster: WorkerCluster | None = None
         self._peers: dict[int, Link] = {}
         self._peer_ports: dict[int, int] = {}
         self._lock = threading.Lock()
@@ -217,6 +317,7 @@ class WorkerNode:
         self._ops: dict[str, Callable[..., Any]] = {
             "open": self._open, "start": self._start, "stop": self._stop, "read": self._read,
             "hold": self._hold, "release": self._release, "ping": lambda: os.getpid(),
+            "front": self._front, "stop_fronts": self._stop_fronts,
         }
         self.supervisor = connect(supervisor_port, self._on_frame, "the supervisor", on_close=self._orphaned)
         self.supervisor.send(Hello(worker_id, self.port, os.getpid()))
@@ -243,9 +344,13 @@ class WorkerNode:
 
     def _on_frame(self, link: Link, envelope: Any) -> None:
         if isinstance(envelope, ToTask):
-            deployment = self._deployments.get(envelope.module)
+            deployment = self.deployments.get(envelope.module)
             if deployment is not None:  # else: stopped, or a message from before this worker's restart
                 deployment.transport.deliver(envelope.task, envelope.message)
+        elif isinstance(envelope, ToClient):
+            deployment = self.deployments.get(envelope.module)
+            if deployment is not None:
+                deployment.router.deliver(envelope.message)
         elif isinstance(envelope, Call):
             op = self._ops.get(envelope.op) or functools.partial(self._unknown, envelope.op)
             self._calls.submit(link.answer, envelope, op)
@@ -267,18 +372,32 @@ class WorkerNode:
               peer_ports: dict[int, int], writer_kinds: dict[str, str]) -> None:
         module = pickle.loads(module_bytes)
         self._peer_ports.update(peer_ports)
-        self._deployments[module.name] = _Deployment(self, module, catalog, Path(directory), placement, writer_kinds)
+        self.deployments[module.name] = _Deployment(self, module, catalog, Path(directory), placement, writer_kinds)
+
+    def _front(self, factory: Callable[..., Any], *args: Any) -> None:
+        """Start `factory(cluster, *args)` over this worker's `WorkerCluster`: an HTTP server, say.
+
+        The factory travels pickled by reference, so the cluster layer never imports what it
+        starts; what it returns is stopped by `stop_fronts`."""
+        if self._cluster is None:
+            self._cluster = WorkerCluster(self)
+        self._fronts.append(factory(self._cluster, *args))
+
+    def _stop_fronts(self) -> None:
+        fronts, self._fronts = self._fronts, []
+        for front in fronts:
+            front.stop()
 
     def _start(self, module: str) -> None:
-        self._deployments[module].start()
+        self.deployments[module].start()
 
     def _stop(self, module: str) -> None:
-        deployment = self._deployments.pop(module, None)
+        deployment = self.deployments.pop(module, None)
         if deployment is not None:
             deployment.stop()
 
     def _deployment(self, module: str) -> _Deployment:
-        deployment = self._deployments.get(module)
+        deployment = self.deployments.get(module)
         if deployment is None:
             raise Unavailable(f"module {module!r} is not running on worker {self.worker_id}")
         return deployment

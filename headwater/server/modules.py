@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import Any
 
@@ -87,14 +88,15 @@ async def openapi(request: Request) -> Response:
 async def health(request: Request) -> Response:
     # Load balancers ask without a token: they learn that the server is up, and only a caller
     # with a valid token learns the names of the modules it has a scope on.
+    # `pid` says which process answered (with --workers N, every worker serves the port).
     state = state_of(request)
     if not state.auth.enabled:
-        return json_response({"ok": True, "modules": state.cluster.modules()})
+        return json_response({"ok": True, "modules": state.cluster.modules(), "pid": os.getpid()})
     try:
         names = _visible(request)
     except ApiError:
         return json_response({"ok": True})
-    return json_response({"ok": True, "modules": names})
+    return json_response({"ok": True, "modules": names, "pid": os.getpid()})
 
 
 @endpoint

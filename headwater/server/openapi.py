@@ -205,7 +205,8 @@ def _server_paths(modules: list[str]) -> dict[str, Any]:
             "summary": "Is the server up; module names only for a valid token when tokens are configured",
             "security": [],
             "responses": {"200": _ok(_object(("ok",), ok={"type": "boolean"},
-                                             modules={"type": "array", "items": {"type": "string"}}))}}},
+                                             modules={"type": "array", "items": {"type": "string"}},
+                                             pid={"type": "integer", "description": "the serving process"}))}}},
         "/api/modules": {"get": {
             "summary": "Deployed modules the token has a scope on: depots, PStates, topologies, queries and schemas",
             "responses": {"200": _ok(_object(("modules",), modules={"type": "array", "items": listing})),

@@ -19,6 +19,7 @@ from typing import Any
 
 import uvicorn
 
+from headwater.client.cluster import Cluster
 from headwater.cluster.inprocess import InProcessCluster
 from headwater.cluster.local import LocalCluster
 from headwater.engine.definitions import Module
@@ -31,6 +32,7 @@ from headwater.server.protocol import EVENT_LOOP, ConnectionLimits, http_protoco
 __all__ = ["GRACEFUL_SHUTDOWN_S", "ServeError", "ServerThread", "deploy_all", "load_modules", "serve"]
 
 GRACEFUL_SHUTDOWN_S = 10.0  # requests still running this long after Ctrl-C are cut off
+LISTEN_BACKLOG = 2048  # connections the kernel queues for a server before it accepts them
 _STARTUP_TIMEOUT_S = 30.0
 
 
@@ -81,18 +83,26 @@ def deploy_all(cluster: InProcessCluster, modules: list[Module], tasks: int) -> 
         cluster.deploy(module, tasks=None if stored else tasks)  # the task count is fixed at first deploy
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """A listening socket, or a ServeError that says what to do when the address is taken."""
+def bind(host: str, port: int, *, shared: bool = False, listen: bool = True) -> socket.socket:
+    """A listening socket, or a ServeError that says what to do when the address is taken.
+
+    `shared`: other sockets of this user may bind the same address too (SO_REUSEPORT), and the
+    kernel spreads new connections over those listening: how every worker of a LocalCluster
+    serves one port. `listen=False` only holds the address (and learns the port, for port 0).
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if shared:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host.strip("[]"), port))
     except OSError as e:
         sock.close()
         raise ServeError(f"cannot listen on {host}:{port}: {e.strerror or e}; is another server running there? "
                          "pick another --port") from None
-    sock.listen(2048)
+    if listen:
+        sock.listen(LISTEN_BACKLOG)
     sock.set_inheritable(True)
     return sock
 
@@ -118,14 +128,21 @@ def serve(app_file: str, *, data: str = "./data", host: str = "127.0.0.1", port:
           announce: Callable[[str, InProcessCluster], None] | None = None) -> None:
     """Deploy the modules of `app_file` on a cluster in `data` and serve them until Ctrl-C.
 
-    `workers=0` runs the tasks in this process (`InProcessCluster`); `workers=N` in N worker
-    processes (`LocalCluster`)."""
+    `workers=0` runs the tasks, and the HTTP server, in this process (`InProcessCluster`);
+    `workers=N` runs them in N worker processes (`LocalCluster`), and every worker serves the
+    HTTP API on the one port (SO_REUSEPORT: the kernel spreads connections over them), reading
+    and appending to its own tasks directly and to the others' over the links between workers.
+    """
     auth = load_auth() if auth is None else auth
     check_bind(host, auth)
     modules = load_modules(app_file)
+    if workers:
+        _serve_on_workers(modules, data=data, host=host, port=port, tasks=tasks, auth=auth,
+                          max_body_bytes=max_body_bytes, limits=limits, workers=workers, announce=announce)
+        return
     sock = bind(host, port)
     try:
-        with (LocalCluster(data, workers=workers) if workers else InProcessCluster(data)) as cluster:
+        with InProcessCluster(data) as cluster:
             deploy_all(cluster, modules, tasks)
             server = uvicorn.Server(_config(create_app(cluster, auth=auth, max_body_bytes=max_body_bytes),
                                             log_level="warning", limits=limits))
@@ -136,6 +153,35 @@ def serve(app_file: str, *, data: str = "./data", host: str = "127.0.0.1", port:
         sock.close()
 
 
+def _serve_on_workers(modules: list[Module], *, data: str, host: str, port: int, tasks: int, auth: Auth,
+                      max_body_bytes: int, limits: ConnectionLimits, workers: int,
+                      announce: Callable[[str, InProcessCluster], None] | None) -> None:
+    # This process holds the address (and learns the port) without listening, so no connection
+    # waits on it; the workers' sockets join it and listen.
+    held = bind(host, port, shared=True, listen=False)
+    try:
+        with LocalCluster(data, workers=workers) as cluster:
+            deploy_all(cluster, modules, tasks)
+            cluster.start_fronts(worker_front, host, held.getsockname()[1], auth, max_body_bytes, limits)
+            if announce is not None:
+                announce(url_of(held), cluster)
+            try:
+                threading.Event().wait()  # until Ctrl-C
+            finally:
+                cluster.stop_fronts()  # each worker lets the requests in flight finish
+    finally:
+        held.close()
+
+
+def worker_front(cluster: Cluster, host: str, port: int, auth: Auth, max_body_bytes: int,
+                 limits: ConnectionLimits) -> ServerThread:
+    """The HTTP server a LocalCluster worker runs (`LocalCluster.start_fronts`), on the shared port."""
+    server = ServerThread(create_app(cluster, auth=auth, max_body_bytes=max_body_bytes), host=host, port=port,
+                          limits=limits, shared=True, log_level="warning")
+    server.start()
+    return server
+
+
 class ServerThread:
     """An app served by uvicorn on a background thread, on a free loopback port by default.
 
@@ -144,10 +190,10 @@ class ServerThread:
     """
 
     def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 0,
-                 limits: ConnectionLimits = ConnectionLimits()) -> None:
-        self._socket = bind(host, port)
+                 limits: ConnectionLimits = ConnectionLimits(), shared: bool = False, log_level: str = "error") -> None:
+        self._socket = bind(host, port, shared=shared)
         self.url = url_of(self._socket)
-        self._server = uvicorn.Server(_config(app, log_level="error", limits=limits))
+        self._server = uvicorn.Server(_config(app, log_level=log_level, limits=limits))
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]},
                                         name="headwater-server", daemon=True)
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
+import uuid
 
 import pytest
 
@@ -185,3 +187,52 @@ def test_a_path_with_a_function_in_it_reads_on_every_cluster_kind(any_cluster):
     rich = [user for user in range(4) if funds[user].select(hw.filter(lambda amount: amount > 20)) != []]
     assert rich == [2, 3]
     assert funds[3].select(hw.view(lambda amount: amount // 10)) == [4]
+
+
+APP_WITH_STRING_ANNOTATIONS = '''
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import headwater as hw
+
+
+@dataclass
+class Address:
+    city: str
+
+
+@dataclass
+class Order:
+    id: uuid.UUID
+    shipping: Address
+
+
+shop = hw.Module("shop")
+orders = shop.depot("orders", Order, partition_by="id")
+cities = shop.pstate("cities", hw.Map(uuid.UUID, str))
+
+
+@shop.stream(orders)
+def record(ctx: hw.Context, order: Order) -> str:
+    ctx.pstate(cities)[order.id].set(order.shipping.city)
+    return order.shipping.city
+'''
+
+
+def test_an_app_file_with_string_annotations_runs_on_workers(tmp_path):
+    """An app loaded from its path (`headwater serve app.py --workers N`) travels by value; its
+    classes' annotations (`from __future__ import annotations`) must resolve in the workers too."""
+    from headwater.server.run import load_modules
+
+    path = tmp_path / "shop_app.py"
+    path.write_text(APP_WITH_STRING_ANNOTATIONS)
+    [shop] = load_modules(path)
+    order_type = shop.depots["orders"].event_type
+    with hw.LocalCluster(tmp_path / "data", workers=2) as cluster:
+        cluster.deploy(shop, tasks=2)
+        address_type = vars(sys.modules[order_type.__module__])["Address"]
+        order = order_type(uuid.uuid4(), address_type("Lyon"))
+        assert cluster.depot("shop", "orders").append(order)["record"] == "Lyon"
+        assert cluster.pstate("shop", "cities")[order.id].get() == "Lyon"

@@ -594,9 +594,9 @@ def test_a_write_the_source_scan_missed_is_still_refused_at_run_time(cluster):
 
 @pytest.mark.in_process_only("its handlers share an object with the test, which a worker process gets a copy of")
 def test_a_control_that_task_0_never_takes_times_out(cluster, monkeypatch):
-    from headwater.cluster import inprocess
+    from headwater.cluster import clients
 
-    monkeypatch.setattr(inprocess, "CONTROL_WAIT_MAX_S", 0.3)
+    monkeypatch.setattr(clients, "CONTROL_WAIT_MAX_S", 0.3)
     m = hw.Module("busy")
     jobs = m.depot("jobs", Job, partitioned=False)
     gate = threading.Event()

@@ -69,6 +69,25 @@ def test_ctrl_c_lets_in_flight_appends_finish_and_a_restart_resumes(tmp_path, wo
         stop(process)
 
 
+def test_every_worker_serves_the_port_and_reaches_every_task(tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = start(tmp_path / "data", port, "--tasks", "4", "--workers", "2")
+    try:
+        pids = {httpx.get(f"{url}/api/health").json()["pid"] for _ in range(40)}  # a new connection each
+        assert len(pids) == 2 and process.pid not in pids  # both workers answer; the supervisor listens not
+        append = f"{url}/api/modules/jobs/depots/jobs/append"
+        with httpx.Client() as one_connection:  # one worker, appending to tasks on both
+            results = [one_connection.post(append, json={"key": key}).json() for key in range(8)]
+        assert [r["results"] for r in results] == [{"work": 2 * key} for key in range(8)]
+        assert {r["partition"] for r in results} == {0, 1, 2, 3}
+        stats = httpx.get(f"{url}/api/stats").json()
+        hosts = next(m for m in stats["modules"] if m["name"] == "jobs")["hosts"]
+        assert [h["worker"] for h in hosts] == [0, 1, 0, 1] and all(h["up"] for h in hosts)
+    finally:
+        stop(process)
+
+
 def test_a_public_address_needs_tokens(monkeypatch):
     monkeypatch.delenv("HEADWATER_TOKENS", raising=False)
     result = CliRunner().invoke(app, ["serve", "examples/app.py", "--host", "0.0.0.0"])
