@@ -8,8 +8,11 @@ depends on a host.
 
 from __future__ import annotations
 
+import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from headwater.client.replies import ReplyRouter, Waiter
 from headwater.engine import messages
@@ -18,7 +21,30 @@ from headwater.engine.runtime import ModuleRuntime
 from headwater.engine.transport import Transport
 from headwater.errors import Unavailable
 
-__all__ = ["ClientTransport", "DeployedModule"]
+__all__ = ["ClientTransport", "DeployedModule", "WouldWait", "check_may_wait", "without_waiting"]
+
+_here = threading.local()
+
+
+class WouldWait(Exception):
+    """Raised by a transport asked, under `without_waiting`, for what needs another process."""
+
+
+@contextmanager
+def without_waiting() -> Iterator[None]:
+    """Reads inside may only be served in this process: one that needs another process raises
+    `WouldWait` at once. An event loop reads this way and hands what raised to a thread."""
+    _here.no_wait = True
+    try:
+        yield
+    finally:
+        _here.no_wait = False
+
+
+def check_may_wait() -> None:
+    """Called by a transport before it waits on another process."""
+    if getattr(_here, "no_wait", False):
+        raise WouldWait
 
 
 class ClientTransport(Transport):

@@ -37,7 +37,7 @@ from typing import Any
 import cloudpickle
 
 from headwater.client.replies import ReplyRouter
-from headwater.client.seam import ClientTransport
+from headwater.client.seam import ClientTransport, check_may_wait
 from headwater.cluster.inprocess import DeploymentBase, InProcessCluster
 from headwater.cluster.wire import CLIENT_PROCESS_SHIFT, Call, Failed, Hello, Link, ToClient, ToTask
 from headwater.cluster.worker import RemoteGate
@@ -208,6 +208,7 @@ class SupervisorTransport(ClientTransport):
         raise AssertionError("replies come from the workers")
 
     def read(self, task_id: int, request: tuple[Any, ...]) -> Any:
+        check_may_wait()
         return self._link(task_id).call("read", self._module, task_id, request)
 
     def consistent_reads(self) -> AbstractContextManager[None]:

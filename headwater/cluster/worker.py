@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from headwater.client.replies import ReplyRouter
-from headwater.client.seam import ClientTransport, DeployedModule
+from headwater.client.seam import ClientTransport, DeployedModule, check_may_wait
 from headwater.cluster.clients import ClusterClients
 from headwater.cluster.hosts import SYSTEM_CLOCK, TaskThread
 from headwater.cluster.transport import COMMIT_WAIT_MAX_S, INBOX_BYTES_MAX, Inbox, _CommitGate
@@ -48,6 +48,7 @@ from headwater.engine.definitions import Module
 from headwater.engine.runtime import Catalog, ModuleRuntime
 from headwater.engine.task import Task
 from headwater.errors import NotFound, Unavailable
+from headwater.schema import Map
 from headwater.storage import RocksStore
 
 __all__ = ["WORKER_CALL_THREADS", "RemoteGate", "WorkerCluster", "WorkerNode", "main"]
@@ -55,6 +56,7 @@ __all__ = ["WORKER_CALL_THREADS", "RemoteGate", "WorkerCluster", "WorkerNode", "
 _log = logging.getLogger("headwater.worker")
 
 WORKER_CALL_THREADS = 32  # calls a worker serves at once (reads, queries, holds); more wait their turn
+_POINT_READ_OPS = frozenset({"exists", "size", "contains"})  # answers bounded whatever the data
 STATUS_CALL_S = 10.0  # the longest a worker's front waits for the supervisor's status()
 _tokens = itertools.count(1)
 _endpoints = itertools.count(1)
@@ -204,6 +206,7 @@ class WorkerTransport(ClientTransport):
         read = self._readers.get(task_id)
         if read is not None:
             return read(request)
+        check_may_wait()  # an event loop must not wait for a peer: it reads this on a thread instead
         return self._node.peer(self._placement[task_id]).call("read", self._module, task_id, request)
 
     def consistent_reads(self) -> AbstractContextManager[None]:
@@ -353,7 +356,27 @@ class WorkerNode:
                 deployment.router.deliver(envelope.message)
         elif isinstance(envelope, Call):
             op = self._ops.get(envelope.op) or functools.partial(self._unknown, envelope.op)
-            self._calls.submit(link.answer, envelope, op)
+            if envelope.op == "read" and self._is_point_read(envelope):
+                link.answer(envelope, op)  # microseconds of RocksDB: no hand-off to the pool and back
+            else:
+                self._calls.submit(link.answer, envelope, op)
+
+    def _is_point_read(self, call: Call) -> bool:
+        """A read bounded and quick enough to answer on the link's reader thread: a lookup of one
+        value that nothing subindexed can make large. Anything that may scan (a range, a select, a
+        whole subindexed value, a step, a query) goes to the pool, so the link keeps delivering hops."""
+        module, _, request = pickle.loads(call.payload)
+        if request[0] == "depot_end":
+            return True
+        if request[0] != "pstate":
+            return False
+        _, name, steps, op, _, _ = request
+        if op in _POINT_READ_OPS:
+            return True
+        deployment = self.deployments.get(module)
+        pstate = deployment.runtime.pstates.get(name) if deployment is not None else None
+        schema = pstate.decl.schema if pstate is not None else None
+        return op == "get" and bool(steps) and isinstance(schema, Map) and not schema.value_schema.split
 
     def _orphaned(self, _: Link) -> None:
         os._exit(0)  # the supervisor is gone: so is this worker (its data is durable; nothing to flush)

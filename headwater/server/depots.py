@@ -104,14 +104,15 @@ def _info(depot: DepotClient, partition: int) -> dict[str, Any]:
 @endpoint
 async def partitions(request: Request) -> Response:
     _, depot = _depot(request, "read")
-    return json_response({"module": depot.module, "depot": depot.name,
-                          "partitions": [_info(depot, p) for p in range(depot.partitions)]})
+    # On a thread: partitions of other processes' tasks are a call away (LocalCluster workers).
+    infos = await asyncio.to_thread(lambda: [_info(depot, p) for p in range(depot.partitions)])
+    return json_response({"module": depot.module, "depot": depot.name, "partitions": infos})
 
 
 @endpoint
 async def partition(request: Request) -> Response:
     _, depot = _depot(request, "read")
-    return json_response(_info(depot, request.path_params["partition"]))
+    return json_response(await asyncio.to_thread(_info, depot, request.path_params["partition"]))
 
 
 @endpoint
@@ -123,7 +124,7 @@ async def records(request: Request) -> Response:
     last = query_int(request, "last", None, maximum=RECORDS_PAGE_MAX)
     stop: int | None
     if last is not None:
-        end = depot.partition_info(number).end_offset
+        end = (await asyncio.to_thread(depot.partition_info, number)).end_offset
         start, stop = max(0, end - last), end
     else:
         start = query_int(request, "start", 0, maximum=OFFSET_MAX)

@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from headwater.client.remote import READ_PAGE_MAX
+from headwater.client.seam import WouldWait, without_waiting
 from headwater.errors import NotFound, PathError
 from headwater.pstate import View
 from headwater.schema import List, Map, Record, Set
@@ -81,17 +82,33 @@ def answer_read(request: Any) -> Any:
     for step in decode_path(root.schema, raw_path):
         view = view[step]
     if op in ("exists", "size"):
-        return {"value": getattr(view, op)()}
+        return _here_or_in_thread(_value, view, op)
     if op == "contains":
-        element = query_json(request, "element")
-        return {"value": view.contains(convert_key(element, key_schema_type(view.schema)))}
+        element = convert_key(query_json(request, "element"), key_schema_type(view.schema))
+        return _here_or_in_thread(_value, view, op, element)
     if op == "get":
         # A subindexed collection, or a whole map on one task, can be large: keep the event loop free.
         whole = view.schema.split or (not raw_path and isinstance(view.schema, Map))
-        return InThread(_get_whole, view, f"PState {module}.{name} at path {raw_path}") if whole else _get(view)
+        if whole:
+            return InThread(_get_whole, view, f"PState {module}.{name} at path {raw_path}")
+        return _here_or_in_thread(_get, view)
     if op == "slice":
         return InThread(_slice, view, _int_or_none(request, "start"), _int_or_none(request, "stop"))
     return InThread(_range, view, op, *_range_args(request, view))
+
+
+def _here_or_in_thread(read: Any, *args: Any) -> Any:
+    """`read(*args)` now if its task is in this process, else `InThread`: the event loop never
+    waits for another process (a worker of a LocalCluster serving a read of a peer's task)."""
+    try:
+        with without_waiting():
+            return read(*args)
+    except WouldWait:
+        return InThread(read, *args)
+
+
+def _value(view: View, op: str, *args: Any) -> dict[str, Any]:
+    return {"value": getattr(view, op)(*args)}
 
 
 def _get(view: View) -> dict[str, Any]:

@@ -58,7 +58,7 @@ def _letter_body(letter: Any) -> dict[str, Any]:
 async def dead_letters(request: Request) -> Response:
     module, topology = request.path_params["module"], request.path_params["topology"]
     authorize(request, "read", module)
-    letters = state_of(request).cluster.dead_letters(module, topology)
+    letters = await asyncio.to_thread(state_of(request).cluster.dead_letters, module, topology)
     return json_response({"dead_letters": [_letter_body(letter) for letter in letters]})
 
 
@@ -67,7 +67,8 @@ async def retry(request: Request) -> Response:
     module, topology, letter_id = (request.path_params[k] for k in ("module", "topology", "id"))
     authorize(request, "admin", module)
     timeout = query_float(request, "timeout", 30.0, maximum=RETRY_TIMEOUT_MAX_S)
-    letters = {letter.id: letter for letter in state_of(request).cluster.dead_letters(module, topology)}
+    found = await asyncio.to_thread(state_of(request).cluster.dead_letters, module, topology)
+    letters = {letter.id: letter for letter in found}
     if letter_id not in letters:
         raise NotFound("dead letter", str(letter_id), [str(i) for i in letters],
                        where=f"topology {module}.{topology} (already retried?)")
