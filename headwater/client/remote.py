@@ -22,7 +22,7 @@ from datetime import time as dtime
 from decimal import Decimal
 from types import GenericAlias
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 import msgspec
 
@@ -48,6 +48,7 @@ from headwater.errors import (
 )
 from headwater.pstate import View
 from headwater.schema import List, Map, Record, Schema, Set, as_schema
+from headwater.schema.keys import task_for_key
 
 __all__ = ["ERRORS", "READ_PAGE_MAX", "RemoteCluster", "RemoteDeadLetter", "RemoteDepot", "connect", "error_class",
            "navigator_json", "wire_error"]
@@ -233,6 +234,10 @@ class RemoteCluster:
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._timeout_s = timeout_s
         self._connections = ConnectionPool(self.url)
+        # Where each task's process answers alone (`/api/routes`, a worker of `--workers N`): a
+        # point read goes straight there. Fetched on first use, dropped when a direct port fails.
+        self._routes: dict[str, list[int | None]] | None = None
+        self._direct: dict[int, ConnectionPool] = {}
         self._modules = {m.name: m for m in modules}
         self._catalog: dict[str, dict[str, Any]] | None = None
         self.closed = False
@@ -251,16 +256,19 @@ class RemoteCluster:
         closing again does nothing."""
         self.closed = True
         self._connections.close()
+        for pool in self._direct.values():
+            pool.close()
 
     # ---- HTTP -----------------------------------------------------------------------------
     def request(self, method: str, path: str, *, params: dict[str, Any] | None = None, content: bytes = b"",
                 headers: dict[str, str] | None = None, timeout_s: float | None = None,
-                idempotent: bool | None = None) -> Any:
+                idempotent: bool | None = None, port: int | None = None) -> Any:
         """Send one API request and return its decoded JSON body; errors raise their typed exception.
 
         A request that is `idempotent` (by default: a GET, or one with an Idempotency-Key header)
         may be sent again when a kept-alive connection turns out to be closed; any other is sent
-        again only if it had not left yet.
+        again only if it had not left yet. `port`: send it to that port of the server's host (a
+        worker's own, from `/api/routes`); if that fails to connect, it goes to `url` instead.
         """
         if self.closed:
             raise Unavailable(f"this client of {self.url} is closed; connect again")
@@ -270,8 +278,16 @@ class RemoteCluster:
         if idempotent is None:
             idempotent = method == "GET" or "Idempotency-Key" in all_headers
         try:
-            response = self._connections.request(method, target, content or None, all_headers,
-                                                 timeout_s=wait_s, idempotent=idempotent)
+            try:
+                pool = self._connections if port is None else self._direct_pool(port)
+                response = pool.request(method, target, content or None, all_headers, timeout_s=wait_s,
+                                        idempotent=idempotent)
+            except ConnectError:
+                if port is None:
+                    raise
+                self._routes = None  # that worker restarted (new ports) or is gone: ask the shared port
+                response = self._connections.request(method, target, content or None, all_headers,
+                                                     timeout_s=wait_s, idempotent=idempotent)
         except TimeoutError as e:
             raise AckTimeout(f"no answer from {self.url}{path} within {wait_s}s; "
                              "an append may still have landed: retry it with the same idempotency_key") from e
@@ -283,6 +299,25 @@ class RemoteCluster:
             raise Unavailable(f"cannot reach headwater at {self.url}: {e}; is `headwater serve` running there?") from e
         _raise_for(response, self.url + target)
         return msgspec.json.decode(response.body) if response.body else None
+
+    def _direct_pool(self, port: int) -> ConnectionPool:
+        pool = self._direct.get(port)
+        if pool is None:
+            parts = urlsplit(self.url)
+            host = parts.hostname or ""
+            netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            pool = self._direct[port] = ConnectionPool(f"{parts.scheme}://{netloc}{parts.path}")
+        return pool
+
+    def direct_port(self, module: str, task: int) -> int | None:
+        """The port where the process hosting `task` of `module` answers alone, if the server has one."""
+        if self._routes is None:
+            try:
+                self._routes = self.request("GET", "/api/routes")["modules"]
+            except NotFound:  # a server without routes: everything goes to `url`
+                self._routes = {}
+        ports = (self._routes or {}).get(module) or []
+        return ports[task] if task < len(ports) else None
 
     # ---- names ------------------------------------------------------------------------------
     def describe(self, module: str | None = None, *, refresh: bool = False) -> Any:
@@ -347,7 +382,9 @@ class RemoteCluster:
             schema = as_schema(declared.pstates[pstate].schema)
         else:
             schema = schema_from_description(description["schema"])
-        return View(RemotePStateExecutor(self, module, pstate, task, schema), schema, name=f"{module}.{pstate}")
+        routed = description.get("partitioned", True) and description.get("keyed", False)
+        executor = RemotePStateExecutor(self, module, pstate, task, schema, tasks if routed else None)
+        return View(executor, schema, name=f"{module}.{pstate}")
 
     def query(self, module: str, name: str) -> Any:
         """The query `name` of `module` as a function: call it with the query's arguments.
@@ -495,12 +532,14 @@ def _append_result(body: Any, ack: Ack) -> AppendResult | None:
 class RemotePStateExecutor:
     """Runs a View's reads on the server; clients never write."""
 
-    def __init__(self, cluster: RemoteCluster, module: str, pstate: str, task: int | None, schema: Schema) -> None:
+    def __init__(self, cluster: RemoteCluster, module: str, pstate: str, task: int | None, schema: Schema,
+                 routed_over: int | None = None) -> None:
         self._cluster = cluster
         self._module = module
         self._pstate = pstate
         self._task = task
         self._root = schema
+        self._routed_over = routed_over  # tasks a keyed, partitioned PState is spread over: reads route by key
         self._path = f"/api/modules/{_q(module)}/pstates/{_q(pstate)}"
 
     def write(self, steps: tuple, op: str, args: tuple = (), kwargs: dict | None = None) -> None:
@@ -513,7 +552,17 @@ class RemotePStateExecutor:
         query = {"path": msgspec.json.encode(list(steps)).decode(), **params}
         if self._task is not None:
             query["task"] = self._task
-        return self._cluster.request("GET", f"{self._path}/{op}", params=query)
+        return self._cluster.request("GET", f"{self._path}/{op}", params=query, port=self._port(steps, op))
+
+    def _port(self, steps: tuple, op: str) -> int | None:
+        """The owning process's own port for a point read by key, where there is one."""
+        if self._routed_over is None or self._task is not None or not steps or op in ("select", "select_one"):
+            return None
+        try:
+            task = task_for_key(steps[0], self._routed_over)
+        except Exception:  # a key this client cannot hash as the server does: the shared port routes it
+            return None
+        return self._cluster.direct_port(self._module, task)
 
     def read(self, steps: tuple, op: str, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}

@@ -221,9 +221,13 @@ class InProcessCluster(ClusterClients[DeploymentBase]):
                 worker, pid = deployment.where(task)
                 rows.append({"task": task, "worker": worker, "pid": pid, "up": pong is not None,
                              "appends_in_flight": pong.appends_in_flight if pong is not None else None,
-                             "error": deployment.failures.get(task)})
+                             "error": deployment.failures.get(task), **self._front_of(worker)})
             status[name] = rows
         return status
+
+    def _front_of(self, worker: int | None) -> dict[str, Any]:
+        """What the fronts (HTTP servers) of the process hosting a task said of themselves."""
+        return {}
 
     def close(self) -> None:
         """Stop every module's tasks, then delete the data directory if it is a temporary one.

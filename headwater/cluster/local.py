@@ -380,6 +380,7 @@ class LocalCluster(InProcessCluster):
         super().__init__(path)
         self._client_ids = iter(range(1, 1 << CLIENT_PROCESS_SHIFT))
         self._fronts: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+        self._front_info: dict[int, dict[str, Any]] = {}  # worker -> what its fronts said of themselves
         self._calls = concurrent.futures.ThreadPoolExecutor(SUPERVISOR_CALL_THREADS,
                                                             thread_name_prefix="headwater-supervisor-call")
         self._workers = _Workers(count, self._on_frame, self._reopen_all)
@@ -404,6 +405,9 @@ class LocalCluster(InProcessCluster):
         elif isinstance(envelope, Failed):
             assert isinstance(deployment, WorkerDeployment)
             deployment.failures[envelope.task] = envelope.error
+
+    def _front_of(self, worker: int | None) -> dict[str, Any]:
+        return self._front_info.get(worker, {}) if worker is not None else {}
 
     @staticmethod
     def _unknown_call(*_: Any) -> None:
@@ -436,12 +440,14 @@ class LocalCluster(InProcessCluster):
 
     def _start_front(self, factory: Callable[..., Any], args: tuple[Any, ...]) -> None:
         for worker in range(self._workers.count):
-            self._workers.link(worker, restarting_ok=True).call("front", factory, *args, timeout_s=FRONT_CALL_S)
+            info = self._workers.link(worker, restarting_ok=True).call("front", factory, *args, timeout_s=FRONT_CALL_S)
+            self._front_info.setdefault(worker, {}).update(info)
 
     def stop_fronts(self) -> None:
         """Stop every worker's fronts (each lets the requests it is serving finish first)."""
         with self._lock:
             self._fronts.clear()
+            self._front_info.clear()
         def stop(worker: int) -> None:
             try:
                 self._workers.link(worker).call("stop_fronts", timeout_s=FRONT_CALL_S)

@@ -397,14 +397,17 @@ class WorkerNode:
         self._peer_ports.update(peer_ports)
         self.deployments[module.name] = _Deployment(self, module, catalog, Path(directory), placement, writer_kinds)
 
-    def _front(self, factory: Callable[..., Any], *args: Any) -> None:
+    def _front(self, factory: Callable[..., Any], *args: Any) -> dict[str, Any]:
         """Start `factory(cluster, *args)` over this worker's `WorkerCluster`: an HTTP server, say.
 
         The factory travels pickled by reference, so the cluster layer never imports what it
-        starts; what it returns is stopped by `stop_fronts`."""
+        starts; what it returns is stopped by `stop_fronts`, and its `info()` (if it has one) is
+        the answer, which the supervisor shows in `status()`."""
         if self._cluster is None:
             self._cluster = WorkerCluster(self)
-        self._fronts.append(factory(self._cluster, *args))
+        front = factory(self._cluster, *args)
+        self._fronts.append(front)
+        return front.info() if hasattr(front, "info") else {}
 
     def _stop_fronts(self) -> None:
         fronts, self._fronts = self._fronts, []

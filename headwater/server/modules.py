@@ -78,6 +78,17 @@ async def stats(request: Request) -> Response:
 
 
 @endpoint
+async def routes(request: Request) -> Response:
+    """Per visible module, per task: the port where the process hosting it answers alone (a worker
+    of `--workers N`), or null; `hw.connect` sends a read there, saving a hop between workers."""
+    state = state_of(request)
+    names = _visible(request)
+    status = await asyncio.to_thread(state.cluster.status)
+    return json_response({"modules": {name: [row.get("direct_port") for row in status.get(name, [])]
+                                      for name in names}})
+
+
+@endpoint
 async def openapi(request: Request) -> Response:
     state = state_of(request)
     runtimes = [runtime_of(state.cluster, m) for m in _visible(request)]
@@ -112,6 +123,7 @@ ROUTES: list[tuple[str, Any, list[str]]] = [
     ("/api/modules", modules, ["GET"]),
     ("/api/modules/{module}", module, ["GET"]),
     ("/api/stats", stats, ["GET"]),
+    ("/api/routes", routes, ["GET"]),
     ("/api/openapi.json", openapi, ["GET"]),
     ("/api/health", health, ["GET"]),
     ("/metrics", metrics, ["GET"]),

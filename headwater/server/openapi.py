@@ -219,6 +219,12 @@ def _server_paths(modules: list[str]) -> dict[str, Any]:
             "responses": {"200": _ok(_object(("time_s", "modules"), time_s={"type": "number"},
                                              modules={"type": "array", "items": {"type": "object"}})),
                           **_errors("401")}}},
+        "/api/routes": {"get": {
+            "summary": "Per module and task, the port where the process hosting the task answers alone (or null)",
+            "responses": {"200": _ok(_object(("modules",), modules={
+                "type": "object", "additionalProperties": {
+                    "type": "array", "items": {"type": ["integer", "null"]}}})),
+                          **_errors("401")}}},
         "/api/openapi.json": {"get": {
             "summary": "This document, for the modules the token has a scope on",
             "responses": {"200": _ok({"type": "object"}), **_errors("401")}}},

@@ -175,9 +175,10 @@ def _serve_on_workers(modules: list[Module], *, data: str, host: str, port: int,
 
 def worker_front(cluster: Cluster, host: str, port: int, auth: Auth, max_body_bytes: int,
                  limits: ConnectionLimits) -> ServerThread:
-    """The HTTP server a LocalCluster worker runs (`LocalCluster.start_fronts`), on the shared port."""
+    """The HTTP server a LocalCluster worker runs (`LocalCluster.start_fronts`): on the shared port,
+    and on a port of its own (`direct_port`) where `hw.connect` sends reads of the tasks it hosts."""
     server = ServerThread(create_app(cluster, auth=auth, max_body_bytes=max_body_bytes), host=host, port=port,
-                          limits=limits, shared=True, log_level="warning")
+                          limits=limits, shared=True, log_level="warning", direct=True)
     server.start()
     return server
 
@@ -190,11 +191,15 @@ class ServerThread:
     """
 
     def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 0,
-                 limits: ConnectionLimits = ConnectionLimits(), shared: bool = False, log_level: str = "error") -> None:
-        self._socket = bind(host, port, shared=shared)
-        self.url = url_of(self._socket)
+                 limits: ConnectionLimits = ConnectionLimits(), shared: bool = False, log_level: str = "error",
+                 direct: bool = False) -> None:
+        self._sockets = [bind(host, port, shared=shared)]
+        if direct:  # a second, unshared port: requests there are served by this process only
+            self._sockets.append(bind(host, 0))
+        self.url = url_of(self._sockets[0])
+        self.direct_port = self._sockets[-1].getsockname()[1] if direct else None
         self._server = uvicorn.Server(_config(app, log_level=log_level, limits=limits))
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]},
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": self._sockets},
                                         name="headwater-server", daemon=True)
 
     def start(self) -> str:
@@ -209,7 +214,12 @@ class ServerThread:
     def stop(self) -> None:
         self._server.should_exit = True
         self._thread.join(_STARTUP_TIMEOUT_S)
-        self._socket.close()
+        for sock in self._sockets:
+            sock.close()
+
+    def info(self) -> dict[str, Any]:
+        """What a LocalCluster reports of this front: the port where it alone answers."""
+        return {"direct_port": self.direct_port}
 
     def __enter__(self) -> str:
         return self.start()

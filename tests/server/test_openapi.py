@@ -48,7 +48,8 @@ def test_every_schema_in_the_document_is_valid_json_schema(document):
 
 def test_every_endpoint_of_the_server_is_in_the_document(document):
     paths = document["paths"]
-    for path in ("/api/health", "/api/modules", "/api/modules/{module}", "/api/stats", "/api/openapi.json", "/metrics",
+    for path in ("/api/health", "/api/modules", "/api/modules/{module}", "/api/stats", "/api/routes", "/api/openapi.json",
+                 "/metrics",
                  "/api/modules/bank/depots/deposits/partitions", "/api/modules/bank/depots/deposits/partitions/{partition}",
                  "/api/modules/bank/depots/deposits/partitions/{partition}/records",
                  "/api/modules/jobs/depots/internal/partitions"):  # a depot clients may not append to is still read

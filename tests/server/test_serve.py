@@ -14,6 +14,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+import headwater as hw
 from headwater.cli import app
 from headwater.server import load_modules
 from headwater.server.run import ServeError
@@ -84,6 +85,12 @@ def test_every_worker_serves_the_port_and_reaches_every_task(tmp_path):
         stats = httpx.get(f"{url}/api/stats").json()
         hosts = next(m for m in stats["modules"] if m["name"] == "jobs")["hosts"]
         assert [h["worker"] for h in hosts] == [0, 1, 0, 1] and all(h["up"] for h in hosts)
+        with hw.connect(url) as client:  # point reads go straight to the worker hosting the key's task
+            for task, host in enumerate(hosts):
+                port = client.direct_port("jobs", task)
+                assert httpx.get(f"http://127.0.0.1:{port}/api/health").json()["pid"] == host["pid"]
+            done = client.pstate("jobs", "done")
+            assert [done[key].get() for key in range(8)] == [1] * 8
     finally:
         stop(process)
 
