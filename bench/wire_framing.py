@@ -58,7 +58,7 @@ from headwater.cluster import wire
 from headwater.cluster.wire import Answer, Call, Link, ToTask
 
 LINK = "headwater Link"
-LINK_POOL = "headwater Link, answered on a thread pool (as worker.py)"
+LINK_POOL = "headwater Link, answered on a thread pool (as worker.py does all but point reads)"
 ZMQ = "pyzmq (PUSH/PULL, DEALER/ROUTER)"
 ASYNCIO = "asyncio streams (uvloop) + msgspec"
 FRAMINGS = [LINK, ZMQ, ASYNCIO]
@@ -122,6 +122,15 @@ class Window:
         self.counted_at_mark = self.count
         self.cpu = sum(os.times()[:2]) + process_cpu_s(self.peer_pid)
         self.started = time.perf_counter()
+
+    def take(self, envelope: Any) -> None:
+        """Count a message, or act on a marker (the window's start or end)."""
+        if envelope.module == MODULE:
+            self.count += 1
+        elif envelope.module == MARK:
+            self.mark()
+        else:
+            self.end()
 
     def end(self) -> None:
         elapsed = time.perf_counter() - self.started
@@ -223,12 +232,8 @@ def _link_one_way(batch: int, seconds: float) -> tuple[float, float]:
             sock, _ = listener.accept()
 
             def on_frame(_: Link, envelope: Any) -> None:
-                if envelope.module == MODULE:
-                    window.count += 1
-                elif envelope.module == MARK:
-                    window.mark()
-                else:
-                    window.end()
+                window.take(envelope)
+                if window.result is not None:
                     done.set()
 
             link = Link(sock, on_frame, "the sending process", on_close=lambda _: done.set()).start()
@@ -309,12 +314,7 @@ def _zmq_one_way(batch: int, seconds: float) -> tuple[float, float]:
             frames = [pull.recv()] if batch == 1 else pull.recv_multipart()
             for frame in frames:
                 envelope = _decode_message(frame)
-                if envelope.module == MODULE:
-                    window.count += 1
-                elif envelope.module == MARK:
-                    window.mark()
-                else:
-                    window.end()
+                window.take(envelope)
         return window.result
     except zmq.Again:
         exit_code = peer.process.exitcode if peer is not None else None
@@ -442,12 +442,7 @@ async def _asyncio_one_way(batch: int, seconds: float) -> tuple[float, float]:
         window = Window(peer.pid)
         while window.result is None:
             envelope = _decode_message(await _read_frame(reader))
-            if envelope.module == MODULE:
-                window.count += 1
-            elif envelope.module == MARK:
-                window.mark()
-            else:
-                window.end()
+            window.take(envelope)
         return window.result
 
     result: tuple[float, float] = await _serve_once("send", seconds, batch, receive)

@@ -104,11 +104,7 @@ class Waiter:
         if message.offset >= 0:
             self.offset = message.offset
         self.completed = message
-        if self._durable is not None:
-            self._durable.set()
-        self._done.set()
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._resolve)
+        self._wake()
 
     def on_pong(self, message: Pong) -> None:
         self.pong = message
@@ -116,6 +112,10 @@ class Waiter:
 
     def on_busy(self, message: Busy) -> None:
         self.busy = message
+        self._wake()
+
+    def _wake(self) -> None:
+        """The last reply came: whoever waits, for durability or for the end, wakes."""
         if self._durable is not None:
             self._durable.set()
         self._done.set()
