@@ -39,9 +39,9 @@ class RecordingWaiter(Waiter):
         super().on_pong(message)
 
 
-def users_on(depot, deployment, partition: int, count: int) -> list[int]:
-    """The first `count` user ids whose deposits go to `partition`."""
-    runtime = deployment.runtime.depot(depot.name)
+def users_on(deployment, partition: int, count: int) -> list[int]:
+    """The first `count` user ids whose deposits go to `partition` of the bank's deposits depot."""
+    runtime = deployment.runtime.depot("deposits")
     users: list[int] = []
     user = 0
     while len(users) < count:
@@ -100,7 +100,7 @@ def test_submit_append_replies_reach_their_waiters_and_a_batch_lands_in_order(an
     # One AppendRecord per task, full ack: the Completed names its request, partition and offset,
     # and carries the stream topology's result for this event (the user's balance).
     for partition in range(2):
-        user = users_on(deposits, deployment, partition, 1)[0]
+        user = users_on(deployment, partition, 1)[0]
         waiter = Waiter(partition)
         record = deposit_record(deployment, Deposit(user, 7 + partition), "full", waiter)
         assert record.partition == partition
@@ -111,7 +111,7 @@ def test_submit_append_replies_reach_their_waiters_and_a_batch_lands_in_order(an
         assert messages.loads(done.results["deposit"]) == 7 + partition
 
     # Ack "append": the Appended reply (durable at its offset) reaches a durable-only waiter.
-    user = users_on(deposits, deployment, 1, 1)[0]
+    user = users_on(deployment, 1, 1)[0]
     durable = Waiter(1, durable=True)
     record = deposit_record(deployment, Deposit(user, 1), "append", durable)
     transport.submit_append(1, messages.encode(record))
@@ -122,13 +122,13 @@ def test_submit_append_replies_reach_their_waiters_and_a_batch_lands_in_order(an
     # and each reply to its own waiter, with the balance after its own event.
     start = deposits.partition_info(1).end_offset
     assert start == 2
-    first, second = users_on(deposits, deployment, 1, 2)
+    first, second = users_on(deployment, 1, 2)
+    assert first == user  # it has 8 + 1 from the appends above
     events = [Deposit(first if i % 2 else second, 10 + i) for i in range(12)]
     waiters = [Waiter(1) for _ in events]
     records = [deposit_record(deployment, event, "full", waiter) for event, waiter in zip(events, waiters, strict=True)]
     assert {r.partition for r in records} == {1}
     transport.submit_append(1, messages.encode(AppendBatch(records)), caller_waits=True, timeout_s=REPLY_WAIT_S)
-    assert first == user  # it has 8 + 1 from the appends above
     balances = {first: 9, second: 0}
     for index, (event, waiter, record) in enumerate(zip(events, waiters, records, strict=True)):
         done = completed(waiter)
@@ -147,7 +147,7 @@ def test_reads_cross_as_data(any_cluster):
     depot_id = deployment.runtime.depot("deposits").depot_id
     counts = {0: 3, 1: 5}
     for partition, count in counts.items():
-        deposits.append_many([Deposit(user, 1) for user in users_on(deposits, deployment, partition, count)],
+        deposits.append_many([Deposit(user, 1) for user in users_on(deployment, partition, count)],
                              ack="append")
     for partition, count in counts.items():
         end = transport.read(partition, ("depot_end", depot_id))
@@ -179,7 +179,7 @@ def test_read_many_answers_in_request_order_across_tasks(any_cluster):
     deposits = any_cluster.depot("bank", "deposits")
     depot_id = deployment.runtime.depot("deposits").depot_id
     for partition in range(4):  # partition p holds p + 1 records: every answer below differs
-        deposits.append_many([Deposit(user, 1) for user in users_on(deposits, deployment, partition, partition + 1)],
+        deposits.append_many([Deposit(user, 1) for user in users_on(deployment, partition, partition + 1)],
                              ack="append")
     requests = []
     for i in range(24):
@@ -204,9 +204,11 @@ def test_consistent_reads_hold_microbatch_commits_off(any_cluster):
     with transport.consistent_reads():
         any_cluster.depot("mbbank", "deposits").append_many([Deposit(user, 10) for user in users], ack="append")
         deadline = time.monotonic() + REPLY_WAIT_S
-        while transport.read(0, ("mb_status", "banking"))["phase"] != "decided":  # waiting for the hold only
+        while (status := transport.read(0, ("mb_status", "banking")))["phase"] != "decided":
+            assert status["processed"] == 0, "a batch committed while a consistent read held commits off"
             assert time.monotonic() < deadline, "the batch was never decided"
             time.sleep(0.005)
+        # Decided: the batch now waits for nothing but the hold.
         with pytest.raises(hw.AckTimeout):
             any_cluster.wait_for_microbatch("mbbank", "banking", processed=len(users), timeout=HELD_S)
         status = transport.read(0, ("mb_status", "banking"))
@@ -232,12 +234,12 @@ def test_after_the_module_stops_appends_and_reads_raise_unavailable(any_cluster,
     pending = Waiter(0)
     appends = []
     for partition in range(2):
-        user = users_on(any_cluster.depot("bank", "deposits"), deployment, partition, 1)[0]
+        user = users_on(deployment, partition, 1)[0]
         appends.append(messages.encode(deposit_record(deployment, Deposit(user, 1), "full", Waiter(partition))))
     deployment.router.register(pending)  # a request still waiting when the module stops
     stop_module(any_cluster, "bank", how)
     assert transport.closed
-    # The waiter hears Unavailable at once, rather than waiting out its timeout.
+    # A waiter still registered hears Unavailable, rather than nothing until its timeout.
     assert pending.wait_done(REPLY_WAIT_S)
     assert pending.completed is not None and pending.completed.failure_kind == "Unavailable"
     for task in range(2):
@@ -255,7 +257,7 @@ def test_after_the_module_stops_appends_and_reads_raise_unavailable(any_cluster,
 @pytest.mark.parametrize("how", ["destroy", "close"])
 def test_after_the_module_stops_send_raises_unavailable(any_cluster, how, request):
     if not isinstance(any_cluster, hw.LocalCluster):
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
+        request.applymarker(pytest.mark.xfail(strict=True, raises=pytest.fail.Exception, reason=(
             "InProcessTransport.send does not look at `closed`: after the module stops it puts the message in "
             "the stopped task's inbox and returns, so the message is dropped silently instead of raising "
             "Unavailable (submit_append and read do check)")))
@@ -274,7 +276,7 @@ def test_without_waiting_reads_only_what_this_process_serves(any_cluster):
     transport = deployment.transport
     deposits = any_cluster.depot("bank", "deposits")
     depot_id = deployment.runtime.depot("deposits").depot_id
-    deposits.append_many([Deposit(user, 1) for user in users_on(deposits, deployment, 1, 2)], ack="append")
+    deposits.append_many([Deposit(user, 1) for user in users_on(deployment, 1, 2)], ack="append")
     requests = [(task, ("depot_end", depot_id)) for task in range(2)]
     expected = [0, 2]
     assert [transport.read(task, r) for task, r in requests] == expected
@@ -307,7 +309,7 @@ def wait_until_up(cluster, module: str) -> list[dict]:
         time.sleep(0.05)
 
 
-@pytest.mark.xfail(strict=True, reason=(
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
     "send() takes a str without complaint on every kind, and a task dies of it: in process the task's next round "
     "raises TypeError ('a bytes-like object is required, not str') in messages.decode and the task stops on an "
     "internal error (status up=False, appends to it raise Unavailable); on LocalCluster the worker cannot decode "
@@ -322,11 +324,11 @@ def test_a_message_that_is_not_bytes_is_refused_and_no_task_dies(any_cluster):
     try:
         try:
             deployment.transport.send(0, not_bytes)  # type: ignore[arg-type]
-        except Exception:  # noqa: BLE001 - refused at the seam: fine, if nothing died of it
+        except Exception:  # refused at the seam: fine, if nothing died of it
             pass
         after = any_cluster.status()["bank"]  # every task answers a Ping sent after the bad message
         assert after == before, f"a task did not survive a message that is not bytes: {after}"
-        user = users_on(any_cluster.depot("bank", "deposits"), deployment, 0, 1)[0]
+        user = users_on(deployment, 0, 1)[0]
         assert any_cluster.depot("bank", "deposits").append(Deposit(user, 3), timeout=REPLY_WAIT_S)["deposit"] == 3
     finally:
         if isinstance(any_cluster, hw.LocalCluster):  # let a worker restart finish before teardown closes
