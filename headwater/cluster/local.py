@@ -43,6 +43,7 @@ from headwater.cluster.wire import CLIENT_PROCESS_SHIFT, Call, Failed, Hello, Li
 from headwater.cluster.worker import RemoteGate
 from headwater.engine.definitions import Module
 from headwater.engine.runtime import Catalog, ModuleRuntime
+from headwater.engine.transport import check_message
 from headwater.errors import DefinitionError, NotFound, Unavailable
 
 __all__ = ["LocalCluster", "WORKERS_MAX"]
@@ -189,7 +190,7 @@ class SupervisorTransport(ClientTransport):
         self._workers = workers
         self._module = module
         self._placement = placement
-        self._gate = RemoteGate(lambda: workers.link(placement[0]), module)
+        self._gate = RemoteGate(lambda: self._link(0), module)
         self.closed = False
 
     def _link(self, task_id: int) -> Link:
@@ -198,6 +199,7 @@ class SupervisorTransport(ClientTransport):
         return self._workers.link(self._placement[task_id])
 
     def send(self, task_id: int, message: bytes) -> None:
+        check_message(message)
         self._link(task_id).send(ToTask(self._module, task_id, message))
 
     def submit_append(self, task_id: int, message: bytes, *, caller_waits: bool = False,

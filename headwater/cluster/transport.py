@@ -21,6 +21,7 @@ from typing import Any
 
 from headwater.client.seam import ClientTransport
 from headwater.cluster.wire import dump_error, dumps, load_error
+from headwater.engine.transport import check_message
 from headwater.errors import Unavailable
 
 __all__ = ["COMMIT_WAIT_MAX_S", "INBOX_BYTES_MAX", "InProcessTransport"]
@@ -225,10 +226,14 @@ class InProcessTransport(ClientTransport):
         self._clients[client_id] = deliver
 
     def send(self, task_id: int, message: bytes) -> None:
+        check_message(message)
+        if self.closed:
+            raise Unavailable("the cluster is closed")
         self._inboxes[task_id].put(message)
 
     def submit_append(self, task_id: int, message: bytes, *, caller_waits: bool = False,
                       timeout_s: float = 0.0) -> None:
+        check_message(message)
         if self.closed:
             raise Unavailable("the cluster is closed")
         inbox = self._inboxes[task_id]

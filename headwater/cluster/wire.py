@@ -13,6 +13,7 @@ cluster running the same trusted code, and keys and results are arbitrary Python
 from __future__ import annotations
 
 import itertools
+import logging
 import pickle
 import socket
 import struct
@@ -43,6 +44,8 @@ __all__ = [
     "dumps",
     "load_error",
 ]
+
+_log = logging.getLogger("headwater.cluster")
 
 FRAME_BYTES_MAX = 256 * 1024 * 1024  # a frame larger than this is a broken or hostile peer: the link closes
 CALL_TIMEOUT_S = 60.0  # the longest a call waits for its answer unless the caller says otherwise
@@ -241,7 +244,11 @@ class Link:
                 frame = reader.read(size)
                 if len(frame) < size:
                     return
-                envelope = _decoder.decode(frame)
+                try:
+                    envelope = _decoder.decode(frame)
+                except msgspec.DecodeError as e:  # the length framing still holds: drop this frame only
+                    _log.error("dropped a frame from %s that is not a headwater envelope: %s", self.name, e)
+                    continue
                 if isinstance(envelope, Answer):
                     pending = self._calls.get(envelope.call)
                     if pending is not None:

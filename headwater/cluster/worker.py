@@ -47,6 +47,7 @@ from headwater.cluster.wire import (
 from headwater.engine.definitions import Module
 from headwater.engine.runtime import Catalog, ModuleRuntime
 from headwater.engine.task import Task
+from headwater.engine.transport import check_message
 from headwater.errors import NotFound, Unavailable
 from headwater.schema import Map
 from headwater.storage import RocksStore
@@ -169,6 +170,7 @@ class WorkerTransport(ClientTransport):
         self._inboxes[task_id].put(message)
 
     def send(self, task_id: int, message: bytes) -> None:
+        check_message(message)
         inbox = self._inboxes.get(task_id)
         if inbox is not None:
             inbox.put(message)
@@ -177,6 +179,7 @@ class WorkerTransport(ClientTransport):
 
     def submit_append(self, task_id: int, message: bytes, *, caller_waits: bool = False,
                       timeout_s: float = 0.0) -> None:
+        check_message(message)
         if self.closed:
             raise Unavailable(f"module {self._module!r} stopped on worker {self._node.worker_id}")
         inbox = self._inboxes.get(task_id)

@@ -20,8 +20,11 @@ coordinator see the task through the narrow `BatchHost` protocol.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
+
+import msgspec
 
 from headwater.engine import messages
 from headwater.engine.appends import Appends
@@ -56,6 +59,8 @@ from headwater.pstate import Txn
 from headwater.storage import Batch, Store
 
 __all__ = ["INBOX_DRAIN_MAX", "RoundOutcome", "Task"]
+
+_log = logging.getLogger("headwater.task")
 
 INBOX_DRAIN_MAX = 512  # messages a host hands one round
 _FULL = Ack.FULL.value
@@ -131,10 +136,16 @@ class Task:
 
     @staticmethod
     def _decode(batch: list[bytes]) -> tuple[list[Any], bool]:
-        """The messages before a Stop, if any, and whether Stop was among them."""
+        """The messages before a Stop, if any, and whether Stop was among them. A message that does
+        not decode is dropped and logged: a bad sender must not stop the task."""
         decoded: list[Any] = []
         for data in batch:
-            message = messages.decode(data)
+            try:
+                message = messages.decode(data)
+            except (msgspec.DecodeError, TypeError) as e:
+                _log.error("dropped a message that is not an encoded headwater message (%s: %s): %r",
+                           type(e).__name__, e, data[:64])
+                continue
             if isinstance(message, Stop):
                 return decoded, True
             decoded.append(message)

@@ -11,7 +11,15 @@ from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
-__all__ = ["Clock", "Transport"]
+__all__ = ["Clock", "Transport", "check_message"]
+
+
+def check_message(message: object) -> None:
+    """Refuse, where it is handed over, anything but an encoded message: everything that crosses
+    between tasks is bytes (`headwater.engine.messages.encode`), never a live object."""
+    if type(message) is not bytes:
+        raise TypeError(f"a message crosses the transport as bytes (headwater.engine.messages.encode), "
+                        f"not {type(message).__name__}")
 
 
 class Clock(Protocol):

@@ -12,11 +12,12 @@ from collections import deque
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
 
 from headwater.client.cluster import Cluster
 
-__all__ = ["Metrics", "cluster_stats"]
+__all__ = ["Metrics", "cluster_stats", "merge_process_metrics"]
 
 LATENCIES_KEPT = 1024  # recent ack latencies per depot, for the percentiles the UI shows
 _LATENCY_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -63,14 +64,19 @@ class Metrics:
 
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
-        self.registry = CollectorRegistry(auto_describe=False)
+        # What this process counts (requests it served), apart from what it reads from the tasks
+        # (the same whichever process asks): with several processes serving, a scrape sums the first
+        # over all of them and takes the second once.
+        self.process_registry = CollectorRegistry(auto_describe=False)
         self.appends = Counter("headwater_appends", "Client appends by outcome.",
-                               ["module", "depot", "ack", "outcome"], registry=self.registry)
+                               ["module", "depot", "ack", "outcome"], registry=self.process_registry)
         self.ack_latency = Histogram("headwater_ack_latency_seconds", "Time from receiving an append to its ack.",
-                                     ["module", "depot", "ack"], buckets=_LATENCY_BUCKETS_S, registry=self.registry)
+                                     ["module", "depot", "ack"], buckets=_LATENCY_BUCKETS_S,
+                                     registry=self.process_registry)
         self.requests = Counter("headwater_http_requests", "HTTP API requests by endpoint and status.",
-                                ["endpoint", "status"], registry=self.registry)
-        self.registry.register(_ClusterCollector(cluster))
+                                ["endpoint", "status"], registry=self.process_registry)
+        self.cluster_registry = CollectorRegistry(auto_describe=False)
+        self.cluster_registry.register(_ClusterCollector(cluster))
         self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
         self._recent: dict[tuple[str, str], deque[float]] = {}
         self._appended: dict[tuple[str, str], int] = {}
@@ -109,6 +115,37 @@ class Metrics:
         """Appends this server acknowledged for the depot since it started."""
         with self._lock:
             return self._appended.get((module, depot), 0)
+
+
+def merge_process_metrics(texts: list[str]) -> CollectorRegistry:
+    """The per-process metrics of several processes (Prometheus text), as one: counts and sums
+    added up sample by sample, `_created` times the earliest."""
+    families: dict[str, Metric] = {}
+    values: dict[tuple[str, str, tuple[tuple[str, str], ...]], float] = {}
+    for text in texts:
+        for family in text_string_to_metric_families(text):
+            merged = families.setdefault(family.name, Metric(family.name, family.documentation, family.type))
+            for sample in family.samples:
+                key = (merged.name, sample.name, tuple(sorted(sample.labels.items())))
+                if key not in values:
+                    values[key] = sample.value
+                elif sample.name.endswith("_created"):
+                    values[key] = min(values[key], sample.value)
+                else:
+                    values[key] += sample.value
+    for (family_name, sample_name, labels), value in values.items():
+        families[family_name].add_sample(sample_name, dict(labels), value)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Fixed(list(families.values())))
+    return registry
+
+
+class _Fixed:
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> list[Metric]:
+        return self._families
 
 
 class _ClusterCollector:

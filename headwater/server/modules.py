@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import os
 import time
 from typing import Any
@@ -14,11 +15,13 @@ from starlette.responses import Response
 from headwater.errors import PermissionDenied
 from headwater.server.catalog import describe_module, runtime_of
 from headwater.server.http import ApiError, endpoint, json_response
-from headwater.server.metrics import cluster_stats
+from headwater.server.metrics import cluster_stats, merge_process_metrics
 from headwater.server.openapi import openapi_document
 from headwater.server.state import authorize, state_of
 
-__all__ = ["ROUTES"]
+__all__ = ["PEER_METRICS_TIMEOUT_S", "ROUTES"]
+
+PEER_METRICS_TIMEOUT_S = 5.0  # the longest a scrape waits for another worker's counts
 
 _DESCRIPTIONS_MAX = 256
 _descriptions: dict[int, tuple[Any, dict[str, Any]]] = {}  # id(runtime) -> (runtime, description)
@@ -115,8 +118,43 @@ async def metrics(request: Request) -> Response:
     # The metrics name and count every module's depots and topologies: only a token that may read
     # every module (read or admin, not read:m) sees them.
     authorize(request, "read", None)
-    registry = state_of(request).metrics.registry
-    return Response(await asyncio.to_thread(generate_latest, registry), media_type=CONTENT_TYPE_LATEST)
+    state = state_of(request)
+    own = await asyncio.to_thread(generate_latest, state.metrics.process_registry)
+    if request.query_params.get("scope") == "process":  # a peer gathering the processes' counts
+        return Response(own, media_type=CONTENT_TYPE_LATEST)
+    cluster = await asyncio.to_thread(generate_latest, state.metrics.cluster_registry)
+    peers = await asyncio.to_thread(_peer_fronts, state.cluster)
+    if peers:  # every worker serves the port: what each counted, added up, so a scrape sees them all
+        texts = await asyncio.gather(*(asyncio.to_thread(_process_metrics, request, port) for port in peers))
+        merged = merge_process_metrics([own.decode(), *texts])
+        own = await asyncio.to_thread(generate_latest, merged)
+    return Response(own + cluster, media_type=CONTENT_TYPE_LATEST)
+
+
+def _peer_fronts(cluster: Any) -> list[int]:
+    """The own ports of the other processes serving this API (the workers of `--workers N`)."""
+    return sorted({row["direct_port"] for rows in cluster.status().values() for row in rows
+                   if row.get("direct_port") and row["pid"] != os.getpid()})
+
+
+def _process_metrics(request: Request, port: int) -> str:
+    """What the front on `port` of this host counted itself, asked with the caller's token."""
+    host = request.url.hostname or "127.0.0.1"
+    connection = http.client.HTTPConnection(host, port, timeout=PEER_METRICS_TIMEOUT_S)
+    try:
+        headers = {"Authorization": request.headers["authorization"]} if "authorization" in request.headers else {}
+        connection.request("GET", "/metrics?scope=process", headers=headers)
+        response = connection.getresponse()
+        body = response.read().decode()
+        if response.status != 200:
+            raise ApiError(502, "peer_unavailable", f"the worker serving port {port} answered {response.status} "
+                                                    "to /metrics; retry the scrape")
+        return body
+    except OSError as e:
+        raise ApiError(502, "peer_unavailable", f"cannot reach the worker serving port {port} ({e}); it may be "
+                                                "restarting: retry the scrape") from None
+    finally:
+        connection.close()
 
 
 ROUTES: list[tuple[str, Any, list[str]]] = [

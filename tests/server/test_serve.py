@@ -91,6 +91,13 @@ def test_every_worker_serves_the_port_and_reaches_every_task(tmp_path):
                 assert httpx.get(f"http://127.0.0.1:{port}/api/health").json()["pid"] == host["pid"]
             done = client.pstate("jobs", "done")
             assert [done[key].get() for key in range(8)] == [1] * 8
+        for key in range(8, 20):  # a new connection each: the appends spread over both workers
+            assert httpx.post(append, json={"key": key}).status_code == 200
+        for _ in range(4):  # whichever worker answers a scrape, it counts what every worker served
+            scrape = httpx.get(f"{url}/metrics").text
+            appended = sum(float(line.rsplit(" ", 1)[1]) for line in scrape.splitlines()
+                           if line.startswith('headwater_appends_total{') and 'outcome="ok"' in line)
+            assert appended == 20 and 'headwater_depot_end_offset{depot="jobs",module="jobs",partition="0"}' in scrape
     finally:
         stop(process)
 
