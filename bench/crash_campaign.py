@@ -1,6 +1,6 @@
 """The kill -9 campaign: the bank under SIGKILL at random moments, checked against an oracle.
 
-Four workloads, each run on a fresh data directory and killed `KILLS_PER_RUN` times:
+Five workloads, each run on a fresh data directory and killed `KILLS_PER_RUN` times:
 
 - **stream** — `examples/bank.py` (3 tasks) in a child process; four threads append deposits and
   transfers that hop to the receiver's task, with full acks. The child is SIGKILLed after a random
@@ -14,6 +14,9 @@ Four workloads, each run on a fresh data directory and killed `KILLS_PER_RUN` ti
   threads of this process append with full acks and idempotency keys, and one worker, chosen at
   random, is SIGKILLed after a random number of acks. The cluster restarts its workers; every
   append not acknowledged (`Unavailable`, `AckTimeout`) is sent again with the same key.
+- **http-workers** — `headwater serve examples/bank.py --workers 2`, every worker serving HTTP;
+  the remote clients append as in **http** (their reads go straight to the worker owning a key),
+  and a random worker is SIGKILLed after a random number of acks.
 
 After the last kill the data is opened in process, every topology is left to settle (hops a crash
 cut short sent again), and the oracle checks:
@@ -24,7 +27,7 @@ cut short sent again), and the oracle checks:
   receiver, the decision the appender got equal to the one stored, every user's funds equal to
   their deposits minus the transfers they sent plus those they received, money conserved
   (`total_funds` equals the sum of deposits);
-- **early acks** (http, workers): an ack whose results or PStates did not yet show its processing — a full
+- **early acks** (http, workers, http-workers): an ack whose results or PStates did not yet show its processing — a full
   ack's `results` must carry the topology's answer, and, for a transfer, the receiver's record must
   be readable once the ack returns.
 
@@ -59,13 +62,14 @@ from examples.bank import Deposit, Transfer
 from tests.engine.children import lines_within, wait_until_settled
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKLOADS = ("stream", "microbatch", "http", "workers")
-MODULE_OF = {"stream": "bank", "microbatch": "mbbank", "http": "bank", "workers": "bank"}
+WORKLOADS = ("stream", "microbatch", "http", "workers", "http-workers")
+MODULE_OF = {"stream": "bank", "microbatch": "mbbank", "http": "bank", "workers": "bank", "http-workers": "bank"}
 LOCAL_WORKERS = 2
 TASKS = 3
 USERS = 12
 APPENDERS = 4
 KILLS_PER_RUN = 2
+RESENDING = ("http", "workers", "http-workers")  # workloads whose appenders resend by key and check early acks
 ACKS_BEFORE_KILL = (40, 400)  # each kill comes after a random number of acks in this range
 ACKS_AFTER_LAST_RESTART = 40  # the http clients keep going this long after the last restart
 CHILD_SILENCE_MAX_S = 60  # a child or server that acks nothing for this long fails the run
@@ -187,15 +191,15 @@ def run_in_process(workload: str, directory: Path, rng: random.Random, seed: int
 class Server:
     """`headwater serve examples/bank.py` on one loopback port and one data directory, restartable."""
 
-    def __init__(self, directory: Path) -> None:
-        self.directory, self.port = directory, free_port()
+    def __init__(self, directory: Path, workers: int = 0) -> None:
+        self.directory, self.port, self.workers = directory, free_port(), workers
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.TemporaryFile("w+")
         self.process: subprocess.Popen[str] | None = None
 
     def start(self) -> None:
         command = [sys.executable, "-m", "headwater.cli", "serve", "examples/bank.py", "--data", str(self.directory),
-                   "--port", str(self.port), "--tasks", str(TASKS)]
+                   "--port", str(self.port), "--tasks", str(TASKS), "--workers", str(self.workers)]
         self.process = subprocess.Popen(command, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, text=True)
         deadline = time.monotonic() + SERVER_START_MAX_S
         while time.monotonic() < deadline:
@@ -229,9 +233,9 @@ class Server:
 class HttpClients:
     """APPENDERS threads appending with idempotency keys, each resending an append until it is acked."""
 
-    def __init__(self, url: str, seed: int) -> None:
+    def __init__(self, url: str, seed: int, workload: str = "http") -> None:
         self.url, self.seed = url, seed
-        self.acked, self.outcome = Acked(), Outcome("http")
+        self.acked, self.outcome = Acked(), Outcome(workload)
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.failures: list[str] = []
@@ -331,6 +335,48 @@ def run_http(directory: Path, rng: random.Random, seed: int) -> Outcome:
     outcome = check("http", directory, acked)
     outcome.resent, outcome.early_acks = clients.outcome.resent, clients.outcome.early_acks
     return outcome
+
+
+def run_http_workers(directory: Path, rng: random.Random, seed: int) -> Outcome:
+    """`headwater serve --workers 2`: every worker serves HTTP; a random worker is SIGKILLed while the
+    remote clients (whose reads go straight to the worker owning a key) resend by key."""
+    server = Server(directory, workers=LOCAL_WORKERS)
+    server.start()
+    clients = HttpClients(server.url, seed, "http-workers")
+    try:
+        clients.start()
+        target = 0
+        with hw.connect(server.url) as admin:
+            for _ in range(KILLS_PER_RUN):
+                target += rng.randint(*ACKS_BEFORE_KILL)
+                clients.wait_for_acks(target)
+                time.sleep(rng.uniform(0, 0.02))  # a random moment, not just after an ack
+                os.kill(rng.choice(_running_workers(admin)), signal.SIGKILL)
+        clients.wait_for_acks(len(clients.acked) + ACKS_AFTER_LAST_RESTART)
+        acked = clients.finish()
+    finally:
+        clients.stopping.set()
+        if server.process is not None and server.process.poll() is None:
+            server.stop()
+        server.log.close()
+    outcome = check("http-workers", directory, acked)
+    outcome.resent, outcome.early_acks = clients.outcome.resent, clients.outcome.early_acks
+    return outcome
+
+
+def _running_workers(admin: Any) -> list[int]:
+    """The pids of the server's workers once every task answers (not while they restart)."""
+    deadline = time.monotonic() + SERVER_START_MAX_S
+    while True:
+        try:
+            hosts = next(m for m in admin.stats()["modules"] if m["name"] == "bank")["hosts"]
+            if hosts and all(h["up"] for h in hosts):
+                return sorted({h["pid"] for h in hosts})
+        except (hw.Unavailable, hw.AckTimeout):
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the workers did not all answer within {SERVER_START_MAX_S}s")
+        time.sleep(0.05)
 
 
 def run_workers(directory: Path, rng: random.Random, seed: int) -> Outcome:
@@ -467,6 +513,7 @@ RUNNERS: dict[str, Callable[[Path, random.Random, int], Outcome]] = {
     "microbatch": lambda d, rng, seed: run_in_process("microbatch", d, rng, seed),
     "http": run_http,
     "workers": run_workers,
+    "http-workers": run_http_workers,
 }
 
 
@@ -482,8 +529,8 @@ def report(outcomes: list[Outcome]) -> str:
         rows.append([workload, str(len(mine)), str(len(mine) * KILLS_PER_RUN), f"{sum(o.acked for o in mine):,}",
                      str(sum(o.lost for o in mine)), str(sum(o.duplicated for o in mine)),
                      str(sum(len(o.mismatches) for o in mine)),
-                     f"{sum(o.resent for o in mine):,}" if workload in ("http", "workers") else "–",
-                     str(sum(len(o.early_acks) for o in mine)) if workload in ("http", "workers") else "–"])
+                     f"{sum(o.resent for o in mine):,}" if workload in RESENDING else "–",
+                     str(sum(len(o.early_acks) for o in mine)) if workload in RESENDING else "–"])
     return table(["workload", "runs", "kills", "acked", "lost", "duplicated", "PState mismatches", "resent",
                   "early acks"], rows)
 
@@ -510,7 +557,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=60, help="runs in all, spread over the workloads (default 60)")
     parser.add_argument("--workloads", default=",".join(WORKLOADS),
-                        help="comma-separated: stream, microbatch, http, workers")
+                        help=f"comma-separated: {', '.join(WORKLOADS)}")
     parser.add_argument("--seed", type=int, default=1, help="the first run's seed; run n uses seed + n")
     args = parser.parse_args()
     workloads = args.workloads.split(",")

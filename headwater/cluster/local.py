@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import cloudpickle
+import msgspec
 
 from headwater.client.replies import ReplyRouter
 from headwater.client.seam import ClientTransport, check_may_wait
@@ -300,6 +301,8 @@ class _ModulePickler(cloudpickle.Pickler):
     seen: a class sent by value (a notebook's, a script's) must arrive as defined, or msgspec refuses it."""
 
     def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, msgspec.Meta):  # constraints in an event type's annotations (Annotated[int, Meta(ge=0)])
+            return _meta, ({name: getattr(obj, name) for name in _META_FIELDS if getattr(obj, name) is not None},)
         if isinstance(obj, types.CodeType):
             # marshal keeps the file name and line numbers (cloudpickle would write "<dynamic-code>"),
             # so a handler's traceback from a worker shows its file and source lines; every process
@@ -312,6 +315,14 @@ class _ModulePickler(cloudpickle.Pickler):
                 class_dict = {k: v for k, v in class_dict.items() if k != "__msgspec_cache__"}
                 reduced = (*reduced[:2], (class_dict, slot_state), *reduced[3:])
         return reduced
+
+
+_META_FIELDS = ("gt", "ge", "lt", "le", "multiple_of", "pattern", "min_length", "max_length", "tz", "title",
+                "description", "examples", "extra_json_schema", "extra")
+
+
+def _meta(fields: dict[str, Any]) -> msgspec.Meta:
+    return msgspec.Meta(**fields)
 
 
 def _dumps(module: Module) -> bytes:

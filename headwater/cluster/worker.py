@@ -22,7 +22,9 @@ import os
 import pickle
 import signal
 import socket
+import sys
 import threading
+import types
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -345,7 +347,11 @@ class WorkerNode:
                 port = self._peer_ports.get(worker)
                 if port is None:
                     raise Unavailable(f"worker {worker} is not known to worker {self.worker_id}")
-                link = self._peers[worker] = connect(port, self._on_frame, f"worker {worker}")
+                try:
+                    link = self._peers[worker] = connect(port, self._on_frame, f"worker {worker}")
+                except OSError as e:
+                    raise Unavailable(f"worker {worker} is not reachable ({e}); it is being restarted, retry in a "
+                                      "moment") from None
             return link
 
     def _on_frame(self, link: Link, envelope: Any) -> None:
@@ -397,6 +403,7 @@ class WorkerNode:
     def _open(self, module_bytes: bytes, catalog: Catalog, directory: str, placement: list[int],
               peer_ports: dict[int, int], writer_kinds: dict[str, str]) -> None:
         module = pickle.loads(module_bytes)
+        _adopt_modules_sent_by_value(module)
         self._peer_ports.update(peer_ports)
         self.deployments[module.name] = _Deployment(self, module, catalog, Path(directory), placement, writer_kinds)
 
@@ -444,6 +451,34 @@ class WorkerNode:
 
     def _release(self, module: str, token: Hashable) -> None:
         self._gate(module).leave(("remote", token))
+
+
+_adopted: set[str] = set()  # modules made by _adopt_modules_sent_by_value
+
+
+def _adopt_modules_sent_by_value(module: Module) -> None:
+    """Give the code a module brought by value a home in `sys.modules`, under its own name.
+
+    An app file loaded from its path (`headwater serve app.py`) or a notebook's code has no module
+    a worker could import, so it arrives by value; but the engine pickles hop arguments and results
+    by reference (`app.Transfer`), which needs the name to resolve here as it does in the
+    supervisor. The module is made from what its functions arrived with: their globals, which
+    hold every class and function they use, plus the event types.
+    """
+    functions = [decl.fn for table in (module.streams, module.microbatches, module.steps, module.queries)
+                 for decl in table.values()]
+    found: dict[str, types.ModuleType] = {}
+    for thing in (*functions, *(decl.event_type for decl in module.depots.values())):
+        name = getattr(thing, "__module__", None)
+        if not name or (name in sys.modules and name not in _adopted and name not in found):
+            continue  # importable here: pickling by reference already works
+        home = found.get(name)
+        if home is None:  # new, or replacing what an earlier version of the module brought
+            home = found[name] = sys.modules[name] = types.ModuleType(name)
+            _adopted.add(name)
+        if isinstance(thing, types.FunctionType):
+            home.__dict__.update({k: v for k, v in thing.__globals__.items() if not k.startswith("__")})
+        home.__dict__.setdefault(thing.__qualname__.partition(".")[0], thing)
 
 
 def main(argv: list[str] | None = None) -> None:
