@@ -239,6 +239,7 @@ class HttpClients:
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.failures: list[str] = []
+        self.last_error = ""  # what the latest attempt that was not acked met
         self.threads = [threading.Thread(target=self._run, args=(w,), daemon=True) for w in range(APPENDERS)]
 
     def start(self) -> None:
@@ -249,7 +250,8 @@ class HttpClients:
         deadline = time.monotonic() + CHILD_SILENCE_MAX_S
         while len(self.acked) < count and not self.failures:
             if time.monotonic() >= deadline:
-                raise RuntimeError(f"the http clients stopped at {len(self.acked)} acks, waiting for {count}")
+                raise RuntimeError(f"the http clients stopped at {len(self.acked)} acks, waiting for {count}; "
+                                   f"the last attempt met {self.last_error or 'nothing'}")
             time.sleep(0.005)
         if self.failures:
             raise RuntimeError(self.failures[0])
@@ -283,7 +285,8 @@ class HttpClients:
             try:
                 result = depot.append(event, idempotency_key=key, timeout=10.0)
                 break
-            except (hw.Unavailable, hw.AckTimeout):  # the server is down or restarting: same key again
+            except (hw.Unavailable, hw.AckTimeout) as e:  # the server is down or restarting: same key again
+                self.last_error = f"{type(e).__name__}: {e}"
                 if time.monotonic() >= deadline:
                     raise
                 time.sleep(RESEND_PAUSE_S)
@@ -354,6 +357,8 @@ def run_http_workers(directory: Path, rng: random.Random, seed: int) -> Outcome:
                 os.kill(rng.choice(_running_workers(admin)), signal.SIGKILL)
         clients.wait_for_acks(len(clients.acked) + ACKS_AFTER_LAST_RESTART)
         acked = clients.finish()
+    except RuntimeError as e:
+        raise RuntimeError(f"{e}\nthe server's output:\n{server.output()}") from None
     finally:
         clients.stopping.set()
         if server.process is not None and server.process.poll() is None:

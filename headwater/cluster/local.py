@@ -155,7 +155,10 @@ class _Workers:
             if dead:
                 _log.warning("worker %s (pid %s) died (exit code %s); restarting the workers", dead[0].worker_id,
                              dead[0].pid, dead[0].process.returncode)
-                self.restart()
+                try:
+                    self.restart()
+                except Exception:  # the supervision goes on: the next look finds what is still dead
+                    _log.exception("restarting the workers failed; trying again")
 
     def restart(self) -> None:
         """Kill every worker and start them again; their tasks recover from disk."""
@@ -435,7 +438,10 @@ class LocalCluster(InProcessCluster):
                 except Exception:  # the next restart (or a client's Unavailable) tells the story
                     _log.exception("module %s did not reopen after the workers restarted", deployment.runtime.name)
             for factory, args in self._fronts:  # the restarted workers serve again
-                self._start_front(factory, args)
+                try:
+                    self._start_front(factory, args)
+                except Exception:  # the next restart (or the fronts' clients) tells the story
+                    _log.exception("a front did not start again after the workers restarted")
 
     # ---- fronts: what every worker serves besides its tasks (the HTTP API) ----------------
     def start_fronts(self, factory: Callable[..., Any], *args: Any) -> None:
@@ -449,7 +455,13 @@ class LocalCluster(InProcessCluster):
         with self._lock:
             self._check_open()
             self._fronts.append((factory, args))
-            self._start_front(factory, args)
+            generation = self._workers.generation
+            try:
+                self._start_front(factory, args)
+            except Unavailable:
+                if self._workers.generation == generation and not self._workers.restarting:
+                    raise
+                # A worker died meanwhile: the restart, which waits for this lock, starts the fronts.
 
     def _start_front(self, factory: Callable[..., Any], args: tuple[Any, ...]) -> None:
         for worker in range(self._workers.count):

@@ -236,3 +236,39 @@ def test_an_app_file_with_string_annotations_runs_on_workers(tmp_path):
         order = order_type(uuid.uuid4(), address_type("Lyon"))
         assert cluster.depot("shop", "orders").append(order)["record"] == "Lyon"
         assert cluster.pstate("shop", "cities")[order.id].get() == "Lyon"
+
+
+class _SlowFront:
+    """A front that takes `delay_s` to start, and says which process runs it."""
+
+    def __init__(self, delay_s: float) -> None:
+        time.sleep(delay_s)
+        self.pid = os.getpid()
+
+    def info(self) -> dict:
+        return {"front_pid": self.pid}
+
+    def stop(self) -> None:
+        pass
+
+
+def slow_front(cluster: object, delay_s: float) -> _SlowFront:
+    return _SlowFront(delay_s)
+
+
+def test_a_worker_that_dies_while_the_fronts_start_gets_them_after_its_restart(tmp_path):
+    with hw.LocalCluster(tmp_path, workers=2) as cluster:
+        cluster.deploy(microbatch_bank, tasks=2)
+        first = {t["worker"]: t["pid"] for t in cluster.status()["mbbank"]}
+        killer = threading.Timer(0.3, os.kill, (first[1], signal.SIGKILL))
+        killer.start()
+        cluster.start_fronts(slow_front, 1.0)  # worker 1 dies under it: no error, the restart starts them
+        killer.join()
+        deadline = time.monotonic() + 30
+        while True:
+            tasks = cluster.status()["mbbank"]
+            if all(t["up"] and t.get("front_pid") == t["pid"] and t["pid"] != first[t["worker"]] for t in tasks):
+                break
+            assert time.monotonic() < deadline, f"the fronts did not run on the restarted workers: {tasks}"
+            time.sleep(0.1)
+        cluster.stop_fronts()
