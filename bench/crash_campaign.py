@@ -315,37 +315,32 @@ class HttpClients:
 
 
 def run_http(directory: Path, rng: random.Random, seed: int) -> Outcome:
-    server = Server(directory)
-    server.start()
-    clients = HttpClients(server.url, seed)
-    try:
-        clients.start()
-        target = 0
-        for _ in range(KILLS_PER_RUN):
-            target += rng.randint(*ACKS_BEFORE_KILL)
-            clients.wait_for_acks(target)
-            time.sleep(rng.uniform(0, 0.02))  # a random moment, not just after an ack
-            server.kill()
-            time.sleep(rng.uniform(0, 0.3))  # the clients meet a dead server and keep resending
-            server.start()
-        clients.wait_for_acks(len(clients.acked) + ACKS_AFTER_LAST_RESTART)
-        acked = clients.finish()
-    finally:
-        clients.stopping.set()
-        if server.process is not None and server.process.poll() is None:
-            server.stop()
-        server.log.close()
-    outcome = check("http", directory, acked)
-    outcome.resent, outcome.early_acks = clients.outcome.resent, clients.outcome.early_acks
-    return outcome
+    """A real server, SIGKILLed whole and started again on the same data."""
+
+    def kill(server: Server, admin: Any) -> None:
+        server.kill()
+        time.sleep(rng.uniform(0, 0.3))  # the clients meet a dead server and keep resending
+        server.start()
+
+    return run_served("http", Server(directory), rng, seed, kill)
 
 
 def run_http_workers(directory: Path, rng: random.Random, seed: int) -> Outcome:
     """`headwater serve --workers 2`: every worker serves HTTP; a random worker is SIGKILLed while the
     remote clients (whose reads go straight to the worker owning a key) resend by key."""
-    server = Server(directory, workers=LOCAL_WORKERS)
+
+    def kill(server: Server, admin: Any) -> None:
+        os.kill(rng.choice(_running_workers(admin)), signal.SIGKILL)
+
+    return run_served("http-workers", Server(directory, workers=LOCAL_WORKERS), rng, seed, kill)
+
+
+def run_served(workload: str, server: Server, rng: random.Random, seed: int,
+               kill: Callable[[Server, Any], None]) -> Outcome:
+    """Remote clients append to `server` while `kill` strikes KILLS_PER_RUN times, each after a
+    random number of acks; then the oracle checks the data."""
     server.start()
-    clients = HttpClients(server.url, seed, "http-workers")
+    clients = HttpClients(server.url, seed, workload)
     try:
         clients.start()
         target = 0
@@ -354,7 +349,7 @@ def run_http_workers(directory: Path, rng: random.Random, seed: int) -> Outcome:
                 target += rng.randint(*ACKS_BEFORE_KILL)
                 clients.wait_for_acks(target)
                 time.sleep(rng.uniform(0, 0.02))  # a random moment, not just after an ack
-                os.kill(rng.choice(_running_workers(admin)), signal.SIGKILL)
+                kill(server, admin)
         clients.wait_for_acks(len(clients.acked) + ACKS_AFTER_LAST_RESTART)
         acked = clients.finish()
     except RuntimeError as e:
@@ -364,7 +359,7 @@ def run_http_workers(directory: Path, rng: random.Random, seed: int) -> Outcome:
         if server.process is not None and server.process.poll() is None:
             server.stop()
         server.log.close()
-    outcome = check("http-workers", directory, acked)
+    outcome = check(workload, server.directory, acked)
     outcome.resent, outcome.early_acks = clients.outcome.resent, clients.outcome.early_acks
     return outcome
 
