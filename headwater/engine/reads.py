@@ -42,7 +42,7 @@ class Reads:
         kind = request[0]
         if kind == "pstate":
             _, name, steps, op, args, kwargs = request
-            return self._runtime.pstates[name].layout.read(self._reader, steps, op, args, kwargs)
+            return self._runtime.pstate(name).layout.read(self._reader, steps, op, args, kwargs)
         if kind == "depot_read":
             _, depot_id, start, stop = request
             return depot_records(self._store, depot_id, start, stop)
