@@ -11,7 +11,7 @@ import threading
 from collections import deque
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -48,8 +48,10 @@ def module_stats(cluster: Cluster, module: str, hosts: list[dict[str, Any]]) -> 
             "hosts": hosts}
 
 
-def cluster_stats(cluster: Cluster, modules: list[str]) -> list[dict[str, Any]]:
-    status = cluster.status()  # asks every task once, for all the modules
+def cluster_stats(cluster: Cluster, modules: list[str],
+                  status: dict[str, list[dict[str, Any]]] | None = None) -> list[dict[str, Any]]:
+    """`module_stats` of each module; `status` is `cluster.status()` if the caller has it already."""
+    status = cluster.status() if status is None else status  # asks every task once, for all the modules
     return [module_stats(cluster, name, status.get(name, [])) for name in modules]
 
 
@@ -75,8 +77,7 @@ class Metrics:
                                      registry=self.process_registry)
         self.requests = Counter("headwater_http_requests", "HTTP API requests by endpoint and status.",
                                 ["endpoint", "status"], registry=self.process_registry)
-        self.cluster_registry = CollectorRegistry(auto_describe=False)
-        self.cluster_registry.register(_ClusterCollector(cluster))
+
         self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
         self._recent: dict[tuple[str, str], deque[float]] = {}
         self._appended: dict[tuple[str, str], int] = {}
@@ -110,6 +111,12 @@ class Metrics:
             ordered = sorted(self._recent.get((module, depot), ()))
         p50, p99 = _percentile(ordered, 0.5), _percentile(ordered, 0.99)
         return {"p50": None if p50 is None else p50 * 1000, "p99": None if p99 is None else p99 * 1000}
+
+    def cluster_text(self, status: dict[str, list[dict[str, Any]]]) -> bytes:
+        """The gauges read from the tasks (depot ends, progress, lag, dead letters), as Prometheus text."""
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_ClusterCollector(self.cluster, status))
+        return generate_latest(registry)
 
     def appended(self, module: str, depot: str) -> int:
         """Appends this server acknowledged for the depot since it started."""
@@ -151,8 +158,9 @@ class _Fixed:
 class _ClusterCollector:
     """Reads depot sizes, topology progress, lag and dead letters from the tasks at scrape time."""
 
-    def __init__(self, cluster: Cluster) -> None:
+    def __init__(self, cluster: Cluster, status: dict[str, list[dict[str, Any]]]) -> None:
         self.cluster = cluster
+        self.status = status
 
     def collect(self) -> Any:
         ends = GaugeMetricFamily("headwater_depot_end_offset", "Offset the next append to a partition gets.",
@@ -163,7 +171,7 @@ class _ClusterCollector:
                                 labels=["module", "topology"])
         dead = GaugeMetricFamily("headwater_dead_letters", "Dead letters waiting to be retried.",
                                  labels=["module", "topology"])
-        for stats in cluster_stats(self.cluster, self.cluster.modules()):
+        for stats in cluster_stats(self.cluster, self.cluster.modules(), self.status):
             module = stats["name"]
             for depot in stats["depots"]:
                 for partition, end in enumerate(depot["partitions"]):

@@ -122,8 +122,9 @@ async def metrics(request: Request) -> Response:
     own = await asyncio.to_thread(generate_latest, state.metrics.process_registry)
     if request.query_params.get("scope") == "process":  # a peer gathering the processes' counts
         return Response(own, media_type=CONTENT_TYPE_LATEST)
-    cluster = await asyncio.to_thread(generate_latest, state.metrics.cluster_registry)
-    peers = await asyncio.to_thread(_peer_fronts, state.cluster)
+    status = await asyncio.to_thread(state.cluster.status)  # asked once: for the gauges and for the peers
+    cluster = await asyncio.to_thread(state.metrics.cluster_text, status)
+    peers = _peer_fronts(status)
     if peers:  # every worker serves the port: what each counted, added up, so a scrape sees them all
         texts = await asyncio.gather(*(asyncio.to_thread(_process_metrics, request, port) for port in peers))
         merged = merge_process_metrics([own.decode(), *texts])
@@ -131,9 +132,9 @@ async def metrics(request: Request) -> Response:
     return Response(own + cluster, media_type=CONTENT_TYPE_LATEST)
 
 
-def _peer_fronts(cluster: Any) -> list[int]:
+def _peer_fronts(status: dict[str, list[dict[str, Any]]]) -> list[int]:
     """The own ports of the other processes serving this API (the workers of `--workers N`)."""
-    return sorted({row["direct_port"] for rows in cluster.status().values() for row in rows
+    return sorted({row["direct_port"] for rows in status.values() for row in rows
                    if row.get("direct_port") and row["pid"] != os.getpid()})
 
 
