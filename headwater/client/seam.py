@@ -77,10 +77,20 @@ class DeployedModule(ABC):
     transport: ClientTransport
     router: ReplyRouter  # hands replies to the waiting clients
     client_id: int  # the address tasks reply to
+    failures: dict[int, str]  # task -> the internal error it stopped on, as its host reported it
 
-    @abstractmethod
     def check_open(self) -> None:
         """Raise Unavailable unless the module's tasks can take requests."""
+        if self.closed:
+            raise Unavailable(f"module {self.runtime.name!r} is {self._gone()}")
+        if self.failures:
+            task, error = next(iter(self.failures.items()))
+            raise Unavailable(f"task {task} of module {self.runtime.name!r} stopped on an internal error: {error}; "
+                              "restart the cluster (it resumes from disk)")
+
+    @abstractmethod
+    def _gone(self) -> str:
+        """Where the module no longer runs, for the error of a call after it stopped."""
 
     def ping(self) -> list[Waiter | None]:
         """Ask every task whether it runs rounds (`Ping`); collect the answers with `answers`."""

@@ -24,7 +24,7 @@ from headwater.cluster.transport import InProcessTransport
 from headwater.engine.definitions import Module
 from headwater.engine.runtime import Catalog, ModuleRuntime
 from headwater.engine.task import Task
-from headwater.errors import DefinitionError, NotFound, Unavailable
+from headwater.errors import DefinitionError, NotFound
 from headwater.storage import RocksStore
 
 __all__ = ["STATUS_WAIT_MAX_S", "Deployment", "DeploymentBase", "InProcessCluster"]
@@ -39,15 +39,9 @@ class DeploymentBase(DeployedModule):
     task that stopped on an internal error (its host reports it) fails its clients at once."""
 
     directory: Path
-    failures: dict[int, str]  # task -> the internal error it stopped on, as its host reported it
 
-    def check_open(self) -> None:
-        if self.closed:
-            raise Unavailable(f"module {self.runtime.name!r} is no longer deployed in this cluster")
-        if self.failures:
-            task, error = next(iter(self.failures.items()))
-            raise Unavailable(f"task {task} of module {self.runtime.name!r} stopped on an internal error: {error}; "
-                              "restart the cluster (it resumes from disk)")
+    def _gone(self) -> str:
+        return "no longer deployed in this cluster"
 
     def where(self, task: int) -> tuple[int | None, int]:
         """(worker, pid) of the process hosting `task`: worker None is this process."""

@@ -258,7 +258,7 @@ class WorkerDeployment(DeploymentBase):
         placement = [task % self._workers.count for task in range(catalog.tasks)]
         self.placement = placement
         self.transport = SupervisorTransport(self._workers, module.name, placement)
-        self.failures: dict[int, str] = {}
+        self.failures = {}
         self.generation = self._workers.generation
         used = sorted(set(placement))
         for worker in used:  # every task's inbox exists before any task starts sending

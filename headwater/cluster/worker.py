@@ -245,6 +245,7 @@ class _Deployment(DeployedModule):
         self.router = self.transport.router
         self.client_id = ((node.worker_id + 1) << CLIENT_PROCESS_SHIFT) | next(_endpoints)
         self.closed = False
+        self.failures = {}
         self._node = node
         self.hosts: list[TaskThread] = []
         for task_id, worker in enumerate(placement):
@@ -252,17 +253,17 @@ class _Deployment(DeployedModule):
                 continue
             task = Task(self.runtime, task_id, RocksStore(directory / f"task-{task_id}"), self.transport, SYSTEM_CLOCK)
             inbox = self.transport.add_task(task_id, task.serve_read)
-            host = TaskThread(task, inbox, on_failure=node.task_failed, batching=self.transport.batching)
+            host = TaskThread(task, inbox, on_failure=self._task_failed, batching=self.transport.batching)
             self.transport.add_host(task_id, host.run_round_here)
             self.hosts.append(host)
 
-    def check_open(self) -> None:
-        if self.closed:
-            raise Unavailable(f"module {self.runtime.name!r} is no longer running on worker {self._node.worker_id}")
-        for host in self.hosts:
-            if host.failure is not None:
-                raise Unavailable(f"task {host.task.task_id} of module {self.runtime.name!r} stopped on an internal "
-                                  f"error: {host.failure!r}; restart the cluster (it resumes from disk)")
+    def _gone(self) -> str:
+        return f"no longer running on worker {self._node.worker_id}"
+
+    def _task_failed(self, host: TaskThread, error: BaseException) -> None:
+        """A task here stopped on an internal error: its clients here fail at once, the supervisor's too."""
+        self.failures[host.task.task_id] = repr(error)
+        self._node.task_failed(host, error)
 
     def start(self) -> None:
         for host in self.hosts:
