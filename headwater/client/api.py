@@ -526,6 +526,7 @@ class DeadLetter:
         self.topology: str = entry.topology
         self.kind: str = entry.kind
         self.task: int = entry.task
+        self.depot: str = entry.depot
         self.partition: int = entry.partition
         self.offset: int = entry.offset
         self.step: str | None = entry.step

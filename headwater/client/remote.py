@@ -681,6 +681,7 @@ class RemoteDeadLetter:
         self.topology: str = entry["topology"]
         self.kind: str = entry["kind"]
         self.task: int = entry["task"]
+        self.depot: str = entry["depot"]
         self.partition: int = entry["partition"]
         self.offset: int = entry["offset"]
         self.step: str | None = entry.get("step")
@@ -692,6 +693,12 @@ class RemoteDeadLetter:
         where = f"step {self.step!r}" if self.step else "record"
         return (f"<DeadLetter {self.topology} {where} partition={self.partition} offset={self.offset} "
                 f"{self.error_type} attempts={self.attempts}>")
+
+    @property
+    def event(self) -> Any:
+        """The depot record whose processing failed (read from the server; records are never deleted)."""
+        records = self._cluster.depot(self.module, self.depot).read(self.partition, self.offset, self.offset + 1)
+        return records[0].event if records else None
 
     def retry(self, *, timeout: float = 30.0) -> Any:
         """Run the failed invocation again; returns its result, or raises HandlerError if it fails again."""

@@ -70,8 +70,10 @@ def _timeout(maximum: float, what: str) -> dict[str, Any]:
 _PARTITION = _param("partition", "path", {"type": "integer", "minimum": 0}, "partition number", True)
 _PARTITION_INFO = _object(("partition", "start_offset", "end_offset"),
                           partition=_INT, start_offset=_INT, end_offset=_INT)
-_DEAD_LETTER = _object(("id", "topology", "kind", "task", "partition", "offset", "error_type", "traceback", "attempts"),
-                       id=_INT, topology={"type": "string"}, kind={"type": "string"}, task=_INT, partition=_INT,
+_DEAD_LETTER = _object(("id", "topology", "kind", "task", "depot", "partition", "offset", "error_type", "traceback",
+                        "attempts"),
+                       id=_INT, topology={"type": "string"}, kind={"type": "string"}, task=_INT,
+                       depot={"type": "string"}, partition=_INT,
                        offset=_INT, step={"type": ["string", "null"]}, error_type={"type": "string"},
                        traceback={"type": "string"}, attempts=_INT)
 _VALUE = _object(("value",), value={})

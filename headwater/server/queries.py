@@ -50,7 +50,7 @@ async def invoke(request: Request) -> Response:
 
 def _letter_body(letter: Any) -> dict[str, Any]:
     return {"id": letter.id, "topology": letter.topology, "kind": letter.kind, "task": letter.task,
-            "partition": letter.partition, "offset": letter.offset, "step": letter.step,
+            "depot": letter.depot, "partition": letter.partition, "offset": letter.offset, "step": letter.step,
             "error_type": letter.error_type, "traceback": letter.traceback, "attempts": letter.attempts}
 
 

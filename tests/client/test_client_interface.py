@@ -158,6 +158,7 @@ def test_a_raising_handler_gives_handler_error_and_a_dead_letter_that_retries(cl
     assert "failed on purpose" in error.remote_traceback and "Traceback" in error.remote_traceback
     letters = [d for d in client.dead_letters("jobs", "work") if (d.partition, d.offset) == (error.partition, error.offset)]
     assert len(letters) == 1 and letters[0].error_type == "ValueError" and letters[0].kind == "record"
+    assert letters[0].depot == "jobs" and letters[0].event == Job(key, fail=True)  # the record that failed
     with pytest.raises(hw.HandlerError):
         letters[0].retry()  # still failing: it stays a dead letter
     FIXED["jobs"] = True
