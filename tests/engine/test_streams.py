@@ -276,32 +276,17 @@ def test_new_topology_from_the_end_skips_history(cluster):
     assert cluster.pstate("counter", "backfill")[1].get() == 1
 
 
-def _stalled_at_task_1(name: str, event_type: type, gate: threading.Event) -> hw.Module:
-    """Every record lands on task 0, whose topology hops to task 1 and waits there for `gate`:
-    task 0 keeps answering while the records stay in flight."""
+def _stalled_at_task_1(name: str, event_type: type, flag: str) -> hw.Module:
+    """Every record lands on task 0, whose topology hops to task 1 and waits there until the file
+    `flag` exists (a gate a worker process sees too): task 0 keeps answering while the records stay
+    in flight. The root returns the event's `key`, if it has one."""
     m = hw.Module(name)
     events = m.depot("events", event_type, partitioned=False)
 
     @m.stream(events)
-    def start(ctx: hw.Context, event: Any) -> None:
+    def start(ctx: hw.Context, event: Any) -> Any:
         ctx.hop_task(1, wait)
-
-    @m.step
-    def wait(ctx: hw.Context) -> None:
-        gate.wait(10)
-
-    return m
-
-
-def _waiting_for_file(name: str, flag: str) -> hw.Module:
-    """As `_stalled_at_task_1`, with a file as the gate, which a worker process sees too."""
-    m = hw.Module(name)
-    events = m.depot("events", Job, partitioned=False)
-
-    @m.stream(events)
-    def start(ctx: hw.Context, event: Job) -> int:
-        ctx.hop_task(1, wait)
-        return event.key
+        return getattr(event, "key", None)
 
     @m.step
     def wait(ctx: hw.Context) -> None:
@@ -319,7 +304,7 @@ def test_a_full_task_refuses_appends_from_every_client_until_it_has_room(cluster
     from headwater.engine.admission import APPENDS_IN_FLIGHT_MAX
 
     flag = tmp_path / "go"
-    cluster.deploy(_waiting_for_file("full", str(flag)), tasks=2)
+    cluster.deploy(_stalled_at_task_1("full", Job, str(flag)), tasks=2)
     depot = cluster.depot("full", "events")
     depot.append_many([Job(k) for k in range(APPENDS_IN_FLIGHT_MAX)], ack="append")  # one message: admitted whole
     with pytest.raises(hw.AckTimeout, match=f"{APPENDS_IN_FLIGHT_MAX} appends .* in flight .* nothing was appended"):
@@ -335,12 +320,12 @@ def test_a_full_task_refuses_appends_from_every_client_until_it_has_room(cluster
 
 
 @pytest.mark.in_process_only("it changes the task's admission bound, a constant of this process")
-def test_a_full_task_answers_busy_and_the_appender_gives_up_at_its_timeout(cluster, monkeypatch):
+def test_a_full_task_answers_busy_and_the_appender_gives_up_at_its_timeout(cluster, monkeypatch, tmp_path):
     from headwater.engine import admission
 
     monkeypatch.setattr(admission, "APPENDS_IN_FLIGHT_MAX", 2)
-    gate = threading.Event()
-    cluster.deploy(_stalled_at_task_1("busy", Job, gate), tasks=2)
+    flag = tmp_path / "go"
+    cluster.deploy(_stalled_at_task_1("busy", Job, str(flag)), tasks=2)
     depot = cluster.depot("busy", "events")
     try:
         assert [r.offset for r in depot.append_many([Job(1), Job(2)], ack="append")] == [0, 1]
@@ -350,23 +335,23 @@ def test_a_full_task_answers_busy_and_the_appender_gives_up_at_its_timeout(clust
         assert time.monotonic() - started < 1.0  # refused at once, sent again until the timeout, then given up
         assert depot.partition_info(0).end_offset == 2  # nothing of the refused append was written
     finally:
-        gate.set()
+        flag.touch()
     assert depot.append(Job(4), timeout=10).offset == 2  # room again once the others are processed
 
 
 @pytest.mark.in_process_only("it changes the task's admission bound, a constant of this process")
-def test_a_refused_batch_is_sent_again_whole_and_keeps_its_order(cluster, monkeypatch):
+def test_a_refused_batch_is_sent_again_whole_and_keeps_its_order(cluster, monkeypatch, tmp_path):
     from headwater.engine import admission
 
     monkeypatch.setattr(admission, "APPENDS_IN_FLIGHT_MAX", 3)
-    gate = threading.Event()
-    cluster.deploy(_stalled_at_task_1("order", Job, gate), tasks=2)
+    flag = tmp_path / "go"
+    cluster.deploy(_stalled_at_task_1("order", Job, str(flag)), tasks=2)
     depot = cluster.depot("order", "events")
     depot.append(Job(-1), ack="append")  # one in flight: the batch of five below does not fit
 
     def release() -> None:
         time.sleep(0.2)
-        gate.set()
+        flag.touch()
 
     threading.Thread(target=release).start()
     results = depot.append_many([Job(k) for k in range(5)], ack="append", timeout=10)
@@ -422,12 +407,11 @@ class Blob:
     data: bytes
 
 
-@pytest.mark.in_process_only("its handlers share an object with the test, which a worker process gets a copy of")
-def test_big_events_are_bounded_by_bytes_in_flight(cluster):
+def test_big_events_are_bounded_by_bytes_in_flight(cluster, tmp_path):
     from headwater.engine.admission import APPEND_BYTES_IN_FLIGHT_MAX
 
-    gate = threading.Event()
-    cluster.deploy(_stalled_at_task_1("blobs", Blob, gate), tasks=2)
+    flag = tmp_path / "go"
+    cluster.deploy(_stalled_at_task_1("blobs", Blob, str(flag)), tasks=2)
     depot, size = cluster.depot("blobs", "events"), 256 * 1024
     admitted = 0
     try:
@@ -438,7 +422,7 @@ def test_big_events_are_bounded_by_bytes_in_flight(cluster):
         # Far fewer than the 2,048 records allowed: the bytes are the bound (each event encodes a little bigger).
         assert APPEND_BYTES_IN_FLIGHT_MAX // size - 1 <= admitted <= APPEND_BYTES_IN_FLIGHT_MAX // size
     finally:
-        gate.set()
+        flag.touch()
     depot.append(Blob(b"last"), timeout=10)  # room again once processed: admitted and acked
 
 
