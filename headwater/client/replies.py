@@ -263,6 +263,18 @@ class ReplyRouter:
             waiter.on_completed(Completed(request, waiter.partition, offset, {}, [], reason, "Unavailable"))
         self._settled(*(waiter for waiter in waiters.values() if waiter.fire is not None))
 
+    def fail_tasks(self, tasks: set[int], reason: str) -> None:
+        """Wake the waiters of appends to `tasks` with `reason`: those tasks restarted, and their
+        replies will not come (an append's partition is its task)."""
+        with self._lock:
+            failing = {request: waiter for request, waiter in self._waiters.items() if waiter.partition in tasks}
+            for request in failing:
+                del self._waiters[request]
+        for request, waiter in failing.items():
+            offset = waiter.offset if waiter.offset is not None else -1
+            waiter.on_completed(Completed(request, waiter.partition, offset, {}, [], reason, "Unavailable"))
+        self._settled(*(waiter for waiter in failing.values() if waiter.fire is not None))
+
     def deliver(self, data: bytes) -> None:
         message: Any = messages.decode(data)
         if isinstance(message, Appended):

@@ -7,10 +7,11 @@ deploys as it is. Clients here talk to the tasks through `SupervisorTransport`: 
 sent to the owning worker (whose task admits them or answers Busy), reads and query holds are calls to it, and replies
 come back on the worker's link. Between workers, tasks' messages go straight from one to the other.
 
-When a worker dies the supervisor restarts every worker: each recovers its tasks from their data
-directories and resends what a crash cut short, so nothing acknowledged is lost and every
-guarantee holds as across a crash of one process. Waiting clients hear `Unavailable` and retry
-what is safe to retry.
+When a worker dies the supervisor starts it again: its tasks recover from their data directories
+and resend what the crash cut short, and every other task of each module sends again what was in
+flight to or from it (`Redrive`), so nothing acknowledged is lost and every guarantee holds as
+across a crash of one process, while the other workers keep serving. Clients waiting for the dead
+worker's tasks hear `Unavailable` and retry what is safe to retry.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import threading
 import time
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,9 @@ from headwater.client.seam import ClientTransport, check_may_wait
 from headwater.cluster.inprocess import DeploymentBase, InProcessCluster
 from headwater.cluster.wire import CLIENT_PROCESS_SHIFT, Call, Failed, Hello, Link, ToClient, ToTask
 from headwater.cluster.worker import RemoteGate
+from headwater.engine import messages
 from headwater.engine.definitions import Module
+from headwater.engine.messages import Redrive
 from headwater.engine.runtime import Catalog, ModuleRuntime
 from headwater.engine.transport import check_message
 from headwater.errors import DefinitionError, NotFound, Unavailable
@@ -71,9 +74,9 @@ class _Worker:
 
 
 class _Workers:
-    """The worker processes, their links, and their supervision (restart all when one dies)."""
+    """The worker processes, their links, and their supervision: a worker that dies is started again."""
 
-    def __init__(self, count: int, on_frame: Callable[[Link, Any], None], on_restart: Callable[[], None]) -> None:
+    def __init__(self, count: int, on_frame: Callable[[Link, Any], None], on_restart: Callable[[int], None]) -> None:
         self.count = count
         self._on_frame = on_frame
         self._on_restart = on_restart
@@ -81,38 +84,40 @@ class _Workers:
         self._lock = threading.Lock()
         self._hello = threading.Condition(self._lock)
         self.workers: list[_Worker] = []
-        self.generation = 0  # counts restarts: a deployment opened in an older one must open again
-        self.restarting = False
+        self.restarting: set[int] = set()  # workers being started again: their tasks are Unavailable
+        self.restarts = 0
         self._closing = False
         threading.Thread(target=self._accept, name="headwater-supervisor-accept", daemon=True).start()
-        self._spawn_all()
+        with self._lock:
+            self.workers = [self._spawn(i) for i in range(count)]
+            self._wait_for_hello(self.workers)
         threading.Thread(target=self._monitor, name="headwater-supervisor", daemon=True).start()
 
     # ---- starting ----------------------------------------------------------------------------
-    def _spawn_all(self) -> None:
+    def _spawn(self, worker_id: int) -> _Worker:
         port = self._listener.getsockname()[1]
         # The workers import what the module's pickled references name (the classes of a test
         # module, say) from where this process found them.
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p or os.getcwd() for p in sys.path)}
-        with self._lock:
-            self.workers = [
-                _Worker(i, subprocess.Popen(
-                    [sys.executable, "-m", "headwater.cluster", "--supervisor", str(port), "--worker", str(i)],
-                    env=env, stdin=subprocess.DEVNULL))
-                for i in range(self.count)
-            ]
-            deadline = time.monotonic() + WORKER_START_S
-            while not all(w.link is not None for w in self.workers):
-                remaining = deadline - time.monotonic()
-                dead = [w for w in self.workers if w.process.poll() is not None]
-                if dead or remaining <= 0:
-                    self._kill_all()
-                    raise Unavailable(
-                        f"worker {(dead or self.workers)[0].worker_id} did not start within {WORKER_START_S}s"
-                        f"{' (it exited with ' + str(dead[0].process.returncode) + ')' if dead else ''}; "
-                        "see its output above"
-                    )
-                self._hello.wait(min(remaining, 0.1))
+        return _Worker(worker_id, subprocess.Popen(
+            [sys.executable, "-m", "headwater.cluster", "--supervisor", str(port), "--worker", str(worker_id)],
+            env=env, stdin=subprocess.DEVNULL))
+
+    def _wait_for_hello(self, starting: list[_Worker]) -> None:
+        """Wait (holding the lock) until each of `starting` said hello, or kill them all."""
+        deadline = time.monotonic() + WORKER_START_S
+        while not all(w.link is not None for w in starting):
+            remaining = deadline - time.monotonic()
+            dead = [w for w in starting if w.process.poll() is not None]
+            if dead or remaining <= 0:
+                for worker in starting:
+                    self._kill(worker)
+                raise Unavailable(
+                    f"worker {(dead or starting)[0].worker_id} did not start within {WORKER_START_S}s"
+                    f"{' (it exited with ' + str(dead[0].process.returncode) + ')' if dead else ''}; "
+                    "see its output above"
+                )
+            self._hello.wait(min(remaining, 0.1))
 
     def _accept(self) -> None:
         while True:
@@ -138,8 +143,8 @@ class _Workers:
         return {w.worker_id: w.port for w in self.workers}
 
     def link(self, worker_id: int, *, restarting_ok: bool = False) -> Link:
-        if self.restarting and not restarting_ok:
-            raise Unavailable("the cluster's workers are restarting after one died; retry in a moment")
+        if worker_id in self.restarting and not restarting_ok:
+            raise Unavailable(f"worker {worker_id} is restarting after it died; retry in a moment")
         link = self.workers[worker_id].link
         if link is None or link.closed:
             raise Unavailable(f"worker {worker_id} is not reachable; it is being restarted, retry in a moment")
@@ -151,39 +156,50 @@ class _Workers:
             time.sleep(MONITOR_POLL_S)
             if self._closing:
                 return
-            dead = [w for w in self.workers if w.process.poll() is not None]
-            if dead:
-                _log.warning("worker %s (pid %s) died (exit code %s); restarting the workers", dead[0].worker_id,
-                             dead[0].pid, dead[0].process.returncode)
+            for worker in [w for w in self.workers if w.process.poll() is not None]:
+                _log.warning("worker %s (pid %s) died (exit code %s); starting it again", worker.worker_id,
+                             worker.pid, worker.process.returncode)
                 try:
-                    self.restart()
+                    self.restart(worker.worker_id)
                 except Exception:  # the supervision goes on: the next look finds what is still dead
-                    _log.exception("restarting the workers failed; trying again")
+                    _log.exception("starting worker %s again failed; trying again", worker.worker_id)
 
-    def restart(self) -> None:
-        """Kill every worker and start them again; their tasks recover from disk."""
-        self.restarting = True  # until every module is open again: clients hear Unavailable meanwhile
+    def restart(self, worker_id: int) -> None:
+        """Start worker `worker_id` again (killing it first if it lives): its tasks recover from disk,
+        the other workers learn its new port, and the cluster reopens its modules there."""
+        self.restarting.add(worker_id)  # until its modules are open again: its tasks are Unavailable
         try:
             with self._lock:
-                self._kill_all()
-                self.generation += 1
-            self._spawn_all()
-            self._on_restart()
+                if self._closing:
+                    return
+                self._kill(self.workers[worker_id])
+                self.workers[worker_id] = self._spawn(worker_id)
+                self._wait_for_hello([self.workers[worker_id]])
+                self.restarts += 1
+                port = self.workers[worker_id].port
+                peers = [w for w in self.workers if w.worker_id != worker_id]
+            for peer in peers:  # before any task there sends to it again
+                try:
+                    self.link(peer.worker_id, restarting_ok=True).call("peer_moved", worker_id, port)
+                except Unavailable:
+                    pass  # dead too: the monitor starts it next, with every port
+            self._on_restart(worker_id)
         finally:
-            self.restarting = False
+            self.restarting.discard(worker_id)
 
-    def _kill_all(self) -> None:
-        for worker in self.workers:
-            if worker.process.poll() is None:
-                worker.process.kill()
-            worker.process.wait()
-            if worker.link is not None:
-                worker.link.close()
+    @staticmethod
+    def _kill(worker: _Worker) -> None:
+        if worker.process.poll() is None:
+            worker.process.kill()
+        worker.process.wait()
+        if worker.link is not None:
+            worker.link.close()
 
     def close(self) -> None:
         self._closing = True
         with self._lock:
-            self._kill_all()  # each worker's rounds are durable when acked; its stores need no flush
+            for worker in self.workers:  # each worker's rounds are durable when acked; its stores need no flush
+                self._kill(worker)
         self._listener.close()
 
 
@@ -259,31 +275,40 @@ class WorkerDeployment(DeploymentBase):
         self.placement = placement
         self.transport = SupervisorTransport(self._workers, module.name, placement)
         self.failures = {}
-        self.generation = self._workers.generation
-        used = sorted(set(placement))
-        for worker in used:  # every task's inbox exists before any task starts sending
+        self._module_bytes = module_bytes
+        self._open_on(sorted(set(placement)))
+
+    def _open_on(self, workers: list[int]) -> None:
+        for worker in workers:  # every task's inbox exists before any task starts sending
             try:
                 self._workers.link(worker, restarting_ok=True).call(
-                    "open", module_bytes, catalog, str(self.directory), placement, self._workers.ports(),
-                    self.runtime.writers.found, timeout_s=DEPLOY_CALL_S)
+                    "open", self._module_bytes, self._catalog, str(self.directory), self.placement,
+                    self._workers.ports(), self.runtime.writers.found, timeout_s=DEPLOY_CALL_S)
             except (ImportError, AttributeError) as e:
                 raise DefinitionError(
-                    f"the worker processes cannot load module {module.name!r}: {e}. Define what it uses in a "
-                    "file the workers can import (they see this process's sys.path), or in the script that runs"
+                    f"the worker processes cannot load module {self._module.name!r}: {e}. Define what it uses in "
+                    "a file the workers can import (they see this process's sys.path), or in the script that runs"
                 ) from None
-        for worker in used:
-            self._workers.link(worker, restarting_ok=True).call("start", module.name)
+        for worker in workers:
+            self._workers.link(worker, restarting_ok=True).call("start", self._module.name)
 
-    def reopen(self) -> None:
-        """After the workers restarted: open the module on them again (its tasks recover from disk)."""
-        self.router.fail_all(f"the workers of module {self.runtime.name!r} restarted before the reply came; the "
-                             "event may be durable: append again with the same idempotency_key to be sure")
-        self._open(self._module, self._catalog)
-
-    def check_open(self) -> None:
-        if not self.closed and (self._workers.restarting or self.generation != self._workers.generation):
-            raise Unavailable(f"the workers of module {self.runtime.name!r} are restarting; retry in a moment")
-        super().check_open()
+    def reopen(self, worker: int) -> None:
+        """After worker `worker` restarted: open the module's tasks there again (they recover from
+        disk), then have every other task send again what was in flight, to it or from it."""
+        moved = {task for task, where in enumerate(self.placement) if where == worker}
+        if not moved:
+            return
+        self.router.fail_tasks(moved, f"worker {worker}, which hosts this task of module {self.runtime.name!r}, "
+                                      "restarted before the reply came; the event may be durable: append again "
+                                      "with the same idempotency_key to be sure")
+        self._open_on([worker])
+        redrive = messages.encode(Redrive(f"task(s) {sorted(moved)} restarted on worker {worker}"))
+        for task in range(len(self.placement)):
+            if task not in moved:
+                try:
+                    self.transport.send(task, redrive)
+                except Unavailable:
+                    pass  # its worker is down as well: its own restart redrives the rest
 
     def where(self, task: int) -> tuple[int | None, int]:
         worker = self.placement[task]
@@ -381,8 +406,8 @@ class LocalCluster(InProcessCluster):
     stays after `close()`; `path=None` is a temporary directory, as for `InProcessCluster`.
     A module travels to the workers by value (cloudpickle): its handlers may not close over
     objects of the deploying process such as locks or clients (`deploy` raises
-    `DefinitionError`). If a worker dies, every worker restarts and recovers from disk; calls
-    meanwhile raise `Unavailable`.
+    `DefinitionError`). If a worker dies, it restarts and its tasks recover from disk; calls
+    to them meanwhile raise `Unavailable`.
 
         with hw.LocalCluster(path="data-local", workers=2) as cluster:
             cluster.deploy(bank, tasks=4)
@@ -399,7 +424,7 @@ class LocalCluster(InProcessCluster):
         self._front_info: dict[int, dict[str, Any]] = {}  # worker -> what its fronts said of themselves
         self._calls = concurrent.futures.ThreadPoolExecutor(SUPERVISOR_CALL_THREADS,
                                                             thread_name_prefix="headwater-supervisor-call")
-        self._workers = _Workers(count, self._on_frame, self._reopen_all)
+        self._workers = _Workers(count, self._on_frame, self._reopen)
 
     def __repr__(self) -> str:
         return f"<LocalCluster {str(self.path)!r} workers={self._workers.count} modules={sorted(self._deployments)}>"
@@ -429,19 +454,20 @@ class LocalCluster(InProcessCluster):
     def _unknown_call(*_: Any) -> None:
         raise NotFound("supervisor call", "?", ["status"])
 
-    def _reopen_all(self) -> None:
+    def _reopen(self, worker: int) -> None:
         with self._lock:
             for deployment in self._deployments.values():
                 assert isinstance(deployment, WorkerDeployment)
                 try:
-                    deployment.reopen()
+                    deployment.reopen(worker)
                 except Exception:  # the next restart (or a client's Unavailable) tells the story
-                    _log.exception("module %s did not reopen after the workers restarted", deployment.runtime.name)
-            for factory, args in self._fronts:  # the restarted workers serve again
+                    _log.exception("module %s did not reopen after worker %s restarted", deployment.runtime.name,
+                                   worker)
+            for factory, args in self._fronts:  # the restarted worker serves again
                 try:
-                    self._start_front(factory, args)
+                    self._start_front(factory, args, [worker])
                 except Exception:  # the next restart (or the fronts' clients) tells the story
-                    _log.exception("a front did not start again after the workers restarted")
+                    _log.exception("a front did not start again after worker %s restarted", worker)
 
     # ---- fronts: what every worker serves besides its tasks (the HTTP API) ----------------
     def start_fronts(self, factory: Callable[..., Any], *args: Any) -> None:
@@ -455,16 +481,16 @@ class LocalCluster(InProcessCluster):
         with self._lock:
             self._check_open()
             self._fronts.append((factory, args))
-            generation = self._workers.generation
+            restarts = self._workers.restarts
             try:
-                self._start_front(factory, args)
+                self._start_front(factory, args, range(self._workers.count))
             except Unavailable:
-                if self._workers.generation == generation and not self._workers.restarting:
+                if self._workers.restarts == restarts and not self._workers.restarting:
                     raise
-                # A worker died meanwhile: the restart, which waits for this lock, starts the fronts.
+                # A worker died meanwhile: its restart, which waits for this lock, starts its fronts.
 
-    def _start_front(self, factory: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        for worker in range(self._workers.count):
+    def _start_front(self, factory: Callable[..., Any], args: tuple[Any, ...], workers: Iterable[int]) -> None:
+        for worker in workers:
             info = self._workers.link(worker, restarting_ok=True).call("front", factory, *args, timeout_s=FRONT_CALL_S)
             self._front_info.setdefault(worker, {}).update(info)
 

@@ -144,19 +144,28 @@ class WorkerTransport(ClientTransport):
         finally:
             self._batch.frames = None
             for link, frames in pending.items():
-                link.send_frames(frames)
+                _send_or_drop(link, frames)
 
     def flush(self) -> None:
         pending = getattr(self._batch, "frames", None)
         if pending:
             for link, frames in pending.items():
-                link.send_frames(frames)
+                _send_or_drop(link, frames)
             pending.clear()
 
-    def _post(self, link: Link, envelope: Any) -> None:
+    def _post(self, worker: int | None, envelope: Any) -> None:
+        """Send `envelope` to the supervisor (None) or a peer worker, or hold it for the round's write.
+
+        A message to a worker that is down is dropped: when it is back, the supervisor has every
+        task send again what was in flight (`Redrive`), and its clients here were told to retry."""
+        try:
+            link = self._node.supervisor if worker is None else self._node.peer(worker)
+        except Unavailable as e:
+            _log.info("dropped a message for worker %s of module %s: %s", worker, self._module, e)
+            return
         pending = getattr(self._batch, "frames", None)
         if pending is None:
-            link.send(envelope)
+            _send_or_drop(link, [Link.encode(envelope)])
         else:
             pending.setdefault(link, []).append(Link.encode(envelope))
 
@@ -177,7 +186,7 @@ class WorkerTransport(ClientTransport):
         if inbox is not None:
             inbox.put(message)
         else:
-            self._post(self._node.peer(self._placement[task_id]), ToTask(self._module, task_id, message))
+            self._post(self._placement[task_id], ToTask(self._module, task_id, message))
 
     def submit_append(self, task_id: int, message: bytes, *, caller_waits: bool = False,
                       timeout_s: float = 0.0) -> None:
@@ -188,8 +197,10 @@ class WorkerTransport(ClientTransport):
         if inbox is not None and caller_waits:  # a client here and its task too: as in process
             inbox.put(message, wake=False)
             self._rounds[task_id](timeout_s)
-        else:
-            self.send(task_id, message)
+        elif inbox is not None:
+            inbox.put(message)
+        else:  # a client hears at once that the task's worker is down (a task's message would be dropped)
+            self._node.peer(self._placement[task_id]).send(ToTask(self._module, task_id, message))
 
     def abandon_reads(self, thread_id: int) -> None:
         if self.gate is not None:
@@ -200,12 +211,10 @@ class WorkerTransport(ClientTransport):
 
     def reply(self, client_id: int, message: bytes) -> None:
         worker = client_process(client_id)
-        if worker is None:
-            self._post(self._node.supervisor, ToClient(self._module, client_id, message))
-        elif worker == self._node.worker_id:
+        if worker == self._node.worker_id:
             self.router.deliver(message)
         else:
-            self._post(self._node.peer(worker), ToClient(self._module, client_id, message))
+            self._post(worker, ToClient(self._module, client_id, message))
 
     def read(self, task_id: int, request: tuple[Any, ...]) -> Any:
         read = self._readers.get(task_id)
@@ -231,6 +240,13 @@ class WorkerTransport(ClientTransport):
     def congested(self) -> bool:
         # The inboxes of this worker only: a peer's fill is not known here (it bounds its own).
         return any(inbox.queued_bytes > INBOX_BYTES_MAX for inbox in self._inboxes.values())
+
+
+def _send_or_drop(link: Link, frames: list[bytes]) -> None:
+    try:
+        link.send_frames(frames)
+    except Unavailable as e:  # the process at the other end died: see WorkerTransport._post
+        _log.info("dropped %d message(s): %s", len(frames), e)
 
 
 class _Deployment(DeployedModule):
@@ -326,7 +342,7 @@ class WorkerNode:
         self._ops: dict[str, Callable[..., Any]] = {
             "open": self._open, "start": self._start, "stop": self._stop, "read": self._read,
             "hold": self._hold, "release": self._release, "ping": lambda: os.getpid(),
-            "front": self._front, "stop_fronts": self._stop_fronts,
+            "front": self._front, "stop_fronts": self._stop_fronts, "peer_moved": self._peer_moved,
         }
         self.supervisor = connect(supervisor_port, self._on_frame, "the supervisor", on_close=self._orphaned)
         self.supervisor.send(Hello(worker_id, self.port, os.getpid()))
@@ -407,6 +423,14 @@ class WorkerNode:
         _adopt_modules_sent_by_value(module)
         self._peer_ports.update(peer_ports)
         self.deployments[module.name] = _Deployment(self, module, catalog, Path(directory), placement, writer_kinds)
+
+    def _peer_moved(self, worker: int, port: int) -> None:
+        """Worker `worker` restarted and listens on `port` now: the next message to it connects there."""
+        with self._lock:
+            self._peer_ports[worker] = port
+            link = self._peers.pop(worker, None)
+        if link is not None:
+            link.close()
 
     def _front(self, factory: Callable[..., Any], *args: Any) -> dict[str, Any]:
         """Start `factory(cluster, *args)` over this worker's `WorkerCluster`: an HTTP server, say.

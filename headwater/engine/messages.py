@@ -29,6 +29,7 @@ __all__ = [
     "Message",
     "Ping",
     "Pong",
+    "Redrive",
     "RetryDeadLetter",
     "Stop",
     "TreeAck",
@@ -105,6 +106,16 @@ class Stop(msgspec.Struct, tag=True, array_like=True):
     pass
 
 
+class Redrive(msgspec.Struct, tag=True, array_like=True):
+    """Another task of the module restarted, or moved: what was in flight to or from it may be lost.
+
+    The task sends every unfinished tree's stored hops and appends again under a new tree (so a
+    late ack of the old one is ignored), and a microbatch coordinator runs its current batch
+    again from its last durable point. `reason` says why, for the log."""
+
+    reason: str
+
+
 class Ping(msgspec.Struct, tag=True, array_like=True):
     """Are you there? The task answers `Pong` from its next round: liveness is a request, not a flag."""
 
@@ -159,6 +170,7 @@ class MbAck(msgspec.Struct, tag=True, array_like=True):
     failures: list[BatchFailure] = []
     records: int = 0
     more: bool = False  # the task has records beyond this batch's per-partition bound
+    attempt: int = 0  # of the batch: an ack of an earlier attempt (from before a redrive) is ignored
 
 
 class MbPhase(msgspec.Struct, tag=True, array_like=True):
@@ -221,7 +233,7 @@ class Completed(msgspec.Struct, tag=True, array_like=True):
 
 Message = (
     AppendRecord | AppendBatch | Hop | TreeAck | RetryDeadLetter | Stop | Ping | Pong | Appended | Busy | Completed
-    | MbNudge | MbProcess | MbAck | MbPhase | MbDone | MbControl
+    | Redrive | MbNudge | MbProcess | MbAck | MbPhase | MbDone | MbControl
 )
 
 _encoder = msgspec.msgpack.Encoder()

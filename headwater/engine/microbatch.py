@@ -78,7 +78,7 @@ class BatchHost(Protocol):
 
 def batch_tree(batch: int, attempt: int) -> TreeRef:
     # Hops of a batch carry its number and attempt, so a hop can never land in another attempt's overlay.
-    return TreeRef(COORDINATOR_TASK, (batch << 16) | (attempt & 0xFFFF))
+    return TreeRef(COORDINATOR_TASK, (batch << 32) | (attempt & 0xFFFFFFFF))
 
 
 def _on_event(fn: Callable[[Context, Any], Any], decode: Callable[[bytes], Any],
@@ -177,7 +177,8 @@ class BatchParticipant:
 
     def on_process(self, message: MbProcess) -> None:
         self.nudged = False
-        if message.attempt == 0 or self.batch != message.batch:  # later attempts rerun the same records
+        first = message.attempt & 0xFFFF == 0  # a batch's first attempt plans; later ones rerun the same records
+        if first or self.plan is None or self.batch != message.batch:
             self.batch = message.batch
             self.plan = self._make_plan(message.batch)
         assert self.plan is not None
@@ -194,7 +195,7 @@ class BatchParticipant:
             xor ^= self._run_rows(depot, rows, failures)
         more = any(advance and stop < self.task.depot_end(depot_id) for depot_id, _, stop, advance in self.plan)
         self.records = records
-        ack = MbAck(self.name, self.batch, xor, failures, records, more)
+        ack = MbAck(self.name, self.batch, xor, failures, records, more, message.attempt)
         self.task.send(COORDINATOR_TASK, messages.encode(ack))
 
     def _run_rows(self, depot: DepotRuntime, rows: list[tuple[int, int, bytes]], failures: list[BatchFailure]) -> int:
@@ -234,6 +235,8 @@ class BatchParticipant:
 
     def on_hop(self, hop: Hop) -> None:
         """A hop of this batch from another invocation: run it into the same overlay."""
+        if self.tree is not None and hop.tree.seq < self.tree.seq:
+            return  # of an attempt before a redrive: the coordinator no longer counts it
         self._enter(hop.tree)
         info = RecordInfo(hop.depot, hop.partition, hop.offset, hop.timestamp_us)
 
@@ -251,7 +254,8 @@ class BatchParticipant:
             depot = self.task.runtime.depot(hop.depot)
             failures.append(BatchFailure(self.task.task_id, depot.depot_id, hop.partition, hop.offset, *outcome.error))
         xor = hop.invocation ^ (outcome.invocation.children_xor if outcome.error is None else 0)
-        self.task.send(COORDINATOR_TASK, messages.encode(MbAck(self.name, hop.tree.seq >> 16, xor, failures)))
+        ack = MbAck(self.name, hop.tree.seq >> 32, xor, failures, attempt=hop.tree.seq & 0xFFFFFFFF)
+        self.task.send(COORDINATOR_TASK, messages.encode(ack))
 
     # ---- phases 2-4 -----------------------------------------------------------------------
     def on_phase(self, message: MbPhase) -> None:
@@ -263,7 +267,12 @@ class BatchParticipant:
             self._apply(message.batch)
             done = MbDone(self.name, message.batch, "apply", self.task.task_id)
             self.task.send(COORDINATOR_TASK, messages.encode(done))
-        elif message.phase == "recover" and self.staged is not None:
+        elif message.phase == "recover":
+            # The coordinator started again, or a task did: what this task ran of a batch in memory
+            # is void (the batch runs again, planned anew), and its stage is settled from disk.
+            self.batch, self.plan, self.tree, self.txn, self.appends = -1, None, None, None, []
+            if self.staged is None:
+                return
             if self.staged.batch <= message.batch:
                 self._apply(self.staged.batch)  # decided before the crash: finish it
             else:
@@ -348,6 +357,9 @@ class BatchCoordinator:
         self.name = decl.name
         stored = task.store.get("meta", _key(self.name, "decided"))
         self.decided = U64.unpack(stored)[0] if stored else 0
+        stored = task.store.get("meta", _key(self.name, "starts"))
+        self._starts = U64.unpack(stored)[0] if stored else 0
+        self._attempt_base = 0  # attempts on the wire: unique across this coordinator's starts
         self.phase = "idle"
         self.paused = False
         self.work_waiting = True  # look once at start: records may have arrived while down
@@ -370,6 +382,13 @@ class BatchCoordinator:
             self.task.send(task_id, data)
 
     def start(self) -> None:
+        # A task that kept running may still hold hops of an attempt from before this start, with
+        # the same batch number: attempts on the wire count from a base no earlier start used.
+        self._starts += 1
+        batch = Batch()
+        batch.put("meta", _key(self.name, "starts"), U64.pack(self._starts))
+        self.task.store.write(batch, sync=True)
+        self._attempt_base = (self._starts & 0xFFFF) << 16
         self._broadcast(MbPhase(self.name, self.decided, "recover"))
         self._maybe_start()
 
@@ -401,11 +420,11 @@ class BatchCoordinator:
         for task_id in range(self.task.runtime.tasks):
             invocation = invocation_id()
             self.xor ^= invocation
-            message = MbProcess(self.name, self.batch, self.attempt, invocation, skip)
+            message = MbProcess(self.name, self.batch, self._wire_attempt(), invocation, skip)
             self.task.send(task_id, messages.encode(message))
 
     def on_ack(self, ack: MbAck) -> None:
-        if self.phase != "process" or ack.batch != self.batch:
+        if self.phase != "process" or ack.batch != self.batch or ack.attempt != self._wire_attempt():
             return
         self.xor ^= ack.xor
         self.failures.extend(ack.failures)
@@ -413,6 +432,9 @@ class BatchCoordinator:
         self.more = self.more or ack.more
         if self.xor == 0:
             self._processed()
+
+    def _wire_attempt(self) -> int:
+        return self._attempt_base | (self.attempt & 0xFFFF)
 
     def _processed(self) -> None:
         if self.failures:
@@ -453,6 +475,23 @@ class BatchCoordinator:
             self.batches += 1
             self.phase = "idle"
             self._finish()
+
+    def redrive(self) -> None:
+        """A task of the module restarted or moved: a phase message to it, or its answer, may be lost.
+
+        A decided batch is applied again where it was applying (a task that applied it answers
+        done at once); an undecided one runs again as a new attempt over the same records, after
+        every task has settled what it staged (`recover` applies a decided stage, drops an
+        undecided one's writes), since a task that came back has lost its overlay."""
+        if self.phase == "apply":
+            self._broadcast(MbPhase(self.name, self.batch, "apply"))
+        if self.phase in ("decided", "apply"):
+            return  # a "decided" batch waits for queries; its apply reaches the new task too
+        self._broadcast(MbPhase(self.name, self.decided, "recover"))
+        if self.phase in ("process", "prepare"):
+            self._broadcast(MbPhase(self.name, self.batch, "abort"))
+            self.attempt += 1
+            self._process()
 
     def _apply(self) -> None:
         self.committing = True

@@ -42,6 +42,7 @@ from headwater.engine.messages import (
     MbProcess,
     Ping,
     Pong,
+    Redrive,
     RetryDeadLetter,
     Stop,
     TreeAck,
@@ -186,10 +187,19 @@ class Task:
                 participant.on_process(message) if isinstance(message, MbProcess) else participant.on_phase(message)
             elif isinstance(message, (MbAck, MbDone, MbNudge, MbControl)):
                 self._coordinate(message)
+            elif isinstance(message, Redrive):
+                self._redrive(message)
             elif isinstance(message, Ping):
                 admission = self._round.admission
                 pong = Pong(message.request, self.task_id, admission.count, admission.size_bytes)
                 self._round.replies.append((message.client, messages.encode(pong)))
+
+    def _redrive(self, message: Redrive) -> None:
+        _log.info("task %d of %s sends its unfinished trees again: %s", self.task_id, self.runtime.name,
+                  message.reason)
+        self._trees.redrive(lambda key: self.store.get("meta", key))
+        for coordinator in self._coordinators.values():
+            coordinator.redrive()
 
     def _admit(self, records: list[AppendRecord]) -> bool:
         """Take client appends (one message's) in flight, or answer each Busy if they do not fit."""

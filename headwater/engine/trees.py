@@ -10,6 +10,8 @@ the root's hops) is deleted in the same round.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from headwater.engine import messages
 from headwater.engine.appends import Appends, RecordState
 from headwater.engine.messages import AppendRecord, Hop, TreeAck, TreeRef
@@ -86,7 +88,23 @@ class Trees:
             results = {state.topology: result} if result is not None and not errors else {}
             self._round.complete(state.reply, state.partition, state.offset, results, errors)
 
-    def resend(self, topology: str, pending_key: bytes, offset: int, stored: bytes) -> None:
+    def redrive(self, stored: Callable[[bytes], bytes | None]) -> None:
+        """Send every unfinished tree's stored hops and appends again, under a new tree each.
+
+        Another task restarted or moved, so a hop to it, or its ack, may be lost. The old tree's
+        acks are ignored from now on (its seq is gone); its waiters carry over to the new one.
+        `stored` reads a pending entry (committed: every tree here began in an earlier round)."""
+        for seq, state in list(self._running.items()):
+            if state.pending_key is None:
+                continue
+            outbox = stored(state.pending_key)
+            if outbox is None:
+                continue
+            del self._running[seq]
+            self.resend(state.topology, state.pending_key, state.offset, outbox, reply=state.reply)
+
+    def resend(self, topology: str, pending_key: bytes, offset: int, stored: bytes, *,
+               reply: Reply | None = None) -> None:
         """Finish a tree a crash cut short by sending its root's hops and appends again.
 
         The root's own writes committed with the pending entry, so they are not redone: only the
@@ -95,7 +113,8 @@ class Trees:
         """
         pending = decode_pending(stored)
         record = self._appends.records.get(DEPOT_KEY.unpack(pending_key[-10:])) if offset >= 0 else None
-        state = TreeState(topology, 0, record, pending_key=pending_key, partition=self._task_id, offset=offset)
+        state = TreeState(topology, 0, record, pending_key=pending_key, reply=reply, partition=self._task_id,
+                          offset=offset)
         state.root_result, state.returned = pending.root_result, pending.returned
         tree = self.new(state)
         for task_id, data in pending.outbox:
