@@ -26,8 +26,9 @@ class Cluster(Protocol):
             cluster.depot("bank", "deposits").append(Deposit(1, 100))
     """
 
-    def deploy(self, module: Module, *, tasks: int | None = None) -> None:
-        """Run `module` with `tasks` tasks; over existing data, reattach to it (same task count)."""
+    def deploy(self, module: Module, *, tasks: int | None = None, replication: int | None = None) -> None:
+        """Run `module` with `tasks` tasks, each kept on `replication` workers (default 1); over
+        existing data, reattach to it (same task count and replication)."""
         ...
 
     def update(self, module: Module) -> None:

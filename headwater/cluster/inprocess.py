@@ -47,6 +47,10 @@ class DeploymentBase(DeployedModule):
         """(worker, pid) of the process hosting `task`: worker None is this process."""
         return None, os.getpid()
 
+    def followers(self) -> dict[int, list[dict[str, Any]]]:
+        """Per replicated task, its followers as its leader sees them (none in one process)."""
+        return {}
+
     def _open(self, module: Module, catalog: Catalog) -> None:
         raise NotImplementedError
 
@@ -137,8 +141,11 @@ class InProcessCluster(ClusterClients[DeploymentBase]):
         return f"<InProcessCluster {str(self.path)!r} modules={sorted(self._deployments)}>"
 
     # ---- deploying ------------------------------------------------------------------------
-    def deploy(self, module: Module, *, tasks: int | None = None) -> None:
-        """Run `module` with `tasks` tasks; over existing data, reattach to it (same task count)."""
+    def deploy(self, module: Module, *, tasks: int | None = None, replication: int | None = None) -> None:
+        """Run `module` with `tasks` tasks; over existing data, reattach to it (same task count).
+
+        `replication` above 1 keeps each task's store on that many worker processes, which
+        threads of one process cannot: it needs a `LocalCluster` or a `RayCluster`."""
         if not isinstance(module, Module):
             raise DefinitionError(f"deploy() takes a headwater.Module, not {type(module).__name__}")
         with self._lock:
@@ -146,7 +153,7 @@ class InProcessCluster(ClusterClients[DeploymentBase]):
             if module.name in self._deployments:
                 raise DefinitionError(f"module {module.name!r} is already deployed; "
                                       "use cluster.update(module) to change it")
-            self._deployments[module.name] = self._start(module, tasks)
+            self._deployments[module.name] = self._start(module, tasks, replication)
 
     def update(self, module: Module) -> None:
         """Replace a deployed module's code with a new version of the same name, keeping its data."""
@@ -165,24 +172,46 @@ class InProcessCluster(ClusterClients[DeploymentBase]):
             del self._deployments[name]
             shutil.rmtree(deployment.directory, ignore_errors=True)
 
-    def _start(self, module: Module, tasks: int | None) -> DeploymentBase:
+    def _start(self, module: Module, tasks: int | None, replication: int | None) -> DeploymentBase:
+        if replication not in (None, 1):
+            raise DefinitionError(
+                f"replication={replication!r}: an InProcessCluster runs every task in this process, so a copy "
+                "on another worker cannot exist; deploy with replication on a LocalCluster or a RayCluster")
         return Deployment(module, self._catalog(module, tasks), self.path / module.name)
 
-    def _catalog(self, module: Module, tasks: int | None) -> Catalog:
+    def _replication_max(self) -> int:
+        """The most copies of a task this cluster can keep: one per worker."""
+        return 1
+
+    def _catalog(self, module: Module, tasks: int | None, replication: int | None = None) -> Catalog:
         """The stored catalog of `module` extended with its new names (checked, then saved)."""
         directory = self.path / module.name
         catalog_path = directory / "module.json"
         catalog = _load_catalog(catalog_path)
+        replication_max = self._replication_max()
         if catalog is None:
             count = 1 if tasks is None else tasks
             if not isinstance(count, int) or not 1 <= count <= TASKS_MAX:
                 raise DefinitionError(f"tasks={tasks!r} must be an int from 1 to {TASKS_MAX}")
-            catalog = Catalog(module.name, count)
+            copies = 1 if replication is None else replication
+            if not isinstance(copies, int) or isinstance(copies, bool) or not 1 <= copies <= replication_max:
+                raise DefinitionError(
+                    f"replication={replication!r} must be an int from 1 to {replication_max}: each copy of a task "
+                    f"lives on another worker, and this cluster has {replication_max}")
+            catalog = Catalog(module.name, count, replication=copies)
         elif tasks is not None and tasks != catalog.tasks:
             raise DefinitionError(
                 f"module {module.name!r} is stored at {str(directory)!r} with {catalog.tasks} tasks, not {tasks}; "
                 f"the task count is fixed at first deploy: deploy with tasks={catalog.tasks}"
             )
+        elif replication is not None and replication != catalog.replication:
+            raise DefinitionError(
+                f"module {module.name!r} is stored at {str(directory)!r} with replication={catalog.replication}, "
+                f"not {replication}; it is fixed at first deploy: deploy with replication={catalog.replication}")
+        elif catalog.replication > replication_max:
+            raise DefinitionError(
+                f"module {module.name!r} is stored with replication={catalog.replication}, which needs as many "
+                f"workers; this cluster has {replication_max}")
         catalog.assign(module)
         runtime_check = ModuleRuntime(module, catalog)  # every definition error surfaces before anything is written
         del runtime_check
@@ -202,7 +231,11 @@ class InProcessCluster(ClusterClients[DeploymentBase]):
         stopped on, if any.
 
             cluster.status()["bank"]
-            # [{"task": 0, "worker": None, "pid": 4242, "up": True, "appends_in_flight": 0, "error": None}, ...]
+            # [{"task": 0, "worker": None, "pid": 4242, "up": True, "appends_in_flight": 0, "error": None,
+            #   "followers": []}, ...]
+
+        `followers` lists a replicated task's other copies: `{"worker", "in_sync", "lag"}` (lag in
+        write batches the leader wrote that the follower has not applied; None when not known).
         """
         self._check_open()
         deployments = dict(self._deployments)
@@ -211,11 +244,14 @@ class InProcessCluster(ClusterClients[DeploymentBase]):
         status: dict[str, list[dict[str, Any]]] = {}
         for name, deployment in deployments.items():
             rows = []
-            for task, pong in enumerate(deployment.answers(asked[name], deadline)):
+            answers = deployment.answers(asked[name], deadline)
+            followers = deployment.followers()
+            for task, pong in enumerate(answers):
                 worker, pid = deployment.where(task)
                 rows.append({"task": task, "worker": worker, "pid": pid, "up": pong is not None,
                              "appends_in_flight": pong.appends_in_flight if pong is not None else None,
-                             "error": deployment.failures.get(task), **self._front_of(worker)})
+                             "error": deployment.failures.get(task), "followers": followers.get(task, []),
+                             **self._front_of(worker)})
             status[name] = rows
         return status
 
@@ -252,14 +288,14 @@ def _load_catalog(path: Path) -> Catalog | None:
     if not path.exists():
         return None
     data = json.loads(path.read_text())
-    return Catalog(data["module"], data["tasks"], data["depot_ids"], data["pstate_ids"])
+    return Catalog(data["module"], data["tasks"], data["depot_ids"], data["pstate_ids"], data.get("replication", 1))
 
 
 def _save_catalog(path: Path, catalog: Catalog) -> None:
     # Write-then-rename so a crash leaves either the old catalog or the new one, never half of one.
     temporary = path.with_suffix(".tmp")
     data = {"module": catalog.module, "tasks": catalog.tasks, "depot_ids": catalog.depot_ids,
-            "pstate_ids": catalog.pstate_ids}
+            "pstate_ids": catalog.pstate_ids, "replication": catalog.replication}
     with open(temporary, "w") as f:
         json.dump(data, f, indent=2)
         f.flush()

@@ -20,6 +20,7 @@ import concurrent.futures
 import importlib.machinery
 import inspect
 import io
+import json
 import logging
 import marshal
 import os
@@ -59,6 +60,7 @@ WORKER_START_S = 30.0  # the longest a worker may take to start and say hello
 MONITOR_POLL_S = 0.05  # how often the supervisor checks that its workers live
 DEPLOY_CALL_S = 120.0  # the longest opening a module's tasks on a worker may take (recovery reads its store)
 FRONT_CALL_S = 60.0  # the longest starting, or gracefully stopping, a worker's fronts (HTTP servers) may take
+STATUS_CALL_S = 5.0  # the longest status() waits for a worker to describe its leaders' followers
 SUPERVISOR_CALL_THREADS = 4  # calls from workers (status) the supervisor serves at once
 
 
@@ -271,18 +273,24 @@ class WorkerDeployment(DeploymentBase):
             ) from None
         self.runtime = ModuleRuntime(module, catalog)
         self._module, self._catalog = module, catalog
-        placement = [task % self._workers.count for task in range(catalog.tasks)]
+        count = self._workers.count
+        # A task's copies are on consecutive workers from its leader's, so no two on one worker.
+        self.replicas = [[(task + k) % count for k in range(catalog.replication)] for task in range(catalog.tasks)]
+        placement = [workers[0] for workers in self.replicas]
         self.placement = placement
+        self.epochs = _Epochs(self.directory, catalog.tasks)
         self.transport = SupervisorTransport(self._workers, module.name, placement)
         self.failures = {}
         self._module_bytes = module_bytes
         self._open_on(sorted(set(placement)))
 
     def _open_on(self, workers: list[int]) -> None:
+        # Each leader opened here begins a new term: a follower then refuses what an earlier one sends.
+        epochs = self.epochs.begin([task for task, leader in enumerate(self.placement) if leader in workers])
         for worker in workers:  # every task's inbox exists before any task starts sending
             try:
                 self._workers.link(worker, restarting_ok=True).call(
-                    "open", self._module_bytes, self._catalog, str(self.directory), self.placement,
+                    "open", self._module_bytes, self._catalog, str(self.directory), self.replicas, epochs,
                     self._workers.ports(), self.runtime.writers.found, timeout_s=DEPLOY_CALL_S)
             except (ImportError, AttributeError) as e:
                 raise DefinitionError(
@@ -296,12 +304,14 @@ class WorkerDeployment(DeploymentBase):
         """After worker `worker` restarted: open the module's tasks there again (they recover from
         disk), then have every other task send again what was in flight, to it or from it."""
         moved = {task for task, where in enumerate(self.placement) if where == worker}
-        if not moved:
+        if not any(worker in workers for workers in self.replicas):
             return
         self.router.fail_tasks(moved, f"worker {worker}, which hosts this task of module {self.runtime.name!r}, "
                                       "restarted before the reply came; the event may be durable: append again "
                                       "with the same idempotency_key to be sure")
         self._open_on([worker])
+        if not moved:
+            return  # it held followers only: they catch up from their leaders by themselves
         redrive = messages.encode(Redrive(f"task(s) {sorted(moved)} restarted on worker {worker}"))
         for task in range(len(self.placement)):
             if task not in moved:
@@ -309,6 +319,18 @@ class WorkerDeployment(DeploymentBase):
                     self.transport.send(task, redrive)
                 except Unavailable:
                     pass  # its worker is down as well: its own restart redrives the rest
+
+    def followers(self) -> dict[int, list[dict[str, Any]]]:
+        if self._catalog.replication == 1:
+            return {}
+        found: dict[int, list[dict[str, Any]]] = {}
+        for worker in sorted(set(self.placement)):
+            try:
+                found.update(self._workers.link(worker).call("replication", self.runtime.name,
+                                                             timeout_s=STATUS_CALL_S))
+            except Unavailable:
+                pass  # its tasks show as not up
+        return found
 
     def where(self, task: int) -> tuple[int | None, int]:
         worker = self.placement[task]
@@ -322,6 +344,27 @@ class WorkerDeployment(DeploymentBase):
             except Unavailable:
                 pass  # a worker that is gone holds nothing
         self.router.fail_all(reason)
+
+
+class _Epochs:
+    """The term of each task's leader, kept in `epochs.json` beside the module's data: every time a
+    leader is opened its task's epoch grows, and it never goes back, across restarts too."""
+
+    def __init__(self, directory: Path, tasks: int) -> None:
+        self._path = directory / "epochs.json"
+        stored = json.loads(self._path.read_text()) if self._path.exists() else []
+        self._epochs = [*stored, *[0] * (tasks - len(stored))][:tasks]
+
+    def begin(self, tasks: list[int]) -> list[int]:
+        for task in tasks:
+            self._epochs[task] += 1
+        temporary = self._path.with_suffix(".tmp")
+        with open(temporary, "w") as file:
+            json.dump(self._epochs, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, self._path)
+        return list(self._epochs)
 
 
 class _ModulePickler(cloudpickle.Pickler):
@@ -429,9 +472,12 @@ class LocalCluster(InProcessCluster):
     def __repr__(self) -> str:
         return f"<LocalCluster {str(self.path)!r} workers={self._workers.count} modules={sorted(self._deployments)}>"
 
-    def _start(self, module: Module, tasks: int | None) -> WorkerDeployment:
-        return WorkerDeployment(self._workers, module, self._catalog(module, tasks), self.path / module.name,
-                                next(self._client_ids))
+    def _replication_max(self) -> int:
+        return self._workers.count
+
+    def _start(self, module: Module, tasks: int | None, replication: int | None) -> WorkerDeployment:
+        return WorkerDeployment(self._workers, module, self._catalog(module, tasks, replication),
+                                self.path / module.name, next(self._client_ids))
 
     def _on_frame(self, link: Link, envelope: Any) -> None:
         if isinstance(envelope, Call):  # from a worker's front: status() is known here

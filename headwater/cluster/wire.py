@@ -25,6 +25,14 @@ from typing import Any
 import cloudpickle
 import msgspec
 
+from headwater.cluster.replication import (
+    ReplicaAck,
+    ReplicaFenced,
+    ReplicaHello,
+    ReplicaPoll,
+    Replicate,
+    SnapshotChunk,
+)
 from headwater.errors import HeadwaterError, Unavailable
 
 __all__ = [
@@ -107,7 +115,10 @@ class Hello(msgspec.Struct, tag=6, array_like=True):
     pid: int
 
 
-Envelope = ToTask | ToClient | Call | Answer | Hello | Failed
+Envelope = (
+    ToTask | ToClient | Call | Answer | Hello | Failed
+    | Replicate | ReplicaAck | ReplicaHello | ReplicaPoll | SnapshotChunk | ReplicaFenced
+)
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Envelope)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import faulthandler
 import functools
 import itertools
 import logging
@@ -24,6 +25,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 import types
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -34,6 +36,16 @@ from headwater.client.replies import ReplyRouter
 from headwater.client.seam import ClientTransport, DeployedModule, check_may_wait
 from headwater.cluster.clients import ClusterClients
 from headwater.cluster.hosts import SYSTEM_CLOCK, TaskThread
+from headwater.cluster.replication import (
+    REPLICATION_FRAMES,
+    HeldTransport,
+    Leader,
+    Replica,
+    ReplicaAck,
+    ReplicaFenced,
+    ReplicaHello,
+    task_directory,
+)
 from headwater.cluster.transport import COMMIT_WAIT_MAX_S, INBOX_BYTES_MAX, Inbox, _CommitGate
 from headwater.cluster.wire import (
     CLIENT_PROCESS_SHIFT,
@@ -49,10 +61,10 @@ from headwater.cluster.wire import (
 from headwater.engine.definitions import Module
 from headwater.engine.runtime import Catalog, ModuleRuntime
 from headwater.engine.task import Task
-from headwater.engine.transport import check_message
+from headwater.engine.transport import Transport, check_message
 from headwater.errors import NotFound, Unavailable
 from headwater.schema import Map
-from headwater.storage import RocksStore
+from headwater.storage import RocksStore, Store
 
 __all__ = ["WORKER_CALL_THREADS", "RemoteGate", "WorkerCluster", "WorkerNode", "main"]
 
@@ -61,6 +73,7 @@ _log = logging.getLogger("headwater.worker")
 WORKER_CALL_THREADS = 32  # calls a worker serves at once (reads, queries, holds); more wait their turn
 _POINT_READ_OPS = frozenset({"exists", "size", "contains"})  # answers bounded whatever the data
 STATUS_CALL_S = 10.0  # the longest a worker's front waits for the supervisor's status()
+REPLICATION_CHECK_S = 0.2  # how often a worker looks for followers that stopped confirming
 _tokens = itertools.count(1)
 _endpoints = itertools.count(1)
 
@@ -255,7 +268,8 @@ class _Deployment(DeployedModule):
     transport: WorkerTransport
 
     def __init__(self, node: WorkerNode, module: Module, catalog: Catalog, directory: Path,
-                 placement: list[int], writer_kinds: dict[str, str]) -> None:
+                 replicas: list[list[int]], epochs: list[int], writer_kinds: dict[str, str]) -> None:
+        placement = [workers[0] for workers in replicas]  # the first of a task's replicas leads it
         self.runtime = ModuleRuntime(module, catalog, writer_kinds=writer_kinds)
         self.transport = WorkerTransport(node, module.name, placement)
         self.router = self.transport.router
@@ -264,10 +278,26 @@ class _Deployment(DeployedModule):
         self.failures = {}
         self._node = node
         self.hosts: list[TaskThread] = []
-        for task_id, worker in enumerate(placement):
-            if worker != node.worker_id:
+        self.leaders: dict[int, Leader] = {}
+        self.replicas: dict[int, Replica] = {}
+        me = node.worker_id
+        for task_id, workers in enumerate(replicas):
+            if me in workers[1:]:
+                self.replicas[task_id] = Replica(module.name, task_id, me, workers[0],
+                                                 task_directory(directory, task_id, me, len(workers)),
+                                                 node.send_replication)
+        for task_id, workers in enumerate(replicas):
+            if workers[0] != me:
                 continue
-            task = Task(self.runtime, task_id, RocksStore(directory / f"task-{task_id}"), self.transport, SYSTEM_CLOCK)
+            rocks = RocksStore(task_directory(directory, task_id, me, len(workers)))
+            store: Store = rocks
+            transport: Transport = self.transport
+            if len(workers) > 1:
+                leader = self.leaders[task_id] = Leader(module.name, task_id, epochs[task_id], rocks,
+                                                        task_directory(directory, task_id, me, len(workers)),
+                                                        workers[1:], node.send_replication)
+                store, transport = leader.store, HeldTransport(leader, self.transport)
+            task = Task(self.runtime, task_id, store, transport, SYSTEM_CLOCK)
             inbox = self.transport.add_task(task_id, task.serve_read)
             host = TaskThread(task, inbox, on_failure=self._task_failed, batching=self.transport.batching)
             self.transport.add_host(task_id, host.run_round_here)
@@ -284,6 +314,8 @@ class _Deployment(DeployedModule):
     def start(self) -> None:
         for host in self.hosts:
             host.start()
+        for leader in self.leaders.values():
+            leader.start()
 
     def stop(self) -> None:
         self.closed = self.transport.closed = True
@@ -291,6 +323,8 @@ class _Deployment(DeployedModule):
             host.stop()
         for host in self.hosts:
             host.task.store.close()
+        for replica in self.replicas.values():
+            replica.close()
         self.router.fail_all(f"module {self.runtime.name!r} stopped on worker {self._node.worker_id} before the "
                              "reply came; the event may be durable: append again with the same idempotency_key")
 
@@ -343,10 +377,12 @@ class WorkerNode:
             "open": self._open, "start": self._start, "stop": self._stop, "read": self._read,
             "hold": self._hold, "release": self._release, "ping": lambda: os.getpid(),
             "front": self._front, "stop_fronts": self._stop_fronts, "peer_moved": self._peer_moved,
+            "replication": self._replication,
         }
         self.supervisor = connect(supervisor_port, self._on_frame, "the supervisor", on_close=self._orphaned)
         self.supervisor.send(Hello(worker_id, self.port, os.getpid()))
         threading.Thread(target=self._accept, name="headwater-accept", daemon=True).start()
+        threading.Thread(target=self._watch_replication, name="headwater-replication", daemon=True).start()
 
     # ---- links -------------------------------------------------------------------------------
     def _accept(self) -> None:
@@ -380,6 +416,8 @@ class WorkerNode:
             deployment = self.deployments.get(envelope.module)
             if deployment is not None:
                 deployment.router.deliver(envelope.message)
+        elif isinstance(envelope, REPLICATION_FRAMES):
+            self._on_replication(envelope)
         elif isinstance(envelope, Call):
             op = self._ops.get(envelope.op) or functools.partial(self._unknown, envelope.op)
             if envelope.op == "read" and self._is_point_read(envelope):
@@ -417,12 +455,45 @@ class WorkerNode:
             pass
 
     # ---- calls from the supervisor and peers --------------------------------------------------
-    def _open(self, module_bytes: bytes, catalog: Catalog, directory: str, placement: list[int],
-              peer_ports: dict[int, int], writer_kinds: dict[str, str]) -> None:
+    def _open(self, module_bytes: bytes, catalog: Catalog, directory: str, replicas: list[list[int]],
+              epochs: list[int], peer_ports: dict[int, int], writer_kinds: dict[str, str]) -> None:
         module = pickle.loads(module_bytes)
         _adopt_modules_sent_by_value(module)
         self._peer_ports.update(peer_ports)
-        self.deployments[module.name] = _Deployment(self, module, catalog, Path(directory), placement, writer_kinds)
+        self.deployments[module.name] = _Deployment(self, module, catalog, Path(directory), replicas, epochs,
+                                                    writer_kinds)
+
+    def send_replication(self, worker: int, envelope: Any) -> None:
+        """A replication frame to `worker`; dropped if it is down (the two sides resync by hello)."""
+        try:
+            self.peer(worker).send(envelope)
+        except Unavailable as e:
+            _log.debug("dropped a replication frame for worker %s: %s", worker, e)
+
+    def _on_replication(self, envelope: Any) -> None:
+        deployment = self.deployments.get(envelope.module)
+        if deployment is None:
+            return  # not open here (yet, or any more): the sides resync by hello
+        if isinstance(envelope, (ReplicaAck, ReplicaHello, ReplicaFenced)):
+            leader = deployment.leaders.get(envelope.task)
+            if leader is not None:
+                leader.on_frame(envelope)
+        else:
+            replica = deployment.replicas.get(envelope.task)
+            if replica is not None:
+                replica.on_frame(envelope)
+
+    def _watch_replication(self) -> None:
+        while True:
+            time.sleep(REPLICATION_CHECK_S)
+            now = time.monotonic()
+            for deployment in list(self.deployments.values()):
+                for leader in list(deployment.leaders.values()):
+                    leader.check(now)
+
+    def _replication(self, module: str) -> dict[int, list[dict[str, Any]]]:
+        """For status(): each replicated task led here, with its followers' state."""
+        return {task: leader.describe() for task, leader in self._deployment(module).leaders.items()}
 
     def _peer_moved(self, worker: int, port: int) -> None:
         """Worker `worker` restarted and listens on `port` now: the next message to it connects there."""
@@ -514,6 +585,7 @@ def main(argv: list[str] | None = None) -> None:
     # Ctrl-C in a terminal reaches the whole process group: the supervisor stops its workers itself,
     # after the requests in flight are answered, so a worker must not die of it first.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 PID` prints every thread's stack: where a worker is stuck
     logging.basicConfig(level=logging.WARNING, format=f"worker {args.worker}: %(levelname)s %(name)s: %(message)s")
     WorkerNode(args.worker, args.supervisor)
     threading.Event().wait()  # everything runs on the node's threads; the process ends with its supervisor

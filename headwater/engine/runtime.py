@@ -28,6 +28,7 @@ class Catalog:
     tasks: int
     depot_ids: dict[str, int] = field(default_factory=dict)
     pstate_ids: dict[str, int] = field(default_factory=dict)
+    replication: int = 1  # copies of each task's store, on as many workers
 
     def assign(self, module: Module) -> None:
         for table, names in ((self.depot_ids, module.depots), (self.pstate_ids, module.pstates)):

@@ -186,6 +186,15 @@ class RocksStore(Store):
         except Exception as e:
             raise StorageError(f"syncing the store at {self.path!r} failed: {e}") from e
 
+    def checkpoint(self, destination: str | os.PathLike[str]) -> None:
+        """A consistent copy of the whole store at `destination` (hard links where it can), as of now."""
+        if self._closed:
+            raise Unavailable("the store is closed")
+        try:
+            rocksdict.Checkpoint(self._db).create_checkpoint(os.fspath(destination))
+        except Exception as e:
+            raise StorageError(f"copying the store at {self.path!r} to {os.fspath(destination)!r} failed: {e}") from e
+
     def close(self) -> None:
         if self._closed:
             return

@@ -151,7 +151,7 @@ def test_status_says_which_worker_hosts_each_task(tmp_path):
 def test_in_process_status_has_the_same_shape(cluster):
     cluster.deploy(microbatch_bank, tasks=2)
     assert cluster.status() == {"mbbank": [{"task": t, "worker": None, "pid": os.getpid(), "up": True,
-                                            "appends_in_flight": 0, "error": None} for t in range(2)]}
+                                            "appends_in_flight": 0, "error": None, "followers": []} for t in range(2)]}
 
 
 def test_status_asks_each_task_and_a_task_that_cannot_answer_is_not_up(any_cluster, tmp_path):

@@ -1,0 +1,105 @@
+"""Replicated tasks on a LocalCluster: every batch the leader writes is on its followers before anyone
+hears of it; a follower that dies catches up when it is back, and acks never stall on it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+import headwater as hw
+from headwater.cluster.replication import REPLICA_ACK_WAIT_S, read_position, task_directory
+from headwater.schema.keys import task_for_key
+from headwater.storage import RocksStore
+from examples.bank import Deposit, bank
+from tests.cluster.test_local_cluster import append_retrying, worker_pid
+
+CATCH_UP_S_MAX = 30  # the longest a follower may take to be in sync again
+
+
+def followers(cluster: hw.LocalCluster, module: str) -> list[list[dict]]:
+    return [row["followers"] for row in cluster.status()[module]]
+
+
+def wait_in_sync(cluster: hw.LocalCluster, module: str) -> list[list[dict]]:
+    deadline = time.monotonic() + CATCH_UP_S_MAX
+    while True:
+        found = followers(cluster, module)
+        if all(f["in_sync"] and f["lag"] == 0 for row in found for f in row):
+            return found
+        assert time.monotonic() < deadline, f"the followers did not catch up: {found}"
+        time.sleep(0.05)
+
+
+def replica_store(cluster: hw.LocalCluster, module: str, task: int, worker: int) -> RocksStore:
+    return RocksStore(task_directory(cluster.path / module, task, worker, 2))
+
+
+def test_every_acked_append_is_on_both_copies(tmp_path):
+    with hw.LocalCluster(tmp_path, workers=2) as cluster:
+        cluster.deploy(bank, tasks=2, replication=2)
+        found = wait_in_sync(cluster, "bank")
+        assert [[f["worker"] for f in row] for row in found] == [[1], [0]]
+        deposits = cluster.depot("bank", "deposits")
+        for i in range(50):
+            deposits.append(Deposit(i % 4, 10))
+        assert sum(cluster.pstate("bank", "funds")[user].get() for user in range(4)) == 500
+        wait_in_sync(cluster, "bank")
+    # Both copies of each task hold the same batches, so the same position and the same state.
+    for task in range(2):
+        stores = [RocksStore(task_directory(tmp_path / "bank", task, worker, 2)) for worker in (0, 1)]
+        positions = [read_position(store) for store in stores]
+        contents = [list(store.iterate("pstate", b"")) + list(store.iterate("depot", b"")) for store in stores]
+        for store in stores:
+            store.close()
+        assert positions[0] == positions[1] and positions[0][1] > 0
+        assert contents[0] == contents[1]
+
+
+def test_replication_is_checked_at_deploy(tmp_path):
+    with hw.LocalCluster(tmp_path, workers=2) as cluster:
+        with pytest.raises(hw.DefinitionError, match="replication=3 must be an int from 1 to 2"):
+            cluster.deploy(bank, tasks=2, replication=3)
+        cluster.deploy(bank, tasks=2, replication=2)
+    with hw.LocalCluster(tmp_path, workers=2) as cluster:
+        with pytest.raises(hw.DefinitionError, match="with replication=2, not 1"):
+            cluster.deploy(bank, tasks=2, replication=1)
+        cluster.deploy(bank, tasks=2)  # reattaches with the stored replication
+        assert all(len(row) == 1 for row in followers(cluster, "bank"))
+    with hw.InProcessCluster(tmp_path / "other") as cluster:
+        with pytest.raises(hw.DefinitionError, match="LocalCluster or a RayCluster"):
+            cluster.deploy(bank, tasks=2, replication=2)
+
+
+def test_a_dead_follower_does_not_stall_acks_and_catches_up_when_back(tmp_path):
+    with hw.LocalCluster(tmp_path, workers=2) as cluster:
+        cluster.deploy(bank, tasks=2, replication=2)
+        wait_in_sync(cluster, "bank")
+        deposits = cluster.depot("bank", "deposits")
+        deadline = time.monotonic() + CATCH_UP_S_MAX
+        keys = iter(range(1_000_000))
+        on_task = {task_for_key(user, 2): user for user in range(100)}  # a user whose deposits go to each task
+        for _ in range(20):
+            append_retrying(deposits, Deposit(on_task[0], 1), f"d{next(keys)}", deadline)
+        os.kill(worker_pid(cluster, 1), signal.SIGKILL)  # the follower of task 0 (and the leader of task 1)
+        started = time.monotonic()
+        for _ in range(20):  # task 0's leader lives: its acks wait for the dead follower only so long
+            deposits.append(Deposit(on_task[0], 1), idempotency_key=f"d{next(keys)}", timeout=10)
+        assert time.monotonic() - started < 10 * REPLICA_ACK_WAIT_S
+        found = wait_in_sync(cluster, "bank")
+        assert found[0][0]["worker"] == 1
+        for _ in range(20):
+            append_retrying(deposits, Deposit(on_task[1], 1), f"d{next(keys)}", deadline)
+        total = sum(cluster.pstate("bank", "funds")[user].get() or 0 for user in on_task.values())
+        assert total == 60
+        wait_in_sync(cluster, "bank")
+    for task in range(2):
+        stores = [RocksStore(task_directory(tmp_path / "bank", task, worker, 2)) for worker in (0, 1)]
+        contents = [list(store.iterate("pstate", b"")) for store in stores]
+        positions = [read_position(store)[1] for store in stores]
+        for store in stores:
+            store.close()
+        assert positions[0] == positions[1]
+        assert contents[0] == contents[1]
