@@ -42,6 +42,7 @@ import msgspec
 from headwater.client.replies import ReplyRouter
 from headwater.client.seam import ClientTransport, check_may_wait
 from headwater.cluster.inprocess import DeploymentBase, InProcessCluster
+from headwater.cluster.replication import ReplicaSet
 from headwater.cluster.wire import CLIENT_PROCESS_SHIFT, Call, Failed, Hello, Link, ToClient, ToTask
 from headwater.cluster.worker import RemoteGate
 from headwater.engine import messages
@@ -58,6 +59,8 @@ _log = logging.getLogger("headwater.cluster")
 WORKERS_MAX = 64
 WORKER_START_S = 30.0  # the longest a worker may take to start and say hello
 MONITOR_POLL_S = 0.05  # how often the supervisor checks that its workers live
+HEARTBEAT_S = 0.5  # how often the supervisor asks each worker to answer
+WORKER_SILENT_S = 3.0  # a worker that does not answer for this long is killed and restarted
 DEPLOY_CALL_S = 120.0  # the longest opening a module's tasks on a worker may take (recovery reads its store)
 FRONT_CALL_S = 60.0  # the longest starting, or gracefully stopping, a worker's fronts (HTTP servers) may take
 STATUS_CALL_S = 5.0  # the longest status() waits for a worker to describe its leaders' followers
@@ -78,9 +81,11 @@ class _Worker:
 class _Workers:
     """The worker processes, their links, and their supervision: a worker that dies is started again."""
 
-    def __init__(self, count: int, on_frame: Callable[[Link, Any], None], on_restart: Callable[[int], None]) -> None:
+    def __init__(self, count: int, on_frame: Callable[[Link, Any], None], on_lost: Callable[[int], None],
+                 on_restart: Callable[[int], None]) -> None:
         self.count = count
         self._on_frame = on_frame
+        self._on_lost = on_lost
         self._on_restart = on_restart
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._lock = threading.Lock()
@@ -94,6 +99,9 @@ class _Workers:
             self.workers = [self._spawn(i) for i in range(count)]
             self._wait_for_hello(self.workers)
         threading.Thread(target=self._monitor, name="headwater-supervisor", daemon=True).start()
+        for worker_id in range(count):
+            threading.Thread(target=self._heartbeat, args=(worker_id,), name=f"headwater-heartbeat-{worker_id}",
+                             daemon=True).start()
 
     # ---- starting ----------------------------------------------------------------------------
     def _spawn(self, worker_id: int) -> _Worker:
@@ -164,17 +172,42 @@ class _Workers:
                 try:
                     self.restart(worker.worker_id)
                 except Exception:  # the supervision goes on: the next look finds what is still dead
+                    if self._closing:
+                        return
                     _log.exception("starting worker %s again failed; trying again", worker.worker_id)
+
+    def _heartbeat(self, worker_id: int) -> None:
+        """Ask the worker to answer every HEARTBEAT_S; one that stays silent WORKER_SILENT_S (stopped,
+        stuck, cut off) is killed, so that the monitor restarts it and its tasks fail over."""
+        while not self._closing:
+            time.sleep(HEARTBEAT_S)
+            worker = self.workers[worker_id]
+            link = worker.link
+            if link is None or link.closed or worker_id in self.restarting:
+                continue
+            try:
+                link.call("ping", timeout_s=WORKER_SILENT_S)
+            except Unavailable:
+                if self._closing or worker is not self.workers[worker_id] or worker.process.poll() is not None:
+                    continue
+                _log.warning("worker %s (pid %s) did not answer for %ss; killing it", worker_id, worker.pid,
+                             WORKER_SILENT_S)
+                worker.process.kill()
 
     def restart(self, worker_id: int) -> None:
         """Start worker `worker_id` again (killing it first if it lives): its tasks recover from disk,
-        the other workers learn its new port, and the cluster reopens its modules there."""
+        the other workers learn its new port, and the cluster reopens its modules there. Before that,
+        the followers of the tasks it led take over (`on_lost`)."""
         self.restarting.add(worker_id)  # until its modules are open again: its tasks are Unavailable
         try:
             with self._lock:
                 if self._closing:
                     return
                 self._kill(self.workers[worker_id])
+            self._on_lost(worker_id)
+            with self._lock:
+                if self._closing:
+                    return
                 self.workers[worker_id] = self._spawn(worker_id)
                 self._wait_for_hello([self.workers[worker_id]])
                 self.restarts += 1
@@ -273,12 +306,10 @@ class WorkerDeployment(DeploymentBase):
             ) from None
         self.runtime = ModuleRuntime(module, catalog)
         self._module, self._catalog = module, catalog
-        count = self._workers.count
-        # A task's copies are on consecutive workers from its leader's, so no two on one worker.
-        self.replicas = [[(task + k) % count for k in range(catalog.replication)] for task in range(catalog.tasks)]
-        placement = [workers[0] for workers in self.replicas]
-        self.placement = placement
-        self.epochs = _Epochs(self.directory, catalog.tasks)
+        # A task's copies start on consecutive workers from its leader's, so no two on one worker.
+        self.sets = _ReplicaSets(self.directory, catalog.tasks, catalog.replication, self._workers.count)
+        placement = self.sets.leaders()
+        self.placement = placement  # shared with the transport: a failover moves a task in both
         self.transport = SupervisorTransport(self._workers, module.name, placement)
         self.failures = {}
         self._module_bytes = module_bytes
@@ -286,11 +317,11 @@ class WorkerDeployment(DeploymentBase):
 
     def _open_on(self, workers: list[int]) -> None:
         # Each leader opened here begins a new term: a follower then refuses what an earlier one sends.
-        epochs = self.epochs.begin([task for task, leader in enumerate(self.placement) if leader in workers])
+        sets = self.sets.begin([task for task, leader in enumerate(self.placement) if leader in workers])
         for worker in workers:  # every task's inbox exists before any task starts sending
             try:
                 self._workers.link(worker, restarting_ok=True).call(
-                    "open", self._module_bytes, self._catalog, str(self.directory), self.replicas, epochs,
+                    "open", self._module_bytes, self._catalog, str(self.directory), sets,
                     self._workers.ports(), self.runtime.writers.found, timeout_s=DEPLOY_CALL_S)
             except (ImportError, AttributeError) as e:
                 raise DefinitionError(
@@ -304,21 +335,66 @@ class WorkerDeployment(DeploymentBase):
         """After worker `worker` restarted: open the module's tasks there again (they recover from
         disk), then have every other task send again what was in flight, to it or from it."""
         moved = {task for task, where in enumerate(self.placement) if where == worker}
-        if not any(worker in workers for workers in self.replicas):
+        if not any(worker in replicas for _, replicas, _ in self.sets.all()):
             return
         self.router.fail_tasks(moved, f"worker {worker}, which hosts this task of module {self.runtime.name!r}, "
                                       "restarted before the reply came; the event may be durable: append again "
                                       "with the same idempotency_key to be sure")
         self._open_on([worker])
-        if not moved:
-            return  # it held followers only: they catch up from their leaders by themselves
-        redrive = messages.encode(Redrive(f"task(s) {sorted(moved)} restarted on worker {worker}"))
+        if moved:  # else it holds followers only: they catch up from their leaders by themselves
+            self._redrive(moved, f"task(s) {sorted(moved)} restarted on worker {worker}")
+
+    def fail_over(self, lost: int) -> float:
+        """Worker `lost` is gone: an in-sync follower takes over each task it led (a new epoch), the
+        other workers and this process send to it from now on, and the other tasks redrive. Tasks
+        with no follower in sync wait for `lost` to come back (`reopen`). Returns the seconds it took."""
+        started = time.monotonic()
+        moved: list[int] = []
+        for task, leader in enumerate(self.placement):
+            if leader != lost:
+                continue
+            replica_set = self.sets.fail_over(task, lost)
+            if replica_set is None:
+                continue
+            new_leader = replica_set[1][0]
+            try:
+                self._workers.link(new_leader).call("promote", self.runtime.name, task, replica_set,
+                                                    timeout_s=DEPLOY_CALL_S)
+            except Unavailable:
+                _log.exception("task %d of %s: the follower on worker %d could not take over", task,
+                               self.runtime.name, new_leader)
+                continue  # recorded as leader: its worker's restart opens the task there
+            finally:
+                self.placement[task] = new_leader
+            for worker in range(self._workers.count):
+                if worker not in (lost, new_leader):
+                    try:
+                        self._workers.link(worker).call("moved", self.runtime.name, task, new_leader)
+                    except Unavailable:
+                        pass  # down too: it learns the placement when it opens again
+            moved.append(task)
+            _log.warning("task %d of %s: worker %d took over from worker %d (epoch %d)", task, self.runtime.name,
+                         new_leader, lost, replica_set[0])
+        if moved:
+            self.router.fail_tasks(set(moved), f"the worker leading this task of module {self.runtime.name!r} was "
+                                                "lost and another copy took over before the reply came; the event "
+                                                "may be durable: append again with the same idempotency_key")
+            self._redrive(set(moved), f"task(s) {moved} moved from worker {lost}")
+        return time.monotonic() - started
+
+    def record_in_sync(self, task: int, epoch: int, in_sync: list[int]) -> bool:
+        return self.sets.record_in_sync(task, epoch, in_sync)
+
+    def _redrive(self, moved: set[int], reason: str) -> None:
+        """Every task sends again what may have been lost in flight: the others' messages to the
+        moved tasks, and the moved tasks' own (their recovery sent them while another moved task
+        may still have been placed on the lost worker)."""
+        redrive = messages.encode(Redrive(reason))
         for task in range(len(self.placement)):
-            if task not in moved:
-                try:
-                    self.transport.send(task, redrive)
-                except Unavailable:
-                    pass  # its worker is down as well: its own restart redrives the rest
+            try:
+                self.transport.send(task, redrive)
+            except Unavailable:
+                pass  # its worker is down as well: its own restart redrives the rest
 
     def followers(self) -> dict[int, list[dict[str, Any]]]:
         if self._catalog.replication == 1:
@@ -346,25 +422,79 @@ class WorkerDeployment(DeploymentBase):
         self.router.fail_all(reason)
 
 
-class _Epochs:
-    """The term of each task's leader, kept in `epochs.json` beside the module's data: every time a
-    leader is opened its task's epoch grows, and it never goes back, across restarts too."""
+class _ReplicaSets:
+    """The controller's record of a module's replication: per task its epoch, its replicas (the
+    leader first) and its in-sync followers, in `replication.json` beside the module's data.
 
-    def __init__(self, directory: Path, tasks: int) -> None:
-        self._path = directory / "epochs.json"
-        stored = json.loads(self._path.read_text()) if self._path.exists() else []
-        self._epochs = [*stored, *[0] * (tasks - len(stored))][:tasks]
+    Only the controller changes it: an epoch grows each time a leader is opened or another
+    replica takes over, and the in-sync set changes when the task's current leader asks (with
+    its epoch, so a deposed leader's request is refused). It is written (and synced) before
+    anyone acts on a change, so a restarted supervisor resumes from it."""
 
-    def begin(self, tasks: list[int]) -> list[int]:
-        for task in tasks:
-            self._epochs[task] += 1
+    def __init__(self, directory: Path, tasks: int, replication: int, workers: int) -> None:
+        self._path = directory / "replication.json"
+        self._lock = threading.Lock()
+        if self._path.exists():
+            self._sets = [(epoch, list(replicas), list(in_sync))
+                          for epoch, replicas, in_sync in json.loads(self._path.read_text())]
+        else:  # first deploy: every copy is empty, so every follower is in sync
+            self._sets = []
+            for task in range(tasks):
+                replicas = [(task + k) % workers for k in range(replication)]
+                self._sets.append((0, replicas, replicas[1:]))
+        beyond = sorted({w for _, replicas, _ in self._sets for w in replicas if w >= workers})
+        if len(self._sets) != tasks or beyond:
+            raise DefinitionError(
+                f"the replicas recorded in {str(self._path)!r} are on worker(s) {beyond} of a cluster with "
+                f"{workers} workers; open the data with at least {max(beyond, default=0) + 1} workers")
+
+    def all(self) -> list[ReplicaSet]:
+        with self._lock:
+            return list(self._sets)
+
+    def leaders(self) -> list[int]:
+        with self._lock:
+            return [replicas[0] for _, replicas, _ in self._sets]
+
+    def begin(self, tasks: list[int]) -> list[ReplicaSet]:
+        """A new term for each of `tasks`, whose leaders are being opened."""
+        with self._lock:
+            for task in tasks:
+                epoch, replicas, in_sync = self._sets[task]
+                self._sets[task] = (epoch + 1, replicas, in_sync)
+            self._save()
+            return list(self._sets)
+
+    def record_in_sync(self, task: int, epoch: int, in_sync: list[int]) -> bool:
+        with self._lock:
+            current, replicas, _ = self._sets[task]
+            if epoch != current or not set(in_sync) <= set(replicas[1:]):
+                return False  # from a leader deposed meanwhile
+            self._sets[task] = (current, replicas, sorted(in_sync))
+            self._save()
+            return True
+
+    def fail_over(self, task: int, lost: int) -> ReplicaSet | None:
+        """Let an in-sync follower lead `task` instead of worker `lost`, under a new epoch; None if
+        none is in sync (the task waits for its leader's worker to come back)."""
+        with self._lock:
+            epoch, replicas, in_sync = self._sets[task]
+            candidates = [w for w in in_sync if w != lost]
+            if replicas[0] != lost or not candidates:
+                return None
+            leader = candidates[0]
+            replicas = [leader, *[w for w in replicas if w not in (leader, lost)], lost]
+            self._sets[task] = (epoch + 1, replicas, [w for w in in_sync if w not in (leader, lost)])
+            self._save()
+            return self._sets[task]
+
+    def _save(self) -> None:
         temporary = self._path.with_suffix(".tmp")
         with open(temporary, "w") as file:
-            json.dump(self._epochs, file)
+            json.dump(self._sets, file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, self._path)
-        return list(self._epochs)
 
 
 class _ModulePickler(cloudpickle.Pickler):
@@ -467,7 +597,8 @@ class LocalCluster(InProcessCluster):
         self._front_info: dict[int, dict[str, Any]] = {}  # worker -> what its fronts said of themselves
         self._calls = concurrent.futures.ThreadPoolExecutor(SUPERVISOR_CALL_THREADS,
                                                             thread_name_prefix="headwater-supervisor-call")
-        self._workers = _Workers(count, self._on_frame, self._reopen)
+        self._workers = _Workers(count, self._on_frame, self._fail_over, self._reopen)
+        self.failovers: list[float] = []  # seconds each worker's failover took, for status and benchmarks
 
     def __repr__(self) -> str:
         return f"<LocalCluster {str(self.path)!r} workers={self._workers.count} modules={sorted(self._deployments)}>"
@@ -481,7 +612,7 @@ class LocalCluster(InProcessCluster):
 
     def _on_frame(self, link: Link, envelope: Any) -> None:
         if isinstance(envelope, Call):  # from a worker's front: status() is known here
-            ops: dict[str, Callable[..., Any]] = {"status": self.status}
+            ops: dict[str, Callable[..., Any]] = {"status": self.status, "in_sync": self._record_in_sync}
             self._calls.submit(link.answer, envelope, ops.get(envelope.op) or self._unknown_call)
             return
         deployment = self._deployments.get(getattr(envelope, "module", ""))
@@ -499,6 +630,19 @@ class LocalCluster(InProcessCluster):
     @staticmethod
     def _unknown_call(*_: Any) -> None:
         raise NotFound("supervisor call", "?", ["status"])
+
+    def _record_in_sync(self, module: str, task: int, epoch: int, in_sync: list[int]) -> bool:
+        deployment = self._deployments.get(module)
+        return isinstance(deployment, WorkerDeployment) and deployment.record_in_sync(task, epoch, in_sync)
+
+    def _fail_over(self, worker: int) -> None:
+        with self._lock:
+            for deployment in self._deployments.values():
+                assert isinstance(deployment, WorkerDeployment)
+                try:
+                    self.failovers.append(deployment.fail_over(worker))
+                except Exception:  # its tasks wait for the worker's restart instead
+                    _log.exception("module %s did not fail over from worker %s", deployment.runtime.name, worker)
 
     def _reopen(self, worker: int) -> None:
         with self._lock:

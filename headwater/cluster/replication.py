@@ -35,6 +35,7 @@ from typing import Any
 import msgspec
 
 from headwater.engine.transport import Transport
+from headwater.errors import Unavailable
 from headwater.storage import Batch, Reader, RocksStore, Store
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "HeldTransport",
     "Leader",
     "Replica",
+    "ReplicaSet",
     "ShippingStore",
     "read_position",
     "task_directory",
@@ -56,6 +58,7 @@ POSITION_KEY = b"replica/position"  # meta: (epoch, seq) of the last batch writt
 REPLICA_ACK_WAIT_S = 2.0  # a follower that leaves a batch unconfirmed this long leaves the in-sync set
 BACKLOG_BYTES_MAX = 64 * 1024 * 1024  # the latest shipped batches a leader keeps for followers catching up
 HELD_BYTES_MAX = 64 * 1024 * 1024  # messages held for replication before the task starts no new records
+COPY_WAIT_MAX_S = 120.0  # a copy of a store not taken within this is given up, and the follower asked again
 SNAPSHOT_CHUNK_BYTES = 1024 * 1024  # a store copy travels in frames of at most this much
 REPLICA_QUEUE_MAX = 4096  # shipments a follower has received and not yet applied; beyond, it drops and resyncs
 _POSITION = struct.Struct(">QQ")
@@ -109,6 +112,7 @@ class SnapshotChunk(msgspec.Struct, tag=24, array_like=True):
     task: int
     epoch: int
     seq: int
+    copy: int  # which copy: a follower takes the parts of the one it began, and ignores others
     name: str
     data: bytes
     done: bool
@@ -137,6 +141,10 @@ def decode_batch(data: bytes) -> Batch:
     return Batch(list(operations), list(range_deletions))
 
 
+# A task's replication as the controller has it: (epoch, replicas with the leader first, in-sync followers).
+ReplicaSet = tuple[int, list[int], list[int]]
+
+
 def task_directory(module_directory: Path, task_id: int, worker: int, replication: int) -> Path:
     """Where one replica of a task keeps its store: `task-<i>` unreplicated, else one per worker
     (on one machine the workers share a disk; on several, each keeps its own under the same path)."""
@@ -150,7 +158,7 @@ def read_position(store: Store) -> tuple[int, int]:
 
 # ---- the leader --------------------------------------------------------------------------------
 class _Follower:
-    __slots__ = ("applied", "durable", "in_sync", "oldest_unacked", "shipping", "snapshotting", "worker")
+    __slots__ = ("applied", "applied_at_copy", "copy", "durable", "in_sync", "oldest_unacked", "shipping", "worker")
 
     def __init__(self, worker: int) -> None:
         self.worker = worker
@@ -158,7 +166,8 @@ class _Follower:
         self.durable = -1
         self.in_sync = False
         self.shipping = False  # it gets every new batch (caught up, or catching up from the backlog)
-        self.snapshotting = False
+        self.copy = 0  # the copy of the store on its way to it (0: none)
+        self.applied_at_copy = 0  # the position that copy is of
         self.oldest_unacked: float | None = None  # when the oldest batch it has not confirmed was shipped
 
 
@@ -166,23 +175,31 @@ class Leader:
     """The leader side of one replicated task: numbering, shipping, catch-up and the held messages."""
 
     def __init__(self, module: str, task_id: int, epoch: int, store: RocksStore, directory: Path,
-                 followers: list[int], send: Callable[[int, Any], None]) -> None:
+                 followers: list[int], in_sync: list[int], send: Callable[[int, Any], bool],
+                 propose: Callable[[int, int, list[int]], bool]) -> None:
         self.module = module
         self.task_id = task_id
         self.epoch = epoch
         self._inner = store
         self._directory = directory
-        self._send = send  # (worker, envelope): to a follower's worker, never blocking for long
+        self._send = send  # (worker, envelope) to a follower's worker, never blocking for long: False if unreachable
+        # (task, epoch, in-sync workers): asks the controller to record a new in-sync set; True
+        # when it did. A leader the controller no longer knows (deposed, or cut off) gets False.
+        self._propose = propose
         self._lock = threading.RLock()
         self.previous_epoch, self.seq = read_position(store)
         self.term_start = self.seq  # batches after this one are of this term
         self.synced = self.seq
         self.fenced = False
         self._followers = {worker: _Follower(worker) for worker in followers}
+        for worker in in_sync:  # as the controller recorded it: acks wait for them until it agrees otherwise
+            if worker in self._followers:
+                self._followers[worker].in_sync = True
         self._backlog: deque[tuple[int, bytes, bool]] = deque()  # (seq, ops, sync) shipped lately
         self._backlog_bytes = 0
         self._held: deque[tuple[int, int, Callable[[int, bytes], None], int, bytes]] = deque()
         self._held_bytes = 0
+        self._copies = 0  # copies of the store started, to tell them apart
         self.store = ShippingStore(self, store)
 
     def start(self) -> None:
@@ -275,25 +292,24 @@ class Leader:
             return
         follower.applied = max(follower.applied, ack.applied)
         follower.durable = max(follower.durable, ack.durable)
-        follower.snapshotting = False
+        if follower.copy and ack.applied >= follower.applied_at_copy:
+            follower.copy = 0  # it took the copy
         if follower.applied >= self.seq and follower.durable >= self.synced:
-            follower.oldest_unacked = None
-            if not follower.in_sync and follower.shipping:
-                follower.in_sync = True
-                _log.info("task %d of %s: the follower on worker %d is in sync at %d", self.task_id, self.module,
-                          follower.worker, self.seq)
+            follower.oldest_unacked = None  # caught up: `check` proposes it for the in-sync set if it is not
         elif follower.oldest_unacked is not None:
             follower.oldest_unacked = time.monotonic()  # it progresses: the wait starts again
         self._release()
 
     def _on_hello(self, hello: ReplicaHello) -> None:
         follower = self._followers.get(hello.worker)
-        _log.info("task %d of %s at (%d, %d): the follower on worker %d says hello at (%d, %d)%s", self.task_id,
-                  self.module, self.epoch, self.seq, hello.worker, hello.epoch, hello.seq,
-                  " while a copy travels to it" if follower is not None and follower.snapshotting else "")
-        if follower is None or follower.snapshotting:
-            return  # a copy on its way brings it up to date
-        follower.in_sync = follower.shipping = False
+        if follower is None:
+            return
+        _log.info("task %d of %s at (%d, %d): the follower on worker %d says hello at (%d, %d)", self.task_id,
+                  self.module, self.epoch, self.seq, hello.worker, hello.epoch, hello.seq)
+        # A follower taking a copy says nothing until it has it: a hello means the copy never began
+        # there (its start was lost), so whatever this leader sent it is void and it starts again.
+        follower.copy = 0
+        follower.shipping = False  # in the in-sync set or not, as the controller has it
         follower.applied = follower.durable = -1
         first_kept = self._backlog[0][0] if self._backlog else self.seq + 1
         # Its history is this leader's when it stands within this term, or at or before where this
@@ -302,8 +318,8 @@ class Leader:
             hello.epoch == self.previous_epoch and hello.seq <= self.term_start)
         if same_history and hello.seq == self.seq:
             follower.applied = follower.durable = hello.seq
-            follower.shipping = follower.in_sync = True
-            self._release()
+            follower.shipping = True
+            follower.oldest_unacked = None
         elif same_history and hello.seq + 1 >= first_kept:
             follower.shipping = True
             follower.oldest_unacked = time.monotonic()
@@ -315,56 +331,91 @@ class Leader:
         self._release()  # what waited for it alone, while it was in sync and then silent, leaves now
 
     def check(self, now: float) -> None:
-        """Drop from the in-sync set a follower that left a batch unconfirmed too long."""
+        """Keep the in-sync set true, through the controller: a follower that left a batch unconfirmed
+        longer than `REPLICA_ACK_WAIT_S` leaves it, one that has everything joins it; and a follower
+        catching up that went silent is asked again.
+
+        Only the controller changes the set, so a leader cut off from it (and so, perhaps, deposed)
+        cannot drop its followers to acknowledge alone: its held messages wait."""
         with self._lock:
+            if self.fenced:
+                return
+            wanted = set()
             for follower in self._followers.values():
-                if (follower.in_sync and follower.oldest_unacked is not None
-                        and now - follower.oldest_unacked > REPLICA_ACK_WAIT_S):
-                    follower.in_sync = False
-                    _log.warning("task %d of %s: the follower on worker %d confirmed nothing for %.1fs; it leaves the "
-                                 "in-sync set and catches up later", self.task_id, self.module, follower.worker,
-                                 REPLICA_ACK_WAIT_S)
-                    self._release()
-                elif (not follower.in_sync and not follower.snapshotting and follower.oldest_unacked is not None
-                      and now - follower.oldest_unacked > REPLICA_ACK_WAIT_S):
+                if follower.in_sync:
+                    late = follower.oldest_unacked is not None and now - follower.oldest_unacked > REPLICA_ACK_WAIT_S
+                    if not late:
+                        wanted.add(follower.worker)
+                elif (follower.shipping and not follower.copy and follower.applied >= self.seq
+                      and follower.durable >= self.synced):
+                    wanted.add(follower.worker)
+                elif follower.oldest_unacked is not None and now - follower.oldest_unacked > (
+                        COPY_WAIT_MAX_S if follower.copy else REPLICA_ACK_WAIT_S):
                     # Catching up and silent (what was sent to it was lost, or it is down): ask again;
                     # its hello, whenever it comes, says what it still needs.
                     follower.shipping = False
+                    follower.copy = 0
                     follower.oldest_unacked = now
                     self._send(follower.worker, ReplicaPoll(self.module, self.task_id, self.epoch))
+            current = {f.worker for f in self._followers.values() if f.in_sync}
+            if wanted == current:
+                return
+            epoch = self.epoch
+        accepted = self._propose(self.task_id, epoch, sorted(wanted))  # a call: never under the lock
+        with self._lock:
+            if not accepted or self.epoch != epoch:
+                return
+            for follower in self._followers.values():
+                joined = follower.worker in wanted and not follower.in_sync
+                left = follower.in_sync and follower.worker not in wanted
+                follower.in_sync = follower.worker in wanted
+                if joined or left:
+                    _log.log(logging.INFO if joined else logging.WARNING,
+                             "task %d of %s: the follower on worker %d %s the in-sync set at %d", self.task_id,
+                             self.module, follower.worker, "joins" if joined else "leaves (it confirmed nothing "
+                             f"for {REPLICA_ACK_WAIT_S}s; it catches up later)", self.seq)
+            self._release()
 
     # ---- copies of the whole store -----------------------------------------------------------------
     def _start_snapshot(self, follower: _Follower) -> None:
-        if follower.snapshotting:
-            return
-        follower.snapshotting = True
-        checkpoint = self._directory.with_name(f"{self._directory.name}.copy-{follower.worker}")
+        self._copies += 1
+        copy = follower.copy = self._copies
+        checkpoint = self._directory.with_name(f"{self._directory.name}.copy-{copy}")
         shutil.rmtree(checkpoint, ignore_errors=True)
         self._inner.checkpoint(checkpoint)  # under the lock: no write between it and `seq`
-        seq = self.seq
+        seq = follower.applied_at_copy = self.seq
         # The copy begins before any later batch on the link: the follower keeps those for after it.
-        self._send(follower.worker, SnapshotChunk(self.module, self.task_id, self.epoch, seq, "", b"", False))
+        begin = SnapshotChunk(self.module, self.task_id, self.epoch, seq, copy, "", b"", False)
+        if not self._send(follower.worker, begin):
+            follower.copy = 0  # its worker is unreachable: `check` asks it again later
+            shutil.rmtree(checkpoint, ignore_errors=True)
+            return
         follower.shipping = True
         follower.oldest_unacked = time.monotonic()
-        threading.Thread(target=self._send_snapshot, args=(follower.worker, checkpoint, seq),
+        threading.Thread(target=self._send_snapshot, args=(follower, checkpoint, seq, copy),
                          name=f"headwater-copy-{self.module}-{self.task_id}", daemon=True).start()
 
-    def _send_snapshot(self, worker: int, checkpoint: Path, seq: int) -> None:
+    def _send_snapshot(self, follower: _Follower, checkpoint: Path, seq: int, copy: int) -> None:
+        worker = follower.worker
         try:
             for path in sorted(checkpoint.iterdir()):
                 with path.open("rb") as file:
-                    while True:
+                    while follower.copy == copy:
                         data = file.read(SNAPSHOT_CHUNK_BYTES)
-                        self._send(worker, SnapshotChunk(self.module, self.task_id, self.epoch, seq, path.name,
-                                                         data, False))
+                        chunk = SnapshotChunk(self.module, self.task_id, self.epoch, seq, copy, path.name, data, False)
+                        if not self._send(worker, chunk):
+                            raise Unavailable(f"worker {worker} is unreachable")
                         if len(data) < SNAPSHOT_CHUNK_BYTES:
                             break
-            self._send(worker, SnapshotChunk(self.module, self.task_id, self.epoch, seq, "", b"", True))
-        except Exception as e:  # the follower's worker went away: it says hello again when it is back
+            if follower.copy == copy and not self._send(
+                    worker, SnapshotChunk(self.module, self.task_id, self.epoch, seq, copy, "", b"", True)):
+                raise Unavailable(f"worker {worker} is unreachable")
+        except Exception as e:  # its worker went away, or the store closed: it says hello when it can
             _log.info("copying task %d of %s to worker %d stopped: %s", self.task_id, self.module, worker, e)
             with self._lock:
-                follower = self._followers[worker]
-                follower.snapshotting = follower.shipping = False
+                if follower.copy == copy:
+                    follower.copy = 0
+                    follower.shipping = False
         finally:
             shutil.rmtree(checkpoint, ignore_errors=True)
 
@@ -438,7 +489,7 @@ class Replica:
     """A follower of one task: applies what the leader ships, in order, on a thread of its own."""
 
     def __init__(self, module: str, task_id: int, worker: int, leader_worker: int, directory: Path,
-                 send: Callable[[int, Any], None]) -> None:
+                 send: Callable[[int, Any], bool]) -> None:
         self.module = module
         self.task_id = task_id
         self.worker = worker
@@ -453,6 +504,7 @@ class Replica:
         self._ready = threading.Condition()
         self._closed = False
         self._incoming: Path | None = None  # a copy of the leader's store being received
+        self._copy = 0  # which copy
         self._after_copy: list[Replicate] = []  # batches shipped while the copy travels
         self._thread = threading.Thread(target=self._run, name=f"headwater-replica-{module}-{task_id}", daemon=True)
         self._thread.start()
@@ -494,7 +546,8 @@ class Replica:
                 continue
             self.term = frame.epoch
             if isinstance(frame, ReplicaPoll):
-                self.hello()
+                if self._incoming is None:  # taking a copy, it says nothing until it has it
+                    self.hello()
             elif isinstance(frame, SnapshotChunk):
                 changed = self._on_chunk(frame) or changed
             elif self._incoming is not None:
@@ -540,10 +593,10 @@ class Replica:
                 self._store = None
             shutil.rmtree(incoming, ignore_errors=True)
             incoming.mkdir(parents=True)
-            self._incoming, self._after_copy = incoming, []
+            self._incoming, self._after_copy, self._copy = incoming, [], chunk.copy
             return False
-        if self._incoming is None:
-            return False  # part of a copy this replica did not start to take
+        if self._incoming is None or chunk.copy != self._copy:
+            return False  # part of a copy this replica did not begin (or gave up for a newer one)
         if chunk.name:
             with (incoming / chunk.name).open("ab") as file:
                 file.write(chunk.data)

@@ -44,6 +44,7 @@ from headwater.cluster.replication import (
     ReplicaAck,
     ReplicaFenced,
     ReplicaHello,
+    ReplicaSet,
     task_directory,
 )
 from headwater.cluster.transport import COMMIT_WAIT_MAX_S, INBOX_BYTES_MAX, Inbox, _CommitGate
@@ -74,6 +75,7 @@ WORKER_CALL_THREADS = 32  # calls a worker serves at once (reads, queries, holds
 _POINT_READ_OPS = frozenset({"exists", "size", "contains"})  # answers bounded whatever the data
 STATUS_CALL_S = 10.0  # the longest a worker's front waits for the supervisor's status()
 REPLICATION_CHECK_S = 0.2  # how often a worker looks for followers that stopped confirming
+PROPOSE_CALL_S = 2.0  # the longest a leader waits for the controller to record a new in-sync set
 _tokens = itertools.count(1)
 _endpoints = itertools.count(1)
 
@@ -144,7 +146,7 @@ class WorkerTransport(ClientTransport):
         self.router = ReplyRouter()  # the replies for this worker's clients of the module
         self.closed = False
         self.gate = _CommitGate(self.send) if placement[0] == node.worker_id else None
-        self._remote_gate = None if self.gate else RemoteGate(lambda: node.peer(placement[0]), module)
+        self._remote_gate = None if self.gate else RemoteGate(lambda: node.peer(self._placement[0]), module)
         self._batch = threading.local()  # per round thread: frames held until the round ends
 
     @contextmanager
@@ -190,8 +192,27 @@ class WorkerTransport(ClientTransport):
     def add_host(self, task_id: int, run_round_here: Callable[[float], None]) -> None:
         self._rounds[task_id] = run_round_here
 
+    def remove_task(self, task_id: int) -> None:
+        self._inboxes.pop(task_id, None)
+        self._readers.pop(task_id, None)
+        self._rounds.pop(task_id, None)
+
+    def move(self, task_id: int, worker: int) -> None:
+        """Task `task_id` is led by `worker` from now on (a failover): messages and reads go there."""
+        self._placement[task_id] = worker
+        if task_id == 0:  # the commit gate of consistent reads lives with task 0, the coordinator
+            here = worker == self._node.worker_id
+            if here and self.gate is None:
+                self.gate = _CommitGate(self.send)
+            elif not here:
+                self.gate = None
+            if self._remote_gate is None:
+                self._remote_gate = RemoteGate(lambda: self._node.peer(self._placement[0]), self._module)
+
     def deliver(self, task_id: int, message: bytes) -> None:
-        self._inboxes[task_id].put(message)
+        inbox = self._inboxes.get(task_id)
+        if inbox is not None:  # else the task moved away (a failover): what was lost is redriven
+            inbox.put(message)
 
     def send(self, task_id: int, message: bytes) -> None:
         check_message(message)
@@ -268,8 +289,8 @@ class _Deployment(DeployedModule):
     transport: WorkerTransport
 
     def __init__(self, node: WorkerNode, module: Module, catalog: Catalog, directory: Path,
-                 replicas: list[list[int]], epochs: list[int], writer_kinds: dict[str, str]) -> None:
-        placement = [workers[0] for workers in replicas]  # the first of a task's replicas leads it
+                 sets: list[ReplicaSet], writer_kinds: dict[str, str]) -> None:
+        placement = [replicas[0] for _, replicas, _ in sets]  # the first of a task's replicas leads it
         self.runtime = ModuleRuntime(module, catalog, writer_kinds=writer_kinds)
         self.transport = WorkerTransport(node, module.name, placement)
         self.router = self.transport.router
@@ -277,31 +298,62 @@ class _Deployment(DeployedModule):
         self.closed = False
         self.failures = {}
         self._node = node
-        self.hosts: list[TaskThread] = []
+        self._directory = directory
+        self.hosts: dict[int, TaskThread] = {}
         self.leaders: dict[int, Leader] = {}
         self.replicas: dict[int, Replica] = {}
         me = node.worker_id
-        for task_id, workers in enumerate(replicas):
-            if me in workers[1:]:
-                self.replicas[task_id] = Replica(module.name, task_id, me, workers[0],
-                                                 task_directory(directory, task_id, me, len(workers)),
+        for task_id, (_, replicas, _) in enumerate(sets):
+            if me in replicas[1:]:
+                self.replicas[task_id] = Replica(module.name, task_id, me, replicas[0],
+                                                 task_directory(directory, task_id, me, len(replicas)),
                                                  node.send_replication)
-        for task_id, workers in enumerate(replicas):
-            if workers[0] != me:
-                continue
-            rocks = RocksStore(task_directory(directory, task_id, me, len(workers)))
-            store: Store = rocks
-            transport: Transport = self.transport
-            if len(workers) > 1:
-                leader = self.leaders[task_id] = Leader(module.name, task_id, epochs[task_id], rocks,
-                                                        task_directory(directory, task_id, me, len(workers)),
-                                                        workers[1:], node.send_replication)
-                store, transport = leader.store, HeldTransport(leader, self.transport)
-            task = Task(self.runtime, task_id, store, transport, SYSTEM_CLOCK)
-            inbox = self.transport.add_task(task_id, task.serve_read)
-            host = TaskThread(task, inbox, on_failure=self._task_failed, batching=self.transport.batching)
-            self.transport.add_host(task_id, host.run_round_here)
-            self.hosts.append(host)
+        for task_id, replica_set in enumerate(sets):
+            if replica_set[1][0] == me:
+                self._lead(task_id, replica_set)
+
+    def _lead(self, task_id: int, replica_set: ReplicaSet) -> TaskThread:
+        """Host task `task_id` here, as its leader when it is replicated."""
+        epoch, replicas, in_sync = replica_set
+        me = self._node.worker_id
+        directory = task_directory(self._directory, task_id, me, len(replicas))
+        rocks = RocksStore(directory)
+        store: Store = rocks
+        transport: Transport = self.transport
+        if len(replicas) > 1:
+            leader = self.leaders[task_id] = Leader(
+                self.runtime.name, task_id, epoch, rocks, directory, [w for w in replicas if w != me], in_sync,
+                self._node.send_replication, functools.partial(self._node.propose_in_sync, self.runtime.name))
+            store, transport = leader.store, HeldTransport(leader, self.transport)
+        task = Task(self.runtime, task_id, store, transport, SYSTEM_CLOCK)
+        inbox = self.transport.add_task(task_id, task.serve_read)
+        host = self.hosts[task_id] = TaskThread(task, inbox, on_failure=self._task_failed,
+                                                batching=self.transport.batching)
+        self.transport.add_host(task_id, host.run_round_here)
+        return host
+
+    def promote(self, task_id: int, replica_set: ReplicaSet) -> None:
+        """The follower of `task_id` here becomes its leader (the controller chose it): its store,
+        a caught-up copy, becomes the task's, which recovers from it as after a crash."""
+        replica = self.replicas.pop(task_id, None)
+        if replica is not None:
+            replica.close()
+        host = self._lead(task_id, replica_set)
+        self.transport.move(task_id, self._node.worker_id)
+        if not self.closed:
+            host.start()
+            self.leaders[task_id].start()
+
+    def moved(self, task_id: int, worker: int) -> None:
+        """Task `task_id` is led by `worker` now: send to it there. If this worker led it (a leader
+        cut off and deposed meanwhile), it stops here; it follows again when this worker restarts."""
+        host = self.hosts.pop(task_id, None)
+        if host is not None:
+            host.stop()
+            host.task.store.close()
+            self.leaders.pop(task_id, None)
+            self.transport.remove_task(task_id)
+        self.transport.move(task_id, worker)
 
     def _gone(self) -> str:
         return f"no longer running on worker {self._node.worker_id}"
@@ -312,16 +364,16 @@ class _Deployment(DeployedModule):
         self._node.task_failed(host, error)
 
     def start(self) -> None:
-        for host in self.hosts:
+        for host in self.hosts.values():
             host.start()
         for leader in self.leaders.values():
             leader.start()
 
     def stop(self) -> None:
         self.closed = self.transport.closed = True
-        for host in self.hosts:
+        for host in self.hosts.values():
             host.stop()
-        for host in self.hosts:
+        for host in self.hosts.values():
             host.task.store.close()
         for replica in self.replicas.values():
             replica.close()
@@ -377,7 +429,7 @@ class WorkerNode:
             "open": self._open, "start": self._start, "stop": self._stop, "read": self._read,
             "hold": self._hold, "release": self._release, "ping": lambda: os.getpid(),
             "front": self._front, "stop_fronts": self._stop_fronts, "peer_moved": self._peer_moved,
-            "replication": self._replication,
+            "replication": self._replication, "promote": self._promote, "moved": self._moved,
         }
         self.supervisor = connect(supervisor_port, self._on_frame, "the supervisor", on_close=self._orphaned)
         self.supervisor.send(Hello(worker_id, self.port, os.getpid()))
@@ -455,20 +507,36 @@ class WorkerNode:
             pass
 
     # ---- calls from the supervisor and peers --------------------------------------------------
-    def _open(self, module_bytes: bytes, catalog: Catalog, directory: str, replicas: list[list[int]],
-              epochs: list[int], peer_ports: dict[int, int], writer_kinds: dict[str, str]) -> None:
+    def _open(self, module_bytes: bytes, catalog: Catalog, directory: str, sets: list[ReplicaSet],
+              peer_ports: dict[int, int], writer_kinds: dict[str, str]) -> None:
         module = pickle.loads(module_bytes)
         _adopt_modules_sent_by_value(module)
         self._peer_ports.update(peer_ports)
-        self.deployments[module.name] = _Deployment(self, module, catalog, Path(directory), replicas, epochs,
-                                                    writer_kinds)
+        self.deployments[module.name] = _Deployment(self, module, catalog, Path(directory), sets, writer_kinds)
 
-    def send_replication(self, worker: int, envelope: Any) -> None:
-        """A replication frame to `worker`; dropped if it is down (the two sides resync by hello)."""
+    def _promote(self, module: str, task: int, replica_set: ReplicaSet) -> None:
+        self._deployment(module).promote(task, replica_set)
+
+    def _moved(self, module: str, task: int, worker: int) -> None:
+        deployment = self.deployments.get(module)
+        if deployment is not None:
+            deployment.moved(task, worker)
+
+    def propose_in_sync(self, module: str, task: int, epoch: int, in_sync: list[int]) -> bool:
+        """Ask the controller (the supervisor) to record `in_sync` as the task's in-sync followers."""
+        try:
+            return bool(self.supervisor.call("in_sync", module, task, epoch, in_sync, timeout_s=PROPOSE_CALL_S))
+        except Unavailable:
+            return False  # cut off from the controller: nothing changes
+
+    def send_replication(self, worker: int, envelope: Any) -> bool:
+        """A replication frame to `worker`; False if it is unreachable (the two sides resync by hello)."""
         try:
             self.peer(worker).send(envelope)
+            return True
         except Unavailable as e:
-            _log.debug("dropped a replication frame for worker %s: %s", worker, e)
+            _log.info("dropped a replication frame for worker %s: %s", worker, e)
+            return False
 
     def _on_replication(self, envelope: Any) -> None:
         deployment = self.deployments.get(envelope.module)

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 
 import pytest
 
 import headwater as hw
+from headwater.cluster.local import WORKER_SILENT_S
 from headwater.cluster.replication import REPLICA_ACK_WAIT_S, read_position, task_directory
 from headwater.schema.keys import task_for_key
 from headwater.storage import RocksStore
-from examples.bank import Deposit, bank
+from examples.bank import Deposit, Transfer, bank
 from tests.cluster.test_local_cluster import append_retrying, worker_pid
 
 CATCH_UP_S_MAX = 30  # the longest a follower may take to be in sync again
@@ -103,3 +105,108 @@ def test_a_dead_follower_does_not_stall_acks_and_catches_up_when_back(tmp_path):
             store.close()
         assert positions[0] == positions[1]
         assert contents[0] == contents[1]
+
+
+def test_a_lost_leader_fails_over_and_nothing_acked_is_lost(tmp_path):
+    """Kill the worker leading tasks under deposits and transfers (hops between tasks): a follower
+    takes over within seconds, the dead worker comes back as a follower, catches up and can take
+    over in turn; every acked transfer is applied once, money is conserved, funds as an oracle says."""
+    users = 8
+    with hw.LocalCluster(tmp_path, workers=2) as cluster:
+        cluster.deploy(bank, tasks=2, replication=2)
+        wait_in_sync(cluster, "bank")
+        deadline = time.monotonic() + 120
+        deposits, transfers = cluster.depot("bank", "deposits"), cluster.depot("bank", "transfers")
+        for user in range(users):
+            append_retrying(deposits, Deposit(user, 1000), f"d{user}", deadline)
+        acked: dict[int, bool] = {}
+        errors: list[BaseException] = []
+        stop = threading.Event()
+
+        def appender(thread: int) -> None:
+            for i in range(1_000_000):
+                if stop.is_set():
+                    return
+                number = thread * 1_000_000 + i
+                t = Transfer(f"t{number}", number % users, (number * 3 + 1) % users, 1 + number % 5)
+                try:
+                    acked[number] = append_retrying(transfers, t, t.transfer_id, deadline)["transfer"]
+                except BaseException as e:  # noqa: BLE001 - reported below
+                    errors.append(e)
+                    return
+
+        threads = [threading.Thread(target=appender, args=(n,)) for n in range(3)]
+        for thread in threads:
+            thread.start()
+        failovers = []
+        for victim in (0, 1):  # the leader of task 0, then (once back and in sync) the other worker
+            while len(acked) < 100 * (victim + 1) and not errors:
+                time.sleep(0.01)
+            wait_in_sync(cluster, "bank")
+            leaders_before = [row["worker"] for row in cluster.status()["bank"]]
+            os.kill(worker_pid(cluster, victim), signal.SIGKILL)
+            killed_at, count = time.monotonic(), len(acked)
+            while len(acked) < count + 20 and not errors and time.monotonic() < deadline:
+                time.sleep(0.005)
+            failovers.append(time.monotonic() - killed_at)
+            leaders = [row["worker"] for row in cluster.status()["bank"]]
+            assert victim not in leaders or victim not in leaders_before, (leaders_before, leaders)
+        stop.set()
+        for thread in threads:
+            thread.join(60)
+        assert not errors, errors[:3]
+        assert all(acked.values()), "a transfer was refused: the funds were wrong"
+        assert max(failovers) < 15, failovers
+        assert len(cluster.failovers) >= 2
+
+        expected = {user: 1000 for user in range(users)}
+        for number in acked:
+            t_from, t_to, amount = number % users, (number * 3 + 1) % users, 1 + number % 5
+            expected[t_from] -= amount
+            expected[t_to] += amount
+        stored = set()
+        for partition in range(transfers.partitions):
+            for record in transfers.read(partition, 0, limit=1_000_000):
+                stored.add(int(record.event.transfer_id[1:]))
+        assert set(acked) <= stored, "an acked transfer is missing after the failovers"
+        funds = cluster.pstate("bank", "funds")
+        settle = time.monotonic() + 60
+        while True:  # credits are hops: at least once, and the example ignores a replayed one
+            found = {user: funds[user].get() for user in range(users)}
+            # Transfers stored but never acked (their client gave up) moved money too: add them.
+            extra = {user: 0 for user in range(users)}
+            for number in stored - set(acked):
+                t_from, t_to, amount = number % users, (number * 3 + 1) % users, 1 + number % 5
+                extra[t_from] -= amount
+                extra[t_to] += amount
+            if found == {user: expected[user] + extra[user] for user in range(users)}:
+                break
+            assert time.monotonic() < settle, (found, expected, extra)
+            time.sleep(0.1)
+        assert cluster.query("bank", "total_funds")() == 1000 * users
+
+
+def test_a_stopped_leader_is_killed_and_its_follower_takes_over(tmp_path):
+    """A worker that stops answering (SIGSTOP here: stuck, or cut off) is killed after WORKER_SILENT_S;
+    the follower takes over, and appends to its tasks flow again."""
+    with hw.LocalCluster(tmp_path, workers=2) as cluster:
+        cluster.deploy(bank, tasks=2, replication=2)
+        wait_in_sync(cluster, "bank")
+        deposits = cluster.depot("bank", "deposits")
+        on_task = {task_for_key(user, 2): user for user in range(100)}
+        deadline = time.monotonic() + 60
+        append_retrying(deposits, Deposit(on_task[0], 5), "before", deadline)
+        stopped = worker_pid(cluster, 0)
+        os.kill(stopped, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            append_retrying(deposits, Deposit(on_task[0], 5), "after", deadline)  # a timeout, then it flows
+            took = time.monotonic() - started
+        finally:
+            try:
+                os.kill(stopped, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        assert took < WORKER_SILENT_S + 15, took
+        assert cluster.status()["bank"][0]["worker"] == 1, "the follower did not take over"
+        assert cluster.pstate("bank", "funds")[on_task[0]].get() == 10
