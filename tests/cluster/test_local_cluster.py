@@ -97,10 +97,12 @@ def test_a_killed_worker_comes_back_and_nothing_acked_is_lost_or_applied_twice(t
         assert not missing, f"hops of {len(missing)} events never ran"
 
 
+@pytest.mark.parametrize("replication", [1, 2], ids=["unreplicated", "replicated"])
 @pytest.mark.parametrize("victim", [0, 1], ids=["coordinators-worker", "a-participants-worker"])
-def test_microbatch_stays_exactly_once_when_a_worker_dies(tmp_path, victim):
+def test_microbatch_stays_exactly_once_when_a_worker_dies(tmp_path, victim, replication):
+    """Replicated, the dead worker's tasks (the coordinator among them) move to their followers."""
     with hw.LocalCluster(tmp_path, workers=2) as cluster:
-        cluster.deploy(microbatch_bank, tasks=4)
+        cluster.deploy(microbatch_bank, tasks=4, replication=replication)
         deadline = time.monotonic() + RECOVERY_S_MAX
         deposits = cluster.depot("mbbank", "deposits")
         for user in range(8):
@@ -108,6 +110,8 @@ def test_microbatch_stays_exactly_once_when_a_worker_dies(tmp_path, victim):
         transfers = cluster.depot("mbbank", "transfers")
         for i in range(300):
             if i == 150:
+                while not all(f["in_sync"] for row in cluster.status()["mbbank"] for f in row["followers"]):
+                    time.sleep(0.05)
                 kill_worker(cluster, victim)  # worker 0 hosts task 0, the coordinator
             append_retrying(transfers, Transfer(f"t{i}", i % 8, (i + 3) % 8, 1 + i % 5), f"t{i}", deadline)
         while True:
@@ -123,6 +127,8 @@ def test_microbatch_stays_exactly_once_when_a_worker_dies(tmp_path, victim):
             assert time.monotonic() < deadline, "the microbatch topology never caught up"
             time.sleep(0.05)
         assert total == 8000, "money was created or lost"
+        if replication == 2:
+            assert all(row["worker"] != victim for row in cluster.status()["mbbank"]), "no follower took over"
 
 
 def test_a_module_that_cannot_reach_the_workers_is_a_definition_error(tmp_path):
