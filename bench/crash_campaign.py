@@ -17,6 +17,10 @@ Five workloads, each run on a fresh data directory and killed `KILLS_PER_RUN` ti
 - **http-workers** — `headwater serve examples/bank.py --workers 2`, every worker serving HTTP;
   the remote clients append as in **http** (their reads go straight to the worker owning a key),
   and a random worker is SIGKILLed after a random number of acks.
+- **replicated** — **workers** with `replication=2`: before each kill the followers are in sync,
+  so the dead worker's tasks fail over to their followers while it restarts. The failover time
+  is measured as a client sees it: from the kill until a deposit to a task the dead worker led is
+  acknowledged (p50 and max in the table).
 
 After the last kill the data is opened in process, every topology is left to settle (hops a crash
 cut short sent again), and the oracle checks:
@@ -59,17 +63,19 @@ import headwater as hw
 from bench.harness import table
 from bench.peers import free_port
 from examples.bank import Deposit, Transfer
+from headwater.schema.keys import task_for_key
 from tests.engine.children import lines_within, wait_until_settled
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKLOADS = ("stream", "microbatch", "http", "workers", "http-workers")
-MODULE_OF = {"stream": "bank", "microbatch": "mbbank", "http": "bank", "workers": "bank", "http-workers": "bank"}
+WORKLOADS = ("stream", "microbatch", "http", "workers", "http-workers", "replicated")
+MODULE_OF = {"stream": "bank", "microbatch": "mbbank", "http": "bank", "workers": "bank", "http-workers": "bank",
+             "replicated": "bank"}
 LOCAL_WORKERS = 2
 TASKS = 3
 USERS = 12
 APPENDERS = 4
 KILLS_PER_RUN = 2
-RESENDING = ("http", "workers", "http-workers")  # workloads whose appenders resend by key and check early acks
+RESENDING = ("http", "workers", "http-workers", "replicated")  # workloads whose appenders resend by key and check early acks
 ACKS_BEFORE_KILL = (40, 400)  # each kill comes after a random number of acks in this range
 ACKS_AFTER_LAST_RESTART = 40  # the http clients keep going this long after the last restart
 CHILD_SILENCE_MAX_S = 60  # a child or server that acks nothing for this long fails the run
@@ -122,6 +128,7 @@ class Outcome:
     mismatches: list[str] = field(default_factory=list)
     resent: int = 0  # http: appends acked only after being sent again (same key)
     early_acks: list[str] = field(default_factory=list)
+    failovers: list[float] = field(default_factory=list)  # replicated: kill to first ack on a moved task, seconds
 
     @property
     def clean(self) -> bool:
@@ -379,14 +386,15 @@ def _running_workers(admin: Any) -> list[int]:
         time.sleep(0.05)
 
 
-def run_workers(directory: Path, rng: random.Random, seed: int) -> Outcome:
+def run_workers(directory: Path, rng: random.Random, seed: int, *, replication: int = 1) -> Outcome:
     """The stream bank on a LocalCluster; random workers SIGKILLed while appenders resend by key."""
     from examples.bank import bank
 
-    acked, extra, lock = Acked(), Outcome("workers"), threading.Lock()
+    workload = "workers" if replication == 1 else "replicated"
+    acked, extra, lock = Acked(), Outcome(workload), threading.Lock()
     stopping, failures = threading.Event(), []
     with hw.LocalCluster(directory, workers=LOCAL_WORKERS) as cluster:
-        cluster.deploy(bank, tasks=TASKS)
+        cluster.deploy(bank, tasks=TASKS, replication=replication)
 
         def appender(worker: int) -> None:
             appender_rng = random.Random(f"{seed}-workers-{worker}")
@@ -428,12 +436,22 @@ def run_workers(directory: Path, rng: random.Random, seed: int) -> Outcome:
 
         try:
             target = 0
-            for _ in range(KILLS_PER_RUN):
+            for kill in range(KILLS_PER_RUN):
                 target += rng.randint(*ACKS_BEFORE_KILL)
                 wait_for(target)
+                hosts = _in_sync(cluster) if replication > 1 else cluster.status()["bank"]
                 time.sleep(rng.uniform(0, 0.02))  # a random moment, not just after an ack
-                hosts = cluster.status()["bank"]
-                os.kill(rng.choice(hosts)["pid"], signal.SIGKILL)
+                victim = rng.choice(hosts)
+                os.kill(victim["pid"], signal.SIGKILL)
+                if replication > 1:  # as a client sees it: the first ack from a task the victim led
+                    killed_at = time.monotonic()
+                    led = {row["task"] for row in hosts if row["worker"] == victim["worker"]}
+                    user = next(u for u in range(USERS) if task_for_key(u, TASKS) in led)
+                    amount = PROBE_AMOUNT + seed * 100 + kill  # unique: the oracle counts it as any deposit
+                    acked_probe = _append_until_acked(cluster, Deposit(user, amount), f"d{amount}")
+                    extra.failovers.append(time.monotonic() - killed_at)
+                    with lock:
+                        acked.add_line(ack_line(Deposit(user, amount), acked_probe))
             wait_for(len(acked) + ACKS_AFTER_LAST_RESTART)
         finally:
             stopping.set()
@@ -441,9 +459,36 @@ def run_workers(directory: Path, rng: random.Random, seed: int) -> Outcome:
                 thread.join(RESEND_WINDOW_S)
         if failures:
             raise RuntimeError(failures[0])
-    outcome = check("workers", directory, acked)
-    outcome.resent, outcome.early_acks = extra.resent, extra.early_acks
+    outcome = check(workload, directory, acked)
+    outcome.resent, outcome.early_acks, outcome.failovers = extra.resent, extra.early_acks, extra.failovers
     return outcome
+
+
+PROBE_AMOUNT = 1_000_000_000  # the failover probes' deposits: above every appender's amounts
+FAILOVER_WAIT_MAX_S = 60.0
+
+
+def _in_sync(cluster: hw.LocalCluster) -> list[dict[str, Any]]:
+    """The tasks' status once every follower is in sync (so a kill now can fail over)."""
+    deadline = time.monotonic() + FAILOVER_WAIT_MAX_S
+    while True:
+        rows = cluster.status()["bank"]
+        if all(row["up"] for row in rows) and all(f["in_sync"] for row in rows for f in row["followers"]):
+            return rows
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the followers were not in sync within {FAILOVER_WAIT_MAX_S}s: {rows}")
+        time.sleep(0.05)
+
+
+def _append_until_acked(cluster: hw.LocalCluster, event: Deposit, key: str) -> Any:
+    deadline = time.monotonic() + FAILOVER_WAIT_MAX_S
+    while True:
+        try:
+            return cluster.depot("bank", "deposits").append(event, idempotency_key=key, timeout=10)
+        except (hw.Unavailable, hw.AckTimeout):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{key} unacknowledged {FAILOVER_WAIT_MAX_S}s after the kill") from None
+            time.sleep(0.005)
 
 
 # ---- the oracle ---------------------------------------------------------------------------------
@@ -458,7 +503,9 @@ def check(workload: str, directory: Path, acked: Acked) -> Outcome:
 
     module = MODULE_OF[workload]
     outcome = Outcome(workload, acked=len(acked))
-    with hw.InProcessCluster(directory) as cluster:
+    # Replicated data is opened on workers again (each task's copies are in directories of theirs).
+    opened = hw.LocalCluster(directory, workers=LOCAL_WORKERS) if workload == "replicated" else hw.InProcessCluster(directory)
+    with opened as cluster:
         cluster.deploy(bank if workload != "microbatch" else microbatch_bank)
         wait_until_settled(cluster, module, timeout_s=SETTLE_MAX_S)
         deposits = stored_events(cluster, module, "deposits")
@@ -514,6 +561,7 @@ RUNNERS: dict[str, Callable[[Path, random.Random, int], Outcome]] = {
     "http": run_http,
     "workers": run_workers,
     "http-workers": run_http_workers,
+    "replicated": lambda d, rng, seed: run_workers(d, rng, seed, replication=2),
 }
 
 
@@ -530,9 +578,17 @@ def report(outcomes: list[Outcome]) -> str:
                      str(sum(o.lost for o in mine)), str(sum(o.duplicated for o in mine)),
                      str(sum(len(o.mismatches) for o in mine)),
                      f"{sum(o.resent for o in mine):,}" if workload in RESENDING else "–",
-                     str(sum(len(o.early_acks) for o in mine)) if workload in RESENDING else "–"])
+                     str(sum(len(o.early_acks) for o in mine)) if workload in RESENDING else "–",
+                     _failover_times([t for o in mine for t in o.failovers])])
     return table(["workload", "runs", "kills", "acked", "lost", "duplicated", "PState mismatches", "resent",
-                  "early acks"], rows)
+                  "early acks", "failover p50 / max"], rows)
+
+
+def _failover_times(times: list[float]) -> str:
+    if not times:
+        return "–"
+    ordered = sorted(times)
+    return f"{ordered[len(ordered) // 2]:.2f} / {ordered[-1]:.2f} s"
 
 
 def campaign(runs: int, workloads: list[str], seed: int, *, say: Callable[[str], None] = print) -> list[Outcome]:

@@ -104,6 +104,7 @@ def serve(
     auth: Annotated[str | None, typer.Option(help="TOML file of bearer tokens and scopes")] = None,
     max_body_bytes: Annotated[int, typer.Option(help="largest request body accepted")] = 1024 * 1024,
     workers: Annotated[int, typer.Option(help="run the tasks in N worker processes (0: in this process)")] = 0,
+    replication: Annotated[int, typer.Option(help="keep each task on R workers at first deploy (needs --workers)")] = 1,
 ) -> None:
     """Deploy the modules of APP_FILE on an embedded cluster and serve the API and the web UI."""
     from headwater.server.auth import AuthConfigError, load_auth
@@ -113,7 +114,8 @@ def serve(
     try:
         tokens = load_auth(auth)
         run_server(app_file, data=data, host=host, port=port, tasks=tasks, auth=tokens, workers=workers,
-                   max_body_bytes=max_body_bytes, announce=functools.partial(_announce, data=data))
+                   replication=replication, max_body_bytes=max_body_bytes,
+                   announce=functools.partial(_announce, data=data))
     except (AuthConfigError, HeadwaterError) as e:
         errors.error(e)
         if isinstance(e, StorageError):  # above all a data directory another process has open
@@ -164,11 +166,19 @@ def status(url: Url = DEFAULT_URL, token: Token = None, json: Json = False, *, o
                      ["topology", "depots", "processed", "lag", "dead letters"],
                      [(t["name"], ", ".join(t["depots"]), t["processed"], t["lag"], t["dead_letters"])
                       for t in module["topologies"]])
-        output.table(f"module {module['name']} — tasks", ["task", "worker", "pid", "up", "appends in flight"],
+        output.table(f"module {module['name']} — tasks",
+                     ["task", "worker", "pid", "up", "appends in flight", "followers (in sync, lag)"],
                      [(h["task"], "this process" if h["worker"] is None else h["worker"], h["pid"],
                        "yes" if h["up"] else f"NO{': ' + h['error'] if h.get('error') else ''}",
-                       "-" if h.get("appends_in_flight") is None else h["appends_in_flight"])
+                       "-" if h.get("appends_in_flight") is None else h["appends_in_flight"],
+                       _followers(h.get("followers") or []))
                       for h in module.get("hosts", [])])
+
+
+def _followers(followers: list[dict[str, Any]]) -> str:
+    """`worker 1 (in sync, lag 0)`, or `-` for a task kept once."""
+    return ", ".join(f"worker {f['worker']} ({'in sync' if f['in_sync'] else 'catching up'}, lag "
+                     f"{'?' if f['lag'] is None else f['lag']})" for f in followers) or "-"
 
 
 def _ms(value: float | None) -> str:

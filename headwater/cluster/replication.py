@@ -210,24 +210,26 @@ class Leader:
 
     # ---- writes: number, ship, keep ------------------------------------------------------------
     def write(self, batch: Batch, sync: bool) -> None:
+        # Shipped before this disk syncs, so the followers' disks sync while this one does.
         with self._lock:
             self.seq += 1
             batch.put("meta", POSITION_KEY, _POSITION.pack(self.epoch, self.seq))
-            self._inner.write(batch, sync=sync)
+            self._inner.write(batch, sync=False)
             ops = encode_batch(batch)
             if sync:
                 self.synced = self.seq
             self._keep(self.seq, ops, sync)
             self._ship(self.seq, ops, sync)
+        if sync:
+            self._inner.sync()
 
     def sync(self) -> None:
+        with self._lock:  # the followers hear of the sync first, so theirs and this one overlap
+            if self.synced != self.seq:
+                self.synced = self.seq
+                self._keep(self.seq, b"", True)
+                self._ship(self.seq, b"", True)
         self._inner.sync()
-        with self._lock:
-            if self.synced == self.seq:
-                return
-            self.synced = self.seq
-            self._keep(self.seq, b"", True)
-            self._ship(self.seq, b"", True)
 
     def _keep(self, seq: int, ops: bytes, sync: bool) -> None:
         self._backlog.append((seq, ops, sync))

@@ -21,7 +21,7 @@ from headwater.storage import Store
 
 __all__ = ["READS", "Reads"]
 
-READS = ("pstate", "depot_read", "depot_end", "dead_letters", "mb_status", "progress", "step", "query")
+READS = ("pstate", "depot_read", "depot_end", "dead_letters", "mb_status", "progress", "unfinished", "step", "query")
 
 
 class Reads:
@@ -59,6 +59,8 @@ class Reads:
             return coordinator.status()
         if kind == "progress":
             return self.stored_progress()
+        if kind == "unfinished":  # trees rooted here whose hops or appends are not all acknowledged yet
+            return sum(1 for _ in self._store.iterate("meta", b"pending/", b"pending0"))
         if kind == "step":
             _, step_name, payload = request
             args, kwargs = messages.loads(payload)

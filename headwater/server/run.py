@@ -76,11 +76,12 @@ def _import_file(path: Path) -> dict[str, Any]:
     return vars(module)
 
 
-def deploy_all(cluster: InProcessCluster, modules: list[Module], tasks: int) -> None:
+def deploy_all(cluster: InProcessCluster, modules: list[Module], tasks: int, replication: int = 1) -> None:
     """Deploy each module; one already stored in the cluster's directory reattaches to its data."""
     for module in modules:
         stored = (cluster.path / module.name / "module.json").exists()
-        cluster.deploy(module, tasks=None if stored else tasks)  # the task count is fixed at first deploy
+        # The task count and the replication are fixed at first deploy.
+        cluster.deploy(module, tasks=None if stored else tasks, replication=None if stored else replication)
 
 
 def bind(host: str, port: int, *, shared: bool = False, listen: bool = True) -> socket.socket:
@@ -124,7 +125,7 @@ def url_of(sock: socket.socket) -> str:
 
 def serve(app_file: str, *, data: str = "./data", host: str = "127.0.0.1", port: int = 8000, tasks: int = 4,
           auth: Auth | None = None, max_body_bytes: int = MAX_BODY_BYTES_DEFAULT,
-          limits: ConnectionLimits = ConnectionLimits(), workers: int = 0,
+          limits: ConnectionLimits = ConnectionLimits(), workers: int = 0, replication: int = 1,
           announce: Callable[[str, InProcessCluster], None] | None = None) -> None:
     """Deploy the modules of `app_file` on a cluster in `data` and serve them until Ctrl-C.
 
@@ -132,13 +133,18 @@ def serve(app_file: str, *, data: str = "./data", host: str = "127.0.0.1", port:
     `workers=N` runs them in N worker processes (`LocalCluster`), and every worker serves the
     HTTP API on the one port (SO_REUSEPORT: the kernel spreads connections over them), reading
     and appending to its own tasks directly and to the others' over the links between workers.
+    `replication=R` keeps each task on R of the workers (at first deploy); it needs `workers`.
     """
     auth = load_auth() if auth is None else auth
     check_bind(host, auth)
     modules = load_modules(app_file)
+    if replication != 1 and not workers:
+        raise ServeError(f"--replication {replication} keeps copies of each task on other worker processes: "
+                         f"add --workers N with N ≥ {replication}")
     if workers:
         _serve_on_workers(modules, data=data, host=host, port=port, tasks=tasks, auth=auth,
-                          max_body_bytes=max_body_bytes, limits=limits, workers=workers, announce=announce)
+                          max_body_bytes=max_body_bytes, limits=limits, workers=workers, replication=replication,
+                          announce=announce)
         return
     sock = bind(host, port)
     try:
@@ -154,14 +160,14 @@ def serve(app_file: str, *, data: str = "./data", host: str = "127.0.0.1", port:
 
 
 def _serve_on_workers(modules: list[Module], *, data: str, host: str, port: int, tasks: int, auth: Auth,
-                      max_body_bytes: int, limits: ConnectionLimits, workers: int,
+                      max_body_bytes: int, limits: ConnectionLimits, workers: int, replication: int,
                       announce: Callable[[str, InProcessCluster], None] | None) -> None:
     # This process holds the address (and learns the port) without listening, so no connection
     # waits on it; the workers' sockets join it and listen.
     held = bind(host, port, shared=True, listen=False)
     try:
         with LocalCluster(data, workers=workers) as cluster:
-            deploy_all(cluster, modules, tasks)
+            deploy_all(cluster, modules, tasks, replication)
             cluster.start_fronts(worker_front, host, held.getsockname()[1], auth, max_body_bytes, limits)
             if announce is not None:
                 announce(url_of(held), cluster)

@@ -30,7 +30,7 @@ def wait_until_settled(cluster: Any, module: str, *, timeout_s: float = 60.0) ->
     again); a test that checks PStates before that would miss a hop applied twice. A tree's root
     keeps a `pending/` entry in its task's metadata until the tree completes, so "settled" is:
     progress at every depot's end (microbatch topologies included) and no such entry on any
-    task. It reads the tasks' stores directly, which only a test may do.
+    task (a read any cluster kind answers).
     """
     deployment = cluster.deployment(module)
     deadline = time.monotonic() + timeout_s
@@ -41,7 +41,7 @@ def wait_until_settled(cluster: Any, module: str, *, timeout_s: float = 60.0) ->
             for depot, offsets in by_depot.items()
             if offsets != [cluster.depot(module, depot).partition_info(p).end_offset for p in range(len(offsets))]
         }
-        pending = sum(1 for task in deployment.tasks for _ in task.store.iterate("meta", b"pending/", b"pending0"))
+        pending = sum(deployment.transport.read(task, ("unfinished",)) for task in range(deployment.runtime.tasks))
         if not behind and not pending:
             return
         if time.monotonic() >= deadline:

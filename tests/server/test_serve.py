@@ -139,3 +139,47 @@ def test_load_modules_finds_every_module_of_a_file_or_a_dotted_name(tmp_path):
 
 def test_the_console_script_is_declared():
     assert 'headwater = "headwater.cli:main"' in (ROOT / "pyproject.toml").read_text()
+
+
+def test_replicated_serving_fails_over_and_keeps_serving(tmp_path):
+    """`--workers 2 --replication 2`: killing the worker that leads a task moves it to its follower;
+    clients (HTTP and `hw.connect`) follow, and a keyed append lands once."""
+    import os
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = start(tmp_path / "data", port, "--tasks", "2", "--workers", "2", "--replication", "2")
+    try:
+        with hw.connect(url) as client:
+            deadline = time.monotonic() + 30
+            while True:
+                hosts = next(m for m in client.stats()["modules"] if m["name"] == "jobs")["hosts"]
+                if all(f["in_sync"] for h in hosts for f in h["followers"]) and all(h["up"] for h in hosts):
+                    break
+                assert time.monotonic() < deadline, hosts
+                time.sleep(0.1)
+            assert [[f["worker"] for f in h["followers"]] for h in hosts] == [[1], [0]]
+            jobs = client.depot("jobs", "jobs")
+            keys = [key for key in range(40)]
+            for key in keys[:10]:
+                jobs.append({"key": key}, idempotency_key=f"k{key}")
+            os.kill(hosts[0]["pid"], signal.SIGKILL)  # the leader of task 0 (and the follower of task 1)
+            for key in keys[10:]:
+                while True:
+                    try:
+                        jobs.append({"key": key}, idempotency_key=f"k{key}", timeout=10)
+                        break
+                    except (hw.Unavailable, hw.AckTimeout):
+                        assert time.monotonic() < deadline + 60, "the cluster did not serve again"
+                        time.sleep(0.05)
+            hosts = next(m for m in client.stats()["modules"] if m["name"] == "jobs")["hosts"]
+            assert hosts[0]["worker"] == 1, hosts  # the follower took task 0 over
+            done = client.pstate("jobs", "done")
+            assert [done[key].get() for key in keys] == [1] * len(keys)  # each job once
+    finally:
+        stop(process)
+
+
+def test_replication_needs_workers(tmp_path):
+    result = CliRunner().invoke(app, ["serve", "examples/app.py", "--replication", "2", "--data", str(tmp_path)])
+    assert result.exit_code == 1 and "--workers" in result.output

@@ -28,8 +28,8 @@ export function renderModule(root, module) {
         <td class="num" data-k="records">–</td><td class="wide" data-k="bars"></td></tr>`).join("")}</tbody></table>
     </div>
     <div class="card"><h2>Tasks</h2>
-      <table class="table"><thead><tr><th class="num">task</th><th>runs in</th><th class="num">pid</th><th>state</th><th class="num">appends in flight</th></tr></thead>
-      <tbody id="hosts"><tr><td colspan="5" class="muted">–</td></tr></tbody></table>
+      <table class="table"><thead><tr><th class="num">task</th><th>runs in</th><th class="num">pid</th><th>state</th><th class="num">appends in flight</th><th>followers</th></tr></thead>
+      <tbody id="hosts"><tr><td colspan="6" class="muted">–</td></tr></tbody></table>
     </div>
     <div class="grid two">
       <div class="card"><h2>PStates</h2><ul class="list">${module.pstates.map((p) => `
@@ -55,7 +55,8 @@ export function renderModule(root, module) {
     $("#hosts", root).innerHTML = (live.hosts || []).map((h) => `<tr data-task="${h.task}">
       <td class="num">${h.task}</td><td>${h.worker == null ? "this process" : `worker ${h.worker}`}</td>
       <td class="num">${h.pid}</td><td>${h.up ? '<span class="pill">up</span>' : `<span class="pill warn" title="${esc(h.error || "no answer")}">down</span>`}</td>
-      <td class="num">${h.appends_in_flight == null ? "–" : fmt(h.appends_in_flight, 0)}</td></tr>`).join("");
+      <td class="num">${h.appends_in_flight == null ? "–" : fmt(h.appends_in_flight, 0)}</td>
+      <td>${(h.followers || []).map((f) => `<span class="pill${f.in_sync ? "" : " warn"}" title="${f.in_sync ? "in sync" : "catching up"}; lag ${f.lag == null ? "unknown" : f.lag} write batches">worker ${f.worker}${f.in_sync ? "" : " · catching up"}</span>`).join(" ") || '<span class="muted">–</span>'}</td></tr>`).join("");
     for (const d of live.depots) {
       const row = root.querySelector(`[data-depot="${CSS.escape(d.name)}"]`);
       if (!row) continue;
