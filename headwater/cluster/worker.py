@@ -472,7 +472,9 @@ class WorkerNode:
             self._on_replication(envelope)
         elif isinstance(envelope, Call):
             op = self._ops.get(envelope.op) or functools.partial(self._unknown, envelope.op)
-            if envelope.op == "read" and self._is_point_read(envelope):
+            if envelope.op == "ping" or (envelope.op == "read" and self._is_point_read(envelope)):
+                # A ping is the supervisor's heartbeat: a full call pool (slow queries) must not
+                # make a live worker look dead.
                 link.answer(envelope, op)  # microseconds of RocksDB: no hand-off to the pool and back
             else:
                 self._calls.submit(link.answer, envelope, op)
