@@ -210,3 +210,20 @@ def test_a_stopped_leader_is_killed_and_its_follower_takes_over(tmp_path):
         assert took < WORKER_SILENT_S + 15, took
         assert cluster.status()["bank"][0]["worker"] == 1, "the follower did not take over"
         assert cluster.pstate("bank", "funds")[on_task[0]].get() == 10
+
+
+def test_an_update_and_a_reopen_keep_the_copies_in_sync(tmp_path):
+    with hw.LocalCluster(tmp_path, workers=2) as cluster:
+        cluster.deploy(bank, tasks=2, replication=2)
+        deposits = cluster.depot("bank", "deposits")
+        for user in range(10):
+            deposits.append(Deposit(user, 5))
+        cluster.update(bank)  # new code over the same data: each leader begins a new term
+        for user in range(10):
+            deposits.append(Deposit(user, 5))
+        assert sum(cluster.pstate("bank", "funds")[user].get() for user in range(10)) == 100
+        wait_in_sync(cluster, "bank")
+    with hw.LocalCluster(tmp_path, workers=2) as cluster:
+        cluster.deploy(bank)  # reattaches, replicated as stored
+        assert sum(cluster.pstate("bank", "funds")[user].get() for user in range(10)) == 100
+        assert [[f["worker"] for f in row] for row in wait_in_sync(cluster, "bank")] == [[1], [0]]
