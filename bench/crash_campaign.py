@@ -62,6 +62,7 @@ from typing import Any
 import headwater as hw
 from bench.harness import table
 from bench.peers import free_port
+from bench.replication import in_sync
 from examples.bank import Deposit, Transfer
 from headwater.schema.keys import task_for_key
 from tests.engine.children import lines_within, wait_until_settled
@@ -439,7 +440,7 @@ def run_workers(directory: Path, rng: random.Random, seed: int, *, replication: 
             for kill in range(KILLS_PER_RUN):
                 target += rng.randint(*ACKS_BEFORE_KILL)
                 wait_for(target)
-                hosts = _in_sync(cluster) if replication > 1 else cluster.status()["bank"]
+                hosts = in_sync(cluster, "bank") if replication > 1 else cluster.status()["bank"]
                 time.sleep(rng.uniform(0, 0.02))  # a random moment, not just after an ack
                 victim = rng.choice(hosts)
                 os.kill(victim["pid"], signal.SIGKILL)
@@ -466,18 +467,6 @@ def run_workers(directory: Path, rng: random.Random, seed: int, *, replication: 
 
 PROBE_AMOUNT = 1_000_000_000  # the failover probes' deposits: above every appender's amounts
 FAILOVER_WAIT_MAX_S = 60.0
-
-
-def _in_sync(cluster: hw.LocalCluster) -> list[dict[str, Any]]:
-    """The tasks' status once every follower is in sync (so a kill now can fail over)."""
-    deadline = time.monotonic() + FAILOVER_WAIT_MAX_S
-    while True:
-        rows = cluster.status()["bank"]
-        if all(row["up"] for row in rows) and all(f["in_sync"] for row in rows for f in row["followers"]):
-            return rows
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the followers were not in sync within {FAILOVER_WAIT_MAX_S}s: {rows}")
-        time.sleep(0.05)
 
 
 def _append_until_acked(cluster: hw.LocalCluster, event: Deposit, key: str) -> Any:

@@ -36,10 +36,11 @@ FAILOVER_WAIT_MAX_S = 60.0
 IN_SYNC_WAIT_MAX_S = 60.0
 
 
-def _in_sync(cluster: hw.LocalCluster) -> list[dict[str, Any]]:
+def in_sync(cluster: hw.LocalCluster, module: str = "registration") -> list[dict[str, Any]]:
+    """The module's status rows once every task is up and every follower in sync (a kill now fails over)."""
     deadline = time.monotonic() + IN_SYNC_WAIT_MAX_S
     while True:
-        rows = cluster.status()["registration"]
+        rows = cluster.status()[module]
         if all(row["up"] for row in rows) and all(f["in_sync"] for row in rows for f in row["followers"]):
             return rows
         if time.monotonic() > deadline:
@@ -56,7 +57,7 @@ def failover_times(env: Env, count: int) -> list[float]:
         email = next(f"probe{n}@example.com" for n in range(10_000)
                      if task_for_key(f"probe{n}@example.com", WORKERS) == 0)
         for kill in range(count):
-            rows = _in_sync(cluster)
+            rows = in_sync(cluster)
             os.kill(rows[0]["pid"], signal.SIGKILL)
             killed_at = time.monotonic()
             while True:
@@ -80,7 +81,7 @@ def run(env: Env) -> Section:
         r1.deploy(registration, tasks=WORKERS)
         r2.deploy(registration, tasks=WORKERS, replication=2)
         one.deploy(registration, tasks=WORKERS)
-        _in_sync(r2)
+        in_sync(r2)
         depots = {R1: r1.depot("registration", "registrations"), R2: r2.depot("registration", "registrations"),
                   ONE_WORKER: one.depot("registration", "registrations")}
 
@@ -96,7 +97,7 @@ def run(env: Env) -> Section:
             last = measured.runs[-1]
             print(f"  w8 run {run_index + 1} {system:<42} clients={clients:<3} {last.ops_per_s:9,.0f}/s "
                   f"p50 {last.p50_ms:7.3f} ms p99 {last.p99_ms:7.3f} ms", flush=True)
-        in_sync = _in_sync(r2)
+        in_sync = in_sync(r2)
     times = failover_times(env, 4 if env.quick else FAILOVERS)
     measured = list(results.values())
     by = {(m.system, m.clients): m for m in measured}
