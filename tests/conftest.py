@@ -1,4 +1,5 @@
 import os
+import sys
 
 import pytest
 
@@ -20,3 +21,10 @@ def any_cluster(request, tmp_path):
     """The same test on every cluster kind: one engine, every host."""
     with open_cluster(request.param, tmp_path / "data") as c:
         yield c
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Stop the session's Ray (tests.clusters.ensure_ray), if a test started it."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()

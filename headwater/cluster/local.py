@@ -47,7 +47,7 @@ from headwater.engine.runtime import Catalog, ModuleRuntime
 from headwater.engine.transport import check_message
 from headwater.errors import DefinitionError, NotFound, Unavailable
 
-__all__ = ["LocalCluster", "WORKERS_MAX"]
+__all__ = ["LocalCluster", "WORKERS_MAX", "SubprocessWorker", "WorkerProcess"]
 
 _log = logging.getLogger("headwater.cluster")
 
@@ -59,25 +59,75 @@ FRONT_CALL_S = 60.0  # the longest starting, or gracefully stopping, a worker's 
 SUPERVISOR_CALL_THREADS = 4  # calls from workers (status) the supervisor serves at once
 
 
-class _Worker:
-    __slots__ = ("link", "pid", "port", "process", "worker_id")
+class WorkerProcess:
+    """One running worker as its supervision sees it: what `_Workers` starts, watches and ends.
 
-    def __init__(self, worker_id: int, process: subprocess.Popen[bytes]) -> None:
+    The seam between supervising workers and running them: an OS process for `LocalCluster`
+    (`SubprocessWorker`), a Ray actor for `RayCluster`. Starting one (`start(worker_id, host,
+    port)`, see `_Workers`) launches a worker that runs a `WorkerNode` connecting to the
+    supervisor at host:port.
+    """
+
+    pid: int | None = None  # None until the worker's hello says (the pid of a Ray actor is known inside it)
+
+    def ended(self) -> str | None:
+        """None while the worker runs; else how it ended ("exit code -9"), for the log."""
+        raise NotImplementedError
+
+    def kill(self) -> None:
+        """End the worker; return once it is gone (the locks on its stores are free)."""
+        raise NotImplementedError
+
+
+class SubprocessWorker(WorkerProcess):
+    """A worker as a child process of this one: `python -m headwater.cluster`."""
+
+    def __init__(self, worker_id: int, host: str, port: int) -> None:
+        # The workers import what the module's pickled references name (the classes of a test
+        # module, say) from where this process found them.
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p or os.getcwd() for p in sys.path)}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "headwater.cluster", "--supervisor", str(port), "--worker", str(worker_id)],
+            env=env, stdin=subprocess.DEVNULL)
+        self.pid = self.process.pid
+
+    def ended(self) -> str | None:
+        code = self.process.poll()
+        return None if code is None else f"exit code {code}"
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+
+
+class _Worker:
+    __slots__ = ("host", "link", "pid", "port", "process", "worker_id")
+
+    def __init__(self, worker_id: int, process: WorkerProcess) -> None:
         self.worker_id = worker_id
         self.process = process
         self.link: Link | None = None
+        self.host = "127.0.0.1"
         self.port = 0
-        self.pid = process.pid
+        self.pid = process.pid or 0  # 0 until its hello says (a Ray actor's)
 
 
 class _Workers:
-    """The worker processes, their links, and their supervision (restart all when one dies)."""
+    """The worker processes, their links, and their supervision (restart all when one dies).
 
-    def __init__(self, count: int, on_frame: Callable[[Link, Any], None], on_restart: Callable[[], None]) -> None:
+    `start(worker_id, host, port)` launches one worker that connects back to `host`:`port` (this
+    supervisor's listener, on `host`): a subprocess by default, a Ray actor for `RayCluster`.
+    """
+
+    def __init__(self, count: int, on_frame: Callable[[Link, Any], None], on_restart: Callable[[], None], *,
+                 start: Callable[[int, str, int], WorkerProcess] = SubprocessWorker, host: str = "127.0.0.1") -> None:
         self.count = count
         self._on_frame = on_frame
         self._on_restart = on_restart
-        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._start = start
+        self.host = host
+        self._listener = socket.create_server((host, 0))
         self._lock = threading.Lock()
         self._hello = threading.Condition(self._lock)
         self.workers: list[_Worker] = []
@@ -91,25 +141,25 @@ class _Workers:
     # ---- starting ----------------------------------------------------------------------------
     def _spawn_all(self) -> None:
         port = self._listener.getsockname()[1]
-        # The workers import what the module's pickled references name (the classes of a test
-        # module, say) from where this process found them.
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p or os.getcwd() for p in sys.path)}
         with self._lock:
-            self.workers = [
-                _Worker(i, subprocess.Popen(
-                    [sys.executable, "-m", "headwater.cluster", "--supervisor", str(port), "--worker", str(i)],
-                    env=env, stdin=subprocess.DEVNULL))
-                for i in range(self.count)
-            ]
+            started: list[_Worker] = []
+            try:
+                for i in range(self.count):
+                    started.append(_Worker(i, self._start(i, self.host, port)))
+            except BaseException:
+                for worker in started:
+                    worker.process.kill()
+                raise
+            self.workers = started
             deadline = time.monotonic() + WORKER_START_S
             while not all(w.link is not None for w in self.workers):
                 remaining = deadline - time.monotonic()
-                dead = [w for w in self.workers if w.process.poll() is not None]
+                dead = [w for w in self.workers if w.process.ended() is not None]
                 if dead or remaining <= 0:
                     self._kill_all()
                     raise Unavailable(
                         f"worker {(dead or self.workers)[0].worker_id} did not start within {WORKER_START_S}s"
-                        f"{' (it exited with ' + str(dead[0].process.returncode) + ')' if dead else ''}; "
+                        f"{' (it ended: ' + str(dead[0].process.ended()) + ')' if dead else ''}; "
                         "see its output above"
                     )
                 self._hello.wait(min(remaining, 0.1))
@@ -125,9 +175,9 @@ class _Workers:
     def _first_frame(self, link: Link, envelope: Any) -> None:
         if isinstance(envelope, Hello):
             with self._lock:
-                if envelope.worker < len(self.workers) and self.workers[envelope.worker].pid == envelope.pid:
+                if envelope.worker < len(self.workers) and self.workers[envelope.worker].pid in (0, envelope.pid):
                     worker = self.workers[envelope.worker]
-                    worker.port = envelope.port
+                    worker.pid, worker.host, worker.port = envelope.pid, envelope.host, envelope.port
                     link.name = f"worker {envelope.worker} (pid {envelope.pid})"
                     worker.link = link
                     self._hello.notify_all()
@@ -136,6 +186,10 @@ class _Workers:
 
     def ports(self) -> dict[int, int]:
         return {w.worker_id: w.port for w in self.workers}
+
+    def hosts(self) -> dict[int, str]:
+        """The workers that peers reach elsewhere than on loopback (a RayCluster's on several machines)."""
+        return {w.worker_id: w.host for w in self.workers if w.host != "127.0.0.1"}
 
     def link(self, worker_id: int, *, restarting_ok: bool = False) -> Link:
         if self.restarting and not restarting_ok:
@@ -151,10 +205,12 @@ class _Workers:
             time.sleep(MONITOR_POLL_S)
             if self._closing:
                 return
-            dead = [w for w in self.workers if w.process.poll() is not None]
-            if dead:
-                _log.warning("worker %s (pid %s) died (exit code %s); restarting the workers", dead[0].worker_id,
-                             dead[0].pid, dead[0].process.returncode)
+            # A link closes when its worker is gone, which may be seen before the process is (a Ray
+            # node lost); a worker's own link never closes while it runs, since it exits with it.
+            dead = [w for w in self.workers if w.process.ended() is not None or (w.link is not None and w.link.closed)]
+            if dead and not self._closing:
+                _log.warning("worker %s (pid %s) died (%s); restarting the workers", dead[0].worker_id,
+                             dead[0].pid, dead[0].process.ended() or "its link closed")
                 try:
                     self.restart()
                 except Exception:  # the supervision goes on: the next look finds what is still dead
@@ -174,9 +230,7 @@ class _Workers:
 
     def _kill_all(self) -> None:
         for worker in self.workers:
-            if worker.process.poll() is None:
-                worker.process.kill()
-            worker.process.wait()
+            worker.process.kill()
             if worker.link is not None:
                 worker.link.close()
 
@@ -265,7 +319,7 @@ class WorkerDeployment(DeploymentBase):
             try:
                 self._workers.link(worker, restarting_ok=True).call(
                     "open", module_bytes, catalog, str(self.directory), placement, self._workers.ports(),
-                    self.runtime.writers.found, timeout_s=DEPLOY_CALL_S)
+                    self.runtime.writers.found, self._workers.hosts(), timeout_s=DEPLOY_CALL_S)
             except (ImportError, AttributeError) as e:
                 raise DefinitionError(
                     f"the worker processes cannot load module {module.name!r}: {e}. Define what it uses in a "
@@ -399,7 +453,11 @@ class LocalCluster(InProcessCluster):
         self._front_info: dict[int, dict[str, Any]] = {}  # worker -> what its fronts said of themselves
         self._calls = concurrent.futures.ThreadPoolExecutor(SUPERVISOR_CALL_THREADS,
                                                             thread_name_prefix="headwater-supervisor-call")
-        self._workers = _Workers(count, self._on_frame, self._reopen_all)
+        self._workers = self._spawn_workers(count)
+
+    def _spawn_workers(self, count: int) -> _Workers:
+        """Start the workers and their supervision: subprocesses here (RayCluster: Ray actors)."""
+        return _Workers(count, self._on_frame, self._reopen_all)
 
     def __repr__(self) -> str:
         return f"<LocalCluster {str(self.path)!r} workers={self._workers.count} modules={sorted(self._deployments)}>"
