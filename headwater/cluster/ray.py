@@ -195,19 +195,21 @@ class _Actors:
         return RayWorker(self, worker_id, host, port)
 
     def placement(self, worker_id: int) -> Any:
-        """Where worker `worker_id` goes: the nodes that have CPUs in turn, as many workers on each as it has
-        CPUs before any has more, each pinned softly (a node lost meanwhile: Ray places it elsewhere).
+        """Where worker `worker_id` goes: the nodes that have CPUs in turn, no node getting a second worker
+        per CPU before every node has one per CPU (`_node_slots`).
 
         Workers reserve no CPU of Ray's (num_cpus=0), so that a node lost leaves room for its workers
-        on the others; Ray's own SPREAD strategy then leaves zero-CPU actors where it likes (measured:
-        two workers on one of two nodes, half the time), so the spreading is done here.
+        on the others; Ray's SPREAD strategy then leaves zero-CPU actors where it likes (measured:
+        two workers on one of two nodes, half the time), and so does a soft node affinity to a node
+        that just joined, so each worker is pinned to its node. If that node is lost before the
+        worker starts, Ray fails the actor, and the restart that follows plans again.
         """
         if worker_id == 0 or not self._slots:  # a start of every worker: look at the nodes again
-            self._slots = _node_slots(self.ray.nodes()); print("SLOTS", self._slots, [(n["NodeID"][:6], n["Alive"], n["Resources"].get("CPU")) for n in self.ray.nodes()], flush=True)
+            self._slots = _node_slots(self.ray.nodes())
         if not self._slots:
             return "SPREAD"  # Ray lists no live node: let it place the worker when one comes
         strategies = importlib.import_module("ray.util.scheduling_strategies")
-        return strategies.NodeAffinitySchedulingStrategy(self._slots[worker_id % len(self._slots)], soft=True)
+        return strategies.NodeAffinitySchedulingStrategy(self._slots[worker_id % len(self._slots)], soft=False)
 
     def predecessor(self, worker_id: int) -> tuple[str, int] | None:
         return self._last.get(worker_id)
