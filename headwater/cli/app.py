@@ -104,6 +104,10 @@ def serve(
     auth: Annotated[str | None, typer.Option(help="TOML file of bearer tokens and scopes")] = None,
     max_body_bytes: Annotated[int, typer.Option(help="largest request body accepted")] = 1024 * 1024,
     workers: Annotated[int, typer.Option(help="run the tasks in N worker processes (0: in this process)")] = 0,
+    ray: Annotated[str | None, typer.Option(
+        "--ray", metavar="ADDRESS",
+        help="run the tasks in worker processes that Ray places on the nodes of a Ray cluster: 'auto' joins the "
+             "one this machine is a node of, HOST:PORT the one whose head is there; this process serves HTTP")] = None,
 ) -> None:
     """Deploy the modules of APP_FILE on an embedded cluster and serve the API and the web UI."""
     from headwater.server.auth import AuthConfigError, load_auth
@@ -113,7 +117,7 @@ def serve(
     try:
         tokens = load_auth(auth)
         run_server(app_file, data=data, host=host, port=port, tasks=tasks, auth=tokens, workers=workers,
-                   max_body_bytes=max_body_bytes, announce=functools.partial(_announce, data=data))
+                   ray_address=ray, max_body_bytes=max_body_bytes, announce=functools.partial(_announce, data=data))
     except (AuthConfigError, HeadwaterError) as e:
         errors.error(e)
         if isinstance(e, StorageError):  # above all a data directory another process has open

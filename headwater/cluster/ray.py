@@ -22,6 +22,7 @@ Ray is imported only when a `RayCluster` is made, so `import headwater` never ne
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import os
 import sys
@@ -175,18 +176,82 @@ def _node_slots(nodes: list[dict[str, Any]]) -> list[str]:
     return slots
 
 
+class _Homes:
+    """The machine (node address) each worker's stores are on, kept in `ray-workers.json` in the
+    cluster's directory: a worker started again goes back there, so its tasks find their data.
+
+    With replication 1 a task's data is on one machine's disk only; if a worker's machine is not
+    in the Ray cluster when the worker starts, it starts elsewhere, where its tasks find only what
+    that machine's disk holds (nothing, the first time), and that is logged as an error."""
+
+    def __init__(self, directory: Path, count: int) -> None:
+        self._path = directory / "ray-workers.json"
+        try:
+            stored = json.loads(self._path.read_text()) if self._path.exists() else {}
+        except ValueError:  # written with a rename, so only a hand edit breaks it: start afresh
+            _log.error("%s is not JSON; the workers' machines are chosen afresh", self._path)
+            stored = {}
+        self._homes = {int(worker): ip for worker, ip in stored.get("homes", {}).items()}
+        if stored and stored.get("workers") != count:
+            _log.error("this RayCluster has %s workers where the last one over %s had %s: a task's worker is its "
+                       "number mod the workers, so tasks now run on other workers, on other machines, where their "
+                       "data is not", count, directory, stored.get("workers"))
+            self._homes = {}
+        self._count = count
+
+    def plan(self, nodes: list[dict[str, Any]]) -> list[str]:
+        """The node id for each worker: on its home machine if that is in the cluster, else on the
+        node with the fewest workers per CPU (which becomes its home)."""
+        slots = _node_slots(nodes)
+        if not slots:
+            return []
+        ip_of = {node["NodeID"]: node["NodeManagerAddress"] for node in nodes}
+        cpus = {node: slots.count(node) for node in slots}
+        order = list(cpus)  # first come in slots: the tie-break
+        placed: dict[str, int] = dict.fromkeys(order, 0)
+
+        def least_loaded(candidates: list[str]) -> str:
+            node = min(candidates, key=lambda n: (placed[n] / cpus[n], order.index(n)))
+            placed[node] += 1
+            return node
+
+        chosen: dict[int, str] = {}
+        for worker in range(self._count):  # those whose machine is here first: they have no choice
+            there = [n for n in order if ip_of[n] == self._homes.get(worker)]
+            if there:
+                chosen[worker] = least_loaded(there)
+        for worker in range(self._count):
+            if worker not in chosen:
+                chosen[worker] = least_loaded(order)
+                home = self._homes.get(worker)
+                if home is not None:
+                    _log.error("worker %s's machine %s is not in the Ray cluster: it starts on %s, where its tasks "
+                               "find only what that machine's disk holds (with replication 1, their data is on %s)",
+                               worker, home, ip_of[chosen[worker]], home)
+        plan = [chosen[worker] for worker in range(self._count)]
+        homes = {worker: ip_of[node] for worker, node in enumerate(plan)}
+        if homes != self._homes:
+            self._homes = homes
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = self._path.with_suffix(".tmp")
+            temporary.write_text(json.dumps({"workers": self._count, "homes": homes}))
+            os.replace(temporary, self._path)
+        return plan
+
+
 class _Actors:
     """The workers' actor class, and the thread that watches them die."""
 
-    def __init__(self, ray: Any, machine_ip: str) -> None:
+    def __init__(self, ray: Any, machine_ip: str, homes: _Homes) -> None:
         self.ray = ray
         self.machine_ip = machine_ip
+        self._homes = homes
         self.actor_class = ray.remote(num_cpus=0, max_concurrency=4, max_restarts=0)(_WorkerActor)
         self._lock = threading.Lock()
         self._watched: dict[Any, RayWorker] = {}  # each worker's never-returning call -> the worker
         self._changed = threading.Event()
         self._last: dict[int, tuple[str, int]] = {}  # worker id -> (node ip, pid) of its previous actor
-        self._slots: list[str] = []  # the node of each worker, in turn (see placement)
+        self._plan: list[str] = []  # the node of each worker (see placement)
         self._closed = False
         self._thread = threading.Thread(target=self._watch, name="headwater-ray-watch", daemon=True)
         self._thread.start()
@@ -195,8 +260,8 @@ class _Actors:
         return RayWorker(self, worker_id, host, port)
 
     def placement(self, worker_id: int) -> Any:
-        """Where worker `worker_id` goes: the nodes that have CPUs in turn, no node getting a second worker
-        per CPU before every node has one per CPU (`_node_slots`).
+        """Where worker `worker_id` goes: back to its home machine (`_Homes`), else to the nodes that
+        have CPUs in turn, no node getting a second worker per CPU before every node has one per CPU.
 
         Workers reserve no CPU of Ray's (num_cpus=0), so that a node lost leaves room for its workers
         on the others; Ray's SPREAD strategy then leaves zero-CPU actors where it likes (measured:
@@ -204,12 +269,12 @@ class _Actors:
         that just joined, so each worker is pinned to its node. If that node is lost before the
         worker starts, Ray fails the actor, and the restart that follows plans again.
         """
-        if worker_id == 0 or not self._slots:  # a start of every worker: look at the nodes again
-            self._slots = _node_slots(self.ray.nodes())
-        if not self._slots:
+        if worker_id == 0 or not self._plan:  # a start of every worker: look at the nodes again
+            self._plan = self._homes.plan(self.ray.nodes())
+        if not self._plan:
             return "SPREAD"  # Ray lists no live node: let it place the worker when one comes
         strategies = importlib.import_module("ray.util.scheduling_strategies")
-        return strategies.NodeAffinitySchedulingStrategy(self._slots[worker_id % len(self._slots)], soft=False)
+        return strategies.NodeAffinitySchedulingStrategy(self._plan[worker_id], soft=False)
 
     def predecessor(self, worker_id: int) -> tuple[str, int] | None:
         return self._last.get(worker_id)
@@ -293,11 +358,12 @@ class RayCluster(LocalCluster):
             machine_ip = ray.util.get_node_ip_address()
             ips = {node["NodeManagerAddress"] for node in ray.nodes() if node["Alive"]}
             self._host = LOOPBACK if ips <= {machine_ip} else machine_ip
-            self._actors = _Actors(ray, machine_ip)
+            self._machine_ip = machine_ip
             try:
                 super().__init__(Path(path).absolute() if path is not None else None, workers=count)
             except BaseException:
-                self._actors.close()
+                if hasattr(self, "_actors"):
+                    self._actors.close()
                 raise
         except BaseException:
             if self._owns_ray:
@@ -315,6 +381,7 @@ class RayCluster(LocalCluster):
                               "(then address='auto' on its nodes), or pass address=None to start Ray here") from None
 
     def _spawn_workers(self, count: int) -> _Workers:
+        self._actors = _Actors(self._ray, self._machine_ip, _Homes(self.path, count))
         return _Workers(count, self._on_frame, self._reopen_all, start=self._actors.start, host=self._host)
 
     def __repr__(self) -> str:

@@ -17,6 +17,7 @@ import pytest
 import headwater as hw
 from examples.bank import Deposit, Transfer, bank
 from examples.bank_microbatch import bank as microbatch_bank
+from headwater.cluster.ray import _Homes, _node_slots
 from tests.cluster.test_local_cluster import RECOVERY_S_MAX, append_retrying, kill_worker
 from tests.clusters import LOCAL_WORKERS, ensure_ray
 from tests.engine.crashing_app import Event, module as crashy_module
@@ -51,6 +52,33 @@ def test_without_ray_it_says_what_to_install(monkeypatch, tmp_path):
 def test_bad_arguments_are_value_errors(tmp_path, arguments):
     with pytest.raises(ValueError, match="workers=|address="):
         hw.RayCluster(path=tmp_path, **arguments)
+
+
+def node(node_id: str, ip: str, cpus: int, alive: bool = True) -> dict:
+    """A node as `ray.nodes()` lists it (the fields placement reads)."""
+    return {"NodeID": node_id, "NodeManagerAddress": ip, "Alive": alive, "Resources": {"CPU": float(cpus)}}
+
+
+def test_workers_go_to_the_nodes_with_cpus_in_turn():
+    assert _node_slots([node("a", "10.0.0.1", 3), node("b", "10.0.0.2", 1)]) == ["a", "b", "a", "a"]
+    assert _node_slots([node("head", "10.0.0.1", 0), node("b", "10.0.0.2", 2)]) == ["b", "b"]  # a head kept free
+    assert _node_slots([node("a", "10.0.0.1", 0), node("b", "10.0.0.2", 0, alive=False)]) == ["a"]
+
+
+def test_a_worker_goes_back_to_the_machine_its_data_is_on(tmp_path, caplog):
+    first = [node("a", "10.0.0.1", 1), node("b", "10.0.0.2", 1)]
+    assert _Homes(tmp_path, 4).plan(first) == ["a", "b", "a", "b"]
+    # Ray started again: new node ids, listed in another order; each worker returns to its machine.
+    again = [node("y", "10.0.0.2", 1), node("z", "10.0.0.1", 1), node("c", "10.0.0.3", 4)]
+    assert _Homes(tmp_path, 4).plan(again) == ["z", "y", "z", "y"]
+    with caplog.at_level("ERROR", logger="headwater.cluster"):
+        moved = _Homes(tmp_path, 4).plan([node("y", "10.0.0.2", 1), node("c", "10.0.0.3", 2)])
+    assert moved == ["c", "y", "c", "y"]  # 10.0.0.1 is gone: its workers start elsewhere, and say so
+    assert "worker 0's machine 10.0.0.1 is not in the Ray cluster: it starts on 10.0.0.3" in caplog.text
+    caplog.clear()
+    with caplog.at_level("ERROR", logger="headwater.cluster"):
+        _Homes(tmp_path, 3)
+    assert "has 3 workers where the last one" in caplog.text
 
 
 def test_modules_deploy_append_read_query_and_say_where_they_run(ray_cluster):
