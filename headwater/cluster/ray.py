@@ -25,9 +25,12 @@ import importlib
 import json
 import logging
 import os
+import socket
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +44,9 @@ _log = logging.getLogger("headwater.cluster")
 
 RAY_WATCH_S = 0.5  # the longest the watch thread's ray.wait blocks before it looks for workers started since
 ACTOR_EXIT_S = 10.0  # the longest killing a worker waits for its actor's process to be gone
-RAY_CALL_S = 10.0  # the longest asking Ray where a worker runs may take
+RAY_CALL_S = 2.0  # the longest status() waits for Ray to say where a worker runs (a starting one: not yet)
 PID_POLL_S = 0.005  # how often a wait for a process to be gone looks again
+RAY_CONNECT_S = 10.0  # the longest a Ray head's HOST:PORT may take to accept a connection (Ray itself waits minutes)
 LOOPBACK = "127.0.0.1"
 
 
@@ -57,6 +61,39 @@ def _import_ray() -> Any:
         raise RayNotInstalled(f"RayCluster needs Ray, which is not installed here ({e}): install "
                               "'headwater[ray]' (pip install 'headwater[ray]') on this machine and on every "
                               "node of the Ray cluster") from None
+
+
+def _search_path() -> list[str]:
+    """Where this process imports from, as absolute paths (what LocalCluster gives its workers)."""
+    return [p or os.getcwd() for p in sys.path]
+
+
+@contextmanager
+def _imports_as_here() -> Iterator[None]:
+    """While Ray starts here: its processes, and so the workers, import from where this process
+    does (PYTHONPATH, as LocalCluster's workers get it), from the class of the actor on."""
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(_search_path())
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = before
+
+
+def _check_reachable(address: str) -> None:
+    """Fail within RAY_CONNECT_S if nothing listens at a "host:port" address: `ray.init` would
+    retry for many minutes before saying so."""
+    host, colon, port = address.rpartition(":")
+    if not colon or not port.isdigit():
+        return  # "auto", or a form Ray resolves itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=RAY_CONNECT_S).close()
+    except OSError as e:
+        raise Unavailable(f"nothing answers at {address} ({e.strerror or e}); is a Ray head running there "
+                          "(`ray start --head` prints its address)?") from None
 
 
 def _wait_gone(pid: int, timeout_s: float) -> bool:
@@ -78,7 +115,7 @@ class _WorkerActor:
     """The body of a worker's Ray actor: its process is the worker (`WorkerNode`) and stays so."""
 
     def __init__(self, worker_id: int, supervisor_host: str, supervisor_port: int, supervisor_ip: str,
-                 sys_path: list[str], predecessor: tuple[str, int] | None) -> None:
+                 search_path: list[str], predecessor: tuple[str, int] | None) -> None:
         ray = _import_ray()
         logging.basicConfig(level=logging.WARNING, format=f"worker {worker_id}: %(levelname)s %(name)s: %(message)s")
         self._ip = ray.util.get_node_ip_address()
@@ -89,8 +126,8 @@ class _WorkerActor:
                 f"worker {worker_id} was placed on node {self._ip}, another machine than its supervisor's "
                 f"({supervisor_ip}), which listens on loopback because every node of the Ray cluster was on its "
                 "machine when the RayCluster started; start the RayCluster again now that the cluster spans machines")
-        if here:  # the supervisor's machine: its module paths are ours (a test module, an app's package)
-            sys.path[:0] = [p for p in sys_path if p not in sys.path]
+        if here:  # the supervisor's machine: where it imports from (a test's modules, an app's package) serves here
+            sys.path.extend(p for p in search_path if p not in sys.path)
         if predecessor is not None and predecessor[0] == self._ip:
             # The worker this one replaces held the same stores: its process may still be exiting.
             _wait_gone(predecessor[1], ACTOR_EXIT_S)
@@ -113,8 +150,7 @@ class RayWorker(WorkerProcess):
         self._ray = actors.ray
         self.worker_id = worker_id
         self._actor = actors.actor_class.options(scheduling_strategy=actors.placement(worker_id)).remote(
-            worker_id, host, port, actors.machine_ip, [p or os.getcwd() for p in sys.path],
-            actors.predecessor(worker_id))
+            worker_id, host, port, actors.machine_ip, _search_path(), actors.predecessor(worker_id))
         self.watched = self._actor.watch.remote()
         self._described = self._actor.describe.remote()
         self._info: dict[str, Any] | None = None
@@ -373,8 +409,11 @@ class RayCluster(LocalCluster):
     def _init_ray(self, address: str | None) -> None:
         try:
             if address is None:
-                self._ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, logging_level=logging.WARNING)
+                with _imports_as_here():
+                    self._ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False,
+                                   logging_level=logging.WARNING)
             else:
+                _check_reachable(address)
                 self._ray.init(address=address, logging_level=logging.WARNING)
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise Unavailable(f"cannot join the Ray cluster at {address!r}: {e}; start one with `ray start --head` "

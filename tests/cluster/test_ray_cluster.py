@@ -54,6 +54,12 @@ def test_bad_arguments_are_value_errors(tmp_path, arguments):
         hw.RayCluster(path=tmp_path, **arguments)
 
 
+def test_an_address_where_no_ray_listens_fails_fast():
+    code = "import headwater as hw; hw.RayCluster('127.0.0.1:1')"  # a process of its own: not yet on Ray
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0 and "headwater.errors.Unavailable: nothing answers at 127.0.0.1:1" in run.stderr
+
+
 def node(node_id: str, ip: str, cpus: int, alive: bool = True) -> dict:
     """A node as `ray.nodes()` lists it (the fields placement reads)."""
     return {"NodeID": node_id, "NodeManagerAddress": ip, "Alive": alive, "Resources": {"CPU": float(cpus)}}
