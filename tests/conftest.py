@@ -4,7 +4,7 @@ import sys
 import pytest
 
 import headwater as hw
-from tests.clusters import CLUSTER_KINDS, open_cluster
+from tests.clusters import ALL_KINDS, open_cluster
 
 # In-process clusters of the suite read across the task seam as bytes, as worker processes do.
 os.environ.setdefault("HEADWATER_STRICT_SEAM", "1")
@@ -16,9 +16,10 @@ def cluster():
         yield c
 
 
-@pytest.fixture(params=CLUSTER_KINDS)
+@pytest.fixture(params=ALL_KINDS)
 def any_cluster(request, tmp_path):
-    """The same test on every cluster kind: one engine, every host."""
+    """The same test on every cluster kind, RayCluster too: one engine, every host (the engine and
+    client suites, which are much longer, run on CLUSTER_KINDS)."""
     with open_cluster(request.param, tmp_path / "data") as c:
         yield c
 
