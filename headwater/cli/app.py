@@ -168,11 +168,15 @@ def status(url: Url = DEFAULT_URL, token: Token = None, json: Json = False, *, o
                      ["topology", "depots", "processed", "lag", "dead letters"],
                      [(t["name"], ", ".join(t["depots"]), t["processed"], t["lag"], t["dead_letters"])
                       for t in module["topologies"]])
-        output.table(f"module {module['name']} — tasks", ["task", "worker", "pid", "up", "appends in flight"],
+        hosts = module.get("hosts", [])
+        on_nodes = any("node_ip" in h for h in hosts)  # a RayCluster's: which node each worker is on
+        output.table(f"module {module['name']} — tasks",
+                     ["task", "worker", "pid", "up", "appends in flight", *(["node"] if on_nodes else [])],
                      [(h["task"], "this process" if h["worker"] is None else h["worker"], h["pid"],
                        "yes" if h["up"] else f"NO{': ' + h['error'] if h.get('error') else ''}",
-                       "-" if h.get("appends_in_flight") is None else h["appends_in_flight"])
-                      for h in module.get("hosts", [])])
+                       "-" if h.get("appends_in_flight") is None else h["appends_in_flight"],
+                       *([h.get("node_ip") or "?"] if on_nodes else []))
+                      for h in hosts])
 
 
 def _ms(value: float | None) -> str:

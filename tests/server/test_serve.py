@@ -119,6 +119,10 @@ def test_with_ray_the_tasks_run_in_ray_actors_and_this_process_serves_http(tmp_p
         assert [h["worker"] for h in hosts] == [0, 1] and all(h["up"] and h["node"] for h in hosts)
         workers = {h["pid"] for h in hosts}
         assert len(workers) == 2 and process.pid not in workers
+        env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+        shown = subprocess.run([sys.executable, "-m", "headwater.cli", "status", "--url", url], cwd=ROOT, env=env,
+                               capture_output=True, text=True, timeout=60).stdout
+        assert "node" in shown and hosts[0]["node_ip"] in shown  # which node each task's worker is on
     finally:
         output = stop(process)
     assert "serving modules jobs" in output
