@@ -287,7 +287,6 @@ class _Actors:
         self._watched: dict[Any, RayWorker] = {}  # each worker's never-returning call -> the worker
         self._changed = threading.Event()
         self._last: dict[int, tuple[str, int]] = {}  # worker id -> (node ip, pid) of its previous actor
-        self._plan: list[str] = []  # the node of each worker (see placement)
         self._closed = False
         self._thread = threading.Thread(target=self._watch, name="headwater-ray-watch", daemon=True)
         self._thread.start()
@@ -305,12 +304,11 @@ class _Actors:
         that just joined, so each worker is pinned to its node. If that node is lost before the
         worker starts, Ray fails the actor, and the restart that follows plans again.
         """
-        if worker_id == 0 or not self._plan:  # a start of every worker: look at the nodes again
-            self._plan = self._homes.plan(self.ray.nodes())
-        if not self._plan:
+        plan = self._homes.plan(self.ray.nodes())  # the nodes as they are now: one may have gone, or come
+        if not plan:
             return "SPREAD"  # Ray lists no live node: let it place the worker when one comes
         strategies = importlib.import_module("ray.util.scheduling_strategies")
-        return strategies.NodeAffinitySchedulingStrategy(self._plan[worker_id], soft=False)
+        return strategies.NodeAffinitySchedulingStrategy(plan[worker_id], soft=False)
 
     def predecessor(self, worker_id: int) -> tuple[str, int] | None:
         return self._last.get(worker_id)
