@@ -1,5 +1,6 @@
 # Two commands do all the set-up on a fresh machine: `make run` and `make test`.
-# The stamp installs the test and docs extras: `make test` also builds the documentation strictly.
+# The stamp installs the test, docs and ray extras: `make test` also builds the documentation strictly,
+# and runs the examples and the RayCluster tests on a Ray it starts.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -12,7 +13,7 @@ PORT ?= 8000
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,docs]'
+	$(PY) -m pip install --quiet -e '.[test,docs,ray]'
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 

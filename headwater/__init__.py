@@ -10,6 +10,7 @@ from headwater.client.cluster import Cluster
 from headwater.client.remote import RemoteCluster, connect
 from headwater.cluster.inprocess import InProcessCluster
 from headwater.cluster.local import LocalCluster
+from headwater.cluster.ray import RayCluster
 from headwater.engine.context import Context
 from headwater.engine.definitions import Ack, Module, Retry
 from headwater.engine.query import QueryContext
@@ -80,6 +81,7 @@ __all__ = [
     "QueryDepthExceeded",
     "QueryTimeout",
     "REMOVE",
+    "RayCluster",
     "ReadOnlyError",
     "Record",
     "RemoteCluster",

@@ -5,7 +5,7 @@ import headwater as hw
 CONTRACT = [
     "ALL", "Ack", "AckTimeout", "AppendResult", "Cluster", "Context", "DefinitionError", "FIRST", "HandlerError",
     "HeadwaterError", "InProcessCluster", "LAST", "LocalCluster", "List", "MAP_KEYS", "MAP_VALS", "Map", "Module", "NotFound",
-    "PathError", "PermissionDenied", "QueryContext", "REMOVE", "ReadOnlyError", "Record", "Retry", "SIZE",
+    "PathError", "PermissionDenied", "QueryContext", "REMOVE", "RayCluster", "ReadOnlyError", "Record", "Retry", "SIZE",
     "SchemaError", "Set", "Unavailable", "WrongPartitionError", "apply", "connect", "filter", "must", "nth",
     "range", "set_val", "view",
 ]
@@ -33,3 +33,4 @@ def test_every_cluster_kind_is_a_cluster(tmp_path):
     with hw.InProcessCluster() as cluster:
         assert isinstance(cluster, hw.Cluster)
     assert issubclass(hw.LocalCluster, hw.InProcessCluster)  # and so a Cluster too (no workers started here)
+    assert issubclass(hw.RayCluster, hw.LocalCluster)

@@ -105,6 +105,10 @@ def serve(
     max_body_bytes: Annotated[int, typer.Option(help="largest request body accepted")] = 1024 * 1024,
     workers: Annotated[int, typer.Option(help="run the tasks in N worker processes (0: in this process)")] = 0,
     replication: Annotated[int, typer.Option(help="keep each task on R workers at first deploy (needs --workers)")] = 1,
+    ray: Annotated[str | None, typer.Option(
+        "--ray", metavar="ADDRESS",
+        help="run the tasks in worker processes that Ray places on the nodes of a Ray cluster: 'auto' joins the "
+             "one this machine is a node of, HOST:PORT the one whose head is there; this process serves HTTP")] = None,
 ) -> None:
     """Deploy the modules of APP_FILE on an embedded cluster and serve the API and the web UI."""
     from headwater.server.auth import AuthConfigError, load_auth
@@ -114,7 +118,7 @@ def serve(
     try:
         tokens = load_auth(auth)
         run_server(app_file, data=data, host=host, port=port, tasks=tasks, auth=tokens, workers=workers,
-                   replication=replication, max_body_bytes=max_body_bytes,
+                   replication=replication, ray_address=ray, max_body_bytes=max_body_bytes,
                    announce=functools.partial(_announce, data=data))
     except (AuthConfigError, HeadwaterError) as e:
         errors.error(e)
@@ -166,13 +170,16 @@ def status(url: Url = DEFAULT_URL, token: Token = None, json: Json = False, *, o
                      ["topology", "depots", "processed", "lag", "dead letters"],
                      [(t["name"], ", ".join(t["depots"]), t["processed"], t["lag"], t["dead_letters"])
                       for t in module["topologies"]])
+        hosts = module.get("hosts", [])
+        on_nodes = any("node_ip" in h for h in hosts)  # a RayCluster's: which node each worker is on
         output.table(f"module {module['name']} — tasks",
-                     ["task", "worker", "pid", "up", "appends in flight", "followers (in sync, lag)"],
+                     ["task", "worker", "pid", "up", "appends in flight", "followers (in sync, lag)",
+                      *(["node"] if on_nodes else [])],
                      [(h["task"], "this process" if h["worker"] is None else h["worker"], h["pid"],
                        "yes" if h["up"] else f"NO{': ' + h['error'] if h.get('error') else ''}",
                        "-" if h.get("appends_in_flight") is None else h["appends_in_flight"],
-                       _followers(h.get("followers") or []))
-                      for h in module.get("hosts", [])])
+                       _followers(h.get("followers") or []), *([h.get("node_ip") or "?"] if on_nodes else []))
+                      for h in hosts])
 
 
 def _followers(followers: list[dict[str, Any]]) -> str:

@@ -52,7 +52,7 @@ from headwater.engine.runtime import Catalog, ModuleRuntime
 from headwater.engine.transport import check_message
 from headwater.errors import DefinitionError, NotFound, Unavailable
 
-__all__ = ["LocalCluster", "WORKERS_MAX"]
+__all__ = ["LocalCluster", "WORKERS_MAX", "SubprocessWorker", "WorkerProcess"]
 
 _log = logging.getLogger("headwater.cluster")
 
@@ -67,27 +67,77 @@ STATUS_CALL_S = 5.0  # the longest status() waits for a worker to describe its l
 SUPERVISOR_CALL_THREADS = 4  # calls from workers (status) the supervisor serves at once
 
 
-class _Worker:
-    __slots__ = ("link", "pid", "port", "process", "worker_id")
+class WorkerProcess:
+    """One running worker as its supervision sees it: what `_Workers` starts, watches and ends.
 
-    def __init__(self, worker_id: int, process: subprocess.Popen[bytes]) -> None:
+    The seam between supervising workers and running them: an OS process for `LocalCluster`
+    (`SubprocessWorker`), a Ray actor for `RayCluster`. Starting one (`start(worker_id, host,
+    port)`, see `_Workers`) launches a worker that runs a `WorkerNode` connecting to the
+    supervisor at host:port.
+    """
+
+    pid: int | None = None  # None until the worker's hello says (the pid of a Ray actor is known inside it)
+
+    def ended(self) -> str | None:
+        """None while the worker runs; else how it ended ("exit code -9"), for the log."""
+        raise NotImplementedError
+
+    def kill(self) -> None:
+        """End the worker; return once it is gone (the locks on its stores are free)."""
+        raise NotImplementedError
+
+
+class SubprocessWorker(WorkerProcess):
+    """A worker as a child process of this one: `python -m headwater.cluster`."""
+
+    def __init__(self, worker_id: int, host: str, port: int) -> None:
+        # The workers import what the module's pickled references name (the classes of a test
+        # module, say) from where this process found them.
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p or os.getcwd() for p in sys.path)}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "headwater.cluster", "--supervisor", str(port), "--worker", str(worker_id)],
+            env=env, stdin=subprocess.DEVNULL)
+        self.pid = self.process.pid
+
+    def ended(self) -> str | None:
+        code = self.process.poll()
+        return None if code is None else f"exit code {code}"
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+
+
+class _Worker:
+    __slots__ = ("host", "link", "pid", "port", "process", "worker_id")
+
+    def __init__(self, worker_id: int, process: WorkerProcess) -> None:
         self.worker_id = worker_id
         self.process = process
         self.link: Link | None = None
+        self.host = "127.0.0.1"
         self.port = 0
-        self.pid = process.pid
+        self.pid = process.pid or 0  # 0 until its hello says (a Ray actor's)
 
 
 class _Workers:
-    """The worker processes, their links, and their supervision: a worker that dies is started again."""
+    """The worker processes, their links, and their supervision: a worker that dies is started again.
+
+    `start(worker_id, host, port)` launches one worker that connects back to `host`:`port` (this
+    supervisor's listener, on `host`): a subprocess by default, a Ray actor for `RayCluster`.
+    """
 
     def __init__(self, count: int, on_frame: Callable[[Link, Any], None], on_lost: Callable[[int], None],
-                 on_restart: Callable[[int], None]) -> None:
+                 on_restart: Callable[[int], None], *,
+                 start: Callable[[int, str, int], WorkerProcess] = SubprocessWorker, host: str = "127.0.0.1") -> None:
         self.count = count
         self._on_frame = on_frame
         self._on_lost = on_lost
         self._on_restart = on_restart
-        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._start = start
+        self.host = host
+        self._listener = socket.create_server((host, 0))
         self._lock = threading.Lock()
         self._hello = threading.Condition(self._lock)
         self.workers: list[_Worker] = []
@@ -106,25 +156,20 @@ class _Workers:
     # ---- starting ----------------------------------------------------------------------------
     def _spawn(self, worker_id: int) -> _Worker:
         port = self._listener.getsockname()[1]
-        # The workers import what the module's pickled references name (the classes of a test
-        # module, say) from where this process found them.
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p or os.getcwd() for p in sys.path)}
-        return _Worker(worker_id, subprocess.Popen(
-            [sys.executable, "-m", "headwater.cluster", "--supervisor", str(port), "--worker", str(worker_id)],
-            env=env, stdin=subprocess.DEVNULL))
+        return _Worker(worker_id, self._start(worker_id, self.host, port))
 
     def _wait_for_hello(self, starting: list[_Worker]) -> None:
         """Wait (holding the lock) until each of `starting` said hello, or kill them all."""
         deadline = time.monotonic() + WORKER_START_S
         while not all(w.link is not None for w in starting):
             remaining = deadline - time.monotonic()
-            dead = [w for w in starting if w.process.poll() is not None]
+            dead = [w for w in starting if w.process.ended() is not None]
             if dead or remaining <= 0:
                 for worker in starting:
                     self._kill(worker)
                 raise Unavailable(
                     f"worker {(dead or starting)[0].worker_id} did not start within {WORKER_START_S}s"
-                    f"{' (it exited with ' + str(dead[0].process.returncode) + ')' if dead else ''}; "
+                    f"{' (it ended: ' + str(dead[0].process.ended()) + ')' if dead else ''}; "
                     "see its output above"
                 )
             self._hello.wait(min(remaining, 0.1))
@@ -140,9 +185,9 @@ class _Workers:
     def _first_frame(self, link: Link, envelope: Any) -> None:
         if isinstance(envelope, Hello):
             with self._lock:
-                if envelope.worker < len(self.workers) and self.workers[envelope.worker].pid == envelope.pid:
+                if envelope.worker < len(self.workers) and self.workers[envelope.worker].pid in (0, envelope.pid):
                     worker = self.workers[envelope.worker]
-                    worker.port = envelope.port
+                    worker.pid, worker.host, worker.port = envelope.pid, envelope.host, envelope.port
                     link.name = f"worker {envelope.worker} (pid {envelope.pid})"
                     worker.link = link
                     self._hello.notify_all()
@@ -151,6 +196,10 @@ class _Workers:
 
     def ports(self) -> dict[int, int]:
         return {w.worker_id: w.port for w in self.workers}
+
+    def hosts(self) -> dict[int, str]:
+        """The workers that peers reach elsewhere than on loopback (a RayCluster's on several machines)."""
+        return {w.worker_id: w.host for w in self.workers if w.host != "127.0.0.1"}
 
     def link(self, worker_id: int, *, restarting_ok: bool = False) -> Link:
         if worker_id in self.restarting and not restarting_ok:
@@ -166,9 +215,12 @@ class _Workers:
             time.sleep(MONITOR_POLL_S)
             if self._closing:
                 return
-            for worker in [w for w in self.workers if w.process.poll() is not None]:
-                _log.warning("worker %s (pid %s) died (exit code %s); starting it again", worker.worker_id,
-                             worker.pid, worker.process.returncode)
+            # A link closes when its worker is gone, which may be seen before the process is (a Ray
+            # node lost); a worker's own link never closes while it runs, since it exits with it.
+            for worker in [w for w in self.workers
+                           if w.process.ended() is not None or (w.link is not None and w.link.closed)]:
+                _log.warning("worker %s (pid %s) died (%s); starting it again", worker.worker_id, worker.pid,
+                             worker.process.ended() or "its link closed")
                 try:
                     self.restart(worker.worker_id)
                 except Exception:  # the supervision goes on: the next look finds what is still dead
@@ -188,7 +240,7 @@ class _Workers:
             try:
                 link.call("ping", timeout_s=WORKER_SILENT_S)
             except Unavailable:
-                if self._closing or worker is not self.workers[worker_id] or worker.process.poll() is not None:
+                if self._closing or worker is not self.workers[worker_id] or worker.process.ended() is not None:
                     continue
                 _log.warning("worker %s (pid %s) did not answer for %ss; killing it", worker_id, worker.pid,
                              WORKER_SILENT_S)
@@ -211,11 +263,11 @@ class _Workers:
                 self.workers[worker_id] = self._spawn(worker_id)
                 self._wait_for_hello([self.workers[worker_id]])
                 self.restarts += 1
-                port = self.workers[worker_id].port
+                port, host = self.workers[worker_id].port, self.workers[worker_id].host
                 peers = [w for w in self.workers if w.worker_id != worker_id]
             for peer in peers:  # before any task there sends to it again
                 try:
-                    self.link(peer.worker_id, restarting_ok=True).call("peer_moved", worker_id, port)
+                    self.link(peer.worker_id, restarting_ok=True).call("peer_moved", worker_id, port, host)
                 except Unavailable:
                     pass  # dead too: the monitor starts it next, with every port
             self._on_restart(worker_id)
@@ -224,9 +276,7 @@ class _Workers:
 
     @staticmethod
     def _kill(worker: _Worker) -> None:
-        if worker.process.poll() is None:
-            worker.process.kill()
-        worker.process.wait()
+        worker.process.kill()  # returns once it is gone: the locks on its stores are free
         if worker.link is not None:
             worker.link.close()
 
@@ -322,7 +372,7 @@ class WorkerDeployment(DeploymentBase):
             try:
                 self._workers.link(worker, restarting_ok=True).call(
                     "open", self._module_bytes, self._catalog, str(self.directory), sets,
-                    self._workers.ports(), self.runtime.writers.found, timeout_s=DEPLOY_CALL_S)
+                    self._workers.ports(), self.runtime.writers.found, self._workers.hosts(), timeout_s=DEPLOY_CALL_S)
             except (ImportError, AttributeError) as e:
                 raise DefinitionError(
                     f"the worker processes cannot load module {self._module.name!r}: {e}. Define what it uses in "
@@ -597,8 +647,12 @@ class LocalCluster(InProcessCluster):
         self._front_info: dict[int, dict[str, Any]] = {}  # worker -> what its fronts said of themselves
         self._calls = concurrent.futures.ThreadPoolExecutor(SUPERVISOR_CALL_THREADS,
                                                             thread_name_prefix="headwater-supervisor-call")
-        self._workers = _Workers(count, self._on_frame, self._fail_over, self._reopen)
+        self._workers = self._spawn_workers(count)
         self.failovers: list[float] = []  # seconds each worker's failover took, for status and benchmarks
+
+    def _spawn_workers(self, count: int, **options: Any) -> _Workers:
+        """Start the workers and their supervision: subprocesses here (RayCluster: Ray actors)."""
+        return _Workers(count, self._on_frame, self._fail_over, self._reopen, **options)
 
     def __repr__(self) -> str:
         return f"<LocalCluster {str(self.path)!r} workers={self._workers.count} modules={sorted(self._deployments)}>"

@@ -1,4 +1,7 @@
-"""The data plane between processes: framed messages over loopback TCP, and calls that wait for an answer.
+"""The data plane between processes: framed messages over TCP, and calls that wait for an answer.
+
+Loopback between the processes of one machine; a `RayCluster` whose nodes are on several machines
+links them over the nodes' addresses instead.
 
 A `Link` is one connection. Each frame is a 4-byte big-endian length and a msgpack envelope
 (`ToTask`, `ToClient`, `Call`, `Answer`, `Hello`, `Failed`); the engine's own messages ride
@@ -38,6 +41,7 @@ from headwater.errors import HeadwaterError, Unavailable
 __all__ = [
     "CALL_TIMEOUT_S",
     "CLIENT_PROCESS_SHIFT",
+    "CONNECT_S",
     "FRAME_BYTES_MAX",
     "Answer",
     "Call",
@@ -57,6 +61,7 @@ _log = logging.getLogger("headwater.cluster")
 
 FRAME_BYTES_MAX = 256 * 1024 * 1024  # a frame larger than this is a broken or hostile peer: the link closes
 CALL_TIMEOUT_S = 60.0  # the longest a call waits for its answer unless the caller says otherwise
+CONNECT_S = 10.0  # the longest connecting to another process may take (another machine's, under RayCluster)
 _HEADER = struct.Struct(">I")
 
 
@@ -113,6 +118,7 @@ class Hello(msgspec.Struct, tag=6, array_like=True):
     worker: int
     port: int
     pid: int
+    host: str = "127.0.0.1"  # the address its peers connect to (a RayCluster node's IP, else loopback)
 
 
 Envelope = (
@@ -289,6 +295,7 @@ class Link:
 
 
 def connect(port: int, on_frame: Callable[[Link, Any], None], name: str,
-            on_close: Callable[[Link], None] | None = None) -> Link:
-    sock = socket.create_connection(("127.0.0.1", port))
+            on_close: Callable[[Link], None] | None = None, *, host: str = "127.0.0.1") -> Link:
+    sock = socket.create_connection((host, port), timeout=CONNECT_S)
+    sock.settimeout(None)  # the bound was for connecting; a link then waits for frames as long as it lives
     return Link(sock, on_frame, name, on_close).start()

@@ -414,15 +414,23 @@ class WorkerCluster(ClusterClients[_Deployment]):
 
 
 class WorkerNode:
-    def __init__(self, worker_id: int, supervisor_port: int) -> None:
+    """A worker's tasks, links and calls, in this process (`main`'s, or a RayCluster's actor's).
+
+    It listens for its peers on `host` (loopback, or the Ray node's address when a RayCluster spans
+    machines) and connects to its supervisor at `supervisor_host`:`supervisor_port`.
+    """
+
+    def __init__(self, worker_id: int, supervisor_port: int, *, host: str = "127.0.0.1",
+                 supervisor_host: str = "127.0.0.1") -> None:
         self.worker_id = worker_id
-        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener = socket.create_server((host, 0))
         self.port = self._listener.getsockname()[1]
         self.deployments: dict[str, _Deployment] = {}
         self._fronts: list[Any] = []  # what `front` started (an HTTP server): each has stop()
         self._cluster: WorkerCluster | None = None
         self._peers: dict[int, Link] = {}
         self._peer_ports: dict[int, int] = {}
+        self._peer_hosts: dict[int, str] = {}  # the workers not on loopback (a RayCluster's on other machines)
         self._lock = threading.Lock()
         self._calls = concurrent.futures.ThreadPoolExecutor(WORKER_CALL_THREADS, thread_name_prefix="headwater-call")
         self._ops: dict[str, Callable[..., Any]] = {
@@ -431,8 +439,9 @@ class WorkerNode:
             "front": self._front, "stop_fronts": self._stop_fronts, "peer_moved": self._peer_moved,
             "replication": self._replication, "promote": self._promote, "moved": self._moved,
         }
-        self.supervisor = connect(supervisor_port, self._on_frame, "the supervisor", on_close=self._orphaned)
-        self.supervisor.send(Hello(worker_id, self.port, os.getpid()))
+        self.supervisor = connect(supervisor_port, self._on_frame, "the supervisor", on_close=self._orphaned,
+                                  host=supervisor_host)
+        self.supervisor.send(Hello(worker_id, self.port, os.getpid(), host))
         threading.Thread(target=self._accept, name="headwater-accept", daemon=True).start()
         threading.Thread(target=self._watch_replication, name="headwater-replication", daemon=True).start()
 
@@ -453,7 +462,8 @@ class WorkerNode:
                 if port is None:
                     raise Unavailable(f"worker {worker} is not known to worker {self.worker_id}")
                 try:
-                    link = self._peers[worker] = connect(port, self._on_frame, f"worker {worker}")
+                    link = self._peers[worker] = connect(port, self._on_frame, f"worker {worker}",
+                                                         host=self._peer_hosts.get(worker, "127.0.0.1"))
                 except OSError as e:
                     raise Unavailable(f"worker {worker} is not reachable ({e}); it is being restarted, retry in a "
                                       "moment") from None
@@ -510,10 +520,12 @@ class WorkerNode:
 
     # ---- calls from the supervisor and peers --------------------------------------------------
     def _open(self, module_bytes: bytes, catalog: Catalog, directory: str, sets: list[ReplicaSet],
-              peer_ports: dict[int, int], writer_kinds: dict[str, str]) -> None:
+              peer_ports: dict[int, int], writer_kinds: dict[str, str],
+              peer_hosts: dict[int, str] | None = None) -> None:
         module = pickle.loads(module_bytes)
         _adopt_modules_sent_by_value(module)
         self._peer_ports.update(peer_ports)
+        self._peer_hosts.update(peer_hosts or {})
         self.deployments[module.name] = _Deployment(self, module, catalog, Path(directory), sets, writer_kinds)
 
     def _promote(self, module: str, task: int, replica_set: ReplicaSet) -> None:
@@ -565,10 +577,11 @@ class WorkerNode:
         """For status(): each replicated task led here, with its followers' state."""
         return {task: leader.describe() for task, leader in self._deployment(module).leaders.items()}
 
-    def _peer_moved(self, worker: int, port: int) -> None:
-        """Worker `worker` restarted and listens on `port` now: the next message to it connects there."""
+    def _peer_moved(self, worker: int, port: int, host: str = "127.0.0.1") -> None:
+        """Worker `worker` restarted and listens on `host`:`port` now: the next message to it connects there."""
         with self._lock:
             self._peer_ports[worker] = port
+            self._peer_hosts[worker] = host
             link = self._peers.pop(worker, None)
         if link is not None:
             link.close()

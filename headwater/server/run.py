@@ -22,6 +22,7 @@ import uvicorn
 from headwater.client.cluster import Cluster
 from headwater.cluster.inprocess import InProcessCluster
 from headwater.cluster.local import LocalCluster
+from headwater.cluster.ray import RayCluster
 from headwater.engine.definitions import Module
 from headwater.errors import HeadwaterError
 from headwater.server.app import create_app
@@ -126,6 +127,7 @@ def url_of(sock: socket.socket) -> str:
 def serve(app_file: str, *, data: str = "./data", host: str = "127.0.0.1", port: int = 8000, tasks: int = 4,
           auth: Auth | None = None, max_body_bytes: int = MAX_BODY_BYTES_DEFAULT,
           limits: ConnectionLimits = ConnectionLimits(), workers: int = 0, replication: int = 1,
+          ray_address: str | None = None,
           announce: Callable[[str, InProcessCluster], None] | None = None) -> None:
     """Deploy the modules of `app_file` on a cluster in `data` and serve them until Ctrl-C.
 
@@ -133,14 +135,20 @@ def serve(app_file: str, *, data: str = "./data", host: str = "127.0.0.1", port:
     `workers=N` runs them in N worker processes (`LocalCluster`), and every worker serves the
     HTTP API on the one port (SO_REUSEPORT: the kernel spreads connections over them), reading
     and appending to its own tasks directly and to the others' over the links between workers.
-    `replication=R` keeps each task on R of the workers (at first deploy); it needs `workers`.
+    `ray_address` ("auto", or a Ray head's "host:port") runs them in worker processes placed by
+    Ray (`RayCluster`, one worker per CPU of the Ray cluster), and this process serves HTTP.
+    `replication=R` keeps each task on R of the workers (at first deploy); it needs `workers` or
+    `ray_address`.
     """
+    if ray_address is not None and workers:
+        raise ServeError("--ray and --workers cannot go together: with --ray, Ray's cluster decides the workers "
+                         "(one per CPU); drop --workers")
     auth = load_auth() if auth is None else auth
     check_bind(host, auth)
     modules = load_modules(app_file)
-    if replication != 1 and not workers:
+    if replication != 1 and not workers and ray_address is None:
         raise ServeError(f"--replication {replication} keeps copies of each task on other worker processes: "
-                         f"add --workers N with N ≥ {replication}")
+                         f"add --workers N with N ≥ {replication}, or --ray")
     if workers:
         _serve_on_workers(modules, data=data, host=host, port=port, tasks=tasks, auth=auth,
                           max_body_bytes=max_body_bytes, limits=limits, workers=workers, replication=replication,
@@ -148,8 +156,8 @@ def serve(app_file: str, *, data: str = "./data", host: str = "127.0.0.1", port:
         return
     sock = bind(host, port)
     try:
-        with InProcessCluster(data) as cluster:
-            deploy_all(cluster, modules, tasks)
+        with InProcessCluster(data) if ray_address is None else RayCluster(ray_address, data) as cluster:
+            deploy_all(cluster, modules, tasks, replication)
             server = uvicorn.Server(_config(create_app(cluster, auth=auth, max_body_bytes=max_body_bytes),
                                             log_level="warning", limits=limits))
             if announce is not None:

@@ -1,5 +1,6 @@
-"""Replicated tasks on a LocalCluster: every batch the leader writes is on its followers before anyone
-hears of it; a follower that dies catches up when it is back, and acks never stall on it."""
+"""Replicated tasks on workers (LocalCluster, RayCluster): every batch the leader writes is on its
+followers before anyone hears of it; a follower that dies catches up when it is back, and acks never
+stall on it; a lost leader's follower takes over."""
 
 from __future__ import annotations
 
@@ -17,6 +18,14 @@ from headwater.schema.keys import task_for_key
 from headwater.storage import RocksStore
 from examples.bank import Deposit, Transfer, bank
 from tests.cluster.test_local_cluster import append_retrying, worker_pid
+from tests.clusters import open_cluster
+
+
+@pytest.fixture(params=["local", "ray"])
+def kind(request) -> str:
+    """Replication runs on every cluster kind with workers: LocalCluster, and RayCluster."""
+    return request.param
+
 
 CATCH_UP_S_MAX = 30  # the longest a follower may take to be in sync again
 
@@ -35,12 +44,8 @@ def wait_in_sync(cluster: hw.LocalCluster, module: str) -> list[list[dict]]:
         time.sleep(0.05)
 
 
-def replica_store(cluster: hw.LocalCluster, module: str, task: int, worker: int) -> RocksStore:
-    return RocksStore(task_directory(cluster.path / module, task, worker, 2))
-
-
-def test_every_acked_append_is_on_both_copies(tmp_path):
-    with hw.LocalCluster(tmp_path, workers=2) as cluster:
+def test_every_acked_append_is_on_both_copies(tmp_path, kind):
+    with open_cluster(kind, tmp_path) as cluster:
         cluster.deploy(bank, tasks=2, replication=2)
         found = wait_in_sync(cluster, "bank")
         assert [[f["worker"] for f in row] for row in found] == [[1], [0]]
@@ -60,12 +65,12 @@ def test_every_acked_append_is_on_both_copies(tmp_path):
         assert contents[0] == contents[1]
 
 
-def test_replication_is_checked_at_deploy(tmp_path):
-    with hw.LocalCluster(tmp_path, workers=2) as cluster:
+def test_replication_is_checked_at_deploy(tmp_path, kind):
+    with open_cluster(kind, tmp_path) as cluster:
         with pytest.raises(hw.DefinitionError, match="replication=3 must be an int from 1 to 2"):
             cluster.deploy(bank, tasks=2, replication=3)
         cluster.deploy(bank, tasks=2, replication=2)
-    with hw.LocalCluster(tmp_path, workers=2) as cluster:
+    with open_cluster(kind, tmp_path) as cluster:
         with pytest.raises(hw.DefinitionError, match="with replication=2, not 1"):
             cluster.deploy(bank, tasks=2, replication=1)
         cluster.deploy(bank, tasks=2)  # reattaches with the stored replication
@@ -75,8 +80,8 @@ def test_replication_is_checked_at_deploy(tmp_path):
             cluster.deploy(bank, tasks=2, replication=2)
 
 
-def test_a_dead_follower_does_not_stall_acks_and_catches_up_when_back(tmp_path):
-    with hw.LocalCluster(tmp_path, workers=2) as cluster:
+def test_a_dead_follower_does_not_stall_acks_and_catches_up_when_back(tmp_path, kind):
+    with open_cluster(kind, tmp_path) as cluster:
         cluster.deploy(bank, tasks=2, replication=2)
         wait_in_sync(cluster, "bank")
         deposits = cluster.depot("bank", "deposits")
@@ -107,12 +112,12 @@ def test_a_dead_follower_does_not_stall_acks_and_catches_up_when_back(tmp_path):
         assert contents[0] == contents[1]
 
 
-def test_a_lost_leader_fails_over_and_nothing_acked_is_lost(tmp_path):
+def test_a_lost_leader_fails_over_and_nothing_acked_is_lost(tmp_path, kind):
     """Kill the worker leading tasks under deposits and transfers (hops between tasks): a follower
     takes over within seconds, the dead worker comes back as a follower, catches up and can take
     over in turn; every acked transfer is applied once, money is conserved, funds as an oracle says."""
     users = 8
-    with hw.LocalCluster(tmp_path, workers=2) as cluster:
+    with open_cluster(kind, tmp_path) as cluster:
         cluster.deploy(bank, tasks=2, replication=2)
         wait_in_sync(cluster, "bank")
         deadline = time.monotonic() + 120
@@ -186,10 +191,10 @@ def test_a_lost_leader_fails_over_and_nothing_acked_is_lost(tmp_path):
         assert cluster.query("bank", "total_funds")() == 1000 * users
 
 
-def test_a_stopped_leader_is_killed_and_its_follower_takes_over(tmp_path):
+def test_a_stopped_leader_is_killed_and_its_follower_takes_over(tmp_path, kind):
     """A worker that stops answering (SIGSTOP here: stuck, or cut off) is killed after WORKER_SILENT_S;
     the follower takes over, and appends to its tasks flow again."""
-    with hw.LocalCluster(tmp_path, workers=2) as cluster:
+    with open_cluster(kind, tmp_path) as cluster:
         cluster.deploy(bank, tasks=2, replication=2)
         wait_in_sync(cluster, "bank")
         deposits = cluster.depot("bank", "deposits")
@@ -212,8 +217,8 @@ def test_a_stopped_leader_is_killed_and_its_follower_takes_over(tmp_path):
         assert cluster.pstate("bank", "funds")[on_task[0]].get() == 10
 
 
-def test_an_update_and_a_reopen_keep_the_copies_in_sync(tmp_path):
-    with hw.LocalCluster(tmp_path, workers=2) as cluster:
+def test_an_update_and_a_reopen_keep_the_copies_in_sync(tmp_path, kind):
+    with open_cluster(kind, tmp_path) as cluster:
         cluster.deploy(bank, tasks=2, replication=2)
         deposits = cluster.depot("bank", "deposits")
         for user in range(10):
@@ -223,7 +228,7 @@ def test_an_update_and_a_reopen_keep_the_copies_in_sync(tmp_path):
             deposits.append(Deposit(user, 5))
         assert sum(cluster.pstate("bank", "funds")[user].get() for user in range(10)) == 100
         wait_in_sync(cluster, "bank")
-    with hw.LocalCluster(tmp_path, workers=2) as cluster:
+    with open_cluster(kind, tmp_path) as cluster:
         cluster.deploy(bank)  # reattaches, replicated as stored
         assert sum(cluster.pstate("bank", "funds")[user].get() for user in range(10)) == 100
         assert [[f["worker"] for f in row] for row in wait_in_sync(cluster, "bank")] == [[1], [0]]

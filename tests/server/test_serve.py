@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -18,6 +19,7 @@ import headwater as hw
 from headwater.cli import app
 from headwater.server import load_modules
 from headwater.server.run import ServeError
+from tests.clusters import ensure_ray
 from tests.server.support import start_serving
 
 ROOT = Path(__file__).parents[2]
@@ -100,6 +102,40 @@ def test_every_worker_serves_the_port_and_reaches_every_task(tmp_path):
             assert appended == 20 and 'headwater_depot_end_offset{depot="jobs",module="jobs",partition="0"}' in scrape
     finally:
         stop(process)
+
+
+def test_with_ray_the_tasks_run_in_ray_actors_and_this_process_serves_http(tmp_path):
+    ray = pytest.importorskip("ray", reason="Ray is not installed: run `make install` (the ray extra)")
+    ensure_ray()  # the session's Ray: the server joins it by its address, as `--ray auto` joins a node's
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = start(tmp_path / "data", port, "--tasks", "2", "--ray", ray.get_runtime_context().gcs_address)
+    try:
+        assert httpx.get(f"{url}/api/health").json()["pid"] == process.pid  # the supervisor serves
+        append = f"{url}/api/modules/jobs/depots/jobs/append"
+        assert [httpx.post(append, json={"key": key}).json()["results"] for key in range(4)] == [
+            {"work": 2 * key} for key in range(4)]
+        hosts = next(m for m in httpx.get(f"{url}/api/stats").json()["modules"] if m["name"] == "jobs")["hosts"]
+        assert [h["worker"] for h in hosts] == [0, 1] and all(h["up"] and h["node"] for h in hosts)
+        workers = {h["pid"] for h in hosts}
+        assert len(workers) == 2 and process.pid not in workers
+        env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+        shown = subprocess.run([sys.executable, "-m", "headwater.cli", "status", "--url", url], cwd=ROOT, env=env,
+                               capture_output=True, text=True, timeout=60).stdout
+        assert "node" in shown and hosts[0]["node_ip"] in shown  # which node each task's worker is on
+    finally:
+        output = stop(process)
+    assert "serving modules jobs" in output
+    gone = time.monotonic() + 30
+    while any(os.path.exists(f"/proc/{pid}") for pid in workers):  # the actors end with their cluster
+        assert time.monotonic() < gone, f"worker processes {workers} outlived the server"
+        time.sleep(0.05)
+
+
+def test_ray_and_workers_together_are_a_usage_error():
+    result = CliRunner().invoke(app, ["serve", "examples/app.py", "--ray", "auto", "--workers", "2"])
+    assert result.exit_code == 1
+    assert "--ray and --workers cannot go together" in result.output
 
 
 def test_a_public_address_needs_tokens(monkeypatch):
