@@ -217,11 +217,19 @@ def two_nodes():
         nodes.shutdown()
 
 
-def test_workers_spread_over_nodes_and_a_lost_nodes_workers_come_back_on_the_other(two_nodes, tmp_path):
+@pytest.mark.parametrize("replication", [1, 2])
+def test_workers_spread_over_nodes_and_a_lost_nodes_workers_come_back_on_the_other(two_nodes, tmp_path,
+                                                                                  replication):
+    """Replicated, the lost node's tasks move to their followers on the other node first."""
     nodes, second = two_nodes
     with hw.RayCluster(nodes.address, tmp_path / "data") as cluster:  # workers=None: one per CPU, so 2
         assert ray.is_initialized()  # the cluster connected this process to Ray
-        cluster.deploy(bank, tasks=4)
+        cluster.deploy(bank, tasks=4, replication=replication)
+        if replication > 1:  # a copy of each task on each node
+            deadline = time.monotonic() + RECOVERY_S_MAX
+            while not all(f["in_sync"] for t in cluster.status()["bank"] for f in t["followers"]):
+                assert time.monotonic() < deadline, "the followers did not catch up"
+                time.sleep(0.05)
         tasks = cluster.status()["bank"]
         assert {t["node"] for t in tasks} == {nodes.head_node.node_id, second.node_id}  # SPREAD
         deposits = cluster.depot("bank", "deposits")
@@ -247,4 +255,6 @@ def test_workers_spread_over_nodes_and_a_lost_nodes_workers_come_back_on_the_oth
         assert [funds[user].get() for user in range(4)] == [70, 130, 100, 100]  # one machine: its disk is still here
         assert append_retrying(deposits, Deposit(1, 5), "after", deadline)["deposit"] == 135
         assert cluster.query("bank", "total_funds")() == 405
+        if replication > 1:
+            assert cluster.failovers, "the lost node's tasks did not move to their followers"
     assert not ray.is_initialized()  # it connected this process, so it disconnected it
