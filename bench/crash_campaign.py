@@ -1,6 +1,6 @@
 """The kill -9 campaign: the bank under SIGKILL at random moments, checked against an oracle.
 
-Five workloads, each run on a fresh data directory and killed `KILLS_PER_RUN` times:
+Seven workloads, each run on a fresh data directory and disrupted `KILLS_PER_RUN` times (ray-nodes: three):
 
 - **stream** — `examples/bank.py` (3 tasks) in a child process; four threads append deposits and
   transfers that hop to the receiver's task, with full acks. The child is SIGKILLed after a random
@@ -21,6 +21,11 @@ Five workloads, each run on a fresh data directory and killed `KILLS_PER_RUN` ti
   so the dead worker's tasks fail over to their followers while it restarts. The failover time
   is measured as a client sees it: from the kill until a deposit to a task the dead worker led is
   acknowledged (p50 and max in the table).
+- **ray-nodes** — a `RayCluster` of 2 workers on a Ray cluster of 2 nodes of this machine
+  (`ray.cluster_utils.Cluster`), with the stream bank (full acks) and the microbatch bank
+  (`Ack.APPEND`) both at `replication=2` under load: per run, the node of one worker removed (and
+  a new node added), then two workers SIGKILLed, each once the followers are in sync; both banks
+  are checked against the oracle.
 
 After the last kill the data is opened in process, every topology is left to settle (hops a crash
 cut short sent again), and the oracle checks:
@@ -31,12 +36,13 @@ cut short sent again), and the oracle checks:
   receiver, the decision the appender got equal to the one stored, every user's funds equal to
   their deposits minus the transfers they sent plus those they received, money conserved
   (`total_funds` equals the sum of deposits);
-- **early acks** (http, workers, http-workers): an ack whose results or PStates did not yet show its processing — a full
+- **early acks** (http, workers, http-workers, replicated, ray-nodes): an ack whose results or PStates did not yet show its processing — a full
   ack's `results` must carry the topology's answer, and, for a transfer, the receiver's record must
   be readable once the ack returns.
 
-    .venv/bin/python -m bench.crash_campaign --runs 60            # 20 runs per workload, about 2.5 minutes
+    .venv/bin/python -m bench.crash_campaign --runs 70            # 10 runs per workload, about 8 minutes
     .venv/bin/python -m bench.crash_campaign --runs 3 --workloads http
+    .venv/bin/python -m bench.crash_campaign --runs 10 --workloads ray-nodes   # 20 kills, 10 nodes removed
     .venv/bin/python -m bench.crash_campaign child stream DIR GENERATION SEED   # the child processes
 
 It prints a table and exits 1 if any run lost, duplicated or mismatched anything.
@@ -68,15 +74,15 @@ from headwater.schema.keys import task_for_key
 from tests.engine.children import lines_within, wait_until_settled
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKLOADS = ("stream", "microbatch", "http", "workers", "http-workers", "replicated")
+WORKLOADS = ("stream", "microbatch", "http", "workers", "http-workers", "replicated", "ray-nodes")
 MODULE_OF = {"stream": "bank", "microbatch": "mbbank", "http": "bank", "workers": "bank", "http-workers": "bank",
-             "replicated": "bank"}
+             "replicated": "bank", "ray-nodes": "bank", "microbatch-replicated": "mbbank"}
 LOCAL_WORKERS = 2
 TASKS = 3
 USERS = 12
 APPENDERS = 4
 KILLS_PER_RUN = 2
-RESENDING = ("http", "workers", "http-workers", "replicated")  # workloads whose appenders resend by key and check early acks
+RESENDING = ("http", "workers", "http-workers", "replicated", "ray-nodes")  # workloads whose appenders resend by key and check early acks
 ACKS_BEFORE_KILL = (40, 400)  # each kill comes after a random number of acks in this range
 ACKS_AFTER_LAST_RESTART = 40  # the http clients keep going this long after the last restart
 CHILD_SILENCE_MAX_S = 60  # a child or server that acks nothing for this long fails the run
@@ -130,6 +136,8 @@ class Outcome:
     resent: int = 0  # http: appends acked only after being sent again (same key)
     early_acks: list[str] = field(default_factory=list)
     failovers: list[float] = field(default_factory=list)  # replicated: kill to first ack on a moved task, seconds
+    kills: int = KILLS_PER_RUN  # workers (or processes) SIGKILLed in the run
+    nodes_removed: int = 0  # ray-nodes: Ray nodes removed under load
 
     @property
     def clean(self) -> bool:
@@ -389,42 +397,102 @@ def _running_workers(admin: Any) -> list[int]:
 
 def run_workers(directory: Path, rng: random.Random, seed: int, *, replication: int = 1) -> Outcome:
     """The stream bank on a LocalCluster; random workers SIGKILLed while appenders resend by key."""
-    from examples.bank import bank
-
     workload = "workers" if replication == 1 else "replicated"
-    acked, extra, lock = Acked(), Outcome(workload), threading.Lock()
-    stopping, failures = threading.Event(), []
-    with hw.LocalCluster(directory, workers=LOCAL_WORKERS) as cluster:
-        cluster.deploy(bank, tasks=TASKS, replication=replication)
+    opened = hw.LocalCluster(directory, workers=LOCAL_WORKERS)
+    kills = [_kill_a_worker] * KILLS_PER_RUN
+    return _run_on_workers(workload, opened, directory, rng, seed, replication, kills)
 
-        def appender(worker: int) -> None:
-            appender_rng = random.Random(f"{seed}-workers-{worker}")
+
+def run_ray_nodes(directory: Path, rng: random.Random, seed: int) -> Outcome:
+    """The stream bank and the microbatch bank, replicated, on a RayCluster over two Ray nodes of
+    this machine: workers SIGKILLed, and a node removed (and another added) under load."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        ray.shutdown()
+    nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        nodes.add_node(num_cpus=1)
+        nodes.wait_for_nodes(RAY_NODE_START_S)
+
+        def remove_a_node(cluster: Any, rng: random.Random, hosts: list[dict[str, Any]]) -> dict[str, Any]:
+            # The head holds Ray's control store, so the node removed is the other one, with its worker.
+            others = {n.node_id: n for n in nodes.list_all_nodes() if n is not nodes.head_node}
+            on_others = [h for h in hosts if h["node"] in others]
+            if not on_others:
+                raise RuntimeError(f"no worker runs off the head node to take away: {hosts}")
+            victim = rng.choice(on_others)
+            nodes.remove_node(others[victim["node"]])
+            nodes.add_node(num_cpus=1)  # the cluster keeps its size: the next removal has a node to take
+            return victim
+
+        opened = hw.RayCluster(nodes.address, directory, workers=LOCAL_WORKERS)
+        # The node first: a killed worker comes back on its machine, which here is every node's, so
+        # only a fresh cluster is sure to have a worker off the head node.
+        disruptions = [remove_a_node, _kill_a_worker, _kill_a_worker]
+        return _run_on_workers("ray-nodes", opened, directory, rng, seed, 2, disruptions, microbatch=True)
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        nodes.shutdown()
+
+
+RAY_NODE_START_S = 60.0
+
+
+def _kill_a_worker(cluster: Any, rng: random.Random, hosts: list[dict[str, Any]]) -> dict[str, Any]:
+    victim = rng.choice(hosts)
+    os.kill(victim["pid"], signal.SIGKILL)
+    return victim
+
+
+def _run_on_workers(workload: str, opened: Any, directory: Path, rng: random.Random, seed: int, replication: int,
+                    disruptions: list[Callable[[Any, random.Random, list[dict[str, Any]]], dict[str, Any]]], *,
+                    microbatch: bool = False) -> Outcome:
+    """Appenders resend by key while each of `disruptions` takes a worker away after a random number of
+    acks; replicated, each waits for the followers to be in sync first, and the failover is timed."""
+    from examples.bank import bank
+    from examples.bank_microbatch import bank as microbatch_bank
+
+    acked, acked_mb, extra, lock = Acked(), Acked(), Outcome(workload), threading.Lock()
+    stopping, failures = threading.Event(), []
+    with opened as cluster:
+        cluster.deploy(bank, tasks=TASKS, replication=replication)
+        if microbatch:
+            cluster.deploy(microbatch_bank, tasks=TASKS, replication=replication)
+
+        def appender(worker: int, module: str, into: Acked) -> None:
+            appender_rng = random.Random(f"{seed}-{module}-{worker}")
             for i in range(100_000):
                 event = event_for(appender_rng, worker * 100_000 + i)
                 is_deposit = isinstance(event, Deposit)
-                depot = cluster.depot("bank", "deposits" if is_deposit else "transfers")
+                depot = cluster.depot(module, "deposits" if is_deposit else "transfers")
                 key = f"d{event.amount}" if is_deposit else event.transfer_id
                 deadline, attempts = time.monotonic() + RESEND_WINDOW_S, 0
                 while True:
                     if stopping.is_set():
                         return
                     try:
-                        result = depot.append(event, idempotency_key=key, timeout=10)
+                        result = depot.append(event, idempotency_key=key, timeout=10,
+                                              ack="full" if module == "bank" else "append")
                         break
-                    except (hw.Unavailable, hw.AckTimeout):  # the workers restart: send it again, same key
+                    except (hw.Unavailable, hw.AckTimeout):  # a worker restarts: send it again, same key
                         attempts += 1
                         if time.monotonic() > deadline:
-                            failures.append(f"{key} unacknowledged for {RESEND_WINDOW_S}s")
+                            failures.append(f"{module} {key} unacknowledged for {RESEND_WINDOW_S}s")
                             return
                         time.sleep(RESEND_PAUSE_S)
                 answer = result.get("deposit" if is_deposit else "transfer") if result is not None else None
                 with lock:
-                    acked.add_line(ack_line(event, result))
+                    into.add_line(ack_line(event, result) if module == "bank" else ack_line(event, None))
                     extra.resent += attempts > 0
-                    if answer is None:
+                    if answer is None and module == "bank":
                         extra.early_acks.append(f"{key}: acked without its topology's answer ({result})")
 
-        threads = [threading.Thread(target=appender, args=(w,), daemon=True) for w in range(APPENDERS)]
+        threads = [threading.Thread(target=appender, args=(w, "bank", acked), daemon=True) for w in range(APPENDERS)]
+        if microbatch:
+            threads.append(threading.Thread(target=appender, args=(APPENDERS, "mbbank", acked_mb), daemon=True))
         for thread in threads:
             thread.start()
 
@@ -437,18 +505,19 @@ def run_workers(directory: Path, rng: random.Random, seed: int, *, replication: 
 
         try:
             target = 0
-            for kill in range(KILLS_PER_RUN):
+            for n, disrupt in enumerate(disruptions):
                 target += rng.randint(*ACKS_BEFORE_KILL)
                 wait_for(target)
                 hosts = in_sync(cluster, "bank") if replication > 1 else cluster.status()["bank"]
+                if microbatch:
+                    in_sync(cluster, "mbbank")
                 time.sleep(rng.uniform(0, 0.02))  # a random moment, not just after an ack
-                victim = rng.choice(hosts)
-                os.kill(victim["pid"], signal.SIGKILL)
+                killed_at = time.monotonic()
+                victim = disrupt(cluster, rng, hosts)
                 if replication > 1:  # as a client sees it: the first ack from a task the victim led
-                    killed_at = time.monotonic()
                     led = {row["task"] for row in hosts if row["worker"] == victim["worker"]}
                     user = next(u for u in range(USERS) if task_for_key(u, TASKS) in led)
-                    amount = PROBE_AMOUNT + seed * 100 + kill  # unique: the oracle counts it as any deposit
+                    amount = PROBE_AMOUNT + seed * 100 + n  # unique: the oracle counts it as any deposit
                     acked_probe = _append_until_acked(cluster, Deposit(user, amount), f"d{amount}")
                     extra.failovers.append(time.monotonic() - killed_at)
                     with lock:
@@ -461,7 +530,15 @@ def run_workers(directory: Path, rng: random.Random, seed: int, *, replication: 
         if failures:
             raise RuntimeError(failures[0])
     outcome = check(workload, directory, acked)
+    if microbatch:
+        other = check("microbatch-replicated", directory, acked_mb)
+        outcome.acked += other.acked
+        outcome.lost += other.lost
+        outcome.duplicated += other.duplicated
+        outcome.mismatches += [f"mbbank: {m}" for m in other.mismatches]
     outcome.resent, outcome.early_acks, outcome.failovers = extra.resent, extra.early_acks, extra.failovers
+    outcome.kills = sum(1 for d in disruptions if d is _kill_a_worker)
+    outcome.nodes_removed = len(disruptions) - outcome.kills
     return outcome
 
 
@@ -493,9 +570,10 @@ def check(workload: str, directory: Path, acked: Acked) -> Outcome:
     module = MODULE_OF[workload]
     outcome = Outcome(workload, acked=len(acked))
     # Replicated data is opened on workers again (each task's copies are in directories of theirs).
-    opened = hw.LocalCluster(directory, workers=LOCAL_WORKERS) if workload == "replicated" else hw.InProcessCluster(directory)
+    replicated = workload in ("replicated", "ray-nodes", "microbatch-replicated")
+    opened = hw.LocalCluster(directory, workers=LOCAL_WORKERS) if replicated else hw.InProcessCluster(directory)
     with opened as cluster:
-        cluster.deploy(bank if workload != "microbatch" else microbatch_bank)
+        cluster.deploy(bank if module == "bank" else microbatch_bank)
         wait_until_settled(cluster, module, timeout_s=SETTLE_MAX_S)
         deposits = stored_events(cluster, module, "deposits")
         transfers = stored_events(cluster, module, "transfers")
@@ -551,6 +629,7 @@ RUNNERS: dict[str, Callable[[Path, random.Random, int], Outcome]] = {
     "workers": run_workers,
     "http-workers": run_http_workers,
     "replicated": lambda d, rng, seed: run_workers(d, rng, seed, replication=2),
+    "ray-nodes": run_ray_nodes,
 }
 
 
@@ -563,13 +642,14 @@ def report(outcomes: list[Outcome]) -> str:
     rows = []
     for workload in dict.fromkeys(o.workload for o in outcomes):
         mine = [o for o in outcomes if o.workload == workload]
-        rows.append([workload, str(len(mine)), str(len(mine) * KILLS_PER_RUN), f"{sum(o.acked for o in mine):,}",
+        rows.append([workload, str(len(mine)), str(sum(o.kills for o in mine)), str(sum(o.nodes_removed for o in mine)),
+                     f"{sum(o.acked for o in mine):,}",
                      str(sum(o.lost for o in mine)), str(sum(o.duplicated for o in mine)),
                      str(sum(len(o.mismatches) for o in mine)),
                      f"{sum(o.resent for o in mine):,}" if workload in RESENDING else "–",
                      str(sum(len(o.early_acks) for o in mine)) if workload in RESENDING else "–",
                      _failover_times([t for o in mine for t in o.failovers])])
-    return table(["workload", "runs", "kills", "acked", "lost", "duplicated", "PState mismatches", "resent",
+    return table(["workload", "runs", "kills", "nodes removed", "acked", "lost", "duplicated", "PState mismatches", "resent",
                   "early acks", "failover p50 / max"], rows)
 
 
@@ -611,7 +691,7 @@ def main() -> None:
         parser.error(f"unknown workloads {sorted(unknown)}; choose from {', '.join(WORKLOADS)}")
     started = time.monotonic()
     outcomes = campaign(args.runs, workloads, args.seed)
-    print(f"\n{report(outcomes)}\n\n{args.runs} runs, {KILLS_PER_RUN} kills each, in {time.monotonic() - started:.0f} s")
+    print(f"\n{report(outcomes)}\n\n{args.runs} runs in {time.monotonic() - started:.0f} s")
     sys.exit(0 if all(o.clean for o in outcomes) else 1)
 
 

@@ -280,7 +280,10 @@ class BatchParticipant:
                 self.staged.writes, self.staged.cleared, self.staged.dead, self.staged.appends = [], [], [], []
 
     def _prepare(self, message: MbPhase) -> None:
-        assert self.plan is not None
+        if self.plan is None or self.batch != message.batch:
+            # This task came back, or took over, since it ran the batch: the prepare is from before
+            # the coordinator's redrive, which runs the batch again as a new attempt.
+            return
         writes = self.txn.pending(expand_ranges=False) if self.txn is not None else []
         cleared = self.txn.deleted_ranges() if self.txn is not None else []
         dead = []

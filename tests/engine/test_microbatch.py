@@ -307,3 +307,20 @@ def test_a_timed_out_query_holds_no_commit(cluster):
         assert [cluster.pstate("held", "counts")[k].get() for k in range(8)] == [1] * 8
     finally:
         release.set()
+
+
+def test_a_phase_message_from_before_a_task_came_back_is_ignored(cluster):
+    """A task that restarted or took over (a failover) has no plan for the batch in flight; a
+    `prepare` sent before the coordinator's redrive may still reach it, and must not stop it."""
+    from headwater.engine import messages
+    from headwater.engine.messages import MbPhase
+
+    cluster.deploy(bank, tasks=2)
+    deposits = cluster.depot("mbbank", "deposits")
+    deposits.append(Deposit(1, 50), ack="append")
+    cluster.wait_for_microbatch("mbbank", "banking", processed=1)
+    cluster.deployment("mbbank").transport.send(1, messages.encode(MbPhase("banking", 99, "prepare")))
+    deposits.append(Deposit(2, 70), ack="append")
+    cluster.wait_for_microbatch("mbbank", "banking", processed=2)
+    assert [row["up"] and row["error"] is None for row in cluster.status()["mbbank"]] == [True, True]
+    assert cluster.pstate("mbbank", "funds")[2].get() == 70
