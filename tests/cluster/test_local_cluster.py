@@ -14,6 +14,7 @@ import pytest
 import headwater as hw
 from headwater.cluster.inprocess import STATUS_WAIT_MAX_S
 from examples.bank_microbatch import Deposit, Transfer, bank as microbatch_bank
+from tests.clusters import open_cluster
 from tests.engine.crashing_app import Event, module as crashy_module
 
 RECOVERY_S_MAX = 60  # the longest the cluster may take to serve again after a worker died
@@ -40,8 +41,11 @@ def kill_worker(cluster: hw.LocalCluster, worker: int) -> int:
     return pid
 
 
-def test_a_killed_worker_comes_back_and_nothing_acked_is_lost_or_applied_twice(tmp_path):
-    with hw.LocalCluster(tmp_path, workers=2) as cluster:
+@pytest.mark.parametrize("kind", ["local", "ray"])
+def test_a_killed_worker_comes_back_and_nothing_acked_is_lost_or_applied_twice(tmp_path, kind):
+    """SIGKILL one worker's process under four appenders (on Ray, Ray reports its actor dead): it
+    comes back alone, and the appends go on, retried with their keys while its tasks are Unavailable."""
+    with open_cluster(kind, tmp_path) as cluster:
         cluster.deploy(crashy_module(), tasks=3)
         depot = cluster.depot("crashy", "events")
         acked: dict[int, int] = {}

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -20,7 +19,6 @@ from examples.bank_microbatch import bank as microbatch_bank
 from headwater.cluster.ray import _Homes, _node_slots
 from tests.cluster.test_local_cluster import RECOVERY_S_MAX, append_retrying, kill_worker
 from tests.clusters import LOCAL_WORKERS, ensure_ray
-from tests.engine.crashing_app import Event, module as crashy_module
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: run `make install` (the ray extra)")
 
@@ -112,63 +110,6 @@ def test_modules_deploy_append_read_query_and_say_where_they_run(ray_cluster):
         assert all(t["up"] and t["pid"] != os.getpid() and t["node"] == node and t["node_ip"] for t in rows)
     assert len({t["pid"] for t in status["bank"]}) == LOCAL_WORKERS
     assert "RayCluster" in repr(ray_cluster) and "nodes=1" in repr(ray_cluster)
-
-
-def test_a_killed_worker_actor_comes_back_and_nothing_acked_is_lost_or_applied_twice(ray_cluster):
-    """As tests/cluster/test_local_cluster.py does for LocalCluster: SIGKILL one worker's process
-    under four appenders; Ray reports its actor dead, every worker is created again, and the
-    appends go on (retried with their idempotency keys while the cluster says Unavailable)."""
-    ray_cluster.deploy(crashy_module(), tasks=3)
-    depot = ray_cluster.depot("crashy", "events")
-    acked: dict[int, int] = {}
-    errors: list[BaseException] = []
-    stop = threading.Event()
-    deadline = time.monotonic() + RECOVERY_S_MAX
-
-    def appender(worker: int) -> None:
-        for i in range(100_000):
-            if stop.is_set():
-                return
-            event_id = worker * 1_000_000 + i
-            try:
-                acked[event_id] = append_retrying(depot, Event(event_id, event_id % 7), f"e{event_id}",
-                                                  deadline)["handle"]
-            except BaseException as e:  # noqa: BLE001 - reported below
-                errors.append(e)
-                return
-
-    threads = [threading.Thread(target=appender, args=(w,)) for w in range(4)]
-    for thread in threads:
-        thread.start()
-    while len(acked) < 200 and not errors:
-        time.sleep(0.01)
-    killed = kill_worker(ray_cluster, 1)
-    before = len(acked)
-    while len(acked) < before + 200 and not errors and time.monotonic() < deadline:
-        time.sleep(0.01)
-    stop.set()
-    for thread in threads:
-        thread.join(RECOVERY_S_MAX)
-    assert not errors, errors[:3]
-    assert len(acked) >= before + 200, "the cluster did not serve again after the worker died"
-    assert killed not in {t["pid"] for tasks in ray_cluster.status().values() for t in tasks}
-    assert all(result == event_id for event_id, result in acked.items())
-
-    stored: dict[int, int] = {}
-    for partition in range(depot.partitions):
-        for record in depot.read(partition, 0, limit=1_000_000):
-            assert record.event.id not in stored, f"event {record.event.id} appended twice"
-            stored[record.event.id] = record.event.key
-    assert set(acked) <= set(stored), "an acked append is missing after the worker died"
-    seen = ray_cluster.pstate("crashy", "seen")
-    for event_id, key in stored.items():  # single-task writes: exactly once
-        assert seen[key][event_id].get() == 1, f"event {event_id} applied {seen[key][event_id].get()} times"
-    echo = ray_cluster.pstate("crashy", "echo")
-    missing = set(stored)
-    while missing and time.monotonic() < deadline:  # hops: at least once
-        missing = {i for i in missing if not echo[i].get()}
-        time.sleep(0.05)
-    assert not missing, f"hops of {len(missing)} events never ran"
 
 
 def test_microbatch_stays_exactly_once_when_the_coordinators_actor_dies(ray_cluster):
