@@ -24,7 +24,9 @@ def ensure_ray() -> None:
     if not ray.is_initialized():
         # log_to_driver=False: the workers' output stays in Ray's log files, where no thread prints it
         # into whichever test's captured output is current.
-        ray.init(num_cpus=RAY_CPUS, include_dashboard=False, logging_level="warning", log_to_driver=False)
+        # address="local": a Ray of the session's own, never one another process started on this machine.
+        ray.init(address="local", num_cpus=RAY_CPUS, include_dashboard=False, logging_level="warning",
+                 log_to_driver=False)
 
 
 def open_cluster(kind: str, path: Path | None) -> hw.InProcessCluster:

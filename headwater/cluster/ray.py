@@ -407,8 +407,8 @@ class RayCluster(LocalCluster):
     def _init_ray(self, address: str | None) -> None:
         try:
             if address is None:
-                with _imports_as_here():
-                    self._ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False,
+                with _imports_as_here():  # "local": a new Ray, never one that `ray start` left running here
+                    self._ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False,
                                    logging_level=logging.WARNING)
             else:
                 _check_reachable(address)
