@@ -61,6 +61,7 @@ WORKER_START_S = 30.0  # the longest a worker may take to start and say hello
 MONITOR_POLL_S = 0.05  # how often the supervisor checks that its workers live
 HEARTBEAT_S = 0.5  # how often the supervisor asks each worker to answer
 WORKER_SILENT_S = 3.0  # a worker that does not answer for this long is killed and restarted
+CLOSE_JOIN_S = 15.0  # the longest close() waits for a heartbeat or a restart under way to end
 DEPLOY_CALL_S = 120.0  # the longest opening a module's tasks on a worker may take (recovery reads its store)
 FRONT_CALL_S = 60.0  # the longest starting, or gracefully stopping, a worker's fronts (HTTP servers) may take
 STATUS_CALL_S = 5.0  # the longest status() waits for a worker to describe its leaders' followers
@@ -148,10 +149,11 @@ class _Workers:
         with self._lock:
             self.workers = [self._spawn(i) for i in range(count)]
             self._wait_for_hello(self.workers)
-        threading.Thread(target=self._monitor, name="headwater-supervisor", daemon=True).start()
-        for worker_id in range(count):
-            threading.Thread(target=self._heartbeat, args=(worker_id,), name=f"headwater-heartbeat-{worker_id}",
-                             daemon=True).start()
+        self._threads = [threading.Thread(target=self._monitor, name="headwater-supervisor", daemon=True)]
+        self._threads += [threading.Thread(target=self._heartbeat, args=(worker_id,), daemon=True,
+                                           name=f"headwater-heartbeat-{worker_id}") for worker_id in range(count)]
+        for thread in self._threads:
+            thread.start()
 
     # ---- starting ----------------------------------------------------------------------------
     def _spawn(self, worker_id: int) -> _Worker:
@@ -233,6 +235,8 @@ class _Workers:
         stuck, cut off) is killed, so that the monitor restarts it and its tasks fail over."""
         while not self._closing:
             time.sleep(HEARTBEAT_S)
+            if self._closing:
+                return
             worker = self.workers[worker_id]
             link = worker.link
             if link is None or link.closed or worker_id in self.restarting:
@@ -286,6 +290,11 @@ class _Workers:
             for worker in self.workers:  # each worker's rounds are durable when acked; its stores need no flush
                 self._kill(worker)
         self._listener.close()
+        # The supervision ends before close returns: a heartbeat or a restart still running would
+        # touch what the caller tears down next (for a RayCluster, Ray itself).
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(CLOSE_JOIN_S)
 
 
 class SupervisorTransport(ClientTransport):

@@ -21,6 +21,7 @@ Ray is imported only when a `RayCluster` is made, so `import headwater` never ne
 
 from __future__ import annotations
 
+import gc
 import importlib
 import json
 import logging
@@ -140,6 +141,19 @@ class _WorkerActor:
     def watch(self) -> None:
         """Never returns: its result fails when this actor dies, which is how the supervisor learns it."""
         threading.Event().wait()
+
+
+class _Ended(WorkerProcess):
+    """What stays of a worker's actor once its cluster closed: how it ended, and no Ray object."""
+
+    def __init__(self, how: str) -> None:
+        self._how = how
+
+    def ended(self) -> str | None:
+        return self._how
+
+    def kill(self) -> None:
+        pass
 
 
 class RayWorker(WorkerProcess):
@@ -350,6 +364,8 @@ class _Actors:
         self._closed = True
         self._changed.set()
         self._thread.join(RAY_WATCH_S + RAY_CALL_S)
+        with self._lock:
+            self._watched.clear()
 
 
 class RayCluster(LocalCluster):
@@ -443,5 +459,11 @@ class RayCluster(LocalCluster):
             super().close()
         finally:
             self._actors.close()
+            # Actor handles and object refs must be dropped while Ray is still up: one collected
+            # after `ray.shutdown()` (on any thread, whenever the collector runs) makes Ray end
+            # this whole process ("the core worker has already been shutdown").
+            for worker in self._workers.workers:
+                worker.process = _Ended(worker.process.ended() or "the cluster closed")
+            gc.collect()
             if self._owns_ray and self._ray.is_initialized():
                 self._ray.shutdown()
