@@ -101,11 +101,12 @@ def test_a_killed_worker_comes_back_and_nothing_acked_is_lost_or_applied_twice(t
         assert not missing, f"hops of {len(missing)} events never ran"
 
 
+@pytest.mark.parametrize("kind", ["local", "ray"])
 @pytest.mark.parametrize("replication", [1, 2], ids=["unreplicated", "replicated"])
 @pytest.mark.parametrize("victim", [0, 1], ids=["coordinators-worker", "a-participants-worker"])
-def test_microbatch_stays_exactly_once_when_a_worker_dies(tmp_path, victim, replication):
+def test_microbatch_stays_exactly_once_when_a_worker_dies(tmp_path, victim, replication, kind):
     """Replicated, the dead worker's tasks (the coordinator among them) move to their followers."""
-    with hw.LocalCluster(tmp_path, workers=2) as cluster:
+    with open_cluster(kind, tmp_path) as cluster:
         cluster.deploy(microbatch_bank, tasks=4, replication=replication)
         deadline = time.monotonic() + RECOVERY_S_MAX
         deposits = cluster.depot("mbbank", "deposits")
