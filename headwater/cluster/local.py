@@ -16,6 +16,7 @@ worker's tasks hear `Unavailable` and retry what is safe to retry.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import importlib.machinery
 import inspect
@@ -61,6 +62,7 @@ WORKER_START_S = 30.0  # the longest a worker may take to start and say hello
 MONITOR_POLL_S = 0.05  # how often the supervisor checks that its workers live
 HEARTBEAT_S = 0.5  # how often the supervisor asks each worker to answer
 WORKER_SILENT_S = 3.0  # a worker that does not answer for this long is killed and restarted
+FAILOVERS_KEPT = 1000  # failover times a LocalCluster remembers
 CLOSE_JOIN_S = 15.0  # the longest close() waits for a heartbeat or a restart under way to end
 DEPLOY_CALL_S = 120.0  # the longest opening a module's tasks on a worker may take (recovery reads its store)
 FRONT_CALL_S = 60.0  # the longest starting, or gracefully stopping, a worker's fronts (HTTP servers) may take
@@ -403,10 +405,11 @@ class WorkerDeployment(DeploymentBase):
         if moved:  # else it holds followers only: they catch up from their leaders by themselves
             self._redrive(moved, f"task(s) {sorted(moved)} restarted on worker {worker}")
 
-    def fail_over(self, lost: int) -> float:
+    def fail_over(self, lost: int) -> float | None:
         """Worker `lost` is gone: an in-sync follower takes over each task it led (a new epoch), the
         other workers and this process send to it from now on, and the other tasks redrive. Tasks
-        with no follower in sync wait for `lost` to come back (`reopen`). Returns the seconds it took."""
+        with no follower in sync wait for `lost` to come back (`reopen`). Returns the seconds it took,
+        or None if no task moved."""
         started = time.monotonic()
         moved: list[int] = []
         for task, leader in enumerate(self.placement):
@@ -439,7 +442,7 @@ class WorkerDeployment(DeploymentBase):
                                                 "lost and another copy took over before the reply came; the event "
                                                 "may be durable: append again with the same idempotency_key")
             self._redrive(set(moved), f"task(s) {moved} moved from worker {lost}")
-        return time.monotonic() - started
+        return time.monotonic() - started if moved else None
 
     def record_in_sync(self, task: int, epoch: int, in_sync: list[int]) -> bool:
         return self.sets.record_in_sync(task, epoch, in_sync)
@@ -657,7 +660,8 @@ class LocalCluster(InProcessCluster):
         self._calls = concurrent.futures.ThreadPoolExecutor(SUPERVISOR_CALL_THREADS,
                                                             thread_name_prefix="headwater-supervisor-call")
         self._workers = self._spawn_workers(count)
-        self.failovers: list[float] = []  # seconds each worker's failover took, for status and benchmarks
+        # Seconds each failover took (a module's tasks moving off a lost worker), the latest FAILOVERS_KEPT.
+        self.failovers: collections.deque[float] = collections.deque(maxlen=FAILOVERS_KEPT)
 
     def _spawn_workers(self, count: int, **options: Any) -> _Workers:
         """Start the workers and their supervision: subprocesses here (RayCluster: Ray actors)."""
@@ -703,7 +707,9 @@ class LocalCluster(InProcessCluster):
             for deployment in self._deployments.values():
                 assert isinstance(deployment, WorkerDeployment)
                 try:
-                    self.failovers.append(deployment.fail_over(worker))
+                    took = deployment.fail_over(worker)
+                    if took is not None:
+                        self.failovers.append(took)
                 except Exception:  # its tasks wait for the worker's restart instead
                     _log.exception("module %s did not fail over from worker %s", deployment.runtime.name, worker)
 
