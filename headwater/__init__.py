@@ -6,7 +6,7 @@ inside a unit test exactly as it runs on a cluster.
 """
 
 from headwater.client.api import AppendResult, DeadLetter, DepotRecord, PartitionInfo
-from headwater.client.cluster import Cluster
+from headwater.client.cluster import Cluster, ModuleInfo
 from headwater.client.remote import RemoteCluster, connect
 from headwater.cluster.inprocess import InProcessCluster
 from headwater.cluster.local import LocalCluster
@@ -73,6 +73,7 @@ __all__ = [
     "MAP_VALS",
     "Map",
     "Module",
+    "ModuleInfo",
     "NotFound",
     "PartitionInfo",
     "PathError",

@@ -64,7 +64,15 @@ class DefinitionError(HeadwaterError):
 
         m.pstate("funds", hw.Map(int, int))
         m.pstate("funds", hw.Map(int, int))    # DefinitionError: the name 'funds' is taken
+
+    When `deploy` or `update` finds changes to stored data that were not declared, `changes`
+    lists every one as a dict: `{"kind", "name", "change", "needs", "fix"}` (`needs` is
+    "migration", "delete" or "impossible"); otherwise it is empty.
     """
+
+    def __init__(self, message: str, *, changes: Iterable[dict[str, str]] = ()) -> None:
+        super().__init__(message)
+        self.changes = list(changes)
 
 
 class SchemaError(HeadwaterError, ValueError):

@@ -19,12 +19,12 @@ from typer.core import TyperGroup
 
 from headwater.cli.output import ExitCode, Output, example_value, exit_code_for, to_json
 from headwater.client.remote import RemoteCluster, connect
-from headwater.errors import HandlerError, HeadwaterError, NotFound, SchemaError, StorageError
+from headwater.cluster.apps import APP_TASKS_DEFAULT
+from headwater.errors import DefinitionError, HandlerError, HeadwaterError, NotFound, SchemaError, StorageError
 
 __all__ = ["app", "main"]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-SERVE_TASKS_DEFAULT = 4  # tasks per module when `serve` first deploys it (what `make run` gets)
 APPEND_BATCH = 500  # events per append-many request when appending a stream of JSON lines
 
 EXIT_CODES_HELP = ("Exit codes: 0 ok, 1 usage, 2 not found, 3 schema/validation, 4 handler error, 5 timeout, "
@@ -100,7 +100,8 @@ def serve(
     data: Annotated[str, typer.Option(help="data directory; restarting on it resumes")] = "./data",
     host: Annotated[str, typer.Option(help="address to listen on (non-loopback needs tokens)")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
-    tasks: Annotated[int, typer.Option(help="tasks per module at first deploy")] = SERVE_TASKS_DEFAULT,
+    tasks: Annotated[int | None, typer.Option(
+        help=f"tasks per module at first deploy (default {APP_TASKS_DEFAULT}); over stored data it must match")] = None,
     auth: Annotated[str | None, typer.Option(help="TOML file of bearer tokens and scopes")] = None,
     max_body_bytes: Annotated[int, typer.Option(help="largest request body accepted")] = 1024 * 1024,
     workers: Annotated[int, typer.Option(help="run the tasks in N worker processes (0: in this process)")] = 0,
@@ -109,6 +110,9 @@ def serve(
         "--ray", metavar="ADDRESS",
         help="run the tasks in worker processes that Ray places on the nodes of a Ray cluster: 'auto' joins the "
              "one this machine is a node of, HOST:PORT the one whose head is there; this process serves HTTP")] = None,
+    reload: Annotated[bool, typer.Option(
+        "--reload", help="apply every saved change of APP_FILE to the running modules; code that does not load, or "
+                         "that the stored data cannot follow, leaves the old code serving and is reported")] = False,
 ) -> None:
     """Deploy the modules of APP_FILE on an embedded cluster and serve the API and the web UI."""
     from headwater.server.auth import AuthConfigError, load_auth
@@ -118,7 +122,7 @@ def serve(
     try:
         tokens = load_auth(auth)
         run_server(app_file, data=data, host=host, port=port, tasks=tasks, auth=tokens, workers=workers,
-                   replication=replication, ray_address=ray, max_body_bytes=max_body_bytes,
+                   replication=replication, ray_address=ray, max_body_bytes=max_body_bytes, reload=reload,
                    announce=functools.partial(_announce, data=data))
     except (AuthConfigError, HeadwaterError) as e:
         errors.error(e)
@@ -149,6 +153,47 @@ def _announce(url: str, cluster: Any, *, data: str) -> None:
     print("Ctrl-C stops.", flush=True)
 
 
+# ---- update ---------------------------------------------------------------------------------------
+
+
+@app.command()
+@command
+def update(
+    app_file: Annotated[str, typer.Argument(help="the new version of the Python file the server serves")],
+    url: Url = DEFAULT_URL, token: Token = None, json: Json = False,
+    delete: Annotated[list[str] | None, typer.Option(
+        "--delete", metavar="NAME", help="drop the data of a depot, PState or topology (repeat; 'module/name' when "
+                                         "the file defines several modules)")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="only check: change nothing")] = False,
+    tasks: Annotated[int | None, typer.Option(
+        help=f"tasks of a module the file adds (default {APP_TASKS_DEFAULT})")] = None,
+    *, output: Output,
+) -> None:
+    """Send a new version of APP_FILE to a running server (admin scope): every module in it is checked
+    against the stored data, then updated; an incompatible change is listed with its fix, and nothing changes."""
+    from pathlib import Path
+
+    path = Path(app_file)
+    if not path.is_file():
+        raise NotFound("app file", app_file, [], where="this directory")
+    with _client(url, token) as client:
+        try:
+            report = client.apply_app(path.read_bytes(), filename=path.name, delete=delete or [], dry_run=dry_run,
+                                      tasks=tasks)
+        except DefinitionError as e:
+            if output.json or not e.changes:
+                raise
+            output.table("not applied: changes to stored data", ["kind", "name", "change", "needs", "fix"],
+                         [(c["kind"], c["name"], c["change"], c["needs"], c["fix"]) for c in e.changes])
+            raise
+    if output.json:
+        output.value({"modules": report, "dry_run": dry_run})
+        return
+    verb = "would be" if dry_run else "was"
+    for row in report:
+        print(f"module {row['module']} {verb} {row['action']}: version {row['version']}")
+
+
 # ---- status ---------------------------------------------------------------------------------------
 
 
@@ -162,7 +207,7 @@ def status(url: Url = DEFAULT_URL, token: Token = None, json: Json = False, *, o
         output.value(stats)
         return
     for module in stats["modules"]:
-        output.table(f"module {module['name']} ({module['tasks']} tasks) — depots",
+        output.table(f"module {module['name']} (version {module.get('version', 1)}, {module['tasks']} tasks) — depots",
                      ["depot", "partitions", "records", "appended", "ack p50 ms", "ack p99 ms"],
                      [(d["name"], len(d["partitions"]), d["records"], d["appended"],
                        _ms(d["ack_latency_ms"]["p50"]), _ms(d["ack_latency_ms"]["p99"])) for d in module["depots"]])

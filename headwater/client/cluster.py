@@ -7,14 +7,49 @@ and serve any of them. `isinstance(x, hw.Cluster)` checks that an object has its
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from headwater.client.api import DeadLetter, DepotClient
 from headwater.engine.definitions import Module
 from headwater.engine.runtime import ModuleRuntime
 
-__all__ = ["Cluster"]
+__all__ = ["Cluster", "ModuleInfo"]
+
+
+class ModuleInfo(str):
+    """A deployed module, as `cluster.modules()` lists it: its name (it *is* that string, so it
+    compares, sorts and formats as the name) with its `version`, `tasks` and `replication`.
+
+        [m.version for m in cluster.modules()]   # e.g. [1, 3]: bank was updated twice
+        "bank" in cluster.modules()              # True
+
+    The version is 1 at first deploy and grows by one at each `update`.
+    """
+
+    version: int
+    tasks: int
+    replication: int
+
+    def __new__(cls, name: str, *, version: int, tasks: int, replication: int = 1) -> ModuleInfo:
+        info = super().__new__(cls, name)
+        info.version, info.tasks, info.replication = version, tasks, replication
+        return info
+
+    @property
+    def name(self) -> str:
+        return str(self)
+
+    def __repr__(self) -> str:
+        return (f"ModuleInfo({str(self)!r}, version={self.version}, tasks={self.tasks}, "
+                f"replication={self.replication})")
+
+    def __reduce__(self) -> Any:
+        return _module_info, (str(self), self.version, self.tasks, self.replication)
+
+
+def _module_info(name: str, version: int, tasks: int, replication: int) -> ModuleInfo:
+    return ModuleInfo(name, version=version, tasks=tasks, replication=replication)
 
 
 @runtime_checkable
@@ -26,21 +61,29 @@ class Cluster(Protocol):
             cluster.depot("bank", "deposits").append(Deposit(1, 100))
     """
 
-    def deploy(self, module: Module, *, tasks: int | None = None, replication: int | None = None) -> None:
+    def deploy(self, module: Module, *, tasks: int | None = None, replication: int | None = None,
+               delete: Sequence[str] = ()) -> None:
         """Run `module` with `tasks` tasks, each kept on `replication` workers (default 1); over
-        existing data, reattach to it (same task count and replication)."""
+        existing data, reattach to it (same task count and replication), checked as by `update`."""
         ...
 
-    def update(self, module: Module) -> None:
-        """Replace a deployed module's code with a new version of the same name, keeping its data."""
+    def update(self, module: Module, *, delete: Sequence[str] = (), dry_run: bool = False) -> ModuleInfo:
+        """Replace a deployed module's code with a new version of the same name, keeping its data;
+        a change stored data cannot follow raises `DefinitionError` unless its name is in `delete`.
+        Returns the module with its new version (`dry_run`: only checks)."""
+        ...
+
+    def apply_app(self, source: bytes | str, *, filename: str = "app.py", delete: Sequence[str] = (),
+                  dry_run: bool = False, tasks: int = 1) -> list[dict[str, Any]]:
+        """Update (or deploy) every module an app file's source defines, all checked first."""
         ...
 
     def destroy(self, name: str) -> None:
         """Stop a module and delete all its data."""
         ...
 
-    def modules(self) -> list[str]:
-        """The names of the deployed modules, sorted."""
+    def modules(self) -> list[ModuleInfo]:
+        """The deployed modules, sorted by name: each is its name, with its version and task count."""
         ...
 
     def depot(self, module: str, depot: str) -> DepotClient:

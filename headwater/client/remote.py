@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import typing
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import date, datetime, timedelta
 from datetime import time as dtime
 from decimal import Decimal
@@ -27,6 +27,7 @@ from urllib.parse import quote, urlencode, urlsplit
 import msgspec
 
 from headwater.client.api import AppendResult, DepotRecord, PartitionInfo, tail_records
+from headwater.client.cluster import ModuleInfo
 from headwater.client.connections import ConnectError, ConnectionLost, ConnectionPool, Response
 from headwater.engine.definitions import Ack, Module
 from headwater.errors import (
@@ -82,6 +83,7 @@ HTTP_ERRORS: dict[str, type[HeadwaterError]] = {
     "unauthorized": PermissionDenied,
     "method_not_allowed": NotFound,
     "read_too_large": PathError,  # a whole collection larger than READ_PAGE_MAX: read it in pages
+    "unsupported_media_type": SchemaError,  # an app update not sent as text/x-python
     "internal_error": HeadwaterError,
 }
 _BY_CODE: dict[str, type[HeadwaterError]] = {code: cls for cls, _, code in ERRORS} | HTTP_ERRORS
@@ -121,6 +123,8 @@ def _error_from(body: dict[str, Any], status: int) -> HeadwaterError:
     Exception.__init__(error, message)
     if isinstance(error, NotFound):  # keep the attributes callers of the in-process NotFound can use
         error.kind, error.name, error.known = body.get("kind", ""), body.get("name", ""), body.get("known", [])
+    if isinstance(error, DefinitionError):
+        error.changes = list(body.get("changes", []))
     return error
 
 
@@ -340,9 +344,29 @@ class RemoteCluster:
             raise NotFound(kind, name, entries, where=f"module {module!r}")
         return entries[name]
 
-    def modules(self) -> list[str]:
-        """The names of the modules deployed on the server, sorted (asked anew on every call)."""
-        return sorted(m["name"] for m in self.describe(refresh=True))
+    def modules(self) -> list[ModuleInfo]:
+        """The modules deployed on the server, sorted by name, each with its version and task count
+        (asked anew on every call)."""
+        return [ModuleInfo(m["name"], version=m.get("version", 1), tasks=m["tasks"],
+                           replication=m.get("replication", 1))
+                for m in sorted(self.describe(refresh=True), key=lambda m: m["name"])]
+
+    def apply_app(self, source: bytes | str, *, filename: str = "app.py", delete: Sequence[str] = (),
+                  dry_run: bool = False, tasks: int | None = None, timeout_s: float = 120.0) -> list[dict[str, Any]]:
+        """Send a new version of an app file to the server (`POST /api/update`, admin scope): it is
+        loaded apart from the running code, every module in it is checked against what is deployed,
+        then updated (or deployed with `tasks`). An undeclared incompatible change raises
+        `DefinitionError` with its `changes`, and nothing changes. What `headwater update` does."""
+        params: list[tuple[str, Any]] = [("filename", filename), ("dry_run", "true" if dry_run else "false")]
+        params += [("delete", name) for name in delete]
+        if tasks is not None:
+            params.append(("tasks", tasks))
+        content = source.encode() if isinstance(source, str) else source
+        answer = self.request("POST", "/api/update?" + urlencode(params), content=content,
+                              headers={"Content-Type": "text/x-python"}, timeout_s=timeout_s)
+        self._catalog = None  # the modules changed: describe them again
+        self._routes = None
+        return list(answer["modules"])
 
     def stats(self) -> Any:
         """Live numbers per module: depot sizes, topology progress, lag, dead letters, ack latency."""

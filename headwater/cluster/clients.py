@@ -12,6 +12,7 @@ import time
 from typing import Any, Generic, TypeVar
 
 from headwater.client.api import DeadLetter, DepotClient, pstate_view
+from headwater.client.cluster import ModuleInfo
 from headwater.client.seam import ClientTransport, DeployedModule
 from headwater.engine.messages import MbControl, encode
 from headwater.engine.query import invoke_query, query_decl
@@ -111,9 +112,11 @@ class ClusterClients(Generic[D]):
                 ]
         return result
 
-    def modules(self) -> list[str]:
-        """The names of the deployed modules, sorted (empty once the cluster is closed)."""
-        return sorted(self._deployments)
+    def modules(self) -> list[ModuleInfo]:
+        """The deployed modules, sorted by name (empty once the cluster is closed): each is its
+        name, with its `version` (1 at first deploy, one more per update) and task count."""
+        deployments = dict(self._deployments)
+        return [_info(deployments[name].runtime) for name in sorted(deployments)]
 
     def depot(self, module: str, depot: str) -> DepotClient:
         """A client of depot `depot` of `module`: append, read and tail its records.
@@ -238,3 +241,8 @@ class ClusterClients(Generic[D]):
                     f"{CONTROL_WAIT_MAX_S}s; check cluster.status() and retry"
                 )
             time.sleep(0.001)
+
+
+def _info(runtime: ModuleRuntime) -> ModuleInfo:
+    catalog = runtime.catalog
+    return ModuleInfo(runtime.name, version=catalog.version, tasks=catalog.tasks, replication=catalog.replication)

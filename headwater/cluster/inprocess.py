@@ -12,16 +12,20 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+from headwater.client.cluster import ModuleInfo
 from headwater.client.replies import ReplyRouter
 from headwater.client.seam import DeployedModule
+from headwater.cluster.apps import apply_app
 from headwater.cluster.clients import ClusterClients
 from headwater.cluster.hosts import SYSTEM_CLOCK, TaskThread
 from headwater.cluster.transport import InProcessTransport
 from headwater.engine.definitions import Module
+from headwater.engine.evolution import module_shapes, plan
 from headwater.engine.runtime import Catalog, ModuleRuntime
 from headwater.engine.task import Task
 from headwater.errors import DefinitionError, NotFound
@@ -88,20 +92,24 @@ class Deployment(DeploymentBase):
         self._open(module, catalog)
 
     def _open(self, module: Module, catalog: Catalog) -> None:
-        self.runtime = ModuleRuntime(module, catalog)
-        self.transport = InProcessTransport()
-        self.transport.register_client(self.client_id, self.router.deliver)
-        self.tasks: list[Task] = []
-        self.hosts: list[TaskThread] = []
-        self.failures = {}
+        # Clients read `runtime` and `transport` off this object at any moment (an update runs while
+        # they append), so both are published only once the transport knows every task.
+        runtime = ModuleRuntime(module, catalog)
+        transport = InProcessTransport()
+        transport.register_client(self.client_id, self.router.deliver)
+        tasks: list[Task] = []
+        hosts: list[TaskThread] = []
         for task_id in range(catalog.tasks):
             store = RocksStore(self.directory / f"task-{task_id}")
-            task = Task(self.runtime, task_id, store, self.transport, SYSTEM_CLOCK)
+            task = Task(runtime, task_id, store, transport, SYSTEM_CLOCK)
             holder: list[TaskThread] = []
-            inbox = self.transport.register_task(task_id, task.serve_read, partial(_run_round_on, holder))
+            inbox = transport.register_task(task_id, task.serve_read, partial(_run_round_on, holder))
             holder.append(TaskThread(task, inbox, on_failure=self._task_failed))
-            self.tasks.append(task)
-            self.hosts.append(holder[0])
+            tasks.append(task)
+            hosts.append(holder[0])
+        self.failures = {}
+        self.tasks, self.hosts = tasks, hosts
+        self.runtime, self.transport = runtime, transport
         for host in self.hosts:
             host.start()
 
@@ -141,11 +149,13 @@ class InProcessCluster(ClusterClients[DeploymentBase]):
         return f"<InProcessCluster {str(self.path)!r} modules={sorted(self._deployments)}>"
 
     # ---- deploying ------------------------------------------------------------------------
-    def deploy(self, module: Module, *, tasks: int | None = None, replication: int | None = None) -> None:
+    def deploy(self, module: Module, *, tasks: int | None = None, replication: int | None = None,
+               delete: Sequence[str] = ()) -> None:
         """Run `module` with `tasks` tasks; over existing data, reattach to it (same task count).
 
         `replication` above 1 keeps each task's store on that many worker processes, which
-        threads of one process cannot: it needs a `LocalCluster` or a `RayCluster`."""
+        threads of one process cannot: it needs a `LocalCluster` or a `RayCluster`. Over existing
+        data, new code is checked against what is stored, as by `update` (and `delete` is as there)."""
         if not isinstance(module, Module):
             raise DefinitionError(f"deploy() takes a headwater.Module, not {type(module).__name__}")
         with self._lock:
@@ -153,16 +163,41 @@ class InProcessCluster(ClusterClients[DeploymentBase]):
             if module.name in self._deployments:
                 raise DefinitionError(f"module {module.name!r} is already deployed; "
                                       "use cluster.update(module) to change it")
-            self._deployments[module.name] = self._start(module, tasks, replication)
+            self._deployments[module.name] = self._start(module, tasks, replication, delete)
 
-    def update(self, module: Module) -> None:
-        """Replace a deployed module's code with a new version of the same name, keeping its data."""
+    def update(self, module: Module, *, delete: Sequence[str] = (), dry_run: bool = False) -> ModuleInfo:
+        """Replace a deployed module's code with a new version of the same name, keeping its data.
+
+        Every change to what is stored is checked first: one that stored data cannot follow
+        (a removed or incompatibly changed depot, PState or topology) raises `DefinitionError`
+        listing each with its fix, and nothing changes, unless its name is in `delete`, which
+        drops that name's data (it starts empty if the new code still declares it). Each update
+        raises the module's version by one; returns the module as `modules()` lists it. With
+        `dry_run=True` it only checks, and returns what the version would be.
+
+            cluster.update(bank_v2, delete=["old_counts"]).version   # 2
+        """
+        if not isinstance(module, Module):
+            raise DefinitionError(f"update() takes a headwater.Module, not {type(module).__name__}")
         with self._lock:
             self._check_open()
             deployment = self._deployments.get(module.name)
             if deployment is None:
                 raise NotFound("module", module.name, self._deployments, where="this cluster")
-            deployment.restart(module, self._catalog(module, deployment.runtime.tasks))
+            catalog = self._catalog(module, None, None, delete, updating=True, save=not dry_run)
+            if not dry_run:
+                deployment.restart(module, catalog)
+            return ModuleInfo(module.name, version=catalog.version, tasks=catalog.tasks,
+                              replication=catalog.replication)
+
+    def apply_app(self, source: bytes | str, *, filename: str = "app.py", delete: Sequence[str] = (),
+                  dry_run: bool = False, tasks: int = 1) -> list[dict[str, Any]]:
+        """Load an app file's new source apart from the running code, check every module it
+        defines against what is deployed, then update them (and deploy new ones with `tasks`).
+        Code that does not load, or an undeclared incompatible change, raises `DefinitionError`
+        and changes nothing. `delete` entries are `"module/name"` (`"name"` for a one-module
+        file). What `headwater update` and `headwater serve --reload` do."""
+        return apply_app(self, source, filename=filename, delete=delete, dry_run=dry_run, tasks=tasks)
 
     def destroy(self, name: str) -> None:
         """Stop a module and delete all its data."""
@@ -172,24 +207,27 @@ class InProcessCluster(ClusterClients[DeploymentBase]):
             del self._deployments[name]
             shutil.rmtree(deployment.directory, ignore_errors=True)
 
-    def _start(self, module: Module, tasks: int | None, replication: int | None) -> DeploymentBase:
+    def _start(self, module: Module, tasks: int | None, replication: int | None,
+               delete: Sequence[str]) -> DeploymentBase:
         if replication not in (None, 1):
             raise DefinitionError(
                 f"replication={replication!r}: an InProcessCluster runs every task in this process, so a copy "
                 "on another worker cannot exist; deploy with replication on a LocalCluster or a RayCluster")
-        return Deployment(module, self._catalog(module, tasks), self.path / module.name)
+        return Deployment(module, self._catalog(module, tasks, replication, delete), self.path / module.name)
 
     def _replication_max(self) -> int:
         """The most copies of a task this cluster can keep: one per worker."""
         return 1
 
-    def _catalog(self, module: Module, tasks: int | None, replication: int | None = None) -> Catalog:
-        """The stored catalog of `module` extended with its new names (checked, then saved)."""
+    def _catalog(self, module: Module, tasks: int | None, replication: int | None = None,
+                 delete: Sequence[str] = (), *, updating: bool = False, save: bool = True) -> Catalog:
+        """The catalog `module` runs with: new, or the stored one checked against the new code
+        (`evolution.plan`), then saved. Nothing is saved when a check fails."""
         directory = self.path / module.name
         catalog_path = directory / "module.json"
-        catalog = _load_catalog(catalog_path)
+        stored = _load_catalog(catalog_path)
         replication_max = self._replication_max()
-        if catalog is None:
+        if stored is None:
             count = 1 if tasks is None else tasks
             if not isinstance(count, int) or not 1 <= count <= TASKS_MAX:
                 raise DefinitionError(f"tasks={tasks!r} must be an int from 1 to {TASKS_MAX}")
@@ -198,25 +236,22 @@ class InProcessCluster(ClusterClients[DeploymentBase]):
                 raise DefinitionError(
                     f"replication={replication!r} must be an int from 1 to {replication_max}: each copy of a task "
                     f"lives on another worker, and this cluster has {replication_max}")
-            catalog = Catalog(module.name, count, replication=copies)
-        elif tasks is not None and tasks != catalog.tasks:
-            raise DefinitionError(
-                f"module {module.name!r} is stored at {str(directory)!r} with {catalog.tasks} tasks, not {tasks}; "
-                f"the task count is fixed at first deploy: deploy with tasks={catalog.tasks}"
-            )
-        elif replication is not None and replication != catalog.replication:
-            raise DefinitionError(
-                f"module {module.name!r} is stored at {str(directory)!r} with replication={catalog.replication}, "
-                f"not {replication}; it is fixed at first deploy: deploy with replication={catalog.replication}")
-        elif catalog.replication > replication_max:
-            raise DefinitionError(
-                f"module {module.name!r} is stored with replication={catalog.replication}, which needs as many "
-                f"workers; this cluster has {replication_max}")
-        catalog.assign(module)
+            if delete:
+                raise DefinitionError(f"delete={list(delete)!r}: module {module.name!r} has no stored data at "
+                                      f"{str(directory)!r}, so there is nothing to delete; deploy without delete")
+            catalog = Catalog(module.name, count, replication=copies, shapes=module_shapes(module))
+            catalog.assign(module)
+        else:
+            if stored.replication > replication_max and replication in (None, stored.replication):
+                raise DefinitionError(
+                    f"module {module.name!r} is stored with replication={stored.replication}, which needs as many "
+                    f"workers; this cluster has {replication_max}")
+            catalog = plan(stored, module, delete, tasks=tasks, replication=replication, updating=updating)
         runtime_check = ModuleRuntime(module, catalog)  # every definition error surfaces before anything is written
         del runtime_check
-        directory.mkdir(parents=True, exist_ok=True)
-        _save_catalog(catalog_path, catalog)
+        if save:
+            directory.mkdir(parents=True, exist_ok=True)
+            _save_catalog(catalog_path, catalog)
         return catalog
 
     # ---- clients --------------------------------------------------------------------------
@@ -287,17 +322,14 @@ def _run_round_on(holder: list[TaskThread], timeout_s: float) -> None:
 def _load_catalog(path: Path) -> Catalog | None:
     if not path.exists():
         return None
-    data = json.loads(path.read_text())
-    return Catalog(data["module"], data["tasks"], data["depot_ids"], data["pstate_ids"], data.get("replication", 1))
+    return Catalog.from_json(json.loads(path.read_text()))
 
 
 def _save_catalog(path: Path, catalog: Catalog) -> None:
     # Write-then-rename so a crash leaves either the old catalog or the new one, never half of one.
     temporary = path.with_suffix(".tmp")
-    data = {"module": catalog.module, "tasks": catalog.tasks, "depot_ids": catalog.depot_ids,
-            "pstate_ids": catalog.pstate_ids, "replication": catalog.replication}
     with open(temporary, "w") as f:
-        json.dump(data, f, indent=2)
+        json.dump(catalog.to_json(), f, indent=2)
         f.flush()
         os.fsync(f.fileno())
     os.replace(temporary, path)

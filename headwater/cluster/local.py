@@ -32,7 +32,7 @@ import threading
 import time
 import types
 import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -371,10 +371,14 @@ class WorkerDeployment(DeploymentBase):
         self.sets = _ReplicaSets(self.directory, catalog.tasks, catalog.replication, self._workers.count)
         placement = self.sets.leaders()
         self.placement = placement  # shared with the transport: a failover moves a task in both
-        self.transport = SupervisorTransport(self._workers, module.name, placement)
+        transport = SupervisorTransport(self._workers, module.name, placement)
         self.failures = {}
         self._module_bytes = module_bytes
         self._open_on(sorted(set(placement)))
+        # Published only now: a client that sent on it earlier would reach workers where the module
+        # is not open yet, which drop the message, and wait out its timeout; until now, a client
+        # meets the stopped transport of the previous version and gets Unavailable at once.
+        self.transport = transport
 
     def _open_on(self, workers: list[int]) -> None:
         # Each leader opened here begins a new term: a follower then refuses what an earlier one sends.
@@ -673,13 +677,15 @@ class LocalCluster(InProcessCluster):
     def _replication_max(self) -> int:
         return self._workers.count
 
-    def _start(self, module: Module, tasks: int | None, replication: int | None) -> WorkerDeployment:
-        return WorkerDeployment(self._workers, module, self._catalog(module, tasks, replication),
+    def _start(self, module: Module, tasks: int | None, replication: int | None,
+               delete: Sequence[str]) -> WorkerDeployment:
+        return WorkerDeployment(self._workers, module, self._catalog(module, tasks, replication, delete),
                                 self.path / module.name, next(self._client_ids))
 
     def _on_frame(self, link: Link, envelope: Any) -> None:
         if isinstance(envelope, Call):  # from a worker's front: status() is known here
-            ops: dict[str, Callable[..., Any]] = {"status": self.status, "in_sync": self._record_in_sync}
+            ops: dict[str, Callable[..., Any]] = {"status": self.status, "in_sync": self._record_in_sync,
+                                                  "apply_app": self._apply_app_from_front}
             self._calls.submit(link.answer, envelope, ops.get(envelope.op) or self._unknown_call)
             return
         deployment = self._deployments.get(getattr(envelope, "module", ""))
@@ -690,6 +696,10 @@ class LocalCluster(InProcessCluster):
         elif isinstance(envelope, Failed):
             assert isinstance(deployment, WorkerDeployment)
             deployment.failures[envelope.task] = envelope.error
+
+    def _apply_app_from_front(self, source: bytes | str, filename: str, delete: list[str], dry_run: bool,
+                              tasks: int) -> list[dict[str, Any]]:
+        return self.apply_app(source, filename=filename, delete=delete, dry_run=dry_run, tasks=tasks)
 
     def _front_of(self, worker: int | None) -> dict[str, Any]:
         return self._front_info.get(worker, {}) if worker is not None else {}

@@ -27,11 +27,12 @@ import sys
 import threading
 import time
 import types
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
+from headwater.client.cluster import ModuleInfo
 from headwater.client.replies import ReplyRouter
 from headwater.client.seam import ClientTransport, DeployedModule, check_may_wait
 from headwater.cluster.clients import ClusterClients
@@ -74,6 +75,7 @@ _log = logging.getLogger("headwater.worker")
 WORKER_CALL_THREADS = 32  # calls a worker serves at once (reads, queries, holds); more wait their turn
 _POINT_READ_OPS = frozenset({"exists", "size", "contains"})  # answers bounded whatever the data
 STATUS_CALL_S = 10.0  # the longest a worker's front waits for the supervisor's status()
+APPLY_APP_CALL_S = 120.0  # the longest a worker's front waits for the supervisor to apply an app update
 REPLICATION_CHECK_S = 0.2  # how often a worker looks for followers that stopped confirming
 PROPOSE_CALL_S = 2.0  # the longest a leader waits for the controller to record a new in-sync set
 _tokens = itertools.count(1)
@@ -397,11 +399,18 @@ class WorkerCluster(ClusterClients[_Deployment]):
         return Unavailable(f"{what} happens in the process that runs the LocalCluster, not in worker "
                            f"{self._node.worker_id}")
 
-    def deploy(self, module: Module, *, tasks: int | None = None) -> None:
+    def deploy(self, module: Module, *, tasks: int | None = None, replication: int | None = None,
+               delete: Sequence[str] = ()) -> None:
         raise self._refuse("deploying")
 
-    def update(self, module: Module) -> None:
-        raise self._refuse("updating a module")
+    def update(self, module: Module, *, delete: Sequence[str] = (), dry_run: bool = False) -> ModuleInfo:
+        raise self._refuse("updating a module object (a front updates from an app file's source: apply_app)")
+
+    def apply_app(self, source: bytes | str, *, filename: str = "app.py", delete: Sequence[str] = (),
+                  dry_run: bool = False, tasks: int = 1) -> list[dict[str, Any]]:
+        """The supervisor loads and applies the source: it is where modules are deployed from."""
+        return self._node.supervisor.call("apply_app", source, filename, list(delete), dry_run, tasks,
+                                          timeout_s=APPLY_APP_CALL_S)
 
     def destroy(self, name: str) -> None:
         raise self._refuse("destroying a module")

@@ -18,10 +18,14 @@ __all__ = ["Catalog", "DepotRuntime", "ModuleRuntime", "PStateRuntime"]
 
 @dataclass
 class Catalog:
-    """Durable facts about a deployed module: its task count and the ids of its depots and PStates.
+    """Durable facts about a deployed module: task count, ids, version, and the shapes of its data.
 
-    Ids never change once assigned, so storage keys written by an earlier version of the module
-    stay valid when depots or PStates are added.
+    Ids never change once assigned, and are never given again after their name is deleted, so
+    storage keys written by an earlier version of the module stay valid (and a deleted name's
+    leftovers can never be read as a new one's). `shapes` records what the stored data looks like
+    (event types, PState schemas, topologies), so an update can be checked against it;
+    `dropped` lists every deleted name with the version that deleted it, which each task applies
+    to its store once (`Task.recover`).
     """
 
     module: str
@@ -29,12 +33,28 @@ class Catalog:
     depot_ids: dict[str, int] = field(default_factory=dict)
     pstate_ids: dict[str, int] = field(default_factory=dict)
     replication: int = 1  # copies of each task's store, on as many workers
+    version: int = 1  # 1 at first deploy, one more at each update
+    shapes: dict[str, dict[str, Any]] | None = None  # {"depots"|"pstates"|"topologies": {name: shape}}
+    dropped: list[dict[str, Any]] = field(default_factory=list)  # [{"version", "kind", "name", "id"}]
 
     def assign(self, module: Module) -> None:
-        for table, names in ((self.depot_ids, module.depots), (self.pstate_ids, module.pstates)):
+        for kind, table, names in (("depot", self.depot_ids, module.depots), ("pstate", self.pstate_ids,
+                                                                               module.pstates)):
+            retired = [d["id"] for d in self.dropped if d["kind"] == kind and d["id"] is not None]
             for name in names:
                 if name not in table:
-                    table[name] = max(table.values(), default=0) + 1
+                    table[name] = max([*table.values(), *retired], default=0) + 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {"module": self.module, "tasks": self.tasks, "depot_ids": self.depot_ids,
+                "pstate_ids": self.pstate_ids, "replication": self.replication, "version": self.version,
+                "shapes": self.shapes, "dropped": self.dropped}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Catalog:
+        # Catalogs written before versions and shapes were kept read as version 1 with unknown shapes.
+        return cls(data["module"], data["tasks"], data["depot_ids"], data["pstate_ids"], data.get("replication", 1),
+                   data.get("version", 1), data.get("shapes"), data.get("dropped", []))
 
 
 @dataclass(eq=False)

@@ -30,6 +30,7 @@ from headwater.engine import messages
 from headwater.engine.appends import Appends
 from headwater.engine.context import Context, RecordInfo
 from headwater.engine.definitions import Ack, Retry
+from headwater.engine.evolution import drop_deleted
 from headwater.engine.messages import (
     AppendBatch,
     AppendRecord,
@@ -102,7 +103,9 @@ class Task:
 
     # ---- lifecycle ------------------------------------------------------------------------
     def recover(self) -> None:
-        """Set each topology's cursor from stored progress and queue what a crash cut short."""
+        """Drop what an update deleted, set each topology's cursor from stored progress, and queue
+        what a crash cut short."""
+        drop_deleted(self.store, self.runtime.catalog)
         batch = Batch()
         self._streams.recover(batch)
         self._appends.recover_keyed(batch, self._streams.cursors)

@@ -115,6 +115,8 @@ def describe_module(runtime: ModuleRuntime) -> dict[str, Any]:
     return {
         "name": runtime.name,
         "tasks": runtime.tasks,
+        "version": runtime.catalog.version,
+        "replication": runtime.catalog.replication,
         "depots": [_describe_depot(depot) for depot in runtime.depots.values()],
         "pstates": [
             {"name": p.name, "partitioned": p.decl.partitioned, "keyed": p.keyed,

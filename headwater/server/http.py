@@ -19,7 +19,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from headwater.client.remote import wire_error
-from headwater.errors import AckTimeout, HandlerError, HeadwaterError, NotFound, SchemaError
+from headwater.errors import AckTimeout, DefinitionError, HandlerError, HeadwaterError, NotFound, SchemaError
 
 __all__ = ["ApiError", "Endpoint", "MAX_BODY_BYTES_DEFAULT", "error_response", "json_response", "read_body", "endpoint"]
 
@@ -39,8 +39,9 @@ class ApiError(Exception):
 
 def _encode_fallback(value: Any) -> Any:
     # Query and topology results are arbitrary Python objects; one without a JSON form is sent
-    # as its repr rather than failing a request whose append already happened.
-    return repr(value)
+    # as its repr rather than failing a request whose append already happened. A str subclass
+    # (hw.ModuleInfo) is its text.
+    return str(value) if isinstance(value, str) else repr(value)
 
 
 _encoder = msgspec.json.Encoder(enc_hook=_encode_fallback)
@@ -76,6 +77,8 @@ def _body_of(error: BaseException) -> tuple[int, dict[str, Any]]:
         body["path"] = error.path
     elif isinstance(error, NotFound):
         body.update(kind=error.kind, name=error.name, known=error.known[:50])
+    elif isinstance(error, DefinitionError) and getattr(error, "changes", None):
+        body["changes"] = error.changes
     return status, body
 
 

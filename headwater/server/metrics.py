@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -44,11 +45,11 @@ def module_stats(cluster: Cluster, module: str, hosts: list[dict[str, Any]]) -> 
                            "depots": [d.name for d in stream.depots],
                            "processed": processed, "lag": lag, "dead_letters": dead})
     depots = [{"name": name, "partitions": offsets, "records": sum(offsets)} for name, offsets in ends.items()]
-    return {"name": runtime.name, "tasks": runtime.tasks, "depots": depots, "topologies": topologies,
-            "hosts": hosts}
+    return {"name": runtime.name, "tasks": runtime.tasks, "version": runtime.catalog.version, "depots": depots,
+            "topologies": topologies, "hosts": hosts}
 
 
-def cluster_stats(cluster: Cluster, modules: list[str],
+def cluster_stats(cluster: Cluster, modules: Sequence[str],
                   status: dict[str, list[dict[str, Any]]] | None = None) -> list[dict[str, Any]]:
     """`module_stats` of each module; `status` is `cluster.status()` if the caller has it already."""
     status = cluster.status() if status is None else status  # asks every task once, for all the modules

@@ -6,15 +6,18 @@ import asyncio
 import http.client
 import os
 import time
+from pathlib import PurePosixPath
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
 
+from headwater.cluster.apps import APP_SOURCE_BYTES_MAX, APP_TASKS_DEFAULT
+from headwater.cluster.inprocess import TASKS_MAX
 from headwater.errors import PermissionDenied
 from headwater.server.catalog import describe_module, runtime_of
-from headwater.server.http import ApiError, endpoint, json_response
+from headwater.server.http import ApiError, endpoint, json_response, query_bool, query_int, read_body
 from headwater.server.metrics import cluster_stats, merge_process_metrics
 from headwater.server.openapi import openapi_document
 from headwater.server.state import authorize, state_of
@@ -158,7 +161,41 @@ def _process_metrics(request: Request, port: int) -> str:
         connection.close()
 
 
+APP_CONTENT_TYPE = "text/x-python"
+
+
+@endpoint
+async def update(request: Request) -> Response:
+    """Apply a new version of the app file: its source is the body (`Content-Type: text/x-python`).
+
+    Loaded apart from the running code, every module it defines is checked against what is
+    deployed, then updated (or deployed, with `?tasks=`); `?dry_run=true` only checks. Query
+    parameters: `filename` (its name decides the Python module the code runs under), `delete`
+    (repeated, `module/name`). Needs an admin token on every module: the code runs in the server."""
+    authorize(request, "admin")
+    content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if content_type != APP_CONTENT_TYPE:
+        # Not a type a browser may send across origins without asking first, so a web page cannot
+        # post code to a server on this machine.
+        raise ApiError(415, "unsupported_media_type", f"send the app file's source with Content-Type: "
+                       f"{APP_CONTENT_TYPE}, not {content_type or 'none'!r}")
+    state = state_of(request)
+    apply = getattr(state.cluster, "apply_app", None)
+    if apply is None:
+        raise ApiError(501, "not_supported", "this server's cluster cannot apply app updates")
+    source = await read_body(request, APP_SOURCE_BYTES_MAX)
+    filename = PurePosixPath(request.query_params.get("filename") or "app.py").name
+    if not filename.endswith(".py"):
+        raise ApiError(400, "bad_request", f"filename={filename!r} must name a .py file")
+    dry_run = query_bool(request, "dry_run")
+    tasks = query_int(request, "tasks", APP_TASKS_DEFAULT, minimum=1, maximum=TASKS_MAX)
+    report = await asyncio.to_thread(apply, source, filename=filename, delete=request.query_params.getlist("delete"),
+                                     dry_run=dry_run, tasks=tasks)
+    return json_response({"modules": report, "dry_run": dry_run})
+
+
 ROUTES: list[tuple[str, Any, list[str]]] = [
+    ("/api/update", update, ["POST"]),
     ("/api/modules", modules, ["GET"]),
     ("/api/modules/{module}", module, ["GET"]),
     ("/api/stats", stats, ["GET"]),

@@ -227,6 +227,24 @@ def _server_paths(modules: list[str]) -> dict[str, Any]:
                 "type": "object", "additionalProperties": {
                     "type": "array", "items": {"type": ["integer", "null"]}}})),
                           **_errors("401")}}},
+        "/api/update": {"post": {
+            "summary": "Apply a new version of the app file: check every module in it against the stored data, "
+                       "then update (or deploy) them; needs admin on every module",
+            "parameters": [
+                _param("filename", "query", {"type": "string", "default": "app.py"}, "the app file's name (.py)"),
+                _param("dry_run", "query", {"type": "boolean", "default": False}, "only check: change nothing"),
+                _param("delete", "query", {"type": "array", "items": {"type": "string"}},
+                       "module/name of a depot, PState or topology whose data to drop (repeat)"),
+                _param("tasks", "query", {"type": "integer", "minimum": 1}, "tasks of a module the file adds")],
+            "requestBody": {"required": True, "content": {"text/x-python": {"schema": {"type": "string"}}}},
+            "responses": {"200": _ok(_object(("modules", "dry_run"), dry_run={"type": "boolean"}, modules={
+                "type": "array", "items": _object(("module", "action", "version"), module={"type": "string"},
+                                                  action={"type": "string", "enum": ["updated", "deployed"]},
+                                                  version={"type": "integer"})})),
+                          **_errors("400", "401", "403", "413", extra={
+                              "415": "the body is not sent as text/x-python (unsupported_media_type)",
+                              "422": "the code does not load, or the stored data cannot follow a change "
+                                     "(definition_error, with `changes`)"})}}},
         "/api/openapi.json": {"get": {
             "summary": "This document, for the modules the token has a scope on",
             "responses": {"200": _ok({"type": "object"}), **_errors("401")}}},

@@ -7,32 +7,36 @@ cluster close. Storage batches are atomic, so an append is either in the log or 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
-import importlib.util
 import os
 import socket
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 
 from headwater.client.cluster import Cluster
+from headwater.cluster.apps import APP_TASKS_DEFAULT, find_modules, load_source
 from headwater.cluster.inprocess import InProcessCluster
 from headwater.cluster.local import LocalCluster
 from headwater.cluster.ray import RayCluster
 from headwater.engine.definitions import Module
-from headwater.errors import HeadwaterError
+from headwater.errors import DefinitionError, HeadwaterError
 from headwater.server.app import create_app
 from headwater.server.auth import Auth, check_bind, load_auth
 from headwater.server.http import MAX_BODY_BYTES_DEFAULT
 from headwater.server.protocol import EVENT_LOOP, ConnectionLimits, http_protocol
 
-__all__ = ["GRACEFUL_SHUTDOWN_S", "ServeError", "ServerThread", "deploy_all", "load_modules", "serve"]
+__all__ = ["GRACEFUL_SHUTDOWN_S", "Reloader", "ServeError", "ServerThread", "deploy_all",
+           "load_modules", "serve"]
 
 GRACEFUL_SHUTDOWN_S = 10.0  # requests still running this long after Ctrl-C are cut off
+RELOAD_DEBOUNCE_MS = 200  # `--reload`: changes within this long of each other are applied once
+RELOAD_STOP_S = 5.0  # the longest closing waits for the reload watcher
 LISTEN_BACKLOG = 2048  # connections the kernel queues for a server before it accepts them
 _STARTUP_TIMEOUT_S = 30.0
 
@@ -45,44 +49,94 @@ def load_modules(target: str | os.PathLike[str]) -> list[Module]:
     """Every `headwater.Module` defined or imported at the top level of a Python file or module."""
     text = str(target)
     if text.endswith(".py") or os.sep in text or Path(text).is_file():
-        namespace = _import_file(Path(text))
-    else:
-        try:
-            namespace = vars(importlib.import_module(text))
-        except ImportError as e:
-            raise ServeError(f"cannot import {text!r}: {e}; pass a path to a .py file or an importable module") from e
-    found: list[Module] = []
-    for value in namespace.values():
-        if isinstance(value, Module) and all(value is not m for m in found):
-            found.append(value)
-    if not found:
-        raise ServeError(f"{text} defines no headwater.Module at its top level; define one "
-                         "(app = hw.Module('app')) or import yours there")
-    return found
+        return _load_file(Path(text))
+    try:
+        namespace = vars(importlib.import_module(text))
+    except ImportError as e:
+        raise ServeError(f"cannot import {text!r}: {e}; pass a path to a .py file or an importable module") from e
+    try:
+        return find_modules(namespace, text)
+    except DefinitionError as e:
+        raise ServeError(str(e)) from None
 
 
-def _import_file(path: Path) -> dict[str, Any]:
+def _load_file(path: Path) -> list[Module]:
+    """An app file's modules, loaded as `apply_app` loads later versions of it (`serve --reload`,
+    `headwater update`), under the same Python module name."""
     if not path.is_file():
         raise ServeError(f"app file {str(path)!r} does not exist")
     # Like `python -m`, the working directory is importable, so an app file can import its
     # package (`from examples.bank import bank`) wherever the console script was installed.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    name = "headwater_app_" + path.stem.replace("-", "_")
-    spec = importlib.util.spec_from_file_location(name, path.resolve())
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return vars(module)
+    try:
+        modules, _ = load_source(path.read_bytes(), str(path.resolve()))
+    except DefinitionError as e:
+        raise ServeError(str(e)) from None
+    return modules
 
 
-def deploy_all(cluster: InProcessCluster, modules: list[Module], tasks: int, replication: int = 1) -> None:
-    """Deploy each module; one already stored in the cluster's directory reattaches to its data."""
+def deploy_all(cluster: InProcessCluster, modules: list[Module], tasks: int | None, replication: int = 1) -> None:
+    """Deploy each module; one already stored in the cluster's directory reattaches to its data.
+
+    `tasks=None` (no --tasks given) takes the stored task count, or APP_TASKS_DEFAULT for a new
+    module; a --tasks that differs from the stored count is an error, never silently ignored."""
     for module in modules:
         stored = (cluster.path / module.name / "module.json").exists()
-        # The task count and the replication are fixed at first deploy.
-        cluster.deploy(module, tasks=None if stored else tasks, replication=None if stored else replication)
+        if stored:
+            cluster.deploy(module, tasks=tasks, replication=None if replication == 1 else replication)
+        else:
+            cluster.deploy(module, tasks=APP_TASKS_DEFAULT if tasks is None else tasks, replication=replication)
+
+
+class Reloader:
+    """`headwater serve --reload`: applies each saved version of the app file to the running cluster.
+
+    The file's directory is watched (editors often save by writing a new file and renaming it);
+    a change to the file loads it apart from the running code (`apply_app`), and code that does not
+    load, or is not compatible with the stored data, leaves the old code serving and is reported."""
+
+    def __init__(self, cluster: Any, path: str, tasks: int | None,
+                 report: Callable[[str], None] = lambda text: print(text, flush=True)) -> None:
+        self.path = Path(path).resolve()
+        self._cluster, self._tasks, self._report = cluster, tasks, report
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="headwater-reload", daemon=True)
+        self.applied = 0  # versions applied since start
+        self.last_error: str | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(RELOAD_STOP_S)
+
+    def _watch(self) -> None:
+        import watchfiles
+
+        def is_app(_: Any, changed: str) -> bool:
+            return Path(changed).resolve() == self.path
+
+        for _ in watchfiles.watch(self.path.parent, watch_filter=is_app, stop_event=self._stop,
+                                  debounce=RELOAD_DEBOUNCE_MS, recursive=False, raise_interrupt=False):
+            if self.path.exists():
+                self.apply()
+
+    def apply(self) -> None:
+        """Apply the file as it is now; report what changed, or why nothing did."""
+        try:
+            report = self._cluster.apply_app(self.path.read_bytes(), filename=str(self.path),
+                                             tasks=APP_TASKS_DEFAULT if self._tasks is None else self._tasks)
+        except Exception as e:  # anything the new code does: the old code keeps serving
+            self.last_error = f"{type(e).__name__}: {e}"
+            self._report(f"headwater: {self.path.name} changed but was not applied; the previous code still "
+                         f"serves.\n{self.last_error}")
+            return
+        self.applied += 1
+        self.last_error = None
+        done = ", ".join(f"{r['module']} {r['action']} (version {r['version']})" for r in report)
+        self._report(f"headwater: {self.path.name} applied: {done}")
 
 
 def bind(host: str, port: int, *, shared: bool = False, listen: bool = True) -> socket.socket:
@@ -124,10 +178,10 @@ def url_of(sock: socket.socket) -> str:
     return f"http://{'[' + host + ']' if ':' in host else host}:{port}"
 
 
-def serve(app_file: str, *, data: str = "./data", host: str = "127.0.0.1", port: int = 8000, tasks: int = 4,
-          auth: Auth | None = None, max_body_bytes: int = MAX_BODY_BYTES_DEFAULT,
+def serve(app_file: str, *, data: str = "./data", host: str = "127.0.0.1", port: int = 8000,
+          tasks: int | None = None, auth: Auth | None = None, max_body_bytes: int = MAX_BODY_BYTES_DEFAULT,
           limits: ConnectionLimits = ConnectionLimits(), workers: int = 0, replication: int = 1,
-          ray_address: str | None = None,
+          ray_address: str | None = None, reload: bool = False,
           announce: Callable[[str, InProcessCluster], None] | None = None) -> None:
     """Deploy the modules of `app_file` on a cluster in `data` and serve them until Ctrl-C.
 
@@ -138,11 +192,15 @@ def serve(app_file: str, *, data: str = "./data", host: str = "127.0.0.1", port:
     `ray_address` ("auto", or a Ray head's "host:port") runs them in worker processes placed by
     Ray (`RayCluster`, one worker per CPU of the Ray cluster), and this process serves HTTP.
     `replication=R` keeps each task on R of the workers (at first deploy); it needs `workers` or
-    `ray_address`.
+    `ray_address`. `tasks` is the task count of a module deployed for the first time (default
+    APP_TASKS_DEFAULT); over stored data it must match. `reload` applies every saved change of
+    the app file to the running modules (`Reloader`).
     """
     if ray_address is not None and workers:
         raise ServeError("--ray and --workers cannot go together: with --ray, Ray's cluster decides the workers "
                          "(one per CPU); drop --workers")
+    if reload and not (app_file.endswith(".py") or Path(app_file).is_file()):
+        raise ServeError(f"--reload watches an app file: pass the path of a .py file, not {app_file!r}")
     auth = load_auth() if auth is None else auth
     check_bind(host, auth)
     modules = load_modules(app_file)
@@ -150,9 +208,14 @@ def serve(app_file: str, *, data: str = "./data", host: str = "127.0.0.1", port:
         raise ServeError(f"--replication {replication} keeps copies of each task on other worker processes: "
                          f"add --workers N with N ≥ {replication}, or --ray")
     if workers:
-        _serve_on_workers(modules, data=data, host=host, port=port, tasks=tasks, auth=auth,
-                          max_body_bytes=max_body_bytes, limits=limits, workers=workers, replication=replication,
-                          announce=announce)
+        held = bind(host, port, shared=True, listen=False)
+        try:
+            with LocalCluster(data, workers=workers) as cluster:
+                _serve_on_workers(cluster, modules, held, host=host, tasks=tasks, auth=auth,
+                                  max_body_bytes=max_body_bytes, limits=limits, replication=replication,
+                                  announce=announce, reload=app_file if reload else None)
+        finally:
+            held.close()
         return
     sock = bind(host, port)
     try:
@@ -162,29 +225,40 @@ def serve(app_file: str, *, data: str = "./data", host: str = "127.0.0.1", port:
                                             log_level="warning", limits=limits))
             if announce is not None:
                 announce(url_of(sock), cluster)
-            server.run(sockets=[sock])  # returns (or raises KeyboardInterrupt) after in-flight requests end
+            with _reloading(cluster, app_file if reload else None, tasks):
+                server.run(sockets=[sock])  # returns (or raises KeyboardInterrupt) after in-flight requests end
     finally:
         sock.close()
 
 
-def _serve_on_workers(modules: list[Module], *, data: str, host: str, port: int, tasks: int, auth: Auth,
-                      max_body_bytes: int, limits: ConnectionLimits, workers: int, replication: int,
-                      announce: Callable[[str, InProcessCluster], None] | None) -> None:
+def _serve_on_workers(cluster: LocalCluster, modules: list[Module], held: socket.socket, *, host: str,
+                      tasks: int | None,
+                      auth: Auth, max_body_bytes: int, limits: ConnectionLimits, replication: int,
+                      announce: Callable[[str, InProcessCluster], None] | None, reload: str | None) -> None:
     # This process holds the address (and learns the port) without listening, so no connection
     # waits on it; the workers' sockets join it and listen.
-    held = bind(host, port, shared=True, listen=False)
+    deploy_all(cluster, modules, tasks, replication)
+    cluster.start_fronts(worker_front, host, held.getsockname()[1], auth, max_body_bytes, limits)
+    if announce is not None:
+        announce(url_of(held), cluster)
     try:
-        with LocalCluster(data, workers=workers) as cluster:
-            deploy_all(cluster, modules, tasks, replication)
-            cluster.start_fronts(worker_front, host, held.getsockname()[1], auth, max_body_bytes, limits)
-            if announce is not None:
-                announce(url_of(held), cluster)
-            try:
-                threading.Event().wait()  # until Ctrl-C
-            finally:
-                cluster.stop_fronts()  # each worker lets the requests in flight finish
+        with _reloading(cluster, reload, tasks):
+            threading.Event().wait()  # until Ctrl-C
     finally:
-        held.close()
+        cluster.stop_fronts()  # each worker lets the requests in flight finish
+
+
+@contextlib.contextmanager
+def _reloading(cluster: Any, app_file: str | None, tasks: int | None) -> Iterator[None]:
+    if app_file is None:
+        yield
+        return
+    reloader = Reloader(cluster, app_file, tasks)
+    reloader.start()
+    try:
+        yield
+    finally:
+        reloader.stop()
 
 
 def worker_front(cluster: Cluster, host: str, port: int, auth: Auth, max_body_bytes: int,

@@ -71,7 +71,7 @@ def test_replication_is_checked_at_deploy(tmp_path, kind):
             cluster.deploy(bank, tasks=2, replication=3)
         cluster.deploy(bank, tasks=2, replication=2)
     with open_cluster(kind, tmp_path) as cluster:
-        with pytest.raises(hw.DefinitionError, match="with replication=2, not 1"):
+        with pytest.raises(hw.DefinitionError, match="replication is 2, not 1"):
             cluster.deploy(bank, tasks=2, replication=1)
         cluster.deploy(bank, tasks=2)  # reattaches with the stored replication
         assert all(len(row) == 1 for row in followers(cluster, "bank"))

@@ -62,7 +62,12 @@ def test_ctrl_c_lets_in_flight_appends_finish_and_a_restart_resumes(tmp_path, wo
     assert "serving modules jobs" in output and f"{url}/ui/" in output and "curl -X POST" in output
     assert "stopped" in output
 
-    process = start(tmp_path / "data", port, "--tasks", "3", "--workers", workers)  # the stored task count wins
+    # A task count that differs from the stored one is an error that names it, never silently ignored.
+    refused = subprocess.run([sys.executable, "-m", "headwater.cli", "serve", "tests/server/jobs_app.py", "--data",
+                              str(tmp_path / "data"), "--port", str(port), "--tasks", "3", "--workers", workers],
+                             cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1 and "the task count is 2, not 3" in refused.stdout + refused.stderr
+    process = start(tmp_path / "data", port, "--workers", workers)  # no --tasks: the stored count
     try:
         module = httpx.get(f"{url}/api/modules/jobs").json()
         assert module["tasks"] == 2

@@ -22,7 +22,7 @@ import headwater as hw
 from examples.bank import Deposit, Transfer
 from examples.orders import Address, LineItem, NewOrder
 from examples.registration import UserSignUp
-from headwater.cli.app import SERVE_TASKS_DEFAULT
+from headwater.cluster.apps import APP_TASKS_DEFAULT as SERVE_TASKS_DEFAULT
 from headwater.schema import task_for_key
 from headwater.server.run import deploy_all, load_modules
 from tests.server.support import FIXED, Job, deploy, served

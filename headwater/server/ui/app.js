@@ -27,7 +27,7 @@ function renderNav() {
     const link = (href, label, kind) =>
       `<a class="nav-item ${active === href || active.startsWith(href + "?") ? "active" : ""}" href="${href}"><span class="kind kind-${kind}">${kind[0]}</span>${esc(label)}</a>`;
     return `<div class="nav-module">
-      <a class="nav-title ${active === base ? "active" : ""}" href="${base}">${esc(m.name)}<span class="muted">${m.tasks} tasks</span></a>
+      <a class="nav-title ${active === base ? "active" : ""}" href="${base}">${esc(m.name)}<span class="muted">v${m.version ?? 1} · ${m.tasks} tasks</span></a>
       ${m.depots.map((d) => link(`${base}/depot/${encodeURIComponent(d.name)}`, d.name, "depot")).join("")}
       ${m.topologies.map((t) => link(`${base}/topology/${encodeURIComponent(t.name)}`, t.name, "topology")).join("")}
       ${m.pstates.map((p) => link(`${base}/pstate/${encodeURIComponent(p.name)}`, p.name, "pstate")).join("")}
