@@ -49,6 +49,7 @@ from headwater.pstate import (
     view,
 )
 from headwater.schema import List, Map, Record, Set
+from headwater.schema.types import migrated
 
 __all__ = [
     "ALL",
@@ -96,6 +97,7 @@ __all__ = [
     "apply",
     "connect",
     "filter",
+    "migrated",
     "must",
     "nth",
     "range",

@@ -212,9 +212,14 @@ def status(url: Url = DEFAULT_URL, token: Token = None, json: Json = False, *, o
                      [(d["name"], len(d["partitions"]), d["records"], d["appended"],
                        _ms(d["ack_latency_ms"]["p50"]), _ms(d["ack_latency_ms"]["p99"])) for d in module["depots"]])
         output.table(f"module {module['name']} — topologies",
-                     ["topology", "depots", "processed", "lag", "dead letters"],
-                     [(t["name"], ", ".join(t["depots"]), t["processed"], t["lag"], t["dead_letters"])
-                      for t in module["topologies"]])
+                     ["topology", "depots", "processed", "lag", "caught up", "dead letters"],
+                     [(t["name"], ", ".join(t["depots"]), t["processed"], t["lag"], _percent(t["processed"], t["lag"]),
+                       t["dead_letters"]) for t in module["topologies"]])
+        if module.get("migrations"):
+            output.table(f"module {module['name']} — migrations",
+                         ["PState", "migration", "version", "rewritten", "done"],
+                         [(g["pstate"], ", ".join(g["ids"]), g["version"], f"{g['moved']} / {g['total']}",
+                           "yes" if g["done"] else "no") for g in module["migrations"]])
         hosts = module.get("hosts", [])
         on_nodes = any("node_ip" in h for h in hosts)  # a RayCluster's: which node each worker is on
         output.table(f"module {module['name']} — tasks",
@@ -231,6 +236,12 @@ def _followers(followers: list[dict[str, Any]]) -> str:
     """`worker 1 (in sync, lag 0)`, or `-` for a task kept once."""
     return ", ".join(f"worker {f['worker']} ({'in sync' if f['in_sync'] else 'catching up'}, lag "
                      f"{'?' if f['lag'] is None else f['lag']})" for f in followers) or "-"
+
+
+def _percent(processed: int, lag: int) -> str:
+    """How much of its depots' records a topology has processed: a backfill's progress."""
+    total = processed + lag
+    return "100%" if total == 0 else f"{100 * processed // total}%"
 
 
 def _ms(value: float | None) -> str:

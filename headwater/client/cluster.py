@@ -106,6 +106,10 @@ class Cluster(Protocol):
         """Per module, per task: where it runs and whether it answers."""
         ...
 
+    def migrations(self, module: str) -> list[dict[str, Any]]:
+        """The module's PState migrations: per PState, its ids and the entries rewritten so far."""
+        ...
+
     def progress(self, module: str) -> dict[str, dict[str, list[int]]]:
         """{topology: {depot: [next offset to process, per partition]}}."""
         ...

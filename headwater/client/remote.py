@@ -368,6 +368,10 @@ class RemoteCluster:
         self._routes = None
         return list(answer["modules"])
 
+    def migrations(self, module: str) -> list[dict[str, Any]]:
+        """The module's PState migrations and their progress, as `cluster.migrations` in process."""
+        return list(self.request("GET", f"/api/modules/{quote(module, safe='')}/migrations")["migrations"])
+
     def stats(self) -> Any:
         """Live numbers per module: depot sizes, topology progress, lag, dead letters, ack latency."""
         return self.request("GET", "/api/stats")

@@ -219,6 +219,25 @@ class InProcessCluster(ClusterClients[DeploymentBase]):
         """The most copies of a task this cluster can keep: one per worker."""
         return 1
 
+    def _settle_migrations(self, module: str, done: list[str]) -> None:
+        """A migration every task finished leaves the catalog: from the next open its PState is read
+        with the plain new layout, and the old id is retired (a drop, which finds nothing left)."""
+        with self._lock:
+            deployment = self._deployments.get(module)
+            if deployment is None:
+                return
+            path = self.path / module / "module.json"
+            stored = _load_catalog(path)
+            if stored is None:
+                return
+            for name in done:
+                migration = stored.migrations.pop(name, None)
+                if migration is not None:
+                    stored.dropped.append({"version": stored.version, "kind": "pstate", "name": name,
+                                           "id": migration["from_id"]})
+                deployment.runtime.catalog.migrations.pop(name, None)  # `migrations()` lists it no more
+            _save_catalog(path, stored)
+
     def _catalog(self, module: Module, tasks: int | None, replication: int | None = None,
                  delete: Sequence[str] = (), *, updating: bool = False, save: bool = True) -> Catalog:
         """The catalog `module` runs with: new, or the stored one checked against the new code

@@ -217,6 +217,10 @@ class Module:
         pass to `stream`, `microbatch` and `ctx.append`.
         """
         self._claim("depot", name, self.depots)
+        if type(event_type).__name__ == "Migrated":
+            raise DefinitionError(f"depot {name!r}: event types cannot be migrated yet; keep the stored event type "
+                                  "(add fields with defaults), or delete the depot's records with "
+                                  f"update(..., delete=[{name!r}])")
         if partition_by is not None and not partitioned:
             raise DefinitionError(f"depot {name!r}: partition_by has no meaning with partitioned=False; drop one")
         if isinstance(partition_by, str):

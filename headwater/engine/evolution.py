@@ -28,7 +28,7 @@ from headwater.engine.meta import DEPOT_KEY, IDEM_OPEN_PREFIX
 from headwater.engine.runtime import Catalog
 from headwater.errors import DefinitionError
 from headwater.schema import Schema, as_schema, encode_key
-from headwater.schema.shapes import compare_schemas, compare_types, schema_shape, type_shape
+from headwater.schema.shapes import compare_schemas, compare_types, migrations_added, schema_shape, type_shape
 from headwater.storage import Batch, Store
 
 __all__ = ["DELETE_KINDS", "DROPPED_KEY", "Change", "drop_deleted", "module_shapes", "plan"]
@@ -96,9 +96,31 @@ def plan(stored: Catalog, module: Module, delete: Sequence[str] = (), *, tasks: 
         table = {"depot": catalog.depot_ids, "pstate": catalog.pstate_ids}.get(kind)
         ident = table.pop(name) if table is not None else None
         catalog.dropped.append({"version": catalog.version, "kind": kind, "name": name, "id": ident})
+        migration = catalog.migrations.pop(name, None) if kind == "pstate" else None
+        if migration is not None:  # what it had not moved yet goes too
+            catalog.dropped.append({"version": catalog.version, "kind": kind, "name": name,
+                                    "id": migration["from_id"]})
+    _start_migrations(catalog, stored, shapes, deleting)
     catalog.shapes = shapes
     catalog.assign(module)
     return catalog
+
+
+def _start_migrations(catalog: Catalog, stored: Catalog, shapes: dict[str, Any],
+                      deleting: set[tuple[str, str]]) -> None:
+    """Give each PState with a newly declared migration a fresh id: its migrated data gets a key
+    space of its own, and the old one is read (converted) until the tasks have moved it all."""
+    old_pstates = (stored.shapes or {}).get("pstates", {})
+    for name, shape in shapes["pstates"].items():
+        old = old_pstates.get(name)
+        if old is None or name not in stored.pstate_ids or ("pstate", name) in deleting:
+            continue
+        added = migrations_added(old["schema"], shape["schema"])
+        if added:
+            from_id = catalog.pstate_ids[name]
+            catalog.pstate_ids[name] = catalog.next_id("pstate")
+            catalog.migrations[name] = {"ids": added, "from_id": from_id, "from_shape": old["schema"],
+                                        "version": catalog.version}
 
 
 def _parse_delete(stored: Catalog, module: Module, delete: Sequence[str]) -> set[tuple[str, str]]:
@@ -170,8 +192,21 @@ def _changes(stored: Catalog, module: Module, tasks: int | None, replication: in
         problems = compare_schemas(old["schema"], shape["schema"])
         if problems:
             changes.append(Change("pstate", name, "its schema changed: " + "; ".join(problems), "migration",
-                                  f"keep the stored schema (add record fields instead), or delete=[{name!r}] to "
+                                  "declare the new schema where it changed with hw.migrated(new_schema, id=..., "
+                                  f"fn=old_value -> new_value), keep the stored one, or delete=[{name!r}] to "
                                   "drop its data and start it empty"))
+        added = migrations_added(old["schema"], shape["schema"])
+        if added and name in stored.migrations:
+            running = ", ".join(stored.migrations[name]["ids"])
+            changes.append(Change("pstate", name, f"migration {', '.join(added)} is declared while migration "
+                                  f"{running} is still rewriting its stored data", "impossible",
+                                  "update again once cluster.migrations() reports it done, or delete=[...] the "
+                                  "PState"))
+        if added and shape["schema"].get("migrated") and old["schema"]["k"] == shape["schema"]["k"] == "map" and \
+                shape["partitioned"] and old["schema"]["key"] != shape["schema"]["key"]:
+            changes.append(Change("pstate", name, "a migration of the whole map changes its key type, which decides "
+                                  "the task each key lives on", "delete",
+                                  f"delete=[{name!r}] and rebuild it, or migrate its values only"))
     for name, shape in new["topologies"].items():
         old = old_topologies.get(name)
         if old is not None and old["kind"] != shape["kind"]:

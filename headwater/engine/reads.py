@@ -21,12 +21,13 @@ from headwater.storage import Store
 
 __all__ = ["READS", "Reads"]
 
-READS = ("pstate", "depot_read", "depot_end", "dead_letters", "mb_status", "progress", "unfinished", "step", "query")
+READS = ("pstate", "depot_read", "depot_end", "dead_letters", "mb_status", "progress", "migrations", "unfinished",
+         "step", "query")
 
 
 class Reads:
     def __init__(self, runtime: ModuleRuntime, task_id: int, store: Store, transport: Transport,
-                 coordinators: dict[str, Any], context_host: Any, stored_end: Any) -> None:
+                 coordinators: dict[str, Any], context_host: Any, stored_end: Any, migrations: Any) -> None:
         self._runtime = runtime
         self._task_id = task_id
         self._store = store
@@ -34,6 +35,7 @@ class Reads:
         self._coordinators = coordinators
         self._context_host = context_host  # what a step's Context asks of its task
         self._stored_end = stored_end
+        self._migrations = migrations  # () -> this task's PState migrations and their progress
         self._reader = store.reader("pstate")
         # Steps that queries call read committed state through views that cannot write.
         self._views = TaskViews(runtime, task_id, TxnSlot(self._reader), writable=False)
@@ -59,6 +61,8 @@ class Reads:
             return coordinator.status()
         if kind == "progress":
             return self.stored_progress()
+        if kind == "migrations":
+            return self._migrations()
         if kind == "unfinished":  # trees rooted here whose hops or appends are not all acknowledged yet
             return sum(1 for _ in self._store.iterate("meta", b"pending/", b"pending0"))
         if kind == "step":

@@ -36,25 +36,34 @@ class Catalog:
     version: int = 1  # 1 at first deploy, one more at each update
     shapes: dict[str, dict[str, Any]] | None = None  # {"depots"|"pstates"|"topologies": {name: shape}}
     dropped: list[dict[str, Any]] = field(default_factory=list)  # [{"version", "kind", "name", "id"}]
+    # PStates whose stored data is migrating: {name: {"ids", "from_id", "from_shape", "version"}}
+    migrations: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def assign(self, module: Module) -> None:
         for kind, table, names in (("depot", self.depot_ids, module.depots), ("pstate", self.pstate_ids,
                                                                                module.pstates)):
-            retired = [d["id"] for d in self.dropped if d["kind"] == kind and d["id"] is not None]
             for name in names:
                 if name not in table:
-                    table[name] = max([*table.values(), *retired], default=0) + 1
+                    table[name] = self.next_id(kind)
+
+    def next_id(self, kind: str) -> int:
+        """An id never given to a name of `kind` before (deleted and migrating-from ids included)."""
+        table = self.depot_ids if kind == "depot" else self.pstate_ids
+        retired = [d["id"] for d in self.dropped if d["kind"] == kind and d["id"] is not None]
+        if kind == "pstate":
+            retired += [m["from_id"] for m in self.migrations.values()]
+        return max([*table.values(), *retired], default=0) + 1
 
     def to_json(self) -> dict[str, Any]:
         return {"module": self.module, "tasks": self.tasks, "depot_ids": self.depot_ids,
                 "pstate_ids": self.pstate_ids, "replication": self.replication, "version": self.version,
-                "shapes": self.shapes, "dropped": self.dropped}
+                "shapes": self.shapes, "dropped": self.dropped, "migrations": self.migrations}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Catalog:
         # Catalogs written before versions and shapes were kept read as version 1 with unknown shapes.
         return cls(data["module"], data["tasks"], data["depot_ids"], data["pstate_ids"], data.get("replication", 1),
-                   data.get("version", 1), data.get("shapes"), data.get("dropped", []))
+                   data.get("version", 1), data.get("shapes"), data.get("dropped", []), data.get("migrations", {}))
 
 
 @dataclass(eq=False)
@@ -101,7 +110,9 @@ class PStateRuntime:
 class ModuleRuntime:
     def __init__(self, module: Module, catalog: Catalog, *, writer_kinds: dict[str, str] | None = None) -> None:
         from headwater.pstate import PStateLayout
+        from headwater.pstate.migrating import MigratingLayout
         from headwater.schema import Map
+        from headwater.schema.shapes import schema_from_shape
 
         self.module = module
         self.name = module.name
@@ -119,8 +130,15 @@ class ModuleRuntime:
         self.pstates: dict[str, PStateRuntime] = {}
         for name, pstate_decl in module.pstates.items():
             keyed = isinstance(pstate_decl.schema, Map) and pstate_decl.partitioned
+            migration = catalog.migrations.get(name)
             try:
-                layout = PStateLayout(pstate_decl.schema, catalog.pstate_ids[name], top_level_map_partitioned=keyed)
+                if migration is None:
+                    layout = PStateLayout(pstate_decl.schema, catalog.pstate_ids[name], top_level_map_partitioned=keyed)
+                else:  # its stored data is still moving to the new schema: reads convert what has not
+                    layout = MigratingLayout(pstate_decl.schema, catalog.pstate_ids[name],
+                                             top_level_map_partitioned=keyed,
+                                             old_schema=schema_from_shape(migration["from_shape"]),
+                                             old_id=migration["from_id"])
             except DefinitionError as e:
                 raise DefinitionError(f"PState {module.name}.{name}: {e}") from None
             self.pstates[name] = PStateRuntime(pstate_decl, catalog.pstate_ids[name], layout, keyed)

@@ -51,6 +51,7 @@ from headwater.engine.messages import (
 )
 from headwater.engine.meta import dead_decoder, dead_key, meta_encoder
 from headwater.engine.microbatch import COORDINATOR_TASK, BatchCoordinator, BatchParticipant
+from headwater.engine.migrations import Migrations
 from headwater.engine.reads import Reads
 from headwater.engine.rounds import Reply, Round, UniqueIds
 from headwater.engine.runtime import ModuleRuntime
@@ -98,14 +99,16 @@ class Task:
             {name: BatchCoordinator(self, decl) for name, decl in runtime.microbatches.items()}
             if task_id == COORDINATOR_TASK else {}
         )
+        self._migrations = Migrations(runtime, store, clock)
         self._reads = Reads(runtime, task_id, store, transport, self._coordinators, self._streams,
-                            self._appends.stored_end)
+                            self._appends.stored_end, self._migrations.report)
 
     # ---- lifecycle ------------------------------------------------------------------------
     def recover(self) -> None:
         """Drop what an update deleted, set each topology's cursor from stored progress, and queue
         what a crash cut short."""
         drop_deleted(self.store, self.runtime.catalog)
+        self._migrations.recover()
         batch = Batch()
         self._streams.recover(batch)
         self._appends.recover_keyed(batch, self._streams.cursors)
@@ -135,6 +138,8 @@ class Task:
         decoded, stopping = self._decode(batch)
         self._handle(decoded)
         backlog = self._streams.pump()
+        if self._migrations.pending:  # a bounded part of a PState migration, in this round's batch
+            backlog = self._migrations.step(self._round.txn, self._round.batch) or backlog
         self._round.end()
         return RoundOutcome(stopping, backlog, self._streams.congested)
 

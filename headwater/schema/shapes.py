@@ -26,7 +26,7 @@ import msgspec
 
 from headwater.schema.types import Leaf, List, Map, Record, Schema, Set
 
-__all__ = ["compare_schemas", "compare_types", "schema_shape", "type_shape"]
+__all__ = ["compare_schemas", "compare_types", "migrations_added", "schema_from_shape", "schema_shape", "type_shape"]
 
 _SCALARS: dict[Any, str] = {
     int: "int", float: "float", str: "str", bytes: "bytes", bool: "bool", type(None): "null",
@@ -69,7 +69,15 @@ def type_shape(kind: Any, _depth: int = 0) -> dict[str, Any]:
 
 
 def schema_shape(schema: Schema) -> dict[str, Any]:
-    """The shape of a PState schema: its collections, their layout (subindexed or not), and its leaves."""
+    """The shape of a PState schema: its collections, their layout (subindexed or not), and its
+    leaves; a node declared with `hw.migrated` carries its migration's id."""
+    shape = _node_shape(schema)
+    if schema.migration is not None:
+        shape["migrated"] = schema.migration.id
+    return shape
+
+
+def _node_shape(schema: Schema) -> dict[str, Any]:
     if isinstance(schema, Map):
         return {"k": "map", "key": type_shape(schema.key_type), "value": schema_shape(schema.value_schema),
                 "subindexed": schema.subindexed}
@@ -122,7 +130,9 @@ def compare_schemas(old: dict[str, Any], new: dict[str, Any], path: str = "$") -
     Added record fields are compatible (they read as absent); anything that changes how stored
     keys are laid out (a collection kind, a map's key type, `subindexed`) or what a stored value
     decodes into is not."""
-    if old == new:
+    if new.get("migrated") is not None and new.get("migrated") != old.get("migrated"):
+        return []  # a declared migration converts whatever was stored here
+    if _unmarked(old) == _unmarked(new):
         return []
     if old["k"] != new["k"]:
         return [f"{path}: a {old['k']} became a {new['k']}"]
@@ -151,6 +161,57 @@ def compare_schemas(old: dict[str, Any], new: dict[str, Any], path: str = "$") -
     else:
         problems += compare_types(old["type"], new["type"], path)
     return problems
+
+
+def migrations_added(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
+    """The ids of the migrations declared in schema shape `new` that `old` did not declare."""
+    def ids(shape: dict[str, Any] | None) -> set[str]:
+        if shape is None:
+            return set()
+        found = {shape["migrated"]} if shape.get("migrated") else set()
+        for child in (shape.get("value"), *(shape.get("fields") or {}).values()):
+            if isinstance(child, dict):
+                found |= ids(child)
+        return found
+
+    return sorted(ids(new) - ids(old))
+
+
+def schema_from_shape(shape: dict[str, Any]) -> Schema:
+    """A schema that reads what was stored under `shape`: the same layout, with leaves of scalar
+    types typed as they were and any other leaf (an object, a union, ...) read as plain data."""
+    kind = shape["k"]
+    if kind == "map":
+        return Map(_type_from_shape(shape["key"]), schema_from_shape(shape["value"]), subindexed=shape["subindexed"])
+    if kind == "list":
+        return List(schema_from_shape(shape["value"]), subindexed=shape["subindexed"])
+    if kind == "set":
+        return Set(_type_from_shape(shape["element"]), subindexed=shape["subindexed"])
+    if kind == "record":
+        return Record(**{name: schema_from_shape(field) for name, field in shape["fields"].items()})
+    return Leaf(_type_from_shape(shape["type"]))
+
+
+_SCALAR_TYPES = {name: kind for kind, name in _SCALARS.items()}
+
+
+def _type_from_shape(shape: dict[str, Any]) -> Any:
+    kind = _SCALAR_TYPES.get(shape["t"])
+    if kind is not None and kind is not type(None):
+        return kind
+    if shape["t"] == "tuple":
+        items = [_type_from_shape(item) for item in shape["items"]]
+        return tuple[tuple(items)] if all(item is not Any for item in items) else Any  # type: ignore[misc]
+    return Any
+
+
+def _unmarked(shape: dict[str, Any]) -> dict[str, Any]:
+    """`shape` without its migration marks: a finished migration reads like the schema it made."""
+    if not isinstance(shape, dict):
+        return shape
+    return {k: (_unmarked(v) if isinstance(v, dict) else v) for k, v in shape.items() if k != "migrated"} | (
+        {"fields": {n: _unmarked(f) for n, f in shape["fields"].items()}} if "fields" in shape and "k" in shape
+        else {})
 
 
 def _compare_objects(old: dict[str, Any], new: dict[str, Any], path: str) -> list[str]:

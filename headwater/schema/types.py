@@ -9,6 +9,7 @@ keys (`split`: it is subindexed, or something inside it is).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime as dt
 import decimal
@@ -25,7 +26,8 @@ from headwater.errors import DefinitionError, PathError
 from headwater.schema.extensions import ext_hook
 from headwater.schema.keys import KeyMismatch, KeyType, key_type_for
 
-__all__ = ["Leaf", "List", "Map", "Record", "Schema", "Set", "as_schema", "format_step"]
+__all__ = ["Leaf", "List", "Map", "Migrated", "Migration", "Record", "Schema", "Set", "as_schema", "format_step",
+           "migrated"]
 
 _SCALAR_LEAVES = frozenset(
     {int, float, str, bytes, bool, type(None), uuid.UUID, dt.datetime, dt.date, dt.time, dt.timedelta, decimal.Decimal}
@@ -45,10 +47,56 @@ def format_step(path: str, step: Any) -> str:
     return f"{path}[{step!r}]"
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class Migration:
+    """A declared schema change at one node: `fn(old_value) -> new_value`, named by `id`."""
+
+    id: str
+    fn: Any  # Callable[[Any], Any]
+
+
+class Migrated:
+    """What `hw.migrated` declares: a schema replacing the stored one, and its conversion."""
+
+    __slots__ = ("fn", "id", "schema")
+
+    def __init__(self, schema: Any, *, id: str, fn: Any) -> None:  # noqa: A002 - the public keyword is `id`
+        if not isinstance(id, str) or not id or len(id) > 200:
+            raise DefinitionError(f"migrated(id={id!r}): the id must be a non-empty string naming the migration")
+        if not callable(fn):
+            raise DefinitionError(f"migrated(id={id!r}): fn must be a function old_value -> new_value, not {fn!r}")
+        if isinstance(schema, Migrated):
+            raise DefinitionError(f"migrated(id={id!r}) wraps another migrated(); declare one migration per place")
+        self.schema, self.id, self.fn = schema, id, fn
+
+    def __repr__(self) -> str:
+        return f"migrated({self.schema!r}, id={self.id!r})"
+
+
+def migrated(schema: Any, *, id: str, fn: Any) -> Migrated:  # noqa: A002 - the public keyword is `id`
+    """Declare that `schema` replaces what is stored at this place of a PState, with the function
+    `fn(old_value) -> new_value` that turns each stored value into a new one.
+
+    Use it where the schema changed: a PState's schema, or a part of one (the values of a map, the
+    elements of a list, a record's field). `fn` gets the old value as
+    stored, decoded without its old class (records and objects as dicts), and returns the new
+    value. It applies on read at once, and the stored data is rewritten in the background; `fn`
+    may run more than once for one value (a read, then the rewrite), so it must be idempotent in
+    effect: a pure function of its argument. `id` names the migration: keep it while the
+    declaration stays, and pick a new one for the next change.
+
+        songs = hw.migrated(hw.Record(title=str, artists=hw.List(str)), id="songs-v2",
+                            fn=lambda title: {"title": title, "artists": []})
+        catalog.pstate("albums", hw.Map(str, hw.List(songs)))
+    """
+    return Migrated(schema, id=id, fn=fn)
+
+
 class Schema:
     """A node of a PState schema."""
 
     kind: str = ""  # "map", "list", "set", "record" or "leaf": which operations apply
+    migration: Migration | None = None  # declared with hw.migrated(): stored values convert through it
     split: bool = False  # stored under several storage keys (subindexed, or holds something subindexed)
     # Values of exactly these types fit once they encode, so `encode_value` skips validating them.
     self_validating_types: frozenset = frozenset()
@@ -268,6 +316,12 @@ def as_schema(declared: Any) -> Schema:
     """The schema node for what a user wrote in a schema position (DefinitionError if invalid)."""
     if isinstance(declared, Schema):
         return declared
+    if isinstance(declared, Migrated):
+        # A node of its own (never a shared cached leaf), carrying the migration.
+        inner = as_schema(declared.schema)
+        node = Leaf(inner.leaf_type) if isinstance(inner, Leaf) else copy.copy(inner)
+        node.migration = Migration(declared.id, declared.fn)
+        return node
     if declared is None:
         declared = type(None)
     try:

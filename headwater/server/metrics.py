@@ -45,8 +45,9 @@ def module_stats(cluster: Cluster, module: str, hosts: list[dict[str, Any]]) -> 
                            "depots": [d.name for d in stream.depots],
                            "processed": processed, "lag": lag, "dead_letters": dead})
     depots = [{"name": name, "partitions": offsets, "records": sum(offsets)} for name, offsets in ends.items()]
+    migrations = getattr(cluster, "migrations", None)
     return {"name": runtime.name, "tasks": runtime.tasks, "version": runtime.catalog.version, "depots": depots,
-            "topologies": topologies, "hosts": hosts}
+            "topologies": topologies, "hosts": hosts, "migrations": migrations(module) if migrations else []}
 
 
 def cluster_stats(cluster: Cluster, modules: Sequence[str],

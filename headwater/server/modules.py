@@ -161,6 +161,14 @@ def _process_metrics(request: Request, port: int) -> str:
         connection.close()
 
 
+@endpoint
+async def migrations(request: Request) -> Response:
+    """The module's PState migrations still rewriting stored data (or finished since its update)."""
+    module = request.path_params["module"]
+    authorize(request, "read", module)
+    return json_response({"migrations": await asyncio.to_thread(state_of(request).cluster.migrations, module)})
+
+
 APP_CONTENT_TYPE = "text/x-python"
 
 
@@ -198,6 +206,7 @@ ROUTES: list[tuple[str, Any, list[str]]] = [
     ("/api/update", update, ["POST"]),
     ("/api/modules", modules, ["GET"]),
     ("/api/modules/{module}", module, ["GET"]),
+    ("/api/modules/{module}/migrations", migrations, ["GET"]),
     ("/api/stats", stats, ["GET"]),
     ("/api/routes", routes, ["GET"]),
     ("/api/openapi.json", openapi, ["GET"]),

@@ -216,6 +216,14 @@ def _server_paths(modules: list[str]) -> dict[str, Any]:
         "/api/modules/{module}": {"get": {
             "summary": "One module, described as in the listing (needs read or append on it)", "parameters": [module],
             "responses": {"200": _ok(listing), **_errors("401", "403", "404")}}},
+        "/api/modules/{module}/migrations": {"get": {
+            "summary": "The module's PState migrations: ids, entries rewritten and to rewrite, done",
+            "parameters": [module],
+            "responses": {"200": _ok(_object(("migrations",), migrations={"type": "array", "items": _object(
+                ("pstate", "ids", "version", "moved", "total", "done"), pstate={"type": "string"},
+                ids={"type": "array", "items": {"type": "string"}}, version={"type": "integer"},
+                moved={"type": "integer"}, total={"type": "integer"}, done={"type": "boolean"})})),
+                          **_errors("401", "403", "404")}}},
         "/api/stats": {"get": {
             "summary": "Live numbers: depot sizes, topology progress, lag, dead letters, ack latency",
             "responses": {"200": _ok(_object(("time_s", "modules"), time_s={"type": "number"},

@@ -10,7 +10,7 @@ const link = (module, kind, name) => `#/m/${encodeURIComponent(module)}/${kind}/
 export function renderModule(root, module) {
   const m = module.name;
   root.innerHTML = `
-    <div class="page-head"><h1>${esc(m)}</h1><p class="muted">${module.tasks} tasks · steps: ${esc(module.steps.join(", ") || "none")}</p></div>
+    <div class="page-head"><h1>${esc(m)}</h1><p class="muted">version ${module.version ?? 1} · ${module.tasks} tasks · steps: ${esc(module.steps.join(", ") || "none")}</p></div>
     <div class="card"><h2>Topologies</h2>
       <table class="table"><thead><tr><th>topology</th><th>kind</th><th>depots</th><th class="num">events/s</th><th></th>
         <th class="num">processed</th><th class="num">lag</th><th class="num">ack p50</th><th class="num">dead letters</th></tr></thead>
@@ -26,6 +26,10 @@ export function renderModule(root, module) {
         <td><a href="${link(m, "depot", d.name)}">${esc(d.name)}</a>${d.client_appends ? "" : ' <span class="pill muted">topologies only</span>'}</td>
         <td><code>${esc(d.event_type.name || d.event_type.type)}</code></td><td>${esc(d.partition_by ?? "round robin")}</td>
         <td class="num" data-k="records">–</td><td class="wide" data-k="bars"></td></tr>`).join("")}</tbody></table>
+    </div>
+    <div class="card" id="migrations" hidden><h2>Migrations</h2>
+      <table class="table"><thead><tr><th>PState</th><th>migration</th><th class="num">version</th><th class="num">rewritten</th><th>progress</th></tr></thead>
+      <tbody></tbody></table>
     </div>
     <div class="card"><h2>Tasks</h2>
       <table class="table"><thead><tr><th class="num">task</th><th>runs in</th><th class="num">pid</th><th>state</th><th class="num">appends in flight</th><th>followers</th></tr></thead>
@@ -57,6 +61,12 @@ export function renderModule(root, module) {
       <td class="num">${h.pid}</td><td>${h.up ? '<span class="pill">up</span>' : `<span class="pill warn" title="${esc(h.error || "no answer")}">down</span>`}</td>
       <td class="num">${h.appends_in_flight == null ? "–" : fmt(h.appends_in_flight, 0)}</td>
       <td>${(h.followers || []).map((f) => `<span class="pill${f.in_sync ? "" : " warn"}" title="${f.in_sync ? "in sync" : "catching up"}; lag ${f.lag == null ? "unknown" : f.lag} write batches">worker ${f.worker}${f.in_sync ? "" : " · catching up"}</span>`).join(" ") || '<span class="muted">–</span>'}</td></tr>`).join("");
+    const migrations = live.migrations || [];
+    $("#migrations", root).hidden = migrations.length === 0;
+    $("#migrations tbody", root).innerHTML = migrations.map((g) => `<tr data-migration="${esc(g.pstate)}">
+      <td><a href="${link(m, "pstate", g.pstate)}">${esc(g.pstate)}</a></td><td><code>${esc(g.ids.join(", "))}</code></td>
+      <td class="num">${g.version}</td><td class="num">${fmt(g.moved, 0)} / ${fmt(g.total, 0)}</td>
+      <td>${g.done ? '<span class="pill">done</span>' : `<progress max="${Math.max(g.total, 1)}" value="${g.moved}"></progress>`}</td></tr>`).join("");
     for (const d of live.depots) {
       const row = root.querySelector(`[data-depot="${CSS.escape(d.name)}"]`);
       if (!row) continue;
