@@ -16,6 +16,7 @@ The update declares `hw.migrated(hw.Record(name=str, length=int), ...)` for its 
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -66,7 +67,11 @@ def run(env: Env) -> Section:
         for start in range(0, entries, LOAD_BATCH):
             depot.append_many([Rename(u, f"user-{u}") for u in range(start, min(entries, start + LOAD_BATCH))])
         print(f"  w9 loaded {entries:,} entries in {time.monotonic() - loading:.1f} s", flush=True)
-        before = _latencies(depot, range(entries, entries + BASELINE_APPENDS))
+        before: list[float] = []  # measured from a thread, as during the rewrite
+        baseline = threading.Thread(target=lambda: before.extend(
+            _latencies(depot, range(entries, entries + BASELINE_APPENDS))))
+        baseline.start()
+        baseline.join()
 
         started = time.monotonic()
         cluster.update(module(True))
@@ -75,22 +80,28 @@ def run(env: Env) -> Section:
         serving_s = time.monotonic() - started
         assert read == {"name": "user-7", "length": 6}, read
 
-        def done() -> bool:
-            return all(m["done"] for m in cluster.migrations("users"))
-
         during: list[float] = []
-        next_user = entries + BASELINE_APPENDS + 1
-        while not done():
-            chunk = _latencies(depot, range(next_user, next_user + 200))
-            during += chunk
-            next_user += len(chunk)
+        finished = threading.Event()
+
+        def append_until_done() -> None:  # one client, full acks, while the rewrite runs
+            user = entries + BASELINE_APPENDS + 1
+            while not finished.is_set():
+                during.extend(_latencies(depot, range(user, user + 50)))
+                user += 50
+
+        appender = threading.Thread(target=append_until_done)
+        appender.start()
+        while not all(m["done"] for m in cluster.migrations("users")):
+            time.sleep(0.05)
         rewrite_s = time.monotonic() - started
+        finished.set()
+        appender.join()
     print(f"  w9 serving after {serving_s:.3f} s; rewrite {rewrite_s:.1f} s; {len(during)} appends during it",
           flush=True)
-    rows = [["before the update", str(len(before)), f"{percentile(before, 50):.3f}", f"{percentile(before, 99):.3f}"],
-            ["during the rewrite", str(len(during)), f"{percentile(during, 50):.3f}",
-             f"{percentile(during, 99):.3f}"]]
-    ratio = percentile(during, 99) / percentile(before, 99)
+    rows = [["before the update", str(len(before)), f"{percentile(before, 0.5):.3f}", f"{percentile(before, 0.99):.3f}"],
+            ["during the rewrite", str(len(during)), f"{percentile(during, 0.5):.3f}",
+             f"{percentile(during, 0.99):.3f}"]]
+    ratio = percentile(during, 0.99) / percentile(before, 0.99)
     markdown = "\n\n".join([
         f"`cluster.update` of a module holding {entries:,} PState entries to a migrated value schema "
         f"({env.tasks} tasks, in process):",

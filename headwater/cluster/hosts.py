@@ -28,6 +28,7 @@ _log = logging.getLogger("headwater.task")
 ROUND_TIMEOUT_SHARE = 10
 SLOW_ROUND_DECAY = 0.95  # per round
 CONGESTED_POLL_S = 0.005  # how soon a task whose receivers were congested looks again
+BACKGROUND_PAUSE_S = 0.0005  # between rounds of background work (a migration), unless a message comes
 STOP_WAIT_MAX_S = 10.0  # how long `stop` waits for the round in progress to end
 
 
@@ -60,6 +61,7 @@ class TaskThread:
         self._stopping = False
         self._backlog = True  # the last round left records or replays to process
         self._congested = False
+        self._background = False  # the last round left background work (a migration) to do
         self._slow_round_s = 0.0
         self._thread = threading.Thread(target=self._run, daemon=True,
                                         name=f"headwater-{task.runtime.name}-task-{task.task_id}")
@@ -90,6 +92,8 @@ class TaskThread:
             while self._live:
                 if self._congested:  # look again soon: room frees up as the receivers drain
                     self.inbox.wait(CONGESTED_POLL_S)
+                elif self._background and not self._backlog:  # other threads' turn first
+                    self.inbox.wait(BACKGROUND_PAUSE_S)
                 elif not self._backlog:
                     self.inbox.wait()
                 with self._turn:
@@ -114,7 +118,7 @@ class TaskThread:
         try:
             if self._live:
                 self._round()
-                if self._backlog or self._stopping:
+                if self._backlog or self._background or self._stopping:
                     self.inbox.poke()  # the task thread carries on (or stops)
         except BaseException as e:
             self._failed(e)
@@ -124,9 +128,9 @@ class TaskThread:
     def _round(self) -> None:
         started = time.monotonic()
         with self._batching():
-            outcome = self.task.run_round(self.inbox.take(INBOX_DRAIN_MAX))
+            outcome = self.task.run_round(self.inbox.take(INBOX_DRAIN_MAX), self.inbox.waiting)
         self._stopping = self._stopping or outcome.stopping
-        self._backlog, self._congested = outcome.backlog, outcome.congested
+        self._backlog, self._congested, self._background = outcome.backlog, outcome.congested, outcome.background
         # The slowest recent round: a decaying maximum, so one slow handler turns combining off for a while.
         self._slow_round_s = max(time.monotonic() - started, self._slow_round_s * SLOW_ROUND_DECAY)
 

@@ -166,6 +166,11 @@ class Inbox:
             if wake:
                 self._wake_sleeper()
 
+    def waiting(self) -> bool:
+        """Whether messages wait to be taken (a hint, read without the lock: a round's background
+        work stops early when one does)."""
+        return bool(self._items)
+
     def poke(self) -> None:
         with self._mutex:
             self._poked = True

@@ -72,12 +72,15 @@ _FULL = Ack.FULL.value
 class RoundOutcome:
     """What a host needs to know after a round: whether to stop, and when to run the next one."""
 
-    __slots__ = ("backlog", "congested", "stopping")
+    __slots__ = ("backlog", "background", "congested", "stopping")
 
-    def __init__(self, stopping: bool, backlog: bool, congested: bool) -> None:
+    def __init__(self, stopping: bool, backlog: bool, congested: bool, background: bool = False) -> None:
         self.stopping = stopping  # a Stop message was taken: run no more rounds
         self.backlog = backlog  # records or replays are left: run another round without waiting
         self.congested = congested  # the module's inboxes are full: look again soon, not at once
+        # Background work is left (a migration's rewrite): run another round soon, after letting
+        # other threads in (a host pauses briefly, unless a message arrives meanwhile).
+        self.background = background
 
 
 class Task:
@@ -132,16 +135,18 @@ class Task:
             coordinator.release()  # never leave queries waiting on a commit that will not finish
 
     # ---- rounds ---------------------------------------------------------------------------
-    def run_round(self, batch: list[bytes]) -> RoundOutcome:
+    def run_round(self, batch: list[bytes], waiting: Callable[[], bool] | None = None) -> RoundOutcome:
         """Handle `batch` (at most INBOX_DRAIN_MAX messages, in arrival order), advance the topologies,
         and commit: everything the round sends leaves only after its writes are durable."""
         decoded, stopping = self._decode(batch)
         self._handle(decoded)
         backlog = self._streams.pump()
+        background = False
         if self._migrations.pending:  # a bounded part of a PState migration, in this round's batch
-            backlog = self._migrations.step(self._round.txn, self._round.batch) or backlog
+            background = self._migrations.step(self._round.txn, self._round.batch, busy=bool(batch) or backlog,
+                                               interrupted=waiting)
         self._round.end()
-        return RoundOutcome(stopping, backlog, self._streams.congested)
+        return RoundOutcome(stopping, backlog, self._streams.congested, background)
 
     @staticmethod
     def _decode(batch: list[bytes]) -> tuple[list[Any], bool]:

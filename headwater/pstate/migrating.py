@@ -76,6 +76,10 @@ class MigratingLayout(PStateLayout):
         self.new_prefix = self.root.key[:-len(ENTRY)]  # encode_key(pstate_id)
         self.old_prefix = self.old.root.key[:-len(ENTRY)]
         self._converted: dict[tuple[bytes, bytes], dict[bytes, bytes]] = {}  # (old element value, segment) -> pairs
+        # A range deletion per moved entry would leave RocksDB a tombstone for every one, which each
+        # later read and write must step over: only entries stored under several keys get one.
+        old_root = self.old.root.schema
+        self._old_values_split = isinstance(old_root, Map) and old_root.value_schema.split
 
     # ---- the layout's operations ----------------------------------------------------------
     def read(self, reader: Reader, steps: tuple, op: str, args: tuple = (), kwargs: dict | None = None) -> Any:
@@ -89,8 +93,7 @@ class MigratingLayout(PStateLayout):
             key = self.root.schema.child(steps[0], "$")[0] if isinstance(self.root.schema, Map) else steps[0]
             self.move(txn, encode_key(key))
         else:  # the whole PState (or a navigator over its keys): every entry moves first
-            while self.move_some(txn, 1 << 30)[0]:
-                pass
+            self.move_some(txn, 1 << 62)
         super().write(txn, steps, op, args, kwargs)  # what the write touches is in the new space now
 
     # ---- moving entries -------------------------------------------------------------------
@@ -103,23 +106,27 @@ class MigratingLayout(PStateLayout):
         txn.put(self.root.key, encode_count(count))
         return count
 
-    def move_some(self, txn: Txn, limit: int, *, deadline: float | None = None,
-                  clock: Callable[[], float] | None = None) -> tuple[int, bool]:
-        """Move up to `limit` entries still in the old space, and none after `deadline` (by `clock`)
-        once one moved; returns (moved, whether any are left)."""
+    def move_some(self, txn: Txn, limit: int, *, after: bytes | None = None,
+                  over: Callable[[], bool] | None = None) -> tuple[int, bytes | None]:
+        """Move up to `limit` entries still in the old space, in key order from after the entry
+        `after` (the last one an earlier call moved: everything before it is moved, and starting
+        there skips their deletion markers), and no more once one moved and `over()` says stop.
+        Returns (moved, the last entry moved: pass it as `after` next time; None when none are left)."""
         if not self.keyed:
             moved_root = self.move(txn, b"")
             self._drop_old(txn)
-            return int(moved_root), False
+            return int(moved_root), None
         start, stop = self.old.root.elements
-        moved = 0
-        for key, _ in txn.iterate(start, stop):
-            if moved == limit or (moved and deadline is not None and clock is not None and clock() > deadline):
-                return moved, True
-            self.move(txn, key[len(start):])
+        first = start if after is None else start + after + b"\x00"
+        moved, last = 0, after
+        for key, _ in txn.iterate(first, stop):
+            if moved == limit or (moved and over is not None and over()):
+                return moved, last if last is not None else b""
+            last = key[len(start):]
+            self.move(txn, last)
             moved += 1
         self._drop_old(txn)
-        return moved, False
+        return moved, None
 
     def move(self, txn: Txn, segment: bytes) -> bool:
         """Move entry `segment` (the encoded key; b"" for an unkeyed root) into the new space, if it
@@ -131,8 +138,9 @@ class MigratingLayout(PStateLayout):
             txn.put(key, value)
         if self.keyed:
             txn.delete(self.old.root.base + ENTRY + segment)
-            region = self.old.root.base + CHILDREN + segment
-            txn.delete_range(region, prefix_end(region))
+            if self._old_values_split:  # only a split value has keys below its own
+                region = self.old.root.base + CHILDREN + segment
+                txn.delete_range(region, prefix_end(region))
         else:
             self._drop_old(txn)
         return True

@@ -88,9 +88,10 @@ def test_reads_during_a_migration_equal_reads_of_the_migrated_data(data, subinde
     during = reads(layout, store.reader("pstate"), keys)
     assert during == reads(direct, expected_store.reader("pstate"), keys)
 
-    txn = Txn(store.reader("pstate"))
-    while layout.move_some(txn, 5)[1]:
-        pass
-    commit(store, txn)
+    after: bytes | None = b""
+    while after is not None:  # the rest, a few at a time and each batch committed, as a task does
+        txn = Txn(store.reader("pstate"))
+        after = layout.move_some(txn, 3, after=after or None)[1]
+        commit(store, txn)
     assert reads(layout, store.reader("pstate"), keys) == during
     assert not list(store.reader("pstate").iterate(old.root.key[:-1], old.root.key[:-1] + b"\xff"))  # all moved
