@@ -19,12 +19,12 @@ from typing import Any
 from headwater.client.replies import ReplyRouter
 from headwater.client.seam import DeployedModule
 from headwater.cluster.clients import ClusterClients
-from headwater.cluster.hosts import SYSTEM_CLOCK, TaskThread
+from headwater.cluster.hosts import SYSTEM_CLOCK, TaskThread, open_resources, stop_hosts
 from headwater.cluster.transport import InProcessTransport
 from headwater.engine.definitions import Module
 from headwater.engine.runtime import Catalog, ModuleRuntime
 from headwater.engine.task import Task
-from headwater.errors import DefinitionError, NotFound
+from headwater.errors import DefinitionError, NotFound, ResourceError, Unavailable
 from headwater.storage import RocksStore
 
 __all__ = ["STATUS_WAIT_MAX_S", "Deployment", "DeploymentBase", "InProcessCluster"]
@@ -58,10 +58,24 @@ class DeploymentBase(DeployedModule):
         raise NotImplementedError
 
     def restart(self, module: Module, catalog: Catalog) -> None:
-        """Run new code over the same data: stop the tasks, start them again with `module`."""
+        """Run new code over the same data: stop the tasks, start them again with `module`. If the
+        new code's resources cannot be built, the old code starts again and the error is raised."""
+        running = self.runtime.module, self.runtime.catalog
         self._stop_tasks(f"module {module.name!r} was updated before the reply came; the event is durable and "
                          "will be processed by the new code")
-        self._open(module, catalog)
+        try:
+            self._open(module, catalog)
+        except ResourceError:
+            self._open(*running)
+            raise
+
+    def resource_error(self, task: int) -> str | None:
+        """Why `task` waits for its resources (a factory raised after a restart), or None."""
+        try:
+            described = self.transport.read(task, ("resources",))
+        except Unavailable:
+            return None
+        return described["error"] if isinstance(described, dict) else None
 
     def stop(self) -> None:
         if self.closed:
@@ -102,6 +116,10 @@ class Deployment(DeploymentBase):
             holder.append(TaskThread(task, inbox, on_failure=self._task_failed))
             self.tasks.append(task)
             self.hosts.append(holder[0])
+        error = open_resources(self.hosts)
+        if error is not None:  # nothing started: no task ran a round
+            self._stop_tasks(f"module {module.name!r} did not start: {error}")
+            raise error
         for host in self.hosts:
             host.start()
 
@@ -109,8 +127,7 @@ class Deployment(DeploymentBase):
         self.failures[host.task.task_id] = repr(error)
 
     def _stop_tasks(self, reason: str) -> None:
-        for host in self.hosts:
-            host.stop()
+        stop_hosts(self.hosts)
         self.transport.closed = True
         self.router.fail_all(reason)
         for task in self.tasks:
@@ -248,9 +265,12 @@ class InProcessCluster(ClusterClients[DeploymentBase]):
             followers = deployment.followers()
             for task, pong in enumerate(answers):
                 worker, pid = deployment.where(task)
+                error = deployment.failures.get(task)
+                if pong is None and error is None:
+                    error = deployment.resource_error(task)
                 rows.append({"task": task, "worker": worker, "pid": pid, "up": pong is not None,
                              "appends_in_flight": pong.appends_in_flight if pong is not None else None,
-                             "error": deployment.failures.get(task), "followers": followers.get(task, []),
+                             "error": error, "followers": followers.get(task, []),
                              **self._front_of(worker)})
             status[name] = rows
         return status

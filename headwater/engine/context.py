@@ -243,6 +243,17 @@ class Context:
         """
         return self._views.view(decl_or_name)
 
+    def resource(self, name: str) -> Any:
+        """This task's object of resource `name` (declared with `module.resource(name, factory)`).
+
+        Built once per task in the process hosting it, before the task runs any handler; an
+        unknown name raises `NotFound` naming the declared ones. Steps that queries call may use
+        it on other threads at the same time as handlers, so keep it thread-safe (a pool).
+
+            ctx.resource("smtp").send_message(msg)
+        """
+        return self._task.resources.get(name)
+
     # ---- continuing elsewhere -------------------------------------------------------------
     def task_for(self, key: Any) -> int:
         """The task that owns `key` (of any PState or hop), e.g. to group keys into one hop per task."""

@@ -111,6 +111,7 @@ class ModuleRuntime:
         self.writers = WriterGuard(module.name, check_writer_kinds(module) if writer_kinds is None else writer_kinds)
         self.steps = dict(module.steps)
         self.queries = dict(module.queries)
+        self.resources = dict(module.resources)
         _check_handlers(module)
 
     def depot(self, name: str) -> DepotRuntime:

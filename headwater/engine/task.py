@@ -51,6 +51,7 @@ from headwater.engine.messages import (
 from headwater.engine.meta import dead_decoder, dead_key, meta_encoder
 from headwater.engine.microbatch import COORDINATOR_TASK, BatchCoordinator, BatchParticipant
 from headwater.engine.reads import Reads
+from headwater.engine.resources import TaskResources
 from headwater.engine.rounds import Reply, Round, UniqueIds
 from headwater.engine.runtime import ModuleRuntime
 from headwater.engine.streams import Outcome, Streams
@@ -86,19 +87,21 @@ class Task:
         self.transport = transport
         self.clock = clock
         self.pstate_reader = store.reader("pstate")
+        # Built and closed by the host (`open_resources`, `close_resources`), around the rounds.
+        self.resources = TaskResources(runtime.name, runtime.resources, task_id)
         self._unique = UniqueIds(store, task_id)
         self._round = Round(store, transport, task_id, self._unique)
         self._appends = Appends(runtime, task_id, store, self._round)
         self._trees = Trees(task_id, self._round, self._appends)
         self._streams = Streams(runtime, task_id, store, transport, clock, self._round, self._appends, self._trees,
-                                self._unique)
+                                self._unique, self.resources)
         self._participants = {name: BatchParticipant(self, decl) for name, decl in runtime.microbatches.items()}
         self._coordinators = (
             {name: BatchCoordinator(self, decl) for name, decl in runtime.microbatches.items()}
             if task_id == COORDINATOR_TASK else {}
         )
         self._reads = Reads(runtime, task_id, store, transport, self._coordinators, self._streams,
-                            self._appends.stored_end)
+                            self._appends.stored_end, self.resources)
 
     # ---- lifecycle ------------------------------------------------------------------------
     def recover(self) -> None:
