@@ -14,6 +14,7 @@ from headwater.cluster.ray import RayCluster
 from headwater.engine.context import Context
 from headwater.engine.definitions import Ack, Module, Retry
 from headwater.engine.query import QueryContext
+from headwater.engine.sources import Source, SourceReader
 from headwater.errors import (
     AckTimeout,
     DefinitionError,
@@ -91,6 +92,8 @@ __all__ = [
     "SIZE",
     "SchemaError",
     "Set",
+    "Source",
+    "SourceReader",
     "StorageError",
     "Unavailable",
     "WrongPartitionError",

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
+from headwater.cluster.pollers import POLLER_STOP_WAIT_S, Poller
 from headwater.cluster.transport import Inbox
 from headwater.engine import messages
 from headwater.engine.messages import Stop
@@ -72,6 +73,7 @@ class TaskThread:
         self._ready = False  # resources built and the first round run: rounds may run
         self._stop_asked = threading.Event()  # wakes a task waiting to retry its resources
         self._closer: threading.Thread | None = None
+        self._pollers: dict[tuple[int, int], Poller] = {}  # per external depot partition: its source's reader
 
     def open_resources(self) -> ResourceError | None:
         """Build the task's resources now (before `start`); the error if a factory raised."""
@@ -88,9 +90,14 @@ class TaskThread:
     def stop(self, timeout_s: float = STOP_WAIT_MAX_S) -> None:
         """Stop running rounds, then start closing the task's resources (`wait_closed` bounds that)."""
         self._stop_asked.set()
+        for poller in list(self._pollers.values()):
+            poller.stop()
         self.inbox.put(messages.encode(Stop()))
         if self._thread.is_alive() or self._thread.ident is not None:
             self._thread.join(timeout_s)
+        deadline = time.monotonic() + POLLER_STOP_WAIT_S
+        for poller in list(self._pollers.values()):
+            poller.join(deadline)
         self.task.close()
         # A close() is user code that may hang on a dead server: it runs on a thread of its own,
         # so that stopping every task waits for all of them together, and at most a bound.
@@ -135,6 +142,7 @@ class TaskThread:
             with self._turn, self._batching():
                 self.task.begin()
                 self._ready = True
+                self._poll()
             while self._live:
                 if self._congested:  # look again soon: room frees up as the receivers drain
                     self.inbox.wait(CONGESTED_POLL_S)
@@ -174,10 +182,24 @@ class TaskThread:
         started = time.monotonic()
         with self._batching():
             outcome = self.task.run_round(self.inbox.take(INBOX_DRAIN_MAX))
+        self._poll()
         self._stopping = self._stopping or outcome.stopping
         self._backlog, self._congested = outcome.backlog, outcome.congested
         # The slowest recent round: a decaying maximum, so one slow handler turns combining off for a while.
         self._slow_round_s = max(time.monotonic() - started, self._slow_round_s * SLOW_ROUND_DECAY)
+
+    def _poll(self) -> None:
+        """Hand the reads of external sources the task asked for to their pollers (made on first use)."""
+        for request in self.task.take_polls():
+            key = (request.depot.depot_id, request.partition)
+            poller = self._pollers.get(key)
+            if poller is None:
+                if self._stop_asked.is_set():
+                    return
+                poller = self._pollers[key] = Poller(
+                    request, self.inbox.put,
+                    f"headwater-{self.task.runtime.name}-{request.depot.name}-{request.partition}")
+            poller.ask(request.after)
 
     def _failed(self, error: BaseException) -> None:
         self.failure = error

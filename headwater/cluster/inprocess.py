@@ -69,6 +69,15 @@ class DeploymentBase(DeployedModule):
             self._open(*running)
             raise
 
+    def sources(self, task: int) -> dict[str, Any]:
+        """For status(), when the module has external depots: `{"sources": {depot: {...}}}` of `task`."""
+        if not any(depot.decl.source is not None for depot in self.runtime.depots.values()):
+            return {}
+        try:
+            return {"sources": self.transport.read(task, ("external",))}
+        except Unavailable:
+            return {"sources": None}
+
     def resource_error(self, task: int) -> str | None:
         """Why `task` waits for its resources (a factory raised after a restart), or None."""
         try:
@@ -271,7 +280,7 @@ class InProcessCluster(ClusterClients[DeploymentBase]):
                 rows.append({"task": task, "worker": worker, "pid": pid, "up": pong is not None,
                              "appends_in_flight": pong.appends_in_flight if pong is not None else None,
                              "error": error, "followers": followers.get(task, []),
-                             **self._front_of(worker)})
+                             **self._front_of(worker), **deployment.sources(task)})
             status[name] = rows
         return status
 

@@ -112,6 +112,7 @@ class DepotDecl:
     partition_by: str | Callable[[Any], Any] | None
     partitioned: bool
     client_appends: bool
+    source: Any = None  # a headwater.Source for an external depot: it alone appends
 
     def __repr__(self) -> str:
         return f"<depot {self.module.name}.{self.name}>"
@@ -241,6 +242,31 @@ class Module:
                 f"not {partition_by!r}"
             )
         decl = DepotDecl(self, name, event_type, partition_by, partitioned, client_appends)
+        self.depots[name] = decl
+        return decl
+
+    def external_depot(self, name: str, source: Any, event_type: Any = Any) -> DepotDecl:
+        """Declare a depot fed by an external log: `source` is a `headwater.Source` (for example
+        `hw.sources.RedisStream(...)` or `hw.sources.PostgresChanges(...)`).
+
+        Source partition i becomes depot partition i, on task i, and the task's host polls it; each
+        batch of events is appended with the source's position of the last one in the same write
+        batch, so across crashes nothing is ingested twice or skipped. Clients cannot append to
+        it; topologies subscribe to it like any depot. Events are converted into `event_type`
+        (a dict's fields by name). `cluster.pause(module, name)` and `resume` stop and restart
+        the ingestion, and `cluster.status()` shows each partition's position and lag.
+        """
+        from headwater.engine.sources import Source
+
+        self._claim("depot", name, self.depots)
+        if not isinstance(source, Source):
+            raise DefinitionError(f"external depot {name!r}: source must be a headwater.Source (such as "
+                                  f"hw.sources.RedisStream(...)), not {source!r}")
+        partitions = source.partitions
+        if not isinstance(partitions, int) or isinstance(partitions, bool) or partitions < 1:
+            raise DefinitionError(f"external depot {name!r}: its source has partitions={partitions!r}; "
+                                  "it must be an int of at least 1")
+        decl = DepotDecl(self, name, event_type, None, partitions > 1, False, source)
         self.depots[name] = decl
         return decl
 
