@@ -5,6 +5,7 @@ topologies), the indexed state it maintains (PStates), and reads over it — one
 inside a unit test exactly as it runs on a cluster.
 """
 
+from headwater import sources
 from headwater.client.api import AppendResult, DeadLetter, DepotRecord, PartitionInfo
 from headwater.client.cluster import Cluster
 from headwater.client.remote import RemoteCluster, connect
@@ -104,5 +105,6 @@ __all__ = [
     "nth",
     "range",
     "set_val",
+    "sources",
     "view",
 ]

@@ -199,7 +199,7 @@ class TaskThread:
                 poller = self._pollers[key] = Poller(
                     request, self.inbox.put,
                     f"headwater-{self.task.runtime.name}-{request.depot.name}-{request.partition}")
-            poller.ask(request.after)
+            poller.ask(request.after, lag_only=request.lag_only)
 
     def _failed(self, error: BaseException) -> None:
         self.failure = error

@@ -46,16 +46,17 @@ class Poller:
         self._partition = request.partition
         self._deliver = deliver
         self._condition = threading.Condition()
-        self._asked: list[bytes | None] = []  # at most one: the latest ask replaces an unanswered one
+        self._asked: list[tuple[bytes | None, bool]] = []  # at most one: the latest ask replaces an unanswered one
         self._stopping = False
         self._failures = 0
         self._lag_at = 0.0
         self._thread = threading.Thread(target=self._run, daemon=True, name=name)
         self._thread.start()
 
-    def ask(self, after: bytes | None) -> None:
+    def ask(self, after: bytes | None, *, lag_only: bool = False) -> None:
+        """Read what follows `after`, or (`lag_only`, while paused) only measure the lag, once a period."""
         with self._condition:
-            self._asked[:] = [after]
+            self._asked[:] = [(after, lag_only)]
             self._condition.notify()
 
     def stop(self) -> None:
@@ -66,25 +67,26 @@ class Poller:
     def join(self, deadline: float) -> None:
         self._thread.join(max(0.0, deadline - time.monotonic()))
 
-    def _next(self) -> tuple[bool, bytes | None]:
+    def _next(self) -> tuple[bytes | None, bool] | None:
         with self._condition:
             while not self._asked and not self._stopping:
                 self._condition.wait()
             if self._stopping:
-                return False, None
-            return True, self._asked.pop()
+                return None
+            return self._asked.pop()
 
     def _run(self) -> None:
         reader = None
         try:
             while True:
-                asked, after = self._next()
-                if not asked:
+                asked = self._next()
+                if asked is None:
                     return
+                after, lag_only = asked
                 try:
                     if reader is None:
                         reader = self._source.open(self._partition)
-                    answer = self._read(reader, after)
+                    answer = self._measure(reader, after) if lag_only else self._read(reader, after)
                     self._failures = 0
                 except Exception as e:  # the source's: reported on the task (status), then read again
                     self._failures += 1
@@ -101,6 +103,14 @@ class Poller:
         finally:
             if reader is not None:
                 _close(reader)
+
+    def _measure(self, reader: Any, after: bytes | None) -> ExternalRecords:
+        """While paused: the lag, once every EXTERNAL_LAG_EVERY_S, and nothing read."""
+        with self._condition:
+            self._condition.wait_for(lambda: self._stopping, EXTERNAL_LAG_EVERY_S)
+        self._lag_at = 0.0
+        lag = self._lag(reader, None if after is None else msgspec.msgpack.decode(after))
+        return ExternalRecords(self._depot_id, self._partition, after, after, [], lag)
 
     def _backoff_s(self) -> float:
         return min(EXTERNAL_RETRY_MAX_S, EXTERNAL_RETRY_FIRST_S * 2 ** (self._failures - 1))

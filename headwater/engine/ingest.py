@@ -38,6 +38,7 @@ class PollRequest:
     depot: DepotRuntime
     partition: int
     after: bytes | None
+    lag_only: bool = False  # paused: only measure how far the source is ahead, read nothing
 
 
 class _Partition:
@@ -108,6 +109,7 @@ class Ingest:
         if state is None or state.paused == (message.action == "pause"):
             return None
         state.paused = message.action == "pause"
+        state.polling = False  # a poll of the other kind may be outstanding: its answer is checked as any
         batch = Batch()
         if state.paused:
             batch.put("meta", paused_key(message.depot_id), b"1")
@@ -119,10 +121,10 @@ class Ingest:
         """The polls to ask the host for now (each partition has at most one outstanding)."""
         polls = []
         for state in self.partitions.values():
-            if state.paused or state.polling or self._backlog(state.depot) > EXTERNAL_BACKLOG_RECORDS_MAX:
+            if state.polling or (not state.paused and self._backlog(state.depot) > EXTERNAL_BACKLOG_RECORDS_MAX):
                 continue
             state.polling = True
-            polls.append(PollRequest(state.depot, state.partition, state.position))
+            polls.append(PollRequest(state.depot, state.partition, state.position, lag_only=state.paused))
         return polls
 
     def describe(self) -> dict[str, dict[str, Any]]:
