@@ -82,6 +82,15 @@ class _Reader(SourceReader):
         self._source = source
         self._connection = psycopg.connect(source.dsn, autocommit=True)
         self._pending: list[tuple[list[Any], Change]] = []  # decoded past what the last read returned
+        try:
+            self._prepare()
+        except BaseException:
+            self._connection.close()
+            raise
+
+    def _prepare(self) -> None:
+        """Check the publication exists, and create the slot if it does not."""
+        source = self._source
         with self._connection.cursor() as cursor:
             cursor.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (source.publication,))
             if cursor.fetchone() is None:
@@ -156,7 +165,7 @@ class _Decoder:
     """pgoutput protocol version 1, the messages of one peek: transactions as (end LSN, changes)."""
 
     def __init__(self) -> None:
-        self._relations: dict[int, tuple[str, list[str], list[int]]] = {}
+        self._relations: dict[int, tuple[str, list[str], list[int], list[bool]]] = {}
 
     def transactions(self, messages: Any) -> list[tuple[int, list[Change]]]:
         found: list[tuple[int, list[Change]]] = []
@@ -189,22 +198,25 @@ class _Decoder:
         offset += 1  # replica identity setting
         (count,) = struct.unpack_from(">h", body, offset)
         offset += 2
-        columns, types = [], []
+        columns, types, keys = [], [], []
         for _ in range(count):
-            offset += 1  # flags (part of the key)
-            column, offset = _string(body, offset)
+            keys.append(bool(body[offset] & 1))  # flags: 1 = part of the replica identity (the key)
+            column, offset = _string(body, offset + 1)
             type_oid, _ = struct.unpack_from(">ii", body, offset)
             offset += 8
             columns.append(column)
             types.append(type_oid)
-        self._relations[oid] = (f"{namespace}.{name}", columns, types)
+        self._relations[oid] = (f"{namespace}.{name}", columns, types, keys)
 
     def _change(self, kind: bytes, body: memoryview) -> Change:
         (oid,) = struct.unpack_from(">i", body)
-        table, columns, types = self._relations[oid]
+        table, columns, types, keys = self._relations[oid]
         offset, old = 4, None
-        if bytes(body[offset:offset + 1]) in (b"K", b"O"):
+        marker = bytes(body[offset:offset + 1])
+        if marker in (b"K", b"O"):
             old, offset = _tuple(body, offset + 1, columns, types)
+            if marker == b"K":  # the key's columns are sent, the others as nulls: keep the key
+                old = {column: value for (column, value), key in zip(old.items(), keys, strict=True) if key}
         if kind == b"D":
             return Change(table, "delete", old or {})
         new, offset = _tuple(body, offset + 1, columns, types)  # after the 'N'

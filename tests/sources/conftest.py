@@ -8,6 +8,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -54,24 +55,29 @@ def redis_url(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def postgres_dsn(tmp_path_factory):
+def postgres_dsn():
+    """A PostgreSQL cluster of its own (initdb) with wal_level=logical, on a loopback port."""
     pytest.importorskip("psycopg", reason="psycopg is not installed: pip install 'headwater[sources]'")
     if not POSTGRES_BIN:
         pytest.skip("PostgreSQL is not installed (apt-get install postgresql; make test installs it)")
     bin_dir = POSTGRES_BIN[-1]
-    directory = tmp_path_factory.mktemp("postgres")
-    data = directory / "data"
+    # initdb refuses to run as root: as root, the cluster belongs to the postgres user, in a
+    # directory of its own that user can reach (pytest's temporary directories are root's only).
+    directory = Path(tempfile.mkdtemp(prefix="headwater-postgres-"))
     user = ["runuser", "-u", "postgres", "--"] if _is_root() else []
     if user:
         shutil.chown(directory, "postgres")
-    subprocess.run([*user, str(bin_dir / "initdb"), "-D", str(data), "-U", "headwater", "--auth=trust", "-E", "UTF8"],
-                   check=True, stdout=subprocess.DEVNULL)
+    data = directory / "data"
     port = free_port()
-    options = f"-c wal_level=logical -c max_replication_slots=4 -c max_wal_senders=4 -c fsync=off -p {port} " \
-              f"-c listen_addresses=127.0.0.1 -c unix_socket_directories={directory}"
-    process = subprocess.Popen([*user, str(bin_dir / "postgres"), "-D", str(data), *options.split()],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = None
     try:
+        subprocess.run([*user, str(bin_dir / "initdb"), "-D", str(data), "-U", "headwater", "--auth=trust",
+                        "-E", "UTF8"], check=True, stdout=subprocess.DEVNULL)
+        options = ["-c", "wal_level=logical", "-c", "max_replication_slots=4", "-c", "max_wal_senders=4",
+                   "-c", "fsync=off", "-p", str(port), "-c", "listen_addresses=127.0.0.1",
+                   "-c", f"unix_socket_directories={directory}"]
+        process = subprocess.Popen([*user, str(bin_dir / "postgres"), "-D", str(data), *options],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(port, process, "postgres")
         dsn = f"postgresql://headwater@127.0.0.1:{port}/postgres"
         import psycopg
@@ -87,8 +93,10 @@ def postgres_dsn(tmp_path_factory):
                 time.sleep(0.1)
         yield dsn
     finally:
-        process.terminate()
-        process.wait(30)
+        if process is not None:
+            process.terminate()
+            process.wait(30)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _is_root() -> bool:
