@@ -179,3 +179,28 @@ def test_ingestion_is_exactly_once_when_the_worker_ingesting_is_killed(tmp_path)
         wait_for(lambda: cluster.depot("ext", "lines").partition_info(1).end_offset >= total, "all lines")
         time.sleep(0.5)
         assert ingested(cluster, 1) == list(range(total))
+
+
+def test_on_ray_a_task_ingests_in_its_actor_with_its_resource(tmp_path):
+    """RayCluster: the poller and the resource live in the worker actor's process hosting the task."""
+    pytest.importorskip("ray", reason="Ray is not installed: run `make install` (the ray extra)")
+    from tests.clusters import open_cluster
+
+    source = tmp_path / "source"
+    source.mkdir()
+    write(source, 0, range(100))
+    m = hw.Module("ext")
+    lines = m.external_depot("lines", FileLog(source, 1), Line)
+    pids = m.pstate("pids", hw.Map(int, int))
+    m.resource("pid", lambda task_id: os.getpid())
+
+    @m.stream(lines, start_from="beginning")
+    def note(ctx: hw.Context, line: Line) -> None:
+        ctx.pstate(pids)[line.n].set(ctx.resource("pid"))
+
+    with open_cluster("ray", tmp_path / "data") as cluster:
+        cluster.deploy(m, tasks=1)
+        wait_for(lambda: cluster.pstate("ext", "pids")[99].get() is not None, "ingestion on Ray")
+        actor_pid = cluster.status()["ext"][0]["pid"]
+        assert actor_pid != os.getpid() and cluster.pstate("ext", "pids")[0].get() == actor_pid
+        assert ingested(cluster, 0) == list(range(100))
