@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine: `make run` and `make test`.
-# The stamp installs the test, docs and ray extras: `make test` also builds the documentation strictly,
-# and runs the examples and the RayCluster tests on a Ray it starts.
+# The stamp installs the test, docs, ray and sources extras: `make test` also builds the documentation strictly,
+# runs the examples and the RayCluster tests on a Ray it starts, and the source adapters' tests against
+# a redis-server and a PostgreSQL they start.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -13,7 +14,7 @@ PORT ?= 8000
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,docs,ray]'
+	$(PY) -m pip install --quiet -e '.[test,docs,ray,sources]'
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
@@ -25,8 +26,9 @@ run: $(STAMP)
 	$(PY) -m headwater.cli serve examples/app.py --data $(DATA) --port $(PORT)
 
 # ruff and mypy check the package first (seconds; their settings are in pyproject.toml). The
-# browser tests drive Debian's chromium: install it when it is missing (as root, or with
-# passwordless sudo); if that is impossible they skip and say why.
+# browser tests drive Debian's chromium, and the source adapters' tests Debian's redis-server and
+# postgresql: install them when missing (as root, or with passwordless sudo); if that is impossible
+# those tests skip and say why.
 test: $(STAMP)
 	$(PY) -m ruff check headwater
 	$(PY) -m mypy headwater
@@ -36,6 +38,12 @@ test: $(STAMP)
 	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; \
 	  fi; \
 	  test -x /usr/bin/chromium || echo "make test: could not install chromium (needs root and apt-get); the browser tests will skip"; }
+	@{ command -v redis-server >/dev/null && ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; } || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO=none; fi; \
+	  if [ "$$SUDO" != none ] && command -v apt-get >/dev/null; then \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql redis-server >/dev/null; \
+	  fi; \
+	  command -v redis-server >/dev/null || echo "make test: could not install redis-server; the RedisStream tests will skip"; }
 	$(PY) -m pytest -q
 
 # The documentation site (MkDocs Material + mkdocstrings) into site/; --strict turns every warning

@@ -5,6 +5,7 @@ topologies), the indexed state it maintains (PStates), and reads over it — one
 inside a unit test exactly as it runs on a cluster.
 """
 
+from headwater import sources
 from headwater.client.api import AppendResult, DeadLetter, DepotRecord, PartitionInfo
 from headwater.client.cluster import Cluster, ModuleInfo
 from headwater.client.remote import RemoteCluster, connect
@@ -14,6 +15,7 @@ from headwater.cluster.ray import RayCluster
 from headwater.engine.context import Context
 from headwater.engine.definitions import Ack, Module, Retry
 from headwater.engine.query import QueryContext
+from headwater.engine.sources import Source, SourceReader
 from headwater.errors import (
     AckTimeout,
     DefinitionError,
@@ -27,6 +29,7 @@ from headwater.errors import (
     QueryDepthExceeded,
     QueryTimeout,
     ReadOnlyError,
+    ResourceError,
     SchemaError,
     StorageError,
     Unavailable,
@@ -87,10 +90,13 @@ __all__ = [
     "ReadOnlyError",
     "Record",
     "RemoteCluster",
+    "ResourceError",
     "Retry",
     "SIZE",
     "SchemaError",
     "Set",
+    "Source",
+    "SourceReader",
     "StorageError",
     "Unavailable",
     "WrongPartitionError",
@@ -102,5 +108,6 @@ __all__ = [
     "nth",
     "range",
     "set_val",
+    "sources",
     "view",
 ]

@@ -19,7 +19,9 @@ One root, so callers can catch everything headwater means to raise with one clau
     ├── QueryDepthExceeded     queries invoking queries nested deeper than the bound
     ├── HopDepthExceeded       a chain of hops (a step hopping on, and on) longer than the bound
     ├── Unavailable            the cluster or task cannot serve the call now (closed, shutting down)
-    └── StorageError           the storage engine failed (disk full, corruption); wraps the driver error
+    ├── StorageError           the storage engine failed (disk full, corruption); wraps the driver error
+    └── ResourceError          a task's resource (`module.resource`) could not be built, or is used where
+                               no task holds it
 
 Messages say what happened, with the names and values involved, and what to do next.
 """
@@ -42,6 +44,7 @@ __all__ = [
     "QueryTimeout",
     "PermissionDenied",
     "ReadOnlyError",
+    "ResourceError",
     "SchemaError",
     "StorageError",
     "Unavailable",
@@ -221,3 +224,21 @@ class Unavailable(HeadwaterError):
 class StorageError(HeadwaterError):
     """The storage engine failed (disk full, corruption, a data directory another process holds open);
     the message names the store and the cause."""
+
+
+class ResourceError(HeadwaterError):
+    """A task's resource (`module.resource(name, factory)`) is not there to use: its factory raised,
+    it is closed, or the code asking for it runs on no task (a query without `route_by`).
+
+    `resource` names it and `task` the task (None when no task is involved). At `deploy` and
+    `update` a factory that raises fails the call and nothing starts; after a worker restart the
+    task waits for its resources, retrying, and `status()` shows the error.
+
+        m.resource("smtp", lambda task_id: smtplib.SMTP("mail.internal"))
+        cluster.deploy(m, tasks=4)    # ResourceError: resource 'smtp' of task 0 ... ConnectionRefusedError
+    """
+
+    def __init__(self, message: str, *, resource: str | None = None, task: int | None = None) -> None:
+        super().__init__(message)
+        self.resource = resource
+        self.task = task

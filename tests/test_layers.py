@@ -9,7 +9,7 @@ import headwater
 
 PACKAGE = Path(headwater.__file__).parent
 # Lowest first. A module may import its own layer and any layer before it.
-LAYERS = ["errors", "schema", "storage", "pstate", "engine", "client", "cluster", "server", "cli"]
+LAYERS = ["errors", "schema", "storage", "pstate", "engine", "sources", "client", "cluster", "server", "cli"]
 ALLOWED: set[tuple[str, str]] = set()  # (layer, layer or module) pairs let through; none today
 
 

@@ -169,6 +169,11 @@ class DepotClient:
         """Validate and encode every event, and pick its partition, before any is sent: a bad event
         anywhere in a batch raises here and nothing of the batch is appended."""
         depot = self._depot
+        if depot.decl.source is not None:
+            raise PermissionDenied(
+                f"depot {self.module}.{self.name} is an external depot: only its source "
+                f"({depot.decl.source.describe()}) appends to it; write to the source instead"
+            )
         if not depot.decl.client_appends:
             raise PermissionDenied(
                 f"depot {self.module}.{self.name} takes appends only from its module's topologies "

@@ -14,7 +14,7 @@ from typing import Any, Generic, TypeVar
 from headwater.client.api import DeadLetter, DepotClient, pstate_view
 from headwater.client.cluster import ModuleInfo
 from headwater.client.seam import ClientTransport, DeployedModule
-from headwater.engine.messages import MbControl, encode
+from headwater.engine.messages import ExternalControl, MbControl, encode
 from headwater.engine.query import invoke_query, query_decl
 from headwater.engine.runtime import ModuleRuntime
 from headwater.errors import AckTimeout, NotFound, QueryTimeout, Unavailable
@@ -240,7 +240,13 @@ class ClusterClients(Generic[D]):
             time.sleep(0.002)
 
     def pause(self, module: str, topology: str, *, timeout: float = 30.0) -> None:
-        """Stop starting new batches of `topology`; returns once its current batch (if any) finished."""
+        """Stop starting new batches of `topology`; returns once its current batch (if any) finished.
+
+        Given an external depot's name instead, stop ingesting from its source: returns once no
+        task will append from it, until `resume` (the pause is stored, and outlives restarts)."""
+        if self._external_depot(module, topology):
+            self._control_source(module, topology, "pause")
+            return
         self._control(module, topology, "pause")
         deadline = time.monotonic() + timeout
         while self._microbatch_status(module, topology)["phase"] != "idle":
@@ -252,9 +258,31 @@ class ClusterClients(Generic[D]):
         """Let microbatch `topology` start batches again after `pause`; nothing to do if it runs.
 
         Returns once task 0 has taken the resume; `Unavailable` if it does not within 30 s.
-        `NotFound` if `topology` is not a microbatch topology of `module`.
+        `NotFound` if `topology` is not a microbatch topology of `module`. Given an external
+        depot's name, ingest from its source again, from where the pause left it.
         """
+        if self._external_depot(module, topology):
+            self._control_source(module, topology, "resume")
+            return
         self._control(module, topology, "resume")
+
+    def _external_depot(self, module: str, name: str) -> bool:
+        depot = self._deployment(module).runtime.depots.get(name)
+        return depot is not None and depot.decl.source is not None
+
+    def _control_source(self, module: str, name: str, action: str) -> None:
+        deployment = self._deployment(module)
+        depot = deployment.runtime.depots[name]
+        message = encode(ExternalControl(depot.depot_id, action))
+        for task in range(depot.partitions):
+            deployment.transport.send(task, message)
+        deadline = time.monotonic() + CONTROL_WAIT_MAX_S
+        for task in range(depot.partitions):
+            while deployment.transport.read(task, ("external",))[name]["paused"] != (action == "pause"):
+                if time.monotonic() >= deadline:
+                    raise Unavailable(f"task {task} of module {module!r} did not take the {action} of external "
+                                      f"depot {name!r} within {CONTROL_WAIT_MAX_S}s; check cluster.status() and retry")
+                time.sleep(0.001)
 
     def _control(self, module: str, topology: str, action: str) -> None:
         self._microbatch_status(module, topology)  # NotFound for unknown names, before anything is sent

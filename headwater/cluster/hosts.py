@@ -15,12 +15,15 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
+from headwater.cluster.pollers import POLLER_STOP_WAIT_S, Poller
 from headwater.cluster.transport import Inbox
 from headwater.engine import messages
 from headwater.engine.messages import Stop
 from headwater.engine.task import INBOX_DRAIN_MAX, Task
+from headwater.errors import ResourceError
 
-__all__ = ["SYSTEM_CLOCK", "SystemClock", "TaskThread"]
+__all__ = ["RESOURCE_CLOSE_WAIT_MAX_S", "RESOURCE_RETRY_MAX_S", "SYSTEM_CLOCK", "SystemClock", "TaskThread",
+           "open_resources", "stop_hosts"]
 
 _log = logging.getLogger("headwater.task")
 
@@ -30,6 +33,9 @@ SLOW_ROUND_DECAY = 0.95  # per round
 CONGESTED_POLL_S = 0.005  # how soon a task whose receivers were congested looks again
 BACKGROUND_PAUSE_S = 0.0005  # between rounds of background work (a migration), unless a message comes
 STOP_WAIT_MAX_S = 10.0  # how long `stop` waits for the round in progress to end
+RESOURCE_CLOSE_WAIT_MAX_S = 5.0  # how long stopping tasks waits for their resources' close() calls, all together
+RESOURCE_RETRY_FIRST_S = 0.5  # after a restart, a task whose resource factory raised tries again after this...
+RESOURCE_RETRY_MAX_S = 30.0  # ... doubling each time up to this
 
 
 class SystemClock:
@@ -66,15 +72,47 @@ class TaskThread:
         self._thread = threading.Thread(target=self._run, daemon=True,
                                         name=f"headwater-{task.runtime.name}-task-{task.task_id}")
         self.failure: BaseException | None = None
+        self._ready = False  # resources built and the first round run: rounds may run
+        self._stop_asked = threading.Event()  # wakes a task waiting to retry its resources
+        self._closer: threading.Thread | None = None
+        self._pollers: dict[tuple[int, int], Poller] = {}  # per external depot partition: its source's reader
+
+    def open_resources(self) -> ResourceError | None:
+        """Build the task's resources now (before `start`); the error if a factory raised."""
+        try:
+            self.task.resources.open()
+        except ResourceError as e:
+            return e
+        return None
 
     def start(self) -> None:
         self.task.recover()
         self._thread.start()
 
     def stop(self, timeout_s: float = STOP_WAIT_MAX_S) -> None:
+        """Stop running rounds, then start closing the task's resources (`wait_closed` bounds that)."""
+        self._stop_asked.set()
+        for poller in list(self._pollers.values()):
+            poller.stop()
         self.inbox.put(messages.encode(Stop()))
-        self._thread.join(timeout_s)
+        if self._thread.is_alive() or self._thread.ident is not None:
+            self._thread.join(timeout_s)
+        deadline = time.monotonic() + POLLER_STOP_WAIT_S
+        for poller in list(self._pollers.values()):
+            poller.join(deadline)
         self.task.close()
+        # A close() is user code that may hang on a dead server: it runs on a thread of its own,
+        # so that stopping every task waits for all of them together, and at most a bound.
+        self._closer = threading.Thread(target=self.task.resources.close, daemon=True,
+                                        name=f"headwater-{self.task.runtime.name}-close-{self.task.task_id}")
+        self._closer.start()
+
+    def wait_closed(self, deadline: float) -> bool:
+        """Wait until the resources are closed or `deadline` (time.monotonic) passes; False if not closed."""
+        if self._closer is None:
+            return True
+        self._closer.join(max(0.0, deadline - time.monotonic()))
+        return not self._closer.is_alive()
 
     @property
     def alive(self) -> bool:
@@ -85,10 +123,28 @@ class TaskThread:
         """Rounds may still run: no Stop was taken and no round failed."""
         return not self._stopping and self.failure is None
 
+    def _await_resources(self) -> bool:
+        """Build the resources `open_resources` did not (after a worker restart), retrying with a
+        back-off while a factory raises: the task runs no handler without them. False: stopped."""
+        resources = self.task.resources
+        while not resources.ready:
+            if self._stop_asked.is_set():
+                return False
+            try:
+                resources.open()
+            except ResourceError:
+                delay_s = min(RESOURCE_RETRY_MAX_S, RESOURCE_RETRY_FIRST_S * 2 ** (resources.attempts - 1))
+                self._stop_asked.wait(delay_s)
+        return True
+
     def _run(self) -> None:
         try:
+            if not self._await_resources():
+                return
             with self._turn, self._batching():
                 self.task.begin()
+                self._ready = True
+                self._poll()
             while self._live:
                 if self._congested:  # look again soon: room frees up as the receivers drain
                     self.inbox.wait(CONGESTED_POLL_S)
@@ -112,7 +168,8 @@ class TaskThread:
         a round is running (it may have taken its messages already), and when recent rounds were
         slow enough that running one could hold the appender past its timeout.
         """
-        if self._slow_round_s * ROUND_TIMEOUT_SHARE > timeout_s or not self._turn.acquire(blocking=False):
+        if (not self._ready or self._slow_round_s * ROUND_TIMEOUT_SHARE > timeout_s
+                or not self._turn.acquire(blocking=False)):
             self.inbox.poke()
             return
         try:
@@ -129,10 +186,24 @@ class TaskThread:
         started = time.monotonic()
         with self._batching():
             outcome = self.task.run_round(self.inbox.take(INBOX_DRAIN_MAX), self.inbox.waiting)
+        self._poll()
         self._stopping = self._stopping or outcome.stopping
         self._backlog, self._congested, self._background = outcome.backlog, outcome.congested, outcome.background
         # The slowest recent round: a decaying maximum, so one slow handler turns combining off for a while.
         self._slow_round_s = max(time.monotonic() - started, self._slow_round_s * SLOW_ROUND_DECAY)
+
+    def _poll(self) -> None:
+        """Hand the reads of external sources the task asked for to their pollers (made on first use)."""
+        for request in self.task.take_polls():
+            key = (request.depot.depot_id, request.partition)
+            poller = self._pollers.get(key)
+            if poller is None:
+                if self._stop_asked.is_set():
+                    return
+                poller = self._pollers[key] = Poller(
+                    request, self.inbox.put,
+                    f"headwater-{self.task.runtime.name}-{request.depot.name}-{request.partition}")
+            poller.ask(request.after, lag_only=request.lag_only)
 
     def _failed(self, error: BaseException) -> None:
         self.failure = error
@@ -141,3 +212,26 @@ class TaskThread:
                    exc_info=error)
         if self._on_failure is not None:
             self._on_failure(self, error)
+
+
+def open_resources(hosts: list[TaskThread]) -> ResourceError | None:
+    """Build every task's resources before any task starts (a deploy or an update); the error of
+    the first factory that raises (the caller then stops the hosts, which closes what was built)."""
+    for host in hosts:
+        error = host.open_resources()
+        if error is not None:
+            return error
+    return None
+
+
+def stop_hosts(hosts: list[TaskThread]) -> None:
+    """Stop every task, then wait for their resources to close, all together and at most
+    RESOURCE_CLOSE_WAIT_MAX_S: a close that hangs (a dead server) goes on in the background."""
+    for host in hosts:
+        host.stop()
+    wait_max_s = RESOURCE_CLOSE_WAIT_MAX_S
+    deadline = time.monotonic() + wait_max_s
+    slow = [host.task.task_id for host in hosts if not host.wait_closed(deadline)]
+    if slow:
+        _log.warning("the resources of task(s) %s of module %s did not close within %ss; they go on closing "
+                     "in the background", slow, hosts[0].task.runtime.name, wait_max_s)

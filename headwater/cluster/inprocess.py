@@ -22,13 +22,13 @@ from headwater.client.replies import ReplyRouter
 from headwater.client.seam import DeployedModule
 from headwater.cluster.apps import apply_app
 from headwater.cluster.clients import ClusterClients
-from headwater.cluster.hosts import SYSTEM_CLOCK, TaskThread
+from headwater.cluster.hosts import SYSTEM_CLOCK, TaskThread, open_resources, stop_hosts
 from headwater.cluster.transport import InProcessTransport
 from headwater.engine.definitions import Module
 from headwater.engine.evolution import module_shapes, plan
 from headwater.engine.runtime import Catalog, ModuleRuntime
 from headwater.engine.task import Task
-from headwater.errors import DefinitionError, NotFound
+from headwater.errors import DefinitionError, NotFound, ResourceError, Unavailable
 from headwater.storage import RocksStore
 
 __all__ = ["STATUS_WAIT_MAX_S", "Deployment", "DeploymentBase", "InProcessCluster"]
@@ -62,10 +62,33 @@ class DeploymentBase(DeployedModule):
         raise NotImplementedError
 
     def restart(self, module: Module, catalog: Catalog) -> None:
-        """Run new code over the same data: stop the tasks, start them again with `module`."""
+        """Run new code over the same data: stop the tasks, start them again with `module`. If the
+        new code's resources cannot be built, the old code starts again and the error is raised."""
+        running = self.runtime.module, self.runtime.catalog
         self._stop_tasks(f"module {module.name!r} was updated before the reply came; the event is durable and "
                          "will be processed by the new code")
-        self._open(module, catalog)
+        try:
+            self._open(module, catalog)
+        except ResourceError:
+            self._open(*running)
+            raise
+
+    def sources(self, task: int) -> dict[str, Any]:
+        """For status(), when the module has external depots: `{"sources": {depot: {...}}}` of `task`."""
+        if not any(depot.decl.source is not None for depot in self.runtime.depots.values()):
+            return {}
+        try:
+            return {"sources": self.transport.read(task, ("external",))}
+        except Unavailable:
+            return {"sources": None}
+
+    def resource_error(self, task: int) -> str | None:
+        """Why `task` waits for its resources (a factory raised after a restart), or None."""
+        try:
+            described = self.transport.read(task, ("resources",))
+        except Unavailable:
+            return None
+        return described["error"] if isinstance(described, dict) else None
 
     def stop(self) -> None:
         if self.closed:
@@ -107,6 +130,13 @@ class Deployment(DeploymentBase):
             holder.append(TaskThread(task, inbox, on_failure=self._task_failed))
             tasks.append(task)
             hosts.append(holder[0])
+        error = open_resources(hosts)
+        if error is not None:  # nothing started: no task ran a round, and clients never saw these
+            stop_hosts(hosts)
+            transport.closed = True
+            for task in tasks:
+                task.store.close()
+            raise error
         self.failures = {}
         self.tasks, self.hosts = tasks, hosts
         self.runtime, self.transport = runtime, transport
@@ -117,8 +147,7 @@ class Deployment(DeploymentBase):
         self.failures[host.task.task_id] = repr(error)
 
     def _stop_tasks(self, reason: str) -> None:
-        for host in self.hosts:
-            host.stop()
+        stop_hosts(self.hosts)
         self.transport.closed = True
         self.router.fail_all(reason)
         for task in self.tasks:
@@ -184,9 +213,15 @@ class InProcessCluster(ClusterClients[DeploymentBase]):
             deployment = self._deployments.get(module.name)
             if deployment is None:
                 raise NotFound("module", module.name, self._deployments, where="this cluster")
+            previous = _load_catalog(self.path / module.name / "module.json")
             catalog = self._catalog(module, None, None, delete, updating=True, save=not dry_run)
             if not dry_run:
-                deployment.restart(module, catalog)
+                try:
+                    deployment.restart(module, catalog)
+                except ResourceError:  # the old code runs again (nothing of the new one started): so does its catalog
+                    if previous is not None:
+                        _save_catalog(self.path / module.name / "module.json", previous)
+                    raise
             return ModuleInfo(module.name, version=catalog.version, tasks=catalog.tasks,
                               replication=catalog.replication)
 
@@ -302,10 +337,13 @@ class InProcessCluster(ClusterClients[DeploymentBase]):
             followers = deployment.followers()
             for task, pong in enumerate(answers):
                 worker, pid = deployment.where(task)
+                error = deployment.failures.get(task)
+                if pong is None and error is None:
+                    error = deployment.resource_error(task)
                 rows.append({"task": task, "worker": worker, "pid": pid, "up": pong is not None,
                              "appends_in_flight": pong.appends_in_flight if pong is not None else None,
-                             "error": deployment.failures.get(task), "followers": followers.get(task, []),
-                             **self._front_of(worker)})
+                             "error": error, "followers": followers.get(task, []),
+                             **self._front_of(worker), **deployment.sources(task)})
             status[name] = rows
         return status
 

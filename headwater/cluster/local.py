@@ -51,7 +51,7 @@ from headwater.engine.definitions import Module
 from headwater.engine.messages import Redrive
 from headwater.engine.runtime import Catalog, ModuleRuntime
 from headwater.engine.transport import check_message
-from headwater.errors import DefinitionError, NotFound, Unavailable
+from headwater.errors import DefinitionError, NotFound, ResourceError, Unavailable
 
 __all__ = ["LocalCluster", "WORKERS_MAX", "SubprocessWorker", "WorkerProcess"]
 
@@ -374,18 +374,21 @@ class WorkerDeployment(DeploymentBase):
         transport = SupervisorTransport(self._workers, module.name, placement)
         self.failures = {}
         self._module_bytes = module_bytes
-        self._open_on(sorted(set(placement)))
+        self._open_on(sorted(set(placement)), deploying=True)
         # Published only now: a client that sent on it earlier would reach workers where the module
         # is not open yet, which drop the message, and wait out its timeout; until now, a client
         # meets the stopped transport of the previous version and gets Unavailable at once.
         self.transport = transport
 
-    def _open_on(self, workers: list[int]) -> None:
+    def _open_on(self, workers: list[int], *, deploying: bool = False) -> None:
+        """Open the module's tasks on `workers`, then start them. `deploying`: a task whose resource
+        factory raises fails the call and stops the module everywhere (after a restart the task
+        retries instead, and status() shows why it waits)."""
         # Each leader opened here begins a new term: a follower then refuses what an earlier one sends.
         sets = self.sets.begin([task for task, leader in enumerate(self.placement) if leader in workers])
         for worker in workers:  # every task's inbox exists before any task starts sending
             try:
-                self._workers.link(worker, restarting_ok=True).call(
+                resource_errors = self._workers.link(worker, restarting_ok=True).call(
                     "open", self._module_bytes, self._catalog, str(self.directory), sets,
                     self._workers.ports(), self.runtime.writers.found, self._workers.hosts(), timeout_s=DEPLOY_CALL_S)
             except (ImportError, AttributeError) as e:
@@ -393,6 +396,10 @@ class WorkerDeployment(DeploymentBase):
                     f"the worker processes cannot load module {self._module.name!r}: {e}. Define what it uses in "
                     "a file the workers can import (they see this process's sys.path), or in the script that runs"
                 ) from None
+            if deploying and resource_errors:
+                task, (resource, error) = min(resource_errors.items())
+                self._stop_tasks(f"module {self._module.name!r} did not start: {error}")
+                raise ResourceError(error, resource=resource, task=task)
         for worker in workers:
             self._workers.link(worker, restarting_ok=True).call("start", self._module.name)
 
@@ -479,7 +486,9 @@ class WorkerDeployment(DeploymentBase):
         return worker, self._workers.workers[worker].pid
 
     def _stop_tasks(self, reason: str) -> None:
-        self.transport.closed = True
+        transport = getattr(self, "transport", None)  # none yet when a first deploy fails to start
+        if transport is not None:
+            transport.closed = True
         for worker in sorted(set(self.placement)):
             try:
                 self._workers.link(worker).call("stop", self.runtime.name)

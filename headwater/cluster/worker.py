@@ -36,7 +36,7 @@ from headwater.client.cluster import ModuleInfo
 from headwater.client.replies import ReplyRouter
 from headwater.client.seam import ClientTransport, DeployedModule, check_may_wait
 from headwater.cluster.clients import ClusterClients
-from headwater.cluster.hosts import SYSTEM_CLOCK, TaskThread
+from headwater.cluster.hosts import SYSTEM_CLOCK, TaskThread, stop_hosts
 from headwater.cluster.replication import (
     REPLICATION_FRAMES,
     HeldTransport,
@@ -313,6 +313,10 @@ class _Deployment(DeployedModule):
         for task_id, replica_set in enumerate(sets):
             if replica_set[1][0] == me:
                 self._lead(task_id, replica_set)
+        # Built before any task starts; a task whose factory raised retries once started (after a
+        # restart), while a deploy that hears of it stops the module (`open` answers with them).
+        self.resource_errors = {task_id: (error.resource, str(error)) for task_id, host in self.hosts.items()
+                                if (error := host.open_resources()) is not None}
 
     def _lead(self, task_id: int, replica_set: ReplicaSet) -> TaskThread:
         """Host task `task_id` here, as its leader when it is replicated."""
@@ -351,7 +355,7 @@ class _Deployment(DeployedModule):
         cut off and deposed meanwhile), it stops here; it follows again when this worker restarts."""
         host = self.hosts.pop(task_id, None)
         if host is not None:
-            host.stop()
+            stop_hosts([host])
             host.task.store.close()
             self.leaders.pop(task_id, None)
             self.transport.remove_task(task_id)
@@ -373,8 +377,7 @@ class _Deployment(DeployedModule):
 
     def stop(self) -> None:
         self.closed = self.transport.closed = True
-        for host in self.hosts.values():
-            host.stop()
+        stop_hosts(list(self.hosts.values()))
         for host in self.hosts.values():
             host.task.store.close()
         for replica in self.replicas.values():
@@ -530,12 +533,15 @@ class WorkerNode:
     # ---- calls from the supervisor and peers --------------------------------------------------
     def _open(self, module_bytes: bytes, catalog: Catalog, directory: str, sets: list[ReplicaSet],
               peer_ports: dict[int, int], writer_kinds: dict[str, str],
-              peer_hosts: dict[int, str] | None = None) -> None:
+              peer_hosts: dict[int, str] | None = None) -> dict[int, tuple[str | None, str]]:
+        """Open a module's tasks led here; the tasks whose resources could not be built: (resource, why)."""
         module = pickle.loads(module_bytes)
         _adopt_modules_sent_by_value(module)
         self._peer_ports.update(peer_ports)
         self._peer_hosts.update(peer_hosts or {})
-        self.deployments[module.name] = _Deployment(self, module, catalog, Path(directory), sets, writer_kinds)
+        deployment = self.deployments[module.name] = _Deployment(self, module, catalog, Path(directory), sets,
+                                                                 writer_kinds)
+        return deployment.resource_errors
 
     def _promote(self, module: str, task: int, replica_set: ReplicaSet) -> None:
         self._deployment(module).promote(task, replica_set)

@@ -107,13 +107,15 @@ class Appends:
                 batch.put("meta", idem_results_key(depot_id, offset), messages.dumps((record.results, record.errors)))
                 batch.delete("meta", key)
 
-    def persist(self, appends: list[AppendRecord], now_us: int) -> list[tuple[AppendRecord, int, int]]:
+    def persist(self, appends: list[AppendRecord], now_us: int, batch: Batch | None = None
+                ) -> list[tuple[AppendRecord, int, int]]:
         """Write the appends in one batch (not yet synced), answer repeats of idempotency keys;
-        (append, offset, timestamp) of each one appended, for the caller to route."""
+        (append, offset, timestamp) of each one appended, for the caller to route. `batch`: what
+        must be written atomically with them (an external depot's position), written in any case."""
         now_us = max(now_us, self._last_timestamp_us)
         self._last_timestamp_us = now_us
         stamp = I64.pack(now_us)
-        batch = Batch()
+        batch = Batch() if batch is None else batch
         accepted: list[tuple[AppendRecord, int, int]] = []
         claimed: dict[bytes, bytes] = {}
         repeats: list[AppendRecord] = []  # answered after the batch is durable, like the first append
@@ -134,7 +136,7 @@ class Appends:
                 if depots[append.depot_id].subscribers:
                     batch.put("meta", idem_open_key(append.depot_id, offset), _OPEN_RECORD_NEW)
             accepted.append((append, offset, now_us))
-        if accepted:
+        if accepted or len(batch):
             self._store.write(batch, sync=False)
             self._round.unsynced = True  # synced at the end of the round, with the writes of processing them
         for append, offset, _ in accepted:

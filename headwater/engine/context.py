@@ -218,6 +218,18 @@ class Context:
         return self._invocation.record.offset if self._invocation else None
 
     @property
+    def batch_id(self) -> int | None:
+        """In a microbatch topology (its handler and the steps it hops to): the number of the batch
+        being processed. It is the same on every attempt of the batch (a retry after a failure, a
+        rerun after a crash), which runs over the same records, and grows by one with each batch
+        that commits; None in stream topologies. Use it to make external writes idempotent.
+        """
+        invocation = self._invocation
+        if invocation is None or invocation.deferred_appends is None:
+            return None
+        return invocation.tree.seq >> 32  # see microbatch.batch_tree: the batch above its attempt
+
+    @property
     def topology(self) -> str | None:
         """The name of the topology running this code."""
         return self._invocation.topology if self._invocation else None
@@ -242,6 +254,17 @@ class Context:
         task and the hop to use. In a step called from a query the view only reads.
         """
         return self._views.view(decl_or_name)
+
+    def resource(self, name: str) -> Any:
+        """This task's object of resource `name` (declared with `module.resource(name, factory)`).
+
+        Built once per task in the process hosting it, before the task runs any handler; an
+        unknown name raises `NotFound` naming the declared ones. Steps that queries call may use
+        it on other threads at the same time as handlers, so keep it thread-safe (a pool).
+
+            ctx.resource("smtp").send_message(msg)
+        """
+        return self._task.resources.get(name)
 
     # ---- continuing elsewhere -------------------------------------------------------------
     def task_for(self, key: Any) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import inspect
 import re
 import typing
 from collections.abc import Callable, Sequence
@@ -19,7 +20,8 @@ import msgspec
 
 from headwater.errors import DefinitionError
 
-__all__ = ["Ack", "DepotDecl", "MicrobatchDecl", "Module", "PStateDecl", "QueryDecl", "Retry", "StepDecl", "StreamDecl"]
+__all__ = ["Ack", "DepotDecl", "MicrobatchDecl", "Module", "PStateDecl", "QueryDecl", "ResourceDecl", "Retry",
+           "StepDecl", "StreamDecl"]
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -110,6 +112,7 @@ class DepotDecl:
     partition_by: str | Callable[[Any], Any] | None
     partitioned: bool
     client_appends: bool
+    source: Any = None  # a headwater.Source for an external depot: it alone appends
 
     def __repr__(self) -> str:
         return f"<depot {self.module.name}.{self.name}>"
@@ -162,6 +165,17 @@ class QueryDecl:
 
 
 @dataclass(eq=False)
+class ResourceDecl:
+    module: Module
+    name: str
+    factory: Callable[[int], Any]
+    close: Callable[[Any], Any] | None
+
+    def __repr__(self) -> str:
+        return f"<resource {self.module.name}.{self.name}>"
+
+
+@dataclass(eq=False)
 class Module:
     """A unit of deployment: depots, PStates, topologies, steps and queries.
 
@@ -186,6 +200,7 @@ class Module:
     microbatches: dict[str, MicrobatchDecl] = field(default_factory=dict)
     steps: dict[str, StepDecl] = field(default_factory=dict)
     queries: dict[str, QueryDecl] = field(default_factory=dict)
+    resources: dict[str, ResourceDecl] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_name("module", self.name)
@@ -231,6 +246,31 @@ class Module:
                 f"not {partition_by!r}"
             )
         decl = DepotDecl(self, name, event_type, partition_by, partitioned, client_appends)
+        self.depots[name] = decl
+        return decl
+
+    def external_depot(self, name: str, source: Any, event_type: Any = Any) -> DepotDecl:
+        """Declare a depot fed by an external log: `source` is a `headwater.Source` (for example
+        `hw.sources.RedisStream(...)` or `hw.sources.PostgresChanges(...)`).
+
+        Source partition i becomes depot partition i, on task i, and the task's host polls it; each
+        batch of events is appended with the source's position of the last one in the same write
+        batch, so across crashes nothing is ingested twice or skipped. Clients cannot append to
+        it; topologies subscribe to it like any depot. Events are converted into `event_type`
+        (a dict's fields by name). `cluster.pause(module, name)` and `resume` stop and restart
+        the ingestion, and `cluster.status()` shows each partition's position and lag.
+        """
+        from headwater.engine.sources import Source
+
+        self._claim("depot", name, self.depots)
+        if not isinstance(source, Source):
+            raise DefinitionError(f"external depot {name!r}: source must be a headwater.Source (such as "
+                                  f"hw.sources.RedisStream(...)), not {source!r}")
+        partitions = source.partitions
+        if not isinstance(partitions, int) or isinstance(partitions, bool) or partitions < 1:
+            raise DefinitionError(f"external depot {name!r}: its source has partitions={partitions!r}; "
+                                  "it must be an int of at least 1")
+        decl = DepotDecl(self, name, event_type, None, partitions > 1, False, source)
         self.depots[name] = decl
         return decl
 
@@ -330,6 +370,22 @@ class Module:
 
         return register(fn) if fn is not None else register
 
+    def resource(self, name: str, factory: Callable[[int], Any], *, close: Callable[[Any], Any] | None = None
+                 ) -> ResourceDecl:
+        """Declare a per-task resource: `factory(task_id)` builds one object per task (a client, a pool)
+        in the process hosting the task, when the task starts; `close(obj)` runs when it stops.
+
+        Handlers, steps and routed queries get it with `ctx.resource(name)`. The object is never
+        pickled: the factory travels with the module, and each process builds its own.
+
+            smtp = m.resource("smtp", lambda task_id: smtplib.SMTP("localhost", 25), close=lambda s: s.quit())
+        """
+        self._claim("resource", name, self.resources)
+        _check_resource(name, factory, close)
+        decl = ResourceDecl(self, name, factory, close)
+        self.resources[name] = decl
+        return decl
+
     def _resolve_depot(self, depot: DepotDecl | str, topology: str) -> DepotDecl:
         if isinstance(depot, DepotDecl):
             if depot.module is not self:
@@ -345,8 +401,6 @@ class Module:
 
 
 def _parameters(fn: Callable[..., Any]) -> list[str]:
-    import inspect
-
     return list(inspect.signature(fn).parameters)
 
 
@@ -375,6 +429,26 @@ def _check_partition_field(depot: str, event_type: Any, field_name: str) -> None
 
         missing = NotFound("field", field_name, fields, where=getattr(event_type, "__name__", str(event_type)))
         raise DefinitionError(f"depot {depot!r}: partition_by: {missing}")
+
+
+def _check_resource(name: str, factory: Any, close: Any) -> None:
+    """Refuse, at declaration, a factory that cannot be called as `factory(task_id)` or a close that is no callable."""
+    if not callable(factory):
+        raise DefinitionError(f"resource {name!r}: factory must be a callable factory(task_id) -> object, "
+                              f"not {factory!r}")
+    if close is not None and not callable(close):
+        raise DefinitionError(f"resource {name!r}: close must be None or a callable close(obj), not {close!r}")
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return  # a builtin without a signature: it is called as it is
+    try:
+        signature.bind(0)
+    except TypeError:
+        raise DefinitionError(
+            f"resource {name!r}: its factory is called with the task id, as factory(task_id), but takes "
+            f"{signature}; add a task_id parameter (it may ignore it)"
+        ) from None
 
 
 def _check_start_from(start_from: Any) -> None:

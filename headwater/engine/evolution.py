@@ -57,14 +57,20 @@ class Change:
 def module_shapes(module: Module) -> dict[str, dict[str, Any]]:
     """What `module` stores, as plain data: kept in the catalog, compared at the next update."""
     return {
-        "depots": {name: {"event": type_shape(d.event_type), "partitioned": d.partitioned}
-                   for name, d in module.depots.items()},
+        "depots": {name: {"event": type_shape(d.event_type), "partitioned": d.partitioned,
+                          "source": _source(d)} for name, d in module.depots.items()},
         "pstates": {name: {"schema": schema_shape(_schema(module, name, p.schema)), "partitioned": p.partitioned}
                     for name, p in module.pstates.items()},
         "topologies": {name: {"kind": "stream" if name in module.streams else "microbatch",
                               "depots": [d.name for d in t.depots]}
                        for name, t in module.topologies.items()},
     }
+
+
+def _source(depot: Any) -> str | None:
+    """What feeds an external depot, by kind (a client-fed depot has none)."""
+    source = getattr(depot, "source", None)
+    return None if source is None else type(source).__name__
 
 
 def _schema(module: Module, name: str, declared: Any) -> Schema:
@@ -176,6 +182,11 @@ def _changes(stored: Catalog, module: Module, tasks: int | None, replication: in
             changes.append(Change("depot", name, f"partitioned={old['partitioned']} became "
                                   f"partitioned={shape['partitioned']} (its records live on other tasks)", "delete",
                                   f"delete=[{name!r}] drops its records, or keep partitioned={old['partitioned']}"))
+        if old.get("source") != shape["source"]:
+            changes.append(Change("depot", name, f"its source {old.get('source') or 'none (clients append)'} became "
+                                  f"{shape['source'] or 'none (clients append)'}: the positions it stored belong to "
+                                  "the old one", "delete", f"delete=[{name!r}] drops its records and positions, or "
+                                  "keep the source"))
         problems = compare_types(old["event"], shape["event"])
         if problems:
             changes.append(Change("depot", name, "its event type changed: " + "; ".join(problems), "migration",

@@ -16,6 +16,8 @@ __all__ = [
     "AppendBatch",
     "AppendRecord",
     "BatchFailure",
+    "ExternalControl",
+    "ExternalRecords",
     "MbAck",
     "MbControl",
     "MbDone",
@@ -231,9 +233,32 @@ class Completed(msgspec.Struct, tag=True, array_like=True):
     failure_kind: str | None = None
 
 
+class ExternalRecords(msgspec.Struct, tag=True, array_like=True):
+    """From the host's poller of an external depot's partition: what its source had after `after`.
+
+    Positions are msgpack-encoded (None: nothing ingested yet). The task appends the events and
+    stores `position` in one write batch, if `after` is still its stored position (else the
+    message is stale and dropped). No events and a `position`: the start the source chose, pinned.
+    `error`: the read failed (after the poller's back-off); `lag` is -1 when not known.
+    """
+
+    depot_id: int
+    partition: int
+    after: bytes | None
+    position: bytes | None
+    events: list[bytes]
+    lag: int = -1
+    error: str | None = None
+
+
+class ExternalControl(msgspec.Struct, tag=True, array_like=True):
+    depot_id: int
+    action: str  # "pause" | "resume": stop or start ingesting the external depot's partitions on this task
+
+
 Message = (
     AppendRecord | AppendBatch | Hop | TreeAck | RetryDeadLetter | Stop | Ping | Pong | Appended | Busy | Completed
-    | Redrive | MbNudge | MbProcess | MbAck | MbPhase | MbDone | MbControl
+    | Redrive | MbNudge | MbProcess | MbAck | MbPhase | MbDone | MbControl | ExternalRecords | ExternalControl
 )
 
 _encoder = msgspec.msgpack.Encoder()

@@ -77,7 +77,8 @@ class BatchHost(Protocol):
 
 
 def batch_tree(batch: int, attempt: int) -> TreeRef:
-    # Hops of a batch carry its number and attempt, so a hop can never land in another attempt's overlay.
+    # Hops of a batch carry its number and attempt, so a hop can never land in another attempt's overlay;
+    # ctx.batch_id reads the number back (context.Context.batch_id).
     return TreeRef(COORDINATOR_TASK, (batch << 32) | (attempt & 0xFFFFFFFF))
 
 
@@ -103,8 +104,17 @@ class Staged(msgspec.Struct, array_like=True):
     records: int
 
 
+class Planned(msgspec.Struct, array_like=True):
+    """The records a task's part of an undecided batch runs over, kept until the batch is applied,
+    so that every attempt of the batch, after a crash too, runs over the same records."""
+
+    batch: int
+    plan: list[tuple[int, int, int, bool]]
+
+
 _staged_encoder = msgspec.msgpack.Encoder()
 _staged_decoder = msgspec.msgpack.Decoder(Staged)
+_planned_decoder = msgspec.msgpack.Decoder(Planned)
 
 
 class BatchParticipant:
@@ -160,6 +170,11 @@ class BatchParticipant:
     def _make_plan(self, batch: int) -> list[tuple[int, int, int, bool]]:
         if self.staged is not None and self.staged.batch == batch:
             return self.staged.plan  # a batch runs again over exactly the records it ran over before
+        stored = self.task.store.get("meta", _key(self.name, "planned"))
+        if stored is not None:
+            planned = _planned_decoder.decode(stored)
+            if planned.batch == batch:  # planned before a crash: ctx.batch_id names the same records
+                return planned.plan
         plan = []
         for depot in self.depots:
             start = self.cursors[depot.depot_id]
@@ -167,6 +182,13 @@ class BatchParticipant:
             plan.append((depot.depot_id, start, stop, True))
         # Retried dead letters run once more, without moving progress (they are behind it).
         plan.extend((depot_id, offset, offset + 1, False) for depot_id, _, offset in self.retries)
+        if any(start < stop for _, start, stop, _ in plan):
+            # Kept (unsynced: a crash of the process keeps it, as it keeps the appends) before any
+            # handler runs, and deleted when the batch is applied. An empty plan is not kept: its
+            # batch runs no code and commits nothing, so its number is used again.
+            stored_plan = Batch()
+            stored_plan.put("meta", _key(self.name, "planned"), _staged_encoder.encode(Planned(batch, plan)))
+            self.task.store.write(stored_plan, sync=False)
         return plan
 
     def retry(self, entry: Any, reply: Any) -> None:
@@ -329,6 +351,7 @@ class BatchParticipant:
             else:
                 batch.delete("meta", key)
         batch.delete("meta", _key(self.name, "staged"))
+        batch.delete("meta", _key(self.name, "planned"))
         pending = _key(self.name, f"appends/{batch_number}")
         if staged.appends:  # sent after the commit and resent after a crash until acked: at-least-once
             batch.put("meta", pending, self.task.encode_outbox(staged.appends))

@@ -28,6 +28,7 @@ from headwater.errors import (
     PathError,
     QueryDepthExceeded,
     ReadOnlyError,
+    ResourceError,
     SchemaError,
 )
 from headwater.pstate import View
@@ -132,9 +133,10 @@ class QueryContext:
     """
 
     def __init__(self, runtime: ModuleRuntime, transport: Transport, *, depth: int = 0,
-                 task_id: int | None = None) -> None:
+                 task_id: int | None = None, resources: Any = None) -> None:
         self._runtime = runtime
         self._transport = transport
+        self._resources = resources  # the TaskResources of the task a routed query runs on
         self._depth = depth
         self.num_tasks = runtime.tasks
         self.task_id = task_id  # the task the body runs on, when the query is routed (route_by)
@@ -151,6 +153,27 @@ class QueryContext:
             sum(len(ctx.pstate(funds, task=i).keys()) for i in range(ctx.num_tasks))
         """
         return routed_view(BoundModule(self._runtime, self._transport), decl_or_name, task)
+
+    def resource(self, name: str) -> Any:
+        """The object of resource `name` (`module.resource`) of the task this query runs on.
+
+        Only a query with `route_by` runs on a task; any other raises `ResourceError` (call a
+        step that uses the resource instead: `ctx.call(key, step)` runs it on a task). The
+        object may be used by queries and handlers at once, from several threads.
+
+            @m.query(route_by="user_id")
+            def profile(ctx: hw.QueryContext, user_id: int) -> dict:
+                return ctx.resource("profiles_api").get(user_id)
+        """
+        if self._resources is None:
+            if name not in self._runtime.resources:
+                raise NotFound("resource", str(name), self._runtime.resources,
+                               where=f"module {self._runtime.name!r} (declare it with module.resource(name, factory))")
+            raise ResourceError(
+                f"resource {name!r}: this query of module {self._runtime.name!r} runs on no task (it has no "
+                "route_by), and resources live on tasks; give it route_by=..., or call a step that uses the "
+                "resource with ctx.call(key, step) or ctx.call_task(i, step)", resource=name)
+        return self._resources.get(name)
 
     def call_task(self, task_id: int, step: Any, /, *args: Any, **kwargs: Any) -> Any:
         """Run `step` (a `@module.step` function, or its name) on task `task_id`; its return value.
@@ -281,8 +304,8 @@ def invoke_query(runtime: ModuleRuntime, transport: Transport, decl: QueryDecl, 
 
 
 def run_query_body(runtime: ModuleRuntime, transport: Transport, decl: QueryDecl, args: tuple[Any, ...],
-                   kwargs: dict[str, Any], depth: int, task_id: int | None) -> Any:
-    ctx = QueryContext(runtime, transport, depth=depth, task_id=task_id)
+                   kwargs: dict[str, Any], depth: int, task_id: int | None, resources: Any = None) -> Any:
+    ctx = QueryContext(runtime, transport, depth=depth, task_id=task_id, resources=resources)
     # One consistent cut: no microbatch lands halfway through. A query called by a query reads
     # inside its caller's cut (which may be held by another process): it takes no hold of its own.
     cut = transport.consistent_reads() if depth == 0 else contextlib.nullcontext()

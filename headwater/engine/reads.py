@@ -14,6 +14,7 @@ from headwater.engine.appends import depot_records
 from headwater.engine.context import Context, TaskViews, TxnSlot
 from headwater.engine.meta import U64, dead_decoder
 from headwater.engine.query import query_decl, run_query_body
+from headwater.engine.resources import TaskResources
 from headwater.engine.runtime import ModuleRuntime
 from headwater.engine.transport import Transport
 from headwater.errors import NotFound
@@ -22,12 +23,13 @@ from headwater.storage import Store
 __all__ = ["READS", "Reads"]
 
 READS = ("pstate", "depot_read", "depot_end", "dead_letters", "mb_status", "progress", "migrations", "unfinished",
-         "step", "query")
+         "step", "query", "resources")
 
 
 class Reads:
     def __init__(self, runtime: ModuleRuntime, task_id: int, store: Store, transport: Transport,
-                 coordinators: dict[str, Any], context_host: Any, stored_end: Any, migrations: Any) -> None:
+                 coordinators: dict[str, Any], context_host: Any, stored_end: Any, resources: TaskResources,
+                 migrations: Any) -> None:
         self._runtime = runtime
         self._task_id = task_id
         self._store = store
@@ -35,6 +37,7 @@ class Reads:
         self._coordinators = coordinators
         self._context_host = context_host  # what a step's Context asks of its task
         self._stored_end = stored_end
+        self._resources = resources
         self._migrations = migrations  # () -> this task's PState migrations and their progress
         self._reader = store.reader("pstate")
         # Steps that queries call read committed state through views that cannot write.
@@ -74,7 +77,10 @@ class Reads:
             _, name, payload, depth = request
             args, kwargs = messages.loads(payload)
             decl = query_decl(self._runtime, name)
-            return run_query_body(self._runtime, self._transport, decl, args, kwargs, depth, self._task_id)
+            return run_query_body(self._runtime, self._transport, decl, args, kwargs, depth, self._task_id,
+                                  self._resources)
+        if kind == "resources":  # status(): a task that does not answer may be waiting for its resources
+            return self._resources.describe()
         raise NotFound("read", str(kind), READS)
 
     def stored_progress(self) -> dict[tuple[str, int], int]:

@@ -122,6 +122,8 @@ class ModuleRuntime:
         self.depots_by_id: dict[int, DepotRuntime] = {}
         for name, decl in module.depots.items():
             partitions = self.tasks if decl.partitioned else 1
+            if decl.source is not None:
+                partitions = _source_partitions(decl, self.tasks)
             subscribers = [s for s in module.streams.values() if decl in s.depots]
             batched = [b for b in module.microbatches.values() if decl in b.depots]
             depot = DepotRuntime(decl, catalog.depot_ids[name], EventCodec(decl), partitions, subscribers, batched)
@@ -149,6 +151,7 @@ class ModuleRuntime:
         self.writers = WriterGuard(module.name, check_writer_kinds(module) if writer_kinds is None else writer_kinds)
         self.steps = dict(module.steps)
         self.queries = dict(module.queries)
+        self.resources = dict(module.resources)
         _check_handlers(module)
 
     def depot(self, name: str) -> DepotRuntime:
@@ -188,3 +191,14 @@ def _positional(fn: Any) -> list[str]:
     if any(p.kind is p.VAR_POSITIONAL for p in params):
         return ["ctx", "event"]
     return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
+def _source_partitions(decl: DepotDecl, tasks: int) -> int:
+    """An external depot has its source's partitions, each on the task of the same number."""
+    partitions: int = decl.source.partitions
+    if partitions > tasks:
+        raise DefinitionError(
+            f"external depot {decl.module.name}.{decl.name}: its source has {partitions} partitions and the module "
+            f"{tasks} tasks; each source partition is ingested by one task, so deploy with tasks={partitions} or more"
+        )
+    return partitions

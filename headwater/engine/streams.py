@@ -33,6 +33,7 @@ from headwater.engine.meta import (
     pending_key,
     progress_key,
 )
+from headwater.engine.resources import TaskResources
 from headwater.engine.rounds import Reply, Round, UniqueIds
 from headwater.engine.runtime import DepotRuntime, ModuleRuntime
 from headwater.engine.transport import Clock, Transport
@@ -64,7 +65,7 @@ class Outcome:
 
 class Streams:
     def __init__(self, runtime: ModuleRuntime, task_id: int, store: Store, transport: Transport, clock: Clock,
-                 round_: Round, appends: Appends, trees: Trees, unique: UniqueIds) -> None:
+                 round_: Round, appends: Appends, trees: Trees, unique: UniqueIds, resources: TaskResources) -> None:
         self.runtime = runtime
         self.task_id = task_id
         self._store = store
@@ -74,6 +75,7 @@ class Streams:
         self._appends = appends
         self._trees = trees
         self._unique = unique
+        self.resources = resources  # what ctx.resource(name) hands out
         # Handlers' views run on the invocation running now (one TxnSlot pointed at each in turn).
         self._views = TaskViews(runtime, task_id, TxnSlot(), writable=True)
         self._subscriptions = [

@@ -31,9 +31,12 @@ from headwater.engine.appends import Appends
 from headwater.engine.context import Context, RecordInfo
 from headwater.engine.definitions import Ack, Retry
 from headwater.engine.evolution import drop_deleted
+from headwater.engine.ingest import Ingest, PollRequest
 from headwater.engine.messages import (
     AppendBatch,
     AppendRecord,
+    ExternalControl,
+    ExternalRecords,
     Hop,
     MbAck,
     MbControl,
@@ -53,6 +56,7 @@ from headwater.engine.meta import dead_decoder, dead_key, meta_encoder
 from headwater.engine.microbatch import COORDINATOR_TASK, BatchCoordinator, BatchParticipant
 from headwater.engine.migrations import Migrations
 from headwater.engine.reads import Reads
+from headwater.engine.resources import TaskResources
 from headwater.engine.rounds import Reply, Round, UniqueIds
 from headwater.engine.runtime import ModuleRuntime
 from headwater.engine.streams import Outcome, Streams
@@ -91,12 +95,15 @@ class Task:
         self.transport = transport
         self.clock = clock
         self.pstate_reader = store.reader("pstate")
+        # Built and closed by the host (`open_resources`, `close_resources`), around the rounds.
+        self.resources = TaskResources(runtime.name, runtime.resources, task_id)
         self._unique = UniqueIds(store, task_id)
         self._round = Round(store, transport, task_id, self._unique)
         self._appends = Appends(runtime, task_id, store, self._round)
         self._trees = Trees(task_id, self._round, self._appends)
         self._streams = Streams(runtime, task_id, store, transport, clock, self._round, self._appends, self._trees,
-                                self._unique)
+                                self._unique, self.resources)
+        self._ingest = Ingest(runtime, task_id, store, self._backlog)
         self._participants = {name: BatchParticipant(self, decl) for name, decl in runtime.microbatches.items()}
         self._coordinators = (
             {name: BatchCoordinator(self, decl) for name, decl in runtime.microbatches.items()}
@@ -104,7 +111,7 @@ class Task:
         )
         self._migrations = Migrations(runtime, store, clock)
         self._reads = Reads(runtime, task_id, store, transport, self._coordinators, self._streams,
-                            self._appends.stored_end, self._migrations.report)
+                            self._appends.stored_end, self.resources, self._migrations.report)
 
     # ---- lifecycle ------------------------------------------------------------------------
     def recover(self) -> None:
@@ -202,6 +209,12 @@ class Task:
                 self._coordinate(message)
             elif isinstance(message, Redrive):
                 self._redrive(message)
+            elif isinstance(message, ExternalRecords):
+                self._ingest.on_records(message, self._persist)
+            elif isinstance(message, ExternalControl):
+                changed = self._ingest.on_control(message)
+                if changed is not None:
+                    self.store.write(changed, sync=True)
             elif isinstance(message, Ping):
                 admission = self._round.admission
                 pong = Pong(message.request, self.task_id, admission.count, admission.size_bytes)
@@ -222,8 +235,8 @@ class Task:
             self._round.busy(record)
         return False
 
-    def _persist(self, appends: list[AppendRecord]) -> None:
-        for append, _, _ in self._appends.persist(appends, self.clock.time_us()):
+    def _persist(self, appends: list[AppendRecord], batch: Batch | None = None) -> None:
+        for append, _, _ in self._appends.persist(appends, self.clock.time_us(), batch):
             for batched in self.runtime.depots_by_id[append.depot_id].microbatches:
                 self._participants[batched.name].nudge_if_new(append.depot_id)
             if append.tree is not None:  # a topology's ctx.append: that tree waited for this
@@ -255,8 +268,22 @@ class Task:
         else:
             self._streams.retry_dead_letter(entry, reply)
 
+    # ---- external depots: what the host polls ----------------------------------------------
+    def take_polls(self) -> list[PollRequest]:
+        """The reads of external sources the host should make now (after `begin` and each round,
+        whose writes are durable by then): one outstanding per source partition."""
+        return self._ingest.take_polls() if self._ingest.partitions else []
+
+    def _backlog(self, depot: Any) -> int:
+        """Records of `depot`'s partition here that its stream topologies have not processed yet."""
+        end = self._appends.ends[depot.depot_id]
+        cursors = [self._streams.cursors.get((stream.name, depot.depot_id), end) for stream in depot.subscribers]
+        return end - min(cursors, default=end)
+
     # ---- reads of committed state (served in the caller's thread in process) -------------
     def serve_read(self, request: tuple[Any, ...]) -> Any:
+        if request[0] == "external":  # status(): each external depot partition's position, lag, pause
+            return self._ingest.describe()
         return self._reads.serve(request)
 
     # ---- BatchHost: what microbatch participants and coordinators use ---------------------

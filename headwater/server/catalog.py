@@ -147,6 +147,7 @@ def _describe_depot(depot: Any) -> dict[str, Any]:
         "partitions": depot.partitions,
         "partition_by": partition_by,
         "client_appends": decl.client_appends,
+        "source": decl.source.describe() if decl.source is not None else None,  # an external depot's
         "event_type": describe_type(decl.event_type),
         "event_schema": _json_schema(decl.event_type),
         "topologies": [t.name for t in depot.decl.module.topologies.values() if depot.decl in t.depots],

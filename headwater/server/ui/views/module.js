@@ -23,7 +23,7 @@ export function renderModule(root, module) {
     <div class="card"><h2>Depots</h2>
       <table class="table"><thead><tr><th>depot</th><th>event</th><th>partition by</th><th class="num">records</th><th>partitions</th></tr></thead>
       <tbody>${module.depots.map((d) => `<tr data-depot="${esc(d.name)}">
-        <td><a href="${link(m, "depot", d.name)}">${esc(d.name)}</a>${d.client_appends ? "" : ' <span class="pill muted">topologies only</span>'}</td>
+        <td><a href="${link(m, "depot", d.name)}">${esc(d.name)}</a>${d.source ? ` <span class="pill muted" title="an external depot">from ${esc(d.source)}</span> <span data-k="source"></span>` : d.client_appends ? "" : ' <span class="pill muted">topologies only</span>'}</td>
         <td><code>${esc(d.event_type.name || d.event_type.type)}</code></td><td>${esc(d.partition_by ?? "round robin")}</td>
         <td class="num" data-k="records">–</td><td class="wide" data-k="bars"></td></tr>`).join("")}</tbody></table>
     </div>
@@ -71,8 +71,22 @@ export function renderModule(root, module) {
       const row = root.querySelector(`[data-depot="${CSS.escape(d.name)}"]`);
       if (!row) continue;
       $('[data-k="records"]', row).textContent = fmt(d.records, 0);
+      const source = $('[data-k="source"]', row);
+      if (source) source.innerHTML = sourceState(live.hosts || [], d.name);
       $('[data-k="bars"]', row).innerHTML = bars(d.partitions, { labels: d.partitions.map((_, i) => `p${i}`) });
     }
   });
   return { dispose: unsubscribe };
+}
+
+// An external depot's ingestion, from the tasks' status rows: paused, failing, or how far behind its source.
+function sourceState(hosts, depot) {
+  const parts = hosts.map((h) => h.sources && h.sources[depot]).filter(Boolean);
+  if (!parts.length) return "";
+  const errors = parts.filter((p) => p.error);
+  if (errors.length) return `<span class="pill warn" title="${esc(errors[0].error)}">failing</span>`;
+  if (parts.some((p) => p.paused)) return '<span class="pill warn">paused</span>';
+  const lags = parts.map((p) => p.lag).filter((lag) => lag != null);
+  const unit = parts[0].lag_unit;
+  return lags.length ? `<span class="pill" title="how far the source is ahead">lag ${fmt(lags.reduce((a, b) => a + b, 0), 0)} ${esc(unit)}</span>` : "";
 }

@@ -1,0 +1,115 @@
+"""hw.sources.PostgresChanges against a real PostgreSQL with wal_level=logical: inserts, updates and
+deletes in commit order, typed columns, transactions larger than a read, lag, and exactly once across
+a SIGKILL of the worker ingesting (the slot is advanced only to what the depot holds)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+import headwater as hw
+from tests.clusters import LOCAL_WORKERS
+
+RECOVERY_S_MAX = 60
+
+
+def module(dsn: str, publication: str) -> hw.Module:
+    m = hw.Module("pg")
+    m.external_depot("changes", hw.sources.PostgresChanges(dsn, publication), hw.sources.Change)
+    return m
+
+
+def wait_for(predicate, what: str, timeout_s: float = RECOVERY_S_MAX):
+    deadline = time.monotonic() + timeout_s
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+    return value
+
+
+def changes(cluster) -> list:
+    depot = cluster.depot("pg", "changes")
+    found, start = [], 0
+    while batch := depot.read(0, start, limit=10_000):
+        found += [r.event for r in batch]
+        start = batch[-1].offset + 1
+    return found
+
+
+@pytest.fixture
+def database(postgres_dsn, request):
+    """A table `users` in a publication of its own (and no slot left from another test)."""
+    import psycopg
+
+    name = "p" + str(abs(hash(request.node.name)) % 10**8)
+    with psycopg.connect(postgres_dsn, autocommit=True) as connection:
+        connection.execute("DROP TABLE IF EXISTS users")
+        connection.execute("CREATE TABLE users (id int PRIMARY KEY, email text, active bool, score float8, "
+                           "tags jsonb)")
+        connection.execute(f"DROP PUBLICATION IF EXISTS {name}")
+        connection.execute(f"CREATE PUBLICATION {name} FOR TABLE users")
+        yield name
+        connection.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                           "WHERE NOT active")
+
+
+def test_changes_arrive_in_commit_order_with_typed_columns(postgres_dsn, database, cluster):
+    import psycopg
+
+    cluster.deploy(module(postgres_dsn, database), tasks=1)
+    wait_for(lambda: cluster.status()["pg"][0]["sources"]["changes"]["lag"] is not None, "the slot")
+    with psycopg.connect(postgres_dsn, autocommit=True) as connection:
+        connection.execute("""INSERT INTO users VALUES (1, 'ada@example.com', true, 1.5, '["a"]')""")
+        with connection.transaction():
+            connection.execute("UPDATE users SET email = 'ada@example.org' WHERE id = 1")
+            connection.execute("INSERT INTO users SELECT g, 'u' || g, false, g, NULL FROM generate_series(2, 2500) g")
+        connection.execute("DELETE FROM users WHERE id = 2")
+    found = wait_for(lambda: (c := changes(cluster)) and len(c) == 2502 and c, "every change")
+    first = found[0]
+    assert (first.table, first.op, first.row) == ("public.users", "insert", {
+        "id": 1, "email": "ada@example.com", "active": True, "score": 1.5, "tags": ["a"]})
+    assert (found[1].op, found[1].row["email"]) == ("update", "ada@example.org")
+    assert [c.row["id"] for c in found[2:2501]] == list(range(2, 2501)) and found[2].xid == found[1].xid
+    assert (found[-1].op, found[-1].row) == ("delete", {"id": 2})
+    lsns = [c.lsn for c in found]
+    assert lsns[1] == lsns[2500] != lsns[0]  # one transaction, larger than a read: one commit position
+    wait_for(lambda: cluster.status()["pg"][0]["sources"]["changes"]["position"][0] > 0, "the position")
+    assert "PostgresChanges(127.0.0.1" in cluster.status()["pg"][0]["sources"]["changes"]["source"]
+
+
+def test_a_missing_publication_is_reported_and_then_found(postgres_dsn, database, cluster):
+    import psycopg
+
+    cluster.deploy(module(postgres_dsn, "nothere"), tasks=1)
+    error = wait_for(lambda: cluster.status()["pg"][0]["sources"]["changes"]["error"], "the error")
+    assert "no publication 'nothere'" in error and "CREATE PUBLICATION" in error
+    with psycopg.connect(postgres_dsn, autocommit=True) as connection:
+        connection.execute("CREATE PUBLICATION nothere FOR TABLE users")
+        wait_for(lambda: cluster.status()["pg"][0]["sources"]["changes"]["error"] is None, "the slot", 40)
+        connection.execute("INSERT INTO users VALUES (9, 'z', true, 0, NULL)")
+        wait_for(lambda: [c.row["id"] for c in changes(cluster)] == [9], "the insert")
+        connection.execute("DROP PUBLICATION nothere")
+
+
+def test_ingestion_is_exactly_once_when_the_worker_ingesting_is_killed(tmp_path, postgres_dsn, database):
+    import psycopg
+
+    total = 20_000
+    with hw.LocalCluster(tmp_path / "data", workers=LOCAL_WORKERS) as cluster:
+        cluster.deploy(module(postgres_dsn, database), tasks=1)
+        wait_for(lambda: cluster.status()["pg"][0]["sources"]["changes"]["lag"] is not None, "the slot")
+        with psycopg.connect(postgres_dsn, autocommit=True) as connection:
+            for start in range(0, total, 500):  # 40 transactions
+                connection.execute("INSERT INTO users SELECT g, 'u', true, 0, NULL FROM generate_series(%s::int, %s::int) g",
+                                   (start, start + 499))
+        depot = cluster.depot("pg", "changes")
+        for kill_at in (3_000, 11_000):
+            wait_for(lambda: depot.partition_info(0).end_offset >= kill_at, "ingestion")
+            os.kill(cluster.status()["pg"][0]["pid"], signal.SIGKILL)
+            wait_for(lambda: all(t["up"] for t in cluster.status()["pg"]), "the worker's restart")
+        wait_for(lambda: depot.partition_info(0).end_offset >= total, "every change")
+        time.sleep(0.5)
+        assert [c.row["id"] for c in changes(cluster)] == list(range(total))
