@@ -178,10 +178,7 @@ def _changes(stored: Catalog, module: Module, tasks: int | None, replication: in
         old = old_depots.get(name)
         if old is None or name not in stored.depot_ids:
             continue
-        if old["partitioned"] != shape["partitioned"]:
-            changes.append(Change("depot", name, f"partitioned={old['partitioned']} became "
-                                  f"partitioned={shape['partitioned']} (its records live on other tasks)", "delete",
-                                  f"delete=[{name!r}] drops its records, or keep partitioned={old['partitioned']}"))
+        changes += _repartitioned("depot", name, old, shape, "records")
         if old.get("source") != shape["source"]:
             changes.append(Change("depot", name, f"its source {old.get('source') or 'none (clients append)'} became "
                                   f"{shape['source'] or 'none (clients append)'}: the positions it stored belong to "
@@ -196,10 +193,7 @@ def _changes(stored: Catalog, module: Module, tasks: int | None, replication: in
         old = old_pstates.get(name)
         if old is None or name not in stored.pstate_ids:
             continue
-        if old["partitioned"] != shape["partitioned"]:
-            changes.append(Change("pstate", name, f"partitioned={old['partitioned']} became "
-                                  f"partitioned={shape['partitioned']} (its data lives on other tasks)", "delete",
-                                  f"delete=[{name!r}] drops its data, or keep partitioned={old['partitioned']}"))
+        changes += _repartitioned("pstate", name, old, shape, "data")
         problems = compare_schemas(old["schema"], shape["schema"])
         if problems:
             changes.append(Change("pstate", name, "its schema changed: " + "; ".join(problems), "migration",
@@ -225,6 +219,14 @@ def _changes(stored: Catalog, module: Module, tasks: int | None, replication: in
                                   f"delete=[{name!r}] drops its progress and dead letters; it starts again from "
                                   "its start_from"))
     return changes
+
+
+def _repartitioned(kind: str, name: str, old: dict[str, Any], new: dict[str, Any], what: str) -> list[Change]:
+    if old["partitioned"] == new["partitioned"]:
+        return []
+    return [Change(kind, name, f"partitioned={old['partitioned']} became partitioned={new['partitioned']} (its "
+                   f"{what} live on other tasks)", "delete",
+                   f"delete=[{name!r}] drops its {what}, or keep partitioned={old['partitioned']}")]
 
 
 def _removed(stored: Catalog, module: Module, kind: str, old: set[str], new: dict[str, Any]) -> list[Change]:

@@ -11,6 +11,7 @@ import time
 import pytest
 
 import headwater as hw
+from tests import waiting
 from tests.clusters import LOCAL_WORKERS
 
 RECOVERY_S_MAX = 60
@@ -23,11 +24,7 @@ def module(dsn: str, publication: str) -> hw.Module:
 
 
 def wait_for(predicate, what: str, timeout_s: float = RECOVERY_S_MAX):
-    deadline = time.monotonic() + timeout_s
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return value
+    return waiting.wait_for(predicate, what, timeout_s, poll_s=0.05)
 
 
 def changes(cluster) -> list:

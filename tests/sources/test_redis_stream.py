@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import pytest
 
 import headwater as hw
+from tests import waiting
 from tests.clusters import LOCAL_WORKERS
 
 RECOVERY_S_MAX = 60
@@ -39,11 +40,7 @@ def module(url: str, streams: list[str], **options) -> hw.Module:
 
 
 def wait_for(predicate, what: str, timeout_s: float = RECOVERY_S_MAX):
-    deadline = time.monotonic() + timeout_s
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-    return value
+    return waiting.wait_for(predicate, what, timeout_s)
 
 
 def events(cluster, partition: int) -> list:
