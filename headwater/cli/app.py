@@ -217,9 +217,10 @@ def status(url: Url = DEFAULT_URL, token: Token = None, json: Json = False, *, o
                        t["dead_letters"]) for t in module["topologies"]])
         if module.get("migrations"):
             output.table(f"module {module['name']} — migrations",
-                         ["PState", "migration", "version", "rewritten", "done"],
-                         [(g["pstate"], ", ".join(g["ids"]), g["version"], f"{g['moved']} / {g['total']}",
-                           "yes" if g["done"] else "no") for g in module["migrations"]])
+                         ["migrated", "migration", "version", "rewritten", "done"],
+                         [(f"{g['kind']} {g['name']}", ", ".join(g["ids"]), g["version"],
+                           f"{g['moved']} / {g['total']}", "yes" if g["done"] else "no")
+                          for g in module["migrations"]])
         hosts = module.get("hosts", [])
         on_nodes = any("node_ip" in h for h in hosts)  # a RayCluster's: which node each worker is on
         output.table(f"module {module['name']} — tasks",

@@ -113,31 +113,36 @@ class ClusterClients(Generic[D]):
         return result
 
     def migrations(self, module: str) -> list[dict[str, Any]]:
-        """The PState migrations of `module` still rewriting stored data, or finished since the
-        last update: per PState, `{"pstate", "ids", "version", "moved", "total", "done"}`, the
-        entries moved and to move summed over its tasks (`done` when every task is done).
+        """The migrations of `module` still rewriting stored data, or finished since the last
+        look: per migrated PState or depot, `{"kind", "name", "ids", "version", "moved", "total",
+        "done"}` (entries or events rewritten and to rewrite, summed over the tasks; `done` when
+        every task is done). A finished one is listed once more, then leaves the catalog.
 
             cluster.migrations("catalog")
-            # [{"pstate": "albums", "ids": ["songs-v2"], "version": 2, "moved": 512, "total": 1000, "done": False}]
+            # [{"kind": "pstate", "name": "albums", "ids": ["songs-v2"], "version": 2, "moved": 512,
+            #   "total": 1000, "done": False}]
         """
         deployment = self._deployment(module)
         runtime = deployment.runtime
-        wanted = runtime.catalog.migrations
+        catalog = runtime.catalog
+        wanted = [("pstate", name, m, runtime.tasks) for name, m in catalog.migrations.items()]
+        wanted += [("depot", name, m, runtime.depots[name].partitions) for name, m in catalog.depot_migrations.items()
+                   if name in runtime.depots]
         if not wanted:
             return []
         per_task = deployment.transport.read_many([(task, ("migrations",)) for task in range(runtime.tasks)])
         rows = []
-        for name, migration in wanted.items():
-            found = [row for answer in per_task for row in answer if row["pstate"] == name]
-            rows.append({"pstate": name, "ids": list(migration["ids"]), "version": migration["version"],
+        for kind, name, migration, holders in wanted:
+            found = [row for answer in per_task for row in answer if (row["kind"], row["name"]) == (kind, name)]
+            rows.append({"kind": kind, "name": name, "ids": list(migration["ids"]), "version": migration["version"],
                          "moved": sum(r["moved"] for r in found), "total": sum(r["total"] for r in found),
-                         "done": len(found) == runtime.tasks and all(r["done"] for r in found)})
+                         "done": len(found) == holders and all(r["done"] for r in found)})
         if any(row["done"] for row in rows):
-            self._settle_migrations(module, [row["pstate"] for row in rows if row["done"]])
+            self._settle_migrations(module, [(row["kind"], row["name"]) for row in rows if row["done"]])
         return rows
 
-    def _settle_migrations(self, module: str, done: list[str]) -> None:
-        """Record that the migrations of these PStates finished on every task (where the catalog is kept)."""
+    def _settle_migrations(self, module: str, done: list[tuple[str, str]]) -> None:
+        """Record that these migrations finished on every task (where the catalog is kept)."""
 
     def modules(self) -> list[ModuleInfo]:
         """The deployed modules, sorted by name (empty once the cluster is closed): each is its

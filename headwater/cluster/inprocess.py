@@ -254,9 +254,10 @@ class InProcessCluster(ClusterClients[DeploymentBase]):
         """The most copies of a task this cluster can keep: one per worker."""
         return 1
 
-    def _settle_migrations(self, module: str, done: list[str]) -> None:
-        """A migration every task finished leaves the catalog: from the next open its PState is read
-        with the plain new layout, and the old id is retired (a drop, which finds nothing left)."""
+    def _settle_migrations(self, module: str, done: list[tuple[str, str]]) -> None:
+        """A migration every task finished leaves the catalog: from the next open a PState is read
+        with the plain new layout (its old id retired by a drop, which finds nothing left), and a
+        depot's events all carry its current event version."""
         with self._lock:
             deployment = self._deployments.get(module)
             if deployment is None:
@@ -265,12 +266,17 @@ class InProcessCluster(ClusterClients[DeploymentBase]):
             stored = _load_catalog(path)
             if stored is None:
                 return
-            for name in done:
+            live = deployment.runtime.catalog
+            for kind, name in done:
+                if kind == "depot":
+                    stored.depot_migrations.pop(name, None)
+                    live.depot_migrations.pop(name, None)
+                    continue
                 migration = stored.migrations.pop(name, None)
                 if migration is not None:
                     stored.dropped.append({"version": stored.version, "kind": "pstate", "name": name,
                                            "id": migration["from_id"]})
-                deployment.runtime.catalog.migrations.pop(name, None)  # `migrations()` lists it no more
+                live.migrations.pop(name, None)  # `migrations()` lists it no more
             _save_catalog(path, stored)
 
     def _catalog(self, module: Module, tasks: int | None, replication: int | None = None,

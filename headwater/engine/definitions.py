@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 
 from headwater.errors import DefinitionError
+from headwater.schema.types import Migrated, Migration
 
 __all__ = ["Ack", "DepotDecl", "MicrobatchDecl", "Module", "PStateDecl", "QueryDecl", "ResourceDecl", "Retry",
            "StepDecl", "StreamDecl"]
@@ -113,6 +114,7 @@ class DepotDecl:
     partitioned: bool
     client_appends: bool
     source: Any = None  # a headwater.Source for an external depot: it alone appends
+    migration: Any = None  # a headwater.schema.Migration: stored events of the previous type convert through it
 
     def __repr__(self) -> str:
         return f"<depot {self.module.name}.{self.name}>"
@@ -226,16 +228,17 @@ class Module:
         """Declare a depot: a durable, partitioned, append-only log of events of `event_type`.
 
         `event_type` is a dataclass, `msgspec.Struct`, `TypedDict`, scalar type or `Any`; appends
-        are validated against it. `partition_by` is None (round-robin), a field name or a callable
+        are validated against it. To change the type of a deployed depot, declare
+        `hw.migrated(NewType, id=..., fn=old_event -> new_event)`: stored events convert as they are
+        read, and are rewritten in the background. `partition_by` is None (round-robin), a field name or a callable
         `event -> key`; `partitioned=False` keeps one partition, on task 0. With
         `client_appends=False` only topologies append (`ctx.append`). Returns the declaration, to
         pass to `stream`, `microbatch` and `ctx.append`.
         """
         self._claim("depot", name, self.depots)
-        if type(event_type).__name__ == "Migrated":
-            raise DefinitionError(f"depot {name!r}: event types cannot be migrated yet; keep the stored event type "
-                                  "(add fields with defaults), or delete the depot's records with "
-                                  f"update(..., delete=[{name!r}])")
+        migration = None
+        if isinstance(event_type, Migrated):  # hw.migrated(NewType, id=..., fn=old_event -> new_event)
+            migration, event_type = Migration(event_type.id, event_type.fn), event_type.schema
         if partition_by is not None and not partitioned:
             raise DefinitionError(f"depot {name!r}: partition_by has no meaning with partitioned=False; drop one")
         if isinstance(partition_by, str):
@@ -245,7 +248,7 @@ class Module:
                 f"depot {name!r}: partition_by must be None, a field name or a callable event -> key, "
                 f"not {partition_by!r}"
             )
-        decl = DepotDecl(self, name, event_type, partition_by, partitioned, client_appends)
+        decl = DepotDecl(self, name, event_type, partition_by, partitioned, client_appends, migration=migration)
         self.depots[name] = decl
         return decl
 

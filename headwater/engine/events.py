@@ -14,8 +14,9 @@ import msgspec
 
 from headwater.engine.definitions import DepotDecl
 from headwater.errors import SchemaError
+from headwater.schema.extensions import ext_hook
 
-__all__ = ["EVENT_BYTES_MAX", "EventCodec", "schema_error"]
+__all__ = ["EVENT_BYTES_MAX", "EVENT_VERSION_MAX", "VERSION_TAG", "EventCodec", "schema_error"]
 
 # A single event larger than this is refused: depot records are read whole, and a record this
 # large belongs in a blob store with its key in the event.
@@ -39,12 +40,27 @@ def _enc_hook(value: Any) -> Any:
                     "use a dataclass, msgspec.Struct or builtin type")
 
 
-class EventCodec:
-    """Encodes, validates and decodes the events of one depot."""
+# Events of a depot whose type was migrated are stored behind a tag: this byte, which msgpack never
+# uses, then the depot's event version (the migrations it has had). Untagged bytes are version 0.
+VERSION_TAG = 0xC1
+EVENT_VERSION_MAX = 255
 
-    def __init__(self, depot: DepotDecl) -> None:
+
+class EventCodec:
+    """Encodes, validates and decodes the events of one depot.
+
+    `version` is the depot's event version: 0 until its type is first migrated, one more per
+    migration. `previous` (while a migration rewrites the stored events): the version it comes
+    from and the conversion, `fn(old_event_as_plain_data) -> new_event`, that events stored with
+    it pass through on decode.
+    """
+
+    def __init__(self, depot: DepotDecl, version: int = 0, previous: tuple[int, Any] | None = None) -> None:
         self.depot = depot
         self.label = f"event for depot {depot.module.name}.{depot.name}"
+        self.version = version
+        self._tag = bytes([VERSION_TAG, version]) if version else b""
+        self._previous = previous
         self._encoder = msgspec.msgpack.Encoder(enc_hook=_enc_hook)
         try:
             self._decoder = msgspec.msgpack.Decoder(depot.event_type)
@@ -57,7 +73,7 @@ class EventCodec:
     def encode(self, event: Any) -> tuple[bytes, Any]:
         """Validate `event`; return its encoding and the validated copy a handler would see."""
         try:
-            data = self._encoder.encode(event)
+            data = self._tag + self._encoder.encode(event) if self._tag else self._encoder.encode(event)
         except (TypeError, msgspec.EncodeError, OverflowError) as e:
             raise SchemaError(f"{self.label} cannot be encoded: {e}") from None
         if len(data) > EVENT_BYTES_MAX:
@@ -68,12 +84,43 @@ class EventCodec:
         return data, self.decode(data)
 
     def decode(self, data: bytes) -> Any:
+        if data[:1] == b"\xc1" or self.version:
+            version, payload = (data[1], data[2:]) if data[:1] == b"\xc1" else (0, data)
+            if version != self.version:
+                return self._converted(version, payload)
+            data = payload
         try:
             return self._decoder.decode(data)
         except msgspec.ValidationError as e:
             raise schema_error(f"{self.label} does not match {_type_name(self.depot.event_type)}", e) from None
         except msgspec.DecodeError as e:
             raise SchemaError(f"{self.label} is malformed: {e}") from None
+
+    def _converted(self, version: int, payload: bytes) -> Any:
+        """An event stored with an earlier version, as the current type: through the migration."""
+        if self._previous is None or version != self._previous[0]:
+            raise SchemaError(f"{self.label} was stored with event version {version}, and this code reads version "
+                              f"{self.version} with no migration from it")
+        try:
+            old = msgspec.msgpack.decode(payload, ext_hook=ext_hook)
+        except msgspec.DecodeError as e:
+            raise SchemaError(f"{self.label} is malformed: {e}") from None
+        try:
+            new = self._previous[1](old)
+        except Exception as e:
+            raise SchemaError(f"{self.label}: its migration raised {type(e).__name__}: {e}; the function must "
+                              "accept every event stored before the update") from e
+        try:
+            return self._decoder.decode(self._encoder.encode(new))  # validated, as an append would be
+        except (TypeError, msgspec.EncodeError, msgspec.ValidationError) as e:
+            raise SchemaError(f"{self.label}: its migration returned {new!r:.200}, which does not match "
+                              f"{_type_name(self.depot.event_type)}: {e}") from None
+
+    def upgraded(self, data: bytes) -> bytes | None:
+        """`data` stored with the previous version, encoded with the current one; None if it is current."""
+        if (data[1] if data[:1] == b"\xc1" else 0) == self.version:
+            return None
+        return self.encode(self.decode(data))[0]
 
     def from_json(self, body: bytes) -> tuple[bytes, Any]:
         try:

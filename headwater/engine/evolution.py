@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from headwater.engine.definitions import Module, check_name
+from headwater.engine.events import EVENT_VERSION_MAX
 from headwater.engine.meta import DEPOT_KEY, IDEM_OPEN_PREFIX
 from headwater.engine.runtime import Catalog
 from headwater.errors import DefinitionError
@@ -57,8 +58,9 @@ class Change:
 def module_shapes(module: Module) -> dict[str, dict[str, Any]]:
     """What `module` stores, as plain data: kept in the catalog, compared at the next update."""
     return {
-        "depots": {name: {"event": type_shape(d.event_type), "partitioned": d.partitioned,
-                          "source": _source(d)} for name, d in module.depots.items()},
+        "depots": {name: {"event": type_shape(d.event_type), "partitioned": d.partitioned, "source": _source(d),
+                          **({"migrated": d.migration.id} if d.migration is not None else {})}
+                   for name, d in module.depots.items()},
         "pstates": {name: {"schema": schema_shape(_schema(module, name, p.schema)), "partitioned": p.partitioned}
                     for name, p in module.pstates.items()},
         "topologies": {name: {"kind": "stream" if name in module.streams else "microbatch",
@@ -102,6 +104,9 @@ def plan(stored: Catalog, module: Module, delete: Sequence[str] = (), *, tasks: 
         table = {"depot": catalog.depot_ids, "pstate": catalog.pstate_ids}.get(kind)
         ident = table.pop(name) if table is not None else None
         catalog.dropped.append({"version": catalog.version, "kind": kind, "name": name, "id": ident})
+        if kind == "depot":  # its records go: new ones start again at event version 0
+            catalog.event_versions.pop(name, None)
+            catalog.depot_migrations.pop(name, None)
         migration = catalog.migrations.pop(name, None) if kind == "pstate" else None
         if migration is not None:  # what it had not moved yet goes too
             catalog.dropped.append({"version": catalog.version, "kind": kind, "name": name,
@@ -116,6 +121,19 @@ def _start_migrations(catalog: Catalog, stored: Catalog, shapes: dict[str, Any],
                       deleting: set[tuple[str, str]]) -> None:
     """Give each PState with a newly declared migration a fresh id: its migrated data gets a key
     space of its own, and the old one is read (converted) until the tasks have moved it all."""
+    old_depots = (stored.shapes or {}).get("depots", {})
+    for name, shape in shapes["depots"].items():
+        old = old_depots.get(name)
+        if old is None or name not in stored.depot_ids or ("depot", name) in deleting:
+            continue
+        if shape.get("migrated") is not None and shape.get("migrated") != old.get("migrated"):
+            version = catalog.event_versions.get(name, 0) + 1
+            if version > EVENT_VERSION_MAX:
+                raise DefinitionError(f"depot {name!r} has had {version - 1} event type migrations, the most there "
+                                      "can be; delete its records to start again")
+            catalog.event_versions[name] = version
+            catalog.depot_migrations[name] = {"ids": [shape["migrated"]], "from_version": version - 1,
+                                              "version": catalog.version}
     old_pstates = (stored.shapes or {}).get("pstates", {})
     for name, shape in shapes["pstates"].items():
         old = old_pstates.get(name)
@@ -184,10 +202,17 @@ def _changes(stored: Catalog, module: Module, tasks: int | None, replication: in
                                   f"{shape['source'] or 'none (clients append)'}: the positions it stored belong to "
                                   "the old one", "delete", f"delete=[{name!r}] drops its records and positions, or "
                                   "keep the source"))
-        problems = compare_types(old["event"], shape["event"])
+        declared = shape.get("migrated") is not None and shape.get("migrated") != old.get("migrated")
+        if declared and name in stored.depot_migrations:
+            running = ", ".join(stored.depot_migrations[name]["ids"])
+            changes.append(Change("depot", name, f"migration {shape['migrated']} is declared while migration "
+                                  f"{running} is still rewriting its stored events", "impossible",
+                                  "update again once cluster.migrations() reports it done"))
+        problems = [] if declared else compare_types(old["event"], shape["event"])
         if problems:
             changes.append(Change("depot", name, "its event type changed: " + "; ".join(problems), "migration",
-                                  f"keep the stored event type (add fields with defaults instead), or "
+                                  "declare the new type with hw.migrated(NewType, id=..., fn=old_event -> "
+                                  "new_event), keep the stored one (add fields with defaults instead), or "
                                   f"delete=[{name!r}] to drop its records"))
     for name, shape in new["pstates"].items():
         old = old_pstates.get(name)

@@ -15,6 +15,8 @@ from typing import Any
 
 import msgspec
 
+from headwater.engine.meta import DEPOT_KEY, depot_key
+from headwater.engine.txns import add_txn_to_batch
 from headwater.pstate import Txn
 from headwater.pstate.migrating import MigratingLayout
 from headwater.storage import Batch, Store
@@ -42,19 +44,70 @@ _decoder = msgspec.msgpack.Decoder(MigrationProgress)
 _encoder = msgspec.msgpack.Encoder()
 
 
-def progress_key(pstate: str, old_id: int) -> bytes:
-    return b"migration/" + pstate.encode() + b"/" + str(old_id).encode()
+class _PStateJob:
+    """Moving a migrating PState's entries into its new key space."""
+
+    kind = "pstate"
+
+    def __init__(self, name: str, layout: MigratingLayout) -> None:
+        self.name, self.layout = name, layout
+        self.key = b"migration/" + name.encode() + b"/" + str(layout.old.pstate_id).encode()
+
+    def begin(self, txn: Txn, batch: Batch) -> int:
+        return self.layout.begin(txn)
+
+    def step(self, txn: Txn, batch: Batch, progress: MigrationProgress, over: Callable[[], bool]) -> int:
+        moved, progress.after = self.layout.move_some(txn, MIGRATION_MOVES_PER_ROUND, after=progress.after,
+                                                      over=over)
+        progress.done = progress.after is None
+        return moved
+
+
+class _DepotJob:
+    """Rewriting a depot partition's events stored with the previous event version."""
+
+    kind = "depot"
+
+    def __init__(self, name: str, depot: Any, store: Store) -> None:
+        self.name, self.depot, self._store = name, depot, store
+        self.key = b"migration/depot/" + name.encode() + b"/" + str(depot.codec.version).encode()
+
+    def begin(self, txn: Txn, batch: Batch) -> int:
+        """The events to rewrite: those below the partition's end now (later ones are new)."""
+        last = next(iter(self._store.iterate("depot", depot_key(self.depot.depot_id, 0),
+                                             depot_key(self.depot.depot_id + 1, 0), reverse=True)), None)
+        return 0 if last is None else DEPOT_KEY.unpack(last[0])[1] + 1
+
+    def step(self, txn: Txn, batch: Batch, progress: MigrationProgress, over: Callable[[], bool]) -> int:
+        depot_id, codec = self.depot.depot_id, self.depot.codec
+        start, rewritten = progress.moved, 0
+        stop = depot_key(depot_id, progress.total)
+        for key, value in self._store.iterate("depot", depot_key(depot_id, start), stop):
+            if rewritten == MIGRATION_MOVES_PER_ROUND or (rewritten and over()):
+                break
+            current = codec.upgraded(value[8:])
+            if current is not None:
+                batch.put("depot", key, value[:8] + current)
+            rewritten += 1
+            progress.moved = DEPOT_KEY.unpack(key)[1] + 1
+        else:
+            progress.moved = progress.total
+        progress.done = progress.moved >= progress.total
+        return progress.moved - start
 
 
 class Migrations:
-    """The migrating PStates of one task, and where each stands."""
+    """The migrations running on one task (PStates moving to a new schema, depot events to a new
+    type), and where each stands."""
 
-    def __init__(self, runtime: Any, store: Store, clock: Any) -> None:
+    def __init__(self, runtime: Any, store: Store, clock: Any, task_id: int) -> None:
         self._store = store
         self._clock = clock
-        self._layouts: dict[str, MigratingLayout] = {
-            name: p.layout for name, p in runtime.pstates.items() if isinstance(p.layout, MigratingLayout)}
-        self._progress: dict[str, MigrationProgress] = {}
+        self._jobs: list[_PStateJob | _DepotJob] = [
+            _PStateJob(name, p.layout) for name, p in runtime.pstates.items() if isinstance(p.layout, MigratingLayout)]
+        self._jobs += [_DepotJob(name, depot, store) for name, depot in runtime.depots.items()
+                       if name in runtime.catalog.depot_migrations and task_id < depot.partitions]
+        self._progress: dict[bytes, MigrationProgress] = {}
         self._last_step = 0.0  # when a round last moved entries (clock.monotonic)
 
     @property
@@ -64,17 +117,15 @@ class Migrations:
     def recover(self) -> None:
         """Load each migration's progress; one that never ran here begins (in one synced batch)."""
         batch, txn = Batch(), Txn(self._store.reader("pstate"))
-        for name, layout in self._layouts.items():
-            key = progress_key(name, layout.old.pstate_id)
-            raw = self._store.get("meta", key)
+        for job in self._jobs:
+            raw = self._store.get("meta", job.key)
             if raw is not None:
-                self._progress[name] = _decoder.decode(raw)
+                self._progress[job.key] = _decoder.decode(raw)
                 continue
-            progress = self._progress[name] = MigrationProgress(total=layout.begin(txn))
-            batch.put("meta", key, _encoder.encode(progress))
+            progress = self._progress[job.key] = MigrationProgress(total=job.begin(txn, batch))
+            progress.done = progress.total == 0 and job.kind == "depot"
+            batch.put("meta", job.key, _encoder.encode(progress))
         if len(batch) or len(txn):
-            from headwater.engine.txns import add_txn_to_batch
-
             add_txn_to_batch(txn, batch)
             self._store.write(batch, sync=True)
 
@@ -94,26 +145,23 @@ class Migrations:
             return monotonic() > deadline or (interrupted is not None and interrupted())
 
         left = False
-        for name, progress in self._progress.items():
+        for job in self._jobs:
+            progress = self._progress[job.key]
             if progress.done:
                 continue
-            layout = self._layouts[name]
-            moved, after = layout.move_some(txn, MIGRATION_MOVES_PER_ROUND, after=progress.after, over=over)
-            progress.moved = min(progress.total, progress.moved + moved)
-            progress.after = after
-            more = after is not None
-            if not more:
-                progress.done = True
-                progress.moved = progress.total
-            batch.put("meta", progress_key(name, layout.old.pstate_id), _encoder.encode(progress))
-            left = left or more
+            moved = job.step(txn, batch, progress, over)
+            if job.kind == "pstate":
+                progress.moved = progress.total if progress.done else min(progress.total, progress.moved + moved)
+            batch.put("meta", job.key, _encoder.encode(progress))
+            left = left or not progress.done
         return left
 
     def report(self) -> list[dict[str, Any]]:
-        """Per migrating PState on this task: its migration ids and progress (from committed state)."""
+        """Per migration on this task: what it migrates and its progress (from committed state)."""
         rows = []
-        for name, layout in self._layouts.items():
-            raw = self._store.get("meta", progress_key(name, layout.old.pstate_id))
+        for job in self._jobs:
+            raw = self._store.get("meta", job.key)
             progress = _decoder.decode(raw) if raw is not None else MigrationProgress(total=0)
-            rows.append({"pstate": name, "total": progress.total, "moved": progress.moved, "done": progress.done})
+            rows.append({"kind": job.kind, "name": job.name, "total": progress.total, "moved": progress.moved,
+                         "done": progress.done})
         return rows

@@ -38,6 +38,10 @@ class Catalog:
     dropped: list[dict[str, Any]] = field(default_factory=list)  # [{"version", "kind", "name", "id"}]
     # PStates whose stored data is migrating: {name: {"ids", "from_id", "from_shape", "version"}}
     migrations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Per depot whose event type was migrated, its event version (stored events carry theirs), and
+    # the depots whose stored events are being rewritten: {name: {"ids", "from_version", "version"}}
+    event_versions: dict[str, int] = field(default_factory=dict)
+    depot_migrations: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def assign(self, module: Module) -> None:
         for kind, table, names in (("depot", self.depot_ids, module.depots), ("pstate", self.pstate_ids,
@@ -57,13 +61,15 @@ class Catalog:
     def to_json(self) -> dict[str, Any]:
         return {"module": self.module, "tasks": self.tasks, "depot_ids": self.depot_ids,
                 "pstate_ids": self.pstate_ids, "replication": self.replication, "version": self.version,
-                "shapes": self.shapes, "dropped": self.dropped, "migrations": self.migrations}
+                "shapes": self.shapes, "dropped": self.dropped, "migrations": self.migrations,
+                "event_versions": self.event_versions, "depot_migrations": self.depot_migrations}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Catalog:
         # Catalogs written before versions and shapes were kept read as version 1 with unknown shapes.
         return cls(data["module"], data["tasks"], data["depot_ids"], data["pstate_ids"], data.get("replication", 1),
-                   data.get("version", 1), data.get("shapes"), data.get("dropped", []), data.get("migrations", {}))
+                   data.get("version", 1), data.get("shapes"), data.get("dropped", []), data.get("migrations", {}),
+                   data.get("event_versions", {}), data.get("depot_migrations", {}))
 
 
 @dataclass(eq=False)
@@ -126,7 +132,11 @@ class ModuleRuntime:
                 partitions = _source_partitions(decl, self.tasks)
             subscribers = [s for s in module.streams.values() if decl in s.depots]
             batched = [b for b in module.microbatches.values() if decl in b.depots]
-            depot = DepotRuntime(decl, catalog.depot_ids[name], EventCodec(decl), partitions, subscribers, batched)
+            migrating = catalog.depot_migrations.get(name)
+            previous = None if migrating is None or decl.migration is None else (migrating["from_version"],
+                                                                                 decl.migration.fn)
+            codec = EventCodec(decl, catalog.event_versions.get(name, 0), previous)
+            depot = DepotRuntime(decl, catalog.depot_ids[name], codec, partitions, subscribers, batched)
             self.depots[name] = depot
             self.depots_by_id[depot.depot_id] = depot
         self.pstates: dict[str, PStateRuntime] = {}

@@ -109,7 +109,7 @@ class Task:
             {name: BatchCoordinator(self, decl) for name, decl in runtime.microbatches.items()}
             if task_id == COORDINATOR_TASK else {}
         )
-        self._migrations = Migrations(runtime, store, clock)
+        self._migrations = Migrations(runtime, store, clock, task_id)
         self._reads = Reads(runtime, task_id, store, transport, self._coordinators, self._streams,
                             self._appends.stored_end, self.resources, self._migrations.report)
 

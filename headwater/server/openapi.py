@@ -217,10 +217,11 @@ def _server_paths(modules: list[str]) -> dict[str, Any]:
             "summary": "One module, described as in the listing (needs read or append on it)", "parameters": [module],
             "responses": {"200": _ok(listing), **_errors("401", "403", "404")}}},
         "/api/modules/{module}/migrations": {"get": {
-            "summary": "The module's PState migrations: ids, entries rewritten and to rewrite, done",
+            "summary": "The module's migrations (PStates, depot event types): ids, rewritten and to rewrite, done",
             "parameters": [module],
             "responses": {"200": _ok(_object(("migrations",), migrations={"type": "array", "items": _object(
-                ("pstate", "ids", "version", "moved", "total", "done"), pstate={"type": "string"},
+                ("kind", "name", "ids", "version", "moved", "total", "done"),
+                kind={"type": "string", "enum": ["pstate", "depot"]}, name={"type": "string"},
                 ids={"type": "array", "items": {"type": "string"}}, version={"type": "integer"},
                 moved={"type": "integer"}, total={"type": "integer"}, done={"type": "boolean"})})),
                           **_errors("401", "403", "404")}}},

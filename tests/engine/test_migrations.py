@@ -114,7 +114,7 @@ def test_music_catalog_songs_become_records_on_read_at_once_and_on_disk_in_the_b
         assert albums[album(7).name].get() == {"artist": "new-artist", "songs": [{"title": "solo", "featured": []}]}
 
         rows = wait_done(cluster, "music")
-        assert rows == [{"pstate": "albums", "ids": ["songs-as-records"], "version": 2, "moved": count,
+        assert rows == [{"kind": "pstate", "name": "albums", "ids": ["songs-as-records"], "version": 2, "moved": count,
                          "total": count, "done": True}]
         for i in (0, 1, 150, count - 1):
             assert albums[album(i).name].get() == expected(i)
@@ -203,9 +203,83 @@ def test_migrations_show_over_http_and_in_status_until_done(cluster):
     cluster.update(catalog_v2(slow=True))
     with served(cluster) as url, hw.connect(url) as remote:
         [row] = remote.migrations("music")
-        assert (row["pstate"], row["ids"], row["version"], row["total"]) == ("albums", ["songs-as-records"], 2, 300)
-        assert remote.stats()["modules"][0]["migrations"][0]["pstate"] == "albums"
+        assert (row["kind"], row["name"], row["ids"], row["version"], row["total"]) == (
+            "pstate", "albums", ["songs-as-records"], 2, 300)
+        assert remote.stats()["modules"][0]["migrations"][0]["name"] == "albums"
         wait_done(cluster, "music")
         assert remote.migrations("music") == []  # finished: the catalog keeps only the new schema
     cluster.update(catalog_v2())  # the same declaration again starts nothing new
     assert cluster.migrations("music") == [] and cluster.modules()[0].version == 3
+
+
+@dataclass
+class AlbumV2:
+    name: str
+    artists: list[str]
+    songs: list[str]
+
+
+def album_v2(old: dict) -> AlbumV2:
+    return AlbumV2(old["name"], old["artist"].split(" & "), old["songs"])
+
+
+def catalog_v3(*, with_backfill: bool = True) -> hw.Module:
+    """The album depot's events become AlbumV2; a new topology backfills from every stored album."""
+    m = hw.Module("music")
+    albums_in = m.depot("albums", hw.migrated(AlbumV2, id="albums-v2", fn=album_v2), partition_by="name")
+    songs = hw.migrated(SONG, id="songs-as-records", fn=song_record)
+    albums = m.pstate("albums", hw.Map(str, hw.Record(artist=str, songs=hw.List(songs))))
+    artists = m.pstate("artists", hw.Map(str, str))  # the first artist of each album, by album
+
+    @m.stream(albums_in)
+    def add_album(ctx, album: AlbumV2) -> None:
+        assert isinstance(album, AlbumV2)
+        ctx.pstate(albums)[album.name].set({"artist": " & ".join(album.artists),
+                                            "songs": [song_record(s) for s in album.songs]})
+
+    if with_backfill:
+        @m.stream(albums_in, start_from="beginning")
+        def count_artists(ctx, album: AlbumV2) -> None:
+            assert isinstance(album, AlbumV2), album
+            ctx.pstate(artists)[album.name].set(album.artists[0])  # keyed like the depot: on this task
+
+    return m
+
+
+@pytest.mark.parametrize("kind", CLUSTER_KINDS)
+def test_a_depot_event_type_migrates_on_read_at_once_and_on_disk_in_the_background(tmp_path, kind):
+    count = 300
+    with open_cluster(kind, tmp_path / "data") as cluster:
+        cluster.deploy(catalog_v1(), tasks=2)
+        depot = cluster.depot("music", "albums")
+        depot.append_many([album(i) for i in range(count)])
+        cluster.update(catalog_v2())
+        wait_done(cluster, "music")
+        with pytest.raises(hw.DefinitionError, match="hw.migrated\\(NewType"):
+            bare = catalog_v3()
+            bare.depots["albums"].migration = None
+            cluster.update(bare)
+        cluster.update(catalog_v3())
+        depot = cluster.depot("music", "albums")
+        old = [r.event for p in range(2) for r in depot.read(p)]
+        assert len(old) == count and all(isinstance(e, AlbumV2) for e in old)
+        assert sorted(e.name for e in old) == [album(i).name for i in range(count)]
+        assert depot.append(AlbumV2("new", ["x", "y"], ["only (feat. z)"]))["add_album"] is None
+        rows = wait_done(cluster, "music")
+        assert [(r["kind"], r["name"], r["ids"], r["total"], r["done"]) for r in rows] == [
+            ("depot", "albums", ["albums-v2"], count, True)]
+        artists = cluster.pstate("music", "artists")
+        deadline = time.monotonic() + 30
+        while artists[album(count - 1).name].get() is None:  # the backfill went through every album
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert [artists[album(i).name].get() for i in range(0, count, 50)] == [
+            f"artist-{i % 7}" for i in range(0, count, 50)]
+        assert artists["new"].get() == "x"
+        assert all(cluster.dead_letters("music", t) == [] for t in ("add_album", "count_artists"))
+    with open_cluster(kind, tmp_path / "data") as cluster:
+        # After a restart nothing converts on read any more: every stored event was rewritten.
+        cluster.deploy(catalog_v3())
+        assert cluster.migrations("music") == []
+        events = [r.event for p in range(2) for r in cluster.depot("music", "albums").read(p)]
+        assert len(events) == count + 1 and all(isinstance(e, AlbumV2) for e in events)

@@ -28,7 +28,7 @@ export function renderModule(root, module) {
         <td class="num" data-k="records">–</td><td class="wide" data-k="bars"></td></tr>`).join("")}</tbody></table>
     </div>
     <div class="card" id="migrations" hidden><h2>Migrations</h2>
-      <table class="table"><thead><tr><th>PState</th><th>migration</th><th class="num">version</th><th class="num">rewritten</th><th>progress</th></tr></thead>
+      <table class="table"><thead><tr><th>PState or depot</th><th>migration</th><th class="num">version</th><th class="num">rewritten</th><th>progress</th></tr></thead>
       <tbody></tbody></table>
     </div>
     <div class="card"><h2>Tasks</h2>
@@ -63,8 +63,8 @@ export function renderModule(root, module) {
       <td>${(h.followers || []).map((f) => `<span class="pill${f.in_sync ? "" : " warn"}" title="${f.in_sync ? "in sync" : "catching up"}; lag ${f.lag == null ? "unknown" : f.lag} write batches">worker ${f.worker}${f.in_sync ? "" : " · catching up"}</span>`).join(" ") || '<span class="muted">–</span>'}</td></tr>`).join("");
     const migrations = live.migrations || [];
     $("#migrations", root).hidden = migrations.length === 0;
-    $("#migrations tbody", root).innerHTML = migrations.map((g) => `<tr data-migration="${esc(g.pstate)}">
-      <td><a href="${link(m, "pstate", g.pstate)}">${esc(g.pstate)}</a></td><td><code>${esc(g.ids.join(", "))}</code></td>
+    $("#migrations tbody", root).innerHTML = migrations.map((g) => `<tr data-migration="${esc(g.kind)}/${esc(g.name)}">
+      <td><a href="${link(m, g.kind, g.name)}">${esc(g.name)}</a> <span class="pill muted">${esc(g.kind)}</span></td><td><code>${esc(g.ids.join(", "))}</code></td>
       <td class="num">${g.version}</td><td class="num">${fmt(g.moved, 0)} / ${fmt(g.total, 0)}</td>
       <td>${g.done ? '<span class="pill">done</span>' : `<progress max="${Math.max(g.total, 1)}" value="${g.moved}"></progress>`}</td></tr>`).join("");
     for (const d of live.depots) {
