@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from headwater.errors import DefinitionError, PathError
+import msgspec
+
+from headwater.errors import DefinitionError, PathError, SchemaError
 from headwater.pstate import navigators
 from headwater.pstate.locations import root_location
 from headwater.pstate.paths import Locator, Target, locate, read_at, write_at
@@ -35,25 +37,39 @@ class PStateLayout:
 
     def read(self, reader: Reader, steps: tuple, op: str, args: tuple = (), kwargs: dict | None = None) -> Any:
         """Run read operation `op` at the end of `steps` (`select`/`select_one`: args are navigators)."""
-        target = self._locate(reader, steps)
-        if op == "select":
-            return navigators.select(reader, target, args)
-        if op == "select_one":
-            return _only(navigators.select(reader, target, args), target, args)
-        return read_at(reader, target, op, args, kwargs)
+        try:
+            target = self._locate(reader, steps)
+            if op == "select":
+                return navigators.select(reader, target, args)
+            if op == "select_one":
+                return _only(navigators.select(reader, target, args), target, args)
+            return read_at(reader, target, op, args, kwargs)
+        except (msgspec.ValidationError, msgspec.DecodeError) as e:
+            raise self._stored_mismatch(e) from None
 
     def write(self, txn: Txn, steps: tuple, op: str, args: tuple = (), kwargs: dict | None = None) -> None:
         """Run write operation `op` at the end of `steps`; nothing is written if it raises.
 
         `transform`: args are the navigators followed by the operation (set_val, apply, REMOVE).
         """
-        target = self._locate(txn, steps)
-        if op == "transform":
-            if not args:
-                raise PathError("transform() needs its navigators and an operation: set_val(v), apply(fn) or REMOVE")
-            navigators.transform(txn, target, args[:-1], args[-1])
-        else:
-            write_at(txn, target, op, args, kwargs)
+        try:
+            target = self._locate(txn, steps)
+            if op == "transform":
+                if not args:
+                    raise PathError("transform() needs its navigators and an operation: set_val(v), apply(fn) or "
+                                    "REMOVE")
+                navigators.transform(txn, target, args[:-1], args[-1])
+            else:
+                write_at(txn, target, op, args, kwargs)
+        except (msgspec.ValidationError, msgspec.DecodeError) as e:
+            raise self._stored_mismatch(e) from None
+
+    def _stored_mismatch(self, error: Exception) -> SchemaError:
+        """A stored value this schema cannot decode: written under another schema (updates check
+        every change, so only data older than that check can get here)."""
+        return SchemaError(f"a value stored in this PState does not match its schema {self.schema!r}: {error}. It "
+                           "was written by a version of the module with another schema; declare the change with "
+                           "hw.migrated(...), or delete the PState's data with update(..., delete=[name])")
 
     def locate(self, reader: Reader, steps: tuple) -> Target:
         """Check `steps` against the schema and find where they lead (PathError if they do not fit)."""
