@@ -9,6 +9,7 @@ from headwater import sources
 from headwater.client.api import AppendResult, DeadLetter, DepotRecord, PartitionInfo
 from headwater.client.cluster import Cluster, ModuleInfo
 from headwater.client.remote import RemoteCluster, connect
+from headwater.client.subscriptions import Subscription
 from headwater.cluster.inprocess import InProcessCluster
 from headwater.cluster.local import LocalCluster
 from headwater.cluster.ray import RayCluster
@@ -44,6 +45,7 @@ from headwater.pstate import (
     REMOVE,
     SIZE,
     apply,
+    diffs,
     filter,
     must,
     nth,
@@ -98,10 +100,12 @@ __all__ = [
     "Source",
     "SourceReader",
     "StorageError",
+    "Subscription",
     "Unavailable",
     "WrongPartitionError",
     "apply",
     "connect",
+    "diffs",
     "filter",
     "migrated",
     "must",

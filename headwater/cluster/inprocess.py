@@ -24,6 +24,7 @@ from headwater.cluster.apps import apply_app
 from headwater.cluster.clients import ClusterClients
 from headwater.cluster.hosts import SYSTEM_CLOCK, TaskThread, open_resources, stop_hosts
 from headwater.cluster.transport import InProcessTransport
+from headwater.cluster.watching import Hub, WatchedStore
 from headwater.engine.definitions import Module
 from headwater.engine.evolution import module_shapes, plan
 from headwater.engine.runtime import Catalog, ModuleRuntime
@@ -60,6 +61,11 @@ class DeploymentBase(DeployedModule):
 
     def _stop_tasks(self, reason: str) -> None:
         raise NotImplementedError
+
+    def watch(self, task: int, pstate: str, steps: tuple, callback: Any, label: str) -> Any:
+        """A subscription to a PState path of `task` (`View.watch`)."""
+        raise Unavailable(f"{label} cannot be watched on this kind of cluster yet: watch it on an "
+                          "InProcessCluster")
 
     def restart(self, module: Module, catalog: Catalog) -> None:
         """Run new code over the same data: stop the tasks, start them again with `module`. If the
@@ -112,7 +118,16 @@ class Deployment(DeploymentBase):
         self.router = ReplyRouter()
         self.client_id = next(_clients)
         self.closed = False
+        self.hub = Hub(self)  # the subscriptions, fed by the tasks' writes; it outlives updates
         self._open(module, catalog)
+
+    def watch(self, task: int, pstate: str, steps: tuple, callback: Any, label: str) -> Any:
+        self.check_open()
+        return self.hub.subscribe(task, pstate, steps, callback, label)
+
+    def restart(self, module: Module, catalog: Catalog) -> None:
+        super().restart(module, catalog)
+        self.hub.resync_all()  # the schema may have changed: every subscription starts again
 
     def _open(self, module: Module, catalog: Catalog) -> None:
         # Clients read `runtime` and `transport` off this object at any moment (an update runs while
@@ -123,7 +138,7 @@ class Deployment(DeploymentBase):
         tasks: list[Task] = []
         hosts: list[TaskThread] = []
         for task_id in range(catalog.tasks):
-            store = RocksStore(self.directory / f"task-{task_id}")
+            store = WatchedStore(RocksStore(self.directory / f"task-{task_id}"), self.hub, task_id)
             task = Task(runtime, task_id, store, transport, SYSTEM_CLOCK)
             holder: list[TaskThread] = []
             inbox = transport.register_task(task_id, task.serve_read, partial(_run_round_on, holder))
@@ -145,6 +160,10 @@ class Deployment(DeploymentBase):
 
     def _task_failed(self, host: TaskThread, error: BaseException) -> None:
         self.failures[host.task.task_id] = repr(error)
+
+    def stop(self) -> None:
+        super().stop()
+        self.hub.close()
 
     def _stop_tasks(self, reason: str) -> None:
         stop_hosts(self.hosts)

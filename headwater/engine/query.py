@@ -107,12 +107,26 @@ class RoutedPStateExecutor:
             return (args[0] if args else None) if found is ABSENT else found
         return source.transport.read(task, ("pstate", self._name, steps, op, args, kwargs or {}))
 
+    def watch(self, steps: tuple[Any, ...], callback: Any) -> Any:
+        source = self._source
+        runtime = source.runtime
+        task = self._route(runtime, runtime.pstate(self._name), steps)
+        watch = getattr(source, "watch", None)
+        if watch is None:
+            raise ReadOnlyError(f"PState {runtime.name}.{self._name} cannot be watched from a query: watch it "
+                                "from a client (cluster.pstate(...).watch())")
+        return watch(task, self._name, steps, callback, f"{runtime.name}.{self._name}{_label(steps)}")
+
     def write(self, steps: tuple[Any, ...], op: str, args: tuple[Any, ...] = (),
               kwargs: dict[str, Any] | None = None) -> None:
         raise ReadOnlyError(
             f"cannot {op} PState {self._source.runtime.name}.{self._name} here: clients and queries only read; "
             "PStates change through topologies, so append an event to a depot instead"
         )
+
+
+def _label(steps: tuple[Any, ...]) -> str:
+    return "".join(f"[{step!r}]" for step in steps)
 
 
 def routed_view(source: ModuleSource, name: Any, task: int | None = None) -> Any:

@@ -1,0 +1,127 @@
+"""`hw.Subscription`: a watched PState path, its current value, and the diffs of each commit.
+
+`view.watch()` returns one. The cluster reads the watched value when a committed write batch
+touches it and sends each subscription the diffs from its previous value (`hw.diffs`), all the
+diffs of one batch together. A subscription keeps at most `SUBSCRIPTION_QUEUE_MAX` diffs its
+reader has not taken; past that it drops them and its next diff is a `Resync` with the value
+then current, so a slow reader costs bounded memory and never slows a writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+from headwater.pstate.diffs import Diff, Resync
+
+__all__ = ["SUBSCRIPTION_QUEUE_MAX", "Subscription"]
+
+SUBSCRIPTION_QUEUE_MAX = 10_000  # diffs a subscription holds for its reader; beyond, it resyncs
+_log = logging.getLogger("headwater.watch")
+
+
+class Subscription:
+    """A watched PState path: `.value`, its diffs in commit order, and `close()`.
+
+        with cluster.pstate("game", "scores")["room-1"].watch() as sub:
+            sub.value                       # the current value at the path
+            for change in sub:              # blocks; `async for` in asyncio
+                print(change, sub.value)    # e.g. Put(path=('alice',), value=12)
+
+        cluster.pstate("game", "scores")["room-1"].watch(callback=fn)   # fn(diff, value), on a
+        # background thread that delivers every subscription's diffs: keep it short
+
+    `.value` is the value after the latest delivered commit; treat it as read-only (it is shared
+    by the subscriptions of one path). Iterating yields each diff once; a `Resync(value)` says
+    that diffs were dropped (the reader fell more than SUBSCRIPTION_QUEUE_MAX behind, or the
+    module was updated) and replaces the value whole. Iteration ends when the subscription closes.
+    """
+
+    def __init__(self, label: str, value: Any, callback: Callable[[Diff, Any], None] | None,
+                 on_close: Callable[[Subscription], None]) -> None:
+        self.label = label
+        self._value = value
+        self._callback = callback
+        self._on_close = on_close
+        self._queue: deque[Diff] = deque()
+        self._resync = False  # the queue overflowed: the next diff the reader takes is a Resync
+        self._ready = threading.Condition()
+        self.closed = False
+
+    def __repr__(self) -> str:
+        return f"<Subscription {self.label}{' closed' if self.closed else ''}>"
+
+    @property
+    def value(self) -> Any:
+        """The watched value after the latest commit delivered to this subscription."""
+        return self._value
+
+    # ---- from the cluster -------------------------------------------------------------------
+    def deliver(self, diffs: list[Diff], value: Any) -> None:
+        """One commit's diffs (or one Resync), and the value after them."""
+        if self.closed:
+            return
+        if self._callback is not None:
+            self._value = value
+            for change in diffs:
+                try:
+                    self._callback(change, value)
+                except Exception:  # a subscriber's bug must not stop the others' diffs
+                    _log.exception("the callback of %s raised", self.label)
+            return
+        with self._ready:
+            self._value = value
+            if self._resync or len(self._queue) + len(diffs) > SUBSCRIPTION_QUEUE_MAX:
+                self._queue.clear()
+                self._resync = True
+            else:
+                self._queue.extend(diffs)
+            self._ready.notify_all()
+
+    # ---- for the reader ----------------------------------------------------------------------
+    def next(self, timeout: float | None = None) -> Diff | None:
+        """The next diff, waiting up to `timeout` seconds (None: until one comes); None if the
+        wait ran out or the subscription closed."""
+        with self._ready:
+            if not self._ready.wait_for(lambda: self._queue or self._resync or self.closed, timeout):
+                return None
+            if self._resync:
+                self._resync = False
+                return Resync(self._value)
+            return self._queue.popleft() if self._queue else None
+
+    def __iter__(self) -> Iterator[Diff]:
+        while True:
+            change = self.next()
+            if change is None:
+                return
+            yield change
+
+    def __aiter__(self) -> AsyncIterator[Diff]:
+        return self._iterate_async()
+
+    async def _iterate_async(self) -> AsyncIterator[Diff]:
+        while True:
+            change = await asyncio.to_thread(self.next)
+            if change is None:
+                return
+            yield change
+
+    def close(self) -> None:
+        """Stop receiving diffs; a reader waiting in `next` or a loop over it ends."""
+        if self.closed:
+            return
+        with self._ready:
+            self.closed = True
+            self._ready.notify_all()
+        self._on_close(self)
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,242 @@
+"""Watches: the subscriptions of one deployment, fed by the write batches its tasks commit.
+
+Each task's store is wrapped in a `WatchedStore`, which, after every write, hands the keys the
+batch touched in the `pstate` column family to the deployment's `Hub` (a list append on the
+writing thread, nothing more). The hub's own thread matches them against the watched regions —
+the key of the node a watched path leads to, and everything below it — reads each touched watch's
+value from committed state once, computes the diffs from its previous value, and delivers them
+to every subscription of that path. So a write pays nothing per subscription, one read serves
+every subscriber of a path, and a slow subscriber is resynced by its own bounded queue.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from headwater.client.subscriptions import Subscription
+from headwater.engine.query import ABSENT
+from headwater.errors import Unavailable
+from headwater.pstate.diffs import Diff, Resync, diff
+from headwater.pstate.txn import prefix_end
+from headwater.storage import Batch, Reader, Store
+
+__all__ = ["SUBSCRIPTIONS_MAX", "TOUCHED_BATCHES_MAX", "Hub", "WatchedStore"]
+
+SUBSCRIPTIONS_MAX = 10_000  # subscriptions one deployment serves at once
+TOUCHED_BATCHES_MAX = 4_096  # write batches the hub has not matched yet; beyond, every watch resyncs
+HUB_JOIN_S = 5.0  # the longest closing waits for the hub's thread
+_log = logging.getLogger("headwater.watch")
+
+
+class _Watch:
+    """One watched path of one task, shared by its subscriptions."""
+
+    __slots__ = ("key", "pstate", "region", "steps", "subscriptions", "task", "value")
+
+    def __init__(self, task: int, pstate: str, steps: tuple) -> None:
+        self.task, self.pstate, self.steps = task, pstate, steps
+        self.key = (task, pstate, steps)
+        self.region: tuple[bytes, bytes, bytes] = (b"", b"", b"")  # (node key, below from, below to)
+        self.subscriptions: list[Subscription] = []
+        self.value: Any = None
+
+
+class Hub:
+    """The watches of one deployment, and the thread that turns its tasks' writes into diffs."""
+
+    def __init__(self, deployment: Any) -> None:
+        self._deployment = deployment  # its runtime and transport are looked up at each use
+        self._lock = threading.Lock()
+        self._watches: dict[tuple, _Watch] = {}
+        self._touched: list[tuple[int, list[bytes], list[tuple[bytes, bytes]]]] = []
+        self._overflowed = False
+        self._wake = threading.Event()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self.count = 0  # subscriptions open
+
+    # ---- subscribing ------------------------------------------------------------------------
+    def subscribe(self, task: int, pstate: str, steps: tuple, callback: Callable[[Diff, Any], None] | None,
+                  label: str) -> Subscription:
+        with self._lock:
+            if self._closed:
+                raise Unavailable(f"{label} cannot be watched: the module stopped")
+            if self.count >= SUBSCRIPTIONS_MAX:
+                raise Unavailable(f"{label} cannot be watched: this module already serves {SUBSCRIPTIONS_MAX:,} "
+                                  "subscriptions; close some, or watch a path several readers share")
+            watch = self._watches.get((task, pstate, steps))
+            if watch is None:
+                watch = _Watch(task, pstate, steps)
+                self._locate(watch)
+                watch.value = self._read(watch)
+                self._watches[watch.key] = watch
+            subscription = Subscription(label, watch.value, callback, self._unsubscribe)
+            watch.subscriptions.append(subscription)
+            self.count += 1
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="headwater-watch", daemon=True)
+                self._thread.start()
+        return subscription
+
+    def _unsubscribe(self, subscription: Subscription) -> None:
+        with self._lock:
+            for key, watch in list(self._watches.items()):
+                if subscription in watch.subscriptions:
+                    watch.subscriptions.remove(subscription)
+                    self.count -= 1
+                    if not watch.subscriptions:
+                        del self._watches[key]
+
+    # ---- from the tasks' stores -------------------------------------------------------------
+    def touched(self, task: int, batch: Batch) -> None:
+        """A batch of task `task` was written: note its PState keys (on the writer's thread: cheap)."""
+        if not self._watches:
+            return
+        keys = [key for family, key, _ in batch.operations if family == "pstate"]
+        ranges = [(start, stop) for family, start, stop in batch.range_deletions if family == "pstate"]
+        if not keys and not ranges:
+            return
+        with self._lock:
+            if len(self._touched) >= TOUCHED_BATCHES_MAX:
+                self._overflowed = True
+                self._touched.clear()
+            else:
+                self._touched.append((task, keys, ranges))
+        self._wake.set()
+
+    def resync_all(self) -> None:
+        """The module was updated (its schemas or ids may differ): every watch starts again."""
+        with self._lock:
+            self._overflowed = True
+        self._wake.set()
+
+    # ---- the hub's thread -----------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            with self._lock:
+                if self._closed:
+                    return
+                touched, self._touched = self._touched, []
+                overflowed, self._overflowed = self._overflowed, False
+                watches = list(self._watches.values())
+            try:
+                if overflowed:
+                    for watch in watches:
+                        self._locate(watch)
+                        self._publish(watch, resync=True)
+                    continue
+                for watch in self._matching(watches, touched):
+                    self._publish(watch, resync=False)
+            except Unavailable:
+                continue  # the module is restarting: the update's resync comes next
+            except Exception:
+                _log.exception("watching %s failed", self._deployment.runtime.name)
+
+    def _matching(self, watches: list[_Watch], touched: list) -> list[_Watch]:
+        per_task: dict[int, tuple[list[bytes], list[tuple[bytes, bytes]]]] = {}
+        for task, keys, ranges in touched:
+            found = per_task.setdefault(task, ([], []))
+            found[0].extend(keys)
+            found[1].extend(ranges)
+        for keys, _ in per_task.values():
+            keys.sort()
+        matched = []
+        for watch in watches:
+            written = per_task.get(watch.task)
+            if written is not None and _touches(watch.region, *written):
+                matched.append(watch)
+        return matched
+
+    def _publish(self, watch: _Watch, *, resync: bool) -> None:
+        value = self._read(watch)
+        changes: list[Diff] = [Resync(value)] if resync else diff(watch.value, value)
+        watch.value = value
+        if not changes:
+            return
+        for subscription in list(watch.subscriptions):
+            subscription.deliver(changes, value)
+
+    def _read(self, watch: _Watch) -> Any:
+        deployment = self._deployment
+        found = deployment.transport.read(watch.task, ("pstate", watch.pstate, watch.steps, "get", (ABSENT,), {}))
+        return None if found is ABSENT else found
+
+    def _locate(self, watch: _Watch) -> None:
+        """Where the watched path is stored: its node's key, and the region below the node."""
+        layout = self._deployment.runtime.pstate(watch.pstate).layout
+        target = layout.locate(_NO_READS, watch.steps)
+        location = target.location
+        watch.region = (location.key, location.base, prefix_end(location.base))
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            subscriptions = [s for watch in self._watches.values() for s in watch.subscriptions]
+            self._watches.clear()
+        self._wake.set()
+        for subscription in subscriptions:
+            subscription.close()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(HUB_JOIN_S)
+
+
+def _touches(region: tuple[bytes, bytes, bytes], keys: list[bytes], ranges: list[tuple[bytes, bytes]]) -> bool:
+    """Whether sorted `keys` or the deleted `ranges` reach the node key or the region below it."""
+    node, low, high = region
+    at = bisect.bisect_left(keys, node)
+    if at < len(keys) and keys[at] == node:
+        return True
+    at = bisect.bisect_left(keys, low)
+    if at < len(keys) and keys[at] < high:
+        return True
+    return any(start <= node < stop or (start < high and low < stop) for start, stop in ranges)
+
+
+class _NoReads:
+    """Locating a path reads nothing for the steps a watch can have (keys, fields, indexes); a
+    path that would need a read (a negative list index) is watched where it starts."""
+
+    def get(self, key: bytes) -> bytes | None:
+        return None
+
+    def iterate(self, start: bytes, stop: bytes | None = None, *, reverse: bool = False) -> Any:
+        return iter(())
+
+
+_NO_READS = _NoReads()
+
+
+class WatchedStore(Store):
+    """A task's store that tells the hub what each write touched, after it is written."""
+
+    def __init__(self, store: Store, hub: Hub, task: int) -> None:
+        self._store, self._hub, self._task = store, hub, task
+
+    def reader(self, column_family: str) -> Reader:
+        return self._store.reader(column_family)
+
+    def write(self, batch: Batch, *, sync: bool) -> None:
+        self._store.write(batch, sync=sync)
+        self._hub.touched(self._task, batch)
+
+    def sync(self) -> None:
+        self._store.sync()
+
+    def close(self) -> None:
+        self._store.close()
+
+    def get(self, column_family: str, key: bytes) -> bytes | None:
+        return self._store.get(column_family, key)
+
+    def iterate(self, column_family: str, start: bytes, stop: bytes | None = None, *,
+                reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:
+        return self._store.iterate(column_family, start, stop, reverse=reverse)
+
+    def __getattr__(self, name: str) -> Any:  # what a RocksStore has beyond the port (checkpoints)
+        return getattr(self._store, name)

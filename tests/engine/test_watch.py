@@ -1,0 +1,214 @@
+"""Watching PState paths: the first value, then element diffs of every commit, rebuilt == get().
+
+The property test writes random operations under a watched path (maps, sets, lists and records,
+subindexed or not) through a real topology and checks, after each commit, that the value rebuilt
+from the diffs equals what `get()` returns.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import headwater as hw
+from headwater.client.subscriptions import SUBSCRIPTION_QUEUE_MAX
+from headwater.pstate.diffs import apply, diff
+
+WAIT_S = 10.0
+LOCAL = "watching a task in a worker process is not built yet: the hub runs where the task writes"
+
+
+@dataclass
+class Op:
+    room: str
+    kind: str  # "score", "unscore", "tag", "untag", "say", "trim", "title", "reset"
+    who: str = ""
+    amount: int = 0
+
+
+def game(subindexed: bool) -> hw.Module:
+    m = hw.Module("game")
+    ops = m.depot("ops", Op, partition_by="room")
+    rooms = m.pstate("rooms", hw.Map(str, hw.Record(
+        scores=hw.Map(str, int, subindexed=subindexed),
+        tags=hw.Set(str, subindexed=subindexed),
+        chat=hw.List(str, subindexed=subindexed),
+        title=str)))
+
+    @m.stream(ops)
+    def apply_op(ctx: hw.Context, op: Op) -> None:
+        room = ctx.pstate(rooms)[op.room]
+        if op.kind == "score":
+            room["scores"][op.who].update(lambda v: (v or 0) + op.amount)
+        elif op.kind == "unscore":
+            room["scores"][op.who].delete()
+        elif op.kind == "tag":
+            room["tags"].add(op.who)
+        elif op.kind == "untag":
+            room["tags"].discard(op.who)
+        elif op.kind == "say":
+            room["chat"].append(f"{op.who}:{op.amount}")
+        elif op.kind == "trim" and room["chat"].size():
+            room["chat"][-1].delete()
+        elif op.kind == "title":
+            room["title"].set(op.who)
+        elif op.kind == "reset":
+            room.delete()
+
+    return m
+
+
+def caught_up(subscription: hw.Subscription, rebuilt: list, view: Any) -> Any:
+    """Apply diffs until the rebuilt value equals get() (bounded); return it."""
+    deadline = time.monotonic() + WAIT_S
+    expected = view.get()
+    while rebuilt[0] != expected:
+        assert time.monotonic() < deadline, (rebuilt[0], expected)
+        change = subscription.next(timeout=0.05)
+        if change is not None:
+            rebuilt[0] = apply(rebuilt[0], change)
+    return rebuilt[0]
+
+
+names = st.sampled_from(["ann", "bo", "cy"])
+operations = st.lists(st.builds(Op, room=st.just("r1"), kind=st.sampled_from(
+    ["score", "unscore", "tag", "untag", "say", "trim", "title", "reset"]), who=names,
+    amount=st.integers(-3, 9)), min_size=1, max_size=12)
+
+
+@pytest.mark.parametrize("subindexed", [False, True])
+def test_diffs_rebuild_what_get_returns_after_every_commit(subindexed):
+    with hw.InProcessCluster() as cluster:
+        cluster.deploy(game(subindexed), tasks=2)
+        depot = cluster.depot("game", "ops")
+        view = cluster.pstate("game", "rooms")["r1"]
+
+        @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+        @given(operations)
+        def check(ops: list[Op]) -> None:
+            with view.watch() as subscription:
+                rebuilt = [subscription.value]
+                assert rebuilt[0] == view.get()
+                for op in ops:
+                    depot.append(op)
+                    caught_up(subscription, rebuilt, view)
+                for change in _drain(subscription):  # nothing else arrives: every diff was needed
+                    rebuilt[0] = apply(rebuilt[0], change)
+                assert rebuilt[0] == view.get()
+
+        check()
+
+
+def _drain(subscription: hw.Subscription) -> list:
+    found = []
+    while (change := subscription.next(timeout=0.05)) is not None:
+        found.append(change)
+    return found
+
+
+@pytest.mark.in_process_only(LOCAL)
+def test_element_diffs_not_whole_collections_and_a_batch_arrives_together(cluster):
+    cluster.deploy(game(True), tasks=2)
+    depot = cluster.depot("game", "ops")
+    depot.append(Op("r1", "score", "ann", 5))
+    with cluster.pstate("game", "rooms")["r1"]["scores"].watch() as subscription:
+        assert subscription.value == {"ann": 5}
+        depot.append(Op("r1", "score", "bo", 2))
+        assert subscription.next(timeout=WAIT_S) == hw.diffs.Put(("bo",), 2)
+        depot.append(Op("r1", "unscore", "ann"))
+        assert subscription.next(timeout=WAIT_S) == hw.diffs.Remove(("ann",))
+        depot.append(Op("r1", "tag", "x"))  # outside the watched path: nothing comes
+        assert subscription.next(timeout=0.3) is None
+        assert subscription.value == {"bo": 2}
+
+
+@pytest.mark.in_process_only(LOCAL)
+def test_callback_subscriptions_and_close(cluster):
+    cluster.deploy(game(False), tasks=1)
+    got: list = []
+    done = threading.Event()
+
+    def on_change(change: Any, value: Any) -> None:
+        got.append((change, value))
+        done.set()
+
+    subscription = cluster.pstate("game", "rooms")["r1"]["title"].watch(callback=on_change)
+    cluster.depot("game", "ops").append(Op("r1", "title", "hello"))
+    assert done.wait(WAIT_S) and got == [(hw.diffs.Put((), "hello"), "hello")]
+    subscription.close()
+    cluster.depot("game", "ops").append(Op("r1", "title", "again"))
+    time.sleep(0.2)
+    assert len(got) == 1 and list(subscription) == []
+
+
+@pytest.mark.in_process_only(LOCAL)
+def test_a_slow_subscriber_is_resynced_with_bounded_memory(cluster, monkeypatch):
+    from headwater.client import subscriptions
+
+    monkeypatch.setattr(subscriptions, "SUBSCRIPTION_QUEUE_MAX", 5)
+    cluster.deploy(game(True), tasks=1)
+    depot = cluster.depot("game", "ops")
+    with cluster.pstate("game", "rooms")["r1"]["chat"].watch() as slow:
+        for i in range(20):
+            depot.append(Op("r1", "say", "ann", i))
+        deadline = time.monotonic() + WAIT_S
+        while len(slow._queue) == 0 and not slow._resync:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        time.sleep(0.3)
+        assert len(slow._queue) <= 5
+        changes = _drain(slow)
+        assert isinstance(changes[0], hw.diffs.Resync)
+        value = changes[0].value
+        for change in changes[1:]:
+            value = apply(value, change)
+        assert value == [f"ann:{i}" for i in range(20)]
+    assert SUBSCRIPTION_QUEUE_MAX >= 1000
+
+
+@pytest.mark.in_process_only(LOCAL)
+def test_an_update_resyncs_every_subscription(cluster):
+    cluster.deploy(game(False), tasks=1)
+    cluster.depot("game", "ops").append(Op("r1", "title", "before"))
+    with cluster.pstate("game", "rooms")["r1"].watch() as subscription:
+        cluster.update(game(False))
+        change = subscription.next(timeout=WAIT_S)
+        assert isinstance(change, hw.diffs.Resync) and change.value == {"title": "before"}
+
+
+async def _first_two(subscription: hw.Subscription) -> list:
+    found = []
+    async for change in subscription:
+        found.append(change)
+        if len(found) == 2:
+            return found
+    return found
+
+
+@pytest.mark.in_process_only(LOCAL)
+def test_async_iteration(cluster):
+    import asyncio
+
+    cluster.deploy(game(False), tasks=1)
+    depot = cluster.depot("game", "ops")
+    with cluster.pstate("game", "rooms")["r1"]["scores"].watch() as subscription:
+        depot.append(Op("r1", "score", "ann", 1))
+        depot.append(Op("r1", "score", "ann", 1))
+        assert asyncio.run(_first_two(subscription)) == [hw.diffs.Put((), {"ann": 1}), hw.diffs.Put(("ann",), 2)]
+
+
+def test_diff_and_apply_agree_on_nested_values():
+    old = {"a": {"x": [1, 2, 3], "s": {1, 2}}, "b": 1}
+    new = {"a": {"x": [1, 5], "s": {2, 3}, "n": None}, "c": [1]}
+    changes = diff(old, new)
+    value = {"a": {"x": [1, 2, 3], "s": {1, 2}}, "b": 1}
+    for change in changes:
+        value = apply(value, change)
+    assert value == new
+    assert hw.diffs.Truncate(("a", "x"), 2) in changes and hw.diffs.Remove(("b",)) in changes
