@@ -61,6 +61,10 @@ class Subscription:
         return self._value
 
     # ---- from the cluster -------------------------------------------------------------------
+    def start(self, value: Any) -> None:
+        """The value when the watch began (a subscription made before its first read)."""
+        self._value = value
+
     def deliver(self, diffs: list[Diff], value: Any) -> None:
         """One commit's diffs (or one Resync), and the value after them."""
         if self.closed:

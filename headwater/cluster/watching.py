@@ -41,7 +41,7 @@ class _Watch:
         self.task, self.pstate, self.steps = task, pstate, steps
         self.key = (task, pstate, steps)
         self.region: tuple[bytes, bytes, bytes] = (b"", b"", b"")  # (node key, below from, below to)
-        self.subscriptions: list[Subscription] = []
+        self.subscriptions: list[Any] = []  # Subscriptions, or forwarders to another process
         self.value: Any = None
 
 
@@ -51,7 +51,7 @@ class Hub:
     def __init__(self, deployment: Any) -> None:
         self._deployment = deployment  # its runtime and transport are looked up at each use
         self._lock = threading.Lock()
-        self._watches: dict[tuple, _Watch] = {}
+        self._watches: dict[tuple, _Watch] = {}  # (task, pstate, steps) -> its watch
         self._touched: list[tuple[int, list[bytes], list[tuple[bytes, bytes]]]] = []
         self._overflowed = False
         self._wake = threading.Event()
@@ -62,6 +62,13 @@ class Hub:
     # ---- subscribing ------------------------------------------------------------------------
     def subscribe(self, task: int, pstate: str, steps: tuple, callback: Callable[[Diff, Any], None] | None,
                   label: str) -> Subscription:
+        """A subscription in this process to a path of a task this deployment hosts."""
+        return self.attach(task, pstate, steps, lambda value: Subscription(label, value, callback, self.detach),
+                           label)
+
+    def attach(self, task: int, pstate: str, steps: tuple, make: Callable[[Any], Any], label: str) -> Any:
+        """Watch a path for a subscriber `make(current value)` builds: anything with `deliver(diffs,
+        value)` and `close()` (a `Subscription`, or one that forwards to another process)."""
         with self._lock:
             if self._closed:
                 raise Unavailable(f"{label} cannot be watched: the module stopped")
@@ -74,7 +81,7 @@ class Hub:
                 self._locate(watch)
                 watch.value = self._read(watch)
                 self._watches[watch.key] = watch
-            subscription = Subscription(label, watch.value, callback, self._unsubscribe)
+            subscription = make(watch.value)
             watch.subscriptions.append(subscription)
             self.count += 1
             if self._thread is None:
@@ -82,7 +89,7 @@ class Hub:
                 self._thread.start()
         return subscription
 
-    def _unsubscribe(self, subscription: Subscription) -> None:
+    def detach(self, subscription: Any) -> None:
         with self._lock:
             for key, watch in list(self._watches.items()):
                 if subscription in watch.subscriptions:

@@ -49,6 +49,7 @@ __all__ = [
     "Hello",
     "Link",
     "ToClient",
+    "WatchDiffs",
     "ToTask",
     "client_process",
     "connect",
@@ -112,6 +113,15 @@ class Failed(msgspec.Struct, tag=7, array_like=True):
     error: str
 
 
+class WatchDiffs(msgspec.Struct, tag=8, array_like=True):
+    """The diffs of one commit for subscription `watch` of `module`'s deployment, in the process
+    that holds it (pickled `hw.diffs`: they hold the user's values)."""
+
+    module: str
+    watch: int
+    diffs: bytes
+
+
 class Hello(msgspec.Struct, tag=6, array_like=True):
     """A worker's first frame to the supervisor: who it is and where its peers reach it."""
 
@@ -122,7 +132,7 @@ class Hello(msgspec.Struct, tag=6, array_like=True):
 
 
 Envelope = (
-    ToTask | ToClient | Call | Answer | Hello | Failed
+    ToTask | ToClient | Call | Answer | Hello | Failed | WatchDiffs
     | Replicate | ReplicaAck | ReplicaHello | ReplicaPoll | SnapshotChunk | ReplicaFenced
 )
 _encoder = msgspec.msgpack.Encoder()

@@ -49,6 +49,7 @@ from headwater.cluster.replication import (
     task_directory,
 )
 from headwater.cluster.transport import COMMIT_WAIT_MAX_S, INBOX_BYTES_MAX, Inbox, _CommitGate
+from headwater.cluster.watching import Hub, WatchedStore
 from headwater.cluster.wire import (
     CLIENT_PROCESS_SHIFT,
     Call,
@@ -57,8 +58,10 @@ from headwater.cluster.wire import (
     Link,
     ToClient,
     ToTask,
+    WatchDiffs,
     client_process,
     connect,
+    dumps,
 )
 from headwater.engine.definitions import Module
 from headwater.engine.runtime import Catalog, ModuleRuntime
@@ -169,6 +172,10 @@ class WorkerTransport(ClientTransport):
             for link, frames in pending.items():
                 _send_or_drop(link, frames)
             pending.clear()
+
+    def post(self, worker: int | None, envelope: Any) -> None:
+        """Send `envelope` to the supervisor (None) or a peer worker (dropped if it is down)."""
+        self._post(worker, envelope)
 
     def _post(self, worker: int | None, envelope: Any) -> None:
         """Send `envelope` to the supervisor (None) or a peer worker, or hold it for the round's write.
@@ -304,6 +311,8 @@ class _Deployment(DeployedModule):
         self.hosts: dict[int, TaskThread] = {}
         self.leaders: dict[int, Leader] = {}
         self.replicas: dict[int, Replica] = {}
+        self.hub = Hub(self)  # subscriptions to the paths of the tasks led here, for any process
+        self._forwarders: dict[int, _Forwarder] = {}  # watch id -> where its diffs go
         me = node.worker_id
         for task_id, (_, replicas, _) in enumerate(sets):
             if me in replicas[1:]:
@@ -331,7 +340,7 @@ class _Deployment(DeployedModule):
                 self.runtime.name, task_id, epoch, rocks, directory, [w for w in replicas if w != me], in_sync,
                 self._node.send_replication, functools.partial(self._node.propose_in_sync, self.runtime.name))
             store, transport = leader.store, HeldTransport(leader, self.transport)
-        task = Task(self.runtime, task_id, store, transport, SYSTEM_CLOCK)
+        task = Task(self.runtime, task_id, WatchedStore(store, self.hub, task_id), transport, SYSTEM_CLOCK)
         inbox = self.transport.add_task(task_id, task.serve_read)
         host = self.hosts[task_id] = TaskThread(task, inbox, on_failure=self._task_failed,
                                                 batching=self.transport.batching)
@@ -375,7 +384,21 @@ class _Deployment(DeployedModule):
         for leader in self.leaders.values():
             leader.start()
 
+    def watch(self, task: int, pstate: str, steps: tuple, watch_id: int, holder: int | None) -> Any:
+        """Send the diffs of a path of task `task` (led here) to subscription `watch_id` in process
+        `holder` (a worker, or None: the supervisor); returns the path's current value."""
+        forwarder = _Forwarder(self, watch_id, holder)
+        self._forwarders[watch_id] = forwarder
+        self.hub.attach(task, pstate, steps, forwarder.start, f"{self.runtime.name}.{pstate}")
+        return forwarder.value
+
+    def unwatch(self, watch_id: int) -> None:
+        forwarder = self._forwarders.pop(watch_id, None)
+        if forwarder is not None:
+            self.hub.detach(forwarder)
+
     def stop(self) -> None:
+        self.hub.close()
         self.closed = self.transport.closed = True
         stop_hosts(list(self.hosts.values()))
         for host in self.hosts.values():
@@ -384,6 +407,25 @@ class _Deployment(DeployedModule):
             replica.close()
         self.router.fail_all(f"module {self.runtime.name!r} stopped on worker {self._node.worker_id} before the "
                              "reply came; the event may be durable: append again with the same idempotency_key")
+
+
+class _Forwarder:
+    """A subscription held by another process: this worker's hub sends it each commit's diffs."""
+
+    def __init__(self, deployment: _Deployment, watch_id: int, holder: int | None) -> None:
+        self._deployment, self.watch_id, self._holder = deployment, watch_id, holder
+        self.value: Any = None
+
+    def start(self, value: Any) -> _Forwarder:
+        self.value = value
+        return self
+
+    def deliver(self, diffs: list[Any], value: Any) -> None:
+        deployment = self._deployment
+        deployment.transport.post(self._holder, WatchDiffs(deployment.runtime.name, self.watch_id, dumps(diffs)))
+
+    def close(self) -> None:
+        """The module stopped here: its holder re-watches where the task runs next."""
 
 
 class WorkerCluster(ClusterClients[_Deployment]):
@@ -450,6 +492,7 @@ class WorkerNode:
             "hold": self._hold, "release": self._release, "ping": lambda: os.getpid(),
             "front": self._front, "stop_fronts": self._stop_fronts, "peer_moved": self._peer_moved,
             "replication": self._replication, "promote": self._promote, "moved": self._moved,
+            "watch": self._watch, "unwatch": self._unwatch,
         }
         self.supervisor = connect(supervisor_port, self._on_frame, "the supervisor", on_close=self._orphaned,
                                   host=supervisor_host)
@@ -631,6 +674,14 @@ class WorkerNode:
         if deployment is None:
             raise Unavailable(f"module {module!r} is not running on worker {self.worker_id}")
         return deployment
+
+    def _watch(self, module: str, task: int, pstate: str, steps: tuple, watch_id: int, holder: int | None) -> Any:
+        return self._deployment(module).watch(task, pstate, steps, watch_id, holder)
+
+    def _unwatch(self, module: str, watch_id: int) -> None:
+        deployment = self.deployments.get(module)
+        if deployment is not None:
+            deployment.unwatch(watch_id)
 
     def _read(self, module: str, task_id: int, request: tuple[Any, ...]) -> Any:
         return self._deployment(module).transport.read(task_id, request)

@@ -17,11 +17,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import headwater as hw
+from tests.clusters import CLUSTER_KINDS, open_cluster
 from headwater.client.subscriptions import SUBSCRIPTION_QUEUE_MAX
 from headwater.pstate.diffs import apply, diff
 
 WAIT_S = 10.0
-LOCAL = "watching a task in a worker process is not built yet: the hub runs where the task writes"
 
 
 @dataclass
@@ -82,14 +82,16 @@ operations = st.lists(st.builds(Op, room=st.just("r1"), kind=st.sampled_from(
     amount=st.integers(-3, 9)), min_size=1, max_size=12)
 
 
+@pytest.mark.parametrize("kind", CLUSTER_KINDS)
 @pytest.mark.parametrize("subindexed", [False, True])
-def test_diffs_rebuild_what_get_returns_after_every_commit(subindexed):
-    with hw.InProcessCluster() as cluster:
+def test_diffs_rebuild_what_get_returns_after_every_commit(subindexed, kind, tmp_path):
+    with open_cluster(kind, tmp_path / "data") as cluster:
         cluster.deploy(game(subindexed), tasks=2)
         depot = cluster.depot("game", "ops")
         view = cluster.pstate("game", "rooms")["r1"]
 
-        @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+        @settings(max_examples=25 if kind == "in_process" else 10, deadline=None,
+                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
         @given(operations)
         def check(ops: list[Op]) -> None:
             with view.watch() as subscription:
@@ -112,7 +114,6 @@ def _drain(subscription: hw.Subscription) -> list:
     return found
 
 
-@pytest.mark.in_process_only(LOCAL)
 def test_element_diffs_not_whole_collections_and_a_batch_arrives_together(cluster):
     cluster.deploy(game(True), tasks=2)
     depot = cluster.depot("game", "ops")
@@ -128,7 +129,6 @@ def test_element_diffs_not_whole_collections_and_a_batch_arrives_together(cluste
         assert subscription.value == {"bo": 2}
 
 
-@pytest.mark.in_process_only(LOCAL)
 def test_callback_subscriptions_and_close(cluster):
     cluster.deploy(game(False), tasks=1)
     got: list = []
@@ -147,7 +147,6 @@ def test_callback_subscriptions_and_close(cluster):
     assert len(got) == 1 and list(subscription) == []
 
 
-@pytest.mark.in_process_only(LOCAL)
 def test_a_slow_subscriber_is_resynced_with_bounded_memory(cluster, monkeypatch):
     from headwater.client import subscriptions
 
@@ -172,7 +171,6 @@ def test_a_slow_subscriber_is_resynced_with_bounded_memory(cluster, monkeypatch)
     assert SUBSCRIPTION_QUEUE_MAX >= 1000
 
 
-@pytest.mark.in_process_only(LOCAL)
 def test_an_update_resyncs_every_subscription(cluster):
     cluster.deploy(game(False), tasks=1)
     cluster.depot("game", "ops").append(Op("r1", "title", "before"))
@@ -191,7 +189,6 @@ async def _first_two(subscription: hw.Subscription) -> list:
     return found
 
 
-@pytest.mark.in_process_only(LOCAL)
 def test_async_iteration(cluster):
     import asyncio
 
@@ -212,3 +209,34 @@ def test_diff_and_apply_agree_on_nested_values():
         value = apply(value, change)
     assert value == new
     assert hw.diffs.Truncate(("a", "x"), 2) in changes and hw.diffs.Remove(("b",)) in changes
+
+
+def test_a_watch_follows_its_task_when_its_worker_dies(any_cluster):
+    """On a cluster of workers, SIGKILL the worker leading the watched task: the subscription gets a
+    Resync once the task runs again, and the diffs of later commits."""
+    import os
+    import signal
+
+    any_cluster.deploy(game(False), tasks=2)
+    depot = any_cluster.depot("game", "ops")
+    depot.append(Op("r1", "score", "ann", 1))
+    with any_cluster.pstate("game", "rooms")["r1"]["scores"].watch() as subscription:
+        depot.append(Op("r1", "score", "ann", 1))
+        assert subscription.next(timeout=WAIT_S) == hw.diffs.Put(("ann",), 2)
+        rows = any_cluster.status()["game"]
+        task = next(t for t in range(2) if any_cluster.pstate("game", "rooms", task=t)["r1"].exists())
+        if rows[task]["worker"] is None:
+            return  # in process: no worker to kill
+        os.kill(rows[task]["pid"], signal.SIGKILL)
+        change = subscription.next(timeout=60)
+        assert isinstance(change, hw.diffs.Resync) and change.value == {"ann": 2}
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                depot.append(Op("r1", "score", "bo", 7), idempotency_key="after-kill")
+                break
+            except hw.Unavailable:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        assert subscription.next(timeout=WAIT_S) == hw.diffs.Put(("bo",), 7)
+        assert subscription.value == {"ann": 2, "bo": 7}
