@@ -17,6 +17,7 @@ from headwater.engine.context import Context
 from headwater.engine.definitions import Ack, Module, Retry
 from headwater.engine.query import QueryContext
 from headwater.engine.sources import Source, SourceReader
+from headwater.engine.ticks import Tick
 from headwater.errors import (
     AckTimeout,
     DefinitionError,
@@ -101,6 +102,7 @@ __all__ = [
     "SourceReader",
     "StorageError",
     "Subscription",
+    "Tick",
     "Unavailable",
     "WrongPartitionError",
     "apply",

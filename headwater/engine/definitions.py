@@ -277,6 +277,25 @@ class Module:
         self.depots[name] = decl
         return decl
 
+    def tick_depot(self, name: str, *, every_s: float) -> DepotDecl:
+        """Declare a depot that receives an `hw.Tick` (with its `.time`) every `every_s` seconds, on
+        task 0: time-driven work is a topology subscribed to it. A stream topology gets every tick;
+        a microbatch topology sees at most one tick per batch, the latest. Ticks missed while the
+        module was down are not made up: the next comes at once, and then one per period.
+
+            minute = m.tick_depot("every_minute", every_s=60)
+
+            @m.stream(minute)
+            def expire(ctx: hw.Context, tick: hw.Tick) -> None: ...
+        """
+        from headwater.engine.ticks import TICK_PERIOD_MAX_S, TICK_PERIOD_MIN_S, Tick, TickSource
+
+        if isinstance(every_s, bool) or not isinstance(every_s, (int, float)) or \
+                not TICK_PERIOD_MIN_S <= every_s <= TICK_PERIOD_MAX_S:
+            raise DefinitionError(f"tick depot {name!r}: every_s={every_s!r} must be a number of seconds from "
+                                  f"{TICK_PERIOD_MIN_S} to {TICK_PERIOD_MAX_S:g}")
+        return self.external_depot(name, TickSource(float(every_s)), Tick)
+
     def pstate(self, name: str, schema: Any, *, partitioned: bool = True) -> PStateDecl:
         """Declare a PState with `schema` (`hw.Map`, `hw.List`, `hw.Set`, `hw.Record` or a leaf type).
 

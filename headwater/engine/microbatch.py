@@ -224,6 +224,8 @@ class BatchParticipant:
         """Run the handler over the rows of one partition; returns the XOR of the hops spawned."""
         if not rows:
             return 0
+        if getattr(depot.decl.source, "latest_only_in_batches", False):
+            rows = rows[-1:]  # a tick depot: a batch sees the latest tick, not the ones it caught up on
         decode = depot.codec.decode
         if self.decl.per_batch:
             first = rows[0]

@@ -61,6 +61,7 @@ class Source(ABC):
 
     partitions: int = 1  # the source's partitions, each read by one poller
     lag_unit: str = "records"  # what `SourceReader.lag` counts
+    latest_only_in_batches: bool = False  # a microbatch topology sees only the last record of a batch (ticks)
 
     @abstractmethod
     def open(self, partition: int) -> SourceReader:
