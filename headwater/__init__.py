@@ -14,7 +14,7 @@ from headwater.cluster.inprocess import InProcessCluster
 from headwater.cluster.local import LocalCluster
 from headwater.cluster.ray import RayCluster
 from headwater.engine.context import Context
-from headwater.engine.definitions import Ack, Module, Retry
+from headwater.engine.definitions import Ack, Module, Retention, Retry
 from headwater.engine.query import QueryContext
 from headwater.engine.sources import Source, SourceReader
 from headwater.engine.ticks import Tick
@@ -94,6 +94,7 @@ __all__ = [
     "Record",
     "RemoteCluster",
     "ResourceError",
+    "Retention",
     "Retry",
     "SIZE",
     "SchemaError",

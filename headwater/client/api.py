@@ -103,7 +103,7 @@ class PartitionInfo:
 
     Attributes:
         partition: The partition described.
-        start_offset: The first offset still stored: always 0, since records are never deleted.
+        start_offset: The first offset still stored: 0, unless the depot's retention trimmed older records.
         end_offset: The offset the next append will get; with nothing deleted, the record count.
     """
 
@@ -437,9 +437,9 @@ class DepotClient:
             deposits.partition_info(0).end_offset   # the offset the next append there gets
         """
         self._check_partition(partition)
-        end = self._deployment.transport.read(self._depot.task_of_partition(partition),
-                                              ("depot_end", self._depot.depot_id))
-        return PartitionInfo(partition, 0, end)
+        start, end = self._deployment.transport.read(self._depot.task_of_partition(partition),
+                                                     ("depot_bounds", self._depot.depot_id))
+        return PartitionInfo(partition, start, end)
 
     def read(self, partition: int, start: int = 0, stop: int | None = None, *,
              limit: int = 10_000) -> list[DepotRecord]:

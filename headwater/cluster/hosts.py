@@ -68,6 +68,7 @@ class TaskThread:
         self._backlog = True  # the last round left records or replays to process
         self._congested = False
         self._background = False  # the last round left background work (a migration) to do
+        self._wake_in_s: float | None = None  # the last round asked for another within this long
         self._slow_round_s = 0.0
         self._thread = threading.Thread(target=self._run, daemon=True,
                                         name=f"headwater-{task.runtime.name}-task-{task.task_id}")
@@ -151,7 +152,7 @@ class TaskThread:
                 elif self._background and not self._backlog:  # other threads' turn first
                     self.inbox.wait(BACKGROUND_PAUSE_S)
                 elif not self._backlog:
-                    self.inbox.wait()
+                    self.inbox.wait(self._wake_in_s)
                 with self._turn:
                     if self._live:
                         self._round()
@@ -189,6 +190,7 @@ class TaskThread:
         self._poll()
         self._stopping = self._stopping or outcome.stopping
         self._backlog, self._congested, self._background = outcome.backlog, outcome.congested, outcome.background
+        self._wake_in_s = outcome.wake_in_s
         # The slowest recent round: a decaying maximum, so one slow handler turns combining off for a while.
         self._slow_round_s = max(time.monotonic() - started, self._slow_round_s * SLOW_ROUND_DECAY)
 

@@ -238,6 +238,9 @@ class WatchedStore(Store):
     def close(self) -> None:
         self._store.close()
 
+    def compact(self, column_family: str, start: bytes, stop: bytes) -> None:
+        self._store.compact(column_family, start, stop)
+
     def get(self, column_family: str, key: bytes) -> bytes | None:
         return self._store.get(column_family, key)
 

@@ -28,18 +28,25 @@ from headwater.engine.meta import (
     meta_encoder,
     open_record_decoder,
     pending_key,
+    start_key,
 )
 from headwater.engine.rounds import Reply, Round, admitted_bytes
 from headwater.engine.runtime import ModuleRuntime
 from headwater.storage import Batch, Store
 
-__all__ = ["RECENT_BYTES_MAX", "RECENT_RECORDS_MAX", "Appends", "RecordState", "depot_records"]
+__all__ = ["RECENT_BYTES_MAX", "RECENT_RECORDS_MAX", "Appends", "RecordState", "depot_records", "stored_start"]
 
 # Just-appended records kept in memory so that processing them needs no read, at most this many
 # and this many event bytes (big events are read back from the store instead).
 RECENT_RECORDS_MAX = 65_536
 RECENT_BYTES_MAX = 64 * 1024 * 1024
 _OPEN_RECORD_NEW = meta_encoder.encode(OpenRecord())
+
+
+def stored_start(store: Store, depot_id: int) -> int:
+    """The first offset of a depot partition still stored (0 until a retention trimmed it)."""
+    raw = store.get("meta", start_key(depot_id))
+    return U64.unpack(raw)[0] if raw is not None else 0
 
 
 def depot_records(store: Store, depot_id: int, start: int, stop: int) -> list[tuple[int, int, bytes]]:
@@ -81,7 +88,7 @@ class Appends:
     def stored_end(self, depot_id: int) -> int:
         for key, _ in self._store.iterate("depot", depot_key(depot_id, 0), depot_key(depot_id + 1, 0), reverse=True):
             return DEPOT_KEY.unpack(key)[1] + 1
-        return 0
+        return stored_start(self._store, depot_id)  # a retention may have trimmed every record: go on from there
 
     def recover_keyed(self, batch: Batch, cursors: dict[tuple[str, int], int]) -> None:
         """Restore the keyed records a crash left unfinished, so a repeat of one waits for its processing.

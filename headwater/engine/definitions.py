@@ -21,8 +21,8 @@ import msgspec
 from headwater.errors import DefinitionError
 from headwater.schema.types import Migrated, Migration
 
-__all__ = ["Ack", "DepotDecl", "MicrobatchDecl", "Module", "PStateDecl", "QueryDecl", "ResourceDecl", "Retry",
-           "StepDecl", "StreamDecl"]
+__all__ = ["Ack", "DepotDecl", "MicrobatchDecl", "Module", "PStateDecl", "QueryDecl", "ResourceDecl", "Retention",
+           "Retry", "StepDecl", "StreamDecl"]
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -105,6 +105,32 @@ class Retry:
 Retry.NONE = Retry()
 
 
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How much of a depot to keep, per partition: at most `max_records` records, none older than
+    `max_age_s` seconds (either or both). A record a subscribed topology has not processed yet (or
+    whose processing failed into the dead letters) is kept whatever its age or rank.
+
+        m.depot("clicks", Click, retention=hw.Retention(max_records=1_000_000, max_age_s=7 * 86400))
+    """
+
+    max_records: int | None = None
+    max_age_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_records is None and self.max_age_s is None:
+            raise DefinitionError("Retention() needs max_records, max_age_s or both; without one, drop retention=")
+        if self.max_records is not None and (isinstance(self.max_records, bool) or not isinstance(
+                self.max_records, int) or self.max_records < 0):
+            raise DefinitionError(f"Retention(max_records={self.max_records!r}) must be an int of at least 0")
+        if self.max_age_s is not None and (isinstance(self.max_age_s, bool) or not isinstance(
+                self.max_age_s, (int, float)) or not self.max_age_s > 0):
+            raise DefinitionError(f"Retention(max_age_s={self.max_age_s!r}) must be a positive number of seconds")
+
+
+TICKS_KEPT = Retention(max_records=1000)  # a tick depot's records, once processed: time need not pile up
+
+
 @dataclass(eq=False)
 class DepotDecl:
     module: Module
@@ -115,6 +141,7 @@ class DepotDecl:
     client_appends: bool
     source: Any = None  # a headwater.Source for an external depot: it alone appends
     migration: Any = None  # a headwater.schema.Migration: stored events of the previous type convert through it
+    retention: Retention | None = None  # trims the oldest records already processed
 
     def __repr__(self) -> str:
         return f"<depot {self.module.name}.{self.name}>"
@@ -224,6 +251,7 @@ class Module:
         partition_by: str | Callable[[Any], Any] | None = None,
         partitioned: bool = True,
         client_appends: bool = True,
+        retention: Retention | None = None,
     ) -> DepotDecl:
         """Declare a depot: a durable, partitioned, append-only log of events of `event_type`.
 
@@ -248,11 +276,14 @@ class Module:
                 f"depot {name!r}: partition_by must be None, a field name or a callable event -> key, "
                 f"not {partition_by!r}"
             )
-        decl = DepotDecl(self, name, event_type, partition_by, partitioned, client_appends, migration=migration)
+        _check_retention(name, retention)
+        decl = DepotDecl(self, name, event_type, partition_by, partitioned, client_appends, migration=migration,
+                         retention=retention)
         self.depots[name] = decl
         return decl
 
-    def external_depot(self, name: str, source: Any, event_type: Any = Any) -> DepotDecl:
+    def external_depot(self, name: str, source: Any, event_type: Any = Any, *,
+                       retention: Retention | None = None) -> DepotDecl:
         """Declare a depot fed by an external log: `source` is a `headwater.Source` (for example
         `hw.sources.RedisStream(...)` or `hw.sources.PostgresChanges(...)`).
 
@@ -273,15 +304,18 @@ class Module:
         if not isinstance(partitions, int) or isinstance(partitions, bool) or partitions < 1:
             raise DefinitionError(f"external depot {name!r}: its source has partitions={partitions!r}; "
                                   "it must be an int of at least 1")
-        decl = DepotDecl(self, name, event_type, None, partitions > 1, False, source)
+        _check_retention(name, retention)
+        decl = DepotDecl(self, name, event_type, None, partitions > 1, False, source, retention=retention)
         self.depots[name] = decl
         return decl
 
-    def tick_depot(self, name: str, *, every_s: float) -> DepotDecl:
+    def tick_depot(self, name: str, *, every_s: float,
+                   retention: Retention | None = TICKS_KEPT) -> DepotDecl:
         """Declare a depot that receives an `hw.Tick` (with its `.time`) every `every_s` seconds, on
         task 0: time-driven work is a topology subscribed to it. A stream topology gets every tick;
         a microbatch topology sees at most one tick per batch, the latest. Ticks missed while the
-        module was down are not made up: the next comes at once, and then one per period.
+        module was down are not made up: the next comes at once, and then one per period. The
+        depot keeps the latest 1,000 processed ticks unless `retention` says otherwise.
 
             minute = m.tick_depot("every_minute", every_s=60)
 
@@ -294,7 +328,7 @@ class Module:
                 not TICK_PERIOD_MIN_S <= every_s <= TICK_PERIOD_MAX_S:
             raise DefinitionError(f"tick depot {name!r}: every_s={every_s!r} must be a number of seconds from "
                                   f"{TICK_PERIOD_MIN_S} to {TICK_PERIOD_MAX_S:g}")
-        return self.external_depot(name, TickSource(float(every_s)), Tick)
+        return self.external_depot(name, TickSource(float(every_s)), Tick, retention=retention)
 
     def pstate(self, name: str, schema: Any, *, partitioned: bool = True) -> PStateDecl:
         """Declare a PState with `schema` (`hw.Map`, `hw.List`, `hw.Set`, `hw.Record` or a leaf type).
@@ -471,6 +505,11 @@ def _check_resource(name: str, factory: Any, close: Any) -> None:
             f"resource {name!r}: its factory is called with the task id, as factory(task_id), but takes "
             f"{signature}; add a task_id parameter (it may ignore it)"
         ) from None
+
+
+def _check_retention(depot: str, retention: Any) -> None:
+    if retention is not None and not isinstance(retention, Retention):
+        raise DefinitionError(f"depot {depot!r}: retention must be a headwater.Retention, not {retention!r}")
 
 
 def _check_start_from(start_from: Any) -> None:

@@ -32,6 +32,7 @@ __all__ = [
     "open_record_decoder",
     "pending_key",
     "progress_key",
+    "start_key",
 ]
 
 DEPOT_KEY = struct.Struct(">HQ")
@@ -41,6 +42,11 @@ I64 = struct.Struct(">q")
 
 def depot_key(depot_id: int, offset: int) -> bytes:
     return DEPOT_KEY.pack(depot_id, offset)
+
+
+def start_key(depot_id: int) -> bytes:
+    """The first offset a depot partition still stores (U64), once its retention trimmed some."""
+    return b"start/" + DEPOT_KEY.pack(depot_id, 0)[:2]
 
 
 def progress_key(topology: str, depot_id: int) -> bytes:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from headwater.engine import messages
-from headwater.engine.appends import depot_records
+from headwater.engine.appends import depot_records, stored_start
 from headwater.engine.context import Context, TaskViews, TxnSlot
 from headwater.engine.meta import U64, dead_decoder
 from headwater.engine.query import query_decl, run_query_body
@@ -22,8 +22,8 @@ from headwater.storage import Store
 
 __all__ = ["READS", "Reads"]
 
-READS = ("pstate", "depot_read", "depot_end", "dead_letters", "mb_status", "progress", "migrations", "unfinished",
-         "step", "query", "resources")
+READS = ("pstate", "depot_read", "depot_end", "depot_bounds", "dead_letters", "mb_status", "progress", "migrations",
+         "unfinished", "step", "query", "resources")
 
 
 class Reads:
@@ -50,9 +50,17 @@ class Reads:
             return self._runtime.pstate(name).layout.read(self._reader, steps, op, args, kwargs)
         if kind == "depot_read":
             _, depot_id, start, stop = request
+            first = stored_start(self._store, depot_id)
+            if start < first:
+                depot = self._runtime.depots_by_id[depot_id]
+                raise _trimmed(f"depot {self._runtime.name}.{depot.name}: the records of partition {self._task_id} "
+                               f"below offset {first} were trimmed by its retention; read from {first} "
+                               "(partition_info(p).start_offset)", start)
             return depot_records(self._store, depot_id, start, stop)
         if kind == "depot_end":
             return self._stored_end(request[1])
+        if kind == "depot_bounds":  # (first offset still stored, next offset to append)
+            return stored_start(self._store, request[1]), self._stored_end(request[1])
         if kind == "dead_letters":
             prefix = b"dead/" + request[1].encode() + b"/"
             return [dead_decoder.decode(v) for _, v in self._store.iterate("meta", prefix, prefix + b"\xff" * 9)]
@@ -91,3 +99,11 @@ class Reads:
             topology, depot_id = key[len(b"progress/"):-3].decode(), int.from_bytes(key[-2:], "big")
             progress[(topology, depot_id)] = U64.unpack(value)[0]
         return progress
+
+
+def _trimmed(message: str, offset: int) -> NotFound:
+    """A NotFound with its own message (the records existed once)."""
+    error = NotFound.__new__(NotFound)
+    Exception.__init__(error, message)
+    error.kind, error.name, error.known = "record", str(offset), []
+    return error

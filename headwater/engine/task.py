@@ -57,6 +57,7 @@ from headwater.engine.microbatch import COORDINATOR_TASK, BatchCoordinator, Batc
 from headwater.engine.migrations import Migrations
 from headwater.engine.reads import Reads
 from headwater.engine.resources import TaskResources
+from headwater.engine.retention import RETENTION_CHECK_S, Trimmer
 from headwater.engine.rounds import Reply, Round, UniqueIds
 from headwater.engine.runtime import ModuleRuntime
 from headwater.engine.streams import Outcome, Streams
@@ -76,15 +77,18 @@ _FULL = Ack.FULL.value
 class RoundOutcome:
     """What a host needs to know after a round: whether to stop, and when to run the next one."""
 
-    __slots__ = ("backlog", "background", "congested", "stopping")
+    __slots__ = ("backlog", "background", "congested", "stopping", "wake_in_s")
 
-    def __init__(self, stopping: bool, backlog: bool, congested: bool, background: bool = False) -> None:
+    def __init__(self, stopping: bool, backlog: bool, congested: bool, background: bool = False,
+                 wake_in_s: float | None = None) -> None:
         self.stopping = stopping  # a Stop message was taken: run no more rounds
         self.backlog = backlog  # records or replays are left: run another round without waiting
         self.congested = congested  # the module's inboxes are full: look again soon, not at once
         # Background work is left (a migration's rewrite): run another round soon, after letting
         # other threads in (a host pauses briefly, unless a message arrives meanwhile).
         self.background = background
+        # Run a round within this many seconds even if no message comes (timed work: retention).
+        self.wake_in_s = wake_in_s
 
 
 class Task:
@@ -110,6 +114,7 @@ class Task:
             if task_id == COORDINATOR_TASK else {}
         )
         self._migrations = Migrations(runtime, store, clock, task_id)
+        self._trimmer = Trimmer(runtime, task_id, store, clock)
         self._reads = Reads(runtime, task_id, store, transport, self._coordinators, self._streams,
                             self._appends.stored_end, self.resources, self._migrations.report)
 
@@ -149,11 +154,15 @@ class Task:
         self._handle(decoded)
         backlog = self._streams.pump()
         background = False
+        if self._trimmer.due():  # a depot's retention: what may go goes in this round's batch
+            self._trimmer.trim(self._round.batch, self._appends.ends)
         if self._migrations.pending:  # a bounded part of a PState migration, in this round's batch
             background = self._migrations.step(self._round.txn, self._round.batch, busy=bool(batch) or backlog,
                                                interrupted=waiting)
         self._round.end()
-        return RoundOutcome(stopping, backlog, self._streams.congested, background)
+        self._trimmer.compact()
+        wake = RETENTION_CHECK_S if self._trimmer.active else None
+        return RoundOutcome(stopping, backlog, self._streams.congested, background, wake)
 
     @staticmethod
     def _decode(batch: list[bytes]) -> tuple[list[Any], bool]:

@@ -71,6 +71,9 @@ class Store(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    def compact(self, column_family: str, start: bytes, stop: bytes) -> None:  # noqa: B027 - optional
+        """Give back the disk space of what was deleted in [start, stop) (a hint; the default does nothing)."""
+
     def get(self, column_family: str, key: bytes) -> bytes | None:
         return self.reader(column_family).get(key)
 

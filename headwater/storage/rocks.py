@@ -186,6 +186,20 @@ class RocksStore(Store):
         except Exception as e:
             raise StorageError(f"syncing the store at {self.path!r} failed: {e}") from e
 
+    def compact(self, column_family: str, start: bytes, stop: bytes) -> None:
+        """Flush and compact [start, stop) of a column family now, so deleted records leave the disk."""
+        if self._closed:
+            raise Unavailable("the store is closed")
+        try:
+            # Trimmed records may still sit in a memtable, and so in the write-ahead log, which
+            # RocksDB keeps until every column family written with them is flushed: flush them all
+            # (the log files go), then compact the range away.
+            for family in self._families.values():
+                family.flush(True)
+            self._families[column_family].compact_range(start, stop)
+        except Exception as e:
+            raise StorageError(f"compacting the store at {self.path!r} failed: {e}") from e
+
     def checkpoint(self, destination: str | os.PathLike[str]) -> None:
         """A consistent copy of the whole store at `destination` (hard links where it can), as of now."""
         if self._closed:
