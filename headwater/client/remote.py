@@ -29,6 +29,7 @@ import msgspec
 from headwater.client.api import AppendResult, DepotRecord, PartitionInfo, tail_records
 from headwater.client.cluster import ModuleInfo
 from headwater.client.connections import ConnectError, ConnectionLost, ConnectionPool, Response
+from headwater.client.remote_watch import watch_remote
 from headwater.engine.definitions import Ack, Module
 from headwater.errors import (
     AckTimeout,
@@ -236,6 +237,7 @@ class RemoteCluster:
                  timeout_s: float = 30.0) -> None:
         self.url = url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.headers = self._headers  # what every request carries (the token), for the watch sockets too
         self._timeout_s = timeout_s
         self._connections = ConnectionPool(self.url)
         # Where each task's process answers alone (`/api/routes`, a worker of `--workers N`): a
@@ -575,6 +577,23 @@ class RemotePStateExecutor:
             f"clients cannot {op} PState {self._module}.{self._pstate}: PStates change only "
             "through topologies; append an event to a depot instead"
         )
+
+    def watch(self, steps: tuple, callback: Any, on_commit: Any = None) -> Any:
+        """A subscription to the value at `steps`, over the server's watch WebSocket."""
+        query: dict[str, Any] = {"path": msgspec.json.encode(list(steps)).decode()}
+        if self._task is not None:
+            query["task"] = self._task
+        watched = self._schema_at(steps)
+
+        def schema_at(path: tuple) -> Schema:
+            schema = watched
+            for step in path:
+                schema = schema.child(step, "$")[1]
+            return schema
+
+        label = f"{self._module}.{self._pstate}" + "".join(f"[{step!r}]" for step in steps)
+        return watch_remote(self._cluster.url + f"{self._path}/watch", self._cluster.headers, query, schema_at,
+                            _typed, label, callback, on_commit, lambda body: _error_from(body, 0))
 
     def _get(self, steps: tuple, op: str, params: dict[str, Any]) -> Any:
         query = {"path": msgspec.json.encode(list(steps)).decode(), **params}

@@ -34,6 +34,7 @@ class Subscription:
 
         cluster.pstate("game", "scores")["room-1"].watch(callback=fn)   # fn(diff, value), on a
         # background thread that delivers every subscription's diffs: keep it short
+        cluster.pstate("game", "scores")["room-1"].watch(on_commit=fn)  # fn(diffs, value): a commit's together
 
     `.value` is the value after the latest delivered commit; treat it as read-only (it is shared
     by the subscriptions of one path). Iterating yields each diff once; a `Resync(value)` says
@@ -42,10 +43,12 @@ class Subscription:
     """
 
     def __init__(self, label: str, value: Any, callback: Callable[[Diff, Any], None] | None,
-                 on_close: Callable[[Subscription], None]) -> None:
+                 on_close: Callable[[Subscription], None],
+                 on_commit: Callable[[list[Diff], Any], None] | None = None) -> None:
         self.label = label
         self._value = value
         self._callback = callback
+        self._on_commit = on_commit
         self._on_close = on_close
         self._queue: deque[Diff] = deque()
         self._resync = False  # the queue overflowed: the next diff the reader takes is a Resync
@@ -68,6 +71,13 @@ class Subscription:
     def deliver(self, diffs: list[Diff], value: Any) -> None:
         """One commit's diffs (or one Resync), and the value after them."""
         if self.closed:
+            return
+        if self._on_commit is not None:
+            self._value = value
+            try:
+                self._on_commit(diffs, value)
+            except Exception:
+                _log.exception("the commit callback of %s raised", self.label)
             return
         if self._callback is not None:
             self._value = value

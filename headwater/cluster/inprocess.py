@@ -62,7 +62,7 @@ class DeploymentBase(DeployedModule):
     def _stop_tasks(self, reason: str) -> None:
         raise NotImplementedError
 
-    def watch(self, task: int, pstate: str, steps: tuple, callback: Any, label: str) -> Any:
+    def watch(self, task: int, pstate: str, steps: tuple, callback: Any, label: str, *, on_commit: Any = None) -> Any:
         """A subscription to a PState path of `task` (`View.watch`)."""
         raise Unavailable(f"{label} cannot be watched on this kind of cluster yet: watch it on an "
                           "InProcessCluster")
@@ -121,9 +121,9 @@ class Deployment(DeploymentBase):
         self.hub = Hub(self)  # the subscriptions, fed by the tasks' writes; it outlives updates
         self._open(module, catalog)
 
-    def watch(self, task: int, pstate: str, steps: tuple, callback: Any, label: str) -> Any:
+    def watch(self, task: int, pstate: str, steps: tuple, callback: Any, label: str, *, on_commit: Any = None) -> Any:
         self.check_open()
-        return self.hub.subscribe(task, pstate, steps, callback, label)
+        return self.hub.subscribe(task, pstate, steps, callback, label, on_commit=on_commit)
 
     def restart(self, module: Module, catalog: Catalog) -> None:
         super().restart(module, catalog)

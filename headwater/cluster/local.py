@@ -365,10 +365,10 @@ class WorkerDeployment(DeploymentBase):
         self._watches = _RemoteWatches(self)
         self._open(module, catalog)
 
-    def watch(self, task: int, pstate: str, steps: tuple, callback: Any, label: str) -> Any:
+    def watch(self, task: int, pstate: str, steps: tuple, callback: Any, label: str, *, on_commit: Any = None) -> Any:
         """A subscription here to a path of `task`, whose worker sends it each commit's diffs."""
         self.check_open()
-        return self._watches.watch(task, pstate, steps, callback, label)
+        return self._watches.watch(task, pstate, steps, callback, label, on_commit)
 
     def on_watch_diffs(self, envelope: WatchDiffs) -> None:
         self._watches.received(envelope)
@@ -555,9 +555,10 @@ class _RemoteWatches:
         self._closed = False
         self._thread: threading.Thread | None = None
 
-    def watch(self, task: int, pstate: str, steps: tuple, callback: Any, label: str) -> Subscription:
+    def watch(self, task: int, pstate: str, steps: tuple, callback: Any, label: str, on_commit: Any) -> Subscription:
         watch_id = next(self._ids)
-        subscription = Subscription(label, None, callback, functools.partial(self._closed_by_reader, watch_id))
+        subscription = Subscription(label, None, callback, functools.partial(self._closed_by_reader, watch_id),
+                                    on_commit)
         with self._lock:
             if len(self._watches) >= SUBSCRIPTIONS_MAX:
                 raise Unavailable(f"{label} cannot be watched: this module already serves {SUBSCRIPTIONS_MAX:,} "

@@ -61,10 +61,10 @@ class Hub:
 
     # ---- subscribing ------------------------------------------------------------------------
     def subscribe(self, task: int, pstate: str, steps: tuple, callback: Callable[[Diff, Any], None] | None,
-                  label: str) -> Subscription:
+                  label: str, *, on_commit: Callable[[list[Diff], Any], None] | None = None) -> Subscription:
         """A subscription in this process to a path of a task this deployment hosts."""
-        return self.attach(task, pstate, steps, lambda value: Subscription(label, value, callback, self.detach),
-                           label)
+        return self.attach(task, pstate, steps,
+                           lambda value: Subscription(label, value, callback, self.detach, on_commit), label)
 
     def attach(self, task: int, pstate: str, steps: tuple, make: Callable[[Any], Any], label: str) -> Any:
         """Watch a path for a subscriber `make(current value)` builds: anything with `deliver(diffs,

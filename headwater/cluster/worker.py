@@ -384,7 +384,12 @@ class _Deployment(DeployedModule):
         for leader in self.leaders.values():
             leader.start()
 
-    def watch(self, task: int, pstate: str, steps: tuple, watch_id: int, holder: int | None) -> Any:
+    def watch(self, task: int, pstate: str, steps: tuple, callback: Any, label: str, *, on_commit: Any = None) -> Any:
+        """A subscription by a client of this worker (its HTTP front): not served yet."""
+        raise Unavailable(f"{label} cannot be watched from a worker's front yet: serve with --ray or without "
+                          "--workers, or watch it from the process that runs the cluster")
+
+    def forward_watch(self, task: int, pstate: str, steps: tuple, watch_id: int, holder: int | None) -> Any:
         """Send the diffs of a path of task `task` (led here) to subscription `watch_id` in process
         `holder` (a worker, or None: the supervisor); returns the path's current value."""
         forwarder = _Forwarder(self, watch_id, holder)
@@ -676,7 +681,7 @@ class WorkerNode:
         return deployment
 
     def _watch(self, module: str, task: int, pstate: str, steps: tuple, watch_id: int, holder: int | None) -> Any:
-        return self._deployment(module).watch(task, pstate, steps, watch_id, holder)
+        return self._deployment(module).forward_watch(task, pstate, steps, watch_id, holder)
 
     def _unwatch(self, module: str, watch_id: int) -> None:
         deployment = self.deployments.get(module)

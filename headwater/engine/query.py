@@ -107,7 +107,7 @@ class RoutedPStateExecutor:
             return (args[0] if args else None) if found is ABSENT else found
         return source.transport.read(task, ("pstate", self._name, steps, op, args, kwargs or {}))
 
-    def watch(self, steps: tuple[Any, ...], callback: Any) -> Any:
+    def watch(self, steps: tuple[Any, ...], callback: Any, on_commit: Any = None) -> Any:
         source = self._source
         runtime = source.runtime
         task = self._route(runtime, runtime.pstate(self._name), steps)
@@ -115,7 +115,8 @@ class RoutedPStateExecutor:
         if watch is None:
             raise ReadOnlyError(f"PState {runtime.name}.{self._name} cannot be watched from a query: watch it "
                                 "from a client (cluster.pstate(...).watch())")
-        return watch(task, self._name, steps, callback, f"{runtime.name}.{self._name}{_label(steps)}")
+        return watch(task, self._name, steps, callback, f"{runtime.name}.{self._name}{_label(steps)}",
+                     on_commit=on_commit)
 
     def write(self, steps: tuple[Any, ...], op: str, args: tuple[Any, ...] = (),
               kwargs: dict[str, Any] | None = None) -> None:

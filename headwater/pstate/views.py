@@ -133,16 +133,17 @@ class View:
         view, rest = self._split_path(navigators)
         return view._read("select_one", *rest)
 
-    def watch(self, callback: Any = None) -> Any:
+    def watch(self, callback: Any = None, *, on_commit: Any = None) -> Any:
         """Subscribe to the value at this path: an `hw.Subscription` with `.value`, then the diffs
         (`hw.diffs`) of every commit that changes it, in commit order. With `callback`, each diff
-        is passed to `callback(diff, value)` on a background thread instead of queued. Clients
-        watch; a handler reads its PStates directly."""
+        is passed to `callback(diff, value)` on a background thread instead of queued; with
+        `on_commit`, each commit's diffs together, as `on_commit(diffs, value)`. Clients watch; a
+        handler reads its PStates directly."""
         watch = getattr(self._executor, "watch", None)
         if watch is None:
             raise TypeError(f"{self._label()} cannot be watched here: watch() is for clients "
                             "(cluster.pstate(...)); a handler reads its PStates directly")
-        return watch(self._steps, callback)
+        return watch(self._steps, callback, on_commit)
 
     def _split_path(self, navigators: tuple) -> tuple[View, tuple]:
         """Leading plain keys become item access, so the engine can route by the first of them."""

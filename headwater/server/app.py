@@ -11,12 +11,12 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from headwater.client.cluster import Cluster
-from headwater.server import depots, modules, pstates, queries
+from headwater.server import depots, modules, pstates, queries, watch
 from headwater.server.auth import Auth
 from headwater.server.http import (
     MAX_BODY_BYTES_DEFAULT,
@@ -176,11 +176,15 @@ class HeadwaterApp(Starlette):
         return None
 
 
+WATCH_PATH = "/api/modules/{module}/pstates/{pstate}/watch"  # a WebSocket (server/watch.py)
+
+
 def create_app(cluster: Cluster, *, auth: Auth | None = None,
                max_body_bytes: int = MAX_BODY_BYTES_DEFAULT) -> HeadwaterApp:
     """The server for the modules deployed on `cluster` (which the caller keeps and closes)."""
     table = [row for rows in (modules.ROUTES, depots.ROUTES, pstates.ROUTES, queries.ROUTES) for row in rows]
-    routes: list[Any] = [Route(path, fn, methods=methods) for path, fn, methods in table]
+    routes: list[Any] = [WebSocketRoute(WATCH_PATH, watch.watch)]
+    routes += [Route(path, fn, methods=methods) for path, fn, methods in table]
     routes += [Route("/", _to_ui, methods=["GET"]),
                Mount("/ui", StaticFiles(directory=UI_DIRECTORY, html=True), name="ui")]
     hot = [HotRoute(path, fn, method, ANSWERS.get(fn)) for path, fn, methods in table if fn in HOT_ENDPOINTS

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
-from starlette.requests import Request
+from starlette.requests import HTTPConnection
 
 from headwater.client.cluster import Cluster
 from headwater.server.auth import Auth, Token
@@ -32,7 +32,7 @@ class ServerState:
         return decoder
 
 
-def state_of(request: Request) -> ServerState:
+def state_of(request: HTTPConnection) -> ServerState:
     return request.app.state.headwater
 
 

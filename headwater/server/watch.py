@@ -1,0 +1,186 @@
+"""`/api/modules/{m}/pstates/{p}/watch?path=[...]`: a PState path watched over a WebSocket.
+
+The server sends JSON text messages:
+
+- `{"type": "value", "value": V}` first: the value at the path now (null when there is none);
+- `{"type": "diffs", "diffs": [D, ...]}` for each commit that changed it, all of its diffs together,
+  each `{"op": "put", "path": [...], "value": V}`, `{"op": "remove", "path": [...]}`,
+  `{"op": "add" | "discard", "path": [...], "element": E}`, `{"op": "append", "path": [...],
+  "values": [...]}` or `{"op": "truncate", "path": [...], "length": N}` (paths relative to the
+  watched one, as JSON steps);
+- `{"type": "resync", "value": V}` when diffs were dropped (the client fell more than
+  `WATCH_COMMITS_MAX` commits behind, or the module was updated): start again from `V`;
+- `{"type": "heartbeat"}` after `WATCH_HEARTBEAT_S` without another message;
+- `{"type": "error", "error": code, "message": ...}` (the codes of the HTTP API), then the server
+  closes the socket.
+
+The token is the `Authorization: Bearer` header or, for browsers (which cannot set headers on a
+WebSocket), `?token=`; it needs `read` on the module. One socket watches one path; reconnecting
+starts with the current value again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from typing import Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from headwater.client.remote import wire_error
+from headwater.errors import HeadwaterError, PathError
+from headwater.pstate import diffs as d
+from headwater.server.http import ApiError, json_answer
+from headwater.server.paths import decode_path, has_navigators
+from headwater.server.state import state_of
+
+__all__ = ["WATCH_COMMITS_MAX", "WATCH_HEARTBEAT_S", "encode_diff", "watch"]
+
+WATCH_HEARTBEAT_S = 15.0  # a message at least this often, so proxies and clients know the socket lives
+WATCH_COMMITS_MAX = 1_000  # commits a socket holds for a slow client; beyond, it resyncs
+_CLOSE_POLICY = 1008  # the WebSocket close code for a refused request
+
+
+def encode_diff(change: d.Diff) -> dict[str, Any]:
+    """One diff as the JSON the endpoint sends (and the JavaScript client applies)."""
+    if isinstance(change, d.Put):
+        return {"op": "put", "path": list(change.path), "value": change.value}
+    if isinstance(change, d.Remove):
+        return {"op": "remove", "path": list(change.path)}
+    if isinstance(change, (d.Add, d.Discard)):
+        return {"op": "add" if isinstance(change, d.Add) else "discard", "path": list(change.path),
+                "element": change.element}
+    if isinstance(change, d.Append):
+        return {"op": "append", "path": list(change.path), "values": list(change.values)}
+    if isinstance(change, d.Truncate):
+        return {"op": "truncate", "path": list(change.path), "length": change.length}
+    assert isinstance(change, d.Resync)
+    return {"op": "resync", "value": change.value}
+
+
+class _Outbox:
+    """What a socket has to send: commits, filled from the delivering thread, bounded."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._commits: deque[list[d.Diff]] = deque()
+        self._value: Any = None
+        self.resync = False
+        self.ready = asyncio.Event()
+
+    def on_commit(self, diffs: list[d.Diff], value: Any) -> None:  # on the delivering thread
+        self._loop.call_soon_threadsafe(self._add, diffs, value)
+
+    def _add(self, diffs: list[d.Diff], value: Any) -> None:
+        self._value = value
+        if any(isinstance(change, d.Resync) for change in diffs) or len(self._commits) >= WATCH_COMMITS_MAX:
+            self._commits.clear()
+            self.resync = True
+        else:
+            self._commits.append(diffs)
+        self.ready.set()
+
+    def take(self) -> list[dict[str, Any]]:
+        self.ready.clear()
+        if self.resync:
+            self.resync = False
+            self._commits.clear()
+            return [{"type": "resync", "value": self._value}]
+        messages = [{"type": "diffs", "diffs": [encode_diff(change) for change in commit]}
+                    for commit in self._commits]
+        self._commits.clear()
+        return messages
+
+
+async def watch(websocket: WebSocket) -> None:
+    await websocket.accept()
+    subscription = None
+    try:
+        subscription, outbox = await _subscribe(websocket)
+        await _send(websocket, {"type": "value", "value": subscription.value})
+        listening = asyncio.create_task(_until_closed(websocket))
+        try:
+            while not listening.done():
+                waiting = asyncio.create_task(outbox.ready.wait())
+                done, _ = await asyncio.wait({waiting, listening}, timeout=WATCH_HEARTBEAT_S,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if listening in done:
+                    waiting.cancel()
+                    return
+                if waiting not in done:
+                    waiting.cancel()
+                    await _send(websocket, {"type": "heartbeat"})
+                    continue
+                for message in outbox.take():
+                    await _send(websocket, message)
+        finally:
+            listening.cancel()
+    except (HeadwaterError, ApiError, ValueError) as e:
+        await _refuse(websocket, e)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        if subscription is not None:
+            await asyncio.to_thread(subscription.close)
+
+
+async def _subscribe(websocket: WebSocket) -> tuple[Any, _Outbox]:
+    params = websocket.path_params
+    module, name = params["module"], params["pstate"]
+    state = state_of(websocket)
+    token = websocket.query_params.get("token")
+    header = websocket.headers.get("authorization") or (f"Bearer {token}" if token else None)
+    if state.auth.tokens:
+        state.auth.require(header, "read", module)
+    task = websocket.query_params.get("task")
+    try:
+        task_id = None if task is None or task == "" else int(task)
+    except ValueError:
+        raise ApiError(400, "bad_request", f"query parameter task={task!r} must be an integer") from None
+    root = state.cluster.pstate(module, name, task=task_id)
+    raw = websocket.query_params.get("path")
+    steps: Any = [] if raw in (None, "") else _json(raw)
+    if not isinstance(steps, list) or has_navigators(steps):
+        raise PathError(f"path must be a JSON array of keys, fields and indexes (no navigators), not {raw!r}")
+    view = root
+    for step in decode_path(root.schema, steps):
+        view = view[step]
+    outbox = _Outbox(asyncio.get_running_loop())
+    subscription = await asyncio.to_thread(view.watch, on_commit=outbox.on_commit)
+    return subscription, outbox
+
+
+def _json(raw: str) -> Any:
+    import msgspec
+
+    try:
+        return msgspec.json.decode(raw)
+    except msgspec.DecodeError as e:
+        raise ApiError(400, "malformed_json", f"path is not valid JSON: {e}") from None
+
+
+async def _until_closed(websocket: WebSocket) -> None:
+    """Read (and ignore) what the client sends until it closes the socket."""
+    with contextlib.suppress(WebSocketDisconnect):
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+
+
+async def _send(websocket: WebSocket, message: dict[str, Any]) -> None:
+    _, body = json_answer(message)
+    await websocket.send_text(body.decode())
+
+
+async def _refuse(websocket: WebSocket, error: Exception) -> None:
+    if isinstance(error, ApiError):
+        code, message = error.code, error.message
+    elif isinstance(error, HeadwaterError):
+        code, message = wire_error(error)[1], str(error)
+    else:
+        code, message = "bad_request", str(error)
+    with contextlib.suppress(Exception):
+        await _send(websocket, {"type": "error", "error": code, "message": message})
+        await websocket.close(code=_CLOSE_POLICY, reason=code)
