@@ -28,6 +28,7 @@ import msgspec
 
 from headwater.engine import messages
 from headwater.engine.appends import Appends
+from headwater.engine.awaits import AwaitHost
 from headwater.engine.context import Context, RecordInfo
 from headwater.engine.definitions import Ack, Retry
 from headwater.engine.evolution import drop_deleted
@@ -135,6 +136,10 @@ class Task:
         for coordinator in self._coordinators.values():
             coordinator.start()
         self._round.end()
+
+    def await_with(self, host: AwaitHost) -> None:
+        """Run the awaits of `async def` handlers and steps on `host` (which drives an event loop)."""
+        self._streams.await_host = host
 
     def close(self) -> None:
         """The host stopped running rounds: give back what the task holds outside itself."""
