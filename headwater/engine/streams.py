@@ -395,35 +395,41 @@ class Streams:
                               timeout_s=entry.timeout_s, done=partial(self._awaited, entry))
 
     def _awaited(self, entry: _Awaiting, result: Any, error: BaseException | None) -> None:
-        """The host's `done`, under the task's turn: kept for the next round to commit."""
-        self._completed.append((entry, result, error))
+        """The host's `done`, under the task's turn between two rounds: commit it into the coming round.
+
+        Its writes join the round's Txn now rather than in the next round's pump, so that what
+        the other awaiting invocations read from here on includes them."""
+        self._finish_awaited(entry, result, error)
 
     def _commit_awaited(self, budget: int) -> int:
-        """Commit up to `budget` finished awaits (or start their retries); how many were taken."""
+        """Commit up to `budget` invocations that failed before awaiting; how many were taken."""
         taken = 0
         while self._completed and taken < budget:
-            entry, result, error = self._completed.popleft()
+            self._finish_awaited(*self._completed.popleft())
             taken += 1
-            if error is not None and entry.attempts <= entry.retry.times:
-                self._start_awaiting(entry, entry.retry.delay_s(entry.attempts - 1))
-                continue
-            self._awaiting[entry.topology] -= 1
-            invocation = entry.invocation
-            assert invocation is not None
-            if error is None:
-                try:
-                    outcome = Outcome(invocation, messages.dumps(result), None, entry.attempts)
-                except Exception as e:
-                    error = e
-            if error is not None:
-                invocation.outbox.clear()
-                invocation.children_xor = 0
-                invocation.has_children = False
-                invocation.returned = None
-                text = "".join(traceback.format_exception(error))
-                outcome = Outcome(invocation, None, (_error_name(error), text), entry.attempts)
-            entry.finish(outcome)
         return taken
+
+    def _finish_awaited(self, entry: _Awaiting, result: Any, error: BaseException | None) -> None:
+        """Start a failed invocation's retry, or add its outcome to the round (the same as a sync one's)."""
+        if error is not None and entry.attempts <= entry.retry.times:
+            self._start_awaiting(entry, entry.retry.delay_s(entry.attempts - 1))
+            return
+        self._awaiting[entry.topology] -= 1
+        invocation = entry.invocation
+        assert invocation is not None
+        if error is None:
+            try:
+                outcome = Outcome(invocation, messages.dumps(result), None, entry.attempts)
+            except Exception as e:
+                error = e
+        if error is not None:
+            invocation.outbox.clear()
+            invocation.children_xor = 0
+            invocation.has_children = False
+            invocation.returned = None
+            text = "".join(traceback.format_exception(error))
+            outcome = Outcome(invocation, None, (_error_name(error), text), entry.attempts)
+        entry.finish(outcome)
 
     def _commit(self, outcome: Outcome, kind: str, info: RecordInfo, *,
                 dead: DeadLetterEntry | None, hop: Hop | None = None) -> None:
