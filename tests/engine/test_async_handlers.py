@@ -268,3 +268,36 @@ def test_sigkill_while_invocations_await_loses_no_ack_and_processes_every_record
             result = depot.append(Event(event_id, stored[event_id]), idempotency_key=f"e-{event_id}")
             assert result.results == {"handle": event_id}
         assert sum(depot.partition_info(p).end_offset for p in range(depot.partitions)) == len(stored)
+
+
+def test_on_ray_awaits_run_in_the_worker_actor_hosting_the_task(tmp_path):
+    """RayCluster: an async handler and an async step await in the actor's process, concurrently."""
+    pytest.importorskip("ray", reason="Ray is not installed: run `make install` (the ray extra)")
+    from tests.clusters import open_cluster
+
+    m = hw.Module("rayawaits")
+    jobs = m.depot("jobs", Job, partition_by="key")
+    pids = m.pstate("pids", hw.Map(int, int))
+
+    @m.stream(jobs)
+    async def work(ctx: hw.Context, job: Job) -> int:
+        await asyncio.sleep(0.2)
+        ctx.hop(job.key, note, job.key)
+        return job.key
+
+    @m.step
+    async def note(ctx: hw.Context, key: int) -> None:
+        await asyncio.sleep(0.01)
+        ctx.pstate(pids)[key].set(os.getpid())
+        ctx.ack_return(key * 2)
+
+    with open_cluster("ray", tmp_path / "data") as cluster:
+        cluster.deploy(m, tasks=1)
+        started = time.monotonic()
+        cluster.depot("rayawaits", "jobs").append_many([Job(k) for k in range(20)], ack=hw.Ack.APPEND)
+        assert cluster.depot("rayawaits", "jobs").append(Job(20))["work"] == 40
+        wait_until_settled(cluster, "rayawaits")
+        assert time.monotonic() - started < 3.0  # 21 awaits of 0.2 s one after the other take 4.2 s
+        actor_pid = cluster.status()["rayawaits"][0]["pid"]
+        assert actor_pid != os.getpid()
+        assert {cluster.pstate("rayawaits", "pids")[k].get() for k in range(21)} == {actor_pid}
