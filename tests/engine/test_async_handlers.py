@@ -133,6 +133,38 @@ def test_max_awaiting_bounds_the_invocations_awaiting_at_once(cluster):
     assert max(view[k].get() for k in range(40)) == 3
 
 
+def test_hops_to_an_async_step_start_in_arrival_order_within_max_awaiting(cluster):
+    m = hw.Module("landing")
+    jobs = m.depot("jobs", Job, partition_by="key")
+    starts = m.pstate("starts", hw.Map(int, int))
+    peaks = m.pstate("peaks", hw.Map(int, int))
+    m.resource("gauge", lambda task_id: {"now": 0, "peak": 0})
+
+    @m.stream(jobs, max_awaiting=2)
+    def spray(ctx: hw.Context, job: Job) -> str:
+        for i in range(job.n):
+            ctx.hop_task(0, land, i)
+        return "sent"
+
+    @m.step
+    async def land(ctx: hw.Context, i: int) -> None:
+        gauge = ctx.resource("gauge")
+        gauge["now"] += 1
+        gauge["peak"] = max(gauge["peak"], gauge["now"])
+        ctx.pstate(starts)[i].set(ctx.unique_id())
+        try:
+            await asyncio.sleep(0.01 * (i % 3))
+        finally:
+            gauge["now"] -= 1
+        ctx.pstate(peaks)[i].set(gauge["peak"])
+
+    cluster.deploy(m, tasks=1)
+    assert cluster.depot("landing", "jobs").append(Job(1, n=30))["spray"] == "sent"  # after all 30 hops
+    started = [cluster.pstate("landing", "starts")[i].get() for i in range(30)]
+    assert None not in started and started == sorted(started), "hops started out of arrival order"
+    assert max(cluster.pstate("landing", "peaks")[i].get() for i in range(30)) == 2
+
+
 def flaky_module(*, awaiting: bool) -> hw.Module:
     """The same topology as a sync handler or as an async one: appenders must not see a difference."""
     m = hw.Module("flaky")
@@ -301,3 +333,59 @@ def test_on_ray_awaits_run_in_the_worker_actor_hosting_the_task(tmp_path):
         actor_pid = cluster.status()["rayawaits"][0]["pid"]
         assert actor_pid != os.getpid()
         assert {cluster.pstate("rayawaits", "pids")[k].get() for k in range(21)} == {actor_pid}
+
+
+def test_a_local_cluster_worker_killed_while_awaiting_comes_back_and_loses_nothing(tmp_path):
+    """SIGKILL a LocalCluster worker while its tasks' invocations await: keyed appends retried
+    through the restart all get their results, and every stored record is processed at least once."""
+    import threading
+
+    from tests.cluster.test_local_cluster import RECOVERY_S_MAX, append_retrying, kill_worker
+    from tests.clusters import open_cluster
+    from tests.engine.async_crash_app import Event, module
+
+    with open_cluster("local", tmp_path) as cluster:
+        cluster.deploy(module(), tasks=3)
+        depot = cluster.depot("awaity", "events")
+        acked: dict[int, int] = {}
+        errors: list[BaseException] = []
+        stop = threading.Event()
+        deadline = time.monotonic() + RECOVERY_S_MAX
+
+        def appender(worker: int) -> None:
+            for i in range(100_000):
+                if stop.is_set():
+                    return
+                event_id = worker * 1_000_000 + i
+                try:
+                    acked[event_id] = append_retrying(depot, Event(event_id, event_id % 7), f"e-{event_id}",
+                                                      deadline)["handle"]
+                except BaseException as e:  # reported below
+                    errors.append(e)
+                    return
+
+        threads = [threading.Thread(target=appender, args=(w,)) for w in range(6)]
+        for thread in threads:
+            thread.start()
+        while len(acked) < 200 and not errors:
+            time.sleep(0.01)
+        kill_worker(cluster, 1)
+        before = len(acked)
+        while len(acked) < before + 200 and not errors and time.monotonic() < deadline:
+            time.sleep(0.01)
+        stop.set()
+        for thread in threads:
+            thread.join(RECOVERY_S_MAX)
+        assert not errors, errors[:3]
+        assert len(acked) >= before + 200, "the cluster did not serve again after the worker died"
+        assert all(result == event_id for event_id, result in acked.items())
+        stored = {record.event.id: record.event.key
+                  for partition in range(depot.partitions) for record in depot.read(partition, 0, limit=1_000_000)}
+        assert len(stored) == sum(depot.partition_info(p).end_offset for p in range(depot.partitions)), (
+            "an event was appended twice")
+        assert set(acked) <= set(stored), "an acked append is missing after the worker died"
+        wait_until_settled(cluster, "awaity")
+        seen, echo = cluster.pstate("awaity", "seen"), cluster.pstate("awaity", "echo")
+        for event_id, key in stored.items():
+            assert (seen[key][event_id].get() or 0) >= 1, f"event {event_id} was never processed"
+            assert (echo[event_id].get() or 0) >= 1, f"the hop of event {event_id} never ran"
