@@ -89,7 +89,7 @@ def run(env: Env) -> Section:
         f"async at `max_awaiting={MAX_AWAITING}` (per task) against a blocking handler (records/s, goal ≥ 20×):",
         table(["cluster", "blocking", "async", "async ÷ blocking"], rows),
     ])
-    return Section("async_handlers", "Async handlers: a 20 ms external call per record", markdown, data)
+    return Section("async", "10. Async handlers: a 20 ms external call per record", markdown, data)
 
 
 def main() -> None:
