@@ -57,8 +57,17 @@ def main(path: str, run: int) -> None:
             with lock:
                 print(f"ACK {event_id} {result.results.get('handle')}", flush=True)
 
+    def batches(worker: int) -> None:  # many records in flight at once: some finish out of order
+        for i in range(0, 100_000, 20):
+            ids = [run * 10_000_000 + worker * 1_000_000 + i + j for j in range(20)]
+            depot.append_many([Event(event_id, event_id % 7) for event_id in ids], ack=hw.Ack.APPEND)
+            with lock:
+                for event_id in ids:
+                    print(f"ACK {event_id} None", flush=True)
+
     for worker in range(8):
         threading.Thread(target=appender, args=(worker,), daemon=True).start()
+    threading.Thread(target=batches, args=(9,), daemon=True).start()
     threading.Event().wait()
 
 

@@ -49,11 +49,11 @@ def test_an_await_does_not_block_other_records_or_other_topologies(cluster):
     cluster.deploy(m, tasks=2)
     started = time.monotonic()
     cluster.depot("calls", "slow").append_many([Job(k, n=k, wait_s=0.2) for k in range(50)], ack=hw.Ack.APPEND)
-    cluster.depot("calls", "slow").append_many([Job(k, n=k, wait_s=3.0) for k in range(100, 104)], ack=hw.Ack.APPEND)
+    cluster.depot("calls", "slow").append_many([Job(k, n=k, wait_s=6.0) for k in range(100, 104)], ack=hw.Ack.APPEND)
     # While those await, both tasks go on with the sync topology's records.
     for k in range(10):
         assert cluster.depot("calls", "quick").append(Job(k, n=k))["count"] == 2 * k
-    assert time.monotonic() - started < 2.5, "the sync topology waited for the awaits"
+    assert time.monotonic() - started < 4.0, "the sync topology waited for the awaits"
     assert cluster.depot("calls", "slow").append(Job(77, n=5, wait_s=0.2))["call_api"] == 5
     view = cluster.pstate("calls", "answers")
     deadline = time.monotonic() + 10
@@ -281,8 +281,9 @@ def test_sigkill_while_invocations_await_loses_no_ack_and_processes_every_record
 
     acked: dict[int, int | None] = {}
     for run in range(2):  # crash twice on the same data: recovery itself must survive a crash
-        acked |= _run_and_kill(tmp_path, run, acks_before_kill=300)
-    assert all(result == event_id for event_id, result in acked.items()), "a full ack carried a wrong result"
+        acked |= _run_and_kill(tmp_path, run, acks_before_kill=600)
+    assert all(result in (event_id, None) for event_id, result in acked.items()), "a full ack carried a wrong result"
+    assert any(result is None for result in acked.values()) and any(acked.values()), "both kinds of append acked"
     with hw.InProcessCluster(tmp_path) as cluster:
         cluster.deploy(module())
         depot = cluster.depot("awaity", "events")
@@ -313,7 +314,7 @@ def test_on_ray_awaits_run_in_the_worker_actor_hosting_the_task(tmp_path):
 
     @m.stream(jobs)
     async def work(ctx: hw.Context, job: Job) -> int:
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.5)
         ctx.hop(job.key, note, job.key)
         return job.key
 
@@ -329,7 +330,7 @@ def test_on_ray_awaits_run_in_the_worker_actor_hosting_the_task(tmp_path):
         cluster.depot("rayawaits", "jobs").append_many([Job(k) for k in range(20)], ack=hw.Ack.APPEND)
         assert cluster.depot("rayawaits", "jobs").append(Job(20))["work"] == 40
         wait_until_settled(cluster, "rayawaits")
-        assert time.monotonic() - started < 3.0  # 21 awaits of 0.2 s one after the other take 4.2 s
+        assert time.monotonic() - started < 6.0  # 21 awaits of 0.5 s one after the other take 10.5 s
         actor_pid = cluster.status()["rayawaits"][0]["pid"]
         assert actor_pid != os.getpid()
         assert {cluster.pstate("rayawaits", "pids")[k].get() for k in range(21)} == {actor_pid}
