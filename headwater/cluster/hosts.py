@@ -83,6 +83,7 @@ class TaskThread:
         # Invocations of async handlers awaiting on this process's AwaitLoop (cancelled at stop).
         self._awaits: set[concurrent.futures.Future[Any]] = set()
         self._awaits_lock = threading.Lock()
+        self._held = False  # the task holds messages it took (hops waiting for an async slot)
         task.await_with(self)
 
     def open_resources(self) -> ResourceError | None:
@@ -231,6 +232,9 @@ class TaskThread:
         started = time.monotonic()
         with self._batching():
             outcome = self.task.run_round(self.inbox.take(INBOX_DRAIN_MAX), self.inbox.waiting)
+        if outcome.held_bytes or self._held:
+            self.inbox.hold(outcome.held_bytes)
+            self._held = bool(outcome.held_bytes)
         self._poll()
         self._stopping = self._stopping or outcome.stopping
         self._backlog, self._congested, self._background = outcome.backlog, outcome.congested, outcome.background

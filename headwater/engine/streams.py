@@ -13,7 +13,8 @@ may finish in another order than they started. A topology's progress never passe
 has not finished: after a crash, the records from the stored progress on run again, including
 any that finished out of order (at-least-once, as for every stream record). At most
 `max_awaiting` invocations of a topology await at once; records wait in their depot and hops in
-`_held_hops` until one finishes.
+`_held_hops` until one finishes. The host counts the held hops' bytes as its inbox's
+(`RoundOutcome.held_bytes`), so the bound on fan-out (`Transport.congested`) covers them too.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ _log = logging.getLogger("headwater.task")
 PUMP_RECORDS_MAX = 256  # records processed per round before the inbox is looked at again
 PUMP_TIME_MAX_S = 0.02  # ... or this much time, so new appends are made durable while handlers are slow
 ROUND_SEND_BYTES_MAX = 16 * 1024 * 1024  # a round starts no more records once its handlers sent this much
+HOP_FIXED_BYTES = 64  # what a hop's message holds besides its arguments and names, about
 
 
 class Outcome:
@@ -148,6 +150,7 @@ class Streams:
         self._started: dict[tuple[str, int], tuple[deque[int], set[int]]] = {}
         self._completed: deque[tuple[_Awaiting, Any, BaseException | None]] = deque()
         self._held_hops: deque[tuple[Hop, DeadLetterEntry | None]] = deque()
+        self.held_bytes = 0  # about what the held hops took in the inbox (the host counts them there)
 
     # ---- recovery ----------------------------------------------------------------------------
     def recover(self, batch: Batch) -> None:
@@ -192,22 +195,25 @@ class Streams:
     def pump(self) -> bool:
         """Advance topologies over their backlog; True when work remains for the next round.
 
-        Nothing starts while the module's inboxes are congested: what a record's handler sends
+        No record starts while the module's inboxes are congested: what a record's handler sends
         (hops, appends) would only queue up in memory behind them.
         """
-        self.congested = self._transport.congested()
-        if self.congested:
-            return True
         budget = PUMP_RECORDS_MAX
-        round_ = self._round
-        monotonic = self._clock.monotonic
-        deadline = monotonic() + PUMP_TIME_MAX_S
+        # Before the congestion check: what was already taken must go on, or a task whose held
+        # hops fill its own inbox's share would never start them.
         if self._completed:  # first, so that their slots are free for the records below
             budget -= self._commit_awaited(budget)
         while self._held_hops and budget and self._has_slot(self._held_hops[0][0].topology):
             hop, dead = self._held_hops.popleft()
+            self.held_bytes -= _held_size(hop)
             self.run_hop(hop, dead=dead, held=True)
             budget -= 1
+        self.congested = self._transport.congested()
+        if self.congested:
+            return True
+        round_ = self._round
+        monotonic = self._clock.monotonic
+        deadline = monotonic() + PUMP_TIME_MAX_S
         while self._replays and budget and round_.outgoing_bytes < ROUND_SEND_BYTES_MAX:
             self._trees.resend(*self._replays.popleft())
             budget -= 1
@@ -292,6 +298,7 @@ class Streams:
         if self._step_awaits(hop.step):
             if (self._held_hops and not held) or not self._has_slot(hop.topology):
                 self._held_hops.append((hop, dead))  # in arrival order, behind those already held
+                self.held_bytes += _held_size(hop)
                 return
             timeout_s = stream.await_timeout_s if stream is not None else AWAIT_TIMEOUT_S_DEFAULT
             self._start_awaiting(_Awaiting(hop.topology, hop.tree, info, call, retry, hop.depth, timeout_s,
@@ -459,6 +466,11 @@ class Streams:
     @staticmethod
     def partition_for(depot: DepotRuntime, event: Any) -> int:
         return depot.partition_for(event)
+
+
+def _held_size(hop: Hop) -> int:
+    """About the bytes of a held hop's message (its arguments and names, plus its fixed fields)."""
+    return len(hop.args) + len(hop.step) + len(hop.topology) + len(hop.depot) + HOP_FIXED_BYTES
 
 
 def _error_name(error: BaseException) -> str:

@@ -77,15 +77,19 @@ _FULL = Ack.FULL.value
 class RoundOutcome:
     """What a host needs to know after a round: whether to stop, and when to run the next one."""
 
-    __slots__ = ("backlog", "background", "congested", "stopping")
+    __slots__ = ("backlog", "background", "congested", "held_bytes", "stopping")
 
-    def __init__(self, stopping: bool, backlog: bool, congested: bool, background: bool = False) -> None:
+    def __init__(self, stopping: bool, backlog: bool, congested: bool, background: bool = False,
+                 held_bytes: int = 0) -> None:
         self.stopping = stopping  # a Stop message was taken: run no more rounds
         self.backlog = backlog  # records or replays are left: run another round without waiting
         self.congested = congested  # the module's inboxes are full: look again soon, not at once
         # Background work is left (a migration's rewrite): run another round soon, after letting
         # other threads in (a host pauses briefly, unless a message arrives meanwhile).
         self.background = background
+        # Bytes of hops the task took and holds until a slot of their async topology frees up: the
+        # host counts them as its inbox's, so senders back off (the bound on fan-out holds them too).
+        self.held_bytes = held_bytes
 
 
 class Task:
@@ -158,7 +162,7 @@ class Task:
             background = self._migrations.step(self._round.txn, self._round.batch, busy=bool(batch) or backlog,
                                                interrupted=waiting)
         self._round.end()
-        return RoundOutcome(stopping, backlog, self._streams.congested, background)
+        return RoundOutcome(stopping, backlog, self._streams.congested, background, self._streams.held_bytes)
 
     @staticmethod
     def _decode(batch: list[bytes]) -> tuple[list[Any], bool]:

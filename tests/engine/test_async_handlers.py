@@ -165,6 +165,50 @@ def test_hops_to_an_async_step_start_in_arrival_order_within_max_awaiting(cluste
     assert max(cluster.pstate("landing", "peaks")[i].get() for i in range(30)) == 2
 
 
+@pytest.mark.in_process_only("its step waits for an event of the test's, which a worker process gets a copy of")
+def test_hops_held_for_a_slot_count_as_the_receivers_inbox_so_fan_out_stops(cluster):
+    import threading
+
+    from headwater.cluster.transport import INBOX_BYTES_MAX
+    from headwater.engine.streams import ROUND_SEND_BYTES_MAX
+
+    m = hw.Module("heldbytes")
+    jobs = m.depot("jobs", Job, partitioned=False)  # every record on task 0
+    gate = threading.Event()
+    received = m.pstate("received", hw.List(int))  # one per task
+    payload_bytes = 256 * 1024
+
+    @m.stream(jobs, max_awaiting=1)
+    def spray(ctx: hw.Context, job: Job) -> None:
+        ctx.hop_task(1, land, job.key, bytes(payload_bytes))
+
+    @m.step
+    async def land(ctx: hw.Context, key: int, payload: bytes) -> None:
+        deadline = time.monotonic() + 10
+        while not gate.is_set() and time.monotonic() < deadline:  # one awaits; task 1 holds the others
+            await asyncio.sleep(0.005)
+        ctx.pstate(received).append(key)
+
+    cluster.deploy(m, tasks=2)
+    records = 2 * (INBOX_BYTES_MAX + ROUND_SEND_BYTES_MAX) // payload_bytes
+    cluster.depot("heldbytes", "jobs").append_many([Job(k) for k in range(records)], ack="append")
+    inbox = cluster._deployments["heldbytes"].transport._inboxes[1]
+    most, deadline = 0, time.monotonic() + 1.0
+    while time.monotonic() < deadline:  # task 0 sends until task 1's inbox and held hops are full, then waits
+        most = max(most, inbox.queued_bytes)
+        time.sleep(0.005)
+    gate.set()
+    # One round's sends more than for queued hops: while task 1's round takes its messages and
+    # has not yet said how much it holds, task 0 may see room for one more round.
+    assert INBOX_BYTES_MAX < most <= INBOX_BYTES_MAX + 2 * ROUND_SEND_BYTES_MAX + 2 * payload_bytes
+    view = cluster.pstate("heldbytes", "received", task=1)
+    deadline = time.monotonic() + 60
+    while view.size() < records:  # then everything flows
+        assert time.monotonic() < deadline, "fan-out never resumed"
+        time.sleep(0.01)
+    assert inbox.queued_bytes == 0
+
+
 def flaky_module(*, awaiting: bool) -> hw.Module:
     """The same topology as a sync handler or as an async one: appenders must not see a difference."""
     m = hw.Module("flaky")
