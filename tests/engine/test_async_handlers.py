@@ -209,6 +209,35 @@ def test_hops_held_for_a_slot_count_as_the_receivers_inbox_so_fan_out_stops(clus
     assert inbox.queued_bytes == 0
 
 
+def versioned_module(version: int) -> hw.Module:
+    m = hw.Module("versions")
+    jobs = m.depot("jobs", Job, partition_by="key")
+    handled = m.pstate("handled", hw.Map(int, int))
+
+    @m.stream(jobs)
+    async def work(ctx: hw.Context, job: Job) -> int:
+        await asyncio.sleep(job.wait_s)
+        ctx.pstate(handled)[job.key].set(version)
+        return version
+
+    return m
+
+
+def test_an_update_while_invocations_await_runs_them_again_under_the_new_code(cluster):
+    cluster.deploy(versioned_module(1), tasks=2)
+    depot = cluster.depot("versions", "jobs")
+    assert depot.append(Job(0))["work"] == 1
+    depot.append_many([Job(k, wait_s=1.0) for k in range(1, 21)], ack=hw.Ack.APPEND)
+    time.sleep(0.2)  # they are awaiting
+    started = time.monotonic()
+    cluster.update(versioned_module(2))
+    assert time.monotonic() - started < 5.0, "stopping waited for the awaits"
+    assert depot.append(Job(30))["work"] == 2
+    wait_until_settled(cluster, "versions")
+    handled = cluster.pstate("versions", "handled")
+    assert [handled[k].get() for k in range(21)] == [1] + [2] * 20  # cancelled by the stop: run again
+
+
 def flaky_module(*, awaiting: bool) -> hw.Module:
     """The same topology as a sync handler or as an async one: appenders must not see a difference."""
     m = hw.Module("flaky")
