@@ -44,10 +44,8 @@ class AwaitLoop:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
 
 
-async def sleep_then(delay_s: float, awaitable: Awaitable[Any], timeout_s: float) -> Any:
-    """Await `awaitable` after `delay_s`, for at most `timeout_s` (a `TimeoutError` that says so)."""
-    if delay_s > 0:
-        await asyncio.sleep(delay_s)
+async def within(awaitable: Awaitable[Any], timeout_s: float) -> Any:
+    """Await `awaitable` for at most `timeout_s` (then a `TimeoutError` that says so)."""
     timeout = asyncio.timeout(timeout_s)
     try:
         async with timeout:

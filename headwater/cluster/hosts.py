@@ -8,6 +8,7 @@ own thread (`run_round_here`, flat combining), which skips two hand-offs of the 
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import contextlib
 import logging
@@ -17,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
-from headwater.cluster.awaiting import AwaitLoop, sleep_then
+from headwater.cluster.awaiting import AwaitLoop, within
 from headwater.cluster.pollers import POLLER_STOP_WAIT_S, Poller
 from headwater.cluster.transport import Inbox
 from headwater.engine import messages
@@ -118,20 +119,26 @@ class TaskThread:
         self._closer.start()
 
     # ---- the engine's AwaitHost ------------------------------------------------------------
-    def spawn(self, awaitable: Awaitable[Any], *, delay_s: float, timeout_s: float,
+    def spawn(self, start: Callable[[], Awaitable[Any]], *, delay_s: float, timeout_s: float,
               done: Callable[[Any, BaseException | None], None]) -> None:
         """Await on the process's loop, each step under the turn; `done` under the turn, then a round."""
-        future = AwaitLoop.shared().submit(self._await(awaitable, delay_s, timeout_s, done))
+        future = AwaitLoop.shared().submit(self._await(start, delay_s, timeout_s, done))
         with self._awaits_lock:
             self._awaits.add(future)
         future.add_done_callback(self._awaited)
 
-    async def _await(self, awaitable: Awaitable[Any], delay_s: float, timeout_s: float,
+    async def _await(self, start: Callable[[], Awaitable[Any]], delay_s: float, timeout_s: float,
                      done: Callable[[Any, BaseException | None], None]) -> None:
         result: Any = None
         error: BaseException | None = None
+        if delay_s > 0:
+            await asyncio.sleep(delay_s)
         try:
-            result = await sleep_then(delay_s, Stepped(awaitable, self._turn), timeout_s)
+            with self._turn:
+                if not self._live:
+                    return
+                awaitable = start()
+            result = await within(Stepped(awaitable, self._turn), timeout_s)
         except Exception as e:  # the handler's failure: the engine retries it or dead-letters it
             error = e
         with self._turn:  # blocks this loop only while a round runs; rounds never wait for the loop

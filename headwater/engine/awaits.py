@@ -1,10 +1,11 @@
 """Invocations that await: what the engine asks of its host to run an `async def` handler or step.
 
-The engine imports no concurrency, so it never runs an event loop. Calling an `async def`
-handler only creates its coroutine; the engine hands it to its host (`AwaitHost.spawn`), which
-drives it on an event loop and, when it finishes, calls `done` while holding the task's turn
-(no round runs meanwhile), then wakes the task. The engine keeps the outcome and commits it in
-its next round, like a sync invocation's.
+The engine imports no concurrency, so it never runs an event loop. The engine asks its host
+to run an attempt (`AwaitHost.spawn`); when the attempt begins, the host calls the engine's
+`start` under the task's turn, which calls the `async def` handler (that only creates its
+coroutine) and returns it wrapped; the host drives it on an event loop and, when it finishes,
+calls `done` under the turn (no round runs meanwhile), then wakes the task. The engine adds the
+outcome to the coming round, like a sync invocation's.
 
 Between two awaits a coroutine runs the handler's code, which reads and writes PStates: each
 step of it (`Stepped`) runs inside `around`, which points the task's views at that invocation's
@@ -29,11 +30,12 @@ AWAIT_TIMEOUT_S_MAX = 3_600.0
 class AwaitHost(Protocol):
     """What a host gives a task that runs `async def` handlers."""
 
-    def spawn(self, awaitable: Awaitable[Any], *, delay_s: float, timeout_s: float,
+    def spawn(self, start: Callable[[], Awaitable[Any]], *, delay_s: float, timeout_s: float,
               done: Callable[[Any, BaseException | None], None]) -> None:
-        """Start awaiting `awaitable` after `delay_s`; at most `timeout_s` later call `done(result,
-        None)` or `done(None, error)` (a `TimeoutError` when the time ran out) under the task's
-        turn, then wake the task for a round. `done` is never called once the task has stopped."""
+        """After `delay_s`, call `start()` under the task's turn and await what it returns; at most
+        `timeout_s` later call `done(result, None)` or `done(None, error)` (what `start` or the
+        awaitable raised, or a `TimeoutError` when the time ran out) under the task's turn, then
+        wake the task for a round. Neither is called once the task has stopped."""
 
 
 class Stepped:

@@ -23,7 +23,7 @@ import inspect
 import logging
 import traceback
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -378,28 +378,35 @@ class Streams:
         return self._awaiting.get(topology, 0) < (stream.max_awaiting if stream is not None else MAX_AWAITING_DEFAULT)
 
     def _start_awaiting(self, entry: _Awaiting, delay_s: float = 0.0) -> None:
-        """Call the handler for a fresh coroutine (over a fresh Txn) and hand it to the host."""
+        """Ask the host to begin an attempt of `entry` (after `delay_s`: a retry's back-off)."""
         if entry.attempts == 0:
             self._awaiting[entry.topology] = self._awaiting.get(entry.topology, 0) + 1
         entry.attempts += 1
+        entry.invocation = None
+        if self.await_host is None:
+            self._completed.append((entry, None, TypeError(f"{entry.topology!r}: this task's host runs no async "
+                                                           "handlers")))
+            return
+        self.await_host.spawn(partial(self._begin, entry), delay_s=delay_s, timeout_s=entry.timeout_s,
+                              done=partial(self._awaited, entry))
+
+    def _begin(self, entry: _Awaiting) -> Awaitable[Any]:
+        """The host's `start`, under the task's turn: call the handler over a fresh Txn for its coroutine.
+
+        Called only when the await begins, so an attempt the host drops before (a stop during a
+        retry's back-off) leaves no coroutine behind that was never awaited."""
         invocation = entry.invocation = Invocation(entry.topology, entry.tree, entry.info, Txn(self._round.live),
                                                    entry.depth)
         slot = self._views.slot
         slot.txn, slot.writer = invocation.txn, "stream"
         try:
-            if self.await_host is None:
-                raise TypeError(f"{entry.topology!r}: this task's host runs no async handlers")
             awaitable = entry.call(Context(self.runtime, self, invocation, self._views))
-        except Exception as e:
-            self._completed.append((entry, None, e))
-            return
         finally:
             slot.txn = FINISHED
         if not inspect.isawaitable(awaitable):
-            self._completed.append((entry, awaitable, None))
-            return
-        self.await_host.spawn(Stepped(awaitable, _CurrentInvocation(slot, invocation.txn)), delay_s=delay_s,
-                              timeout_s=entry.timeout_s, done=partial(self._awaited, entry))
+            raise TypeError(f"{entry.topology!r}: an async handler or step returned {type(awaitable).__name__}, "
+                            "not a coroutine")
+        return Stepped(awaitable, _CurrentInvocation(slot, invocation.txn))
 
     def _awaited(self, entry: _Awaiting, result: Any, error: BaseException | None) -> None:
         """The host's `done`, under the task's turn between two rounds: commit it into the coming round.
@@ -409,7 +416,7 @@ class Streams:
         self._finish_awaited(entry, result, error)
 
     def _commit_awaited(self, budget: int) -> int:
-        """Commit up to `budget` invocations that failed before awaiting; how many were taken."""
+        """Commit up to `budget` invocations that could not start (no host for awaits); how many were taken."""
         taken = 0
         while self._completed and taken < budget:
             self._finish_awaited(*self._completed.popleft())
@@ -423,7 +430,8 @@ class Streams:
             return
         self._awaiting[entry.topology] -= 1
         invocation = entry.invocation
-        assert invocation is not None
+        if invocation is None:  # it failed before its handler was called (no host for awaits)
+            invocation = entry.invocation = Invocation(entry.topology, entry.tree, entry.info, None, entry.depth)
         if error is None:
             try:
                 outcome = Outcome(invocation, messages.dumps(result), None, entry.attempts)

@@ -238,6 +238,33 @@ def test_an_update_while_invocations_await_runs_them_again_under_the_new_code(cl
     assert [handled[k].get() for k in range(21)] == [1] + [2] * 20  # cancelled by the stop: run again
 
 
+@pytest.mark.in_process_only("it counts attempts in an object of the test's")
+def test_a_close_during_a_retry_back_off_returns_at_once_and_leaves_no_coroutine_behind(tmp_path, recwarn):
+    import gc
+
+    m = hw.Module("backoff")
+    jobs = m.depot("jobs", Job, partition_by="key")
+    attempts: list[int] = []
+
+    @m.stream(jobs, retry=hw.Retry(times=1, backoff=4.0))
+    async def work(ctx: hw.Context, job: Job) -> None:
+        attempts.append(job.key)
+        await asyncio.sleep(0)
+        raise ConnectionError("down")
+
+    cluster = hw.InProcessCluster(tmp_path / "data")
+    cluster.deploy(m, tasks=1)
+    cluster.depot("backoff", "jobs").append(Job(1), ack=hw.Ack.APPEND)
+    deadline = time.monotonic() + 10
+    while not attempts and time.monotonic() < deadline:
+        time.sleep(0.01)
+    started = time.monotonic()
+    cluster.close()  # the second attempt waits 4 s to begin: nothing of it exists yet
+    assert time.monotonic() - started < 3.0 and attempts == [1]
+    gc.collect()
+    assert not [w for w in recwarn if "never awaited" in str(w.message)]
+
+
 def flaky_module(*, awaiting: bool) -> hw.Module:
     """The same topology as a sync handler or as an async one: appenders must not see a difference."""
     m = hw.Module("flaky")
