@@ -139,6 +139,10 @@ class TaskThread:
                     return
                 awaitable = start()
             result = await within(Stepped(awaitable, self._turn), timeout_s)
+        except asyncio.CancelledError as e:
+            if not self._live:
+                raise  # the task stopped (`_cancel_awaits`)
+            error = e  # the handler's code cancelled itself: a failure like another, or its slot would never free
         except Exception as e:  # the handler's failure: the engine retries it or dead-letters it
             error = e
         with self._turn:  # blocks this loop only while a round runs; rounds never wait for the loop

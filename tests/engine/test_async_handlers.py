@@ -339,6 +339,25 @@ def test_an_await_past_its_timeout_fails_like_a_raising_handler(cluster):
     assert jobs_.append(Job(1, n=2))["call"] == 2  # its slot was given back
 
 
+def test_a_handler_that_cancels_itself_is_dead_lettered_and_frees_its_slot(cluster):
+    m = hw.Module("selfcancel")
+    jobs = m.depot("jobs", Job, partition_by="key")
+
+    @m.stream(jobs, max_awaiting=1)
+    async def call(ctx: hw.Context, job: Job) -> int:
+        if job.fail:
+            raise asyncio.CancelledError()  # as a library may, when its own timeout fires
+        await asyncio.sleep(0)
+        return job.n
+
+    cluster.deploy(m, tasks=1)
+    depot = cluster.depot("selfcancel", "jobs")
+    with pytest.raises(hw.HandlerError) as raised:
+        depot.append(Job(1, fail=True))
+    assert raised.value.error_type.endswith("CancelledError")
+    assert depot.append(Job(1, n=7))["call"] == 7
+
+
 def test_async_microbatch_handlers_and_bad_bounds_are_definition_errors():
     m = hw.Module("defs")
     jobs = m.depot("jobs", Job)
