@@ -28,7 +28,8 @@ from bench.common import loadavg, machine
 from bench.harness import DOCS, PLOTS, Env, Section
 
 RESULTS = Path(__file__).resolve().parent / "results"
-WORKLOADS = ["registration", "stack", "reads", "bank", "wordcount", "restart", "wire", "replication", "migration", "reactivity"]
+WORKLOADS = ["registration", "stack", "reads", "bank", "wordcount", "restart", "wire", "replication", "migration",
+             "reactivity", "async"]
 
 
 def _workload(name: str) -> Callable[[Env], Section]:
@@ -36,7 +37,8 @@ def _workload(name: str) -> Callable[[Env], Section]:
 
     module = {"registration": "compare_registration", "stack": "compare_stack", "reads": "compare_reads",
               "bank": "compare_bank", "wordcount": "compare_wordcount", "restart": "restart",
-              "wire": "wire_framing", "replication": "replication", "migration": "migration", "reactivity": "reactivity"}[name]
+              "wire": "wire_framing", "replication": "replication", "migration": "migration",
+              "reactivity": "reactivity", "async": "async_handlers"}[name]
     return importlib.import_module(f"bench.{module}").run
 
 

@@ -8,16 +8,21 @@ own thread (`run_round_here`, flat combining), which skips two hand-offs of the 
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
+from typing import Any
 
+from headwater.cluster.awaiting import AwaitLoop, within
 from headwater.cluster.pollers import POLLER_STOP_WAIT_S, Poller
 from headwater.cluster.transport import Inbox
 from headwater.engine import messages
+from headwater.engine.awaits import Stepped
 from headwater.engine.messages import Stop
 from headwater.engine.task import INBOX_DRAIN_MAX, Task
 from headwater.errors import ResourceError
@@ -77,6 +82,11 @@ class TaskThread:
         self._stop_asked = threading.Event()  # wakes a task waiting to retry its resources
         self._closer: threading.Thread | None = None
         self._pollers: dict[tuple[int, int], Poller] = {}  # per external depot partition: its source's reader
+        # Invocations of async handlers awaiting on this process's AwaitLoop (cancelled at stop).
+        self._awaits: set[concurrent.futures.Future[Any]] = set()
+        self._awaits_lock = threading.Lock()
+        self._held = False  # the task holds messages it took (hops waiting for an async slot)
+        task.await_with(self)
 
     def open_resources(self) -> ResourceError | None:
         """Build the task's resources now (before `start`); the error if a factory raised."""
@@ -101,12 +111,59 @@ class TaskThread:
         deadline = time.monotonic() + POLLER_STOP_WAIT_S
         for poller in list(self._pollers.values()):
             poller.join(deadline)
+        self._cancel_awaits()
         self.task.close()
         # A close() is user code that may hang on a dead server: it runs on a thread of its own,
         # so that stopping every task waits for all of them together, and at most a bound.
         self._closer = threading.Thread(target=self.task.resources.close, daemon=True,
                                         name=f"headwater-{self.task.runtime.name}-close-{self.task.task_id}")
         self._closer.start()
+
+    # ---- the engine's AwaitHost ------------------------------------------------------------
+    def spawn(self, start: Callable[[], Awaitable[Any]], *, delay_s: float, timeout_s: float,
+              done: Callable[[Any, BaseException | None], None]) -> None:
+        """Await on the process's loop, each step under the turn; `done` under the turn, then a round."""
+        future = AwaitLoop.shared().submit(self._await(start, delay_s, timeout_s, done))
+        with self._awaits_lock:
+            self._awaits.add(future)
+        future.add_done_callback(self._awaited)
+
+    async def _await(self, start: Callable[[], Awaitable[Any]], delay_s: float, timeout_s: float,
+                     done: Callable[[Any, BaseException | None], None]) -> None:
+        result: Any = None
+        error: BaseException | None = None
+        if delay_s > 0:
+            await asyncio.sleep(delay_s)
+        try:
+            with self._turn:
+                if not self._live:
+                    return
+                awaitable = start()
+            result = await within(Stepped(awaitable, self._turn), timeout_s)
+        except asyncio.CancelledError as e:
+            if not self._live:
+                raise  # the task stopped (`_cancel_awaits`)
+            error = e  # the handler's code cancelled itself: a failure like another, or its slot would never free
+        except Exception as e:  # the handler's failure: the engine retries it or dead-letters it
+            error = e
+        with self._turn:  # blocks this loop only while a round runs; rounds never wait for the loop
+            if not self._live:
+                return  # stopped: the record runs again when the task is next started
+            done(result, error)
+        self.inbox.poke()
+
+    def _awaited(self, future: concurrent.futures.Future[Any]) -> None:
+        with self._awaits_lock:
+            self._awaits.discard(future)
+        error = None if future.cancelled() else future.exception()
+        if error is not None:
+            self._failed(error)  # a bug of the engine's in `done`
+
+    def _cancel_awaits(self) -> None:
+        with self._awaits_lock:
+            awaiting = list(self._awaits)
+        for future in awaiting:
+            future.cancel()
 
     def wait_closed(self, deadline: float) -> bool:
         """Wait until the resources are closed or `deadline` (time.monotonic) passes; False if not closed."""
@@ -187,6 +244,9 @@ class TaskThread:
         started = time.monotonic()
         with self._batching():
             outcome = self.task.run_round(self.inbox.take(INBOX_DRAIN_MAX), self.inbox.waiting)
+        if outcome.held_bytes or self._held:
+            self.inbox.hold(outcome.held_bytes)
+            self._held = bool(outcome.held_bytes)
         self._poll()
         self._stopping = self._stopping or outcome.stopping
         self._backlog, self._congested, self._background = outcome.backlog, outcome.congested, outcome.background

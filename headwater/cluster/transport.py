@@ -148,11 +148,14 @@ class Inbox:
     every message is taken by whichever thread runs the next round, in arrival order; `poke`
     wakes the task thread with no message (a round run elsewhere left work behind)."""
 
-    __slots__ = ("_items", "_mutex", "_wake", "_sleeping", "_poked", "queued_bytes")
+    __slots__ = ("_items", "_mutex", "_wake", "_sleeping", "_poked", "_held_bytes", "queued_bytes")
 
     def __init__(self) -> None:
         self._items: deque[bytes] = deque()
-        self.queued_bytes = 0  # of the messages waiting: read without the mutex, as a hint
+        # Of the messages waiting, and of those the task took but holds (`hold`): read without the
+        # mutex, as a hint, by the transport's `congested`.
+        self.queued_bytes = 0
+        self._held_bytes = 0
         self._mutex = threading.Lock()
         self._wake = threading.Lock()
         self._wake.acquire()
@@ -196,6 +199,13 @@ class Inbox:
                 else:
                     self._wake.acquire()  # woken just after the timeout: take the release back
             self._poked = False
+
+    def hold(self, held_bytes: int) -> None:
+        """The task holds this many bytes of messages it took (hops waiting for a slot of an async
+        topology): they count towards the inbox's fill, so senders back off as for queued ones."""
+        with self._mutex:
+            self.queued_bytes += held_bytes - self._held_bytes
+            self._held_bytes = held_bytes
 
     def take(self, count_max: int) -> list[bytes]:
         """The oldest messages, at most `count_max` of them (none if none wait)."""

@@ -18,6 +18,7 @@ from typing import Any
 
 import msgspec
 
+from headwater.engine.awaits import AWAIT_TIMEOUT_S_DEFAULT, AWAIT_TIMEOUT_S_MAX, MAX_AWAITING_DEFAULT, MAX_AWAITING_MAX
 from headwater.errors import DefinitionError
 from headwater.schema.types import Migrated, Migration
 
@@ -166,6 +167,8 @@ class StreamDecl:
     fn: Callable[..., Any]
     start_from: Any
     retry: Retry
+    max_awaiting: int = MAX_AWAITING_DEFAULT  # for an async handler or steps: invocations awaiting per task
+    await_timeout_s: float = AWAIT_TIMEOUT_S_DEFAULT  # an invocation awaiting longer fails
 
 
 @dataclass(eq=False)
@@ -348,6 +351,8 @@ class Module:
         name: str | None = None,
         start_from: Any = "end",
         retry: Retry = Retry.NONE,
+        max_awaiting: int = MAX_AWAITING_DEFAULT,
+        await_timeout_s: float = AWAIT_TIMEOUT_S_DEFAULT,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Register `fn(ctx, event)` as a stream topology of `depots`: called once per record, in order per partition.
 
@@ -355,17 +360,23 @@ class Module:
         first deploy: `"end"`, `"beginning"`, a `datetime`, or `{partition: offset}`. `retry`
         retries a raising handler on its task before the record becomes a dead letter. What the
         handler returns (or sets with `ctx.ack_return`) is the full-ack appender's result.
+
+        The handler and its steps may be `async def`: while one awaits, its task goes on with other
+        records and hops. At most `max_awaiting` of the topology's invocations await at once per
+        task; one still running after `await_timeout_s` fails with `TimeoutError` (then `retry`).
         """
         if not depots or (callable(depots[0]) and not isinstance(depots[0], (DepotDecl, str))):
             raise DefinitionError("@module.stream needs the depots it subscribes to: @module.stream(my_depot)")
         _check_start_from(start_from)
         if not isinstance(retry, Retry):
             raise DefinitionError(f"retry must be a headwater.Retry, not {retry!r}")
+        _check_awaits(max_awaiting, await_timeout_s)
 
         def register(fn: Callable[..., Any]) -> Callable[..., Any]:
             topology = self._claim("topology", name or fn.__name__, self.topologies)
             resolved = tuple(self._resolve_depot(d, topology) for d in depots)
-            self.streams[topology] = StreamDecl(self, topology, resolved, fn, start_from, retry)
+            self.streams[topology] = StreamDecl(self, topology, resolved, fn, start_from, retry, max_awaiting,
+                                                float(await_timeout_s))
             return fn
 
         return register
@@ -389,6 +400,11 @@ class Module:
         _check_start_from(start_from)
 
         def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+            if inspect.iscoroutinefunction(fn):
+                raise DefinitionError(
+                    f"microbatch topology {name or fn.__name__!r}: the handler is `async def`, but microbatch "
+                    "handlers run synchronously inside their batch; make it a plain def, or use an async "
+                    "@module.stream topology for work that awaits")
             topology = self._claim("topology", name or fn.__name__, self.topologies)
             resolved = tuple(self._resolve_depot(d, topology) for d in depots)
             self.microbatches[topology] = MicrobatchDecl(self, topology, resolved, fn, bool(per_batch), start_from)
@@ -521,3 +537,12 @@ def _check_start_from(start_from: Any) -> None:
         f"start_from={start_from!r} is not valid: use 'end', 'beginning', a datetime, "
         "or {partition: offset}"
     )
+
+
+def _check_awaits(max_awaiting: Any, await_timeout_s: Any) -> None:
+    if type(max_awaiting) is not int or not 1 <= max_awaiting <= MAX_AWAITING_MAX:
+        raise DefinitionError(f"max_awaiting must be an int from 1 to {MAX_AWAITING_MAX}, not {max_awaiting!r}")
+    if (not isinstance(await_timeout_s, (int, float)) or isinstance(await_timeout_s, bool)
+            or not 0 < await_timeout_s <= AWAIT_TIMEOUT_S_MAX):
+        raise DefinitionError(f"await_timeout_s must be a number of seconds in (0, {AWAIT_TIMEOUT_S_MAX:g}], "
+                              f"not {await_timeout_s!r}")

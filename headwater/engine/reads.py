@@ -7,6 +7,7 @@ while a round runs; in process they run in the caller's thread.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from headwater.engine import messages
@@ -80,7 +81,12 @@ class Reads:
             _, step_name, payload = request
             args, kwargs = messages.loads(payload)
             step = self._runtime.step(step_name)
-            return step.fn(Context(self._runtime, self._context_host, None, self._views), *args, **kwargs)
+            result = step.fn(Context(self._runtime, self._context_host, None, self._views), *args, **kwargs)
+            if inspect.iscoroutine(result):
+                result.close()
+                raise TypeError(f"step {step_name!r} is `async def`: a query's ctx.call runs steps without "
+                                "awaiting; call a plain step from queries")
+            return result
         if kind == "query":
             _, name, payload, depth = request
             args, kwargs = messages.loads(payload)

@@ -20,7 +20,7 @@ from headwater.engine.txns import add_txn_to_batch
 from headwater.pstate import Txn
 from headwater.storage import Batch, Store
 
-__all__ = ["Reply", "Round", "UniqueIds", "admitted_bytes"]
+__all__ = ["Reply", "Round", "RoundWrites", "UniqueIds", "admitted_bytes"]
 
 _FULL = Ack.FULL.value
 
@@ -64,11 +64,31 @@ class UniqueIds:
             self._dirty = False
 
 
+class RoundWrites:
+    """Reads committed state with the writes of whichever round is being run over it.
+
+    An invocation that awaits lives across rounds: its Txn sits over this rather than over one
+    round's Txn, so what it reads after an await includes what other invocations committed or
+    merged meanwhile, never a finished round's overlay that later writes have replaced.
+    """
+
+    __slots__ = ("_round",)
+
+    def __init__(self, round_: Round) -> None:
+        self._round = round_
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._round.txn.get(key)
+
+    def iterate(self, start: bytes, stop: bytes | None = None, *, reverse: bool = False) -> Any:
+        return self._round.txn.iterate(start, stop, reverse=reverse)
+
+
 class Round:
     """The effects of the round being run (one at a time per task), and the group commit that ends it."""
 
-    __slots__ = ("admission", "batch", "durable_replies", "outgoing", "outgoing_bytes", "progress", "replies", "txn",
-                 "unanswered", "unsynced", "_reader", "_store", "_task_id", "_transport", "_unique")
+    __slots__ = ("admission", "batch", "durable_replies", "live", "outgoing", "outgoing_bytes", "progress", "replies",
+                 "txn", "unanswered", "unsynced", "_reader", "_store", "_task_id", "_transport", "_unique")
 
     def __init__(self, store: Store, transport: Transport, task_id: int, unique: UniqueIds) -> None:
         self._store = store
@@ -80,6 +100,7 @@ class Round:
         # progress and metadata commit in one batch; only then do its messages go out.
         self.batch = Batch()
         self.txn = Txn(self._reader)
+        self.live = RoundWrites(self)  # what an awaiting invocation's Txn reads through
         self.outgoing: list[tuple[int, bytes]] = []
         self.outgoing_bytes = 0  # of what handlers of this round sent (hops, appends)
         self.replies: list[tuple[int, bytes]] = []

@@ -28,6 +28,7 @@ import msgspec
 
 from headwater.engine import messages
 from headwater.engine.appends import Appends
+from headwater.engine.awaits import AwaitHost
 from headwater.engine.context import Context, RecordInfo
 from headwater.engine.definitions import Ack, Retry
 from headwater.engine.evolution import drop_deleted
@@ -77,16 +78,19 @@ _FULL = Ack.FULL.value
 class RoundOutcome:
     """What a host needs to know after a round: whether to stop, and when to run the next one."""
 
-    __slots__ = ("backlog", "background", "congested", "stopping", "wake_in_s")
+    __slots__ = ("backlog", "background", "congested", "held_bytes", "stopping", "wake_in_s")
 
     def __init__(self, stopping: bool, backlog: bool, congested: bool, background: bool = False,
-                 wake_in_s: float | None = None) -> None:
+                 held_bytes: int = 0, wake_in_s: float | None = None) -> None:
         self.stopping = stopping  # a Stop message was taken: run no more rounds
         self.backlog = backlog  # records or replays are left: run another round without waiting
         self.congested = congested  # the module's inboxes are full: look again soon, not at once
         # Background work is left (a migration's rewrite): run another round soon, after letting
         # other threads in (a host pauses briefly, unless a message arrives meanwhile).
         self.background = background
+        # Bytes of hops the task took and holds until a slot of their async topology frees up: the
+        # host counts them as its inbox's, so senders back off (the bound on fan-out holds them too).
+        self.held_bytes = held_bytes
         # Run a round within this many seconds even if no message comes (timed work: retention).
         self.wake_in_s = wake_in_s
 
@@ -141,6 +145,10 @@ class Task:
             coordinator.start()
         self._round.end()
 
+    def await_with(self, host: AwaitHost) -> None:
+        """Run the awaits of `async def` handlers and steps on `host` (which drives an event loop)."""
+        self._streams.await_host = host
+
     def close(self) -> None:
         """The host stopped running rounds: give back what the task holds outside itself."""
         for coordinator in self._coordinators.values():
@@ -162,7 +170,8 @@ class Task:
         self._round.end()
         self._trimmer.compact()
         wake = RETENTION_CHECK_S if self._trimmer.active else None
-        return RoundOutcome(stopping, backlog, self._streams.congested, background, wake)
+        return RoundOutcome(stopping, backlog, self._streams.congested, background, self._streams.held_bytes,
+                            wake)
 
     @staticmethod
     def _decode(batch: list[bytes]) -> tuple[list[Any], bool]:
