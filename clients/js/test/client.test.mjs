@@ -102,6 +102,18 @@ describe("reads and queries", () => {
     assert.deepEqual(await room.selectOne("scores", Nav.LAST), ["cy", 5]); // a map entry
   });
 
+  test("task: one task's part of a partitioned map", async () => {
+    const parts = await Promise.all([0, 1].map((task) => hw.pstate("game", "counts", { task }).keys()));
+    assert.equal(parts.flat().filter((room) => room === "q1").length, 1); // on exactly one of the two tasks
+    const owner = parts[0].includes("q1") ? 0 : 1;
+    assert.deepEqual(await hw.pstate("game", "counts", { task: owner }).at("q1").get(), { 7: 2 });
+    const watched = await hw.pstate("game", "counts", { task: owner }).watch();
+    watched.close();
+    assert.deepEqual(watched.value.q1, { 7: 2 });
+    const wholeMap = await rejection(hw.pstate("game", "counts").get());
+    assert.equal(wholeMap.code, "path_error"); // a whole partitioned map needs a task
+  });
+
   test("a query takes its arguments and answers its value", async () => {
     assert.equal(await hw.query("game", "room_total")("q1"), 12);
     assert.equal(await hw.query("game", "room_total")("empty"), 0);
