@@ -141,19 +141,25 @@ export class Client {
     }
     const waitS = options.timeoutS === undefined ? this.timeoutS : options.timeoutS + TIMEOUT_MARGIN_S;
     const abort = new AbortController();
-    const timer = setTimeout(() => abort.abort(), waitS * 1000);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    // The bound holds even for a fetch that ignores its signal: the wait races a timer.
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        abort.abort();
+        reject(new HeadwaterError("timeout", `no answer from ${this.url}${path} within ${waitS} s; an append may `
+          + "still land: retry it with the same idempotencyKey to be sure it lands once"));
+      }, waitS * 1000);
+    });
     let response: Response;
     let text: string;
     try {
-      response = await this.fetchFn(target, { method, headers, body, signal: abort.signal });
-      text = await response.text();
+      [response, text] = await Promise.race([this.answer(target, { method, headers, body, signal: abort.signal }), late]);
     } catch (e) {
-      if (abort.signal.aborted) {
-        throw new HeadwaterError("timeout", `no answer from ${this.url}${path} within ${waitS} s; an append may `
-          + "still land: retry it with the same idempotencyKey to be sure it lands once");
-      }
-      throw new HeadwaterError("unavailable", `cannot reach headwater at ${this.url} (${method} ${path}): `
-        + `${(e as Error).message}; is the server running there? An append without an idempotencyKey may have landed`);
+      if (e instanceof HeadwaterError) throw e;
+      const cause = (e as { cause?: { code?: string; message?: string } }).cause;
+      const why = cause ? `${(e as Error).message}: ${cause.code ?? cause.message}` : (e as Error).message;
+      throw new HeadwaterError("unavailable", `cannot reach headwater at ${this.url} (${method} ${path}): ${why}; `
+        + "is the server running there? An append without an idempotencyKey may have landed");
     } finally {
       clearTimeout(timer);
     }
@@ -172,6 +178,11 @@ export class Client {
         response.status);
     }
     return parsed;
+  }
+
+  private async answer(target: string, init: RequestInit): Promise<[Response, string]> {
+    const response = await this.fetchFn(target, init);
+    return [response, await response.text()];
   }
 }
 

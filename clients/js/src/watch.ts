@@ -56,7 +56,8 @@ export class Subscription<T = unknown> implements AsyncIterable<Commit<T>> {
   private socket: WebSocketLike | null = null;
   private generation = 0; // events of sockets from an older generation are ignored
   private silence: ReturnType<typeof setTimeout> | null = null;
-  private wake: (() => void) | null = null;
+  private wake: (() => void) | null = null; // ends the wait between tries to connect again
+  private cancel: (() => void) | null = null; // ends a try to connect under way
   private iterating = false;
   private readonly pending: Commit<T>[] = [];
   private readonly waiters: Waiter<T>[] = [];
@@ -116,10 +117,12 @@ export class Subscription<T = unknown> implements AsyncIterable<Commit<T>> {
       let waiting = true; // for the first message
       const fail = (error: HeadwaterError) => {
         waiting = false;
+        this.cancel = null;
         clearTimeout(timer);
         this.detach(socket);
         reject(error);
       };
+      this.cancel = () => fail(new HeadwaterError("unavailable", `watching ${this.label}: closed while connecting`));
       const timer = setTimeout(() => fail(new HeadwaterError("timeout",
         `cannot watch ${this.label}: no first message within ${WATCH_CONNECT_S} s`)), WATCH_CONNECT_S * 1000);
       socket.onerror = () => {}; // a close event follows every error
@@ -145,6 +148,7 @@ export class Subscription<T = unknown> implements AsyncIterable<Commit<T>> {
           fail(new HeadwaterError("bad_response", `cannot watch ${this.label}: the first message is not the value`));
         } else {
           waiting = false;
+          this.cancel = null;
           clearTimeout(timer);
           this.heard();
           resolve(message.value ?? null);
@@ -255,6 +259,7 @@ export class Subscription<T = unknown> implements AsyncIterable<Commit<T>> {
     this.closed = true;
     this.connected = false;
     this.error = error;
+    this.cancel?.();
     if (this.socket) this.detach(this.socket);
     this.wake?.();
     for (const waiter of this.waiters.splice(0)) {

@@ -6,7 +6,7 @@ import { after, before, describe, test } from "node:test";
 import { WebSocket } from "ws";
 
 import { connect, HeadwaterError, Nav, applyDiff } from "../dist/index.js";
-import { startServer, TOKENS, waitFor } from "./server.mjs";
+import { freePort, startServer, TOKENS, waitFor } from "./server.mjs";
 
 let server;
 let hw;
@@ -157,15 +157,18 @@ describe("errors", () => {
   });
 
   test("an unreachable server, and an answer that never comes", async () => {
-    const nowhere = connect("http://127.0.0.1:9", { timeoutS: 5 });
+    const nowhere = connect(`http://127.0.0.1:${await freePort()}`, { timeoutS: 5 }); // nothing listens there
     const unavailable = await rejection(nowhere.pstate("game", "rooms").at("x").get());
     assert.deepEqual([unavailable.code, unavailable.status], ["unavailable", 0]);
+    assert.match(unavailable.message, /ECONNREFUSED/);
     const hanging = (_, init) => new Promise((_resolve, reject) => {
       init.signal.addEventListener("abort", () => reject(new Error("aborted")));
     });
     const slow = connect(server.url, { fetch: hanging, timeoutS: 0.2 });
     const timeout = await rejection(slow.pstate("game", "rooms").at("x").get());
     assert.equal(timeout.code, "timeout");
+    const deaf = connect(server.url, { fetch: () => new Promise(() => {}), timeoutS: 0.2 }); // ignores its signal
+    assert.equal((await rejection(deaf.pstate("game", "rooms").at("x").get())).code, "timeout");
     const mute = await rejection(hw.pstate("game", "rooms").at(1).watch());
     assert.equal(mute.code, "path_error");
   });
@@ -256,14 +259,19 @@ describe("watching", () => {
     try {
       await hw.depot("game", "ops").append(op("r1", "score", "ann", 1));
       await waitFor(() => watched.value?.ann === 1, "the first score");
+      let closedCommits = 0;
+      const closedWhileDown = await view.watch({ onChange: () => closedCommits++ });
       await server.stop({ keepData: true });
-      await waitFor(() => !watched.connected, "the drop to be noticed");
+      await waitFor(() => !watched.connected && !closedWhileDown.connected, "the drop to be noticed");
+      closedWhileDown.close(); // while it tries to connect again: it stops trying
       server = await startServer({ port: server.port, data: server.data });
       await waitFor(() => watched.connected, "the watch to connect again", 20);
       assert.deepEqual(commits.at(-1).diffs, [{ op: "resync", value: { ann: 1 } }]);
       await hw.depot("game", "ops").append(op("r1", "score", "bo", 2));
       await waitFor(() => watched.value?.bo === 2, "a score after the restart");
       assert.deepEqual(watched.value, { ann: 1, bo: 2 });
+      assert.equal(closedCommits, 0);
+      assert.equal(closedWhileDown.connected, false);
     } finally {
       watched.close();
     }
