@@ -264,7 +264,7 @@ describe("watching", () => {
       await server.stop({ keepData: true });
       await waitFor(() => !watched.connected && !closedWhileDown.connected, "the drop to be noticed");
       closedWhileDown.close(); // while it tries to connect again: it stops trying
-      server = await startServer({ port: server.port, data: server.data });
+      server = await startServer({ port: server.port, data: server.data, ownsData: true });
       await waitFor(() => watched.connected, "the watch to connect again", 20);
       assert.deepEqual(commits.at(-1).diffs, [{ op: "resync", value: { ann: 1 } }]);
       await hw.depot("game", "ops").append(op("r1", "score", "bo", 2));

@@ -27,10 +27,12 @@ export async function freePort() {
   });
 }
 
-/** Start a server (on `port` and `data` when given: a restart); resolves once it answers. */
-export async function startServer({ port, data } = {}) {
+/**
+ * Start a server (on `port` and `data` when given: a restart); resolves once it answers. `stop()`
+ * removes the data directory if `ownsData` (by default: when this call made it).
+ */
+export async function startServer({ port, data, ownsData = data === undefined } = {}) {
   port ??= await freePort();
-  const ownsData = data === undefined;
   data ??= await mkdtemp(join(tmpdir(), "headwater-js-"));
   const env = {
     ...process.env,
