@@ -26,9 +26,9 @@ run: $(STAMP)
 	$(PY) -m headwater.cli serve examples/app.py --data $(DATA) --port $(PORT)
 
 # ruff and mypy check the package first (seconds; their settings are in pyproject.toml). The
-# browser tests drive Debian's chromium, and the source adapters' tests Debian's redis-server and
-# postgresql: install them when missing (as root, or with passwordless sudo); if that is impossible
-# those tests skip and say why.
+# browser tests drive Debian's chromium, the source adapters' tests Debian's redis-server and
+# postgresql, and the JavaScript client's tests (clients/js) node 20 or later with npm: install them
+# when missing (as root, or with passwordless sudo); if that is impossible those tests skip and say why.
 test: $(STAMP)
 	$(PY) -m ruff check headwater
 	$(PY) -m mypy headwater
@@ -44,6 +44,12 @@ test: $(STAMP)
 	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql redis-server >/dev/null; \
 	  fi; \
 	  command -v redis-server >/dev/null || echo "make test: could not install redis-server; the RedisStream tests will skip"; }
+	@{ command -v node && command -v npm; } >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO=none; fi; \
+	  if [ "$$SUDO" != none ] && command -v apt-get >/dev/null; then \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nodejs npm >/dev/null; \
+	  fi; \
+	  command -v npm >/dev/null || echo "make test: could not install nodejs and npm; the JavaScript client's tests will skip"; }
 	$(PY) -m pytest -q
 
 # The documentation site (MkDocs Material + mkdocstrings) into site/; --strict turns every warning
