@@ -29,7 +29,7 @@ from bench.harness import DOCS, PLOTS, Env, Section
 
 RESULTS = Path(__file__).resolve().parent / "results"
 WORKLOADS = ["registration", "stack", "reads", "bank", "wordcount", "restart", "wire", "replication", "migration",
-             "reactivity", "async"]
+             "reactivity", "async", "ingestion"]
 
 
 def _workload(name: str) -> Callable[[Env], Section]:
@@ -38,7 +38,7 @@ def _workload(name: str) -> Callable[[Env], Section]:
     module = {"registration": "compare_registration", "stack": "compare_stack", "reads": "compare_reads",
               "bank": "compare_bank", "wordcount": "compare_wordcount", "restart": "restart",
               "wire": "wire_framing", "replication": "replication", "migration": "migration",
-              "reactivity": "reactivity", "async": "async_handlers"}[name]
+              "reactivity": "reactivity", "async": "async_handlers", "ingestion": "ingestion"}[name]
     return importlib.import_module(f"bench.{module}").run
 
 
