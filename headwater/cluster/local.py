@@ -18,17 +18,13 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import copy
-import functools
 import importlib.machinery
 import inspect
 import io
-import itertools
 import json
 import logging
 import marshal
 import os
-import pickle
 import socket
 import subprocess
 import sys
@@ -46,10 +42,9 @@ import msgspec
 
 from headwater.client.replies import ReplyRouter
 from headwater.client.seam import ClientTransport, check_may_wait
-from headwater.client.subscriptions import Subscription
 from headwater.cluster.inprocess import DeploymentBase, InProcessCluster
 from headwater.cluster.replication import ReplicaSet
-from headwater.cluster.watching import SUBSCRIPTIONS_MAX
+from headwater.cluster.watching import RemoteWatches
 from headwater.cluster.wire import CLIENT_PROCESS_SHIFT, Call, Failed, Hello, Link, ToClient, ToTask, WatchDiffs
 from headwater.cluster.worker import RemoteGate
 from headwater.engine import messages
@@ -58,8 +53,6 @@ from headwater.engine.messages import Redrive
 from headwater.engine.runtime import Catalog, ModuleRuntime
 from headwater.engine.transport import check_message
 from headwater.errors import DefinitionError, NotFound, ResourceError, Unavailable
-from headwater.pstate.diffs import Resync
-from headwater.pstate.diffs import apply as apply_diff
 
 __all__ = ["LocalCluster", "WORKERS_MAX", "SubprocessWorker", "WorkerProcess"]
 
@@ -362,7 +355,7 @@ class WorkerDeployment(DeploymentBase):
         self.client_id = client_id
         self.closed = False
         self._workers = workers
-        self._watches = _RemoteWatches(self)
+        self._watches = RemoteWatches(self)
         self._open(module, catalog)
 
     def watch(self, task: int, pstate: str, steps: tuple, callback: Any, label: str, *, on_commit: Any = None) -> Any:
@@ -530,118 +523,6 @@ class WorkerDeployment(DeploymentBase):
             except Unavailable:
                 pass  # a worker that is gone holds nothing
         self.router.fail_all(reason)
-
-
-WATCH_FRAMES_MAX = 10_000  # diff frames received and not yet delivered; beyond, the watch is read again
-
-
-class _RemoteWatches:
-    """The subscriptions of a deployment here to paths of tasks on its workers.
-
-    The worker leading a task sends each commit's diffs (`WatchDiffs`); they arrive on a link's
-    reader thread, which only queues them: a thread of this deployment applies them to the
-    subscription's value and delivers them, so a slow callback never holds up a link. When the
-    task moves (a restart, a failover, an update), the watch is made again where it runs, and its
-    subscription gets a `Resync`."""
-
-    def __init__(self, deployment: WorkerDeployment) -> None:
-        self._deployment = deployment
-        self._lock = threading.Lock()
-        self._ids = itertools.count(1)
-        self._watches: dict[int, tuple[Subscription, int, str, tuple]] = {}  # id -> (subscription, task, pstate, steps)
-        self._frames: collections.deque[WatchDiffs] = collections.deque()
-        self._stale: set[int] = set()  # watches whose frames were dropped: read again
-        self._wake = threading.Event()
-        self._closed = False
-        self._thread: threading.Thread | None = None
-
-    def watch(self, task: int, pstate: str, steps: tuple, callback: Any, label: str, on_commit: Any) -> Subscription:
-        watch_id = next(self._ids)
-        subscription = Subscription(label, None, callback, functools.partial(self._closed_by_reader, watch_id),
-                                    on_commit)
-        with self._lock:
-            if len(self._watches) >= SUBSCRIPTIONS_MAX:
-                raise Unavailable(f"{label} cannot be watched: this module already serves {SUBSCRIPTIONS_MAX:,} "
-                                  "subscriptions; close some")
-            self._watches[watch_id] = (subscription, task, pstate, steps)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="headwater-watch-remote", daemon=True)
-                self._thread.start()
-        try:
-            subscription.start(self._deployment.watch_on(task, pstate, steps, watch_id))
-        except BaseException:
-            with self._lock:
-                self._watches.pop(watch_id, None)
-            raise
-        return subscription
-
-    def _closed_by_reader(self, watch_id: int, subscription: Subscription) -> None:
-        self._unwatch(watch_id)
-
-    def _unwatch(self, watch_id: int) -> None:
-        with self._lock:
-            found = self._watches.pop(watch_id, None)
-        if found is not None:
-            self._deployment.unwatch_on(found[1], watch_id)
-
-    def received(self, envelope: WatchDiffs) -> None:
-        with self._lock:
-            if len(self._frames) >= WATCH_FRAMES_MAX:
-                self._stale.update(frame.watch for frame in self._frames)
-                self._frames.clear()
-                self._stale.add(envelope.watch)
-            else:
-                self._frames.append(envelope)
-        self._wake.set()
-
-    def again(self, tasks: set[int] | None) -> None:
-        """The watches of `tasks` (None: all) are made again where those tasks run now."""
-        with self._lock:
-            self._stale.update(i for i, (_, task, _, _) in self._watches.items() if tasks is None or task in tasks)
-        self._wake.set()
-
-    def _run(self) -> None:
-        while True:
-            self._wake.wait()
-            self._wake.clear()
-            with self._lock:
-                if self._closed:
-                    return
-                frames, self._frames = self._frames, collections.deque()
-                stale, self._stale = self._stale, set()
-                watches = dict(self._watches)
-            for watch_id in stale:
-                if watch_id in watches:
-                    self._resync(watch_id, *watches[watch_id])
-            for frame in frames:
-                found = watches.get(frame.watch)
-                if found is None or frame.watch in stale:
-                    continue
-                subscription = found[0]
-                # A new value object per commit, as in process: a reader holding the previous one
-                # (to apply the diffs to it itself) must not see it change.
-                value = copy.deepcopy(subscription.value)
-                for change in pickle.loads(frame.diffs):  # values of their own: the reader's stay as sent
-                    value = apply_diff(value, change)
-                subscription.deliver(pickle.loads(frame.diffs), value)
-
-    def _resync(self, watch_id: int, subscription: Subscription, task: int, pstate: str, steps: tuple) -> None:
-        try:
-            value = self._deployment.watch_on(task, pstate, steps, watch_id)
-        except Unavailable:
-            with self._lock:
-                self._stale.add(watch_id)  # its worker is restarting: try again when it is back
-            return
-        subscription.deliver([Resync(value)], value)
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            subscriptions = [found[0] for found in self._watches.values()]
-            self._watches.clear()
-        self._wake.set()
-        for subscription in subscriptions:
-            subscription.close()
 
 
 class _ReplicaSets:

@@ -49,7 +49,7 @@ from headwater.cluster.replication import (
     task_directory,
 )
 from headwater.cluster.transport import COMMIT_WAIT_MAX_S, INBOX_BYTES_MAX, Inbox, _CommitGate
-from headwater.cluster.watching import Hub, WatchedStore
+from headwater.cluster.watching import Hub, RemoteWatches, WatchedStore
 from headwater.cluster.wire import (
     CLIENT_PROCESS_SHIFT,
     Call,
@@ -206,6 +206,13 @@ class WorkerTransport(ClientTransport):
         self._readers.pop(task_id, None)
         self._rounds.pop(task_id, None)
 
+    def placement_of(self, task_id: int) -> int:
+        """The worker leading `task_id`."""
+        return self._placement[task_id]
+
+    def tasks_on(self, worker: int) -> set[int]:
+        return {task for task, where in enumerate(self._placement) if where == worker}
+
     def move(self, task_id: int, worker: int) -> None:
         """Task `task_id` is led by `worker` from now on (a failover): messages and reads go there."""
         self._placement[task_id] = worker
@@ -313,6 +320,7 @@ class _Deployment(DeployedModule):
         self.replicas: dict[int, Replica] = {}
         self.hub = Hub(self)  # subscriptions to the paths of the tasks led here, for any process
         self._forwarders: dict[int, _Forwarder] = {}  # watch id -> where its diffs go
+        self.remote_watches = RemoteWatches(self)  # this worker's clients' watches of tasks led elsewhere
         me = node.worker_id
         for task_id, (_, replicas, _) in enumerate(sets):
             if me in replicas[1:]:
@@ -362,6 +370,7 @@ class _Deployment(DeployedModule):
     def moved(self, task_id: int, worker: int) -> None:
         """Task `task_id` is led by `worker` now: send to it there. If this worker led it (a leader
         cut off and deposed meanwhile), it stops here; it follows again when this worker restarts."""
+        self.remote_watches.again({task_id})
         host = self.hosts.pop(task_id, None)
         if host is not None:
             stop_hosts([host])
@@ -385,9 +394,23 @@ class _Deployment(DeployedModule):
             leader.start()
 
     def watch(self, task: int, pstate: str, steps: tuple, callback: Any, label: str, *, on_commit: Any = None) -> Any:
-        """A subscription by a client of this worker (its HTTP front): not served yet."""
-        raise Unavailable(f"{label} cannot be watched from a worker's front yet: serve with --ray or without "
-                          "--workers, or watch it from the process that runs the cluster")
+        """A subscription by a client of this worker (its HTTP front): from this worker's hub if it
+        leads the task, else from the worker that does, which sends it the diffs."""
+        self.check_open()
+        if task in self.hosts:
+            return self.hub.subscribe(task, pstate, steps, callback, label, on_commit=on_commit)
+        return self.remote_watches.watch(task, pstate, steps, callback, label, on_commit)
+
+    def watch_on(self, task: int, pstate: str, steps: tuple, watch_id: int) -> Any:
+        """Have the worker leading `task` send the diffs of a path to watch `watch_id` here; its value."""
+        return self._node.peer(self.transport.placement_of(task)).call(
+            "watch", self.runtime.name, task, pstate, steps, watch_id, self._node.worker_id)
+
+    def unwatch_on(self, task: int, watch_id: int) -> None:
+        try:
+            self._node.peer(self.transport.placement_of(task)).call("unwatch", self.runtime.name, watch_id)
+        except Unavailable:
+            pass  # that worker is gone, and the watch with it
 
     def forward_watch(self, task: int, pstate: str, steps: tuple, watch_id: int, holder: int | None) -> Any:
         """Send the diffs of a path of task `task` (led here) to subscription `watch_id` in process
@@ -404,6 +427,7 @@ class _Deployment(DeployedModule):
 
     def stop(self) -> None:
         self.hub.close()
+        self.remote_watches.close()
         self.closed = self.transport.closed = True
         stop_hosts(list(self.hosts.values()))
         for host in self.hosts.values():
@@ -538,6 +562,10 @@ class WorkerNode:
             deployment = self.deployments.get(envelope.module)
             if deployment is not None:
                 deployment.router.deliver(envelope.message)
+        elif isinstance(envelope, WatchDiffs):
+            deployment = self.deployments.get(envelope.module)
+            if deployment is not None:
+                deployment.remote_watches.received(envelope)
         elif isinstance(envelope, REPLICATION_FRAMES):
             self._on_replication(envelope)
         elif isinstance(envelope, Call):
@@ -648,6 +676,8 @@ class WorkerNode:
             link = self._peers.pop(worker, None)
         if link is not None:
             link.close()
+        for deployment in list(self.deployments.values()):  # its forwarders died with it: watch again
+            deployment.remote_watches.again(deployment.transport.tasks_on(worker))
 
     def _front(self, factory: Callable[..., Any], *args: Any) -> dict[str, Any]:
         """Start `factory(cluster, *args)` over this worker's `WorkerCluster`: an HTTP server, say.

@@ -96,3 +96,31 @@ def test_many_sockets_watch_one_path(cluster):
         for ws in sockets:
             assert received(ws)["type"] == "diffs"
         assert time.monotonic() - started < WAIT_S
+
+
+def test_watch_through_the_fronts_of_worker_processes(tmp_path):
+    """`serve --workers 2`: a socket lands on either worker's front, which watches the path from its
+    own hub when it leads the task, and from the other worker's otherwise."""
+    import httpx
+
+    from tests.server.test_serve import free_port, start, stop
+
+    port = free_port()
+    process = start(tmp_path / "data", port, "--tasks", "2", "--workers", "2")
+    try:
+        url = f"http://127.0.0.1:{port}"
+        with contextlib.ExitStack() as stack:
+            sockets = {}
+            for key in range(6):  # keys on both tasks, sockets on both fronts (the kernel spreads them)
+                for attempt in range(2):
+                    ws = stack.enter_context(connect(
+                        f"ws://127.0.0.1:{port}/api/modules/jobs/pstates/done/watch?path=[{key}]"))
+                    sockets[(key, attempt)] = ws
+                    assert received(ws) == {"type": "value", "value": None}
+            for key in range(6):
+                assert httpx.post(f"{url}/api/modules/jobs/depots/jobs/append", json={"key": key}).status_code == 200
+            for (key, _), ws in sockets.items():
+                message = received(ws)
+                assert message["type"] == "diffs" and message["diffs"][0]["op"] == "put", (key, message)
+    finally:
+        stop(process)
