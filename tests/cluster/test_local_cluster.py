@@ -31,6 +31,43 @@ def append_retrying(depot, event, key: str, deadline: float):
             time.sleep(0.05)
 
 
+class Appenders:
+    """Threads appending `make_event(event_id)` with idempotency keys (`key_prefix` + id), retried
+    while workers restart, until `stop()`; `acked` maps each acked event id to its `handle` result."""
+
+    def __init__(self, depot, make_event, threads: int, key_prefix: str, deadline: float) -> None:
+        self.acked: dict[int, int] = {}
+        self.errors: list[BaseException] = []
+        self._stop = threading.Event()
+        self._depot, self._make_event, self._key_prefix, self.deadline = depot, make_event, key_prefix, deadline
+        self._threads = [threading.Thread(target=self._append, args=(w,)) for w in range(threads)]
+        for thread in self._threads:
+            thread.start()
+
+    def _append(self, worker: int) -> None:
+        for i in range(100_000):
+            if self._stop.is_set():
+                return
+            event_id = worker * 1_000_000 + i
+            try:
+                self.acked[event_id] = append_retrying(self._depot, self._make_event(event_id),
+                                                       f"{self._key_prefix}{event_id}", self.deadline)["handle"]
+            except BaseException as e:  # reported by stop()
+                self.errors.append(e)
+                return
+
+    def wait_for(self, count: int) -> None:
+        """Until `count` appends are acked, an appender failed, or the deadline passed."""
+        while len(self.acked) < count and not self.errors and time.monotonic() < self.deadline:
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(RECOVERY_S_MAX)
+        assert not self.errors, self.errors[:3]
+
+
 def worker_pid(cluster: hw.LocalCluster, worker: int) -> int:
     return next(t["pid"] for tasks in cluster.status().values() for t in tasks if t["worker"] == worker)
 
@@ -48,37 +85,15 @@ def test_a_killed_worker_comes_back_and_nothing_acked_is_lost_or_applied_twice(t
     with open_cluster(kind, tmp_path) as cluster:
         cluster.deploy(crashy_module(), tasks=3)
         depot = cluster.depot("crashy", "events")
-        acked: dict[int, int] = {}
-        errors: list[BaseException] = []
-        stop = threading.Event()
-        deadline = time.monotonic() + RECOVERY_S_MAX
-
-        def appender(worker: int) -> None:
-            for i in range(100_000):
-                if stop.is_set():
-                    return
-                event_id = worker * 1_000_000 + i
-                try:
-                    acked[event_id] = append_retrying(depot, Event(event_id, event_id % 7), f"e{event_id}",
-                                                      deadline)["handle"]
-                except BaseException as e:  # noqa: BLE001 - reported below
-                    errors.append(e)
-                    return
-
-        threads = [threading.Thread(target=appender, args=(w,)) for w in range(4)]
-        for thread in threads:
-            thread.start()
-        while len(acked) < 200 and not errors:
-            time.sleep(0.01)
+        appenders = Appenders(depot, lambda event_id: Event(event_id, event_id % 7), 4, "e",
+                              time.monotonic() + RECOVERY_S_MAX)
+        appenders.wait_for(200)
         survivor = worker_pid(cluster, 0)
         killed = kill_worker(cluster, 1)
-        before = len(acked)
-        while len(acked) < before + 200 and not errors and time.monotonic() < deadline:
-            time.sleep(0.01)
-        stop.set()
-        for thread in threads:
-            thread.join(RECOVERY_S_MAX)
-        assert not errors, errors[:3]
+        before = len(appenders.acked)
+        appenders.wait_for(before + 200)
+        appenders.stop()
+        acked, deadline = appenders.acked, appenders.deadline
         assert len(acked) >= before + 200, "the cluster did not serve again after the worker died"
         assert killed not in {t["pid"] for tasks in cluster.status().values() for t in tasks}
         assert worker_pid(cluster, 0) == survivor, "only the worker that died restarts"

@@ -458,45 +458,21 @@ def test_on_ray_awaits_run_in_the_worker_actor_hosting_the_task(tmp_path):
 def test_a_local_cluster_worker_killed_while_awaiting_comes_back_and_loses_nothing(tmp_path):
     """SIGKILL a LocalCluster worker while its tasks' invocations await: keyed appends retried
     through the restart all get their results, and every stored record is processed at least once."""
-    import threading
-
-    from tests.cluster.test_local_cluster import RECOVERY_S_MAX, append_retrying, kill_worker
+    from tests.cluster.test_local_cluster import RECOVERY_S_MAX, Appenders, kill_worker
     from tests.clusters import open_cluster
     from tests.engine.async_crash_app import Event, module
 
     with open_cluster("local", tmp_path) as cluster:
         cluster.deploy(module(), tasks=3)
         depot = cluster.depot("awaity", "events")
-        acked: dict[int, int] = {}
-        errors: list[BaseException] = []
-        stop = threading.Event()
-        deadline = time.monotonic() + RECOVERY_S_MAX
-
-        def appender(worker: int) -> None:
-            for i in range(100_000):
-                if stop.is_set():
-                    return
-                event_id = worker * 1_000_000 + i
-                try:
-                    acked[event_id] = append_retrying(depot, Event(event_id, event_id % 7), f"e-{event_id}",
-                                                      deadline)["handle"]
-                except BaseException as e:  # reported below
-                    errors.append(e)
-                    return
-
-        threads = [threading.Thread(target=appender, args=(w,)) for w in range(6)]
-        for thread in threads:
-            thread.start()
-        while len(acked) < 200 and not errors:
-            time.sleep(0.01)
+        appenders = Appenders(depot, lambda event_id: Event(event_id, event_id % 7), 6, "e-",
+                              time.monotonic() + RECOVERY_S_MAX)
+        appenders.wait_for(200)
         kill_worker(cluster, 1)
-        before = len(acked)
-        while len(acked) < before + 200 and not errors and time.monotonic() < deadline:
-            time.sleep(0.01)
-        stop.set()
-        for thread in threads:
-            thread.join(RECOVERY_S_MAX)
-        assert not errors, errors[:3]
+        before = len(appenders.acked)
+        appenders.wait_for(before + 200)
+        appenders.stop()
+        acked = appenders.acked
         assert len(acked) >= before + 200, "the cluster did not serve again after the worker died"
         assert all(result == event_id for event_id, result in acked.items())
         stored = {record.event.id: record.event.key
