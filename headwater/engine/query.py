@@ -18,7 +18,8 @@ from typing import Any, Protocol
 import msgspec
 
 from headwater.engine import messages
-from headwater.engine.definitions import QueryDecl
+from headwater.engine.definitions import MirrorDecl, QueryDecl
+from headwater.engine.mirrors import mirrored
 from headwater.engine.runtime import ModuleRuntime, PStateRuntime
 from headwater.engine.transport import Transport
 from headwater.errors import (
@@ -167,6 +168,11 @@ class QueryContext:
             ctx.pstate(funds)[user_id].get(0)
             sum(len(ctx.pstate(funds, task=i).keys()) for i in range(ctx.num_tasks))
         """
+        if isinstance(decl_or_name, MirrorDecl):  # another module's (`module.mirror_pstate`)
+            if task is not None:
+                raise ValueError(f"{decl_or_name!r}: task= reads a part of this module's PStates; a mirrored "
+                                 "PState routes each read to its own module's task")
+            return mirrored(self._runtime, self._transport, decl_or_name, "pstate")
         return routed_view(BoundModule(self._runtime, self._transport), decl_or_name, task)
 
     def resource(self, name: str) -> Any:
@@ -232,7 +238,11 @@ class QueryContext:
 
             ctx.query(total_funds)()
             ctx.query("balance_report")(user_id=2)
+
+        A mirrored query (`module.mirror_query`) runs in its own module, as a client's call would.
         """
+        if isinstance(name, MirrorDecl):
+            return mirrored(self._runtime, self._transport, name, "query")
         decl = query_decl(self._runtime, _query_name(self._runtime, name))
 
         def invoke(*args: Any, **kwargs: Any) -> Any:
