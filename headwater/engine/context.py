@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from headwater.engine import messages
 from headwater.engine.definitions import MirrorDecl
 from headwater.engine.messages import AppendRecord, Hop, TreeRef
-from headwater.engine.mirrors import mirrored
+from headwater.engine.query import mirrored
 from headwater.errors import HopDepthExceeded, ReadOnlyError, SchemaError, WrongPartitionError
 from headwater.pstate import View
 from headwater.schema import task_for_key

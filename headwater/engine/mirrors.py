@@ -30,12 +30,11 @@ from headwater.engine import messages
 from headwater.engine.messages import MirrorProgress
 from headwater.engine.meta import U64
 from headwater.engine.sources import SKIPPED, Source, SourceReader
-from headwater.errors import DefinitionError, Unavailable
+from headwater.errors import Unavailable
 from headwater.schema import task_for_key
 from headwater.storage import Batch, Store
 
-__all__ = ["MIRROR_POLL_S", "MirrorReader", "MirrorSource", "consumer_floor", "forget_consumer", "mirrored",
-           "record_consumer"]
+__all__ = ["MIRROR_POLL_S", "MirrorReader", "MirrorSource", "consumer_floor", "forget_consumer", "record_consumer"]
 
 MIRROR_POLL_S = 0.005  # while the upstream partitions have nothing new, look again this often
 MIRROR_UNAVAILABLE_WAIT_S = 0.1  # the upstream is not available (restarting): read again after this
@@ -166,23 +165,6 @@ class MirrorReader(SourceReader):
             message = MirrorProgress(depot.depot_id, self._source.consumer, cursor)
             deployment.transport.send(depot.task_of_partition(partition), messages.encode(message))
         self._reported = (list(cursors), now)
-
-
-def mirrored(runtime: Any, transport: Any, decl: Any, kind: str) -> Any:
-    """What `ctx.pstate(mirror)` (kind "pstate": a read-only routed view) or `ctx.query(mirror)`
-    (kind "query": the query as a function) gives, through the clients of this process."""
-    if decl.kind != kind:
-        use = "ctx.pstate(...)" if decl.kind == "pstate" else "ctx.query(...)"
-        raise DefinitionError(f"{decl!r} is a mirrored {decl.kind}: use it with {use}")
-    if decl.module.name != runtime.name:
-        raise DefinitionError(f"{decl!r} was declared by module {decl.module.name!r}, not {runtime.name!r}; "
-                              f"declare it in {runtime.name!r} with mirror_{kind}({decl.upstream!r}, {decl.name!r})")
-    peers = transport.peers
-    if peers is None:
-        raise Unavailable(f"{decl!r}: this process has no clients of the cluster's other modules")
-    if kind == "pstate":
-        return peers.pstate(decl.upstream, decl.name)
-    return peers.query(decl.upstream, decl.name)
 
 
 # ---- on the upstream task --------------------------------------------------------------------

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import pytest
 
 import headwater as hw
+from tests.cluster.test_local_cluster import RECOVERY_S_MAX, Appenders, kill_worker
+from tests.clusters import open_cluster
 from tests.waiting import wait_for
 
 WAIT_S = 30.0
@@ -195,3 +197,35 @@ def test_the_upstream_keeps_what_a_mirror_has_not_copied_whatever_its_retention(
     depot.append_many([Registration(f"u{i}", "n") for i in range(15, 20)], ack="full")
     cluster.destroy("welcome")  # a mirror that is gone holds nothing back
     wait_for(lambda: depot.partition_info(0).start_offset == 20, "trimmed once the mirror is gone", WAIT_S)
+
+
+@pytest.mark.parametrize(("kind", "victim"), [("local", 0), ("local", 1), ("ray", 0)])
+def test_a_mirror_copies_exactly_once_when_a_worker_dies(tmp_path, kind, victim):
+    """SIGKILL a worker while appends flow upstream and the mirror copies them (worker 0 hosts the
+    mirroring task, worker 1 only an upstream one): after its restart, every acked registration is
+    in the mirror's copy once, and greeted once."""
+    with open_cluster(kind, tmp_path / "data") as cluster:
+        cluster.deploy(registration_module(), tasks=2)
+        cluster.deploy(welcome_module(), tasks=1)  # other task count: the copy picks keys out of both
+        appenders = Appenders(cluster.depot("registration", "registrations"),
+                              lambda event_id: Registration(f"u{event_id}", "n"), 3, "r",
+                              time.monotonic() + RECOVERY_S_MAX, topology="register")
+        appenders.wait_for(150)
+        assert cluster.status()["welcome"][0]["worker"] == 0
+        kill_worker(cluster, victim)
+        before = len(appenders.acked)
+        appenders.wait_for(before + 150)
+        appenders.stop()
+        users = {f"u{event_id}" for event_id in appenders.acked}
+        assert len(users) >= before + 150, "the cluster did not serve again after the worker died"
+        copy = cluster.depot("welcome", "registration.registrations")
+
+        def copied() -> list[str] | None:
+            found = [r.event.user for p in range(copy.partitions) for r in copy.read(p, 0, limit=1_000_000)]
+            return found if users <= set(found) else None
+
+        found = wait_for(copied, "every acked registration copied", RECOVERY_S_MAX)
+        assert len(found) == len(set(found)), "a registration was copied twice"
+        view = cluster.pstate("welcome", "greeted")
+        wait_for(lambda: all(view[user]["times"].get(0) for user in found), "every copy greeted", RECOVERY_S_MAX)
+        assert {view[user]["times"].get() for user in found} == {1}
