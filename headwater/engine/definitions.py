@@ -130,6 +130,7 @@ class Retention:
 
 
 TICKS_KEPT = Retention(max_records=1000)  # a tick depot's records, once processed: time need not pile up
+MIRROR_KEPT = Retention(max_records=0)  # a mirror's copy, once processed: the upstream depot is the log
 
 
 @dataclass(eq=False)
@@ -348,14 +349,16 @@ class Module:
         return self.external_depot(name, TickSource(float(every_s)), Tick, retention=retention)
 
     def mirror_depot(self, module: str, depot: str, *, name: str | None = None,
-                     retention: Retention | None = None) -> DepotDecl:
+                     retention: Retention | None = MIRROR_KEPT) -> DepotDecl:
         """Subscribe this module's topologies to depot `depot` of module `module`, deployed on the
         same cluster: the returned declaration goes to `stream` and `microbatch` like a local depot's.
 
         The mirror has its own progress: each record is copied exactly once, in order per
         partition, into a depot of this module named `"module.depot"` (or `name`), which its
-        topologies process like any other; clients cannot append to it. The upstream module keeps
-        every record until the mirror has copied it, whatever its retention. Its event type is the
+        topologies process like any other; clients cannot append to it. The copy is no second
+        log: it keeps a record only until this module's topologies have processed it, unless
+        `retention` says otherwise (`None` keeps every record). The upstream module keeps every
+        record until the mirror has copied it, whatever its own retention. Its event type is the
         upstream depot's, found at deploy. On the first deploy the copy starts at the upstream
         depot's end, unless a subscribed topology has `start_from="beginning"` (or a date), when it
         starts at the upstream's first retained record.

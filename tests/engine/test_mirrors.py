@@ -46,7 +46,10 @@ def registration_module(*, retention: hw.Retention | None = None, event_type: ty
     return m
 
 
-def welcome_module(*, start_from: str = "end", retention: hw.Retention | None = None) -> hw.Module:
+KEEP_ALL = None  # the mirror's copy keeps every record (the tests read it)
+
+
+def welcome_module(*, start_from: str = "end", retention: hw.Retention | None = KEEP_ALL) -> hw.Module:
     m = hw.Module("welcome")
     signups = m.mirror_depot("registration", "registrations", retention=retention)
     users = m.mirror_pstate("registration", "users")
@@ -177,6 +180,24 @@ def test_an_update_of_the_upstream_keeps_its_mirrors_working(cluster):
     depot.append_many([RegistrationV2(f"u{i}", "n", referrer="u0") for i in range(5, 10)], ack="full")
     found = wait_greeted(cluster, 10)
     assert {entry["times"] for entry in found.values()} == {1}
+
+
+def test_by_default_the_copy_keeps_only_what_the_topologies_have_not_processed(cluster):
+    cluster.deploy(registration_module(), tasks=1)
+    m = hw.Module("welcome")
+    signups = m.mirror_depot("registration", "registrations")
+    seen = m.pstate("seen", hw.Map(str, int))
+
+    @m.stream(signups)
+    def see(ctx: hw.Context, r: Registration) -> None:
+        ctx.pstate(seen)[r.user].increment()
+
+    cluster.deploy(m, tasks=1)
+    cluster.depot("registration", "registrations").append_many([Registration(f"u{i}", "n") for i in range(10)])
+    copy = cluster.depot("welcome", "registration.registrations")
+    wait_for(lambda: copy.partition_info(0).start_offset == 10, "the processed copies trimmed", WAIT_S)
+    assert [cluster.pstate("welcome", "seen")[f"u{i}"].get() for i in range(10)] == [1] * 10
+    assert len(cluster.depot("registration", "registrations").read(0)) == 10  # the log is the upstream's
 
 
 def test_the_upstream_keeps_what_a_mirror_has_not_copied_whatever_its_retention(cluster):
