@@ -150,8 +150,11 @@ class MirrorReader(SourceReader):
     def lag(self, after: Any) -> int | None:
         if after is None:
             return None
-        depot = self._depot()
-        ends = [depot.partition_info(p).end_offset for p in self._upstream]
+        try:
+            depot = self._depot()
+            ends = [depot.partition_info(p).end_offset for p in self._upstream]
+        except Unavailable:  # restarting: asked again in a second
+            return None
         return sum(max(0, end - cursor) for end, cursor in zip(ends, after, strict=True))
 
     def _report(self, cursors: list[int]) -> None:
