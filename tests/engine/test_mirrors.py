@@ -250,3 +250,21 @@ def test_a_mirror_copies_exactly_once_when_a_worker_dies(tmp_path, kind, victim)
         view = cluster.pstate("welcome", "greeted")
         wait_for(lambda: all(view[user]["times"].get(0) for user in found), "every copy greeted", RECOVERY_S_MAX)
         assert {view[user]["times"].get() for user in found} == {1}
+
+
+def test_a_microbatch_topology_consumes_a_mirror_exactly_once(cluster):
+    cluster.deploy(registration_module(), tasks=2)
+    m = hw.Module("tally")
+    signups = m.mirror_depot("registration", "registrations")
+    seen = m.pstate("seen", hw.Map(str, int))
+
+    @m.microbatch(signups)
+    def tally(ctx: hw.Context, r: Registration) -> None:
+        ctx.pstate(seen)[r.user].increment()  # the copy is partitioned by user here too: no hop
+
+    cluster.deploy(m, tasks=3)
+    cluster.depot("registration", "registrations").append_many(
+        [Registration(f"u{i}", "abc"[i % 3]) for i in range(90)], ack="full")
+    cluster.wait_for_microbatch("tally", "tally", processed=90, timeout=WAIT_S)
+    view = cluster.pstate("tally", "seen")
+    assert [view[f"u{i}"].get() for i in range(90)] == [1] * 90
