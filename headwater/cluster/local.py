@@ -434,6 +434,8 @@ class WorkerDeployment(DeploymentBase):
         """After worker `worker` restarted: open the module's tasks there again (they recover from
         disk), then have every other task send again what was in flight, to it or from it."""
         moved = {task for task, where in enumerate(self.placement) if where == worker}
+        for task in moved:  # an internal error it stopped on stopped with its process
+            self.failures.pop(task, None)
         self.router.fail_tasks(moved, f"worker {worker}, which hosts this task of module {self.runtime.name!r}, "
                                       "restarted before the reply came; the event may be durable: append again "
                                       "with the same idempotency_key to be sure")
