@@ -268,3 +268,17 @@ def test_a_microbatch_topology_consumes_a_mirror_exactly_once(cluster):
     cluster.wait_for_microbatch("tally", "tally", processed=90, timeout=WAIT_S)
     view = cluster.pstate("tally", "seen")
     assert [view[f"u{i}"].get() for i in range(90)] == [1] * 90
+
+
+def test_a_mirror_cannot_be_pointed_at_another_depot_by_an_update(cluster):
+    cluster.deploy(registration_module(), tasks=1)
+    other = hw.Module("other")
+    other.depot("registrations", Registration)
+    cluster.deploy(other)
+    cluster.deploy(welcome_module())
+    moved = welcome_module()
+    del moved.depots["registration.registrations"]
+    moved.mirror_depot("other", "registrations", name="registration.registrations")
+    with pytest.raises(hw.DefinitionError, match=r"MirrorSource\(registration.registrations\) became "
+                                                 r"MirrorSource\(other.registrations\)"):
+        cluster.update(moved)
