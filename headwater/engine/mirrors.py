@@ -34,9 +34,13 @@ from headwater.errors import Unavailable
 from headwater.schema import task_for_key
 from headwater.storage import Batch, Store
 
-__all__ = ["MIRROR_POLL_S", "MirrorReader", "MirrorSource", "consumer_floor", "forget_consumer", "record_consumer"]
+__all__ = ["MIRROR_POLL_MAX_S", "MIRROR_POLL_MIN_S", "MirrorReader", "MirrorSource", "consumer_floor",
+           "forget_consumer", "record_consumer"]
 
-MIRROR_POLL_S = 0.005  # while the upstream partitions have nothing new, look again this often
+# While the upstream partitions have nothing new, look again after MIRROR_POLL_MIN_S, then twice as
+# long each time up to MIRROR_POLL_MAX_S: soon after a record (streams come in bursts), rarely when idle.
+MIRROR_POLL_MIN_S = 0.0005
+MIRROR_POLL_MAX_S = 0.01
 MIRROR_UNAVAILABLE_WAIT_S = 0.1  # the upstream is not available (restarting): read again after this
 MIRROR_REPORT_S = 0.2  # a reader tells the upstream how far it copied at most this often (and on start)
 
@@ -117,6 +121,7 @@ class MirrorReader(SourceReader):
         depot = self._depot()
         mine = self._keeps()
         rows: list[tuple[Any, Any]] = []
+        pause = MIRROR_POLL_MIN_S
         while True:
             read = 0
             for i, partition in enumerate(self._upstream):
@@ -137,7 +142,8 @@ class MirrorReader(SourceReader):
                 rows.append((list(cursors), SKIPPED))
             if rows or time.monotonic() >= deadline:
                 return rows
-            time.sleep(MIRROR_POLL_S)
+            time.sleep(pause)
+            pause = min(pause * 2, MIRROR_POLL_MAX_S)
 
     def _keeps(self) -> Any:
         """By key: the test of an upstream event that this partition copies it; else None (all)."""
