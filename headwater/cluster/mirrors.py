@@ -95,7 +95,7 @@ def check_destroy(name: str, deployments: Mapping[str, Any]) -> None:
 
 def dependents(name: str, deployments: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     """(module, kind, mirrored name) for every deployed module that mirrors something of `name`."""
-    found = []
+    found: list[tuple[str, str, str]] = []
     for user, deployment in sorted(deployments.items()):
         if user == name:
             continue

@@ -465,7 +465,7 @@ class HeldTransport(Transport):
         self._inner = inner
 
     @property
-    def peers(self) -> Any:  # type: ignore[override]
+    def peers(self) -> Any:
         return self._inner.peers
 
     def send(self, task_id: int, message: bytes) -> None:
