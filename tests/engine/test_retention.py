@@ -100,9 +100,11 @@ def test_trimmed_space_is_given_back_on_disk(tmp_path):
             depot.append_many([Click(1, batch * 1000 + i, note + str(i)) for i in range(1000)])
         info = wait_start(cluster, 19_900)
         assert info.end_offset == 20_000
-        time.sleep(1.5)  # the compaction after the trim
         store = path / "clicks" / "task-0"
-        assert os.path.isdir(store) and size(store) < 12 * 1024 * 1024, size(store)
+        deadline = time.monotonic() + WAIT_S  # the compaction after the trim (slower on a loaded machine)
+        while size(store) >= 12 * 1024 * 1024:
+            assert time.monotonic() < deadline, size(store)
+            time.sleep(0.1)
 
 
 def test_a_retention_is_checked():
