@@ -16,7 +16,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from headwater.client.cluster import Cluster
-from headwater.server import depots, modules, pstates, queries, watch
+from headwater.server import depots, modules, pstates, queries, tail, watch
 from headwater.server.auth import Auth
 from headwater.server.http import (
     MAX_BODY_BYTES_DEFAULT,
@@ -177,13 +177,14 @@ class HeadwaterApp(Starlette):
 
 
 WATCH_PATH = "/api/modules/{module}/pstates/{pstate}/watch"  # a WebSocket (server/watch.py)
+TAIL_PATH = "/api/modules/{module}/depots/{depot}/tail"  # a WebSocket (server/tail.py)
 
 
 def create_app(cluster: Cluster, *, auth: Auth | None = None,
                max_body_bytes: int = MAX_BODY_BYTES_DEFAULT) -> HeadwaterApp:
     """The server for the modules deployed on `cluster` (which the caller keeps and closes)."""
     table = [row for rows in (modules.ROUTES, depots.ROUTES, pstates.ROUTES, queries.ROUTES) for row in rows]
-    routes: list[Any] = [WebSocketRoute(WATCH_PATH, watch.watch)]
+    routes: list[Any] = [WebSocketRoute(WATCH_PATH, watch.watch), WebSocketRoute(TAIL_PATH, tail.tail)]
     routes += [Route(path, fn, methods=methods) for path, fn, methods in table]
     routes += [Route("/", _to_ui, methods=["GET"]),
                Mount("/ui", StaticFiles(directory=UI_DIRECTORY, html=True), name="ui")]
