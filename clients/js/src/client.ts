@@ -7,6 +7,7 @@
 
 import { HeadwaterError } from "./errors.js";
 import { PStateView } from "./pstate.js";
+import { Tail, type TailOptions } from "./tail.js";
 
 /** The least a WebSocket constructor must offer: the browser's, Node 22's or the `ws` package's. */
 export interface WebSocketLike {
@@ -216,6 +217,16 @@ export class Depot {
   /** Every partition's `start_offset` and `end_offset`. */
   async partitions(): Promise<PartitionInfo[]> {
     return ((await this.client.request("GET", `${this.path}/partitions`)) as { partitions: PartitionInfo[] }).partitions;
+  }
+
+  /**
+   * Follow the depot's new records, pushed by the server as they are committed: resolves once
+   * the socket is open, then calls `onRecords(records, partition)` and yields each record to
+   * `for await`; `from` says where each partition starts (default: new records only). See `Tail`.
+   */
+  tail<E = unknown>(options: TailOptions<E> = {}): Promise<Tail<E>> {
+    return Tail.open<E>(this.client.WebSocket, (from) => this.client.socketUrl(`${this.path}/tail`, { from }),
+      `depot ${this.module}.${this.name}`, options);
   }
 
   /** Records of `partition` with start <= offset < stop (at most `limit`, default 100), or its `last` N. */
