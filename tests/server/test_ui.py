@@ -140,6 +140,57 @@ def test_depot_page_appends_and_tails(page):
     playwright_api.expect(result.locator(".alert")).to_contain_text("$.user_id")
 
 
+def sockets_of(page: Any) -> list[dict[str, Any]]:
+    """Every WebSocket the page opens from now on, as {"url", "closed"}."""
+    opened: list[dict[str, Any]] = []
+
+    def on_socket(ws: Any) -> None:
+        entry = {"url": ws.url, "closed": False}
+        opened.append(entry)
+        ws.on("close", lambda _: entry.update(closed=True))
+
+    page.on("websocket", on_socket)
+    return opened
+
+
+def test_depot_tail_is_pushed_by_the_server_not_polled(page, site):
+    sockets = sockets_of(page)
+    reads: list[str] = []
+    page.on("request", lambda request: reads.append(request.url) if "/records" in request.url else None)
+    page.goto(page.url.split("#")[0] + "#/m/bank/depot/deposits")
+    playwright_api.expect(page.locator("#live")).to_have_attribute("data-state", "live")
+    rows = page.locator("#tail tr").count()
+    site[0].depot("bank", "deposits").append(Deposit(5150, 3))  # not through the page: only a push can show it
+    playwright_api.expect(page.locator("#tail tr.fresh").first).to_contain_text('"user_id":5150')
+    assert page.locator("#tail tr").count() == min(rows + 1, 50)
+    assert reads == [] and [s["url"].split("?")[0].rsplit("/", 1)[1] for s in sockets] == ["tail"]
+    page.goto(page.url.split("#")[0] + "#/m/bank")  # navigating away closes the socket
+    page.wait_for_function("() => document.querySelector('h1')?.textContent === 'bank'")
+    page.wait_for_timeout(200)
+    assert sockets[0]["closed"]
+
+
+def test_pstate_browser_shows_the_value_live(page, site):
+    sockets = sockets_of(page)
+    funds = site[0].pstate("bank", "funds")
+    page.goto(page.url.split("#")[0] + "#/m/bank/pstate/funds?path=[3]")
+    playwright_api.expect(page.locator("#live")).to_have_attribute("data-state", "live")
+    playwright_api.expect(page.locator("pre.json")).to_have_text(str(funds[3].get()))
+    for amount in (5, 11):
+        site[0].depot("bank", "deposits").append(Deposit(3, amount))
+        playwright_api.expect(page.locator("pre.json")).to_have_text(str(funds[3].get()))
+    page.goto(page.url.split("#")[0] + "#/m/bank/pstate/funds?task=0")  # a map: its page is read again on a commit
+    page.locator('#content[data-path="[]"][data-ready]').wait_for()
+    playwright_api.expect(page.locator("#live")).to_have_attribute("data-state", "live")
+    key = next(k for k in range(7_000, 8_000) if task_for_key(k, 2) == 0)
+    site[0].depot("bank", "deposits").append(Deposit(key, 9))
+    playwright_api.expect(page.locator("#content")).to_contain_text(str(key))
+    page.goto(page.url.split("#")[0] + "#/m/bank")
+    page.wait_for_function("() => document.querySelector('h1')?.textContent === 'bank'")
+    page.wait_for_timeout(200)
+    assert len(sockets) == 2 and all(s["closed"] for s in sockets) and all("/watch?" in s["url"] for s in sockets)
+
+
 def test_pstate_browser_walks_keys_and_nested_values(page, site):
     page.goto(page.url.split("#")[0] + "#/m/registration/pstate/users?task=0")
     rows = page.locator("#content tbody tr")

@@ -92,7 +92,8 @@ export class Client {
     if (!/^https?:\/\//.test(url)) throw new TypeError(`connect() needs an http(s):// URL, not ${JSON.stringify(url)}`);
     this.url = url.replace(/\/+$/, "");
     this.token = options.token;
-    const fetchFn = options.fetch ?? (globalThis.fetch as FetchFunction | undefined);
+    // The global fetch is bound to the global object: a browser's throws "Illegal invocation" when called as a method of another object.
+    const fetchFn = options.fetch ?? (globalThis.fetch?.bind(globalThis) as FetchFunction | undefined);
     if (!fetchFn) throw new TypeError("this platform has no fetch: pass one as connect(url, { fetch })");
     this.fetchFn = fetchFn;
     this.WebSocket = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;

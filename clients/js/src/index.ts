@@ -27,3 +27,4 @@ export {
 export type { Commit, WatchOptions } from "./watch.js";
 export { Tail, TAIL_RECORDS_BUFFERED_MAX } from "./tail.js";
 export type { TailFrom, TailOptions } from "./tail.js";
+export type { SocketHooks } from "./socket.js";

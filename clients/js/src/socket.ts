@@ -23,6 +23,14 @@ const PASSING = new Set(["unavailable", "timeout", "bad_response"]);
 
 export type Message = Record<string, unknown>;
 
+/** What the caller hears of the socket itself. */
+export interface SocketHooks {
+  /** Called once if the server ends it with an error (a revoked token, a dropped PState or depot, ...). */
+  onError?: (error: HeadwaterError) => void;
+  /** Called when the socket drops (false) and when it is connected again (true), e.g. for a "live" badge. */
+  onConnection?: (connected: boolean) => void;
+}
+
 export abstract class LiveSocket<First> {
   /** Whether the socket is open now (false while connecting again). */
   connected = false;
@@ -38,7 +46,7 @@ export abstract class LiveSocket<First> {
   private cancel: (() => void) | null = null; // ends a try to connect under way
 
   protected constructor(private readonly WebSocket: WebSocketConstructor, readonly label: string,
-                        private readonly onError: ((error: HeadwaterError) => void) | undefined) {}
+                        private readonly hooks: SocketHooks) {}
 
   /** The constructor to use, or a TypeError saying how to pass one. */
   protected static required(WebSocket: WebSocketConstructor | undefined): WebSocketConstructor {
@@ -70,6 +78,12 @@ export abstract class LiveSocket<First> {
     const first = await this.attach();
     this.connected = true;
     return first;
+  }
+
+  private connection(connected: boolean): void {
+    if (connected === this.connected) return;
+    this.connected = connected;
+    callBack(() => this.hooks.onConnection?.(connected));
   }
 
   /** Open a socket; the content of its first message, or the error it sends (or a timeout). */
@@ -156,7 +170,7 @@ export abstract class LiveSocket<First> {
   /** Close the socket without ending: `dropped()` later connects again. */
   protected pause(): void {
     if (this.socket) this.detach(this.socket);
-    this.connected = false;
+    this.connection(false);
   }
 
   private async reconnect(): Promise<void> {
@@ -171,7 +185,7 @@ export abstract class LiveSocket<First> {
       try {
         const first = await this.attach();
         if (this.closed) return;
-        this.connected = true;
+        this.connection(true);
         this.resumed(first);
         return;
       } catch (e) {
@@ -210,7 +224,7 @@ export abstract class LiveSocket<First> {
     if (this.socket) this.detach(this.socket);
     this.wake?.();
     this.ended(error);
-    if (error) this.onError?.(error);
+    if (error) this.hooks.onError?.(error);
   }
 }
 

@@ -12,7 +12,7 @@
 
 import type { DepotRecord, WebSocketConstructor } from "./client.js";
 import { HeadwaterError } from "./errors.js";
-import { callBack, Feed, LiveSocket, type Message } from "./socket.js";
+import { callBack, Feed, LiveSocket, type Message, type SocketHooks } from "./socket.js";
 
 /** Records held for a `for await` loop that lags; past this many the socket pauses until half are taken. */
 export const TAIL_RECORDS_BUFFERED_MAX = 10_000;
@@ -21,13 +21,11 @@ export const TAIL_RECORDS_BUFFERED_MAX = 10_000;
  * offset for every partition, or `{partition: offset}` for the partitions to follow. */
 export type TailFrom = "end" | "start" | number | Record<number, number>;
 
-export interface TailOptions<E> {
+export interface TailOptions<E> extends SocketHooks {
   /** Where to start (default `"end"`). */
   from?: TailFrom;
   /** Called with each batch of new records of one partition, in offset order. */
   onRecords?: (records: DepotRecord<E>[], partition: number) => void;
-  /** Called once if the server ends the tail with an error (a revoked token, a dropped depot, ...). */
-  onError?: (error: HeadwaterError) => void;
 }
 
 export class Tail<E = unknown> extends LiveSocket<Record<number, number>> implements AsyncIterable<DepotRecord<E>> {
@@ -40,7 +38,7 @@ export class Tail<E = unknown> extends LiveSocket<Record<number, number>> implem
 
   private constructor(WebSocket: WebSocketConstructor, private readonly address: (from: string) => string,
                       label: string, private readonly options: TailOptions<E>) {
-    super(WebSocket, label, options.onError);
+    super(WebSocket, label, options);
     this.from = options.from ?? "end";
   }
 

@@ -12,7 +12,7 @@
 import type { WebSocketConstructor } from "./client.js";
 import { applyDiffs, type Diff } from "./diffs.js";
 import { HeadwaterError } from "./errors.js";
-import { callBack, Feed, LiveSocket, type Message } from "./socket.js";
+import { callBack, Feed, LiveSocket, type Message, type SocketHooks } from "./socket.js";
 
 export {
   WATCH_CONNECT_S, WATCH_RECONNECT_WAIT_MAX_S, WATCH_RECONNECT_WAIT_MIN_S, WATCH_SILENCE_MAX_S,
@@ -27,11 +27,9 @@ export interface Commit<T> {
   value: T;
 }
 
-export interface WatchOptions<T> {
+export interface WatchOptions<T> extends SocketHooks {
   /** Called after each commit (and each resync) with its diffs and the new value. */
   onChange?: (diffs: Diff[], value: T) => void;
-  /** Called once if the server ends the watch with an error (a revoked token, a dropped PState, ...). */
-  onError?: (error: HeadwaterError) => void;
 }
 
 export class Subscription<T = unknown> extends LiveSocket<T> implements AsyncIterable<Commit<T>> {
@@ -42,7 +40,7 @@ export class Subscription<T = unknown> extends LiveSocket<T> implements AsyncIte
 
   private constructor(WebSocket: WebSocketConstructor, private readonly address: string, label: string,
                       private readonly options: WatchOptions<T>) {
-    super(WebSocket, label, options.onError);
+    super(WebSocket, label, options);
     this.value = null as T;
   }
 

@@ -174,6 +174,19 @@ describe("errors", () => {
   });
 });
 
+test("the global fetch is called as a browser's must be, on the global object", async () => {
+  const real = globalThis.fetch;
+  globalThis.fetch = function (...args) {
+    if (this !== undefined && this !== globalThis) throw new TypeError("Failed to execute 'fetch' on 'Window': Illegal invocation");
+    return real.apply(globalThis, args);
+  };
+  try {
+    assert.ok(Array.isArray(await connect(server.url, { token: TOKENS.admin }).modules()));
+  } finally {
+    globalThis.fetch = real;
+  }
+});
+
 describe("tailing a depot", () => {
   test("new records are pushed as they are appended, to onRecords and to for await", async () => {
     const ops = hw.depot("game", "ops");

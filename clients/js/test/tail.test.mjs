@@ -23,7 +23,9 @@ const fromOf = (url) => JSON.parse(new URL(url).searchParams.get("from"));
 
 test("the URL, the offsets, then records; a drop resumes from the offsets without repeats", async () => {
   const batches = [];
-  const { opened, socket } = tailing({ onRecords: (found, partition) => batches.push([partition, found.map((r) => r.offset)]) });
+  const connections = [];
+  const { opened, socket } = tailing({ onRecords: (found, partition) => batches.push([partition, found.map((r) => r.offset)]),
+    onConnection: (connected) => connections.push(connected) });
   assert.equal(socket.url, "ws://server.test/api/modules/game/depots/ops/tail?from=end&token=t");
   socket.say({ type: "ready", offsets: { 0: 4, 1: 9 } });
   const tail = await opened;
@@ -36,6 +38,7 @@ test("the URL, the offsets, then records; a drop resumes from the offsets withou
   assert.deepEqual(fromOf(second.url), { 0: 6, 1: 9 });
   second.say({ type: "ready", offsets: { 0: 6, 1: 9 } });
   await waitFor(() => tail.connected, "the reconnect");
+  assert.deepEqual(connections, [false, true]);
   second.say(records(0, 5, 3)); // offset 5 again: not delivered twice
   second.say({ type: "heartbeat" });
   second.say(records(1, 9, 1));

@@ -25,7 +25,8 @@ export class Client {
             throw new TypeError(`connect() needs an http(s):// URL, not ${JSON.stringify(url)}`);
         this.url = url.replace(/\/+$/, "");
         this.token = options.token;
-        const fetchFn = options.fetch ?? globalThis.fetch;
+        // The global fetch is bound to the global object: a browser's throws "Illegal invocation" when called as a method of another object.
+        const fetchFn = options.fetch ?? globalThis.fetch?.bind(globalThis);
         if (!fetchFn)
             throw new TypeError("this platform has no fetch: pass one as connect(url, { fetch })");
         this.fetchFn = fetchFn;

@@ -19,7 +19,7 @@ const PASSING = new Set(["unavailable", "timeout", "bad_response"]);
 export class LiveSocket {
     WebSocket;
     label;
-    onError;
+    hooks;
     /** Whether the socket is open now (false while connecting again). */
     connected = false;
     /** Whether `close()` was called or the server ended it. */
@@ -31,10 +31,10 @@ export class LiveSocket {
     silence = null;
     wake = null; // ends the wait between tries to connect again
     cancel = null; // ends a try to connect under way
-    constructor(WebSocket, label, onError) {
+    constructor(WebSocket, label, hooks) {
         this.WebSocket = WebSocket;
         this.label = label;
-        this.onError = onError;
+        this.hooks = hooks;
     }
     /** The constructor to use, or a TypeError saying how to pass one. */
     static required(WebSocket) {
@@ -53,6 +53,12 @@ export class LiveSocket {
         const first = await this.attach();
         this.connected = true;
         return first;
+    }
+    connection(connected) {
+        if (connected === this.connected)
+            return;
+        this.connected = connected;
+        callBack(() => this.hooks.onConnection?.(connected));
     }
     /** Open a socket; the content of its first message, or the error it sends (or a timeout). */
     attach() {
@@ -146,7 +152,7 @@ export class LiveSocket {
     pause() {
         if (this.socket)
             this.detach(this.socket);
-        this.connected = false;
+        this.connection(false);
     }
     async reconnect() {
         let waitS = WATCH_RECONNECT_WAIT_MIN_S;
@@ -162,7 +168,7 @@ export class LiveSocket {
                 const first = await this.attach();
                 if (this.closed)
                     return;
-                this.connected = true;
+                this.connection(true);
                 this.resumed(first);
                 return;
             }
@@ -205,7 +211,7 @@ export class LiveSocket {
         this.wake?.();
         this.ended(error);
         if (error)
-            this.onError?.(error);
+            this.hooks.onError?.(error);
     }
 }
 /** Call a caller's callback; its exception is reported where it is seen, not into the socket. */

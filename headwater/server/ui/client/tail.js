@@ -22,7 +22,7 @@ export class Tail extends LiveSocket {
     paused = false; // a `for await` loop lags: the socket is closed until it catches up
     feed = new Feed();
     constructor(WebSocket, address, label, options) {
-        super(WebSocket, label, options.onError);
+        super(WebSocket, label, options);
         this.address = address;
         this.options = options;
         this.from = options.from ?? "end";

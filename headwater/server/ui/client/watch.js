@@ -21,7 +21,7 @@ export class Subscription extends LiveSocket {
     value;
     feed = new Feed();
     constructor(WebSocket, address, label, options) {
-        super(WebSocket, label, options.onError);
+        super(WebSocket, label, options);
         this.address = address;
         this.options = options;
         this.value = null;
