@@ -24,7 +24,7 @@ from examples.orders import Address, LineItem, NewOrder
 from examples.registration import UserSignUp
 from headwater.cluster.apps import APP_TASKS_DEFAULT as SERVE_TASKS_DEFAULT
 from headwater.schema import task_for_key
-from headwater.server.run import deploy_all, load_modules
+from headwater.server.run import deploy_all, load_modules, load_pages
 from tests.server.support import FIXED, Job, deploy, served
 
 ROOT = Path(__file__).parents[2]
@@ -35,6 +35,8 @@ MAKE_RUN_APP = ROOT / "examples" / "app.py"  # what `make run` serves, with serv
 SCREENSHOT = ROOT / "docs" / "ui.png"
 SCREENSHOT_KEYWORD = "Source"  # a PNG text chunk recording what the screenshot shows
 WAIT_MS = 10_000
+LIVE_LATENCY_MS_MAX = 100  # from sending an append to the leaderboard page showing it (the median)
+LIVE_LATENCY_ROUNDS = 9
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (pip install playwright)")
 
@@ -65,7 +67,7 @@ def make_run_site() -> Iterator[tuple[hw.InProcessCluster, str]]:
     with hw.InProcessCluster() as cluster:
         deploy_all(cluster, load_modules(MAKE_RUN_APP), SERVE_TASKS_DEFAULT)
         fill(cluster)
-        with served(cluster) as url:
+        with served(cluster, pages=load_pages(MAKE_RUN_APP)) as url:
             yield cluster, url
 
 
@@ -266,6 +268,52 @@ def test_dead_letters_can_be_retried_from_the_topology_page(page, site):
         playwright_api.expect(page.locator("#dead")).to_contain_text("No dead letters")
     finally:
         FIXED["jobs"] = False
+
+
+# In the page: append a score over HTTP, LIVE_LATENCY_ROUNDS times, each the new leader, and time
+# from sending the request (and from its answer) to the first change of the board the watch makes.
+MEASURE_LIVE_LATENCY = """async (rounds) => {
+  const board = document.querySelector("#board");
+  const times = [];
+  for (let i = 0; i < rounds; i++) {
+    const changed = new Promise((resolve) => {
+      const observer = new MutationObserver(() => { observer.disconnect(); resolve(performance.now()); });
+      observer.observe(board, { subtree: true, childList: true, characterData: true });
+    });
+    const sent = performance.now();
+    const response = await fetch("/api/modules/leaderboard/depots/scores/append", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ player: `speedy-${i}`, points: 1000000 + i }),
+    });
+    const answered = performance.now();
+    if (!response.ok) throw new Error(`append: HTTP ${response.status}`);
+    const shown = await Promise.race([changed, new Promise((resolve) => setTimeout(() => resolve(null), 5000))]);
+    if (shown === null) throw new Error(`round ${i}: the board did not change within 5 s`);
+    times.push({ from_sent_ms: shown - sent, from_answer_ms: shown - answered });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return times;
+}"""
+
+
+def test_the_leaderboard_page_shows_an_append_within_100_ms(make_run_page):
+    page = make_run_page
+    base = page.url.split("/ui/")[0]
+    page.goto(base + "/examples/leaderboard/")
+    playwright_api.expect(page.locator("#live")).to_have_attribute("data-state", "live")
+    page.locator("#player").fill("ann")
+    page.locator("#points").fill("7")
+    page.get_by_role("button", name="Add score").click()  # the page's own form appends too
+    playwright_api.expect(page.locator('#board li[data-player="ann"] .points')).to_have_text("7")
+    times = page.evaluate(MEASURE_LIVE_LATENCY, LIVE_LATENCY_ROUNDS)
+    from_sent = sorted(t["from_sent_ms"] for t in times)
+    from_answer = sorted(t["from_answer_ms"] for t in times)
+    median = from_sent[len(from_sent) // 2]
+    print(f"\nleaderboard page, append sent -> board changed, ms: {[round(t, 1) for t in from_sent]} "
+          f"(median {median:.1f}); append answered -> board changed, ms: {[round(t, 1) for t in from_answer]}")
+    assert median < LIVE_LATENCY_MS_MAX, f"median {median:.1f} ms from an append to the page showing it"
+    leader = f"speedy-{LIVE_LATENCY_ROUNDS - 1}"
+    playwright_api.expect(page.locator("#board li").first).to_have_attribute("data-player", leader)
 
 
 def test_screenshot_for_the_docs_shows_what_make_run_serves(make_run_page, make_run_site, tmp_path):
