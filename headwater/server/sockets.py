@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -15,9 +15,22 @@ from headwater.errors import HeadwaterError
 from headwater.server.http import ApiError, json_answer
 from headwater.server.state import state_of
 
-__all__ = ["authorize_socket", "pump", "refuse", "send"]
+__all__ = ["authorize_socket", "pump", "refuse", "send", "serving"]
 
 CLOSE_POLICY = 1008  # the WebSocket close code for a refused request
+
+
+@contextlib.asynccontextmanager
+async def serving(websocket: WebSocket) -> AsyncIterator[None]:
+    """Accept the socket; an expected failure in the block is sent to the client as an error
+    message (`refuse`), and the client closing the socket ends it quietly."""
+    await websocket.accept()
+    try:
+        yield
+    except (HeadwaterError, ApiError, ValueError) as e:
+        await refuse(websocket, e)
+    except WebSocketDisconnect:
+        pass
 
 
 def authorize_socket(websocket: WebSocket, action: str, module: str) -> None:

@@ -25,13 +25,12 @@ import asyncio
 import functools
 from typing import Any
 
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket
 
 from headwater.client.api import DepotClient
-from headwater.errors import HeadwaterError
 from headwater.server.depots import record_row
 from headwater.server.http import ApiError
-from headwater.server.sockets import authorize_socket, pump, refuse, send
+from headwater.server.sockets import authorize_socket, pump, send, serving
 from headwater.server.state import state_of
 from headwater.server.watch import decode_json
 
@@ -60,36 +59,32 @@ class _Ends:
 
 
 async def tail(websocket: WebSocket) -> None:
-    await websocket.accept()
     state = state_of(websocket)
     subscriptions: list[Any] = []
     counted = False
     try:
-        module, name = websocket.path_params["module"], websocket.path_params["depot"]
-        authorize_socket(websocket, "read", module)
-        if state.tail_sockets >= TAIL_SOCKETS_MAX:
-            raise ApiError(503, "unavailable", f"this server already holds {TAIL_SOCKETS_MAX:,} depot tail sockets "
-                           "open; close some (one socket follows every partition of a depot) and try again")
-        state.tail_sockets += 1
-        counted = True
-        depot = state.cluster.depot(module, name)
-        ends = _Ends(asyncio.get_running_loop())
-        for partition in _partitions(websocket, depot):
-            subscription = await asyncio.to_thread(
-                depot.watch_end, partition, on_commit=functools.partial(ends.on_commit, partition))
-            subscriptions.append(subscription)
-            ends.moved(partition, max(subscription.value, ends.offsets.get(partition, 0)))  # a commit may be first
-        cursors = await asyncio.to_thread(_starts, websocket, depot, ends.offsets)
-        await send(websocket, {"type": "ready", "offsets": {str(p): offset for p, offset in cursors.items()}})
+        async with serving(websocket):
+            module, name = websocket.path_params["module"], websocket.path_params["depot"]
+            authorize_socket(websocket, "read", module)
+            if state.tail_sockets >= TAIL_SOCKETS_MAX:
+                raise ApiError(503, "unavailable", f"this server already holds {TAIL_SOCKETS_MAX:,} depot tail "
+                               "sockets open; close some (one socket follows every partition of a depot) and try again")
+            state.tail_sockets += 1
+            counted = True
+            depot = state.cluster.depot(module, name)
+            ends = _Ends(asyncio.get_running_loop())
+            for partition in _partitions(websocket, depot):
+                subscription = await asyncio.to_thread(
+                    depot.watch_end, partition, on_commit=functools.partial(ends.on_commit, partition))
+                subscriptions.append(subscription)
+                ends.moved(partition, max(subscription.value, ends.offsets.get(partition, 0)))  # a commit may be first
+            cursors = await asyncio.to_thread(_starts, websocket, depot, ends.offsets)
+            await send(websocket, {"type": "ready", "offsets": {str(p): offset for p, offset in cursors.items()}})
 
-        async def take() -> list[dict[str, Any]]:
-            return await _records(depot, cursors, ends)
+            async def take() -> list[dict[str, Any]]:
+                return await _records(depot, cursors, ends)
 
-        await pump(websocket, ends.ready, take, TAIL_HEARTBEAT_S)
-    except (HeadwaterError, ApiError, ValueError) as e:
-        await refuse(websocket, e)
-    except WebSocketDisconnect:
-        pass
+            await pump(websocket, ends.ready, take, TAIL_HEARTBEAT_S)
     finally:
         if counted:
             state.tail_sockets -= 1

@@ -25,13 +25,13 @@ import asyncio
 from collections import deque
 from typing import Any
 
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket
 
-from headwater.errors import HeadwaterError, PathError
+from headwater.errors import PathError
 from headwater.pstate import diffs as d
 from headwater.server.http import ApiError
 from headwater.server.paths import decode_path, has_navigators
-from headwater.server.sockets import authorize_socket, pump, refuse, send
+from headwater.server.sockets import authorize_socket, pump, send, serving
 from headwater.server.state import state_of
 
 __all__ = ["WATCH_COMMITS_MAX", "WATCH_HEARTBEAT_S", "decode_json", "encode_diff", "watch"]
@@ -92,20 +92,16 @@ class _Outbox:
 
 
 async def watch(websocket: WebSocket) -> None:
-    await websocket.accept()
     subscription = None
     try:
-        subscription, outbox = await _subscribe(websocket)
-        await send(websocket, {"type": "value", "value": subscription.value})
+        async with serving(websocket):
+            subscription, outbox = await _subscribe(websocket)
+            await send(websocket, {"type": "value", "value": subscription.value})
 
-        async def take() -> list[dict[str, Any]]:
-            return outbox.take()
+            async def take() -> list[dict[str, Any]]:
+                return outbox.take()
 
-        await pump(websocket, outbox.ready, take, WATCH_HEARTBEAT_S)
-    except (HeadwaterError, ApiError, ValueError) as e:
-        await refuse(websocket, e)
-    except WebSocketDisconnect:
-        pass
+            await pump(websocket, outbox.ready, take, WATCH_HEARTBEAT_S)
     finally:
         if subscription is not None:
             await asyncio.to_thread(subscription.close)
