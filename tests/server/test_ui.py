@@ -25,7 +25,7 @@ from examples.registration import UserSignUp
 from headwater.cluster.apps import APP_TASKS_DEFAULT as SERVE_TASKS_DEFAULT
 from headwater.schema import task_for_key
 from headwater.server.run import deploy_all, load_modules, load_pages
-from tests.server.support import FIXED, Job, deploy, served
+from tests.server.support import FIXED, Job, deploy, jobs_module, served
 
 ROOT = Path(__file__).parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -191,6 +191,20 @@ def test_pstate_browser_shows_the_value_live(page, site):
     page.wait_for_function("() => document.querySelector('h1')?.textContent === 'bank'")
     page.wait_for_timeout(200)
     assert len(sockets) == 2 and all(s["closed"] for s in sockets) and all("/watch?" in s["url"] for s in sockets)
+
+
+def test_pstate_browser_resyncs_after_an_update_and_stays_live(page, site):
+    key = 4_321
+    jobs = site[0].depot("jobs", "jobs")
+    jobs.append(Job(key))
+    page.goto(page.url.split("#")[0] + f"#/m/jobs/pstate/done?path=[{key}]")
+    playwright_api.expect(page.locator("#live")).to_have_attribute("data-state", "live")
+    playwright_api.expect(page.locator("pre.json")).to_have_text("1")
+    site[0].update(jobs_module())  # the schemas may have changed: every watch starts again from its value
+    page.locator('#content[data-resyncs="1"]').wait_for()
+    jobs.append(Job(key))
+    playwright_api.expect(page.locator("pre.json")).to_have_text("2")
+    playwright_api.expect(page.locator("#live")).to_have_attribute("data-state", "live")
 
 
 def test_pstate_browser_walks_keys_and_nested_values(page, site):

@@ -47,7 +47,6 @@ export const paths = {
   module: (m) => `/api/modules/${q(m)}`,
   pstate: (m, p, op) => `/api/modules/${q(m)}/pstates/${q(p)}/${op}`,
   append: (m, d) => `/api/modules/${q(m)}/depots/${q(d)}/append`,
-  records: (m, d, p) => `/api/modules/${q(m)}/depots/${q(d)}/partitions/${p}/records`,
   query: (m, n) => `/api/modules/${q(m)}/queries/${q(n)}`,
   deadLetters: (m, t) => `/api/modules/${q(m)}/topologies/${q(t)}/dead-letters`,
   retry: (m, t, id) => `/api/modules/${q(m)}/topologies/${q(t)}/dead-letters/${id}/retry`,
