@@ -33,9 +33,11 @@ def append_retrying(depot, event, key: str, deadline: float):
 
 class Appenders:
     """Threads appending `make_event(event_id)` with idempotency keys (`key_prefix` + id), retried
-    while workers restart, until `stop()`; `acked` maps each acked event id to its `handle` result."""
+    while workers restart, until `stop()`; `acked` maps each acked event id to its `topology`'s result."""
 
-    def __init__(self, depot, make_event, threads: int, key_prefix: str, deadline: float) -> None:
+    def __init__(self, depot, make_event, threads: int, key_prefix: str, deadline: float,
+                 topology: str = "handle") -> None:
+        self._topology = topology
         self.acked: dict[int, int] = {}
         self.errors: list[BaseException] = []
         self._stop = threading.Event()
@@ -51,7 +53,7 @@ class Appenders:
             event_id = worker * 1_000_000 + i
             try:
                 self.acked[event_id] = append_retrying(self._depot, self._make_event(event_id),
-                                                       f"{self._key_prefix}{event_id}", self.deadline)["handle"]
+                                                       f"{self._key_prefix}{event_id}", self.deadline)[self._topology]
             except BaseException as e:  # reported by stop()
                 self.errors.append(e)
                 return
