@@ -73,12 +73,13 @@ async def tail(websocket: WebSocket) -> None:
             counted = True
             depot = state.cluster.depot(module, name)
             ends = _Ends(asyncio.get_running_loop())
-            for partition in _partitions(websocket, depot):
+            wanted = _wanted(websocket, depot)
+            for partition in wanted:
                 subscription = await asyncio.to_thread(
                     depot.watch_end, partition, on_commit=functools.partial(ends.on_commit, partition))
                 subscriptions.append(subscription)
                 ends.moved(partition, max(subscription.value, ends.offsets.get(partition, 0)))  # a commit may be first
-            cursors = await asyncio.to_thread(_starts, websocket, depot, ends.offsets)
+            cursors = await asyncio.to_thread(_starts, depot, wanted, ends.offsets)
             await send(websocket, {"type": "ready", "offsets": {str(p): offset for p, offset in cursors.items()}})
 
             async def take() -> list[dict[str, Any]]:
@@ -92,20 +93,17 @@ async def tail(websocket: WebSocket) -> None:
             await asyncio.to_thread(subscription.close)
 
 
-def _raw_from(websocket: WebSocket) -> Any:
+def _wanted(websocket: WebSocket, depot: DepotClient) -> dict[int, Any]:
+    """Each partition to follow, and where `from` starts it: "end", "start" or an offset (checked
+    against the partition's offsets once they are known)."""
     raw = websocket.query_params.get("from") or "end"
-    return raw if raw in ("end", "start") else decode_json(raw, "from")
-
-
-def _partitions(websocket: WebSocket, depot: DepotClient) -> list[int]:
-    """The partitions `from` names (all, unless it is an object naming some)."""
-    wanted = _raw_from(websocket)
-    if not isinstance(wanted, dict):
-        return list(range(depot.partitions))
-    if not wanted:
+    value = raw if raw in ("end", "start") else decode_json(raw, "from")
+    if not isinstance(value, dict):
+        return dict.fromkeys(range(depot.partitions), value)
+    if not value:
         raise ApiError(400, "bad_request", "from={} names no partition: name some, or pass from=end")
-    found = []
-    for key in wanted:
+    wanted = {}
+    for key, offset in value.items():
         try:
             partition = int(key)
         except ValueError:
@@ -113,20 +111,21 @@ def _partitions(websocket: WebSocket, depot: DepotClient) -> list[int]:
         if not 0 <= partition < depot.partitions:
             raise ApiError(400, "bad_request", f"from names partition {key!r}, but depot {depot.module}.{depot.name} "
                            f"has partitions 0..{depot.partitions - 1}")
-        found.append(partition)
-    return found
+        wanted[partition] = offset
+    return wanted
 
 
-def _starts(websocket: WebSocket, depot: DepotClient, ends: dict[int, int]) -> dict[int, int]:
+def _starts(depot: DepotClient, wanted: dict[int, Any], ends: dict[int, int]) -> dict[int, int]:
     """Where each partition starts, checked against its offsets now (on a thread: a read of each)."""
-    wanted = _raw_from(websocket)
     starts = {}
-    for partition, end in ends.items():
-        if wanted == "end":
+    for partition, offset in wanted.items():
+        end = ends[partition]
+        if offset == "end":
             starts[partition] = end
             continue
         oldest = depot.partition_info(partition).start_offset
-        offset = wanted[str(partition)] if isinstance(wanted, dict) else oldest if wanted == "start" else wanted
+        if offset == "start":
+            offset = oldest
         if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
             raise ApiError(400, "bad_request", f"from gives partition {partition} the offset {offset!r}: an offset is "
                            "an integer of 0 or more (or pass from=end or from=start)")

@@ -81,6 +81,9 @@ def test_from_an_offset_sends_the_backlog_in_bounded_messages_then_follows(kind_
         assert [r["event"]["amount"] for r in found] == list(range(5, 31))
         ops.append(Op("r1", "say", "ann", 31))
         assert [r["offset"] for r in records_until(ws, 1)] == [31]
+    with served(kind_cluster) as url, connect(tail_url(url, **{"from": json.dumps({f"0{partition}": 29})})) as ws:
+        assert received(ws) == {"type": "ready", "offsets": {str(partition): 29}}  # "01" is partition 1
+        assert [r["offset"] for r in records_until(ws, 3)] == [29, 30, 31]
     with served(kind_cluster) as url, connect(tail_url(url, **{"from": "start"})) as ws:
         assert received(ws)["offsets"] == {str(partition): 0, str(1 - partition): 0}
         assert len(records_until(ws, 32)) == 32
@@ -96,6 +99,8 @@ def test_bad_requests_are_refused_with_errors_that_say_what_to_do(kind_cluster):
         (tail_url("http://x", **{"from": "-1"}), "bad_request", "0 or more"),
         (tail_url("http://x", **{"from": "999"}), "bad_request", "past its end"),
         (tail_url("http://x", **{"from": "{oops"}), "malformed_json", "from"),
+        (tail_url("http://x", **{"from": '{"0": "x"}'}), "bad_request", "0 or more"),
+        (tail_url("http://x", **{"from": "{}"}), "bad_request", "names no partition"),
     ]
     with served(kind_cluster) as url:
         for bad, code, words in cases:
