@@ -145,10 +145,12 @@ async def _records(depot: DepotClient, cursors: dict[int, int], ends: _Ends) -> 
         if cursor >= end:
             continue
         found = await asyncio.to_thread(depot.read, partition, cursor, end, limit=TAIL_RECORDS_PER_MESSAGE_MAX)
-        if not found:  # retention removed them meanwhile: skip to what is stored
-            cursors[partition] = max(cursor, depot.partition_info(partition).start_offset)
-            if cursors[partition] < end:
-                ends.ready.set()
+        if not found:  # retention removed them meanwhile: skip to what is stored (or wait for the next commit)
+            oldest = (await asyncio.to_thread(depot.partition_info, partition)).start_offset
+            if oldest > cursor:
+                cursors[partition] = oldest
+                if oldest < end:
+                    ends.ready.set()
             continue
         cursors[partition] = found[-1].offset + 1
         messages.append({"type": "records", "partition": partition, "records": [record_row(r) for r in found],

@@ -16,6 +16,7 @@ from headwater.server.auth import Auth, Token
 from tests.clusters import CLUSTER_KINDS, open_cluster
 from tests.engine.test_watch import Op, game
 from tests.server.support import served
+from tests.waiting import wait_for
 
 WAIT_S = 10.0
 
@@ -157,3 +158,25 @@ def test_tail_through_the_fronts_of_worker_processes(tmp_path):
                 assert {(r["partition"], r["offset"]) for r in records_until(ws, 6)} == appended
     finally:
         stop(process)
+
+
+def test_records_retention_removed_are_skipped():
+    """from=0 on a trimmed partition starts at its oldest stored record, and says so in `ready`."""
+    from dataclasses import dataclass
+
+    import headwater as hw
+
+    @dataclass
+    class Click:
+        n: int
+
+    m = hw.Module("clicks")
+    m.depot("clicks", Click, partition_by=None, retention=hw.Retention(max_records=3))
+    with hw.InProcessCluster() as cluster:
+        cluster.deploy(m, tasks=1)
+        clicks = cluster.depot("clicks", "clicks")
+        clicks.append_many([Click(i) for i in range(10)])
+        oldest = wait_for(lambda: clicks.partition_info(0).start_offset, "the task to trim the partition", WAIT_S)
+        with served(cluster) as url, connect(tail_url(url, module="clicks", depot="clicks", **{"from": "0"})) as ws:
+            assert received(ws) == {"type": "ready", "offsets": {"0": oldest}}
+            assert [r["event"]["n"] for r in records_until(ws, 10 - oldest)] == list(range(oldest, 10))
