@@ -1,0 +1,339 @@
+"""Backups: consistent across tasks, incremental, safe across a crash, restorable on every cluster kind.
+
+The module under test writes on two tasks per record: its handler marks the record `seen` on the
+record's task and hops to the task of `n + 1`, which marks `echoed[n + 1]`. A backup taken at one
+cut holds an `echoed` entry only for a record its depot holds too; after a restore, recovery
+re-drives what was in flight at the cut, so every restored record ends up both seen and echoed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import headwater as hw
+from headwater.cluster.backups import BACKUP_PAUSE_MAX_S, read_manifest
+from headwater.cluster.local import BACKUP_HOLD_EXPIRES_S
+from tests.clusters import CLUSTER_KINDS, open_cluster
+from tests.waiting import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+TASKS = 4
+PROCESSED_WAIT_S = 60.0  # the longest recovery after a restore may take to process every restored record
+
+
+@dataclass
+class Event:
+    n: int
+
+
+echo = hw.Module("echo")
+events = echo.depot("events", Event, partition_by="n")
+seen = echo.pstate("seen", hw.Map(int, bool))
+echoed = echo.pstate("echoed", hw.Map(int, bool))
+
+
+@echo.stream(events)
+def on_event(ctx: hw.Context, event: Event) -> None:
+    ctx.pstate(seen)[event.n].set(True)
+    ctx.hop(event.n + 1, echo_step, event.n)
+
+
+@echo.step
+def echo_step(ctx: hw.Context, n: int) -> None:
+    ctx.pstate(echoed)[n + 1].set(True)
+
+
+def depot_numbers(cluster: hw.InProcessCluster) -> set[int]:
+    depot = cluster.depot("echo", "events")
+    found: set[int] = set()
+    for partition in range(depot.partitions):
+        end = depot.partition_info(partition).end_offset
+        for start in range(0, end, 10_000):
+            found.update(record.event.n for record in depot.read(partition, start, min(end, start + 10_000)))
+    return found
+
+
+def keys_of(cluster: hw.InProcessCluster, pstate: str) -> set[int]:
+    return {key for task in range(TASKS) for key, _ in cluster.pstate("echo", pstate, task=task).items()}
+
+
+class Appenders:
+    """Threads appending full-ack events with numbers from their own ranges until stopped; each
+    acked number is recorded with the time its ack came back."""
+
+    def __init__(self, cluster: hw.InProcessCluster, threads: int = 3) -> None:
+        self._depot = cluster.depot("echo", "events")
+        self._stop = threading.Event()
+        self.acked: list[tuple[float, int]] = []
+        self.latencies: list[tuple[float, float]] = []  # (when sent, seconds to the ack)
+        self._threads = [threading.Thread(target=self._run, args=(1_000_000 * (i + 1),)) for i in range(threads)]
+        for thread in self._threads:
+            thread.start()
+
+    def _run(self, first: int) -> None:
+        n = first
+        while not self._stop.is_set():
+            sent = time.monotonic()
+            try:
+                self._depot.append(Event(n), timeout=30)
+            except hw.Unavailable:
+                return  # the cluster closed under us: the test stopped it
+            now = time.monotonic()
+            self.acked.append((now, n))
+            self.latencies.append((sent, now - sent))
+            n += 2  # odd and even ranges never meet another thread's `n + 1`
+
+    def acked_before(self, moment: float) -> set[int]:
+        return {n for at, n in list(self.acked) if at < moment}
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(60)
+
+
+def check_restored(cluster: hw.InProcessCluster, must_hold: set[int]) -> set[int]:
+    """Every record in the restored depot is processed on both tasks it touches (after recovery
+    re-drives the cut's messages), nothing else is, and every number in `must_hold` is there."""
+    numbers = depot_numbers(cluster)
+    assert must_hold <= numbers, f"{len(must_hold - numbers)} acked before the backup are missing"
+    wait_for(lambda: keys_of(cluster, "seen") == numbers and keys_of(cluster, "echoed") == {n + 1 for n in numbers},
+             "every restored record to be processed and echoed", PROCESSED_WAIT_S)
+    progress = cluster.progress("echo")["on_event"]["events"]
+    depot = cluster.depot("echo", "events")
+    assert progress == [depot.partition_info(p).end_offset for p in range(depot.partitions)]
+    return numbers
+
+
+@pytest.mark.parametrize("kind", CLUSTER_KINDS)
+def test_a_backup_under_load_restores_to_one_cut(tmp_path, kind):
+    with open_cluster(kind, tmp_path / "data") as cluster:
+        cluster.deploy(echo, tasks=TASKS)
+        cluster.depot("echo", "events").append_many([Event(n) for n in range(0, 2000, 2)], ack="append")
+        appenders = Appenders(cluster)
+        try:
+            wait_for(lambda: len(appenders.acked) > 100, "appends to flow", 30)
+            started = time.monotonic()
+            info = cluster.backup(tmp_path / "backups")
+            after = len(appenders.acked)
+            wait_for(lambda: len(appenders.acked) > after + 20, "appends to flow after the backup", 30)
+        finally:
+            appenders.stop()
+        must_hold = appenders.acked_before(started) | set(range(0, 2000, 2))
+        assert info.modules == {"echo": TASKS} and info.files_copied > 0 and info.bytes_copied > 0
+        assert info.stall_s <= BACKUP_HOLD_EXPIRES_S
+    restored = hw.restore(tmp_path / "backups", tmp_path / "restored")
+    assert restored["id"] == info.id and restored["modules"] == {"echo": TASKS}
+    with open_cluster(kind, tmp_path / "restored") as cluster:
+        cluster.deploy(echo)
+        numbers = check_restored(cluster, must_hold)
+        assert numbers <= must_hold | {n for _, n in appenders.acked} | set(range(1_000_000, 4_000_000))
+        cluster.depot("echo", "events").append(Event(7))  # the restored cluster goes on as any
+        assert cluster.pstate("echo", "seen")[7].get() is True
+
+
+@pytest.mark.parametrize("kind", CLUSTER_KINDS)
+def test_a_second_backup_copies_only_what_changed(tmp_path, kind):
+    with open_cluster(kind, tmp_path / "data") as cluster:
+        cluster.deploy(echo, tasks=TASKS)
+        depot = cluster.depot("echo", "events")
+        for start in range(0, 40_000, 2000):
+            depot.append_many([Event(n) for n in range(start, start + 2000)], ack="append")
+        wait_for(lambda: len(keys_of(cluster, "echoed")) == 40_000, "the first events to be processed", 60)
+        first = cluster.backup(tmp_path / "backups")
+        depot.append_many([Event(n) for n in range(40_000, 40_100)])
+        second = cluster.backup(tmp_path / "backups")
+    assert second.id != first.id and second.files_reused > 0
+    assert second.bytes_copied * 5 < first.bytes_copied, (first, second)
+    assert sorted(os.listdir(tmp_path / "backups" / "backups")) == sorted([f"{first.id}.json", f"{second.id}.json"])
+    hw.restore(tmp_path / "backups", tmp_path / "older", backup=first.id)  # every backup stays restorable
+    hw.restore(tmp_path / "backups", tmp_path / "newer")
+    with hw.InProcessCluster(tmp_path / "older") as cluster:
+        cluster.deploy(echo)
+        assert len(check_restored(cluster, set(range(40_000)))) == 40_000
+    with hw.InProcessCluster(tmp_path / "newer") as cluster:
+        cluster.deploy(echo)
+        assert len(check_restored(cluster, set(range(40_100)))) == 40_100
+
+
+_CRASHING_BACKUP = """
+import sys, time
+from pathlib import Path
+import headwater as hw
+from headwater.cluster import backups
+from tests.cluster.test_backups import Event, echo
+
+data, destination = Path(sys.argv[1]), Path(sys.argv[2])
+with hw.InProcessCluster(data) as cluster:
+    cluster.deploy(echo, tasks=4)
+    depot = cluster.depot("echo", "events")
+    depot.append_many([Event(n) for n in range(1000)])
+    print("first", cluster.backup(destination).id, flush=True)
+    depot.append_many([Event(n) for n in range(1000, 3000)])
+    copy_file = backups._copy_file
+
+    def slow_copy(source, target):  # the second backup copies slowly, so the kill lands mid-copy
+        copy_file(source, target)
+        print("copying", target, flush=True)
+        time.sleep(0.2)
+
+    backups._copy_file = slow_copy
+    cluster.backup(destination)
+    print("second finished", flush=True)
+"""
+
+
+def test_a_crash_during_a_backup_leaves_the_previous_one_usable(tmp_path):
+    destination = tmp_path / "backups"
+    child = subprocess.Popen([sys.executable, "-c", _CRASHING_BACKUP, str(tmp_path / "data"), str(destination)],
+                             cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        first = child.stdout.readline().split()
+        assert first[0] == "first", first
+        copying = child.stdout.readline()
+        assert copying.startswith("copying"), copying
+        child.send_signal(signal.SIGKILL)  # mid-copy: files of the second backup are there, its manifest is not
+        child.wait(30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        child.stdout.close()
+    assert (destination / "latest").read_text().strip() == first[1]
+    assert read_manifest(destination)["id"] == first[1]
+    hw.restore(destination, tmp_path / "restored")
+    with hw.InProcessCluster(tmp_path / "restored") as cluster:
+        cluster.deploy(echo)
+        assert check_restored(cluster, set(range(1000))) == set(range(1000))
+    # The crashed cluster's data reopens, and the next backup into the same place works.
+    with hw.InProcessCluster(tmp_path / "data") as cluster:
+        cluster.deploy(echo)
+        wait_for(lambda: len(keys_of(cluster, "seen")) == 3000, "the crashed cluster to recover", 60)
+        info = cluster.backup(destination)
+        assert info.files_reused > 0
+    hw.restore(destination, tmp_path / "after")
+    with hw.InProcessCluster(tmp_path / "after") as cluster:
+        cluster.deploy(echo)
+        assert check_restored(cluster, set(range(3000))) == set(range(3000))
+
+
+@pytest.mark.parametrize("kind", CLUSTER_KINDS)
+def test_appends_stall_for_a_backup_within_the_bound(tmp_path, kind):
+    with open_cluster(kind, tmp_path / "data") as cluster:
+        cluster.deploy(echo, tasks=TASKS)
+        appenders = Appenders(cluster, threads=2)
+        try:
+            wait_for(lambda: len(appenders.acked) > 50, "appends to flow", 30)
+            infos = []
+            for _ in range(3):
+                began = time.monotonic()
+                infos.append((began, cluster.backup(tmp_path / "backups"), time.monotonic()))
+                time.sleep(0.1)
+        finally:
+            appenders.stop()
+    for _, info, _ in infos:
+        assert 0 < info.stall_s <= BACKUP_HOLD_EXPIRES_S, info
+    during = [latency for sent, latency in appenders.latencies
+              if any(began <= sent <= ended for began, _, ended in infos)]
+    assert during, "no append was sent during a backup"
+    # An append sent during a backup waits at most the hold, plus its own processing (generously, on a busy machine).
+    assert max(during) < BACKUP_HOLD_EXPIRES_S + 5.0
+    assert max(info.stall_s for _, info, _ in infos) < 2 * BACKUP_PAUSE_MAX_S
+
+
+def test_a_replicated_module_restores_with_every_copy_in_sync(tmp_path):
+    with hw.LocalCluster(tmp_path / "data", workers=2) as cluster:
+        cluster.deploy(echo, tasks=2, replication=2)
+        cluster.depot("echo", "events").append_many([Event(n) for n in range(500)])
+        info = cluster.backup(tmp_path / "backups")
+    assert info.modules == {"echo": 2}
+    hw.restore(tmp_path / "backups", tmp_path / "restored")
+    assert sorted(p.name for p in (tmp_path / "restored" / "echo").iterdir() if p.is_dir()) == [
+        "task-0-w0", "task-0-w1", "task-1-w0", "task-1-w1"]
+    with hw.LocalCluster(tmp_path / "restored", workers=2) as cluster:
+        cluster.deploy(echo)
+        numbers = depot_numbers(cluster)
+        assert numbers == set(range(500))
+        wait_for(lambda: all(f["in_sync"] for row in cluster.status()["echo"] for f in row["followers"])
+                 and all(row["followers"] for row in cluster.status()["echo"]), "the followers to be in sync", 30)
+        cluster.depot("echo", "events").append(Event(9_999))
+        assert cluster.pstate("echo", "seen")[9_999].get() is True
+
+
+# ---- bad inputs --------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def one_backup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("one-backup")
+    with hw.InProcessCluster(root / "data") as cluster:
+        cluster.deploy(echo, tasks=2)
+        cluster.depot("echo", "events").append_many([Event(n) for n in range(100)])
+        info = cluster.backup(root / "backups")
+    return root / "backups", info
+
+
+def test_restoring_from_nowhere_says_so(tmp_path):
+    with pytest.raises(hw.BackupError, match="not a directory"):
+        hw.restore(tmp_path / "absent", tmp_path / "data")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(hw.BackupError, match="no complete backup"):
+        hw.restore(tmp_path / "empty", tmp_path / "data")
+
+
+def test_restoring_into_data_is_refused(tmp_path, one_backup):
+    source, _ = one_backup
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "something").write_text("x")
+    with pytest.raises(hw.BackupError, match="not an empty directory"):
+        hw.restore(source, tmp_path / "data")
+    assert os.listdir(tmp_path / "data") == ["something"]
+
+
+def test_an_unknown_backup_id_lists_the_backups(tmp_path, one_backup):
+    source, info = one_backup
+    with pytest.raises(hw.BackupError, match=info.id):
+        hw.restore(source, tmp_path / "data", backup="20000101T000000Z-000000")
+
+
+def _copy(source: Path, target: Path) -> Path:
+    import shutil
+
+    shutil.copytree(source, target)
+    return target
+
+
+def test_a_tampered_manifest_is_refused(tmp_path, one_backup):
+    source = _copy(one_backup[0], tmp_path / "backups")
+    manifest_path = source / "backups" / f"{one_backup[1].id}.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["modules"]["echo"]["catalog"]["tasks"] = 3
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(hw.BackupError, match="does not match its checksum"):
+        hw.restore(source, tmp_path / "data")
+    manifest_path.write_text("{not json")
+    with pytest.raises(hw.BackupError, match="is corrupt"):
+        hw.restore(source, tmp_path / "data")
+
+
+def test_a_damaged_or_missing_file_is_named(tmp_path, one_backup):
+    source = _copy(one_backup[0], tmp_path / "backups")
+    files = sorted((source / "files").rglob("*-*"), key=lambda p: p.stat().st_size)
+    largest = files[-1]
+    data = bytearray(largest.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    largest.write_bytes(bytes(data))
+    with pytest.raises(hw.BackupError, match=f"corrupt: file .*{largest.name}"):
+        hw.restore(source, tmp_path / "data")
+    largest.unlink()
+    with pytest.raises(hw.BackupError, match=f"incomplete: file .*{largest.name}.* is missing"):
+        hw.restore(source, tmp_path / "data2")
