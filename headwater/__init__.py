@@ -7,10 +7,10 @@ inside a unit test exactly as it runs on a cluster.
 
 from headwater import sources
 from headwater.client.api import AppendResult, DeadLetter, DepotRecord, PartitionInfo
-from headwater.client.cluster import Cluster, ModuleInfo
+from headwater.client.cluster import BackupInfo, Cluster, ModuleInfo
 from headwater.client.remote import RemoteCluster, connect
 from headwater.client.subscriptions import Subscription
-from headwater.cluster.backups import BackupInfo, restore
+from headwater.cluster.backups import restore
 from headwater.cluster.inprocess import InProcessCluster
 from headwater.cluster.local import LocalCluster
 from headwater.cluster.ray import RayCluster

@@ -30,12 +30,13 @@ import shutil
 import threading
 import time
 from collections.abc import Hashable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import xxhash
 
+from headwater.client.cluster import BackupInfo
 from headwater.errors import BackupError, Unavailable
 
 if TYPE_CHECKING:
@@ -46,7 +47,6 @@ __all__ = [
     "BACKUP_ATTEMPTS_MAX",
     "BACKUP_FORMAT",
     "BACKUP_PAUSE_MAX_S",
-    "BackupInfo",
     "CopiedFiles",
     "TaskPause",
     "copy_checkpoint",
@@ -67,26 +67,6 @@ BACKUP_PAUSE_MAX_S = 0.5
 BACKUP_ATTEMPTS_MAX = 5  # cuts tried before a backup gives up (Unavailable)
 COPY_CHUNK_BYTES = 1024 * 1024  # files are hashed and copied in reads of this much
 STAGING_DIRECTORY = ".backup-staging"  # under a cluster's data path: checkpoints on their way out
-
-
-@dataclass(frozen=True)
-class BackupInfo:
-    """What `cluster.backup(dest)` wrote: the backup's id, the modules and their task counts,
-    files and bytes copied against reused from earlier backups, how long it took, and the longest
-    any task was held for the cut (`stall_s`: what an append could have waited)."""
-
-    id: str
-    destination: str
-    modules: dict[str, int]
-    files_copied: int
-    bytes_copied: int
-    files_reused: int
-    bytes_reused: int
-    duration_s: float
-    stall_s: float
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass

@@ -18,13 +18,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from headwater.client.cluster import ModuleInfo
+from headwater.client.cluster import BackupInfo, ModuleInfo
 from headwater.client.replies import ReplyRouter
 from headwater.client.seam import DeployedModule
 from headwater.cluster.apps import apply_app
 from headwater.cluster.backups import (
     STAGING_DIRECTORY,
-    BackupInfo,
     CopiedFiles,
     TaskPause,
     copy_checkpoint,
@@ -43,7 +42,7 @@ from headwater.engine.definitions import Module
 from headwater.engine.evolution import module_shapes, plan
 from headwater.engine.runtime import Catalog, ModuleRuntime
 from headwater.engine.task import Task
-from headwater.errors import DefinitionError, NotFound, ResourceError, Unavailable
+from headwater.errors import BackupError, DefinitionError, NotFound, ResourceError, Unavailable
 from headwater.storage import RocksStore
 
 __all__ = ["STATUS_WAIT_MAX_S", "Deployment", "DeploymentBase", "InProcessCluster"]
@@ -369,13 +368,19 @@ class InProcessCluster(ClusterClients[DeploymentBase]):
         destination = Path(os.path.abspath(destination))
         with self._backing_up:
             self._check_open()
-            prepare_destination(destination)
+            try:
+                prepare_destination(destination)
+            except OSError as e:
+                raise BackupError(f"cannot write a backup to {str(destination)!r}: {e}") from e
             shutil.rmtree(self.path / STAGING_DIRECTORY, ignore_errors=True)  # what a crashed backup left
             backup_id = new_backup_id()
             staging = staging_directory(self.path, backup_id)
             try:
                 records, copied, stall_s = self._back_up(staging, destination)
                 return finish(destination, backup_id, records, copied, started=started, stall_s=stall_s)
+            except OSError as e:
+                raise BackupError(f"cannot write a backup to {str(destination)!r}: {e}; give a directory this "
+                                  "process (and every worker) can write") from e
             finally:
                 shutil.rmtree(self.path / STAGING_DIRECTORY, ignore_errors=True)
 

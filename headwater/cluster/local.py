@@ -727,7 +727,8 @@ class LocalCluster(InProcessCluster):
     def _on_frame(self, link: Link, envelope: Any) -> None:
         if isinstance(envelope, Call):  # from a worker's front: status() is known here
             ops: dict[str, Callable[..., Any]] = {"status": self.status, "in_sync": self._record_in_sync,
-                                                  "apply_app": self._apply_app_from_front}
+                                                  "apply_app": self._apply_app_from_front,
+                                                  "backup": self._backup_from_front}
             self._calls.submit(link.answer, envelope, ops.get(envelope.op) or self._unknown_call)
             return
         deployment = self._deployments.get(getattr(envelope, "module", ""))
@@ -745,6 +746,9 @@ class LocalCluster(InProcessCluster):
     def _apply_app_from_front(self, source: bytes | str, filename: str, delete: list[str], dry_run: bool,
                               tasks: int) -> list[dict[str, Any]]:
         return self.apply_app(source, filename=filename, delete=delete, dry_run=dry_run, tasks=tasks)
+
+    def _backup_from_front(self, destination: str) -> dict[str, Any]:
+        return self.backup(destination).to_json()
 
     def _front_of(self, worker: int | None) -> dict[str, Any]:
         return self._front_info.get(worker, {}) if worker is not None else {}

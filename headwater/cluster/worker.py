@@ -33,7 +33,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
-from headwater.client.cluster import ModuleInfo
+from headwater.client.cluster import BackupInfo, ModuleInfo
 from headwater.client.replies import ReplyRouter
 from headwater.client.seam import ClientTransport, DeployedModule, check_may_wait
 from headwater.cluster.backups import CopiedFiles, TaskPause, copy_checkpoint, task_key_directory
@@ -80,6 +80,7 @@ _log = logging.getLogger("headwater.worker")
 WORKER_CALL_THREADS = 32  # calls a worker serves at once (reads, queries, holds); more wait their turn
 _POINT_READ_OPS = frozenset({"exists", "size", "contains"})  # answers bounded whatever the data
 STATUS_CALL_S = 10.0  # the longest a worker's front waits for the supervisor's status()
+BACKUP_CALL_S = 3600.0  # the longest a worker's front waits for the supervisor to take a backup
 APPLY_APP_CALL_S = 120.0  # the longest a worker's front waits for the supervisor to apply an app update
 REPLICATION_CHECK_S = 0.2  # how often a worker looks for followers that stopped confirming
 PROPOSE_CALL_S = 2.0  # the longest a leader waits for the controller to record a new in-sync set
@@ -495,6 +496,11 @@ class WorkerCluster(ClusterClients[_Deployment]):
 
     def status(self) -> dict[str, list[dict[str, Any]]]:
         return self._node.supervisor.call("status", timeout_s=STATUS_CALL_S)
+
+    def backup(self, destination: str | os.PathLike[str]) -> BackupInfo:
+        """The supervisor takes the backup (it holds every worker's tasks for the cut)."""
+        return BackupInfo.from_json(self._node.supervisor.call("backup", os.fspath(destination),
+                                                               timeout_s=BACKUP_CALL_S))
 
     def close(self) -> None:
         self._query_pool.shutdown(wait=False, cancel_futures=True)

@@ -337,3 +337,47 @@ def test_a_damaged_or_missing_file_is_named(tmp_path, one_backup):
     largest.unlink()
     with pytest.raises(hw.BackupError, match=f"incomplete: file .*{largest.name}.* is missing"):
         hw.restore(source, tmp_path / "data2")
+
+
+# ---- over HTTP and from the shell --------------------------------------------------------------
+def test_backup_over_http_and_restore_from_the_shell(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from headwater.cli import ExitCode, app
+    from headwater.server.auth import Auth, Token
+    from tests.server.support import served
+
+    tokens = Auth([Token("admin", "a-secret", frozenset({("admin", None)})),
+                   Token("reader", "r-secret", frozenset({("read", None)}))])
+    runner = CliRunner()
+    with hw.InProcessCluster(tmp_path / "data") as cluster, served(cluster, auth=tokens) as url:
+        cluster.deploy(echo, tasks=2)
+        cluster.depot("echo", "events").append_many([Event(n) for n in range(300)])
+        monkeypatch.setenv("HEADWATER_URL", url)
+        denied = runner.invoke(app, ["backup", str(tmp_path / "backups"), "--token", "r-secret"])
+        assert denied.exit_code == ExitCode.DENIED, denied.output
+        assert not (tmp_path / "backups").exists()
+        done = runner.invoke(app, ["backup", str(tmp_path / "backups"), "--token", "a-secret", "--json"])
+        assert done.exit_code == 0, done.output
+        info = json.loads(done.output)
+        assert info["modules"] == {"echo": 2} and info["bytes_copied"] > 0
+        table = runner.invoke(app, ["backup", str(tmp_path / "backups"), "--token", "a-secret"])
+        assert table.exit_code == 0 and "echo" in table.output and "files reused" in table.output, table.output
+        client = hw.connect(url, token="a-secret")
+        with pytest.raises(hw.SchemaError, match="absolute"):
+            client.request("POST", "/api/backup", content=b'{"destination": "relative/path"}',
+                           headers={"Content-Type": "application/json"})
+        (tmp_path / "a-file").write_text("x")
+        with pytest.raises(hw.BackupError, match="cannot write a backup"):
+            client.backup(tmp_path / "a-file")
+        client.close()
+    latest = (tmp_path / "backups" / "latest").read_text().strip()
+    restored = runner.invoke(app, ["restore", str(tmp_path / "backups"), "--data", str(tmp_path / "restored")])
+    assert restored.exit_code == 0 and f"restored backup {latest}" in restored.output, restored.output
+    again = runner.invoke(app, ["restore", str(tmp_path / "backups"), "--data", str(tmp_path / "restored")])
+    assert again.exit_code != 0 and "not an empty directory" in again.output, again.output
+    missing = runner.invoke(app, ["restore", str(tmp_path / "nowhere"), "--data", str(tmp_path / "other")])
+    assert missing.exit_code != 0 and "no backup at" in missing.output, missing.output
+    with hw.InProcessCluster(tmp_path / "restored") as cluster:
+        cluster.deploy(echo)
+        assert depot_numbers(cluster) == set(range(300))
