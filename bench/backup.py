@@ -72,7 +72,8 @@ def _load(cluster: hw.InProcessCluster, start: int, stop: int) -> None:
 
     depot = cluster.depot("registration", "registrations")
     for first in range(start, stop, CHUNK):
-        depot.append_many([UserSignUp(email(i), pwd_hash(i), TIMESTAMP_MS) for i in range(first, min(stop, first + CHUNK))])
+        depot.append_many([UserSignUp(email(i), pwd_hash(i), TIMESTAMP_MS)
+                           for i in range(first, min(stop, first + CHUNK))])
 
 
 def run(env: Env) -> Section:
@@ -125,8 +126,8 @@ def run(env: Env) -> Section:
         ["restore (copy and check every file)", "", f"{restore_s:.2f} s", "", "", ""],
         ["deploy over the restored data, count the users", "", f"{reopen_s:.2f} s", "", "", ""],
     ]
-    latency_rows = [[name, str(len(values)), fmt(_percentile(values, 0.5) * 1000), fmt(_percentile(values, 0.99) * 1000),
-                     fmt(values[-1] * 1000 if values else float("nan"))]
+    latency_rows = [[name, str(len(values)), fmt(_percentile(values, 0.5) * 1000),
+                     fmt(_percentile(values, 0.99) * 1000), fmt(values[-1] * 1000 if values else float("nan"))]
                     for name, values in (("before the backups", before), ("sent during a backup", during))]
     markdown = "\n\n".join([
         f"{events:,} registration sign-ups (full ack, processed into the `users` PState), {env.tasks} tasks, "
@@ -137,7 +138,8 @@ def run(env: Env) -> Section:
         table(["appends", "count", "p50", "p99", "max"], latency_rows),
     ])
     data_out: dict[str, Any] = {
-        "events": events, "more": more, "tasks": env.tasks, "full": full.to_json(), "incremental": incremental.to_json(),
+        "events": events, "more": more, "tasks": env.tasks, "full": full.to_json(),
+        "incremental": incremental.to_json(),
         "restore_s": restore_s, "reopen_s": reopen_s, "data_bytes": data_bytes, "stored": stored,
         "append_ms_before": [_percentile(before, 0.5) * 1000, _percentile(before, 0.99) * 1000],
         "append_ms_during": [_percentile(during, 0.5) * 1000, _percentile(during, 0.99) * 1000],

@@ -225,7 +225,8 @@ def backup(
 def restore(
     source: Annotated[str, typer.Argument(help="a directory `headwater backup` (or cluster.backup) wrote to")],
     data: Annotated[str, typer.Option("--data", help="the data directory to create: absent or empty")],
-    backup_id: Annotated[str | None, typer.Option("--backup", help="the backup to restore (default: the latest)")] = None,
+    backup_id: Annotated[str | None, typer.Option("--backup",
+                                                  help="the backup to restore (default: the latest)")] = None,
     json: Json = False, *, output: Output,
 ) -> None:
     """Lay out a backup from SOURCE as a data directory: `headwater serve APP.py --data DIR` (or a cluster over DIR)

@@ -34,8 +34,8 @@ from headwater.client.connections import ConnectError, ConnectionLost, Connectio
 from headwater.client.remote_watch import watch_remote
 from headwater.engine.definitions import Ack, Module
 from headwater.errors import (
-    BackupError,
     AckTimeout,
+    BackupError,
     DefinitionError,
     HandlerError,
     HeadwaterError,
@@ -377,8 +377,9 @@ class RemoteCluster:
     def backup(self, destination: str | os.PathLike[str], *, timeout_s: float = 3600.0) -> BackupInfo:
         """Have the server back up every module to `destination`, a path on the server's machine
         (`POST /api/backup`, admin scope), as `cluster.backup` does in process. What `headwater backup` does."""
-        answer = self.request("POST", "/api/backup", content=json.dumps({"destination": os.fspath(destination)}).encode(),
-                              headers={"Content-Type": "application/json"}, timeout_s=timeout_s)
+        body = json.dumps({"destination": os.fspath(destination)}).encode()
+        answer = self.request("POST", "/api/backup", content=body, headers={"Content-Type": "application/json"},
+                              timeout_s=timeout_s)
         return BackupInfo.from_json(answer)
 
     def migrations(self, module: str) -> list[dict[str, Any]]:

@@ -295,7 +295,8 @@ def read_manifest(source: str | os.PathLike[str], backup: str | None = None) -> 
     return manifest
 
 
-def restore(source: str | os.PathLike[str], path: str | os.PathLike[str], *, backup: str | None = None) -> dict[str, Any]:
+def restore(source: str | os.PathLike[str], path: str | os.PathLike[str], *,
+            backup: str | None = None) -> dict[str, Any]:
     """Lay out a backup as a data directory at `path`, which must be empty or absent.
 
     `source` is a directory `cluster.backup` wrote to; `backup` one of its backup ids (default: the
@@ -322,7 +323,8 @@ def restore(source: str | os.PathLike[str], path: str | os.PathLike[str], *, bac
         for task, task_files in module["tasks"].items():
             replicas = sets[int(task)][1] if sets else [None]
             for worker in replicas:  # every copy of a replicated task starts as the leader's, all in sync
-                store = directory / (f"task-{task}" if worker is None or len(replicas) == 1 else f"task-{task}-w{worker}")
+                single = worker is None or len(replicas) == 1
+                store = directory / (f"task-{task}" if single else f"task-{task}-w{worker}")
                 for file_name, file_size, digest in task_files:
                     _restore_file(source, manifest["id"], digest, file_size, store / file_name)
                     files += 1
@@ -351,8 +353,8 @@ def _restore_file(source: Path, backup_id: str, digest: str, size: int, target: 
 # ---- what a cluster's backup does, whatever its kind ---------------------------------------------
 def task_key_directory(key: Hashable) -> str:
     """The staging folder of one task's checkpoint: `<module>/task-<i>`."""
-    module, task = key  # type: ignore[misc]
-    return f"{module}/task-{task}"
+    assert isinstance(key, tuple), key
+    return f"{key[0]}/task-{key[1]}"
 
 
 def take_cut(pause: TaskPause, staging: Path) -> dict[Hashable, tuple[Path, float]]:

@@ -41,8 +41,8 @@ import cloudpickle
 import msgspec
 
 from headwater.client.replies import ReplyRouter
-from headwater.cluster.backups import BACKUP_ATTEMPTS_MAX, BACKUP_PAUSE_MAX_S, CopiedFiles, module_record
 from headwater.client.seam import ClientTransport, check_may_wait
+from headwater.cluster.backups import BACKUP_ATTEMPTS_MAX, BACKUP_PAUSE_MAX_S, CopiedFiles, module_record
 from headwater.cluster.inprocess import DeploymentBase, InProcessCluster
 from headwater.cluster.replication import ReplicaSet
 from headwater.cluster.watching import RemoteWatches
