@@ -806,7 +806,11 @@ class LocalCluster(InProcessCluster):
                 raise Unavailable(f"a backup could not hold every task between rounds within {BACKUP_PAUSE_MAX_S}s, "
                                   f"{BACKUP_ATTEMPTS_MAX} times (long rounds, or a worker restarting); try again")
             # Every task is held now: the cut. Each worker checkpoints its own and lets them go.
-            stalls = self._on_workers(workers, "backup_checkpoint", backup_id, str(staging))
+            try:
+                stalls = self._on_workers(workers, "backup_checkpoint", backup_id, str(staging))
+            except BaseException:
+                self._on_workers(workers, "backup_release", backup_id, failed=None)
+                raise
         copied: dict[Hashable, CopiedFiles] = {}
         for part in self._on_workers(workers, "backup_copy", backup_id, str(destination),
                                      timeout_s=BACKUP_COPY_CALL_S).values():

@@ -758,9 +758,12 @@ class WorkerNode:
         return [key for key, _, _ in pause.tasks]
 
     def _backup_release(self, backup_id: str) -> None:
+        """Let go of the backup's tasks, and drop its checkpoints here (a cut given up, or a backup that failed)."""
         pause = self._backups.pop(backup_id, None)
         if pause is not None:
             pause.release()
+        for path in self._checkpoints.pop(backup_id, {}).values():
+            shutil.rmtree(path, ignore_errors=True)
 
     def _backup_checkpoint(self, backup_id: str, staging: str) -> dict[Hashable, float]:
         """Checkpoint each held task's store under `staging`, letting it go; per task, the seconds it was held."""

@@ -381,3 +381,33 @@ def test_backup_over_http_and_restore_from_the_shell(tmp_path, monkeypatch):
     with hw.InProcessCluster(tmp_path / "restored") as cluster:
         cluster.deploy(echo)
         assert depot_numbers(cluster) == set(range(300))
+
+
+def test_a_served_cluster_with_worker_fronts_backs_up_from_the_shell(tmp_path):
+    """`headwater serve --workers 2`: the backup request reaches a worker's front, which has the
+    supervisor take it; `headwater restore` then gives a data directory the server starts over."""
+    import httpx
+
+    from tests.server.test_serve import free_port, start, stop
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = start(tmp_path / "data", port, "--tasks", "2", "--workers", "2")
+    try:
+        for key in range(20):
+            assert httpx.post(f"{url}/api/modules/jobs/depots/jobs/append", json={"key": key}).status_code == 200
+        done = subprocess.run([sys.executable, "-m", "headwater.cli", "backup", str(tmp_path / "backups"), "--url", url,
+                               "--json"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert json.loads(done.stdout)["modules"] == {"jobs": 2}
+    finally:
+        stop(process)
+    restored = subprocess.run([sys.executable, "-m", "headwater.cli", "restore", str(tmp_path / "backups"), "--data",
+                               str(tmp_path / "restored")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert restored.returncode == 0 and "jobs (2 tasks)" in restored.stdout, restored.stdout + restored.stderr
+    process = start(tmp_path / "restored", port, "--workers", "2")
+    try:
+        read = lambda key: httpx.get(f"{url}/api/modules/jobs/pstates/done/get", params={"path": f"[{key}]"}).json()  # noqa: E731
+        assert all(read(key)["value"] == 1 for key in range(20))
+    finally:
+        stop(process)
