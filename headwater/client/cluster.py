@@ -23,7 +23,8 @@ __all__ = ["BackupInfo", "Cluster", "ModuleInfo"]
 class BackupInfo:
     """What `cluster.backup(dest)` wrote: the backup's id, the modules and their task counts,
     files and bytes copied against reused from earlier backups, how long it took, and the longest
-    any task was held for the cut (`stall_s`: what an append could have waited)."""
+    any task was held for the cut (`stall_s`: what an append could have waited; a cut given up
+    because a round ran long held tasks at most `BACKUP_PAUSE_MAX_S` more)."""
 
     id: str
     destination: str

@@ -252,6 +252,75 @@ def test_appends_stall_for_a_backup_within_the_bound(tmp_path, kind):
     assert max(info.stall_s for _, info, _ in infos) < 2 * BACKUP_PAUSE_MAX_S
 
 
+slow = hw.Module("slow")
+slow_events = slow.depot("events", Event, partition_by="n")
+slow_seen = slow.pstate("seen", hw.Map(int, bool))
+SLOW_ROUND_S = 3 * BACKUP_PAUSE_MAX_S
+
+
+@slow.stream(slow_events)
+def slowly(ctx: hw.Context, event: Event) -> None:
+    if event.n == 0:
+        time.sleep(SLOW_ROUND_S)  # a round longer than a backup may wait for
+    ctx.pstate(slow_seen)[event.n].set(True)
+
+
+@pytest.mark.parametrize("kind", CLUSTER_KINDS)
+def test_a_long_round_makes_the_backup_let_go_and_try_again(tmp_path, kind):
+    """While task 0 runs a long round, the backup must not hold task 1 longer than its bound: it lets
+    go of every task, tries again, and takes its cut once the round is over."""
+    with open_cluster(kind, tmp_path / "data") as cluster:
+        cluster.deploy(slow, tasks=2)
+        depot = cluster.depot("slow", "events")
+        depot.append(Event(1))
+        depot.append(Event(0), ack="append")  # task 0 is now in its slow round
+        latencies = []
+        stop = threading.Event()
+
+        def append_to_task_1() -> None:
+            n = 3
+            while not stop.is_set():
+                sent = time.monotonic()
+                depot.append(Event(n))
+                latencies.append(time.monotonic() - sent)
+                n += 2
+
+        appender = threading.Thread(target=append_to_task_1)
+        appender.start()
+        try:
+            started = time.monotonic()
+            info = cluster.backup(tmp_path / "backups")
+            took = time.monotonic() - started
+        finally:
+            stop.set()
+            appender.join(30)
+    assert info.stall_s <= BACKUP_HOLD_EXPIRES_S
+    assert took >= SLOW_ROUND_S * 0.5  # it waited the slow round out, trying again
+    assert latencies and max(latencies) < BACKUP_HOLD_EXPIRES_S + 2.0, max(latencies)  # task 1 kept going
+    hw.restore(tmp_path / "backups", tmp_path / "restored")
+    with hw.InProcessCluster(tmp_path / "restored") as cluster:
+        cluster.deploy(slow)
+        assert cluster.pstate("slow", "seen")[0].get() is True
+
+
+def test_a_hold_nobody_follows_up_expires(tmp_path):
+    """A worker's hold ends by itself (the supervisor that asked for it is gone): the task runs again,
+    and the late checkpoint is refused rather than taken outside the cut."""
+    from headwater.cluster.backups import TaskPause
+
+    with hw.InProcessCluster(tmp_path / "data") as cluster:
+        cluster.deploy(echo, tasks=1)
+        deployment = cluster._deployments["echo"]
+        pause = TaskPause([(("echo", 0), deployment.hosts[0], deployment.stores[0])])
+        assert pause.take(1.0)
+        pause.expire_after(0.2)
+        started = time.monotonic()
+        cluster.depot("echo", "events").append(Event(1))  # waits for the hold to expire, then runs
+        assert 0.1 < time.monotonic() - started < 5
+        with pytest.raises(hw.Unavailable, match="hold on the tasks ended"):
+            pause.checkpoint(tmp_path / "staging", lambda key: "task-0")
+
+
 def test_a_replicated_module_restores_with_every_copy_in_sync(tmp_path):
     with hw.LocalCluster(tmp_path / "data", workers=2) as cluster:
         cluster.deploy(echo, tasks=2, replication=2)
