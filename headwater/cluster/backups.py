@@ -169,10 +169,11 @@ class TaskPause:
 
 # ---- copying into a destination ------------------------------------------------------------------
 def prepare_destination(destination: Path) -> None:
-    """Make the destination's folders; remove what a crashed backup left half written."""
+    """Make the destination's folders; remove what a crashed backup left half written (one backup
+    writes into a destination at a time)."""
     (destination / "files").mkdir(parents=True, exist_ok=True)
     (destination / "backups").mkdir(parents=True, exist_ok=True)
-    for leftover in (destination / "backups").glob("*.tmp"):
+    for leftover in [*(destination / "backups").glob("*.tmp"), *(destination / "files").glob("*/*.part")]:
         leftover.unlink(missing_ok=True)
 
 
@@ -311,10 +312,26 @@ def restore(source: str | os.PathLike[str], path: str | os.PathLike[str], *,
             cluster.deploy(bank)
     """
     manifest = read_manifest(source, backup)
-    source, target = Path(source), Path(path)
+    target = Path(os.path.abspath(path))
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise BackupError(f"cannot restore into {str(target)!r}: it is not an empty directory; restore into a new "
                           "or empty directory (a restore never mixes with other data)")
+    # Laid out beside the target and renamed into place when whole: a restore that fails or dies
+    # leaves the target as it was, never a data directory a cluster would open half restored.
+    building = target.with_name(f".{target.name}.restoring-{secrets.token_hex(3)}")
+    try:
+        counted = _lay_out(manifest, Path(source), building)
+        if target.exists():
+            target.rmdir()
+        os.replace(building, target)
+        _sync_directory(target.parent)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+    return {"id": manifest["id"], "modules": {name: len(m["tasks"]) for name, m in manifest["modules"].items()},
+            **counted}
+
+
+def _lay_out(manifest: dict[str, Any], source: Path, target: Path) -> dict[str, int]:
     files = size = 0
     for name, module in manifest["modules"].items():
         directory = target / name
@@ -333,8 +350,7 @@ def restore(source: str | os.PathLike[str], path: str | os.PathLike[str], *,
         if sets:
             restored = [[epoch, replicas, replicas[1:]] for epoch, replicas, _ in sets]
             _write_atomically(directory / "replication.json", json.dumps(restored))
-    return {"id": manifest["id"], "modules": {name: len(m["tasks"]) for name, m in manifest["modules"].items()},
-            "files": files, "bytes": size}
+    return {"files": files, "bytes": size}
 
 
 def _restore_file(source: Path, backup_id: str, digest: str, size: int, target: Path) -> None:

@@ -366,6 +366,9 @@ def test_restoring_into_data_is_refused(tmp_path, one_backup):
     with pytest.raises(hw.BackupError, match="not an empty directory"):
         hw.restore(source, tmp_path / "data")
     assert os.listdir(tmp_path / "data") == ["something"]
+    (tmp_path / "empty").mkdir()  # an empty directory is as good as none
+    hw.restore(source, tmp_path / "empty")
+    assert (tmp_path / "empty" / "echo" / "module.json").is_file()
 
 
 def test_an_unknown_backup_id_lists_the_backups(tmp_path, one_backup):
@@ -403,9 +406,10 @@ def test_a_damaged_or_missing_file_is_named(tmp_path, one_backup):
     largest.write_bytes(bytes(data))
     with pytest.raises(hw.BackupError, match=f"corrupt: file .*{largest.name}"):
         hw.restore(source, tmp_path / "data")
+    assert sorted(os.listdir(tmp_path)) == ["backups"]  # nothing half restored is left
     largest.unlink()
     with pytest.raises(hw.BackupError, match=f"incomplete: file .*{largest.name}.* is missing"):
-        hw.restore(source, tmp_path / "data2")
+        hw.restore(source, tmp_path / "data")
 
 
 # ---- over HTTP and from the shell --------------------------------------------------------------
