@@ -170,46 +170,69 @@ _CRASHING_BACKUP = """
 import sys, time
 from pathlib import Path
 import headwater as hw
-from headwater.cluster import backups
+from headwater.cluster import backups, inprocess
 from tests.cluster.test_backups import Event, echo
+from tests.clusters import open_cluster
 
-data, destination = Path(sys.argv[1]), Path(sys.argv[2])
-with hw.InProcessCluster(data) as cluster:
+data, destination, kind = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+with open_cluster(kind, data) as cluster:
     cluster.deploy(echo, tasks=4)
+    print("pids", *{row["pid"] for row in cluster.status()["echo"]}, flush=True)
     depot = cluster.depot("echo", "events")
     depot.append_many([Event(n) for n in range(1000)])
     print("first", cluster.backup(destination).id, flush=True)
     depot.append_many([Event(n) for n in range(1000, 3000)])
-    copy_file = backups._copy_file
+    copy_file, finish = backups._copy_file, inprocess.finish
 
-    def slow_copy(source, target):  # the second backup copies slowly, so the kill lands mid-copy
+    def slow_copy(source, target):  # in this process, the second backup copies slowly: the kill lands mid-copy
         copy_file(source, target)
         print("copying", target, flush=True)
         time.sleep(0.2)
 
-    backups._copy_file = slow_copy
+    def slow_finish(*args, **options):  # the workers copied: the kill lands before the manifest is written
+        print("copied", flush=True)
+        time.sleep(60)
+        return finish(*args, **options)
+
+    backups._copy_file, inprocess.finish = slow_copy, slow_finish
     cluster.backup(destination)
     print("second finished", flush=True)
 """
 
 
-def test_a_crash_during_a_backup_leaves_the_previous_one_usable(tmp_path):
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"  # a zombie holds no lock
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.parametrize("kind", CLUSTER_KINDS)
+def test_a_crash_during_a_backup_leaves_the_previous_one_usable(tmp_path, kind):
+    """SIGKILL the process taking a backup: in process, while it copies files; with workers, the
+    supervisor once the workers copied theirs and before the manifest (the workers then exit)."""
     destination = tmp_path / "backups"
-    child = subprocess.Popen([sys.executable, "-c", _CRASHING_BACKUP, str(tmp_path / "data"), str(destination)],
+    child = subprocess.Popen([sys.executable, "-c", _CRASHING_BACKUP, str(tmp_path / "data"), str(destination), kind],
                              cwd=ROOT, stdout=subprocess.PIPE, text=True,
                              env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     try:
+        pids = [int(pid) for pid in child.stdout.readline().split()[1:]]
         first = child.stdout.readline().split()
         assert first[0] == "first", first
         copying = child.stdout.readline()
-        assert copying.startswith("copying"), copying
-        child.send_signal(signal.SIGKILL)  # mid-copy: files of the second backup are there, its manifest is not
+        assert copying.startswith(("copying", "copied")), copying
+        child.send_signal(signal.SIGKILL)  # files of the second backup are there, its manifest is not
         child.wait(30)
     finally:
         if child.poll() is None:
             child.kill()
             child.wait()
         child.stdout.close()
+    wait_for(lambda: all(_gone(pid) for pid in pids), "the killed cluster's processes to end", 30)
+    named = {f"{digest}-{size}" for files in read_manifest(destination)["modules"]["echo"]["tasks"].values()
+             for _, size, digest in files}
+    assert {p.name for p in (destination / "files").rglob("*-*")} - named  # the dead backup's files, named by none
     assert (destination / "latest").read_text().strip() == first[1]
     assert read_manifest(destination)["id"] == first[1]
     hw.restore(destination, tmp_path / "restored")
@@ -217,7 +240,7 @@ def test_a_crash_during_a_backup_leaves_the_previous_one_usable(tmp_path):
         cluster.deploy(echo)
         assert check_restored(cluster, set(range(1000))) == set(range(1000))
     # The crashed cluster's data reopens, and the next backup into the same place works.
-    with hw.InProcessCluster(tmp_path / "data") as cluster:
+    with open_cluster(kind, tmp_path / "data") as cluster:
         cluster.deploy(echo)
         wait_for(lambda: len(keys_of(cluster, "seen")) == 3000, "the crashed cluster to recover", 60)
         info = cluster.backup(destination)
