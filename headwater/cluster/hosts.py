@@ -276,7 +276,8 @@ class TaskThread:
                     return
                 poller = self._pollers[key] = Poller(
                     request, self.inbox.put,
-                    f"headwater-{self.task.runtime.name}-{request.depot.name}-{request.partition}")
+                    f"headwater-{self.task.runtime.name}-{request.depot.name}-{request.partition}",
+                    self.task.transport.peers)
             poller.ask(request.after, lag_only=request.lag_only)
 
     def _failed(self, error: BaseException) -> None:

@@ -36,6 +36,7 @@ from headwater.cluster.backups import (
 )
 from headwater.cluster.clients import ClusterClients
 from headwater.cluster.hosts import SYSTEM_CLOCK, TaskThread, open_resources, stop_hosts
+from headwater.cluster.mirrors import check_destroy, check_update, forget_mirrors, resolve
 from headwater.cluster.transport import InProcessTransport
 from headwater.cluster.watching import Hub, WatchedStore
 from headwater.engine.definitions import Module
@@ -126,8 +127,9 @@ class Deployment(DeploymentBase):
 
     transport: InProcessTransport
 
-    def __init__(self, module: Module, catalog: Catalog, directory: Path) -> None:
+    def __init__(self, module: Module, catalog: Catalog, directory: Path, peers: Any = None) -> None:
         self.directory = directory
+        self.peers = peers  # the cluster's clients: what the module's mirrors read through
         self.router = ReplyRouter()
         self.client_id = next(_clients)
         self.closed = False
@@ -147,6 +149,7 @@ class Deployment(DeploymentBase):
         # they append), so both are published only once the transport knows every task.
         runtime = ModuleRuntime(module, catalog)
         transport = InProcessTransport()
+        transport.peers = self.peers
         transport.register_client(self.client_id, self.router.deliver)
         tasks: list[Task] = []
         hosts: list[TaskThread] = []
@@ -227,7 +230,13 @@ class InProcessCluster(ClusterClients[DeploymentBase]):
             if module.name in self._deployments:
                 raise DefinitionError(f"module {module.name!r} is already deployed; "
                                       "use cluster.update(module) to change it")
-            self._deployments[module.name] = self._start(module, tasks, replication, delete)
+            fresh = not (self.path / module.name / "module.json").exists()
+            try:
+                self._deployments[module.name] = self._start(module, tasks, replication, delete)
+            except BaseException:
+                if fresh:  # what its mirrors asked their upstreams to keep, they need not
+                    forget_mirrors(module, self._deployments)
+                raise
 
     def update(self, module: Module, *, delete: Sequence[str] = (), dry_run: bool = False) -> ModuleInfo:
         """Replace a deployed module's code with a new version of the same name, keeping its data.
@@ -249,14 +258,17 @@ class InProcessCluster(ClusterClients[DeploymentBase]):
             if deployment is None:
                 raise NotFound("module", module.name, self._deployments, where="this cluster")
             previous = _load_catalog(self.path / module.name / "module.json")
+            check_update(module, self._deployments)
             catalog = self._catalog(module, None, None, delete, updating=True, save=not dry_run)
             if not dry_run:
+                running = deployment.runtime.module
                 try:
                     deployment.restart(module, catalog)
                 except ResourceError:  # the old code runs again (nothing of the new one started): so does its catalog
                     if previous is not None:
                         _save_catalog(self.path / module.name / "module.json", previous)
                     raise
+                forget_mirrors(running, self._deployments, keep=module)
             return ModuleInfo(module.name, version=catalog.version, tasks=catalog.tasks,
                               replication=catalog.replication)
 
@@ -273,8 +285,10 @@ class InProcessCluster(ClusterClients[DeploymentBase]):
         """Stop a module and delete all its data."""
         with self._lock:
             deployment = self._deployment(name)
+            check_destroy(name, self._deployments)
             deployment.stop()
             del self._deployments[name]
+            forget_mirrors(deployment.runtime.module, self._deployments)
             shutil.rmtree(deployment.directory, ignore_errors=True)
 
     def _start(self, module: Module, tasks: int | None, replication: int | None,
@@ -283,7 +297,7 @@ class InProcessCluster(ClusterClients[DeploymentBase]):
             raise DefinitionError(
                 f"replication={replication!r}: an InProcessCluster runs every task in this process, so a copy "
                 "on another worker cannot exist; deploy with replication on a LocalCluster or a RayCluster")
-        return Deployment(module, self._catalog(module, tasks, replication, delete), self.path / module.name)
+        return Deployment(module, self._catalog(module, tasks, replication, delete), self.path / module.name, self)
 
     def _replication_max(self) -> int:
         """The most copies of a task this cluster can keep: one per worker."""
@@ -322,6 +336,9 @@ class InProcessCluster(ClusterClients[DeploymentBase]):
         catalog_path = directory / "module.json"
         stored = _load_catalog(catalog_path)
         replication_max = self._replication_max()
+        others = {name: d for name, d in self._deployments.items() if name != module.name}
+        resolve(module, stored.tasks if stored is not None else (tasks if isinstance(tasks, int) else 1), others,
+                stored.depot_ids if stored is not None else (), announce=save)
         if stored is None:
             count = 1 if tasks is None else tasks
             if not isinstance(count, int) or not 1 <= count <= TASKS_MAX:

@@ -354,8 +354,10 @@ class SupervisorTransport(ClientTransport):
 class WorkerDeployment(DeploymentBase):
     """One module running on the workers, seen from the supervisor: what the client classes use."""
 
-    def __init__(self, workers: _Workers, module: Module, catalog: Catalog, directory: Path, client_id: int) -> None:
+    def __init__(self, workers: _Workers, module: Module, catalog: Catalog, directory: Path, client_id: int,
+                 peers: Any = None) -> None:
         self.directory = directory
+        self.peers = peers  # the cluster's clients: what the module's unrouted queries' mirrors read through
         self.router = ReplyRouter()
         self.client_id = client_id
         self.closed = False
@@ -398,9 +400,12 @@ class WorkerDeployment(DeploymentBase):
         placement = self.sets.leaders()
         self.placement = placement  # shared with the transport: a failover moves a task in both
         transport = SupervisorTransport(self._workers, module.name, placement)
+        transport.peers = self.peers
         self.failures = {}
         self._module_bytes = module_bytes
-        self._open_on(sorted(set(placement)), deploying=True)
+        # Every worker opens the module, those that lead none of its tasks too: their clients (a front,
+        # another module's mirrors) reach its tasks from there.
+        self._open_on(list(range(self._workers.count)), deploying=True)
         # Published only now: a client that sent on it earlier would reach workers where the module
         # is not open yet, which drop the message, and wait out its timeout; until now, a client
         # meets the stopped transport of the previous version and gets Unavailable at once.
@@ -434,8 +439,8 @@ class WorkerDeployment(DeploymentBase):
         """After worker `worker` restarted: open the module's tasks there again (they recover from
         disk), then have every other task send again what was in flight, to it or from it."""
         moved = {task for task, where in enumerate(self.placement) if where == worker}
-        if not any(worker in replicas for _, replicas, _ in self.sets.all()):
-            return
+        for task in moved:  # an internal error it stopped on stopped with its process
+            self.failures.pop(task, None)
         self.router.fail_tasks(moved, f"worker {worker}, which hosts this task of module {self.runtime.name!r}, "
                                       "restarted before the reply came; the event may be durable: append again "
                                       "with the same idempotency_key to be sure")
@@ -522,7 +527,7 @@ class WorkerDeployment(DeploymentBase):
         transport = getattr(self, "transport", None)  # none yet when a first deploy fails to start
         if transport is not None:
             transport.closed = True
-        for worker in sorted(set(self.placement)):
+        for worker in range(self._workers.count):
             try:
                 self._workers.link(worker).call("stop", self.runtime.name)
             except Unavailable:
@@ -722,7 +727,7 @@ class LocalCluster(InProcessCluster):
     def _start(self, module: Module, tasks: int | None, replication: int | None,
                delete: Sequence[str]) -> WorkerDeployment:
         return WorkerDeployment(self._workers, module, self._catalog(module, tasks, replication, delete),
-                                self.path / module.name, next(self._client_ids))
+                                self.path / module.name, next(self._client_ids), self)
 
     def _on_frame(self, link: Link, envelope: Any) -> None:
         if isinstance(envelope, Call):  # from a worker's front: status() is known here

@@ -312,6 +312,7 @@ class _Deployment(DeployedModule):
         placement = [replicas[0] for _, replicas, _ in sets]  # the first of a task's replicas leads it
         self.runtime = ModuleRuntime(module, catalog, writer_kinds=writer_kinds)
         self.transport = WorkerTransport(node, module.name, placement)
+        self.transport.peers = node.cluster  # the clients of this worker: what the module's mirrors read through
         self.router = self.transport.router
         self.client_id = ((node.worker_id + 1) << CLIENT_PROCESS_SHIFT) | next(_endpoints)
         self.closed = False
@@ -545,6 +546,14 @@ class WorkerNode:
         threading.Thread(target=self._accept, name="headwater-accept", daemon=True).start()
         threading.Thread(target=self._watch_replication, name="headwater-replication", daemon=True).start()
 
+    @property
+    def cluster(self) -> WorkerCluster:
+        """The client half of the cluster in this worker: its fronts' and its modules' mirrors'."""
+        with self._lock:
+            if self._cluster is None:
+                self._cluster = WorkerCluster(self)
+            return self._cluster
+
     # ---- links -------------------------------------------------------------------------------
     def _accept(self) -> None:
         while True:
@@ -701,9 +710,7 @@ class WorkerNode:
         The factory travels pickled by reference, so the cluster layer never imports what it
         starts; what it returns is stopped by `stop_fronts`, and its `info()` (if it has one) is
         the answer, which the supervisor shows in `status()`."""
-        if self._cluster is None:
-            self._cluster = WorkerCluster(self)
-        front = factory(self._cluster, *args)
+        front = factory(self.cluster, *args)
         self._fronts.append(front)
         return front.info() if hasattr(front, "info") else {}
 

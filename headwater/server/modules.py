@@ -54,10 +54,19 @@ def _may_see(state: Any, token: Any, module: str) -> bool:
     return any(state.auth.may(token, action, module) for action in ("read", "append"))
 
 
+def _with_dependents(description: dict[str, Any], cluster: Any) -> dict[str, Any]:
+    """A module's description with the deployed modules that mirror something of it (`mirrored_by`)."""
+    name = description["name"]
+    users = sorted({str(m) for m in cluster.modules() if m != name
+                    and name in runtime_of(cluster, m).module.dependencies()})
+    return {**description, "mirrored_by": users}
+
+
 @endpoint
 async def modules(request: Request) -> Response:
     state = state_of(request)
-    return json_response({"modules": [_description(runtime_of(state.cluster, m)) for m in _visible(request)]})
+    return json_response({"modules": [_with_dependents(_description(runtime_of(state.cluster, m)), state.cluster)
+                                      for m in _visible(request)]})
 
 
 @endpoint
@@ -69,7 +78,7 @@ async def module(request: Request) -> Response:
         assert token is not None  # with auth off (no token) every module may be seen
         raise PermissionDenied(f"token {token.name!r} has no scope on module {name!r}: describing it needs "
                                f"read:{name} or append:{name} (or read, append, admin)")
-    return json_response(_description(runtime_of(state.cluster, name)))
+    return json_response(_with_dependents(_description(runtime_of(state.cluster, name)), state.cluster))
 
 
 @endpoint

@@ -217,6 +217,18 @@ def test_dead_letters_can_be_retried_from_the_topology_page(page, site):
         FIXED["jobs"] = False
 
 
+def test_module_page_shows_what_a_module_mirrors_and_what_mirrors_it(make_run_page):
+    page = make_run_page
+    page.locator(".nav-title", has_text="notifications").click()
+    uses = page.locator("#dependencies")
+    playwright_api.expect(uses.locator('[data-uses="accounts"]')).to_contain_text("opened")
+    playwright_api.expect(uses.locator('[data-uses="accounts"]')).to_contain_text("accounts")
+    playwright_api.expect(uses.locator('[data-uses="checkout"]')).to_contain_text("spent")
+    uses.get_by_role("link", name="accounts", exact=True).first.click()
+    playwright_api.expect(page.locator("h1")).to_have_text("accounts")
+    playwright_api.expect(page.locator("#dependencies [data-used-by]")).to_have_text(["checkout", "notifications"])
+
+
 def test_screenshot_for_the_docs_shows_what_make_run_serves(make_run_page, make_run_site, tmp_path):
     page = make_run_page
     names = sorted(m.name for m in load_modules(MAKE_RUN_APP))
