@@ -29,7 +29,7 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,9 +60,9 @@ __all__ = [
 ]
 
 BACKUP_FORMAT = 1
-# How long a backup may hold tasks still waiting for the others' rounds to end before it lets all
-# go and tries again: with the checkpoints' own time (a flush of what came since the pre-flush,
-# and hard links), the longest an append waits for a backup.
+# How long a backup may hold tasks while it waits for the others' rounds to end; past it, it lets
+# all go and tries again. This, plus the checkpoints' own time (a flush of what came since the
+# pre-flush, and hard links: milliseconds), is the longest an append waits for a backup.
 BACKUP_PAUSE_MAX_S = 0.5
 BACKUP_ATTEMPTS_MAX = 5  # cuts tried before a backup gives up (Unavailable)
 COPY_CHUNK_BYTES = 1024 * 1024  # files are hashed and copied in reads of this much
@@ -94,7 +94,7 @@ def staging_directory(data_path: Path, backup_id: str) -> Path:
 class TaskPause:
     """The turns of a host's tasks, held so that none runs a round while the backup takes its cut.
 
-    `take` holds all of them or none; `checkpoint` copies each store and lets its task go at once.
+    `take` holds all of them or none; `checkpoint` checkpoints each store and lets its task go at once.
     `expire_after` lets all go by itself if no checkpoint has begun by then (a backup whose
     coordinator went away must not stall appends for longer)."""
 
@@ -135,7 +135,7 @@ class TaskPause:
                 self._let_go()
                 self._state = "released"
 
-    def checkpoint(self, staging: Path, directory_of: Any) -> dict[Hashable, tuple[Path, float]]:
+    def checkpoint(self, staging: Path, directory_of: Callable[[Hashable], str]) -> dict[Hashable, tuple[Path, float]]:
         """Checkpoint every held store into `staging / directory_of(key)`, letting each task go as soon
         as its checkpoint is taken; per task, (its checkpoint, the seconds it was held)."""
         with self._lock:
