@@ -75,6 +75,10 @@ class Subscription:
         """The value when the watch began (a subscription made before its first read)."""
         self._value = value
 
+    def rehome(self, on_close: Callable[[Subscription], None]) -> None:
+        """Its diffs come from elsewhere now (its task moved to another process): `on_close` ends that."""
+        self._on_close = on_close
+
     def deliver(self, diffs: list[Diff], value: Any) -> None:
         """One commit's diffs (or one Resync), and the value after them."""
         if self.closed:

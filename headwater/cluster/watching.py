@@ -115,6 +115,19 @@ class Hub:
                         del self._watches[key]
             self._families = frozenset(watch.family for watch in self._watches.values())
 
+    def release_task(self, task: int) -> list[tuple[Any, str, tuple]]:
+        """Task `task` is no longer led here: stop watching its paths, and hand back each of their
+        subscribers with its path, (subscriber, pstate, steps), for whoever serves them next."""
+        released: list[tuple[Any, str, tuple]] = []
+        with self._lock:
+            for key, watch in list(self._watches.items()):
+                if watch.task != task:
+                    continue
+                del self._watches[key]
+                self.count -= len(watch.subscriptions)
+                released.extend((subscriber, watch.pstate, watch.steps) for subscriber in watch.subscriptions)
+        return released
+
     # ---- from the tasks' stores -------------------------------------------------------------
     def touched(self, task: int, batch: Batch) -> None:
         """A batch of task `task` was written: note its keys in the watched column families (on the
@@ -269,6 +282,19 @@ class RemoteWatches:
                 self._watches.pop(watch_id, None)
             raise
         return subscription
+
+    def adopt(self, subscription: Subscription, task: int, pstate: str, steps: tuple) -> None:
+        """Serve `subscription`, which watched `task` where it ran before, from where it runs now:
+        it gets a `Resync` with the value there, as after any move."""
+        watch_id = next(self._ids)
+        subscription.rehome(functools.partial(self._closed_by_reader, watch_id))
+        with self._lock:
+            self._watches[watch_id] = (subscription, task, pstate, steps)
+            self._stale.add(watch_id)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="headwater-watch-remote", daemon=True)
+                self._thread.start()
+        self._wake.set()
 
     def _closed_by_reader(self, watch_id: int, subscription: Subscription) -> None:
         self._unwatch(watch_id)

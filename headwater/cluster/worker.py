@@ -36,6 +36,7 @@ from typing import Any
 from headwater.client.cluster import BackupInfo, ModuleInfo
 from headwater.client.replies import ReplyRouter
 from headwater.client.seam import ClientTransport, DeployedModule, check_may_wait
+from headwater.client.subscriptions import Subscription
 from headwater.cluster.backups import CopiedFiles, TaskPause, copy_checkpoint, task_key_directory
 from headwater.cluster.clients import ClusterClients
 from headwater.cluster.hosts import SYSTEM_CLOCK, TaskThread, stop_hosts
@@ -376,6 +377,11 @@ class _Deployment(DeployedModule):
         """Task `task_id` is led by `worker` now: send to it there. If this worker led it (a leader
         cut off and deposed meanwhile), it stops here; it follows again when this worker restarts."""
         self.remote_watches.again({task_id})
+        # This worker's own clients (its front's sockets) watched it here: from now on, from there.
+        # The other processes' forwarders are dropped: their holders watch again by themselves.
+        for subscriber, pstate, steps in self.hub.release_task(task_id):
+            if isinstance(subscriber, Subscription):
+                self.remote_watches.adopt(subscriber, task_id, pstate, steps)
         host = self.hosts.pop(task_id, None)
         self.stores.pop(task_id, None)
         if host is not None:

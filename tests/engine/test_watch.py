@@ -258,3 +258,41 @@ def test_a_watch_follows_its_task_when_its_worker_dies(any_cluster):
                 time.sleep(0.05)
         assert subscription.next(timeout=WAIT_S) == hw.diffs.Put(("bo",), 7)
         assert subscription.value == {"ann": 2, "bo": 7}
+
+
+def test_a_subscription_whose_task_moves_away_resyncs_from_where_it_runs_now(tmp_path):
+    """What a worker does when a task it led is led elsewhere while it lives on (a deposed leader):
+    its own clients' subscriptions leave its hub for the new leader's, with a `Resync`."""
+    from headwater.cluster.watching import RemoteWatches
+
+    class NewLeader:  # the worker that leads the task now: here, the same task read anew
+        def __init__(self, cluster: hw.InProcessCluster) -> None:
+            self.cluster, self.unwatched = cluster, []
+
+        def watch_on(self, task: int, pstate: str, steps: tuple, watch_id: int) -> Any:
+            return self.cluster.pstate("game", pstate)[steps[0]][steps[1]].get()
+
+        def unwatch_on(self, task: int, watch_id: int) -> None:
+            self.unwatched.append(watch_id)
+
+    with hw.InProcessCluster(tmp_path / "data") as cluster:
+        cluster.deploy(game(False), tasks=1)
+        depot = cluster.depot("game", "ops")
+        depot.append(Op("r1", "score", "ann", 1))
+        hub = cluster.deployment("game").hub
+        subscription = cluster.pstate("game", "rooms")["r1"]["scores"].watch()
+        assert subscription.value == {"ann": 1} and hub.count == 1
+        released = hub.release_task(0)
+        assert [(s, pstate, steps) for s, pstate, steps in released] == [(subscription, "rooms", ("r1", "scores"))]
+        assert hub.count == 0
+        depot.append(Op("r1", "score", "bo", 2))  # meanwhile: the old hub no longer tells it
+        leader = NewLeader(cluster)
+        remote = RemoteWatches(leader)
+        try:
+            remote.adopt(subscription, 0, "rooms", ("r1", "scores"))
+            assert subscription.next(timeout=WAIT_S) == hw.diffs.Resync({"ann": 1, "bo": 2})
+            assert subscription.value == {"ann": 1, "bo": 2}
+            subscription.close()
+            assert len(leader.unwatched) == 1  # closing it ends the watch where it is served now
+        finally:
+            remote.close()
