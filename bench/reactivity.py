@@ -1,7 +1,9 @@
 """Workload 10 — watching PStates: how soon a commit reaches its subscribers, and what one costs.
 
-A `game` module keeps per-room scores (`hw.Map(str, hw.Map(str, int, subindexed=True))`). On an
-`InProcessCluster` of `--tasks` tasks:
+A `game` module keeps per-room scores (`hw.Map(str, hw.Map(str, int, subindexed=True))`); every
+change adds a point to one player of `room-1`, and every subscriber watches that room.
+
+In process, on an `InProcessCluster` of `--tasks` tasks:
 
 - append → diff latency: a full-ack append changes one player's score in a watched room; the
   time from the append call until the subscription hands out the diff (p50, p99);
@@ -11,21 +13,69 @@ A `game` module keeps per-room scores (`hw.Map(str, hw.Map(str, int, subindexed=
 - memory per subscription: the growth of the process's resident memory over 10,000 subscriptions,
   divided by their number.
 
-    .venv/bin/python -m bench.reactivity [--quick]
+Over the network, what a browser app sees, against what people build for it today. Each path has
+a writer and subscribers, all in this process on one asyncio event loop; the server runs in
+processes of its own on loopback:
+
+- **headwater**: `headwater serve` of this module (the `serve` function, in a child process: the
+  tasks in the server process, and with `--workers 2`, a `LocalCluster` whose worker processes
+  each serve the port). The writer POSTs the score to the depot's HTTP append endpoint (full
+  ack); each subscriber is a `websockets` client on the watch socket of `["room-1"]` and has the
+  change when its `diffs` message arrives;
+- **PostgreSQL `LISTEN/NOTIFY` + re-query**: a `scores` table with a trigger that `NOTIFY`s the
+  changed row's key on commit; the writer runs one upsert (autocommit); each subscriber is a
+  psycopg connection that `LISTEN`s and, on a notification, selects the changed row's points;
+- **Redis pub/sub**: the writer runs one script that `HINCRBY`s the room's hash and `PUBLISH`es
+  the player and new total; each subscriber is a connection subscribed to the room's channel,
+  and the message carries the value (no re-read).
+
+For each path: latency, sequential (the next write when the previous change has arrived), from
+the write's start until the subscriber has the new value, p50 and p99, in `env.runs` runs that
+alternate the paths; and fan-out, one change to 100 and to 1,000 subscribers (each its own socket
+or connection), from the write's start until the last has it, `FAN_OUT_ROUNDS` times.
+
+    .venv/bin/python -m bench.reactivity [--quick] [--runs N]
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import multiprocessing
+import os
 import resource
+import signal
+import statistics
 import time
+import urllib.parse
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
 
 import headwater as hw
-from bench.common import percentile
-from bench.harness import Env, Section, table
+from bench.common import percentile, rss_bytes
+from bench.harness import Env, Section, Verdict, table
+from bench.peers import Postgres
 
-LATENCY_SAMPLES = 2_000  # quick: 300
+LATENCY_SAMPLES = 2_000  # in process; quick: 300
 NEXT_WAIT_S = 10.0
+NETWORK_SAMPLES = 1_000  # per path and run, over the network; quick: 200
+WARMUP_SAMPLES = 20  # changes before each run's samples, not counted (connections warm, code paths taken)
+FAN_OUT_COUNTS = (100, 1_000)  # subscribers of one change over the network, each its own connection
+FAN_OUT_ROUNDS = 5  # changes sent to each count of subscribers; quick: 2
+FAN_OUT_WAIT_S = 60.0  # the longest one change may take to reach every subscriber
+CONNECTING_MAX = 50  # connections opened at once while the subscribers connect
+SERVE_WORKERS = (0, 2)  # `headwater serve --workers N`: 0 is the tasks in the server process
+SERVER_START_S = 120.0
+SERVER_STOP_S = 30.0
+# PostgreSQL runs a backend process per connection: 1,000 listeners, the writer and some room.
+POSTGRES_CONNECTIONS_MAX = max(FAN_OUT_COUNTS) + 100
+ROOM = "room-1"
+GOAL_IN_PROCESS_P50_MS = 1.0
+GOAL_WEBSOCKET_P50_MS = 5.0
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -47,22 +97,25 @@ def game_module() -> hw.Module:
     return game
 
 
+game = game_module()  # what `headwater serve bench.reactivity` finds and deploys
+
+
 def _rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run(env: Env) -> Section:
+def in_process(env: Env) -> tuple[str, dict[str, Any]]:
     samples = 300 if env.quick else LATENCY_SAMPLES
     with hw.InProcessCluster(env.directory("w10-reactivity")) as cluster:
         cluster.deploy(game_module(), tasks=env.tasks)
         depot = cluster.depot("game", "scores")
-        room = cluster.pstate("game", "scores")["room-1"]
-        depot.append(Score("room-1", "ann", 1))
+        room = cluster.pstate("game", "scores")[ROOM]
+        depot.append(Score(ROOM, "ann", 1))
         latencies = []
         with room.watch() as subscription:
             for i in range(samples):
                 started = time.perf_counter()
-                depot.append(Score("room-1", f"p{i % 50}", 1))
+                depot.append(Score(ROOM, f"p{i % 50}", 1))
                 change = subscription.next(timeout=NEXT_WAIT_S)
                 latencies.append((time.perf_counter() - started) * 1000)
                 assert change is not None
@@ -79,7 +132,7 @@ def run(env: Env) -> Section:
             while len(subscriptions) < count:
                 subscriptions.append(room.watch())
             rss_after = _rss_mib()
-            depot.append(Score("room-1", "ann", 1))
+            depot.append(Score(ROOM, "ann", 1))
             appended = time.perf_counter()
             for subscription in subscriptions:
                 assert subscription.next(timeout=NEXT_WAIT_S) is not None
@@ -87,24 +140,462 @@ def run(env: Env) -> Section:
         for subscription in subscriptions:
             subscription.close()
     per_subscription_kib = (fan_out[-1][2] - rss_before) * 1024 / fan_out[-1][0]
-    print(f"  w10 append→diff p50 {percentile(latencies, 0.5):.3f} ms; fan-out {fan_out}", flush=True)
+    print(f"  w10 in process append→diff p50 {percentile(latencies, 0.5):.3f} ms; fan-out {fan_out}", flush=True)
     markdown = "\n\n".join([
-        f"Full-ack append of one score change, on an `InProcessCluster` of {env.tasks} tasks:",
+        f"In process: full-ack append of one score change, on an `InProcessCluster` of {env.tasks} tasks:",
         table(["measure", "p50 ms", "p99 ms", "goal"], [
             ["append → the watcher has its diff", f"{percentile(latencies, 0.5):.3f}",
-             f"{percentile(latencies, 0.99):.3f}", "p50 ≤ 1 ms"],
+             f"{percentile(latencies, 0.99):.3f}", f"p50 ≤ {GOAL_IN_PROCESS_P50_MS:g} ms"],
             ["append alone (nobody watching the room)", f"{percentile(plain, 0.5):.3f}",
              f"{percentile(plain, 0.99):.3f}", ""]]),
-        "One change watched by many subscriptions of the same path (from the append's return until "
-        "the last subscription has the diff):",
+        "One change watched by many subscriptions of the same path, in process (from the append's return "
+        "until the last subscription has the diff):",
         table(["subscriptions", "until the last has it", "resident memory"],
               [[f"{count:,}", f"{ms:.1f} ms", f"{rss:,.0f} MiB"] for count, ms, rss in fan_out]),
         f"Memory per subscription: about {per_subscription_kib:.1f} KiB (the growth of the peak resident "
         "memory over 10,000 subscriptions, divided by their number).",
     ])
+    return markdown, {"latency_ms": latencies, "plain_ms": plain, "fan_out": fan_out,
+                      "per_subscription_kib": per_subscription_kib}
+
+
+# --- Over the network: one writer and its subscribers per path, on one asyncio event loop ---
+
+
+class Subscriber(Protocol):
+    async def next(self) -> Any:
+        """Wait for the next change and return the new value (a diff, or the re-read value)."""
+
+    async def close(self) -> None: ...
+
+
+class Delivery(Protocol):
+    name: str
+
+    async def write(self, player: str) -> None:
+        """Add a point to `player` in ROOM, as the path's writer does."""
+
+    async def subscribe(self) -> Subscriber:
+        """A new subscriber, ready: a change written after this returns reaches it."""
+
+    async def ready(self, count: int) -> None:
+        """Wait until the server counts `count` subscribers (where it could miss a change otherwise)."""
+
+    async def close(self) -> None: ...
+
+
+class WebSocketWatch:
+    """headwater: HTTP append (full ack) → the `diffs` message on a watch socket."""
+
+    def __init__(self, url: str, workers: int) -> None:
+        import httpx
+
+        self.name = "headwater: HTTP append → WebSocket diff" + (f" (--workers {workers})" if workers else "")
+        self.url = url
+        self._http = httpx.AsyncClient(base_url=url, timeout=NEXT_WAIT_S)
+        self._socket_url = (url.replace("http://", "ws://", 1) + "/api/modules/game/pstates/scores/watch?path="
+                            + urllib.parse.quote(json.dumps([ROOM])))
+
+    async def write(self, player: str) -> None:
+        answer = await self._http.post("/api/modules/game/depots/scores/append",
+                                       content=json.dumps({"room": ROOM, "player": player, "points": 1}))
+        answer.raise_for_status()
+
+    async def subscribe(self) -> Subscriber:
+        from websockets.asyncio.client import connect
+
+        socket = await connect(self._socket_url, ping_interval=None, open_timeout=NEXT_WAIT_S)
+        first = json.loads(await asyncio.wait_for(socket.recv(), NEXT_WAIT_S))
+        assert first["type"] == "value", first  # sent once the server's subscription is made
+        return _Socket(socket)
+
+    async def ready(self, count: int) -> None:
+        pass
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+
+class _Socket:
+    def __init__(self, socket: Any) -> None:
+        self._socket = socket
+
+    async def next(self) -> Any:
+        while True:
+            message = json.loads(await asyncio.wait_for(self._socket.recv(), NEXT_WAIT_S))
+            if message["type"] in ("diffs", "resync"):
+                return message
+            assert message["type"] == "heartbeat", message
+
+    async def close(self) -> None:
+        await self._socket.close()
+
+
+POSTGRES_SETUP = """
+CREATE TABLE IF NOT EXISTS scores (room text, player text, points bigint NOT NULL, PRIMARY KEY (room, player));
+CREATE OR REPLACE FUNCTION notify_score() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM pg_notify('scores', NEW.room || '/' || NEW.player);
+  RETURN NULL;
+END $$;
+CREATE OR REPLACE TRIGGER score_changed AFTER INSERT OR UPDATE ON scores FOR EACH ROW EXECUTE FUNCTION notify_score();
+"""
+POSTGRES_UPSERT = ("INSERT INTO scores VALUES (%s, %s, 1) "
+                   "ON CONFLICT (room, player) DO UPDATE SET points = scores.points + 1")
+POSTGRES_REREAD = "SELECT points FROM scores WHERE room = %s AND player = %s"
+
+
+class PostgresNotify:
+    """PostgreSQL: an upsert whose trigger NOTIFYs on commit → the listener re-reads the row."""
+
+    name = "PostgreSQL: upsert + trigger NOTIFY → LISTEN + re-query"
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self._writer: Any = None
+
+    async def open(self) -> PostgresNotify:
+        import psycopg
+
+        self._writer = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
+        await self._writer.execute(POSTGRES_SETUP)
+        return self
+
+    async def write(self, player: str) -> None:
+        await self._writer.execute(POSTGRES_UPSERT, (ROOM, player))
+
+    async def subscribe(self) -> Subscriber:
+        import psycopg
+
+        conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
+        await conn.execute("LISTEN scores")
+        return _Listener(conn)
+
+    async def ready(self, count: int) -> None:
+        pass
+
+    async def close(self) -> None:
+        await self._writer.close()
+
+
+class _Listener:
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    async def next(self) -> Any:
+        # The generator holds the connection's lock until it ends: the query comes after it.
+        payloads = [n.payload async for n in self._conn.notifies(timeout=NEXT_WAIT_S, stop_after=1)]
+        if not payloads:
+            raise TimeoutError(f"no notification within {NEXT_WAIT_S} s")
+        room, player = payloads[-1].split("/", 1)
+        cursor = await self._conn.execute(POSTGRES_REREAD, (room, player))
+        return (await cursor.fetchone())[0]
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+
+# One round trip: the new total is in the message, so a subscriber need not read it back.
+REDIS_WRITE = """
+local total = redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+redis.call('PUBLISH', KEYS[2], ARGV[1] .. '=' .. total)
+return total
+"""
+
+
+class RedisPubSub:
+    """Redis: one script HINCRBYs the room's hash and PUBLISHes the new total → the subscriber."""
+
+    name = "Redis: HINCRBY + PUBLISH → SUBSCRIBE (value in the message)"
+
+    def __init__(self, port: int) -> None:
+        import redis.asyncio
+
+        self._connect = lambda: redis.asyncio.Redis(host="127.0.0.1", port=port)
+        self._writer = self._connect()
+        self._script = self._writer.register_script(REDIS_WRITE)
+
+    async def write(self, player: str) -> None:
+        await self._script(keys=[f"scores:{ROOM}", f"room:{ROOM}"], args=[player])
+
+    async def subscribe(self) -> Subscriber:
+        client = self._connect()
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe(f"room:{ROOM}")
+        return _RedisSubscriber(client, pubsub)
+
+    async def ready(self, count: int) -> None:
+        # SUBSCRIBE is sent without waiting for its reply: a message published before the server
+        # read it would be missed.
+        deadline = time.monotonic() + FAN_OUT_WAIT_S
+        while (await self._writer.pubsub_numsub(f"room:{ROOM}"))[0][1] < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{count} subscribers did not all subscribe within {FAN_OUT_WAIT_S} s")
+            await asyncio.sleep(0.001)
+
+    async def close(self) -> None:
+        await self._writer.aclose()
+
+
+class _RedisSubscriber:
+    def __init__(self, client: Any, pubsub: Any) -> None:
+        self._client, self._pubsub = client, pubsub
+
+    async def next(self) -> Any:
+        deadline = time.monotonic() + NEXT_WAIT_S
+        while time.monotonic() < deadline:
+            message = await self._pubsub.get_message(timeout=max(0.0, deadline - time.monotonic()))
+            if message is not None:
+                return message["data"]
+        raise TimeoutError(f"no message within {NEXT_WAIT_S} s")
+
+    async def close(self) -> None:
+        await self._pubsub.aclose()
+        await self._client.aclose()
+
+
+async def latency_ms(delivery: Delivery, samples: int) -> list[float]:
+    """Sequential changes: from each write's start until the subscriber has the new value."""
+    subscriber = await delivery.subscribe()
+    await delivery.ready(1)
+    latencies = []
+    try:
+        for i in range(WARMUP_SAMPLES + samples):
+            started = time.perf_counter()
+            write = asyncio.create_task(delivery.write(f"p{i % 50}"))
+            try:
+                await subscriber.next()
+                latencies.append((time.perf_counter() - started) * 1000)
+            finally:
+                await write
+    finally:
+        await subscriber.close()
+    return latencies[WARMUP_SAMPLES:]
+
+
+async def _bounded(count: int, make: Callable[[], Awaitable[Any]]) -> list[Any]:
+    """`count` results of `make()`, at most CONNECTING_MAX under way at once."""
+    gate = asyncio.Semaphore(CONNECTING_MAX)
+
+    async def one() -> Any:
+        async with gate:
+            return await make()
+
+    return list(await asyncio.gather(*(one() for _ in range(count))))
+
+
+async def fan_out_ms(delivery: Delivery, counts: tuple[int, ...], rounds: int,
+                     server_pid: int | None = None) -> dict[int, dict[str, Any]]:
+    """Per count of subscribers: ms from a write's start until the last subscriber has it, per round."""
+    subscribers: list[Subscriber] = []
+    measured: dict[int, dict[str, Any]] = {}
+
+    async def arrival(subscriber: Subscriber) -> float:
+        await subscriber.next()
+        return time.perf_counter()
+
+    try:
+        rss_before = rss_bytes(server_pid) if server_pid else 0
+        for count in counts:
+            subscribers += await _bounded(count - len(subscribers), delivery.subscribe)
+            await delivery.ready(count)
+            times = []
+            for round_ in range(rounds):
+                started = time.perf_counter()
+                write = asyncio.create_task(delivery.write(f"fan-{round_}"))
+                arrivals = await asyncio.wait_for(asyncio.gather(*(arrival(s) for s in subscribers)), FAN_OUT_WAIT_S)
+                times.append((max(arrivals) - started) * 1000)
+                await write
+            measured[count] = {"ms": times}
+            if server_pid:
+                measured[count]["server_kib_per_subscriber"] = (rss_bytes(server_pid) - rss_before) / 1024 / count
+    finally:
+        await asyncio.gather(*(s.close() for s in subscribers), return_exceptions=True)
+    return measured
+
+
+# --- The headwater server: `serve` in a child process ---
+
+
+def _serve(data: str, tasks: int, workers: int, announce: Any) -> None:
+    from headwater.server.auth import Auth
+    from headwater.server.run import serve
+
+    # Worker processes import this module by name, from the repository root.
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    with contextlib.suppress(KeyboardInterrupt):  # how `served` stops it, as Ctrl-C stops `headwater serve`
+        serve("bench.reactivity", data=data, port=0, tasks=tasks, workers=workers, auth=Auth([]),
+              announce=lambda url, cluster: announce.send(url))
+
+
+@contextlib.contextmanager
+def served(data: Path, tasks: int, workers: int) -> Iterator[tuple[str, int]]:
+    """`headwater serve bench.reactivity --workers <workers>` on a free loopback port: (url, pid).
+
+    A child process of its own (spawned: this one has threads), stopped as Ctrl-C stops it."""
+    context = multiprocessing.get_context("spawn")
+    receiving, sending = context.Pipe(duplex=False)
+    process = context.Process(target=_serve, args=(str(data), tasks, workers, sending), name=f"serve-{workers}")
+    process.start()
+    try:
+        deadline = time.monotonic() + SERVER_START_S
+        while not receiving.poll(0.05):
+            if not process.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"headwater serve --workers {workers} did not start (exit code {process.exitcode})")
+        yield receiving.recv(), process.pid
+    finally:
+        if process.is_alive():
+            os.kill(process.pid, signal.SIGINT)
+            process.join(SERVER_STOP_S)
+        if process.is_alive():
+            process.kill()
+            process.join()
+
+
+# --- Running and reporting ---
+
+
+@dataclass
+class Network:
+    """What the network part measured, per path name."""
+
+    latency_runs: dict[str, list[list[float]]]  # per run, the latencies of its samples
+    fan_out: dict[str, dict[int, dict[str, Any]]]
+    notes: dict[str, str]  # path -> why something was not measured
+
+
+async def _measure(deliveries: list[Delivery], *, runs: int, samples: int, counts: tuple[int, ...], rounds: int,
+                   server_pids: dict[str, int]) -> Network:
+    result = Network({d.name: [] for d in deliveries}, {}, {})
+    for run in range(runs):  # alternating, so that background load falls on every path alike
+        for delivery in deliveries if run % 2 == 0 else list(reversed(deliveries)):
+            result.latency_runs[delivery.name].append(await latency_ms(delivery, samples))
+            print(f"  w10 run {run + 1}: {delivery.name}: p50 "
+                  f"{percentile(result.latency_runs[delivery.name][-1], 0.5):.3f} ms", flush=True)
+    for delivery in deliveries:
+        try:
+            measured = await fan_out_ms(delivery, counts, rounds, server_pids.get(delivery.name))
+        except Exception as e:  # noqa: BLE001 - the row says n/a and why; the other paths still run
+            result.notes[delivery.name] = f"{type(e).__name__}: {e}"
+            print(f"  w10 fan-out {delivery.name}: {result.notes[delivery.name]}", flush=True)
+            continue
+        result.fan_out[delivery.name] = measured
+        medians = {count: round(statistics.median(m["ms"]), 1) for count, m in measured.items()}
+        print(f"  w10 fan-out {delivery.name}: {medians} ms", flush=True)
+    return result
+
+
+def over_network(env: Env, *, samples: int, counts: tuple[int, ...], rounds: int,
+                 workers: tuple[int, ...] = SERVE_WORKERS) -> Network:
+    """The network measures of every path: headwater served with each of `workers`, PostgreSQL, Redis."""
+    redis = env.redis()
+    # A PostgreSQL of its own, with room for 1,000 listeners (the shared one allows 200 connections).
+    # Its unprivileged user must reach its directory through the benchmark's root, as for the shared one.
+    os.chmod(env.root, 0o755)
+    postgres = Postgres(env.directory("w10-postgres"), settings={"max_connections": str(POSTGRES_CONNECTIONS_MAX)})
+    try:
+        with contextlib.ExitStack() as servers:
+            served_at = {n: servers.enter_context(served(env.directory(f"w10-serve-{n}"), env.tasks, n))
+                         for n in workers}
+
+            async def measure() -> Network:
+                deliveries: list[Any] = []
+                server_pids = {}  # the server's memory is its sockets' only when the tasks run in it too
+                for n, (url, pid) in served_at.items():
+                    deliveries.append(WebSocketWatch(url, n))
+                    if n == 0:
+                        server_pids[deliveries[-1].name] = pid
+                deliveries += [await PostgresNotify(postgres.dsn).open(), RedisPubSub(redis.port)]
+                try:
+                    return await _measure(deliveries, runs=env.runs, samples=samples, counts=counts, rounds=rounds,
+                                          server_pids=server_pids)
+                finally:
+                    for delivery in deliveries:
+                        await delivery.close()
+
+            return asyncio.run(measure())
+    finally:
+        postgres.close()
+
+
+def _ms(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f}"
+
+
+def _spread(values: list[float]) -> str:
+    return f"{min(values):.2f}–{max(values):.2f}"
+
+
+def network_markdown(network: Network, *, samples: int, runs: int, rounds: int) -> str:
+    rows = []
+    for name, per_run in network.latency_runs.items():
+        p50s = [percentile(r, 0.5) for r in per_run]
+        p99s = [percentile(r, 0.99) for r in per_run]
+        goal = ""
+        if name.startswith("headwater"):
+            goal = f"p50 ≤ {GOAL_WEBSOCKET_P50_MS:g} ms: " + (
+                "met" if statistics.median(p50s) <= GOAL_WEBSOCKET_P50_MS else "not met")
+        rows.append([name, _ms(p50s), _spread(p50s), _ms(p99s), _spread(p99s), goal])
+    counts = sorted({c for measured in network.fan_out.values() for c in measured})
+    fan_rows = []
+    for name in network.latency_runs:
+        measured = network.fan_out.get(name, {})
+        cells = [f"{_ms(measured[c]['ms'])} ({_spread(measured[c]['ms'])})" if c in measured else "n/a"
+                 for c in counts]
+        fan_rows.append([name + (f" ({network.notes[name]})" if name in network.notes else ""), *cells])
+    memory = [f"{m['server_kib_per_subscriber']:.1f} KiB" for measured in network.fan_out.values()
+              for c, m in measured.items() if "server_kib_per_subscriber" in m and c == max(counts)]
+    parts = [
+        f"Over loopback, one change at a time, from the write's start until the subscriber has the new value "
+        f"({samples:,} changes per run, {runs} runs alternating the paths; the median of the runs' p50 and p99, "
+        "and their range):",
+        table(["path", "p50 ms", "p50 range", "p99 ms", "p99 range", "goal"], rows),
+        f"One change to many subscribers, each on its own connection: from the write's start until the last "
+        f"has it, ms (median of {rounds} changes, and their range):",
+        table(["path", *[f"{c:,} subscribers" for c in counts]], fan_rows),
+    ]
+    if memory:
+        parts.append(f"The headwater server's resident memory grew by about {memory[0]} per watch socket "
+                     f"over {max(counts):,} sockets (tasks in the server process).")
+    return "\n\n".join(parts)
+
+
+def network_verdicts(network: Network) -> list[Verdict]:
+    """headwater's best WebSocket path against the best peer on p50, p99 and fan-out to the most subscribers."""
+    def median_of(name: str, q: float) -> float:
+        return statistics.median(percentile(r, q) for r in network.latency_runs[name])
+
+    mine = [n for n in network.latency_runs if n.startswith("headwater")]
+    peers = [n for n in network.latency_runs if not n.startswith("headwater")]
+    verdicts = []
+    for label, q in (("p50", 0.5), ("p99", 0.99)):
+        ref = min(mine, key=lambda n: median_of(n, q))
+        peer = min(peers, key=lambda n: median_of(n, q))
+        verdicts.append(Verdict("10. watching", f"change → subscriber over loopback, {label}", median_of(ref, q),
+                                peer, median_of(peer, q), higher_is_better=False, unit="ms"))
+    fanned = {n: m for n, m in network.fan_out.items() if m}
+    if fanned:
+        count = max(c for m in fanned.values() for c in m)
+        with_count = {n: statistics.median(m[count]["ms"]) for n, m in fanned.items() if count in m}
+        ref = min((n for n in with_count if n in mine), key=with_count.get, default=None)
+        peer = min((n for n in with_count if n in peers), key=with_count.get, default=None)
+        if ref and peer:
+            verdicts.append(Verdict("10. watching", f"one change to {count:,} subscribers over loopback",
+                                    with_count[ref], peer, with_count[peer], higher_is_better=False, unit="ms"))
+    return verdicts
+
+
+def run(env: Env) -> Section:
+    samples = 200 if env.quick else NETWORK_SAMPLES
+    rounds = 2 if env.quick else FAN_OUT_ROUNDS
+    network = over_network(env, samples=samples, counts=FAN_OUT_COUNTS, rounds=rounds)
+    in_process_markdown, in_process_data = in_process(env)
+    markdown = "\n\n".join([network_markdown(network, samples=samples, runs=env.runs, rounds=rounds),
+                            in_process_markdown])
     return Section("reactivity", "10. Watching PStates", markdown,
-                   {"latency_ms": latencies, "plain_ms": plain, "fan_out": fan_out,
-                    "per_subscription_kib": per_subscription_kib})
+                   in_process_data | {"network_latency_ms": network.latency_runs, "network_fan_out": network.fan_out,
+                                      "network_notes": network.notes},
+                   verdicts=network_verdicts(network))
 
 
 def main() -> None:
