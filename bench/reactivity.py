@@ -588,8 +588,10 @@ def network_verdicts(network: Network) -> list[Verdict]:
 def run(env: Env) -> Section:
     samples = 200 if env.quick else NETWORK_SAMPLES
     rounds = 2 if env.quick else FAN_OUT_ROUNDS
-    network = over_network(env, samples=samples, counts=FAN_OUT_COUNTS, rounds=rounds)
+    # In process first: its memory per subscription is read from the process's peak resident memory,
+    # which the network part's thousands of sockets would raise.
     in_process_markdown, in_process_data = in_process(env)
+    network = over_network(env, samples=samples, counts=FAN_OUT_COUNTS, rounds=rounds)
     markdown = "\n\n".join([network_markdown(network, samples=samples, runs=env.runs, rounds=rounds),
                             in_process_markdown])
     return Section("reactivity", "10. Watching PStates", markdown,
