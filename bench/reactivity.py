@@ -384,34 +384,42 @@ async def _bounded(count: int, make: Callable[[], Awaitable[Any]]) -> list[Any]:
     return list(await asyncio.gather(*(one() for _ in range(count))))
 
 
-async def fan_out_ms(delivery: Delivery, counts: tuple[int, ...], rounds: int,
-                     server_pid: int | None = None) -> dict[int, dict[str, Any]]:
-    """Per count of subscribers: ms from a write's start until the last subscriber has it, per round."""
-    subscribers: list[Subscriber] = []
-    measured: dict[int, dict[str, Any]] = {}
+class Audience:
+    """The subscribers of one path, each on its own connection, grown to each count in turn."""
 
-    async def arrival(subscriber: Subscriber) -> float:
-        await subscriber.next()
-        return time.perf_counter()
+    def __init__(self, delivery: Delivery, server_pid: int | None = None) -> None:
+        self.delivery = delivery
+        self.subscribers: list[Subscriber] = []
+        self._server_pid = server_pid
+        self._server_rss_before = rss_bytes(server_pid) if server_pid else 0
 
-    try:
-        rss_before = rss_bytes(server_pid) if server_pid else 0
-        for count in counts:
-            subscribers += await _bounded(count - len(subscribers), delivery.subscribe)
-            await delivery.ready(count)
-            times = []
-            for round_ in range(rounds):
-                started = time.perf_counter()
-                write = asyncio.create_task(delivery.write(f"fan-{round_}"))
-                arrivals = await asyncio.wait_for(asyncio.gather(*(arrival(s) for s in subscribers)), FAN_OUT_WAIT_S)
-                times.append((max(arrivals) - started) * 1000)
-                await write
-            measured[count] = {"ms": times}
-            if server_pid:
-                measured[count]["server_kib_per_subscriber"] = (rss_bytes(server_pid) - rss_before) / 1024 / count
-    finally:
-        await asyncio.gather(*(s.close() for s in subscribers), return_exceptions=True)
-    return measured
+    async def grow(self, count: int) -> None:
+        self.subscribers += await _bounded(count - len(self.subscribers), self.delivery.subscribe)
+        await self.delivery.ready(count)
+
+    async def change_ms(self, player: str) -> float:
+        """One change: ms from the write's start until the last subscriber has it."""
+        async def arrival(subscriber: Subscriber) -> float:
+            await subscriber.next()
+            return time.perf_counter()
+
+        started = time.perf_counter()
+        write = asyncio.create_task(self.delivery.write(player))
+        try:
+            arrivals = await asyncio.wait_for(asyncio.gather(*(arrival(s) for s in self.subscribers)), FAN_OUT_WAIT_S)
+        finally:
+            await write
+        return (max(arrivals) - started) * 1000
+
+    def server_kib_per_subscriber(self) -> float | None:
+        """The growth of the server's resident memory since this audience began, per subscriber."""
+        if not self._server_pid or not self.subscribers:
+            return None
+        return (rss_bytes(self._server_pid) - self._server_rss_before) / 1024 / len(self.subscribers)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(s.close() for s in self.subscribers), return_exceptions=True)
+        self.subscribers = []
 
 
 # --- The headwater server: `serve` in a child process ---
@@ -472,17 +480,45 @@ async def _measure(deliveries: list[Delivery], *, runs: int, samples: int, count
             result.latency_runs[delivery.name].append(await latency_ms(delivery, samples))
             print(f"  w10 run {run + 1}: {delivery.name}: p50 "
                   f"{percentile(result.latency_runs[delivery.name][-1], 0.5):.3f} ms", flush=True)
-    for delivery in deliveries:
-        try:
-            measured = await fan_out_ms(delivery, counts, rounds, server_pids.get(delivery.name))
-        except Exception as e:  # noqa: BLE001 - the row says n/a and why; the other paths still run
-            result.notes[delivery.name] = f"{type(e).__name__}: {e}"
-            print(f"  w10 fan-out {delivery.name}: {result.notes[delivery.name]}", flush=True)
-            continue
-        result.fan_out[delivery.name] = measured
-        medians = {count: round(statistics.median(m["ms"]), 1) for count, m in measured.items()}
-        print(f"  w10 fan-out {delivery.name}: {medians} ms", flush=True)
+    audiences = [Audience(d, server_pids.get(d.name)) for d in deliveries]
+    try:
+        for count in counts:
+            await _fan_out(audiences, count, rounds, result)
+    finally:
+        for audience in audiences:
+            await audience.close()
     return result
+
+
+async def _fan_out(audiences: list[Audience], count: int, rounds: int, result: Network) -> None:
+    """Every path's audience grown to `count`, then `rounds` changes to each, alternating the paths."""
+    for audience in list(audiences):
+        await _or_drop(audiences, audience, result, audience.grow(count))
+    measured = {audience.delivery.name: {"ms": []} for audience in audiences}
+    for round_ in range(rounds):
+        for audience in list(audiences if round_ % 2 == 0 else reversed(audiences)):
+            ms = await _or_drop(audiences, audience, result, audience.change_ms(f"fan-{round_}"))
+            if ms is not None:
+                measured[audience.delivery.name]["ms"].append(ms)
+    for audience in audiences:
+        name = audience.delivery.name
+        if (kib := audience.server_kib_per_subscriber()) is not None:
+            measured[name]["server_kib_per_subscriber"] = kib
+        result.fan_out.setdefault(name, {})[count] = measured[name]
+        print(f"  w10 fan-out to {count:,}: {name}: {statistics.median(measured[name]['ms']):.1f} ms", flush=True)
+
+
+async def _or_drop(audiences: list[Audience], audience: Audience, result: Network, step: Awaitable[Any]) -> Any:
+    """`await step`; if it fails, the path's fan-out row says why and it is measured no further."""
+    try:
+        return await step
+    except Exception as e:  # noqa: BLE001 - the row says n/a and why; the other paths still run
+        name = audience.delivery.name
+        result.notes[name] = f"{type(e).__name__}: {e}"
+        print(f"  w10 fan-out {name}: {result.notes[name]}", flush=True)
+        audiences.remove(audience)
+        await audience.close()
+        return None
 
 
 def over_network(env: Env, *, samples: int, counts: tuple[int, ...], rounds: int,
