@@ -354,23 +354,25 @@ class _RedisSubscriber:
         await self._client.aclose()
 
 
-async def latency_ms(delivery: Delivery, samples: int) -> list[float]:
-    """Sequential changes: from each write's start until the subscriber has the new value."""
+async def latency_ms(delivery: Delivery, samples: int) -> tuple[list[float], list[float]]:
+    """Sequential changes, each from its write's start: until the subscriber has the new value, and
+    until the writer had its answer (the append's ack, the commit, the script's reply)."""
     subscriber = await delivery.subscribe()
     await delivery.ready(1)
-    latencies = []
+    delivered, answered = [], []
     try:
         for i in range(WARMUP_SAMPLES + samples):
             started = time.perf_counter()
             write = asyncio.create_task(delivery.write(f"p{i % 50}"))
+            write.add_done_callback(lambda _, t=started: answered.append((time.perf_counter() - t) * 1000))
             try:
                 await subscriber.next()
-                latencies.append((time.perf_counter() - started) * 1000)
+                delivered.append((time.perf_counter() - started) * 1000)
             finally:
                 await write
     finally:
         await subscriber.close()
-    return latencies[WARMUP_SAMPLES:]
+    return delivered[WARMUP_SAMPLES:], answered[WARMUP_SAMPLES:]
 
 
 async def _bounded(count: int, make: Callable[[], Awaitable[Any]]) -> list[Any]:
@@ -467,17 +469,20 @@ def served(data: Path, tasks: int, workers: int) -> Iterator[tuple[str, int]]:
 class Network:
     """What the network part measured, per path name."""
 
-    latency_runs: dict[str, list[list[float]]]  # per run, the latencies of its samples
+    latency_runs: dict[str, list[list[float]]]  # per run, each change's ms until the subscriber had it
+    answered_runs: dict[str, list[list[float]]]  # per run, each change's ms until the writer had its answer
     fan_out: dict[str, dict[int, dict[str, Any]]]
     notes: dict[str, str]  # path -> why something was not measured
 
 
 async def _measure(deliveries: list[Delivery], *, runs: int, samples: int, counts: tuple[int, ...], rounds: int,
                    server_pids: dict[str, int]) -> Network:
-    result = Network({d.name: [] for d in deliveries}, {}, {})
+    result = Network({d.name: [] for d in deliveries}, {d.name: [] for d in deliveries}, {}, {})
     for run in range(runs):  # alternating, so that background load falls on every path alike
         for delivery in deliveries if run % 2 == 0 else list(reversed(deliveries)):
-            result.latency_runs[delivery.name].append(await latency_ms(delivery, samples))
+            delivered, answered = await latency_ms(delivery, samples)
+            result.latency_runs[delivery.name].append(delivered)
+            result.answered_runs[delivery.name].append(answered)
             print(f"  w10 run {run + 1}: {delivery.name}: p50 "
                   f"{percentile(result.latency_runs[delivery.name][-1], 0.5):.3f} ms", flush=True)
     audiences = [Audience(d, server_pids.get(d.name)) for d in deliveries]
@@ -571,7 +576,8 @@ def network_markdown(network: Network, *, samples: int, runs: int, rounds: int) 
         if name.startswith("headwater"):
             goal = f"p50 ≤ {GOAL_WEBSOCKET_P50_MS:g} ms: " + (
                 "met" if statistics.median(p50s) <= GOAL_WEBSOCKET_P50_MS else "not met")
-        rows.append([name, _ms(p50s), _spread(p50s), _ms(p99s), _spread(p99s), goal])
+        answered = _ms([percentile(r, 0.5) for r in network.answered_runs[name]])
+        rows.append([name, _ms(p50s), _spread(p50s), _ms(p99s), _spread(p99s), answered, goal])
     counts = sorted({c for measured in network.fan_out.values() for c in measured})
     fan_rows = []
     for name in network.latency_runs:
@@ -585,7 +591,7 @@ def network_markdown(network: Network, *, samples: int, runs: int, rounds: int) 
         f"Over loopback, one change at a time, from the write's start until the subscriber has the new value "
         f"({samples:,} changes per run, {runs} runs alternating the paths; the median of the runs' p50 and p99, "
         "and their range):",
-        table(["path", "p50 ms", "p50 range", "p99 ms", "p99 range", "goal"], rows),
+        table(["path", "p50 ms", "p50 range", "p99 ms", "p99 range", "writer answered, p50 ms", "goal"], rows),
         f"One change to many subscribers, each on its own connection: from the write's start until the last "
         f"has it, ms (median of {rounds} changes, and their range):",
         table(["path", *[f"{c:,} subscribers" for c in counts]], fan_rows),
@@ -631,8 +637,9 @@ def run(env: Env) -> Section:
     markdown = "\n\n".join([network_markdown(network, samples=samples, runs=env.runs, rounds=rounds),
                             in_process_markdown])
     return Section("reactivity", "10. Watching PStates", markdown,
-                   in_process_data | {"network_latency_ms": network.latency_runs, "network_fan_out": network.fan_out,
-                                      "network_notes": network.notes},
+                   in_process_data | {"network_latency_ms": network.latency_runs,
+                                      "network_answered_ms": network.answered_runs,
+                                      "network_fan_out": network.fan_out, "network_notes": network.notes},
                    verdicts=network_verdicts(network))
 
 
