@@ -187,11 +187,14 @@ class Delivery(Protocol):
 class WebSocketWatch:
     """headwater: HTTP append (full ack) → the `diffs` message on a watch socket."""
 
-    def __init__(self, url: str, workers: int) -> None:
+    def __init__(self, url: str, workers: int, *, deflate: bool = True) -> None:
         import httpx
 
         self.name = "headwater: HTTP append → WebSocket diff" + (f" (--workers {workers})" if workers else "")
+        if not deflate:
+            self.name += " (client without permessage-deflate)"
         self.url = url
+        self._compression = "deflate" if deflate else None
         self._http = httpx.AsyncClient(base_url=url, timeout=NEXT_WAIT_S)
         self._socket_url = (url.replace("http://", "ws://", 1) + "/api/modules/game/pstates/scores/watch?path="
                             + urllib.parse.quote(json.dumps([ROOM])))
@@ -204,7 +207,8 @@ class WebSocketWatch:
     async def subscribe(self) -> Subscriber:
         from websockets.asyncio.client import connect
 
-        socket = await connect(self._socket_url, ping_interval=None, open_timeout=NEXT_WAIT_S)
+        socket = await connect(self._socket_url, ping_interval=None, open_timeout=NEXT_WAIT_S,
+                               compression=self._compression)
         first = json.loads(await asyncio.wait_for(socket.recv(), NEXT_WAIT_S))
         assert first["type"] == "value", first  # sent once the server's subscription is made
         return _Socket(socket)
@@ -546,6 +550,9 @@ def over_network(env: Env, *, samples: int, counts: tuple[int, ...], rounds: int
                     deliveries.append(WebSocketWatch(url, n))
                     if n == 0:
                         server_pids[deliveries[-1].name] = pid
+                        # Browsers offer per-message compression and the server accepts it; without it,
+                        # what the compression costs.
+                        deliveries.append(WebSocketWatch(url, n, deflate=False))
                 deliveries += [await PostgresNotify(postgres.dsn).open(), RedisPubSub(redis.port)]
                 try:
                     return await _measure(deliveries, runs=env.runs, samples=samples, counts=counts, rounds=rounds,
