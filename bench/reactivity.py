@@ -397,11 +397,14 @@ class Audience:
         self.delivery = delivery
         self.subscribers: list[Subscriber] = []
         self._server_pid = server_pid
-        self._server_rss_before = rss_bytes(server_pid) if server_pid else 0
+        self._server_growth_bytes = 0  # of the server's resident memory while this audience connected
 
     async def grow(self, count: int) -> None:
+        before = rss_bytes(self._server_pid) if self._server_pid else 0
         self.subscribers += await _bounded(count - len(self.subscribers), self.delivery.subscribe)
         await self.delivery.ready(count)
+        if self._server_pid:
+            self._server_growth_bytes += rss_bytes(self._server_pid) - before
 
     async def change_ms(self, player: str) -> float:
         """One change: ms from the write's start until the last subscriber has it."""
@@ -418,10 +421,10 @@ class Audience:
         return (max(arrivals) - started) * 1000
 
     def server_kib_per_subscriber(self) -> float | None:
-        """The growth of the server's resident memory since this audience began, per subscriber."""
+        """The growth of the server's resident memory while this audience connected, per subscriber."""
         if not self._server_pid or not self.subscribers:
             return None
-        return (rss_bytes(self._server_pid) - self._server_rss_before) / 1024 / len(self.subscribers)
+        return self._server_growth_bytes / 1024 / len(self.subscribers)
 
     async def close(self) -> None:
         await asyncio.gather(*(s.close() for s in self.subscribers), return_exceptions=True)
@@ -545,14 +548,14 @@ def over_network(env: Env, *, samples: int, counts: tuple[int, ...], rounds: int
 
             async def measure() -> Network:
                 deliveries: list[Any] = []
-                server_pids = {}  # the server's memory is its sockets' only when the tasks run in it too
+                server_pids = {}  # with --workers, the sockets are in the workers: no memory per socket
                 for n, (url, pid) in served_at.items():
                     deliveries.append(WebSocketWatch(url, n))
                     if n == 0:
-                        server_pids[deliveries[-1].name] = pid
                         # Browsers offer per-message compression and the server accepts it; without it,
                         # what the compression costs.
                         deliveries.append(WebSocketWatch(url, n, deflate=False))
+                        server_pids |= {d.name: pid for d in deliveries[-2:]}
                 deliveries += [await PostgresNotify(postgres.dsn).open(), RedisPubSub(redis.port)]
                 try:
                     return await _measure(deliveries, runs=env.runs, samples=samples, counts=counts, rounds=rounds,
@@ -592,8 +595,9 @@ def network_markdown(network: Network, *, samples: int, runs: int, rounds: int) 
         cells = [f"{_ms(measured[c]['ms'])} ({_spread(measured[c]['ms'])})" if c in measured else "n/a"
                  for c in counts]
         fan_rows.append([name + (f" ({network.notes[name]})" if name in network.notes else ""), *cells])
-    memory = [f"{m['server_kib_per_subscriber']:.1f} KiB" for measured in network.fan_out.values()
-              for c, m in measured.items() if "server_kib_per_subscriber" in m and c == max(counts)]
+    memory = [f"{m['server_kib_per_subscriber']:.0f} KiB" + ("" if "deflate" not in name else " without compression")
+              for name, measured in network.fan_out.items() for c, m in measured.items()
+              if "server_kib_per_subscriber" in m and c == max(counts)]
     parts = [
         f"Over loopback, one change at a time, from the write's start until the subscriber has the new value "
         f"({samples:,} changes per run, {runs} runs alternating the paths; the median of the runs' p50 and p99, "
@@ -604,8 +608,8 @@ def network_markdown(network: Network, *, samples: int, runs: int, rounds: int) 
         table(["path", *[f"{c:,} subscribers" for c in counts]], fan_rows),
     ]
     if memory:
-        parts.append(f"The headwater server's resident memory grew by about {memory[0]} per watch socket "
-                     f"over {max(counts):,} sockets (tasks in the server process).")
+        parts.append(f"The headwater server's resident memory grew by about {' and '.join(memory)} per watch "
+                     f"socket while {max(counts):,} sockets connected (tasks in the server process).")
     return "\n\n".join(parts)
 
 
@@ -614,7 +618,8 @@ def network_verdicts(network: Network) -> list[Verdict]:
     def median_of(name: str, q: float) -> float:
         return statistics.median(percentile(r, q) for r in network.latency_runs[name])
 
-    mine = [n for n in network.latency_runs if n.startswith("headwater")]
+    # headwater as a browser has it: with the per-message compression browsers ask for.
+    mine = [n for n in network.latency_runs if n.startswith("headwater") and "deflate" not in n]
     peers = [n for n in network.latency_runs if not n.startswith("headwater")]
     verdicts = []
     for label, q in (("p50", 0.5), ("p99", 0.99)):
