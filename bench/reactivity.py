@@ -21,7 +21,8 @@ processes of its own on loopback:
   tasks in the server process, and with `--workers 2`, a `LocalCluster` whose worker processes
   each serve the port). The writer POSTs the score to the depot's HTTP append endpoint (full
   ack); each subscriber is a `websockets` client on the watch socket of `["room-1"]` and has the
-  change when its `diffs` message arrives;
+  change when its `diffs` message arrives. The client asks for per-message compression, as
+  browsers do; one more row, against the same server, does not;
 - **PostgreSQL `LISTEN/NOTIFY` + re-query**: a `scores` table with a trigger that `NOTIFY`s the
   changed row's key on commit; the writer runs one upsert (autocommit); each subscriber is a
   psycopg connection that `LISTEN`s and, on a notification, selects the changed row's points;
@@ -32,7 +33,15 @@ processes of its own on loopback:
 For each path: latency, sequential (the next write when the previous change has arrived), from
 the write's start until the subscriber has the new value, p50 and p99, in `env.runs` runs that
 alternate the paths; and fan-out, one change to 100 and to 1,000 subscribers (each its own socket
-or connection), from the write's start until the last has it, `FAN_OUT_ROUNDS` times.
+or connection, all of every path connected at once), from the write's start until the last has
+it, `FAN_OUT_ROUNDS` changes per path, alternating the paths change by change. Every subscriber
+lives in this one process, on one thread: at 1,000, reading a thousand messages (with each path's
+client library) is part of every path's time.
+
+Durability is each system's as `bench.peers` starts it: a headwater full-ack append is answered
+once its record is synced to disk and processed; PostgreSQL commits with `synchronous_commit=on`
+(and delivers notifications after the commit); Redis runs with `appendfsync always` (it sends
+replies and published messages after the AOF write and fsync of the same event-loop turn).
 
     .venv/bin/python -m bench.reactivity [--quick] [--runs N]
 """
