@@ -178,22 +178,27 @@ class Subscriber(Protocol):
     async def close(self) -> None: ...
 
 
-class Delivery(Protocol):
+class Delivery:
+    """One path from a writer to its subscribers."""
+
     name: str
 
     async def write(self, player: str) -> None:
         """Add a point to `player` in ROOM, as the path's writer does."""
+        raise NotImplementedError
 
     async def subscribe(self) -> Subscriber:
-        """A new subscriber, ready: a change written after this returns reaches it."""
+        """A new subscriber: a change written after this returns reaches it (unless `ready` says otherwise)."""
+        raise NotImplementedError
 
     async def ready(self, count: int) -> None:
-        """Wait until the server counts `count` subscribers (where it could miss a change otherwise)."""
+        """Wait until the server counts `count` subscribers, where `subscribe` returns before it does."""
 
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        raise NotImplementedError
 
 
-class WebSocketWatch:
+class WebSocketWatch(Delivery):
     """headwater: HTTP append (full ack) → the `diffs` message on a watch socket."""
 
     def __init__(self, url: str, workers: int, *, deflate: bool = True) -> None:
@@ -221,9 +226,6 @@ class WebSocketWatch:
         first = json.loads(await asyncio.wait_for(socket.recv(), NEXT_WAIT_S))
         assert first["type"] == "value", first  # sent once the server's subscription is made
         return _Socket(socket)
-
-    async def ready(self, count: int) -> None:
-        pass
 
     async def close(self) -> None:
         await self._http.aclose()
@@ -258,7 +260,7 @@ POSTGRES_UPSERT = ("INSERT INTO scores VALUES (%s, %s, 1) "
 POSTGRES_REREAD = "SELECT points FROM scores WHERE room = %s AND player = %s"
 
 
-class PostgresNotify:
+class PostgresNotify(Delivery):
     """PostgreSQL: an upsert whose trigger NOTIFYs on commit → the listener re-reads the row."""
 
     name = "PostgreSQL: upsert + trigger NOTIFY → LISTEN + re-query"
@@ -283,9 +285,6 @@ class PostgresNotify:
         conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
         await conn.execute("LISTEN scores")
         return _Listener(conn)
-
-    async def ready(self, count: int) -> None:
-        pass
 
     async def close(self) -> None:
         await self._writer.close()
@@ -316,7 +315,7 @@ return total
 """
 
 
-class RedisPubSub:
+class RedisPubSub(Delivery):
     """Redis: one script HINCRBYs the room's hash and PUBLISHes the new total → the subscriber."""
 
     name = "Redis: HINCRBY + PUBLISH → SUBSCRIBE (value in the message)"
