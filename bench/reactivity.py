@@ -242,13 +242,17 @@ class KeepAlive:
 
     async def post(self, target: str, body: bytes) -> int:
         """POST `body` to `target`; the answer's status (its body is read and dropped)."""
+        if self._streams is not None and self._streams[0].at_eof():
+            await self.close()  # the server closed it after its idle timeout, while other paths ran
         if self._streams is None:
             self._streams = await asyncio.open_connection(self._host, self._port)
         reader, writer = self._streams
         writer.write(b"POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
                      b"Content-Length: %d\r\n\r\n%s" % (target.encode(), self._host.encode(), self._port,
                                                         len(body), body))
-        status = int((await reader.readline()).split()[1])
+        status_line = await reader.readline()
+        assert status_line, "the server closed the connection without answering"
+        status = int(status_line.split()[1])
         length = None
         while (line := await reader.readline()) not in (b"\r\n", b""):
             name, _, value = line.partition(b":")
