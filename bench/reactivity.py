@@ -75,6 +75,9 @@ WARMUP_SAMPLES = 20  # changes before each run's samples, not counted (connectio
 FAN_OUT_COUNTS = (100, 1_000)  # subscribers of one change over the network, each its own connection
 FAN_OUT_ROUNDS = 5  # changes sent to each count of subscribers; quick: 2
 FAN_OUT_WAIT_S = 60.0  # the longest one change may take to reach every subscriber
+# An idle keep-alive connection older than this is not reused: the server closes them after 5 s,
+# and a request sent as it does would be lost.
+KEEP_ALIVE_REUSE_S = 1.0
 CONNECTING_MAX = 50  # connections opened at once while the subscribers connect
 SERVE_WORKERS = (0, 2)  # `headwater serve --workers N`: 0 is the tasks in the server process
 SERVER_START_S = 120.0
@@ -239,11 +242,12 @@ class KeepAlive:
         parts = urllib.parse.urlsplit(url)
         self._host, self._port = parts.hostname, parts.port
         self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self._used_at = 0.0
 
     async def post(self, target: str, body: bytes) -> int:
         """POST `body` to `target`; the answer's status (its body is read and dropped)."""
-        if self._streams is not None and self._streams[0].at_eof():
-            await self.close()  # the server closed it after its idle timeout, while other paths ran
+        if self._streams is not None and time.monotonic() - self._used_at > KEEP_ALIVE_REUSE_S:
+            await self.close()  # the server may be closing it (its idle timeout) while this request goes
         if self._streams is None:
             self._streams = await asyncio.open_connection(self._host, self._port)
         reader, writer = self._streams
@@ -260,6 +264,7 @@ class KeepAlive:
                 length = int(value)
         assert length is not None, "the server's answer has no Content-Length"
         await reader.readexactly(length)
+        self._used_at = time.monotonic()
         return status
 
     async def close(self) -> None:
