@@ -646,9 +646,8 @@ def network_markdown(network: Network, *, samples: int, runs: int, rounds: int) 
         cells = [f"{_ms(measured[c]['ms'])} ({_spread(measured[c]['ms'])})" if c in measured else "n/a"
                  for c in counts]
         fan_rows.append([name + (f" ({network.notes[name]})" if name in network.notes else ""), *cells])
-    memory = [f"{m['server_kib_per_subscriber']:.0f} KiB" + ("" if "deflate" not in name else " without compression")
-              for name, measured in network.fan_out.items() for c, m in measured.items()
-              if "server_kib_per_subscriber" in m and c == max(counts)]
+    memory = {"deflate" not in name: m["server_kib_per_subscriber"] for name, measured in network.fan_out.items()
+              for c, m in measured.items() if "server_kib_per_subscriber" in m and c == max(counts)}
     parts = [
         f"Over loopback, one change at a time, from the write's start until the subscriber has the new value "
         f"({samples:,} changes per run, {runs} runs alternating the paths; the median of the runs' p50 and p99, "
@@ -658,9 +657,10 @@ def network_markdown(network: Network, *, samples: int, runs: int, rounds: int) 
         f"has it, ms (median of {rounds} changes, and their range):",
         table(["path", *[f"{c:,} subscribers" for c in counts]], fan_rows),
     ]
-    if memory:
-        parts.append(f"The headwater server's resident memory grew by about {' and '.join(memory)} per watch "
-                     f"socket while {max(counts):,} sockets connected (tasks in the server process).")
+    if True in memory:
+        without = f" ({memory[False]:.0f} KiB without compression)" if False in memory else ""
+        parts.append(f"The headwater server's resident memory grew by about {memory[True]:.0f} KiB per watch "
+                     f"socket{without} while {max(counts):,} sockets connected (tasks in the server process).")
     return "\n\n".join(parts)
 
 
