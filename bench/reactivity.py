@@ -412,19 +412,22 @@ class _RedisSubscriber:
 async def latency_ms(delivery: Delivery, samples: int) -> tuple[list[float], list[float]]:
     """Sequential changes, each from its write's start: until the subscriber has the new value, and
     until the writer had its answer (the append's ack, the commit, the script's reply)."""
+    async def answered_ms(player: str, started: float) -> float:
+        await delivery.write(player)
+        return (time.perf_counter() - started) * 1000
+
     subscriber = await delivery.subscribe()
     await delivery.ready(1)
     delivered, answered = [], []
     try:
         for i in range(WARMUP_SAMPLES + samples):
             started = time.perf_counter()
-            write = asyncio.create_task(delivery.write(f"p{i % 50}"))
-            write.add_done_callback(lambda _, t=started: answered.append((time.perf_counter() - t) * 1000))
+            write = asyncio.create_task(answered_ms(f"p{i % 50}", started))
             try:
                 await subscriber.next()
                 delivered.append((time.perf_counter() - started) * 1000)
             finally:
-                await write
+                answered.append(await write)
     finally:
         await subscriber.close()
     return delivered[WARMUP_SAMPLES:], answered[WARMUP_SAMPLES:]
