@@ -172,6 +172,7 @@ make bench BENCH_ARGS=--quick       # shorter runs and smaller data, a few minut
 .venv/bin/python -m bench.suite --only registration,reads --runs 5
 .venv/bin/python -m bench.compare_registration      # one workload, printed instead of written
 .venv/bin/python -m bench.profile_append --clients 16 --py-spy
+.venv/bin/python -m bench.backup --quick             # backups: a full one, an incremental one, a restore
 ```
 
 Run the `bench.*` modules with `-m` from the repository root. The suite waits up to `--wait-load S`

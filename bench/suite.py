@@ -29,7 +29,7 @@ from bench.harness import DOCS, PLOTS, Env, Section
 
 RESULTS = Path(__file__).resolve().parent / "results"
 WORKLOADS = ["registration", "stack", "reads", "bank", "wordcount", "restart", "wire", "replication", "migration",
-             "reactivity", "async", "ingestion"]
+             "reactivity", "async", "ingestion", "backup"]
 
 
 def _workload(name: str) -> Callable[[Env], Section]:
@@ -38,7 +38,8 @@ def _workload(name: str) -> Callable[[Env], Section]:
     module = {"registration": "compare_registration", "stack": "compare_stack", "reads": "compare_reads",
               "bank": "compare_bank", "wordcount": "compare_wordcount", "restart": "restart",
               "wire": "wire_framing", "replication": "replication", "migration": "migration",
-              "reactivity": "reactivity", "async": "async_handlers", "ingestion": "ingestion"}[name]
+              "reactivity": "reactivity", "async": "async_handlers", "ingestion": "ingestion",
+              "backup": "backup"}[name]
     return importlib.import_module(f"bench.{module}").run
 
 

@@ -7,9 +7,10 @@ inside a unit test exactly as it runs on a cluster.
 
 from headwater import sources
 from headwater.client.api import AppendResult, DeadLetter, DepotRecord, PartitionInfo
-from headwater.client.cluster import Cluster, ModuleInfo
+from headwater.client.cluster import BackupInfo, Cluster, ModuleInfo
 from headwater.client.remote import RemoteCluster, connect
 from headwater.client.subscriptions import Subscription
+from headwater.cluster.backups import restore
 from headwater.cluster.inprocess import InProcessCluster
 from headwater.cluster.local import LocalCluster
 from headwater.cluster.ray import RayCluster
@@ -20,6 +21,7 @@ from headwater.engine.sources import Source, SourceReader
 from headwater.engine.ticks import Tick
 from headwater.errors import (
     AckTimeout,
+    BackupError,
     DefinitionError,
     HandlerError,
     HeadwaterError,
@@ -62,6 +64,8 @@ __all__ = [
     "Ack",
     "AckTimeout",
     "AppendResult",
+    "BackupError",
+    "BackupInfo",
     "Cluster",
     "Context",
     "DeadLetter",
@@ -114,6 +118,7 @@ __all__ = [
     "must",
     "nth",
     "range",
+    "restore",
     "set_val",
     "sources",
     "view",

@@ -20,6 +20,8 @@ One root, so callers can catch everything headwater means to raise with one clau
     ├── HopDepthExceeded       a chain of hops (a step hopping on, and on) longer than the bound
     ├── Unavailable            the cluster or task cannot serve the call now (closed, shutting down)
     ├── StorageError           the storage engine failed (disk full, corruption); wraps the driver error
+    ├── BackupError            a backup to restore is missing, incomplete or corrupt, or a restore's
+    │                          data directory is not empty
     └── ResourceError          a task's resource (`module.resource`) could not be built, or is used where
                                no task holds it
 
@@ -33,6 +35,7 @@ from collections.abc import Iterable
 
 __all__ = [
     "AckTimeout",
+    "BackupError",
     "DefinitionError",
     "HandlerError",
     "HeadwaterError",
@@ -224,6 +227,11 @@ class Unavailable(HeadwaterError):
 class StorageError(HeadwaterError):
     """The storage engine failed (disk full, corruption, a data directory another process holds open);
     the message names the store and the cause."""
+
+
+class BackupError(HeadwaterError):
+    """A backup cannot be restored (missing, incomplete, corrupt: the message names what), or the
+    directory to restore into already holds data."""
 
 
 class ResourceError(HeadwaterError):

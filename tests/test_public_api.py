@@ -3,11 +3,11 @@
 import headwater as hw
 
 CONTRACT = [
-    "ALL", "Ack", "AckTimeout", "AppendResult", "Cluster", "Context", "DefinitionError", "FIRST", "HandlerError",
+    "ALL", "Ack", "AckTimeout", "AppendResult", "BackupError", "BackupInfo", "Cluster", "Context", "DefinitionError", "FIRST", "HandlerError",
     "HeadwaterError", "InProcessCluster", "LAST", "LocalCluster", "List", "MAP_KEYS", "MAP_VALS", "Map", "Module", "NotFound",
     "PathError", "PermissionDenied", "QueryContext", "REMOVE", "RayCluster", "ReadOnlyError", "Record", "Retry", "SIZE",
     "SchemaError", "Set", "Unavailable", "WrongPartitionError", "apply", "connect", "filter", "must", "nth",
-    "range", "set_val", "view",
+    "range", "restore", "set_val", "view",
 ]
 
 

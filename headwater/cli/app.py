@@ -194,6 +194,55 @@ def update(
         print(f"module {row['module']} {verb} {row['action']}: version {row['version']}")
 
 
+# ---- backup and restore ---------------------------------------------------------------------------
+
+
+@app.command()
+@command
+def backup(
+    destination: Annotated[str, typer.Argument(help="the backup directory, on the server's machine (every worker "
+                                                    "must be able to write it)")],
+    url: Url = DEFAULT_URL, token: Token = None, json: Json = False, *, output: Output,
+) -> None:
+    """Back up every module of a running server into DESTINATION (admin scope): consistent across tasks, and
+    incremental (files an earlier backup there holds are not copied again). A relative path is taken from here."""
+    import os
+
+    with _client(url, token) as client:
+        info = client.backup(os.path.abspath(destination))
+    if output.json:
+        output.value(info.to_json())
+        return
+    output.table(f"backup {info.id} in {info.destination}", ["modules", "files copied", "bytes copied",
+                                                             "files reused", "seconds", "stall ms"],
+                 [(", ".join(f"{name} ({tasks} tasks)" for name, tasks in info.modules.items()) or "none",
+                   info.files_copied, f"{info.bytes_copied:,}", info.files_reused, f"{info.duration_s:.2f}",
+                   f"{info.stall_s * 1000:.1f}")])
+
+
+@app.command()
+@command
+def restore(
+    source: Annotated[str, typer.Argument(help="a directory `headwater backup` (or cluster.backup) wrote to")],
+    data: Annotated[str, typer.Option("--data", help="the data directory to create: absent or empty")],
+    backup_id: Annotated[str | None, typer.Option("--backup",
+                                                  help="the backup to restore (default: the latest)")] = None,
+    json: Json = False, *, output: Output,
+) -> None:
+    """Lay out a backup from SOURCE as a data directory: `headwater serve APP.py --data DIR` (or a cluster over DIR)
+    then reattaches to it. Every file is checked; a missing, incomplete or corrupt backup, or a non-empty DIR, is an
+    error that names it."""
+    from headwater.cluster.backups import restore as restore_backup
+
+    restored = restore_backup(source, data, backup=backup_id)
+    if output.json:
+        output.value(restored)
+        return
+    modules = ", ".join(f"{name} ({tasks} tasks)" for name, tasks in restored["modules"].items()) or "no modules"
+    print(f"restored backup {restored['id']} into {data}: {modules}, {restored['files']} files, "
+          f"{restored['bytes']:,} bytes")
+
+
 # ---- status ---------------------------------------------------------------------------------------
 
 

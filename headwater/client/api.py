@@ -23,6 +23,7 @@ from headwater.client.replies import (
     next_backoff,
 )
 from headwater.client.seam import DeployedModule
+from headwater.client.subscriptions import depot_watch
 from headwater.engine import messages
 from headwater.engine.definitions import Ack
 from headwater.engine.messages import AppendBatch, AppendRecord, Completed, RetryDeadLetter
@@ -440,6 +441,24 @@ class DepotClient:
         start, end = self._deployment.transport.read(self._depot.task_of_partition(partition),
                                                      ("depot_bounds", self._depot.depot_id))
         return PartitionInfo(partition, start, end)
+
+    def watch_end(self, partition: int, callback: Any = None, *, on_commit: Any = None) -> Any:
+        """Subscribe to the end offset of `partition`: an `hw.Subscription` whose `.value` is the
+        offset the next append there gets, and whose diffs (`Put((), end)`, or a `Resync`) come
+        after every commit that appends there. Read the new records with `read`; `tail` polls
+        instead. `callback` and `on_commit` are as for a PState's `watch`.
+
+            with deposits.watch_end(0) as end:
+                for _ in end:
+                    print(deposits.read(0, seen, end.value))
+        """
+        self._check_partition(partition)
+        label = f"depot {self.module}.{self.name} partition {partition}"
+        watch = getattr(self._deployment, "watch", None)
+        if watch is None:
+            raise Unavailable(f"{label} cannot be watched on this kind of cluster")
+        return watch(self._depot.task_of_partition(partition), depot_watch(self.name), (), callback, label,
+                     on_commit=on_commit)
 
     def read(self, partition: int, start: int = 0, stop: int | None = None, *,
              limit: int = 10_000) -> list[DepotRecord]:

@@ -7,14 +7,41 @@ and serve any of them. `isinstance(x, hw.Cluster)` checks that an object has its
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from headwater.client.api import DeadLetter, DepotClient
 from headwater.engine.definitions import Module
 from headwater.engine.runtime import ModuleRuntime
 
-__all__ = ["Cluster", "ModuleInfo"]
+__all__ = ["BackupInfo", "Cluster", "ModuleInfo"]
+
+
+@dataclass(frozen=True)
+class BackupInfo:
+    """What `cluster.backup(dest)` wrote: the backup's id, the modules and their task counts,
+    files and bytes copied against reused from earlier backups, how long it took, and the longest
+    any task was held for the cut (`stall_s`: what an append could have waited; a cut given up
+    because a round ran long held tasks at most `BACKUP_PAUSE_MAX_S` more)."""
+
+    id: str
+    destination: str
+    modules: dict[str, int]
+    files_copied: int
+    bytes_copied: int
+    files_reused: int
+    bytes_reused: int
+    duration_s: float
+    stall_s: float
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> BackupInfo:
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__})
 
 
 class ModuleInfo(str):
@@ -112,6 +139,11 @@ class Cluster(Protocol):
 
     def progress(self, module: str) -> dict[str, dict[str, list[int]]]:
         """{topology: {depot: [next offset to process, per partition]}}."""
+        ...
+
+    def backup(self, destination: str | os.PathLike[str]) -> BackupInfo:
+        """Write a consistent, incremental backup of every module to `destination` (a path where
+        the tasks run); `hw.restore` lays it out as a data directory again."""
         ...
 
     def runtime(self, module: str) -> ModuleRuntime:

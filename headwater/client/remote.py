@@ -14,6 +14,8 @@ This file also holds the wire format both ends share (`ERRORS`); the server impo
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import typing
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -27,12 +29,13 @@ from urllib.parse import quote, urlencode, urlsplit
 import msgspec
 
 from headwater.client.api import AppendResult, DepotRecord, PartitionInfo, tail_records
-from headwater.client.cluster import ModuleInfo
+from headwater.client.cluster import BackupInfo, ModuleInfo
 from headwater.client.connections import ConnectError, ConnectionLost, ConnectionPool, Response
 from headwater.client.remote_watch import watch_remote
 from headwater.engine.definitions import Ack, Module
 from headwater.errors import (
     AckTimeout,
+    BackupError,
     DefinitionError,
     HandlerError,
     HeadwaterError,
@@ -75,6 +78,7 @@ ERRORS: list[tuple[type[HeadwaterError], int, str]] = [
     (QueryDepthExceeded, 500, "query_depth_exceeded"),
     (Unavailable, 503, "unavailable"),
     (StorageError, 500, "storage_error"),
+    (BackupError, 422, "backup_error"),
 ]
 # Codes only the HTTP layer produces, and the class a Python client raises for each.
 HTTP_ERRORS: dict[str, type[HeadwaterError]] = {
@@ -369,6 +373,14 @@ class RemoteCluster:
         self._catalog = None  # the modules changed: describe them again
         self._routes = None
         return list(answer["modules"])
+
+    def backup(self, destination: str | os.PathLike[str], *, timeout_s: float = 3600.0) -> BackupInfo:
+        """Have the server back up every module to `destination`, a path on the server's machine
+        (`POST /api/backup`, admin scope), as `cluster.backup` does in process. What `headwater backup` does."""
+        body = json.dumps({"destination": os.fspath(destination)}).encode()
+        answer = self.request("POST", "/api/backup", content=body, headers={"Content-Type": "application/json"},
+                              timeout_s=timeout_s)
+        return BackupInfo.from_json(answer)
 
     def migrations(self, module: str) -> list[dict[str, Any]]:
         """The module's PState migrations and their progress, as `cluster.migrations` in process."""

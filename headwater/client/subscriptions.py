@@ -18,9 +18,16 @@ from typing import Any
 
 from headwater.pstate.diffs import Diff, Resync
 
-__all__ = ["SUBSCRIPTION_QUEUE_MAX", "Subscription"]
+__all__ = ["DEPOT_WATCH", "SUBSCRIPTION_QUEUE_MAX", "Subscription", "depot_watch"]
 
 SUBSCRIPTION_QUEUE_MAX = 10_000  # diffs a subscription holds for its reader; beyond, it resyncs
+DEPOT_WATCH = "depot:"  # the watched name of a depot partition's end offset: DEPOT_WATCH + the depot's name
+
+
+def depot_watch(depot: str) -> str:
+    """The name under which a depot's partitions are watched (each task holds one partition of it;
+    no PState name has a colon)."""
+    return DEPOT_WATCH + depot
 _log = logging.getLogger("headwater.watch")
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import PurePath
 from typing import Any
 
+from headwater.cluster.mirrors import in_dependency_order
 from headwater.engine.definitions import Module
 from headwater.engine.runtime import Catalog, ModuleRuntime
 from headwater.errors import DefinitionError
@@ -43,7 +44,7 @@ def find_modules(namespace: dict[str, Any], where: str) -> list[Module]:
     if not found:
         raise DefinitionError(f"{where} defines no headwater.Module at its top level; define one "
                               "(app = hw.Module('app')) or import yours there")
-    return found
+    return in_dependency_order(found)
 
 
 def load_source(source: bytes | str, filename: str) -> tuple[list[Module], Callable[[], None]]:
@@ -102,6 +103,10 @@ def apply_app(cluster: Any, source: bytes | str, *, filename: str = "app.py", de
                 info = cluster.update(module, delete=deletes.get(module.name, ()), dry_run=True)
                 report.append({"module": module.name, "action": "updated", "version": info.version})
             else:
+                missing = set(module.dependencies()) - deployed - {m.name for m in modules}
+                if missing:
+                    raise DefinitionError(f"module {module.name!r} mirrors module(s) {', '.join(sorted(missing))}, "
+                                          "which are neither deployed nor in the app file; deploy them first")
                 if deletes.get(module.name):
                     raise DefinitionError(f"delete={deletes[module.name]!r}: module {module.name!r} is not "
                                           "deployed, so there is nothing to delete")

@@ -172,6 +172,18 @@ class TaskThread:
         self._closer.join(max(0.0, deadline - time.monotonic()))
         return not self._closer.is_alive()
 
+    def pause(self, timeout_s: float) -> bool:
+        """Take the turn, waiting at most `timeout_s` for the round in progress: until `resume`, no
+        round, await step or appender's round runs (messages queue in the inbox). False if not taken.
+
+        A backup holds every task so, all at once, to take its stores at one cut."""
+        return self._turn.acquire(timeout=max(0.0, timeout_s))
+
+    def resume(self) -> None:
+        """Give back the turn `pause` took (from any thread), and wake the task for what queued meanwhile."""
+        self._turn.release()
+        self.inbox.poke()
+
     @property
     def alive(self) -> bool:
         return self._thread.is_alive()
@@ -264,7 +276,8 @@ class TaskThread:
                     return
                 poller = self._pollers[key] = Poller(
                     request, self.inbox.put,
-                    f"headwater-{self.task.runtime.name}-{request.depot.name}-{request.partition}")
+                    f"headwater-{self.task.runtime.name}-{request.depot.name}-{request.partition}",
+                    self.task.transport.peers)
             poller.ask(request.after, lag_only=request.lag_only)
 
     def _failed(self, error: BaseException) -> None:

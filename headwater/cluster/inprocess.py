@@ -11,25 +11,39 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from headwater.client.cluster import ModuleInfo
+from headwater.client.cluster import BackupInfo, ModuleInfo
 from headwater.client.replies import ReplyRouter
 from headwater.client.seam import DeployedModule
 from headwater.cluster.apps import apply_app
+from headwater.cluster.backups import (
+    STAGING_DIRECTORY,
+    CopiedFiles,
+    TaskPause,
+    copy_checkpoint,
+    finish,
+    module_record,
+    new_backup_id,
+    prepare_destination,
+    staging_directory,
+    take_cut,
+)
 from headwater.cluster.clients import ClusterClients
 from headwater.cluster.hosts import SYSTEM_CLOCK, TaskThread, open_resources, stop_hosts
+from headwater.cluster.mirrors import check_destroy, check_update, forget_mirrors, resolve
 from headwater.cluster.transport import InProcessTransport
 from headwater.cluster.watching import Hub, WatchedStore
 from headwater.engine.definitions import Module
 from headwater.engine.evolution import module_shapes, plan
 from headwater.engine.runtime import Catalog, ModuleRuntime
 from headwater.engine.task import Task
-from headwater.errors import DefinitionError, NotFound, ResourceError, Unavailable
+from headwater.errors import BackupError, DefinitionError, NotFound, ResourceError, Unavailable
 from headwater.storage import RocksStore
 
 __all__ = ["STATUS_WAIT_MAX_S", "Deployment", "DeploymentBase", "InProcessCluster"]
@@ -113,8 +127,9 @@ class Deployment(DeploymentBase):
 
     transport: InProcessTransport
 
-    def __init__(self, module: Module, catalog: Catalog, directory: Path) -> None:
+    def __init__(self, module: Module, catalog: Catalog, directory: Path, peers: Any = None) -> None:
         self.directory = directory
+        self.peers = peers  # the cluster's clients: what the module's mirrors read through
         self.router = ReplyRouter()
         self.client_id = next(_clients)
         self.closed = False
@@ -134,11 +149,14 @@ class Deployment(DeploymentBase):
         # they append), so both are published only once the transport knows every task.
         runtime = ModuleRuntime(module, catalog)
         transport = InProcessTransport()
+        transport.peers = self.peers
         transport.register_client(self.client_id, self.router.deliver)
         tasks: list[Task] = []
         hosts: list[TaskThread] = []
+        stores: list[RocksStore] = []
         for task_id in range(catalog.tasks):
-            store = WatchedStore(RocksStore(self.directory / f"task-{task_id}"), self.hub, task_id)
+            stores.append(RocksStore(self.directory / f"task-{task_id}"))
+            store = WatchedStore(stores[-1], self.hub, task_id)
             task = Task(runtime, task_id, store, transport, SYSTEM_CLOCK)
             holder: list[TaskThread] = []
             inbox = transport.register_task(task_id, task.serve_read, partial(_run_round_on, holder))
@@ -153,7 +171,7 @@ class Deployment(DeploymentBase):
                 task.store.close()
             raise error
         self.failures = {}
-        self.tasks, self.hosts = tasks, hosts
+        self.tasks, self.hosts, self.stores = tasks, hosts, stores
         self.runtime, self.transport = runtime, transport
         for host in self.hosts:
             host.start()
@@ -191,6 +209,7 @@ class InProcessCluster(ClusterClients[DeploymentBase]):
         self._temporary = path is None
         self.path = Path(tempfile.mkdtemp(prefix="headwater-")) if path is None else Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
+        self._backing_up = threading.Lock()  # one backup at a time: they share the staging folder
         super().__init__({})
 
     def __repr__(self) -> str:
@@ -211,7 +230,13 @@ class InProcessCluster(ClusterClients[DeploymentBase]):
             if module.name in self._deployments:
                 raise DefinitionError(f"module {module.name!r} is already deployed; "
                                       "use cluster.update(module) to change it")
-            self._deployments[module.name] = self._start(module, tasks, replication, delete)
+            fresh = not (self.path / module.name / "module.json").exists()
+            try:
+                self._deployments[module.name] = self._start(module, tasks, replication, delete)
+            except BaseException:
+                if fresh:  # what its mirrors asked their upstreams to keep, they need not
+                    forget_mirrors(module, self._deployments)
+                raise
 
     def update(self, module: Module, *, delete: Sequence[str] = (), dry_run: bool = False) -> ModuleInfo:
         """Replace a deployed module's code with a new version of the same name, keeping its data.
@@ -233,14 +258,17 @@ class InProcessCluster(ClusterClients[DeploymentBase]):
             if deployment is None:
                 raise NotFound("module", module.name, self._deployments, where="this cluster")
             previous = _load_catalog(self.path / module.name / "module.json")
+            check_update(module, self._deployments)
             catalog = self._catalog(module, None, None, delete, updating=True, save=not dry_run)
             if not dry_run:
+                running = deployment.runtime.module
                 try:
                     deployment.restart(module, catalog)
                 except ResourceError:  # the old code runs again (nothing of the new one started): so does its catalog
                     if previous is not None:
                         _save_catalog(self.path / module.name / "module.json", previous)
                     raise
+                forget_mirrors(running, self._deployments, keep=module)
             return ModuleInfo(module.name, version=catalog.version, tasks=catalog.tasks,
                               replication=catalog.replication)
 
@@ -257,8 +285,10 @@ class InProcessCluster(ClusterClients[DeploymentBase]):
         """Stop a module and delete all its data."""
         with self._lock:
             deployment = self._deployment(name)
+            check_destroy(name, self._deployments)
             deployment.stop()
             del self._deployments[name]
+            forget_mirrors(deployment.runtime.module, self._deployments)
             shutil.rmtree(deployment.directory, ignore_errors=True)
 
     def _start(self, module: Module, tasks: int | None, replication: int | None,
@@ -267,7 +297,7 @@ class InProcessCluster(ClusterClients[DeploymentBase]):
             raise DefinitionError(
                 f"replication={replication!r}: an InProcessCluster runs every task in this process, so a copy "
                 "on another worker cannot exist; deploy with replication on a LocalCluster or a RayCluster")
-        return Deployment(module, self._catalog(module, tasks, replication, delete), self.path / module.name)
+        return Deployment(module, self._catalog(module, tasks, replication, delete), self.path / module.name, self)
 
     def _replication_max(self) -> int:
         """The most copies of a task this cluster can keep: one per worker."""
@@ -306,6 +336,9 @@ class InProcessCluster(ClusterClients[DeploymentBase]):
         catalog_path = directory / "module.json"
         stored = _load_catalog(catalog_path)
         replication_max = self._replication_max()
+        others = {name: d for name, d in self._deployments.items() if name != module.name}
+        resolve(module, stored.tasks if stored is not None else (tasks if isinstance(tasks, int) else 1), others,
+                stored.depot_ids if stored is not None else (), announce=save)
         if stored is None:
             count = 1 if tasks is None else tasks
             if not isinstance(count, int) or not 1 <= count <= TASKS_MAX:
@@ -332,6 +365,52 @@ class InProcessCluster(ClusterClients[DeploymentBase]):
             directory.mkdir(parents=True, exist_ok=True)
             _save_catalog(catalog_path, catalog)
         return catalog
+
+    # ---- backups --------------------------------------------------------------------------
+    def backup(self, destination: str | os.PathLike[str]) -> BackupInfo:
+        """Write a consistent, incremental backup of every deployed module to `destination`.
+
+        Every task is held between rounds at once, each store is checkpointed (its task runs
+        again as soon as that is taken: appends wait at most about `BACKUP_PAUSE_MAX_S`), and
+        the checkpoints are copied into `destination` while the modules run on, skipping every
+        file an earlier backup there already holds. The backup counts only once its manifest is
+        published, last: a crash before that leaves the previous backup whole. `hw.restore`
+        lays one out as a data directory. With worker processes, `destination` must be a path
+        every worker can write (this machine, or a shared filesystem).
+
+            info = cluster.backup("backups")
+            info.bytes_copied, info.stall_s     # (18_233_421, 0.004)
+        """
+        started = time.monotonic()
+        destination = Path(os.path.abspath(destination))
+        with self._backing_up:
+            self._check_open()
+            try:
+                prepare_destination(destination)
+            except OSError as e:
+                raise BackupError(f"cannot write a backup to {str(destination)!r}: {e}") from e
+            shutil.rmtree(self.path / STAGING_DIRECTORY, ignore_errors=True)  # what a crashed backup left
+            backup_id = new_backup_id()
+            staging = staging_directory(self.path, backup_id)
+            try:
+                records, copied, stall_s = self._back_up(staging, destination)
+                return finish(destination, backup_id, records, copied, started=started, stall_s=stall_s)
+            except OSError as e:
+                raise BackupError(f"cannot write a backup to {str(destination)!r}: {e}; give a directory this "
+                                  "process (and every worker) can write") from e
+            finally:
+                shutil.rmtree(self.path / STAGING_DIRECTORY, ignore_errors=True)
+
+    def _back_up(self, staging: Path, destination: Path) -> tuple[dict[str, Any], dict[Hashable, CopiedFiles], float]:
+        """Take the cut (under the cluster's lock: no deploy or update meanwhile), then copy it out."""
+        with self._lock:
+            self._check_open()
+            records = {name: module_record(d.directory) for name, d in self._deployments.items()}
+            tasks = [((name, task), host, d.stores[task]) for name, d in self._deployments.items()
+                     if isinstance(d, Deployment) for task, host in enumerate(d.hosts)]
+            checkpoints = take_cut(TaskPause(tasks), staging)
+        copied = {key: copy_checkpoint(path, destination) for key, (path, _) in checkpoints.items()}
+        return records, copied, max((held for _, held in checkpoints.values()), default=0.0)
 
     # ---- clients --------------------------------------------------------------------------
     def status(self) -> dict[str, list[dict[str, Any]]]:

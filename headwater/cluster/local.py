@@ -32,7 +32,7 @@ import threading
 import time
 import types
 import typing
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ import msgspec
 
 from headwater.client.replies import ReplyRouter
 from headwater.client.seam import ClientTransport, check_may_wait
+from headwater.cluster.backups import BACKUP_ATTEMPTS_MAX, BACKUP_PAUSE_MAX_S, CopiedFiles, module_record
 from headwater.cluster.inprocess import DeploymentBase, InProcessCluster
 from headwater.cluster.replication import ReplicaSet
 from headwater.cluster.watching import RemoteWatches
@@ -69,6 +70,10 @@ DEPLOY_CALL_S = 120.0  # the longest opening a module's tasks on a worker may ta
 FRONT_CALL_S = 60.0  # the longest starting, or gracefully stopping, a worker's fronts (HTTP servers) may take
 STATUS_CALL_S = 5.0  # the longest status() waits for a worker to describe its leaders' followers
 SUPERVISOR_CALL_THREADS = 4  # calls from workers (status) the supervisor serves at once
+# A worker lets go of the tasks it holds for a backup by itself after this, if the supervisor has not
+# asked for their checkpoints by then (it went away, or another worker's answer is slow).
+BACKUP_HOLD_EXPIRES_S = 2 * BACKUP_PAUSE_MAX_S
+BACKUP_COPY_CALL_S = 3600.0  # the longest a worker's copy of its checkpoints into a backup may take
 
 
 class WorkerProcess:
@@ -349,8 +354,10 @@ class SupervisorTransport(ClientTransport):
 class WorkerDeployment(DeploymentBase):
     """One module running on the workers, seen from the supervisor: what the client classes use."""
 
-    def __init__(self, workers: _Workers, module: Module, catalog: Catalog, directory: Path, client_id: int) -> None:
+    def __init__(self, workers: _Workers, module: Module, catalog: Catalog, directory: Path, client_id: int,
+                 peers: Any = None) -> None:
         self.directory = directory
+        self.peers = peers  # the cluster's clients: what the module's unrouted queries' mirrors read through
         self.router = ReplyRouter()
         self.client_id = client_id
         self.closed = False
@@ -393,9 +400,12 @@ class WorkerDeployment(DeploymentBase):
         placement = self.sets.leaders()
         self.placement = placement  # shared with the transport: a failover moves a task in both
         transport = SupervisorTransport(self._workers, module.name, placement)
+        transport.peers = self.peers
         self.failures = {}
         self._module_bytes = module_bytes
-        self._open_on(sorted(set(placement)), deploying=True)
+        # Every worker opens the module, those that lead none of its tasks too: their clients (a front,
+        # another module's mirrors) reach its tasks from there.
+        self._open_on(list(range(self._workers.count)), deploying=True)
         # Published only now: a client that sent on it earlier would reach workers where the module
         # is not open yet, which drop the message, and wait out its timeout; until now, a client
         # meets the stopped transport of the previous version and gets Unavailable at once.
@@ -429,8 +439,8 @@ class WorkerDeployment(DeploymentBase):
         """After worker `worker` restarted: open the module's tasks there again (they recover from
         disk), then have every other task send again what was in flight, to it or from it."""
         moved = {task for task, where in enumerate(self.placement) if where == worker}
-        if not any(worker in replicas for _, replicas, _ in self.sets.all()):
-            return
+        for task in moved:  # an internal error it stopped on stopped with its process
+            self.failures.pop(task, None)
         self.router.fail_tasks(moved, f"worker {worker}, which hosts this task of module {self.runtime.name!r}, "
                                       "restarted before the reply came; the event may be durable: append again "
                                       "with the same idempotency_key to be sure")
@@ -517,7 +527,7 @@ class WorkerDeployment(DeploymentBase):
         transport = getattr(self, "transport", None)  # none yet when a first deploy fails to start
         if transport is not None:
             transport.closed = True
-        for worker in sorted(set(self.placement)):
+        for worker in range(self._workers.count):
             try:
                 self._workers.link(worker).call("stop", self.runtime.name)
             except Unavailable:
@@ -717,12 +727,13 @@ class LocalCluster(InProcessCluster):
     def _start(self, module: Module, tasks: int | None, replication: int | None,
                delete: Sequence[str]) -> WorkerDeployment:
         return WorkerDeployment(self._workers, module, self._catalog(module, tasks, replication, delete),
-                                self.path / module.name, next(self._client_ids))
+                                self.path / module.name, next(self._client_ids), self)
 
     def _on_frame(self, link: Link, envelope: Any) -> None:
         if isinstance(envelope, Call):  # from a worker's front: status() is known here
             ops: dict[str, Callable[..., Any]] = {"status": self.status, "in_sync": self._record_in_sync,
-                                                  "apply_app": self._apply_app_from_front}
+                                                  "apply_app": self._apply_app_from_front,
+                                                  "backup": self._backup_from_front}
             self._calls.submit(link.answer, envelope, ops.get(envelope.op) or self._unknown_call)
             return
         deployment = self._deployments.get(getattr(envelope, "module", ""))
@@ -740,6 +751,9 @@ class LocalCluster(InProcessCluster):
     def _apply_app_from_front(self, source: bytes | str, filename: str, delete: list[str], dry_run: bool,
                               tasks: int) -> list[dict[str, Any]]:
         return self.apply_app(source, filename=filename, delete=delete, dry_run=dry_run, tasks=tasks)
+
+    def _backup_from_front(self, destination: str) -> dict[str, Any]:
+        return self.backup(destination).to_json()
 
     def _front_of(self, worker: int | None) -> dict[str, Any]:
         return self._front_info.get(worker, {}) if worker is not None else {}
@@ -777,6 +791,53 @@ class LocalCluster(InProcessCluster):
                     self._start_front(factory, args, [worker])
                 except Exception:  # the next restart (or the fronts' clients) tells the story
                     _log.exception("a front did not start again after worker %s restarted", worker)
+
+    # ---- backups: every worker holds its tasks, then each checkpoints and copies them itself -----
+    def _back_up(self, staging: Path, destination: Path) -> tuple[dict[str, Any], dict[Hashable, CopiedFiles], float]:
+        backup_id = staging.name
+        with self._lock:
+            self._check_open()
+            records = {name: module_record(d.directory) for name, d in self._deployments.items()}
+            names = sorted(records)
+            workers = list(range(self._workers.count))
+            self._on_workers(workers, "backup_flush", names)  # before the cut: each checkpoint then flushes little
+            for _ in range(BACKUP_ATTEMPTS_MAX):
+                held = self._on_workers(workers, "backup_hold", backup_id, names, BACKUP_PAUSE_MAX_S,
+                                        BACKUP_HOLD_EXPIRES_S, failed=None)
+                if all(keys is not None for keys in held.values()):
+                    break
+                self._on_workers(workers, "backup_release", backup_id, failed=None)
+            else:
+                raise Unavailable(f"a backup could not hold every task between rounds within {BACKUP_PAUSE_MAX_S}s, "
+                                  f"{BACKUP_ATTEMPTS_MAX} times (long rounds, or a worker restarting); try again")
+            # Every task is held now: the cut. Each worker checkpoints its own and lets them go.
+            try:
+                stalls = self._on_workers(workers, "backup_checkpoint", backup_id, str(staging))
+            except BaseException:
+                self._on_workers(workers, "backup_release", backup_id, failed=None)
+                raise
+        copied: dict[Hashable, CopiedFiles] = {}
+        for part in self._on_workers(workers, "backup_copy", backup_id, str(destination),
+                                     timeout_s=BACKUP_COPY_CALL_S).values():
+            copied.update(part)
+        return records, copied, max((s for part in stalls.values() for s in part.values()), default=0.0)
+
+    _RAISE: Any = object()
+
+    def _on_workers(self, workers: list[int], op: str, *args: Any, timeout_s: float = DEPLOY_CALL_S,
+                    failed: Any = _RAISE) -> dict[int, Any]:
+        """Call `op` on every worker at once; their answers. A worker that fails raises, or answers `failed`."""
+        def call(worker: int) -> Any:
+            try:
+                return self._workers.link(worker).call(op, *args, timeout_s=timeout_s)
+            except Unavailable:
+                if failed is self._RAISE:
+                    raise
+                return failed
+
+        with concurrent.futures.ThreadPoolExecutor(len(workers), thread_name_prefix="headwater-backup") as pool:
+            futures = {worker: pool.submit(call, worker) for worker in workers}
+            return {worker: future.result() for worker, future in futures.items()}
 
     # ---- fronts: what every worker serves besides its tasks (the HTTP API) ----------------
     def start_fronts(self, factory: Callable[..., Any], *args: Any) -> None:

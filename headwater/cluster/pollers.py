@@ -21,6 +21,8 @@ import msgspec
 from headwater.engine import messages
 from headwater.engine.ingest import PollRequest
 from headwater.engine.messages import ExternalRecords
+from headwater.engine.mirrors import MirrorSource
+from headwater.engine.sources import SKIPPED
 
 __all__ = ["EXTERNAL_READ_RECORDS_MAX", "EXTERNAL_READ_WAIT_S", "Poller"]
 
@@ -37,8 +39,9 @@ POLLER_STOP_WAIT_S = 2.0  # how long stopping a task waits for its pollers' read
 class Poller:
     """Reads one external depot partition when its task asks; at most one read at a time."""
 
-    def __init__(self, request: PollRequest, deliver: Callable[[bytes], None], name: str) -> None:
+    def __init__(self, request: PollRequest, deliver: Callable[[bytes], None], name: str, peers: Any = None) -> None:
         depot = request.depot
+        self._peers = peers  # the clients of this process: a mirror reads its upstream module through them
         self._source = depot.decl.source
         self._codec = depot.codec
         self._event_type = depot.decl.event_type
@@ -85,7 +88,8 @@ class Poller:
                 after, lag_only = asked
                 try:
                     if reader is None:
-                        reader = self._source.open(self._partition)
+                        reader = (self._source.open_with(self._peers, self._partition)
+                                  if isinstance(self._source, MirrorSource) else self._source.open(self._partition))
                     answer = self._measure(reader, after) if lag_only else self._read(reader, after)
                     self._failures = 0
                 except Exception as e:  # the source's: reported on the task (status), then read again
@@ -125,7 +129,7 @@ class Poller:
         if len(rows) > EXTERNAL_READ_RECORDS_MAX:
             raise ValueError(f"the source's reader returned {len(rows)} events, above records_max="
                              f"{EXTERNAL_READ_RECORDS_MAX}")
-        events = [self._encode(event) for _, event in rows]
+        events = [self._encode(event) for _, event in rows if event is not SKIPPED]
         new_position = _encode_position(rows[-1][0]) if rows else after
         latest = rows[-1][0] if rows else position
         return ExternalRecords(self._depot_id, self._partition, after, new_position, events, self._lag(reader, latest))

@@ -464,6 +464,10 @@ class HeldTransport(Transport):
         self._leader = leader
         self._inner = inner
 
+    @property
+    def peers(self) -> Any:
+        return self._inner.peers
+
     def send(self, task_id: int, message: bytes) -> None:
         self._leader.hold(self._inner.send, task_id, message)
 

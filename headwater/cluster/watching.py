@@ -7,6 +7,11 @@ the key of the node a watched path leads to, and everything below it — reads e
 value from committed state once, computes the diffs from its previous value, and delivers them
 to every subscription of that path. So a write pays nothing per subscription, one read serves
 every subscriber of a path, and a slow subscriber is resynced by its own bounded queue.
+
+A depot partition's end offset is watched the same way, under the name `depot_watch(depot)` (a
+PState name is an identifier, so it never has the colon): its region is the partition's records
+in the `depot` column family, and its value the offset the next append there gets. The depot
+tail socket wakes on it and reads the new records from committed state.
 """
 
 from __future__ import annotations
@@ -22,8 +27,9 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from headwater.client.subscriptions import Subscription
+from headwater.client.subscriptions import DEPOT_WATCH, Subscription
 from headwater.cluster.wire import WatchDiffs
+from headwater.engine.meta import depot_key
 from headwater.engine.query import ABSENT
 from headwater.errors import Unavailable
 from headwater.pstate.diffs import Diff, Resync, diff
@@ -40,12 +46,13 @@ _log = logging.getLogger("headwater.watch")
 
 
 class _Watch:
-    """One watched path of one task, shared by its subscriptions."""
+    """One watched path of one task (or one depot partition's end), shared by its subscriptions."""
 
-    __slots__ = ("key", "pstate", "region", "steps", "subscriptions", "task", "value")
+    __slots__ = ("family", "key", "pstate", "region", "steps", "subscriptions", "task", "value")
 
     def __init__(self, task: int, pstate: str, steps: tuple) -> None:
         self.task, self.pstate, self.steps = task, pstate, steps
+        self.family = "depot" if pstate.startswith(DEPOT_WATCH) else "pstate"  # the column family it reads
         self.key = (task, pstate, steps)
         self.region: tuple[bytes, bytes, bytes] = (b"", b"", b"")  # (node key, below from, below to)
         self.subscriptions: list[Any] = []  # Subscriptions, or forwarders to another process
@@ -59,7 +66,8 @@ class Hub:
         self._deployment = deployment  # its runtime and transport are looked up at each use
         self._lock = threading.Lock()
         self._watches: dict[tuple, _Watch] = {}  # (task, pstate, steps) -> its watch
-        self._touched: list[tuple[int, list[bytes], list[tuple[bytes, bytes]]]] = []
+        self._touched: list[tuple[int, str, list[bytes], list[tuple[bytes, bytes]]]] = []
+        self._families: frozenset[str] = frozenset()  # the column families some watch reads
         self._overflowed = False
         self._wake = threading.Event()
         self._closed = False
@@ -88,6 +96,7 @@ class Hub:
                 self._locate(watch)
                 watch.value = self._read(watch)
                 self._watches[watch.key] = watch
+                self._families = self._families | {watch.family}
             subscription = make(watch.value)
             watch.subscriptions.append(subscription)
             self.count += 1
@@ -104,22 +113,29 @@ class Hub:
                     self.count -= 1
                     if not watch.subscriptions:
                         del self._watches[key]
+            self._families = frozenset(watch.family for watch in self._watches.values())
 
     # ---- from the tasks' stores -------------------------------------------------------------
     def touched(self, task: int, batch: Batch) -> None:
-        """A batch of task `task` was written: note its PState keys (on the writer's thread: cheap)."""
-        if not self._watches:
+        """A batch of task `task` was written: note its keys in the watched column families (on the
+        writer's thread: cheap)."""
+        families = self._families
+        if not families:
             return
-        keys = [key for family, key, _ in batch.operations if family == "pstate"]
-        ranges = [(start, stop) for family, start, stop in batch.range_deletions if family == "pstate"]
-        if not keys and not ranges:
+        noted = []
+        for watched in families:
+            keys = [key for family, key, _ in batch.operations if family == watched]
+            ranges = [(start, stop) for family, start, stop in batch.range_deletions if family == watched]
+            if keys or ranges:
+                noted.append((task, watched, keys, ranges))
+        if not noted:
             return
         with self._lock:
-            if len(self._touched) >= TOUCHED_BATCHES_MAX:
+            if len(self._touched) + len(noted) > TOUCHED_BATCHES_MAX:
                 self._overflowed = True
                 self._touched.clear()
             else:
-                self._touched.append((task, keys, ranges))
+                self._touched.extend(noted)
         self._wake.set()
 
     def resync_all(self) -> None:
@@ -153,16 +169,16 @@ class Hub:
                 _log.exception("watching %s failed", self._deployment.runtime.name)
 
     def _matching(self, watches: list[_Watch], touched: list) -> list[_Watch]:
-        per_task: dict[int, tuple[list[bytes], list[tuple[bytes, bytes]]]] = {}
-        for task, keys, ranges in touched:
-            found = per_task.setdefault(task, ([], []))
+        per_task: dict[tuple[int, str], tuple[list[bytes], list[tuple[bytes, bytes]]]] = {}
+        for task, family, keys, ranges in touched:
+            found = per_task.setdefault((task, family), ([], []))
             found[0].extend(keys)
             found[1].extend(ranges)
         for keys, _ in per_task.values():
             keys.sort()
         matched = []
         for watch in watches:
-            written = per_task.get(watch.task)
+            written = per_task.get((watch.task, watch.family))
             if written is not None and _touches(watch.region, *written):
                 matched.append(watch)
         return matched
@@ -178,11 +194,20 @@ class Hub:
 
     def _read(self, watch: _Watch) -> Any:
         deployment = self._deployment
+        if watch.family == "depot":
+            depot = deployment.runtime.depot(watch.pstate[len(DEPOT_WATCH):])
+            return deployment.transport.read(watch.task, ("depot_bounds", depot.depot_id))[1]
         found = deployment.transport.read(watch.task, ("pstate", watch.pstate, watch.steps, "get", (ABSENT,), {}))
         return None if found is ABSENT else found
 
     def _locate(self, watch: _Watch) -> None:
-        """Where the watched path is stored: its node's key, and the region below the node."""
+        """Where the watched path is stored: its node's key, and the region below the node (for a
+        depot partition: its records)."""
+        if watch.family == "depot":
+            depot_id = self._deployment.runtime.depot(watch.pstate[len(DEPOT_WATCH):]).depot_id
+            start = depot_key(depot_id, 0)
+            watch.region = (start, start, depot_key(depot_id + 1, 0))
+            return
         layout = self._deployment.runtime.pstate(watch.pstate).layout
         target = layout.locate(_NO_READS, watch.steps)
         location = target.location

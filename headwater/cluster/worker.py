@@ -21,6 +21,7 @@ import itertools
 import logging
 import os
 import pickle
+import shutil
 import signal
 import socket
 import sys
@@ -32,9 +33,10 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
-from headwater.client.cluster import ModuleInfo
+from headwater.client.cluster import BackupInfo, ModuleInfo
 from headwater.client.replies import ReplyRouter
 from headwater.client.seam import ClientTransport, DeployedModule, check_may_wait
+from headwater.cluster.backups import CopiedFiles, TaskPause, copy_checkpoint, task_key_directory
 from headwater.cluster.clients import ClusterClients
 from headwater.cluster.hosts import SYSTEM_CLOCK, TaskThread, stop_hosts
 from headwater.cluster.replication import (
@@ -78,6 +80,7 @@ _log = logging.getLogger("headwater.worker")
 WORKER_CALL_THREADS = 32  # calls a worker serves at once (reads, queries, holds); more wait their turn
 _POINT_READ_OPS = frozenset({"exists", "size", "contains"})  # answers bounded whatever the data
 STATUS_CALL_S = 10.0  # the longest a worker's front waits for the supervisor's status()
+BACKUP_CALL_S = 3600.0  # the longest a worker's front waits for the supervisor to take a backup
 APPLY_APP_CALL_S = 120.0  # the longest a worker's front waits for the supervisor to apply an app update
 REPLICATION_CHECK_S = 0.2  # how often a worker looks for followers that stopped confirming
 PROPOSE_CALL_S = 2.0  # the longest a leader waits for the controller to record a new in-sync set
@@ -309,6 +312,7 @@ class _Deployment(DeployedModule):
         placement = [replicas[0] for _, replicas, _ in sets]  # the first of a task's replicas leads it
         self.runtime = ModuleRuntime(module, catalog, writer_kinds=writer_kinds)
         self.transport = WorkerTransport(node, module.name, placement)
+        self.transport.peers = node.cluster  # the clients of this worker: what the module's mirrors read through
         self.router = self.transport.router
         self.client_id = ((node.worker_id + 1) << CLIENT_PROCESS_SHIFT) | next(_endpoints)
         self.closed = False
@@ -316,6 +320,7 @@ class _Deployment(DeployedModule):
         self._node = node
         self._directory = directory
         self.hosts: dict[int, TaskThread] = {}
+        self.stores: dict[int, RocksStore] = {}  # the RocksDB of each task led here (what a backup copies)
         self.leaders: dict[int, Leader] = {}
         self.replicas: dict[int, Replica] = {}
         self.hub = Hub(self)  # subscriptions to the paths of the tasks led here, for any process
@@ -340,7 +345,7 @@ class _Deployment(DeployedModule):
         epoch, replicas, in_sync = replica_set
         me = self._node.worker_id
         directory = task_directory(self._directory, task_id, me, len(replicas))
-        rocks = RocksStore(directory)
+        rocks = self.stores[task_id] = RocksStore(directory)
         store: Store = rocks
         transport: Transport = self.transport
         if len(replicas) > 1:
@@ -372,6 +377,7 @@ class _Deployment(DeployedModule):
         cut off and deposed meanwhile), it stops here; it follows again when this worker restarts."""
         self.remote_watches.again({task_id})
         host = self.hosts.pop(task_id, None)
+        self.stores.pop(task_id, None)
         if host is not None:
             stop_hosts([host])
             host.task.store.close()
@@ -492,6 +498,11 @@ class WorkerCluster(ClusterClients[_Deployment]):
     def status(self) -> dict[str, list[dict[str, Any]]]:
         return self._node.supervisor.call("status", timeout_s=STATUS_CALL_S)
 
+    def backup(self, destination: str | os.PathLike[str]) -> BackupInfo:
+        """The supervisor takes the backup (it holds every worker's tasks for the cut)."""
+        return BackupInfo.from_json(self._node.supervisor.call("backup", os.fspath(destination),
+                                                               timeout_s=BACKUP_CALL_S))
+
     def close(self) -> None:
         self._query_pool.shutdown(wait=False, cancel_futures=True)
 
@@ -522,12 +533,26 @@ class WorkerNode:
             "front": self._front, "stop_fronts": self._stop_fronts, "peer_moved": self._peer_moved,
             "replication": self._replication, "promote": self._promote, "moved": self._moved,
             "watch": self._watch, "unwatch": self._unwatch,
+            "backup_flush": self._backup_flush, "backup_hold": self._backup_hold,
+            "backup_release": self._backup_release, "backup_checkpoint": self._backup_checkpoint,
+            "backup_copy": self._backup_copy,
         }
+        # Per backup under way: the hold on the tasks led here, then their checkpoints.
+        self._backups: dict[str, TaskPause] = {}
+        self._checkpoints: dict[str, dict[Hashable, Path]] = {}
         self.supervisor = connect(supervisor_port, self._on_frame, "the supervisor", on_close=self._orphaned,
                                   host=supervisor_host)
         self.supervisor.send(Hello(worker_id, self.port, os.getpid(), host))
         threading.Thread(target=self._accept, name="headwater-accept", daemon=True).start()
         threading.Thread(target=self._watch_replication, name="headwater-replication", daemon=True).start()
+
+    @property
+    def cluster(self) -> WorkerCluster:
+        """The client half of the cluster in this worker: its fronts' and its modules' mirrors'."""
+        with self._lock:
+            if self._cluster is None:
+                self._cluster = WorkerCluster(self)
+            return self._cluster
 
     # ---- links -------------------------------------------------------------------------------
     def _accept(self) -> None:
@@ -685,9 +710,7 @@ class WorkerNode:
         The factory travels pickled by reference, so the cluster layer never imports what it
         starts; what it returns is stopped by `stop_fronts`, and its `info()` (if it has one) is
         the answer, which the supervisor shows in `status()`."""
-        if self._cluster is None:
-            self._cluster = WorkerCluster(self)
-        front = factory(self._cluster, *args)
+        front = factory(self.cluster, *args)
         self._fronts.append(front)
         return front.info() if hasattr(front, "info") else {}
 
@@ -720,6 +743,52 @@ class WorkerNode:
 
     def _read(self, module: str, task_id: int, request: tuple[Any, ...]) -> Any:
         return self._deployment(module).transport.read(task_id, request)
+
+    # ---- backups: the supervisor holds every worker's tasks, then each checkpoints and copies its own
+    def _led(self, modules: Sequence[str]) -> TaskPause:
+        return TaskPause([((name, task), host, deployment.stores[task])
+                          for name in modules if (deployment := self.deployments.get(name)) is not None
+                          for task, host in deployment.hosts.items() if task in deployment.stores])
+
+    def _backup_flush(self, modules: Sequence[str]) -> None:
+        self._led(modules).flush()
+
+    def _backup_hold(self, backup_id: str, modules: Sequence[str], timeout_s: float,
+                     expires_s: float) -> list[Hashable] | None:
+        """Hold the tasks of `modules` led here between rounds (all or none, waiting at most `timeout_s`);
+        the hold ends by itself after `expires_s` unless their checkpoints began. The tasks held, or None."""
+        pause = self._led(modules)
+        if not pause.take(timeout_s):
+            return None
+        self._backups[backup_id] = pause
+        pause.expire_after(expires_s)
+        return [key for key, _, _ in pause.tasks]
+
+    def _backup_release(self, backup_id: str) -> None:
+        """Let go of the backup's tasks, and drop its checkpoints here (a cut given up, or a backup that failed)."""
+        pause = self._backups.pop(backup_id, None)
+        if pause is not None:
+            pause.release()
+        for path in self._checkpoints.pop(backup_id, {}).values():
+            shutil.rmtree(path, ignore_errors=True)
+
+    def _backup_checkpoint(self, backup_id: str, staging: str) -> dict[Hashable, float]:
+        """Checkpoint each held task's store under `staging`, letting it go; per task, the seconds it was held."""
+        pause = self._backups.pop(backup_id, None)
+        if pause is None:
+            raise Unavailable(f"worker {self.worker_id} holds no tasks for backup {backup_id!r}; try the backup again")
+        taken = pause.checkpoint(Path(staging), task_key_directory)
+        self._checkpoints[backup_id] = {key: path for key, (path, _) in taken.items()}
+        return {key: held_s for key, (_, held_s) in taken.items()}
+
+    def _backup_copy(self, backup_id: str, destination: str) -> dict[Hashable, CopiedFiles]:
+        """Copy this worker's checkpoints of the backup into `destination` (then delete them)."""
+        checkpoints = self._checkpoints.pop(backup_id, {})
+        try:
+            return {key: copy_checkpoint(path, Path(destination)) for key, path in checkpoints.items()}
+        finally:
+            for path in checkpoints.values():
+                shutil.rmtree(path, ignore_errors=True)
 
     def _gate(self, module: str) -> _CommitGate:
         gate = self._deployment(module).transport.gate

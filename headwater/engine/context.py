@@ -14,7 +14,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from headwater.engine import messages
+from headwater.engine.definitions import MirrorDecl
 from headwater.engine.messages import AppendRecord, Hop, TreeRef
+from headwater.engine.query import mirrored
 from headwater.errors import HopDepthExceeded, ReadOnlyError, SchemaError, WrongPartitionError
 from headwater.pstate import View
 from headwater.schema import task_for_key
@@ -251,8 +253,11 @@ class Context:
         """A writable view of this task's part of a PState (its declaration or its name).
 
         Touching a top-level key that another task owns raises `WrongPartitionError`, naming the
-        task and the hop to use. In a step called from a query the view only reads.
+        task and the hop to use. In a step called from a query the view only reads. A mirrored
+        PState (`module.mirror_pstate`) gives a read-only view routed to the other module.
         """
+        if isinstance(decl_or_name, MirrorDecl):
+            return mirrored(self._runtime, self._task.transport, decl_or_name, "pstate")
         return self._views.view(decl_or_name)
 
     def resource(self, name: str) -> Any:

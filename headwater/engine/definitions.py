@@ -22,8 +22,8 @@ from headwater.engine.awaits import AWAIT_TIMEOUT_S_DEFAULT, AWAIT_TIMEOUT_S_MAX
 from headwater.errors import DefinitionError
 from headwater.schema.types import Migrated, Migration
 
-__all__ = ["Ack", "DepotDecl", "MicrobatchDecl", "Module", "PStateDecl", "QueryDecl", "ResourceDecl", "Retention",
-           "Retry", "StepDecl", "StreamDecl"]
+__all__ = ["Ack", "DepotDecl", "MicrobatchDecl", "MirrorDecl", "Module", "PStateDecl", "QueryDecl", "ResourceDecl",
+           "Retention", "Retry", "StepDecl", "StreamDecl"]
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -130,6 +130,7 @@ class Retention:
 
 
 TICKS_KEPT = Retention(max_records=1000)  # a tick depot's records, once processed: time need not pile up
+MIRROR_KEPT = Retention(max_records=0)  # a mirror's copy, once processed: the upstream depot is the log
 
 
 @dataclass(eq=False)
@@ -208,6 +209,19 @@ class ResourceDecl:
 
 
 @dataclass(eq=False)
+class MirrorDecl:
+    """Another module's PState or query, used by name from this one (`mirror_pstate`, `mirror_query`)."""
+
+    module: Module  # the module that mirrors
+    kind: str  # "pstate" | "query"
+    upstream: str  # the module that owns it
+    name: str  # its name there
+
+    def __repr__(self) -> str:
+        return f"<mirrored {self.kind} {self.upstream}.{self.name} in {self.module.name}>"
+
+
+@dataclass(eq=False)
 class Module:
     """A unit of deployment: depots, PStates, topologies, steps and queries.
 
@@ -233,6 +247,7 @@ class Module:
     steps: dict[str, StepDecl] = field(default_factory=dict)
     queries: dict[str, QueryDecl] = field(default_factory=dict)
     resources: dict[str, ResourceDecl] = field(default_factory=dict)
+    mirrors: dict[str, MirrorDecl] = field(default_factory=dict)  # by "kind:module.name"
 
     def __post_init__(self) -> None:
         check_name("module", self.name)
@@ -332,6 +347,81 @@ class Module:
             raise DefinitionError(f"tick depot {name!r}: every_s={every_s!r} must be a number of seconds from "
                                   f"{TICK_PERIOD_MIN_S} to {TICK_PERIOD_MAX_S:g}")
         return self.external_depot(name, TickSource(float(every_s)), Tick, retention=retention)
+
+    def mirror_depot(self, module: str, depot: str, *, name: str | None = None,
+                     retention: Retention | None = MIRROR_KEPT) -> DepotDecl:
+        """Subscribe this module's topologies to depot `depot` of module `module`, deployed on the
+        same cluster: the returned declaration goes to `stream` and `microbatch` like a local depot's.
+
+        The mirror has its own progress: each record is copied exactly once, in order per
+        partition, into a depot of this module named `"module.depot"` (or `name`), which its
+        topologies process like any other; clients cannot append to it. The copy is no second
+        log: it keeps a record only until this module's topologies have processed it, unless
+        `retention` says otherwise (`None` keeps every record). The upstream module keeps every
+        record until the mirror has copied it, whatever its own retention. Its event type is the
+        upstream depot's, found at deploy. On the first deploy the copy starts at the upstream
+        depot's end, unless a subscribed topology has `start_from="beginning"` (or a date), when it
+        starts at the upstream's first retained record.
+
+            signups = m.mirror_depot("registration", "registrations")
+
+            @m.stream(signups)
+            def welcome(ctx: hw.Context, r: Registration) -> None: ...
+        """
+        from headwater.engine.mirrors import MirrorSource
+
+        check_name("module", module)
+        check_name("depot", depot)
+        local = self._claim("depot", name or f"{module}.{depot}", self.depots)
+        if module == self.name:
+            raise DefinitionError(f"module {self.name!r} mirrors its own depot {depot!r}; subscribe to "
+                                  "the depot itself")
+        _check_retention(local, retention)
+        decl = DepotDecl(self, local, Any, None, True, False, MirrorSource(module, depot, f"{self.name}/{local}"),
+                         retention=retention)
+        self.depots[local] = decl
+        return decl
+
+    def mirror_pstate(self, module: str, pstate: str) -> MirrorDecl:
+        """PState `pstate` of module `module`, read-only from this module's handlers and queries:
+        `ctx.pstate(users)[k].get()`. Each read goes to the upstream task owning the key, at the
+        time it is made: it is not part of the reading invocation's atomic batch, and a replay may
+        read a newer value.
+
+            users = m.mirror_pstate("registration", "users")
+        """
+        return self._mirror("pstate", module, pstate)
+
+    def mirror_query(self, module: str, query: str) -> MirrorDecl:
+        """Query `query` of module `module`, callable from this module's queries with its
+        arguments: `ctx.query(signups_on)(day)`.
+
+            signups_on = m.mirror_query("registration", "signups_on")
+        """
+        return self._mirror("query", module, query)
+
+    def _mirror(self, kind: str, module: str, name: str) -> MirrorDecl:
+        check_name("module", module)
+        check_name(kind, name)
+        if module == self.name:
+            raise DefinitionError(f"module {self.name!r} mirrors its own {kind} {name!r}; use it directly")
+        key = f"{kind}:{module}.{name}"
+        decl = self.mirrors.get(key)
+        if decl is None:
+            decl = self.mirrors[key] = MirrorDecl(self, kind, module, name)
+        return decl
+
+    def dependencies(self) -> dict[str, list[tuple[str, str]]]:
+        """The other modules this one mirrors: {module: [(kind, name), ...]}, sorted."""
+        from headwater.engine.mirrors import MirrorSource
+
+        found: dict[str, set[tuple[str, str]]] = {}
+        for decl in self.depots.values():
+            if isinstance(decl.source, MirrorSource):
+                found.setdefault(decl.source.upstream, set()).add(("depot", decl.source.depot))
+        for mirror in self.mirrors.values():
+            found.setdefault(mirror.upstream, set()).add((mirror.kind, mirror.name))
+        return {module: sorted(names) for module, names in sorted(found.items())}
 
     def pstate(self, name: str, schema: Any, *, partitioned: bool = True) -> PStateDecl:
         """Declare a PState with `schema` (`hw.Map`, `hw.List`, `hw.Set`, `hw.Record` or a leaf type).

@@ -26,6 +26,7 @@ from typing import Any
 from headwater.engine.definitions import Module, check_name
 from headwater.engine.events import EVENT_VERSION_MAX
 from headwater.engine.meta import DEPOT_KEY, IDEM_OPEN_PREFIX
+from headwater.engine.mirrors import MirrorSource
 from headwater.engine.runtime import Catalog
 from headwater.errors import DefinitionError
 from headwater.schema import Schema, as_schema, encode_key
@@ -70,9 +71,14 @@ def module_shapes(module: Module) -> dict[str, dict[str, Any]]:
 
 
 def _source(depot: Any) -> str | None:
-    """What feeds an external depot, by kind (a client-fed depot has none)."""
+    """What feeds an external depot, by kind (a client-fed depot has none); a mirror, by what it
+    mirrors (its stored positions are offsets of that depot, and of no other)."""
     source = getattr(depot, "source", None)
-    return None if source is None else type(source).__name__
+    if source is None:
+        return None
+    if isinstance(source, MirrorSource):
+        return f"MirrorSource({source.upstream}.{source.depot})"
+    return type(source).__name__
 
 
 def _schema(module: Module, name: str, declared: Any) -> Schema:

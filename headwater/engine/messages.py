@@ -24,6 +24,8 @@ __all__ = [
     "MbNudge",
     "MbPhase",
     "MbProcess",
+    "MirrorForget",
+    "MirrorProgress",
     "Appended",
     "Busy",
     "Completed",
@@ -256,9 +258,24 @@ class ExternalControl(msgspec.Struct, tag=True, array_like=True):
     action: str  # "pause" | "resume": stop or start ingesting the external depot's partitions on this task
 
 
+class MirrorProgress(msgspec.Struct, tag=True, array_like=True):
+    """A mirror (`consumer`: "module/depot") copied this task's partition of `depot_id` up to `next_offset`."""
+
+    depot_id: int
+    consumer: str
+    next_offset: int
+
+
+class MirrorForget(msgspec.Struct, tag=True, array_like=True):
+    """Mirror `consumer` is gone: its copy no longer holds this task's retention back."""
+
+    consumer: str
+
+
 Message = (
     AppendRecord | AppendBatch | Hop | TreeAck | RetryDeadLetter | Stop | Ping | Pong | Appended | Busy | Completed
     | Redrive | MbNudge | MbProcess | MbAck | MbPhase | MbDone | MbControl | ExternalRecords | ExternalControl
+    | MirrorProgress | MirrorForget
 )
 
 _encoder = msgspec.msgpack.Encoder()

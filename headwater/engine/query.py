@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import time
 import traceback
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import msgspec
 
 from headwater.engine import messages
-from headwater.engine.definitions import QueryDecl
+from headwater.engine.definitions import MirrorDecl, QueryDecl
 from headwater.engine.runtime import ModuleRuntime, PStateRuntime
 from headwater.engine.transport import Transport
 from headwater.errors import (
+    DefinitionError,
     HandlerError,
     HeadwaterError,
     NotFound,
@@ -30,15 +33,20 @@ from headwater.errors import (
     ReadOnlyError,
     ResourceError,
     SchemaError,
+    Unavailable,
 )
 from headwater.pstate import View
 from headwater.schema import task_for_key
 
-__all__ = ["QUERY_DEPTH_MAX", "BoundModule", "ModuleSource", "QueryContext", "RoutedPStateExecutor",
-           "bind_query_arguments", "invoke_query", "routed_view"]
+__all__ = ["MIRROR_READ_WAIT_S", "QUERY_DEPTH_MAX", "BoundModule", "ModuleSource", "QueryContext",
+           "RoutedPStateExecutor", "bind_query_arguments", "invoke_query", "mirrored", "routed_view"]
 
 # Queries may invoke queries; past this nesting something is recursing without end.
 QUERY_DEPTH_MAX = 32
+# A read of another module's PState (or a call of its query) through a mirror is tried again while
+# that module is unavailable (restarting), every MIRROR_READ_RETRY_S, for at most MIRROR_READ_WAIT_S.
+MIRROR_READ_WAIT_S = 30.0
+MIRROR_READ_RETRY_S = 0.05
 
 
 class _Absent:
@@ -126,6 +134,62 @@ class RoutedPStateExecutor:
         )
 
 
+class _PatientExecutor:
+    """A mirrored PState's reads: while the other module is unavailable (its worker restarts, it is
+    updated), each read is tried again, for at most MIRROR_READ_WAIT_S, so that a handler reading
+    it waits for it rather than fail its record."""
+
+    __slots__ = ("_inner",)
+
+    def __init__(self, inner: RoutedPStateExecutor) -> None:
+        self._inner = inner
+
+    def read(self, steps: tuple[Any, ...], op: str, args: tuple[Any, ...] = (),
+             kwargs: dict[str, Any] | None = None) -> Any:
+        return _patiently(lambda: self._inner.read(steps, op, args, kwargs))
+
+    def watch(self, steps: tuple[Any, ...], callback: Any, on_commit: Any = None) -> Any:
+        raise ReadOnlyError("a mirrored PState cannot be watched from a module: watch it from a client "
+                            "(cluster.pstate(module, pstate).watch())")
+
+    def write(self, steps: tuple[Any, ...], op: str, args: tuple[Any, ...] = (),
+              kwargs: dict[str, Any] | None = None) -> None:
+        self._inner.write(steps, op, args, kwargs)
+
+
+def _patiently(call: Callable[[], Any]) -> Any:
+    deadline = time.monotonic() + MIRROR_READ_WAIT_S
+    while True:
+        try:
+            return call()
+        except Unavailable:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(MIRROR_READ_RETRY_S)
+
+
+def mirrored(runtime: ModuleRuntime, transport: Any, decl: MirrorDecl, kind: str) -> Any:
+    """What `ctx.pstate(mirror)` (kind "pstate": a read-only routed view) or `ctx.query(mirror)`
+    (kind "query": the query as a function) gives: the other module, through the clients of this
+    process (`Transport.peers`)."""
+    if decl.kind != kind:
+        use = "ctx.pstate(...)" if decl.kind == "pstate" else "ctx.query(...)"
+        raise DefinitionError(f"{decl!r} is a mirrored {decl.kind}: use it with {use}")
+    if decl.module.name != runtime.name:
+        raise DefinitionError(f"{decl!r} was declared by module {decl.module.name!r}, not {runtime.name!r}; "
+                              f"declare it in {runtime.name!r} with mirror_{kind}({decl.upstream!r}, {decl.name!r})")
+    peers = transport.peers
+    if peers is None:
+        raise Unavailable(f"{decl!r}: this process has no clients of the cluster's other modules")
+    if kind == "query":
+        query = peers.query(decl.upstream, decl.name)
+        return lambda *args, **kwargs: _patiently(lambda: query(*args, **kwargs))
+    deployment = peers.deployment(decl.upstream)
+    pstate = deployment.runtime.pstate(decl.name)
+    return View(_PatientExecutor(RoutedPStateExecutor(deployment, decl.name, None)), pstate.decl.schema,
+                name=f"{decl.upstream}.{decl.name}")
+
+
 def _label(steps: tuple[Any, ...]) -> str:
     return "".join(f"[{step!r}]" for step in steps)
 
@@ -167,6 +231,11 @@ class QueryContext:
             ctx.pstate(funds)[user_id].get(0)
             sum(len(ctx.pstate(funds, task=i).keys()) for i in range(ctx.num_tasks))
         """
+        if isinstance(decl_or_name, MirrorDecl):  # another module's (`module.mirror_pstate`)
+            if task is not None:
+                raise ValueError(f"{decl_or_name!r}: task= reads a part of this module's PStates; a mirrored "
+                                 "PState routes each read to its own module's task")
+            return mirrored(self._runtime, self._transport, decl_or_name, "pstate")
         return routed_view(BoundModule(self._runtime, self._transport), decl_or_name, task)
 
     def resource(self, name: str) -> Any:
@@ -232,7 +301,11 @@ class QueryContext:
 
             ctx.query(total_funds)()
             ctx.query("balance_report")(user_id=2)
+
+        A mirrored query (`module.mirror_query`) runs in its own module, as a client's call would.
         """
+        if isinstance(name, MirrorDecl):
+            return mirrored(self._runtime, self._transport, name, "query")
         decl = query_decl(self._runtime, _query_name(self._runtime, name))
 
         def invoke(*args: Any, **kwargs: Any) -> Any:

@@ -3,10 +3,11 @@
 `module.depot(name, T, retention=hw.Retention(max_records=..., max_age_s=...))` keeps at most
 `max_records` records per partition, and none older than `max_age_s`, except that a record is
 never trimmed while a topology subscribed to the depot has not processed it (its committed
-progress has not passed it), while its tree is unfinished, or while it is a dead letter (a retry
-reads it). Every `RETENTION_CHECK_S` the task deletes what may go, in its round's batch with the
-partition's new start offset; past `RETENTION_COMPACT_RECORDS` trimmed records it asks the store
-to compact the trimmed range, so the disk space is given back, not just marked deleted.
+progress has not passed it), while its tree is unfinished, while it is a dead letter (a retry
+reads it), or while a mirror in another module has not copied it. Every `RETENTION_CHECK_S`
+the task deletes what may go, in its round's batch with the partition's new start offset; past
+`RETENTION_COMPACT_RECORDS` trimmed records it asks the store to compact the trimmed range, so
+the disk space is given back, not just marked deleted.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from headwater.engine.meta import DEPOT_KEY, I64, U64, dead_decoder, depot_key, start_key
+from headwater.engine.mirrors import consumer_floor
 from headwater.storage import Batch, Store
 
 __all__ = ["RETENTION_CHECK_S", "RETENTION_COMPACT_RECORDS", "RETENTION_SCAN_MAX", "Trimmer"]
@@ -80,8 +82,8 @@ class Trimmer:
         return target
 
     def _owed(self, depot: Any, end: int) -> int:
-        """The first record of the partition some topology still owes processing (or `end`)."""
-        owed = end
+        """The first record of the partition some topology, or some mirror, still owes processing (or `end`)."""
+        owed = consumer_floor(self._store, depot.depot_id, end)
         tag = DEPOT_KEY.pack(depot.depot_id, 0)[:2]
         for topology in self._topologies[depot.depot_id]:
             raw = self._store.get("meta", b"progress/" + topology.name.encode() + b"/" + tag)

@@ -13,7 +13,20 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["Source", "SourceReader"]
+__all__ = ["SKIPPED", "Source", "SourceReader"]
+
+
+class _Skipped:
+    def __repr__(self) -> str:
+        return "SKIPPED"
+
+    def __reduce__(self) -> str:
+        return "SKIPPED"
+
+
+# An event a reader returns for a position it moved past without an event for this depot partition
+# (a mirror partition passing another's records): the position is stored, nothing is appended.
+SKIPPED: Any = _Skipped()
 
 
 class SourceReader(ABC):

@@ -121,6 +121,7 @@ class Streams:
         self.task_id = task_id
         self._store = store
         self._transport = transport
+        self.transport = transport  # for handlers' Context: mirrors read through its peers
         self._clock = clock
         self._round = round_
         self._appends = appends

@@ -45,6 +45,8 @@ from headwater.engine.messages import (
     MbNudge,
     MbPhase,
     MbProcess,
+    MirrorForget,
+    MirrorProgress,
     Ping,
     Pong,
     Redrive,
@@ -56,6 +58,7 @@ from headwater.engine.messages import (
 from headwater.engine.meta import dead_decoder, dead_key, meta_encoder
 from headwater.engine.microbatch import COORDINATOR_TASK, BatchCoordinator, BatchParticipant
 from headwater.engine.migrations import Migrations
+from headwater.engine.mirrors import forget_consumer, record_consumer
 from headwater.engine.reads import Reads
 from headwater.engine.resources import TaskResources
 from headwater.engine.retention import RETENTION_CHECK_S, Trimmer
@@ -233,6 +236,10 @@ class Task:
                 changed = self._ingest.on_control(message)
                 if changed is not None:
                     self.store.write(changed, sync=True)
+            elif isinstance(message, MirrorProgress):
+                record_consumer(self._round.batch, message.depot_id, message.consumer, message.next_offset)
+            elif isinstance(message, MirrorForget):
+                forget_consumer(self.store, self._round.batch, message.consumer)
             elif isinstance(message, Ping):
                 admission = self._round.admission
                 pong = Pong(message.request, self.task_id, admission.count, admission.size_bytes)

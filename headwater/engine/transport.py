@@ -36,6 +36,10 @@ class Clock(Protocol):
 
 
 class Transport(ABC):
+    # The clients, in the process this transport serves, of the cluster's other modules: what a
+    # module's mirrors (`mirror_depot`, `mirror_pstate`, `mirror_query`) read through. Set by the host.
+    peers: Any = None
+
     @abstractmethod
     def send(self, task_id: int, message: bytes) -> None:
         """Deliver to a task's inbox. Messages between two endpoints arrive in send order."""

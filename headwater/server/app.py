@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus
@@ -16,7 +16,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from headwater.client.cluster import Cluster
-from headwater.server import depots, modules, pstates, queries, watch
+from headwater.server import depots, modules, pstates, queries, tail, watch
 from headwater.server.auth import Auth
 from headwater.server.http import (
     MAX_BODY_BYTES_DEFAULT,
@@ -30,9 +30,11 @@ from headwater.server.http import (
 from headwater.server.metrics import Metrics
 from headwater.server.state import ServerState
 
-__all__ = ["HOT_ENDPOINTS", "UI_DIRECTORY", "HeadwaterApp", "HotRoute", "InlineRequest", "create_app"]
+__all__ = ["HOT_ENDPOINTS", "RESERVED_PREFIXES", "UI_DIRECTORY", "HeadwaterApp", "HotRoute", "InlineRequest",
+           "create_app"]
 
 UI_DIRECTORY = Path(__file__).parent / "ui"
+RESERVED_PREFIXES = frozenset({"/api", "/ui", "/metrics"})  # the server's own: an app's pages go elsewhere
 
 
 async def _http_error(request: Request, error: Exception) -> Response:
@@ -177,16 +179,20 @@ class HeadwaterApp(Starlette):
 
 
 WATCH_PATH = "/api/modules/{module}/pstates/{pstate}/watch"  # a WebSocket (server/watch.py)
+TAIL_PATH = "/api/modules/{module}/depots/{depot}/tail"  # a WebSocket (server/tail.py)
 
 
-def create_app(cluster: Cluster, *, auth: Auth | None = None,
-               max_body_bytes: int = MAX_BODY_BYTES_DEFAULT) -> HeadwaterApp:
-    """The server for the modules deployed on `cluster` (which the caller keeps and closes)."""
+def create_app(cluster: Cluster, *, auth: Auth | None = None, max_body_bytes: int = MAX_BODY_BYTES_DEFAULT,
+               pages: Mapping[str, Path] | None = None) -> HeadwaterApp:
+    """The server for the modules deployed on `cluster` (which the caller keeps and closes);
+    `pages` serves static directories at URL prefixes beside the API and the UI (an app file's
+    `pages`, see `load_pages`)."""
     table = [row for rows in (modules.ROUTES, depots.ROUTES, pstates.ROUTES, queries.ROUTES) for row in rows]
-    routes: list[Any] = [WebSocketRoute(WATCH_PATH, watch.watch)]
+    routes: list[Any] = [WebSocketRoute(WATCH_PATH, watch.watch), WebSocketRoute(TAIL_PATH, tail.tail)]
     routes += [Route(path, fn, methods=methods) for path, fn, methods in table]
     routes += [Route("/", _to_ui, methods=["GET"]),
                Mount("/ui", StaticFiles(directory=UI_DIRECTORY, html=True), name="ui")]
+    routes += [Mount(prefix, StaticFiles(directory=folder, html=True)) for prefix, folder in (pages or {}).items()]
     hot = [HotRoute(path, fn, method, ANSWERS.get(fn)) for path, fn, methods in table if fn in HOT_ENDPOINTS
            for method in methods]
     app = HeadwaterApp(routes, hot)

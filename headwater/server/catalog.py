@@ -135,6 +135,9 @@ def describe_module(runtime: ModuleRuntime) -> dict[str, Any]:
             for q in runtime.queries.values()
         ],
         "steps": sorted(runtime.steps),
+        # What it uses of other modules (mirror_depot, mirror_pstate, mirror_query).
+        "mirrors": [{"module": upstream, "kind": kind, "name": name}
+                    for upstream, names in runtime.module.dependencies().items() for kind, name in names],
     }
 
 

@@ -14,7 +14,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from headwater.client.api import AppendResult, DepotClient
+from headwater.client.api import AppendResult, DepotClient, DepotRecord
 from headwater.engine.definitions import Ack
 from headwater.engine.events import schema_error
 from headwater.errors import HeadwaterError
@@ -22,7 +22,7 @@ from headwater.server.catalog import event_type, runtime_of
 from headwater.server.http import ApiError, endpoint, json_response, query_float, query_int, read_body, too_deep
 from headwater.server.state import ServerState, authorize, state_of
 
-__all__ = ["APPEND_MANY_MAX", "ROUTES"]
+__all__ = ["APPEND_MANY_MAX", "ROUTES", "record_row"]
 
 TIMEOUT_MAX_S = 300.0  # the longest an HTTP append may wait for its ack
 APPEND_MANY_MAX = 10_000  # events in one append-many request
@@ -130,8 +130,14 @@ async def records(request: Request) -> Response:
         start = query_int(request, "start", 0, maximum=OFFSET_MAX)
         stop = query_int(request, "stop", None, maximum=OFFSET_MAX)
     found = await asyncio.to_thread(depot.read, number, start, stop, limit=limit)
-    rows = [{"partition": r.partition, "offset": r.offset, "timestamp": r.timestamp, "event": r.event} for r in found]
-    return json_response({"records": rows, "next_offset": found[-1].offset + 1 if found else start})
+    return json_response({"records": [record_row(r) for r in found],
+                          "next_offset": found[-1].offset + 1 if found else start})
+
+
+def record_row(record: DepotRecord) -> dict[str, Any]:
+    """One depot record as the API sends it (the records endpoint and the tail socket)."""
+    return {"partition": record.partition, "offset": record.offset, "timestamp": record.timestamp,
+            "event": record.event}
 
 
 PREFIX = "/api/modules/{module}/depots/{depot}"

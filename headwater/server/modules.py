@@ -9,6 +9,7 @@ import time
 from pathlib import PurePosixPath
 from typing import Any
 
+import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
@@ -17,7 +18,7 @@ from headwater.cluster.apps import APP_SOURCE_BYTES_MAX, APP_TASKS_DEFAULT
 from headwater.cluster.inprocess import TASKS_MAX
 from headwater.errors import PermissionDenied
 from headwater.server.catalog import describe_module, runtime_of
-from headwater.server.http import ApiError, endpoint, json_response, query_bool, query_int, read_body
+from headwater.server.http import ApiError, decode_json, endpoint, json_response, query_bool, query_int, read_body
 from headwater.server.metrics import cluster_stats, merge_process_metrics
 from headwater.server.openapi import openapi_document
 from headwater.server.state import authorize, state_of
@@ -53,10 +54,19 @@ def _may_see(state: Any, token: Any, module: str) -> bool:
     return any(state.auth.may(token, action, module) for action in ("read", "append"))
 
 
+def _with_dependents(description: dict[str, Any], cluster: Any) -> dict[str, Any]:
+    """A module's description with the deployed modules that mirror something of it (`mirrored_by`)."""
+    name = description["name"]
+    users = sorted({str(m) for m in cluster.modules() if m != name
+                    and name in runtime_of(cluster, m).module.dependencies()})
+    return {**description, "mirrored_by": users}
+
+
 @endpoint
 async def modules(request: Request) -> Response:
     state = state_of(request)
-    return json_response({"modules": [_description(runtime_of(state.cluster, m)) for m in _visible(request)]})
+    return json_response({"modules": [_with_dependents(_description(runtime_of(state.cluster, m)), state.cluster)
+                                      for m in _visible(request)]})
 
 
 @endpoint
@@ -68,7 +78,7 @@ async def module(request: Request) -> Response:
         assert token is not None  # with auth off (no token) every module may be seen
         raise PermissionDenied(f"token {token.name!r} has no scope on module {name!r}: describing it needs "
                                f"read:{name} or append:{name} (or read, append, admin)")
-    return json_response(_description(runtime_of(state.cluster, name)))
+    return json_response(_with_dependents(_description(runtime_of(state.cluster, name)), state.cluster))
 
 
 @endpoint
@@ -202,8 +212,31 @@ async def update(request: Request) -> Response:
     return json_response({"modules": report, "dry_run": dry_run})
 
 
+BACKUP_BODY_BYTES_MAX = 64 * 1024
+
+
+class BackupRequest(msgspec.Struct, forbid_unknown_fields=True):
+    destination: str
+
+
+@endpoint
+async def backup(request: Request) -> Response:
+    """Back up every module to `{"destination": PATH}`, a directory on the server's machine (each
+    worker must be able to write it): a consistent, incremental backup, as `cluster.backup` does.
+    Answers what it wrote (`hw.BackupInfo` as JSON). Needs an admin token on every module: it
+    copies every module's data."""
+    authorize(request, "admin")
+    body = decode_json(await read_body(request, BACKUP_BODY_BYTES_MAX), BackupRequest)
+    if not os.path.isabs(body.destination):
+        raise ApiError(400, "bad_request", f"destination={body.destination!r} must be an absolute directory path on "
+                       "the server's machine (where the server runs is not the caller's business)")
+    info = await asyncio.to_thread(state_of(request).cluster.backup, body.destination)
+    return json_response(info.to_json())
+
+
 ROUTES: list[tuple[str, Any, list[str]]] = [
     ("/api/update", update, ["POST"]),
+    ("/api/backup", backup, ["POST"]),
     ("/api/modules", modules, ["GET"]),
     ("/api/modules/{module}", module, ["GET"]),
     ("/api/modules/{module}/migrations", migrations, ["GET"]),

@@ -254,6 +254,21 @@ def _server_paths(modules: list[str]) -> dict[str, Any]:
                               "415": "the body is not sent as text/x-python (unsupported_media_type)",
                               "422": "the code does not load, or the stored data cannot follow a change "
                                      "(definition_error, with `changes`)"})}}},
+        "/api/backup": {"post": {
+            "summary": "Back up every module to a directory on the server's machine: consistent across tasks, "
+                       "incremental; needs admin on every module",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _object(
+                ("destination",), destination={"type": "string", "description": "an absolute path every worker "
+                                                                                  "can write"})}}},
+            "responses": {"200": _ok(_object(
+                ("id", "destination", "modules", "files_copied", "bytes_copied", "files_reused", "bytes_reused",
+                 "duration_s", "stall_s"), id={"type": "string"}, destination={"type": "string"},
+                modules={"type": "object", "additionalProperties": {"type": "integer"}},
+                files_copied={"type": "integer"}, bytes_copied={"type": "integer"}, files_reused={"type": "integer"},
+                bytes_reused={"type": "integer"}, duration_s={"type": "number"}, stall_s={"type": "number"})),
+                          **_errors("400", "401", "403", "413", extra={
+                              "422": "the destination cannot be written (backup_error), or the body does not fit",
+                              "503": "the tasks could not be held for the cut, or a worker is restarting"})}}},
         "/api/openapi.json": {"get": {
             "summary": "This document, for the modules the token has a scope on",
             "responses": {"200": _ok({"type": "object"}), **_errors("401")}}},

@@ -20,18 +20,18 @@ from typing import Any
 import uvicorn
 
 from headwater.client.cluster import Cluster
-from headwater.cluster.apps import APP_TASKS_DEFAULT, find_modules, load_source
+from headwater.cluster.apps import APP_TASKS_DEFAULT, app_module_name, find_modules, load_source
 from headwater.cluster.inprocess import InProcessCluster
 from headwater.cluster.local import LocalCluster
 from headwater.cluster.ray import RayCluster
 from headwater.engine.definitions import Module
 from headwater.errors import DefinitionError, HeadwaterError
-from headwater.server.app import create_app
+from headwater.server.app import RESERVED_PREFIXES, create_app
 from headwater.server.auth import Auth, check_bind, load_auth
 from headwater.server.http import MAX_BODY_BYTES_DEFAULT
 from headwater.server.protocol import EVENT_LOOP, ConnectionLimits, http_protocol
 
-__all__ = ["GRACEFUL_SHUTDOWN_S", "Reloader", "ServeError", "ServerThread", "deploy_all",
+__all__ = ["GRACEFUL_SHUTDOWN_S", "PAGES_MAX", "Reloader", "ServeError", "ServerThread", "deploy_all", "load_pages",
            "load_modules", "serve"]
 
 GRACEFUL_SHUTDOWN_S = 10.0  # requests still running this long after Ctrl-C are cut off
@@ -39,6 +39,7 @@ RELOAD_DEBOUNCE_MS = 200  # `--reload`: changes within this long of each other a
 RELOAD_STOP_S = 5.0  # the longest closing waits for the reload watcher
 LISTEN_BACKLOG = 2048  # connections the kernel queues for a server before it accepts them
 _STARTUP_TIMEOUT_S = 30.0
+PAGES_MAX = 100  # static page directories one app file may name
 
 
 class ServeError(HeadwaterError):
@@ -74,6 +75,41 @@ def _load_file(path: Path) -> list[Module]:
     except DefinitionError as e:
         raise ServeError(str(e)) from None
     return modules
+
+
+def load_pages(target: str | os.PathLike[str]) -> dict[str, Path]:
+    """The static pages an app file serves beside the API: its top-level `pages`, a dict from a URL
+    prefix (`"/examples/leaderboard"`) to a directory (relative to the app file), or {} without one.
+
+        pages = {"/examples/leaderboard": "leaderboard_page"}   # in the app file
+    """
+    text = str(target)
+    if text.endswith(".py") or os.sep in text or Path(text).is_file():
+        path = Path(text).resolve()
+        loaded = sys.modules.get(app_module_name(str(path)))
+        if loaded is None or getattr(loaded, "__file__", None) != str(path):  # not loaded, or another file's
+            _load_file(path)
+            loaded = sys.modules[app_module_name(str(path))]
+        namespace, base = vars(loaded), path.parent
+    else:
+        loaded = importlib.import_module(text)
+        namespace, base = vars(loaded), Path(loaded.__file__ or ".").parent
+    declared = namespace.get("pages", {})
+    if not isinstance(declared, dict) or len(declared) > PAGES_MAX:
+        raise ServeError(f"`pages` in {text!r} must be a dict of at most {PAGES_MAX} URL prefixes to directories, "
+                         f"like {{\"/examples/leaderboard\": \"leaderboard_page\"}}; it is {type(declared).__name__}")
+    pages = {}
+    for prefix, directory in declared.items():
+        parts = str(prefix).split("/")
+        if (not isinstance(prefix, str) or not prefix.startswith("/") or prefix.endswith("/")
+                or not all(parts[1:]) or "/" + parts[1] in RESERVED_PREFIXES):
+            raise ServeError(f"`pages` in {text!r}: {prefix!r} is not a URL prefix pages can have: start it with /, "
+                             f"end it without, and keep it out of {', '.join(sorted(RESERVED_PREFIXES))}")
+        folder = (base / directory).resolve()
+        if not folder.is_dir():
+            raise ServeError(f"`pages` in {text!r}: {prefix!r} names {str(folder)!r}, which is not a directory")
+        pages[prefix] = folder
+    return pages
 
 
 def deploy_all(cluster: InProcessCluster, modules: list[Module], tasks: int | None, replication: int = 1) -> None:
@@ -204,6 +240,7 @@ def serve(app_file: str, *, data: str = "./data", host: str = "127.0.0.1", port:
     auth = load_auth() if auth is None else auth
     check_bind(host, auth)
     modules = load_modules(app_file)
+    pages = load_pages(app_file)
     if replication != 1 and not workers and ray_address is None:
         raise ServeError(f"--replication {replication} keeps copies of each task on other worker processes: "
                          f"add --workers N with N ≥ {replication}, or --ray")
@@ -211,7 +248,7 @@ def serve(app_file: str, *, data: str = "./data", host: str = "127.0.0.1", port:
         held = bind(host, port, shared=True, listen=False)
         try:
             with LocalCluster(data, workers=workers) as cluster:
-                _serve_on_workers(cluster, modules, held, host=host, tasks=tasks, auth=auth,
+                _serve_on_workers(cluster, modules, held, host=host, tasks=tasks, auth=auth, pages=pages,
                                   max_body_bytes=max_body_bytes, limits=limits, replication=replication,
                                   announce=announce, reload=app_file if reload else None)
         finally:
@@ -221,7 +258,7 @@ def serve(app_file: str, *, data: str = "./data", host: str = "127.0.0.1", port:
     try:
         with InProcessCluster(data) if ray_address is None else RayCluster(ray_address, data) as cluster:
             deploy_all(cluster, modules, tasks, replication)
-            server = uvicorn.Server(_config(create_app(cluster, auth=auth, max_body_bytes=max_body_bytes),
+            server = uvicorn.Server(_config(create_app(cluster, auth=auth, max_body_bytes=max_body_bytes, pages=pages),
                                             log_level="warning", limits=limits))
             if announce is not None:
                 announce(url_of(sock), cluster)
@@ -232,13 +269,13 @@ def serve(app_file: str, *, data: str = "./data", host: str = "127.0.0.1", port:
 
 
 def _serve_on_workers(cluster: LocalCluster, modules: list[Module], held: socket.socket, *, host: str,
-                      tasks: int | None,
+                      tasks: int | None, pages: dict[str, Path],
                       auth: Auth, max_body_bytes: int, limits: ConnectionLimits, replication: int,
                       announce: Callable[[str, InProcessCluster], None] | None, reload: str | None) -> None:
     # This process holds the address (and learns the port) without listening, so no connection
     # waits on it; the workers' sockets join it and listen.
     deploy_all(cluster, modules, tasks, replication)
-    cluster.start_fronts(worker_front, host, held.getsockname()[1], auth, max_body_bytes, limits)
+    cluster.start_fronts(worker_front, host, held.getsockname()[1], auth, max_body_bytes, limits, pages)
     if announce is not None:
         announce(url_of(held), cluster)
     try:
@@ -262,11 +299,11 @@ def _reloading(cluster: Any, app_file: str | None, tasks: int | None) -> Iterato
 
 
 def worker_front(cluster: Cluster, host: str, port: int, auth: Auth, max_body_bytes: int,
-                 limits: ConnectionLimits) -> ServerThread:
+                 limits: ConnectionLimits, pages: dict[str, Path] | None = None) -> ServerThread:
     """The HTTP server a LocalCluster worker runs (`LocalCluster.start_fronts`): on the shared port,
     and on a port of its own (`direct_port`) where `hw.connect` sends reads of the tasks it hosts."""
-    server = ServerThread(create_app(cluster, auth=auth, max_body_bytes=max_body_bytes), host=host, port=port,
-                          limits=limits, shared=True, log_level="warning", direct=True)
+    server = ServerThread(create_app(cluster, auth=auth, max_body_bytes=max_body_bytes, pages=pages), host=host,
+                          port=port, limits=limits, shared=True, log_level="warning", direct=True)
     server.start()
     return server
 

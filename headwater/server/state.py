@@ -21,6 +21,7 @@ class ServerState:
     auth: Auth
     metrics: Metrics
     max_body_bytes: int
+    tail_sockets: int = 0  # depot tail sockets open (server/tail.py), bounded by TAIL_SOCKETS_MAX
     _decoders: dict[tuple[str, str, int], msgspec.json.Decoder] = field(default_factory=dict)
 
     def event_decoder(self, module: str, depot: str, event_type: Any) -> msgspec.json.Decoder:

@@ -22,24 +22,22 @@ starts with the current value again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import deque
 from typing import Any
 
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket
 
-from headwater.client.remote import wire_error
-from headwater.errors import HeadwaterError, PathError
+from headwater.errors import PathError
 from headwater.pstate import diffs as d
-from headwater.server.http import ApiError, json_answer
+from headwater.server.http import ApiError
 from headwater.server.paths import decode_path, has_navigators
+from headwater.server.sockets import authorize_socket, pump, send, serving
 from headwater.server.state import state_of
 
-__all__ = ["WATCH_COMMITS_MAX", "WATCH_HEARTBEAT_S", "encode_diff", "watch"]
+__all__ = ["WATCH_COMMITS_MAX", "WATCH_HEARTBEAT_S", "decode_json", "encode_diff", "watch"]
 
 WATCH_HEARTBEAT_S = 15.0  # a message at least this often, so proxies and clients know the socket lives
 WATCH_COMMITS_MAX = 1_000  # commits a socket holds for a slow client; beyond, it resyncs
-_CLOSE_POLICY = 1008  # the WebSocket close code for a refused request
 
 
 def encode_diff(change: d.Diff) -> dict[str, Any]:
@@ -94,32 +92,16 @@ class _Outbox:
 
 
 async def watch(websocket: WebSocket) -> None:
-    await websocket.accept()
     subscription = None
     try:
-        subscription, outbox = await _subscribe(websocket)
-        await _send(websocket, {"type": "value", "value": subscription.value})
-        listening = asyncio.create_task(_until_closed(websocket))
-        try:
-            while not listening.done():
-                waiting = asyncio.create_task(outbox.ready.wait())
-                done, _ = await asyncio.wait({waiting, listening}, timeout=WATCH_HEARTBEAT_S,
-                                             return_when=asyncio.FIRST_COMPLETED)
-                if listening in done:
-                    waiting.cancel()
-                    return
-                if waiting not in done:
-                    waiting.cancel()
-                    await _send(websocket, {"type": "heartbeat"})
-                    continue
-                for message in outbox.take():
-                    await _send(websocket, message)
-        finally:
-            listening.cancel()
-    except (HeadwaterError, ApiError, ValueError) as e:
-        await _refuse(websocket, e)
-    except WebSocketDisconnect:
-        pass
+        async with serving(websocket):
+            subscription, outbox = await _subscribe(websocket)
+            await send(websocket, {"type": "value", "value": subscription.value})
+
+            async def take() -> list[dict[str, Any]]:
+                return outbox.take()
+
+            await pump(websocket, outbox.ready, take, WATCH_HEARTBEAT_S)
     finally:
         if subscription is not None:
             await asyncio.to_thread(subscription.close)
@@ -129,10 +111,7 @@ async def _subscribe(websocket: WebSocket) -> tuple[Any, _Outbox]:
     params = websocket.path_params
     module, name = params["module"], params["pstate"]
     state = state_of(websocket)
-    token = websocket.query_params.get("token")
-    header = websocket.headers.get("authorization") or (f"Bearer {token}" if token else None)
-    if state.auth.tokens:
-        state.auth.require(header, "read", module)
+    authorize_socket(websocket, "read", module)
     task = websocket.query_params.get("task")
     try:
         task_id = None if task is None or task == "" else int(task)
@@ -140,7 +119,7 @@ async def _subscribe(websocket: WebSocket) -> tuple[Any, _Outbox]:
         raise ApiError(400, "bad_request", f"query parameter task={task!r} must be an integer") from None
     root = state.cluster.pstate(module, name, task=task_id)
     raw = websocket.query_params.get("path")
-    steps: Any = [] if raw in (None, "") else _json(raw)
+    steps: Any = [] if raw in (None, "") else decode_json(raw, "path")
     if not isinstance(steps, list) or has_navigators(steps):
         raise PathError(f"path must be a JSON array of keys, fields and indexes (no navigators), not {raw!r}")
     view = root
@@ -151,36 +130,11 @@ async def _subscribe(websocket: WebSocket) -> tuple[Any, _Outbox]:
     return subscription, outbox
 
 
-def _json(raw: str) -> Any:
+def decode_json(raw: str, name: str) -> Any:
+    """Query parameter `name` decoded as JSON; a 400 malformed_json naming it otherwise."""
     import msgspec
 
     try:
         return msgspec.json.decode(raw)
     except msgspec.DecodeError as e:
-        raise ApiError(400, "malformed_json", f"path is not valid JSON: {e}") from None
-
-
-async def _until_closed(websocket: WebSocket) -> None:
-    """Read (and ignore) what the client sends until it closes the socket."""
-    with contextlib.suppress(WebSocketDisconnect):
-        while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                return
-
-
-async def _send(websocket: WebSocket, message: dict[str, Any]) -> None:
-    _, body = json_answer(message)
-    await websocket.send_text(body.decode())
-
-
-async def _refuse(websocket: WebSocket, error: Exception) -> None:
-    if isinstance(error, ApiError):
-        code, message = error.code, error.message
-    elif isinstance(error, HeadwaterError):
-        code, message = wire_error(error)[1], str(error)
-    else:
-        code, message = "bad_request", str(error)
-    with contextlib.suppress(Exception):
-        await _send(websocket, {"type": "error", "error": code, "message": message})
-        await websocket.close(code=_CLOSE_POLICY, reason=code)
+        raise ApiError(400, "malformed_json", f"{name} is not valid JSON: {e}") from None

@@ -200,6 +200,16 @@ class RocksStore(Store):
         except Exception as e:
             raise StorageError(f"compacting the store at {self.path!r} failed: {e}") from e
 
+    def flush(self) -> None:
+        """Write every column family's memtable to files now (so a checkpoint soon after has little to flush)."""
+        if self._closed:
+            raise Unavailable("the store is closed")
+        try:
+            for family in self._families.values():
+                family.flush(True)
+        except Exception as e:
+            raise StorageError(f"flushing the store at {self.path!r} failed: {e}") from e
+
     def checkpoint(self, destination: str | os.PathLike[str]) -> None:
         """A consistent copy of the whole store at `destination` (hard links where it can), as of now."""
         if self._closed:

@@ -33,9 +33,11 @@ def append_retrying(depot, event, key: str, deadline: float):
 
 class Appenders:
     """Threads appending `make_event(event_id)` with idempotency keys (`key_prefix` + id), retried
-    while workers restart, until `stop()`; `acked` maps each acked event id to its `handle` result."""
+    while workers restart, until `stop()`; `acked` maps each acked event id to its `topology`'s result."""
 
-    def __init__(self, depot, make_event, threads: int, key_prefix: str, deadline: float) -> None:
+    def __init__(self, depot, make_event, threads: int, key_prefix: str, deadline: float,
+                 topology: str = "handle") -> None:
+        self._topology = topology
         self.acked: dict[int, int] = {}
         self.errors: list[BaseException] = []
         self._stop = threading.Event()
@@ -51,7 +53,7 @@ class Appenders:
             event_id = worker * 1_000_000 + i
             try:
                 self.acked[event_id] = append_retrying(self._depot, self._make_event(event_id),
-                                                       f"{self._key_prefix}{event_id}", self.deadline)["handle"]
+                                                       f"{self._key_prefix}{event_id}", self.deadline)[self._topology]
             except BaseException as e:  # reported by stop()
                 self.errors.append(e)
                 return
@@ -306,3 +308,38 @@ def test_a_worker_that_dies_while_the_fronts_start_gets_them_after_its_restart(t
             assert time.monotonic() < deadline, f"the fronts did not run on the restarted worker: {tasks}"
             time.sleep(0.1)
         cluster.stop_fronts()
+
+
+def exploding_module(marker: str) -> hw.Module:
+    m = hw.Module("exploding")
+    jobs = m.depot("jobs", str, partitioned=False)  # on task 0, on worker 0
+    done = m.pstate("done", hw.Map(str, bool), partitioned=False)
+
+    @m.stream(jobs)
+    def run(ctx: hw.Context, job: str) -> None:
+        if job == "explode" and not os.path.exists(marker):
+            open(marker, "w").close()
+            raise SystemExit("the task's thread ends: an internal error, not a handler's")
+        ctx.pstate(done)[job].set(True)
+
+    return m
+
+
+def test_a_task_that_stopped_on_an_internal_error_serves_again_after_its_worker_restarts(tmp_path):
+    with hw.LocalCluster(tmp_path / "data", workers=2) as cluster:
+        cluster.deploy(exploding_module(str(tmp_path / "exploded")), tasks=2)
+        jobs = cluster.depot("exploding", "jobs")
+        jobs.append("explode", ack="append")
+        deadline = time.monotonic() + RECOVERY_S_MAX
+        while True:  # until the supervisor hears of the failure
+            try:
+                jobs.append("probe", ack="append")
+            except hw.Unavailable as e:
+                assert "internal error" in str(e)
+                break
+            assert time.monotonic() < deadline, "the failure was never reported"
+            time.sleep(0.05)
+        kill_worker(cluster, 0)
+        assert append_retrying(jobs, "after", "after", time.monotonic() + RECOVERY_S_MAX)["run"] is None
+        done = cluster.pstate("exploding", "done")
+        assert done["explode"].get() and done["after"].get()  # the record it stopped on ran on recovery

@@ -112,6 +112,26 @@ def test_modules_deploy_append_read_query_and_say_where_they_run(ray_cluster):
     assert "RayCluster" in repr(ray_cluster) and "nodes=1" in repr(ray_cluster)
 
 
+def test_a_backup_of_ray_workers_restores_and_reattaches(ray_cluster, tmp_path):
+    """Each worker actor checkpoints the tasks it leads and copies them into the backup; the cut holds
+    the stream bank's hops and the microbatch bank's batches as a crash of every task would."""
+    ray_cluster.deploy(bank, tasks=4)
+    ray_cluster.deploy(microbatch_bank, tasks=2)
+    ray_cluster.depot("bank", "deposits").append_many([Deposit(user, 100) for user in range(4)])
+    ray_cluster.depot("bank", "transfers").append_many([Transfer(f"t{i}", i % 4, (i + 1) % 4, 1) for i in range(40)])
+    ray_cluster.depot("mbbank", "deposits").append_many([Deposit(user, 10) for user in range(4)], ack="append")
+    ray_cluster.wait_for_microbatch("mbbank", "banking", processed=4)
+    info = ray_cluster.backup(tmp_path / "backups")
+    assert info.modules == {"bank": 4, "mbbank": 2} and info.bytes_copied > 0
+    hw.restore(tmp_path / "backups", tmp_path / "restored")
+    with hw.RayCluster(path=tmp_path / "restored", workers=LOCAL_WORKERS) as restored:
+        restored.deploy(bank)
+        restored.deploy(microbatch_bank)
+        assert [restored.pstate("bank", "funds")[user].get() for user in range(4)] == [100] * 4
+        assert restored.query("bank", "total_funds")() == 400
+        assert restored.query("mbbank", "total_funds")() == 40
+
+
 # ---- several nodes (keep last: it stops the session's Ray, which the next test that needs it restarts)
 
 

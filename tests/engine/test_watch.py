@@ -129,6 +129,24 @@ def test_element_diffs_not_whole_collections_and_a_batch_arrives_together(cluste
         assert subscription.value == {"bo": 2}
 
 
+def test_a_thousand_subscriptions_on_one_module(cluster):
+    """1,000 subscriptions over 100 rooms: each sees its own room's change, and nothing else."""
+    cluster.deploy(game(True), tasks=2)
+    rooms = cluster.pstate("game", "rooms")
+    subscriptions = [rooms[f"r{i % 100}"]["scores"].watch() for i in range(1000)]
+    try:
+        cluster.depot("game", "ops").append_many([Op(f"r{room}", "score", "ann", room) for room in range(100)])
+        deadline = time.monotonic() + WAIT_S * 3
+        for i, subscription in enumerate(subscriptions):
+            change = subscription.next(timeout=max(0.0, deadline - time.monotonic()))
+            assert change == hw.diffs.Put((), {"ann": i % 100}), (i, change)  # the map appears whole
+            assert subscription.value == {"ann": i % 100}
+        assert all(subscription.next(timeout=0) is None for subscription in subscriptions)  # one change each
+    finally:
+        for subscription in subscriptions:
+            subscription.close()
+
+
 def test_callback_subscriptions_and_close(cluster):
     cluster.deploy(game(False), tasks=1)
     got: list = []

@@ -81,7 +81,8 @@ def run_operation(url: str, operation: Any, mode: Any) -> int:
 @pytest.mark.filterwarnings("ignore:Do not use the `random` module inside strategies")
 def test_generated_requests_get_only_documented_answers(api):
     url, schema = api
-    operations = [result.ok() for result in schema.get_all_operations()]
+    # A backup writes wherever it is told on this machine's disk: tests/cluster/test_backups.py tests it.
+    operations = [op for result in schema.get_all_operations() if (op := result.ok()).path != "/api/backup"]
     assert len(operations) > 30  # every module's depots, PStates, queries, topologies, and the server's own
     started, sent, failures = time.monotonic(), 0, []
     for operation in operations:

@@ -166,7 +166,8 @@ def test_a_bad_token_file_is_a_usage_error(tmp_path):
 
 
 def test_load_modules_finds_every_module_of_a_file_or_a_dotted_name(tmp_path):
-    assert [m.name for m in load_modules("examples/app.py")] == ["bank", "orders", "registration"]
+    assert [m.name for m in load_modules("examples/app.py")] == ["bank", "leaderboard", "orders", "registration", "accounts",
+                                                               "checkout", "notifications"]
     assert [m.name for m in load_modules("examples.bank")] == ["bank"]
     empty = tmp_path / "empty.py"
     empty.write_text("x = 1\n")

@@ -24,8 +24,8 @@ from examples.orders import Address, LineItem, NewOrder
 from examples.registration import UserSignUp
 from headwater.cluster.apps import APP_TASKS_DEFAULT as SERVE_TASKS_DEFAULT
 from headwater.schema import task_for_key
-from headwater.server.run import deploy_all, load_modules
-from tests.server.support import FIXED, Job, deploy, served
+from headwater.server.run import deploy_all, load_modules, load_pages
+from tests.server.support import FIXED, Job, deploy, jobs_module, served
 
 ROOT = Path(__file__).parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -35,6 +35,8 @@ MAKE_RUN_APP = ROOT / "examples" / "app.py"  # what `make run` serves, with serv
 SCREENSHOT = ROOT / "docs" / "ui.png"
 SCREENSHOT_KEYWORD = "Source"  # a PNG text chunk recording what the screenshot shows
 WAIT_MS = 10_000
+LIVE_LATENCY_MS_MAX = 100  # from sending an append to the leaderboard page showing it (the median)
+LIVE_LATENCY_ROUNDS = 9
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (pip install playwright)")
 
@@ -65,7 +67,7 @@ def make_run_site() -> Iterator[tuple[hw.InProcessCluster, str]]:
     with hw.InProcessCluster() as cluster:
         deploy_all(cluster, load_modules(MAKE_RUN_APP), SERVE_TASKS_DEFAULT)
         fill(cluster)
-        with served(cluster) as url:
+        with served(cluster, pages=load_pages(MAKE_RUN_APP)) as url:
             yield cluster, url
 
 
@@ -138,6 +140,71 @@ def test_depot_page_appends_and_tails(page):
     page.get_by_role("button", name="Append").click()
     playwright_api.expect(result.locator(".alert")).to_contain_text("schema_error")
     playwright_api.expect(result.locator(".alert")).to_contain_text("$.user_id")
+
+
+def sockets_of(page: Any) -> list[dict[str, Any]]:
+    """Every WebSocket the page opens from now on, as {"url", "closed"}."""
+    opened: list[dict[str, Any]] = []
+
+    def on_socket(ws: Any) -> None:
+        entry = {"url": ws.url, "closed": False}
+        opened.append(entry)
+        ws.on("close", lambda _: entry.update(closed=True))
+
+    page.on("websocket", on_socket)
+    return opened
+
+
+def test_depot_tail_is_pushed_by_the_server_not_polled(page, site):
+    sockets = sockets_of(page)
+    reads: list[str] = []
+    page.on("request", lambda request: reads.append(request.url) if "/records" in request.url else None)
+    page.goto(page.url.split("#")[0] + "#/m/bank/depot/deposits")
+    playwright_api.expect(page.locator("#live")).to_have_attribute("data-state", "live")
+    rows = page.locator("#tail tr").count()
+    site[0].depot("bank", "deposits").append(Deposit(5150, 3))  # not through the page: only a push can show it
+    playwright_api.expect(page.locator("#tail tr.fresh").first).to_contain_text('"user_id":5150')
+    assert page.locator("#tail tr").count() == min(rows + 1, 50)
+    assert reads == [] and [s["url"].split("?")[0].rsplit("/", 1)[1] for s in sockets] == ["tail"]
+    page.goto(page.url.split("#")[0] + "#/m/bank")  # navigating away closes the socket
+    page.wait_for_function("() => document.querySelector('h1')?.textContent === 'bank'")
+    page.wait_for_timeout(200)
+    assert sockets[0]["closed"]
+
+
+def test_pstate_browser_shows_the_value_live(page, site):
+    sockets = sockets_of(page)
+    funds = site[0].pstate("bank", "funds")
+    page.goto(page.url.split("#")[0] + "#/m/bank/pstate/funds?path=[3]")
+    playwright_api.expect(page.locator("#live")).to_have_attribute("data-state", "live")
+    playwright_api.expect(page.locator("pre.json")).to_have_text(str(funds[3].get()))
+    for amount in (5, 11):
+        site[0].depot("bank", "deposits").append(Deposit(3, amount))
+        playwright_api.expect(page.locator("pre.json")).to_have_text(str(funds[3].get()))
+    page.goto(page.url.split("#")[0] + "#/m/bank/pstate/funds?task=0")  # a map: its page is read again on a commit
+    page.locator('#content[data-path="[]"][data-ready]').wait_for()
+    playwright_api.expect(page.locator("#live")).to_have_attribute("data-state", "live")
+    key = next(k for k in range(7_000, 8_000) if task_for_key(k, 2) == 0)
+    site[0].depot("bank", "deposits").append(Deposit(key, 9))
+    playwright_api.expect(page.locator("#content")).to_contain_text(str(key))
+    page.goto(page.url.split("#")[0] + "#/m/bank")
+    page.wait_for_function("() => document.querySelector('h1')?.textContent === 'bank'")
+    page.wait_for_timeout(200)
+    assert len(sockets) == 2 and all(s["closed"] for s in sockets) and all("/watch?" in s["url"] for s in sockets)
+
+
+def test_pstate_browser_resyncs_after_an_update_and_stays_live(page, site):
+    key = 4_321
+    jobs = site[0].depot("jobs", "jobs")
+    jobs.append(Job(key))
+    page.goto(page.url.split("#")[0] + f"#/m/jobs/pstate/done?path=[{key}]")
+    playwright_api.expect(page.locator("#live")).to_have_attribute("data-state", "live")
+    playwright_api.expect(page.locator("pre.json")).to_have_text("1")
+    site[0].update(jobs_module())  # the schemas may have changed: every watch starts again from its value
+    page.locator('#content[data-resyncs="1"]').wait_for()
+    jobs.append(Job(key))
+    playwright_api.expect(page.locator("pre.json")).to_have_text("2")
+    playwright_api.expect(page.locator("#live")).to_have_attribute("data-state", "live")
 
 
 def test_pstate_browser_walks_keys_and_nested_values(page, site):
@@ -215,6 +282,64 @@ def test_dead_letters_can_be_retried_from_the_topology_page(page, site):
         playwright_api.expect(page.locator("#dead")).to_contain_text("No dead letters")
     finally:
         FIXED["jobs"] = False
+
+
+# In the page: append a score over HTTP, LIVE_LATENCY_ROUNDS times, each the new leader, and time
+# from sending the request (and from its answer) to the first change of the board the watch makes.
+MEASURE_LIVE_LATENCY = """async (rounds) => {
+  const board = document.querySelector("#board");
+  const times = [];
+  for (let i = 0; i < rounds; i++) {
+    const changed = new Promise((resolve) => {
+      const observer = new MutationObserver(() => { observer.disconnect(); resolve(performance.now()); });
+      observer.observe(board, { subtree: true, childList: true, characterData: true });
+    });
+    const sent = performance.now();
+    const response = await fetch("/api/modules/leaderboard/depots/scores/append", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ player: `speedy-${i}`, points: 1000000 + i }),
+    });
+    const answered = performance.now();
+    if (!response.ok) throw new Error(`append: HTTP ${response.status}`);
+    const shown = await Promise.race([changed, new Promise((resolve) => setTimeout(() => resolve(null), 5000))]);
+    if (shown === null) throw new Error(`round ${i}: the board did not change within 5 s`);
+    times.push({ from_sent_ms: shown - sent, from_answer_ms: shown - answered });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return times;
+}"""
+
+
+def test_the_leaderboard_page_shows_an_append_within_100_ms(make_run_page):
+    page = make_run_page
+    base = page.url.split("/ui/")[0]
+    page.goto(base + "/examples/leaderboard/")
+    playwright_api.expect(page.locator("#live")).to_have_attribute("data-state", "live")
+    page.locator("#player").fill("ann")
+    page.locator("#points").fill("7")
+    page.get_by_role("button", name="Add score").click()  # the page's own form appends too
+    playwright_api.expect(page.locator('#board li[data-player="ann"] .points')).to_have_text("7")
+    times = page.evaluate(MEASURE_LIVE_LATENCY, LIVE_LATENCY_ROUNDS)
+    from_sent = sorted(t["from_sent_ms"] for t in times)
+    from_answer = sorted(t["from_answer_ms"] for t in times)
+    median = from_sent[len(from_sent) // 2]
+    print(f"\nleaderboard page, append sent -> board changed, ms: {[round(t, 1) for t in from_sent]} "
+          f"(median {median:.1f}); append answered -> board changed, ms: {[round(t, 1) for t in from_answer]}")
+    assert median < LIVE_LATENCY_MS_MAX, f"median {median:.1f} ms from an append to the page showing it"
+    leader = f"speedy-{LIVE_LATENCY_ROUNDS - 1}"
+    playwright_api.expect(page.locator("#board li").first).to_have_attribute("data-player", leader)
+
+
+def test_module_page_shows_what_a_module_mirrors_and_what_mirrors_it(make_run_page):
+    page = make_run_page
+    page.locator(".nav-title", has_text="notifications").click()
+    uses = page.locator("#dependencies")
+    playwright_api.expect(uses.locator('[data-uses="accounts"]')).to_contain_text("opened")
+    playwright_api.expect(uses.locator('[data-uses="accounts"]')).to_contain_text("accounts")
+    playwright_api.expect(uses.locator('[data-uses="checkout"]')).to_contain_text("spent")
+    uses.get_by_role("link", name="accounts", exact=True).first.click()
+    playwright_api.expect(page.locator("h1")).to_have_text("accounts")
+    playwright_api.expect(page.locator("#dependencies [data-used-by]")).to_have_text(["checkout", "notifications"])
 
 
 def test_screenshot_for_the_docs_shows_what_make_run_serves(make_run_page, make_run_site, tmp_path):

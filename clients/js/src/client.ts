@@ -7,6 +7,7 @@
 
 import { HeadwaterError } from "./errors.js";
 import { PStateView } from "./pstate.js";
+import { Tail, type TailOptions } from "./tail.js";
 
 /** The least a WebSocket constructor must offer: the browser's, Node 22's or the `ws` package's. */
 export interface WebSocketLike {
@@ -91,7 +92,8 @@ export class Client {
     if (!/^https?:\/\//.test(url)) throw new TypeError(`connect() needs an http(s):// URL, not ${JSON.stringify(url)}`);
     this.url = url.replace(/\/+$/, "");
     this.token = options.token;
-    const fetchFn = options.fetch ?? (globalThis.fetch as FetchFunction | undefined);
+    // The global fetch is bound to the global object: a browser's throws "Illegal invocation" when called as a method of another object.
+    const fetchFn = options.fetch ?? (globalThis.fetch?.bind(globalThis) as FetchFunction | undefined);
     if (!fetchFn) throw new TypeError("this platform has no fetch: pass one as connect(url, { fetch })");
     this.fetchFn = fetchFn;
     this.WebSocket = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
@@ -216,6 +218,16 @@ export class Depot {
   /** Every partition's `start_offset` and `end_offset`. */
   async partitions(): Promise<PartitionInfo[]> {
     return ((await this.client.request("GET", `${this.path}/partitions`)) as { partitions: PartitionInfo[] }).partitions;
+  }
+
+  /**
+   * Follow the depot's new records, pushed by the server as they are committed: resolves once
+   * the socket is open, then calls `onRecords(records, partition)` and yields each record to
+   * `for await`; `from` says where each partition starts (default: new records only). See `Tail`.
+   */
+  tail<E = unknown>(options: TailOptions<E> = {}): Promise<Tail<E>> {
+    return Tail.open<E>(this.client.WebSocket, (from) => this.client.socketUrl(`${this.path}/tail`, { from }),
+      `depot ${this.module}.${this.name}`, options);
   }
 
   /** Records of `partition` with start <= offset < stop (at most `limit`, default 100), or its `last` N. */

@@ -7,6 +7,7 @@
  *     await hw.depot("bank", "deposits").append({ user_id: 1, amount: 100 });
  *     await hw.pstate("bank", "funds").at(1).get();           // 100
  *     const watching = await hw.pstate("bank", "funds").at(1).watch({ onChange: (diffs, value) => render(value) });
+ *     const tail = await hw.depot("bank", "deposits").tail({ onRecords: (records) => show(records) });
  */
 
 export { Client, Depot, connect, REQUEST_TIMEOUT_S, TIMEOUT_MARGIN_S } from "./client.js";
@@ -24,3 +25,6 @@ export {
   WATCH_SILENCE_MAX_S,
 } from "./watch.js";
 export type { Commit, WatchOptions } from "./watch.js";
+export { Tail, TAIL_RECORDS_BUFFERED_MAX } from "./tail.js";
+export type { TailFrom, TailOptions } from "./tail.js";
+export type { SocketHooks } from "./socket.js";

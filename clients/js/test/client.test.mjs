@@ -174,6 +174,60 @@ describe("errors", () => {
   });
 });
 
+test("the global fetch is called as a browser's must be, on the global object", async () => {
+  const real = globalThis.fetch;
+  globalThis.fetch = function (...args) {
+    if (this !== undefined && this !== globalThis) throw new TypeError("Failed to execute 'fetch' on 'Window': Illegal invocation");
+    return real.apply(globalThis, args);
+  };
+  try {
+    assert.ok(Array.isArray(await connect(server.url, { token: TOKENS.admin }).modules()));
+  } finally {
+    globalThis.fetch = real;
+  }
+});
+
+describe("tailing a depot", () => {
+  test("new records are pushed as they are appended, to onRecords and to for await", async () => {
+    const ops = hw.depot("game", "ops");
+    const batches = [];
+    let appended;
+    const tail = await ops.tail({ onRecords: (records, partition) => batches.push({ records, partition }) });
+    try {
+      assert.deepEqual(Object.keys(tail.offsets).sort(), ["0", "1"]);
+      appended = await ops.append(op("t-1", "say", "ann", 1));
+      await waitFor(() => batches.length === 1, "the record");
+      const [{ records, partition }] = batches;
+      assert.equal(partition, appended.partition);
+      assert.deepEqual(records.map((r) => [r.partition, r.offset, r.event]),
+        [[appended.partition, appended.offset, op("t-1", "say", "ann", 1)]]);
+      assert.equal(tail.offsets[appended.partition], appended.offset + 1);
+      await ops.appendMany([op("t-1", "say", "bo", 2), op("t-1", "say", "cy", 3)]); // the same room: the same partition
+      await waitFor(() => tail.offsets[appended.partition] === appended.offset + 3, "the next two");
+    } finally {
+      tail.close();
+    }
+    const again = await ops.tail({ from: { [appended.partition]: appended.offset } });
+    assert.deepEqual(again.offsets, { [appended.partition]: appended.offset });
+    const seen = [];
+    for await (const record of again) {
+      seen.push(record.offset - appended.offset);
+      if (seen.length === 3) break; // leaving the loop closes the tail
+    }
+    assert.deepEqual(seen, [0, 1, 2]);
+    assert.equal(again.closed, true);
+  });
+
+  test("bad offsets and tokens are refused with the server's error", async () => {
+    const ops = hw.depot("game", "ops");
+    assert.equal((await rejection(ops.tail({ from: { 9: 0 } }))).code, "bad_request");
+    assert.equal((await rejection(ops.tail({ from: 10 ** 9 }))).code, "bad_request");
+    assert.equal((await rejection(hw.depot("game", "nope").tail())).code, "not_found");
+    const denied = connect(server.url, { token: TOKENS.append, WebSocket }).depot("game", "ops").tail();
+    assert.equal((await rejection(denied)).code, "permission_denied");
+  });
+});
+
 describe("watching", () => {
   test("an append changes the watched value, as a new object per commit", async () => {
     const seen = [];

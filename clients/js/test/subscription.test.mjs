@@ -5,36 +5,8 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import { connect, HeadwaterError, WATCH_COMMITS_BUFFERED_MAX } from "../dist/index.js";
+import { ScriptedSocket } from "./scripted.mjs";
 import { waitFor } from "./server.mjs";
-
-/** A WebSocket whose server side is the test: `say(message)`, `drop()`. */
-class ScriptedSocket {
-  static made = [];
-
-  constructor(url) {
-    this.url = url;
-    this.readyState = 0;
-    this.closed = false;
-    this.onopen = this.onmessage = this.onerror = this.onclose = null;
-    ScriptedSocket.made.push(this);
-  }
-
-  close() {
-    this.closed = true;
-  }
-
-  say(message) {
-    this.onmessage?.({ data: JSON.stringify(message) });
-  }
-
-  drop() {
-    this.onclose?.({ code: 1006, reason: "gone" });
-  }
-
-  static latest() {
-    return ScriptedSocket.made.at(-1);
-  }
-}
 
 function watching(options = {}, path = ["r1"]) {
   const hw = connect("http://server.test", { token: "t", WebSocket: ScriptedSocket });

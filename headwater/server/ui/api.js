@@ -1,4 +1,7 @@
-// The HTTP API as the UI uses it: JSON in and out, the bearer token, errors as thrown ApiErrors.
+// The HTTP API as the UI uses it: JSON in and out, the bearer token, errors as thrown ApiErrors;
+// and the JavaScript client (client/, built from clients/js) for what the server pushes.
+
+import { connect } from "./client/index.js";
 
 export class ApiError extends Error {
   constructor(status, body) {
@@ -44,8 +47,24 @@ export const paths = {
   module: (m) => `/api/modules/${q(m)}`,
   pstate: (m, p, op) => `/api/modules/${q(m)}/pstates/${q(p)}/${op}`,
   append: (m, d) => `/api/modules/${q(m)}/depots/${q(d)}/append`,
-  records: (m, d, p) => `/api/modules/${q(m)}/depots/${q(d)}/partitions/${p}/records`,
   query: (m, n) => `/api/modules/${q(m)}/queries/${q(n)}`,
   deadLetters: (m, t) => `/api/modules/${q(m)}/topologies/${q(t)}/dead-letters`,
   retry: (m, t, id) => `/api/modules/${q(m)}/topologies/${q(t)}/dead-letters/${id}/retry`,
 };
+
+// The JavaScript client on this server, with the UI's token: watches and depot tails.
+export function pushed() {
+  return connect(location.origin, { token: token.get() || undefined });
+}
+
+// A badge saying whether a watch or tail socket is live; `set(state, title)` with state
+// "connecting", "live", "reconnecting", "error" or "off".
+export function liveBadge(element) {
+  const set = (state, title = "") => {
+    element.dataset.state = state;
+    element.textContent = { connecting: "connecting…", live: "live", reconnecting: "reconnecting…", error: "stopped", off: "not live" }[state];
+    element.title = title;
+  };
+  set("connecting");
+  return { set, hooks: { onConnection: (connected) => set(connected ? "live" : "reconnecting"), onError: (error) => set("error", error.message) } };
+}

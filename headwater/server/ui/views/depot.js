@@ -1,6 +1,7 @@
-// A depot: partition sizes, a live tail of its newest records, and a form to append an event.
+// A depot: partition sizes, a live tail of its newest records (pushed by the server over the tail
+// socket), and a form to append an event.
 
-import { api, paths } from "../api.js";
+import { api, liveBadge, paths, pushed } from "../api.js";
 import { bars, sparkline } from "../charts.js";
 import { $, esc, fmt, json, prettyJson } from "../dom.js";
 import { history, subscribe } from "../live.js";
@@ -54,41 +55,12 @@ export function renderDepot(root, module, name) {
         </form>` : `<p class="muted">Only this module's topologies append here (client_appends=False).</p>`}
       </div>
     </div>
-    <div class="card"><div class="row spaced"><h2>Live tail</h2><span class="muted small" id="tail-state">newest first</span></div>
+    <div class="card"><div class="row spaced"><h2>Live tail</h2><span class="row"><span class="muted small" id="tail-state">newest first</span><span id="live" class="live-badge"></span></span></div>
       <table class="table mono"><thead><tr><th>time</th><th>partition</th><th class="num">offset</th><th>event</th></tr></thead>
       <tbody id="tail"></tbody></table></div>`;
 
   const form = $("#append-form", root);
   if (form) form.addEventListener("submit", (e) => { e.preventDefault(); append(root, module.name, name); });
-
-  const cursors = new Map();
-  let rows = [];
-  let busy = false;
-  async function refreshTail(ends) {
-    if (busy) return;
-    busy = true;
-    try {
-      const fresh = [];
-      for (let p = 0; p < ends.length; p++) {
-        const params = cursors.has(p) ? { start: cursors.get(p), limit: 200 } : { last: TAIL_SEED };
-        if (cursors.has(p) && cursors.get(p) >= ends[p]) continue;
-        const body = await api(paths.records(module.name, name, p), { params });
-        cursors.set(p, body.next_offset);
-        fresh.push(...body.records);
-      }
-      if (!fresh.length) return;
-      const seeded = rows.length === 0;
-      fresh.forEach((r) => (r.fresh = !seeded));
-      rows = [...fresh, ...rows].sort((a, b) => (b.timestamp > a.timestamp ? 1 : b.timestamp < a.timestamp ? -1 : b.offset - a.offset)).slice(0, TAIL_ROWS);
-      $("#tail", root).innerHTML = rows.map((r) => `<tr class="${r.fresh ? "fresh" : ""}"><td>${esc(r.timestamp.replace("T", " ").slice(0, 23))}</td>
-        <td>p${r.partition}</td><td class="num">${r.offset}</td><td><code>${esc(JSON.stringify(r.event))}</code></td></tr>`).join("");
-      rows.forEach((r) => (r.fresh = false));
-    } catch (error) {
-      $("#tail-state", root).textContent = error.message;
-    } finally {
-      busy = false;
-    }
-  }
 
   const unsubscribe = subscribe((stats) => {
     const live = stats && stats.modules.find((m) => m.name === module.name);
@@ -96,9 +68,40 @@ export function renderDepot(root, module, name) {
     if (!d) return;
     $('[data-k="bars"]', root).innerHTML = bars(d.partitions, { labels: d.partitions.map((_, i) => `partition ${i}`) });
     $('[data-k="spark"]', root).innerHTML = sparkline(history(`${module.name}/d/${name}`, "rate"), { width: 200, height: 28, label: "records per second" });
-    refreshTail(d.partitions);
   });
-  return { dispose: unsubscribe };
+  const tail = followTail(root, module.name, name);
+  return { dispose: () => { unsubscribe(); tail.dispose(); } };
+}
+
+// The newest records, newest first: the last TAIL_SEED of each partition, then every record the
+// server pushes as it is committed. Returns `dispose`, which closes the socket.
+function followTail(root, module, name) {
+  const badge = liveBadge($("#live", root));
+  const depot = pushed().depot(module, name);
+  let rows = [];
+  let tail = null;
+  let disposed = false;
+  let seedEnds = {};
+  const show = (records) => {
+    records.forEach((r) => (r.fresh = r.offset >= (seedEnds[r.partition] ?? 0)));
+    rows = [...records, ...rows].sort((a, b) => (b.timestamp > a.timestamp ? 1 : b.timestamp < a.timestamp ? -1 : b.offset - a.offset)).slice(0, TAIL_ROWS);
+    $("#tail", root).innerHTML = rows.map((r) => `<tr class="${r.fresh ? "fresh" : ""}"><td>${esc(r.timestamp.replace("T", " ").slice(0, 23))}</td>
+      <td>p${r.partition}</td><td class="num">${r.offset}</td><td><code>${esc(JSON.stringify(r.event))}</code></td></tr>`).join("");
+    rows.forEach((r) => (r.fresh = false));
+  };
+  (async () => {
+    const partitions = await depot.partitions();
+    seedEnds = Object.fromEntries(partitions.map((p) => [p.partition, p.end_offset]));
+    const from = Object.fromEntries(partitions.map((p) => [p.partition, Math.max(p.start_offset, p.end_offset - TAIL_SEED)]));
+    const opened = await depot.tail({ from, onRecords: show, ...badge.hooks });
+    if (disposed) opened.close();
+    else { tail = opened; badge.set("live"); }
+  })().catch((error) => {
+    if (disposed) return;
+    badge.set("error", error.message);
+    $("#tail-state", root).textContent = error.message;
+  });
+  return { dispose: () => { disposed = true; if (tail) tail.close(); } };
 }
 
 async function append(root, module, depot) {

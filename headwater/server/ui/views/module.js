@@ -7,10 +7,29 @@ import { history, subscribe } from "../live.js";
 
 const link = (module, kind, name) => `#/m/${encodeURIComponent(module)}/${kind}/${encodeURIComponent(name)}`;
 
+// The modules this one mirrors (what of each), and the modules that mirror it.
+function dependencies(module) {
+  const uses = new Map();
+  for (const d of module.mirrors || []) {
+    if (!uses.has(d.module)) uses.set(d.module, []);
+    uses.get(d.module).push(d);
+  }
+  const usedBy = module.mirrored_by || [];
+  if (!uses.size && !usedBy.length) return "";
+  const mod = (name) => `<a href="#/m/${encodeURIComponent(name)}">${esc(name)}</a>`;
+  const items = [...uses].map(([name, parts]) => `<li data-uses="${esc(name)}">${mod(name)}: ${parts.map((d) =>
+    `<a href="${link(name, d.kind, d.name)}">${esc(d.name)}</a> <span class="pill muted">${esc(d.kind)}</span>`).join(" ")}</li>`);
+  return `<div class="card" id="dependencies"><h2>Between modules</h2><div class="grid two">
+    <div><h3 class="small muted">mirrors</h3><ul class="list">${items.join("") || '<li class="muted">none</li>'}</ul></div>
+    <div><h3 class="small muted">mirrored by</h3><ul class="list">${usedBy.map((n) => `<li data-used-by="${esc(n)}">${mod(n)}</li>`).join("") || '<li class="muted">none</li>'}</ul></div>
+  </div></div>`;
+}
+
 export function renderModule(root, module) {
   const m = module.name;
   root.innerHTML = `
     <div class="page-head"><h1>${esc(m)}</h1><p class="muted">version ${module.version ?? 1} · ${module.tasks} tasks · steps: ${esc(module.steps.join(", ") || "none")}</p></div>
+    ${dependencies(module)}
     <div class="card"><h2>Topologies</h2>
       <table class="table"><thead><tr><th>topology</th><th>kind</th><th>depots</th><th class="num">events/s</th><th></th>
         <th class="num">processed</th><th class="num">lag</th><th class="num">ack p50</th><th class="num">dead letters</th></tr></thead>

@@ -1,12 +1,16 @@
-// The PState browser: walk a PState's keys and nested values by path, a page at a time.
+// The PState browser: walk a PState's keys and nested values by path, a page at a time; the
+// value at the path is watched (the server pushes each commit's diffs), so the page is live.
 
-import { api, paths } from "../api.js";
+import { api, liveBadge, paths, pushed } from "../api.js";
 import { $, esc, fmt, json, parseLoose, prettyJson } from "../dom.js";
 import { errorHtml } from "./depot.js";
 
 const PAGE = 25;
 const PREVIEW_CHARS = 120;
 const COUNTS_IN_FLIGHT_MAX = 8; // per-task counts the browser asks for at once (a module has up to 1024 tasks)
+// A collection is watched live only up to this many elements: a watch holds the whole value at its
+// path (in the server and here), so a bigger one is browsed page by page; open an entry to watch it.
+const LIVE_ELEMENTS_MAX = 1_000;
 
 function nodeAt(schema, steps) {
   let node = schema;
@@ -91,6 +95,7 @@ export async function renderPState(root, module, name, query) {
       <div class="row spaced wrap">
         <div class="path">${crumbs.join('<span class="sep">›</span>')}</div>
         <div class="row">
+          <span id="live" class="live-badge"></span>
           ${spread ? `<label>task <select id="task">${needsTask ? "" : `<option value="">by key</option>`}${Array.from({ length: module.tasks }, (_, i) =>
             `<option value="${i}" ${String(i) === task ? "selected" : ""}>${i}${counts ? ` · ${esc(holding(counts[i], node))}` : ""}</option>`).join("")}</select></label>` : ""}
           ${node && (node.kind === "map" || node.kind === "list" || (node.kind === "leaf" && node.type.type === "any")) ? `
@@ -119,16 +124,77 @@ export async function renderPState(root, module, name, query) {
   });
 
   const content = $("#content", root);
+  const ctx = { read, href, steps, start, query, empty: null };
   try {
     if (!node) throw new Error("This path does not fit the schema.");
-    const empty = counts ? emptyHere(counts, Number(task), node, onTask) : null;
-    content.innerHTML = await renderNode(node, { read, href, steps, start, query, empty });
+    ctx.empty = counts ? emptyHere(counts, Number(task), node, onTask) : null;
+    content.innerHTML = await renderNode(node, ctx);
     content.classList.remove("muted");
   } catch (error) {
     content.innerHTML = errorHtml(error);
   }
   content.dataset.ready = "true"; // for tests and scripts: this path's content is in
-  return { dispose: () => {} };
+  const taskChosen = needsTask || query.has("task");
+  return watchLive(root, content, node, ctx, pushed().pstate(module.name, name, taskChosen ? { task: Number(task) } : {}).at(...steps));
+}
+
+// Watch the path and redraw the content on each commit the server pushes: a value or record from
+// the watched value itself, a collection's page by reading it again (once per burst of commits).
+// Returns the view's `dispose`, which closes the socket.
+function watchLive(root, content, node, ctx, view) {
+  const badge = liveBadge($("#live", root));
+  let subscription = null;
+  let disposed = false;
+  const dispose = () => { disposed = true; if (subscription) subscription.close(); };
+  if (!node) {
+    badge.set("off", "this path does not fit the schema");
+    return { dispose };
+  }
+  const collection = COLLECTIONS.includes(node.kind);
+  let redrawing = false;
+  let again = false;
+  const redraw = async (value) => {
+    if (!collection) {
+      content.innerHTML = node.kind === "record" ? recordHtml(node, ctx, value !== null, value) : leafHtml(ctx, value !== null, value);
+      return;
+    }
+    if (redrawing) { again = true; return; }
+    redrawing = true;
+    try {
+      do {
+        again = false;
+        content.innerHTML = await renderNode(node, ctx);
+      } while (again && !disposed);
+    } catch (error) {
+      content.innerHTML = errorHtml(error);
+    } finally {
+      redrawing = false;
+    }
+  };
+  const onChange = (diffs, value) => {
+    if (disposed) return;
+    content.dataset.commits = String(Number(content.dataset.commits || 0) + 1); // for tests and scripts
+    if (diffs.some((diff) => diff.op === "resync")) content.dataset.resyncs = String(Number(content.dataset.resyncs || 0) + 1);
+    redraw(value);
+  };
+  (async () => {
+    if (collection) {
+      const size = (await ctx.read("size")).value;
+      if (size > LIVE_ELEMENTS_MAX) {
+        badge.set("off", `${fmt(size, 0)} entries: more than ${fmt(LIVE_ELEMENTS_MAX, 0)} are not watched live; open an entry to watch it`);
+        return;
+      }
+    }
+    const opened = await view.watch({ onChange, ...badge.hooks });
+    if (disposed) {
+      opened.close();
+      return;
+    }
+    subscription = opened;
+    badge.set("live");
+    redraw(opened.value); // a commit between the first read and the watch is shown too
+  })().catch((error) => { if (!disposed) badge.set("error", error.message); });
+  return { dispose };
 }
 
 // The empty message of one task of a spread PState, saying which tasks hold the data, with links.
@@ -145,9 +211,12 @@ async function renderNode(node, ctx) {
   if (node.kind === "map") return renderMap(node, ctx);
   if (node.kind === "set") return renderSet(ctx);
   if (node.kind === "list") return renderList(node, ctx);
-  if (node.kind === "record") return renderRecord(node, ctx);
   const body = await ctx.read("get");
-  return body.found ? `<pre class="json">${prettyJson(body.value)}</pre>` : ctx.empty || `<p class="muted empty">Nothing is stored at this path.</p>`;
+  return node.kind === "record" ? recordHtml(node, ctx, body.found, body.value) : leafHtml(ctx, body.found, body.value);
+}
+
+function leafHtml(ctx, found, value) {
+  return found ? `<pre class="json">${prettyJson(value)}</pre>` : ctx.empty || `<p class="muted empty">Nothing is stored at this path.</p>`;
 }
 
 function pager(ctx, next, total) {
@@ -184,10 +253,9 @@ async function renderList(node, ctx) {
   return `<table class="table"><thead><tr><th class="num">index</th><th>value</th></tr></thead><tbody>${rows}</tbody></table>${pager(ctx, next, size.value)}`;
 }
 
-async function renderRecord(node, ctx) {
-  const body = await ctx.read("get");
-  if (!body.found) return ctx.empty || `<p class="muted empty">Nothing is stored at this path.</p>`;
-  const value = body.value || {};
+function recordHtml(node, ctx, found, record) {
+  if (!found) return ctx.empty || `<p class="muted empty">Nothing is stored at this path.</p>`;
+  const value = record || {};
   const rows = Object.entries(node.fields).map(([field, schema]) => `<tr>
       <td><a class="key" href="${ctx.href([...ctx.steps, field])}">${esc(field)}</a></td>
       <td><code class="schema">${esc(schema.repr)}</code></td>
