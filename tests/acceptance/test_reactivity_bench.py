@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from bench.harness import Env
+from bench.peers import postgres_bin
 from bench.reactivity import network_markdown, network_verdicts, over_network
 
 
@@ -21,7 +22,9 @@ def _peers_installed() -> None:
     pytest.importorskip("redis", reason="the redis client is not installed: pip install '.[bench]'")
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed (apt-get install redis-server; make bench installs it)")
-    if not list(Path("/usr/lib/postgresql").glob("*/bin/postgres")) and shutil.which("postgres") is None:
+    try:
+        postgres_bin()
+    except RuntimeError:
         pytest.skip("PostgreSQL is not installed (apt-get install postgresql; make bench installs it)")
 
 
