@@ -133,10 +133,10 @@ class Postgres:
         command = [str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.port)]
         for key, value in self.settings.items():
             command += ["-c", f"{key}={value}"]
-        log = open(self.log, "ab")  # noqa: SIM115 - owned by the process for its lifetime
         started = time.perf_counter()
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                        **self._as_user())
+        with open(self.log, "ab") as log:  # the child keeps its own copy of the descriptor
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                            **self._as_user())
         _running.append(self)
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:

@@ -28,8 +28,6 @@ def _peers_installed() -> None:
         pytest.skip("PostgreSQL is not installed (apt-get install postgresql; make bench installs it)")
 
 
-# bench.peers.Postgres leaves its copy of the server's log file open for the server's lifetime.
-@pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
 def test_every_path_delivers_each_change_to_every_subscriber():
     _peers_installed()
     # Not pytest's tmp_path: PostgreSQL runs as an unprivileged user, who must reach the directory.
