@@ -29,7 +29,7 @@ from bench.harness import DOCS, PLOTS, Env, Section
 
 RESULTS = Path(__file__).resolve().parent / "results"
 WORKLOADS = ["registration", "stack", "reads", "bank", "wordcount", "restart", "wire", "replication", "migration",
-             "reactivity", "async", "ingestion", "backup"]
+             "reactivity", "async", "ingestion", "backup", "mirrors"]
 
 
 def _workload(name: str) -> Callable[[Env], Section]:
@@ -39,7 +39,7 @@ def _workload(name: str) -> Callable[[Env], Section]:
               "bank": "compare_bank", "wordcount": "compare_wordcount", "restart": "restart",
               "wire": "wire_framing", "replication": "replication", "migration": "migration",
               "reactivity": "reactivity", "async": "async_handlers", "ingestion": "ingestion",
-              "backup": "backup"}[name]
+              "backup": "backup", "mirrors": "mirrors"}[name]
     return importlib.import_module(f"bench.{module}").run
 
 
