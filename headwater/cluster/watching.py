@@ -31,7 +31,7 @@ from headwater.client.subscriptions import DEPOT_WATCH, Subscription
 from headwater.cluster.wire import WatchDiffs
 from headwater.engine.meta import depot_key
 from headwater.engine.query import ABSENT
-from headwater.errors import Unavailable
+from headwater.errors import NotFound, Unavailable
 from headwater.pstate.diffs import Diff, Resync, diff
 from headwater.pstate.diffs import apply as apply_diff
 from headwater.pstate.txn import prefix_end
@@ -169,17 +169,27 @@ class Hub:
                 overflowed, self._overflowed = self._overflowed, False
                 watches = list(self._watches.values())
             try:
-                if overflowed:
-                    for watch in watches:
-                        self._locate(watch)
-                        self._publish(watch, resync=True)
-                    continue
-                for watch in self._matching(watches, touched):
-                    self._publish(watch, resync=False)
+                for watch in watches if overflowed else self._matching(watches, touched):
+                    try:
+                        if overflowed:
+                            self._locate(watch)
+                        self._publish(watch, resync=overflowed)
+                    except NotFound as e:  # an update deleted what it watches: its subscriptions end
+                        self._end(watch, e)
             except Unavailable:
                 continue  # the module is restarting: the update's resync comes next
             except Exception:
                 _log.exception("watching %s failed", self._deployment.runtime.name)
+
+    def _end(self, watch: _Watch, error: Exception) -> None:
+        """A watch that cannot go on: its subscriptions close (a reader's loop ends), the others go on."""
+        _log.warning("watching %s.%s ends: %s", self._deployment.runtime.name, watch.pstate, error)
+        with self._lock:
+            if self._watches.get(watch.key) is watch:
+                del self._watches[watch.key]
+                self.count -= len(watch.subscriptions)
+        for subscription in list(watch.subscriptions):
+            subscription.close()
 
     def _matching(self, watches: list[_Watch], touched: list) -> list[_Watch]:
         per_task: dict[tuple[int, str], tuple[list[bytes], list[tuple[bytes, bytes]]]] = {}
@@ -352,6 +362,12 @@ class RemoteWatches:
         except Unavailable:
             with self._lock:
                 self._stale.add(watch_id)  # its worker is restarting: try again when it is back
+            return
+        except NotFound as e:  # an update deleted what it watches: it ends
+            _log.warning("watching %s ends: %s", subscription.label, e)
+            with self._lock:
+                self._watches.pop(watch_id, None)
+            subscription.close()
             return
         subscription.deliver([Resync(value)], value)
 

@@ -189,6 +189,29 @@ def test_a_slow_subscriber_is_resynced_with_bounded_memory(cluster, monkeypatch)
     assert SUBSCRIPTION_QUEUE_MAX >= 1000
 
 
+def test_an_update_that_deletes_a_watched_pstate_ends_its_subscriptions_and_resyncs_the_others(cluster):
+    with_notes = game(False)
+    with_notes.pstate("notes", hw.Map(str, str))
+    cluster.deploy(with_notes, tasks=2)
+    cluster.depot("game", "ops").append(Op("r1", "title", "before"))
+    kept = cluster.pstate("game", "rooms")["r1"].watch()
+    gone = cluster.pstate("game", "notes")["r1"].watch()
+    try:
+        cluster.update(game(False), delete=["notes"])
+        change = kept.next(timeout=WAIT_S)
+        assert isinstance(change, hw.diffs.Resync) and change.value == {"title": "before"}
+        deadline = time.monotonic() + WAIT_S
+        while not gone.closed:
+            assert time.monotonic() < deadline, "the watch of a deleted PState never ended"
+            time.sleep(0.02)
+        assert list(gone) == []  # a reader's loop ends
+        cluster.depot("game", "ops").append(Op("r1", "title", "after"))
+        assert kept.next(timeout=WAIT_S) == hw.diffs.Put(("title",), "after")
+    finally:
+        kept.close()
+        gone.close()
+
+
 def test_an_update_resyncs_every_subscription(cluster):
     cluster.deploy(game(False), tasks=1)
     cluster.depot("game", "ops").append(Op("r1", "title", "before"))
