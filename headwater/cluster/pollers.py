@@ -23,6 +23,7 @@ from headwater.engine.ingest import PollRequest
 from headwater.engine.messages import ExternalRecords
 from headwater.engine.mirrors import MirrorSource
 from headwater.engine.sources import SKIPPED
+from headwater.sources.mirror import MirrorReader
 
 __all__ = ["EXTERNAL_READ_RECORDS_MAX", "EXTERNAL_READ_WAIT_S", "Poller"]
 
@@ -88,7 +89,7 @@ class Poller:
                 after, lag_only = asked
                 try:
                     if reader is None:
-                        reader = (self._source.open_with(self._peers, self._partition)
+                        reader = (MirrorReader(self._source, self._peers, self._partition)
                                   if isinstance(self._source, MirrorSource) else self._source.open(self._partition))
                     answer = self._measure(reader, after) if lag_only else self._read(reader, after)
                     self._failures = 0
