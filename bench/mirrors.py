@@ -127,7 +127,8 @@ def run(env: Env) -> Section:
         f"In process; latency over {samples} sequential appends, and {samples // 10} more each after a "
         f"{IDLE_S:g} s pause (`ack=\"append\"`, then until the mark is readable), throughput over "
         f"{count:,} sign-ups appended in batches of {BATCH:,} (until the last batch is marked). Each mirrored "
-        "record is written twice (the copy, then the topology's write); the mirror's reader is woken by the upstream's commits (a watch of each partition's end offset).",
+        "record is written twice (the copy, then the topology's write); the mirror's reader is woken by the "
+        "upstream's commits (a watch of each partition's end offset).",
         table(["processed by", "p50 ms", "p99 ms", "sign-ups/s"], rows),
     ])
     return Section("mirrors", "14. Modules together: mirrors", markdown, {str(k): v for k, v in data.items()})
