@@ -445,8 +445,8 @@ class DepotClient:
     def watch_end(self, partition: int, callback: Any = None, *, on_commit: Any = None) -> Any:
         """Subscribe to the end offset of `partition`: an `hw.Subscription` whose `.value` is the
         offset the next append there gets, and whose diffs (`Put((), end)`, or a `Resync`) come
-        after every commit that appends there. Read the new records with `read`; `tail` polls
-        instead. `callback` and `on_commit` are as for a PState's `watch`.
+        after every commit that appends there. Read the new records with `read` (`tail` does
+        both). `callback` and `on_commit` are as for a PState's `watch`.
 
             with deposits.watch_end(0) as end:
                 for _ in end:
@@ -488,8 +488,9 @@ class DepotClient:
         `from_offset` is one offset for every partition, or `{partition: offset}` (a partition
         missing from it starts at 0); the default end is taken when `tail` is called, not at the
         first `next()`. `partitions` limits it to some partitions (default: all; one out of
-        range raises `ValueError`). Each partition's records come in offset order; partitions
-        are polled in turn, every `poll_s` seconds while nothing is new. The iterator ends when
+        range raises `ValueError`). Each partition's records come in offset order. It is woken by
+        each commit to a followed partition, and reads them again every `poll_s` seconds anyway
+        (a remote client, which cannot watch, only does that). The iterator ends when
         the module stops or the cluster closes, or after `idle_timeout_s` seconds without a new
         record (default: never).
 
@@ -514,20 +515,45 @@ def tail_records(depot: Any, from_offset: int | dict[int, int] | None, partition
 
 def _follow(depot: Any, chosen: list[int], cursors: dict[int, int], poll_s: float,
             idle_timeout_s: float | None, closed: Callable[[], bool]) -> Iterator[DepotRecord]:
+    committed = threading.Event()  # set by a commit to a followed partition, where the cluster can watch them
+    watches = _watch_ends(depot, chosen, committed)
     idle_since = time.monotonic()
-    while not closed():
-        found = False
+    try:
+        while not closed():
+            committed.clear()  # before reading: a commit from now on ends the wait below
+            found = False
+            for partition in chosen:
+                for record in depot.read(partition, cursors[partition], cursors[partition] + 1000):
+                    cursors[partition] = record.offset + 1
+                    found = True
+                    yield record
+            if found:
+                idle_since = time.monotonic()
+            elif idle_timeout_s is not None and time.monotonic() - idle_since >= idle_timeout_s:
+                return
+            else:
+                wait_s = poll_s if idle_timeout_s is None else min(poll_s, idle_timeout_s)
+                committed.wait(wait_s)
+    finally:
+        for watch in watches:
+            watch.close()
+
+
+def _watch_ends(depot: Any, chosen: list[int], committed: threading.Event) -> list[Any]:
+    """Watches of the followed partitions' end offsets that wake `_follow` at each commit; none where
+    the cluster cannot watch (a remote client), which then reads every `poll_s`."""
+    watch_end = getattr(depot, "watch_end", None)
+    watches: list[Any] = []
+    if watch_end is None:
+        return watches
+    try:
         for partition in chosen:
-            for record in depot.read(partition, cursors[partition], cursors[partition] + 1000):
-                cursors[partition] = record.offset + 1
-                found = True
-                yield record
-        if found:
-            idle_since = time.monotonic()
-        elif idle_timeout_s is not None and time.monotonic() - idle_since >= idle_timeout_s:
-            return
-        else:
-            time.sleep(poll_s)
+            watches.append(watch_end(partition, lambda _diff, _value: committed.set()))
+    except Unavailable:  # not here (a kind of cluster without watches, or a module restarting): poll
+        for watch in watches:
+            watch.close()
+        return []
+    return watches
 
 
 def pstate_view(deployment: DeployedModule, name: Any, task: int | None = None) -> Any:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
@@ -165,6 +167,22 @@ def test_append_many_async_read_and_tail(cluster):
     tail = clicks.tail(partitions=[partition], idle_timeout_s=2.0)
     clicks.append(Click(1, "/late"), ack="append")
     assert next(tail).event == Click(1, "/late")
+
+
+def test_tail_is_woken_by_commits_not_by_its_poll(cluster):
+    cluster.deploy(make_module(), tasks=2)
+    clicks = cluster.depot("app", "clicks")
+    records = clicks.tail(poll_s=60.0)  # a poll that would never come within the test
+    got: list[Any] = []
+    reader = threading.Thread(target=lambda: got.extend(itertools.islice(records, 3)))
+    reader.start()
+    time.sleep(0.2)  # the reader waits on its watches by now
+    for i in range(3):
+        clicks.append(Click(i, f"/{i}"), ack="append")
+    reader.join(10.0)
+    assert not reader.is_alive(), "tail was not woken by the commits"
+    assert sorted(r.event.user_id for r in got) == [0, 1, 2]
+    records.close()  # ends its watches
 
 
 def test_unknown_names_suggest_the_closest(cluster):
