@@ -14,8 +14,8 @@ from typing import Any
 
 from headwater.engine import messages
 from headwater.engine.definitions import Module
-from headwater.engine.messages import MirrorForget, MirrorProgress
-from headwater.engine.mirrors import MirrorSource
+from headwater.engine.messages import MirrorForget
+from headwater.engine.mirrors import MirrorSource, send_progress
 from headwater.errors import DefinitionError, NotFound, Unavailable
 
 __all__ = ["check_destroy", "check_update", "dependents", "forget_mirrors", "in_dependency_order", "resolve"]
@@ -69,9 +69,8 @@ def _start(source: MirrorSource, deployment: Any, announce: bool) -> list[list[i
     bounds = [deployment.transport.read(depot.task_of_partition(p), ("depot_bounds", depot.depot_id))
               for p in range(depot.partitions)]
     offsets = [start if source.from_beginning else end for start, end in bounds]
-    for partition, offset in enumerate(offsets if announce else ()):
-        message = MirrorProgress(depot.depot_id, source.consumer, offset)
-        deployment.transport.send(depot.task_of_partition(partition), messages.encode(message))
+    if announce:
+        send_progress(deployment, source, enumerate(offsets))
     return [[offsets[p] for p in source.assigned(partition)] for partition in range(source.partitions)]
 
 

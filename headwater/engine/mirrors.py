@@ -21,11 +21,16 @@ there.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
+from headwater.engine import messages
+from headwater.engine.messages import MirrorProgress
 from headwater.engine.meta import U64
 from headwater.engine.sources import Source, SourceReader
 from headwater.storage import Batch, Store
 
-__all__ = ["MirrorSource", "consumer_floor", "consumer_key", "consumers", "forget_consumer", "record_consumer"]
+__all__ = ["MirrorSource", "consumer_floor", "consumer_key", "forget_consumer", "record_consumer", "send_progress"]
 
 
 class MirrorSource(Source):
@@ -62,6 +67,14 @@ class MirrorSource(Source):
                         "opens it (headwater.sources.mirror.MirrorReader)")
 
 
+def send_progress(deployment: Any, source: MirrorSource, offsets: Iterable[tuple[int, int]]) -> None:
+    """Tell the upstream tasks how far mirror `source` has copied: (upstream partition, next offset)."""
+    depot = deployment.runtime.depots[source.depot]
+    for partition, offset in offsets:
+        message = MirrorProgress(depot.depot_id, source.consumer, offset)
+        deployment.transport.send(depot.task_of_partition(partition), messages.encode(message))
+
+
 # ---- on the upstream task --------------------------------------------------------------------
 def consumer_key(depot_id: int, consumer: str) -> bytes:
     return b"mirror/" + depot_id.to_bytes(2, "big") + b"/" + consumer.encode()
@@ -82,15 +95,8 @@ def forget_consumer(store: Store, batch: Batch, consumer: str) -> None:
 
 def consumer_floor(store: Store, depot_id: int, end: int) -> int:
     """The first record of the partition some mirror has not copied yet (or `end`)."""
-    prefix = b"mirror/" + depot_id.to_bytes(2, "big") + b"/"
+    prefix = consumer_key(depot_id, "")
     floor = end
     for _, value in store.iterate("meta", prefix, prefix[:-1] + b"0"):
         floor = min(floor, U64.unpack(value)[0])
     return floor
-
-
-def consumers(store: Store, depot_id: int) -> dict[str, int]:
-    """The mirrors of this task's partition of `depot_id`, and how far each copied it."""
-    prefix = b"mirror/" + depot_id.to_bytes(2, "big") + b"/"
-    return {key[len(prefix):].decode(): U64.unpack(value)[0]
-            for key, value in store.iterate("meta", prefix, prefix[:-1] + b"0")}

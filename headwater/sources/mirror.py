@@ -18,9 +18,7 @@ from typing import Any
 
 import msgspec
 
-from headwater.engine import messages
-from headwater.engine.messages import MirrorProgress
-from headwater.engine.mirrors import MirrorSource
+from headwater.engine.mirrors import MirrorSource, send_progress
 from headwater.engine.sources import SKIPPED, SourceReader
 from headwater.errors import Unavailable
 from headwater.schema import task_for_key
@@ -134,11 +132,8 @@ class MirrorReader(SourceReader):
         now = time.monotonic()
         if self._reported is not None and (self._reported[0] == cursors or now - self._reported[1] < MIRROR_REPORT_S):
             return
-        deployment = self._peers.deployment(self._source.upstream)
-        depot = deployment.runtime.depots[self._source.depot]
-        for partition, cursor in zip(self._upstream, cursors, strict=True):
-            message = MirrorProgress(depot.depot_id, self._source.consumer, cursor)
-            deployment.transport.send(depot.task_of_partition(partition), messages.encode(message))
+        send_progress(self._peers.deployment(self._source.upstream), self._source,
+                      zip(self._upstream, cursors, strict=True))
         self._reported = (list(cursors), now)
 
     def _unwatch(self) -> None:
