@@ -36,7 +36,7 @@ from headwater.cluster.backups import (
 )
 from headwater.cluster.clients import ClusterClients
 from headwater.cluster.hosts import SYSTEM_CLOCK, TaskThread, open_resources, stop_hosts
-from headwater.cluster.mirrors import check_destroy, check_update, forget_mirrors, resolve
+from headwater.cluster.mirrors import check_destroy, check_update, forget_mirrors, in_dependency_order, resolve
 from headwater.cluster.transport import InProcessTransport
 from headwater.cluster.watching import Hub, WatchedStore
 from headwater.engine.definitions import Module
@@ -467,8 +467,10 @@ class InProcessCluster(ClusterClients[DeploymentBase]):
             if self._closed:
                 return
             self._closed = True
-            for deployment in self._deployments.values():
-                deployment.stop()
+            # A mirroring module stops before what it mirrors: its readers never find the upstream gone.
+            modules = in_dependency_order([d.runtime.module for d in self._deployments.values()])
+            for module in reversed(modules):
+                self._deployments[module.name].stop()
             self._deployments.clear()
             self._query_pool.shutdown(wait=True, cancel_futures=True)
             if self._temporary:

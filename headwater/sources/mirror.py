@@ -54,8 +54,8 @@ class MirrorReader(SourceReader):
         return [info.start_offset if self._source.from_beginning else info.end_offset for info in infos]
 
     def read(self, after: Any, *, records_max: int, wait_s: float) -> Sequence[tuple[Any, Any]]:
-        cursors = list(after) if after is not None else [0] * len(self._upstream)
-        if len(cursors) != len(self._upstream):
+        start = tuple(after) if after is not None else (0,) * len(self._upstream)
+        if len(start) != len(self._upstream):
             raise ValueError(f"{self._source.describe()}: the stored position {after!r} does not match the "
                              f"{len(self._upstream)} upstream partitions this partition copies")
         deadline = time.monotonic() + wait_s
@@ -63,7 +63,9 @@ class MirrorReader(SourceReader):
             self._committed.clear()  # before reading: a commit from now on wakes the wait below
             try:
                 watching = self._watch()
-                rows = self._read_once(cursors, records_max)
+                # Each try reads from the stored position: one that failed part-way (a partition's
+                # task restarting) moved cursors past records it then dropped.
+                rows = self._read_once(list(start), records_max)
             except Unavailable:  # the upstream restarts (an update, a worker's restart), or the cluster closes
                 watching, rows = False, []
             remaining = deadline - time.monotonic()

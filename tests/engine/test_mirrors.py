@@ -282,3 +282,55 @@ def test_a_mirror_cannot_be_pointed_at_another_depot_by_an_update(cluster):
     with pytest.raises(hw.DefinitionError, match=r"MirrorSource\(registration.registrations\) became "
                                                  r"MirrorSource\(other.registrations\)"):
         cluster.update(moved)
+
+
+class _FailingOnce:
+    """The upstream's clients, but the first read of `partition` is Unavailable (its task restarting)."""
+
+    def __init__(self, peers: hw.Cluster, partition: int) -> None:
+        self._peers = peers
+        self._partition = partition
+        self.failed = False
+
+    def deployment(self, module: str):
+        return self._peers.deployment(module)
+
+    def depot(self, module: str, depot: str):
+        real, test = self._peers.depot(module, depot), self
+
+        class Depot:
+            def __getattr__(self, name: str):
+                return getattr(real, name)
+
+            def read(self, partition: int, start: int, **options):
+                if partition == test._partition and not test.failed:
+                    test.failed = True
+                    raise hw.Unavailable(f"task of partition {partition} restarting")
+                return real.read(partition, start, **options)
+
+        return Depot()
+
+
+@pytest.mark.in_process_only("it reads through a stand-in for the clients of the mirroring task's process")
+def test_a_read_that_fails_part_way_loses_nothing(cluster):
+    """A mirror partition that copies two upstream partitions reads the first, then finds the second's
+    task restarting: it reads both again from its stored position, dropping none of the first's."""
+    from headwater.sources.mirror import MirrorReader
+
+    cluster.deploy(registration_module(), tasks=2)
+    cluster.deploy(welcome_module(), tasks=1)
+    cluster.pause("welcome", "registration.registrations")
+    depot = cluster.depot("registration", "registrations")
+    depot.append_many([Registration(f"u{i}", "n") for i in range(20)], ack="full")
+    upstream = [[r.event.user for r in depot.read(p, 0)] for p in range(2)]
+    assert all(upstream), "both upstream partitions hold registrations"
+    source = cluster.deployment("welcome").runtime.depots["registration.registrations"].decl.source
+    peers = _FailingOnce(cluster, partition=1)
+    reader = MirrorReader(source, peers, 0)
+    try:
+        rows = reader.read([0, 0], records_max=1000, wait_s=5.0)
+    finally:
+        reader.close()
+    assert peers.failed
+    assert sorted(row[1]["user"] for row in rows) == sorted(upstream[0] + upstream[1])
+    assert rows[-1][0] == [len(upstream[0]), len(upstream[1])]
