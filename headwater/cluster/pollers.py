@@ -22,7 +22,7 @@ from headwater.engine import messages
 from headwater.engine.ingest import PollRequest
 from headwater.engine.messages import ExternalRecords
 from headwater.engine.mirrors import MirrorSource
-from headwater.engine.sources import SKIPPED
+from headwater.engine.sources import SKIPPED, source_time_us
 from headwater.sources.mirror import MirrorReader
 
 __all__ = ["EXTERNAL_READ_RECORDS_MAX", "EXTERNAL_READ_WAIT_S", "Poller"]
@@ -130,10 +130,13 @@ class Poller:
         if len(rows) > EXTERNAL_READ_RECORDS_MAX:
             raise ValueError(f"the source's reader returned {len(rows)} events, above records_max="
                              f"{EXTERNAL_READ_RECORDS_MAX}")
-        events = [self._encode(event) for _, event in rows if event is not SKIPPED]
+        kept = [row for row in rows if row[1] is not SKIPPED]
+        events = [self._encode(row[1]) for row in kept]
+        times = [source_time_us(row[2]) if len(row) > 2 else 0 for row in kept]
         new_position = _encode_position(rows[-1][0]) if rows else after
         latest = rows[-1][0] if rows else position
-        return ExternalRecords(self._depot_id, self._partition, after, new_position, events, self._lag(reader, latest))
+        return ExternalRecords(self._depot_id, self._partition, after, new_position, events, self._lag(reader, latest),
+                               times=times if any(times) else None)
 
     def _encode(self, event: Any) -> bytes:
         if isinstance(event, dict) and self._event_type is not Any and self._event_type is not dict:

@@ -84,6 +84,14 @@ class Appends:
         self._recent_bytes = 0
         self.records: dict[tuple[int, int], RecordState] = {}
         self._last_timestamp_us = 0
+        # External depot -> the timestamp of its last record (its source's times are kept from going back).
+        self._last_source_us = {d.depot_id: self._last_timestamp(d.depot_id) for d in runtime.depots.values()
+                                if d.decl.source is not None and d.depot_id in self.ends}
+
+    def _last_timestamp(self, depot_id: int) -> int:
+        for _, value in self._store.iterate("depot", depot_key(depot_id, 0), depot_key(depot_id + 1, 0), reverse=True):
+            return int(I64.unpack(value[:8])[0])
+        return 0
 
     def stored_end(self, depot_id: int) -> int:
         for key, _ in self._store.iterate("depot", depot_key(depot_id, 0), depot_key(depot_id + 1, 0), reverse=True):
@@ -135,24 +143,34 @@ class Appends:
                     continue
             offset = self.ends[append.depot_id]
             self.ends[append.depot_id] = offset + 1
-            batch.put("depot", depot_key(append.depot_id, offset), stamp + append.event)
+            timestamp_us = self._source_time(append, now_us) if append.source_us else now_us
+            if append.depot_id in self._last_source_us:
+                self._last_source_us[append.depot_id] = timestamp_us
+            batch.put("depot", depot_key(append.depot_id, offset),
+                      (stamp if timestamp_us == now_us else I64.pack(timestamp_us)) + append.event)
             if append.idempotency_key is not None:
                 key = idem_key(append.depot_id, append.idempotency_key)
                 claimed[key] = U64.pack(offset) + xxhash.xxh64_digest(append.event)
                 batch.put("meta", key, claimed[key])
                 if depots[append.depot_id].subscribers:
                     batch.put("meta", idem_open_key(append.depot_id, offset), _OPEN_RECORD_NEW)
-            accepted.append((append, offset, now_us))
+            accepted.append((append, offset, timestamp_us))
         if accepted or len(batch):
             self._store.write(batch, sync=False)
             self._round.unsynced = True  # synced at the end of the round, with the writes of processing them
-        for append, offset, _ in accepted:
-            self._track(append, offset, now_us)
+        for append, offset, timestamp_us in accepted:
+            self._track(append, offset, timestamp_us)
         for append in repeats:
             self._repeat(append)
         if self._round.durable_replies:  # Ack.APPEND means durable, not processed: answer before processing
             self._round.answer_durable()
         return accepted
+
+    def _source_time(self, append: AppendRecord, now_us: int) -> int:
+        """An external record's timestamp: its source's time, no later than now and no earlier than
+        the partition's last record (a partition's timestamps never decrease: age retention and
+        readers rely on it)."""
+        return min(now_us, max(self._last_source_us[append.depot_id], append.source_us))
 
     def _track(self, append: AppendRecord, offset: int, timestamp_us: int) -> None:
         depot = self._runtime.depots_by_id[append.depot_id]

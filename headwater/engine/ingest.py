@@ -98,7 +98,9 @@ class Ingest:
             return  # paused meanwhile: what was read is read again after resume, from the same position
         batch = Batch()
         batch.put("meta", position_key(message.depot_id), message.position)
-        records = [AppendRecord(message.depot_id, message.partition, event, "none") for event in message.events]
+        times = message.times or [0] * len(message.events)
+        records = [AppendRecord(message.depot_id, message.partition, event, "none", source_us=time_us)
+                   for event, time_us in zip(message.events, times, strict=True)]
         persist(records, batch)
         state.position = message.position
         state.ingested += len(records)

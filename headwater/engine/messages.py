@@ -56,7 +56,8 @@ class AppendRecord(msgspec.Struct, tag=True, array_like=True):
     """Append an encoded event to partition `partition` of depot `depot_id` (owned by the receiving task).
 
     `client` and `request` address the reply; `tree` is set when a topology appends (`ctx.append`),
-    so that the append becomes part of that topology's tree and is replayed if lost.
+    so that the append becomes part of that topology's tree and is replayed if lost. `source_us`:
+    an external record's time at its source (microseconds since the epoch; 0: none, the append's).
     """
 
     depot_id: int
@@ -68,6 +69,7 @@ class AppendRecord(msgspec.Struct, tag=True, array_like=True):
     idempotency_key: str | None = None
     tree: TreeRef | None = None
     invocation: int = 0
+    source_us: int = 0
 
 
 class AppendBatch(msgspec.Struct, tag=True, array_like=True):
@@ -241,7 +243,8 @@ class ExternalRecords(msgspec.Struct, tag=True, array_like=True):
     Positions are msgpack-encoded (None: nothing ingested yet). The task appends the events and
     stores `position` in one write batch, if `after` is still its stored position (else the
     message is stale and dropped). No events and a `position`: the start the source chose, pinned.
-    `error`: the read failed (after the poller's back-off); `lag` is -1 when not known.
+    `error`: the read failed (after the poller's back-off); `lag` is -1 when not known. `times`:
+    each event's time at the source in microseconds since the epoch (0: it gave none), or None.
     """
 
     depot_id: int
@@ -251,6 +254,7 @@ class ExternalRecords(msgspec.Struct, tag=True, array_like=True):
     events: list[bytes]
     lag: int = -1
     error: str | None = None
+    times: list[int] | None = None
 
 
 class ExternalControl(msgspec.Struct, tag=True, array_like=True):

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-__all__ = ["SKIPPED", "Source", "SourceReader"]
+__all__ = ["SKIPPED", "Source", "SourceReader", "source_time_us"]
 
 
 class _Skipped:
@@ -27,6 +28,22 @@ class _Skipped:
 # An event a reader returns for a position it moved past without an event for this depot partition
 # (a mirror partition passing another's records): the position is stored, nothing is appended.
 SKIPPED: Any = _Skipped()
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def source_time_us(time: Any) -> int:
+    """A reader's event time (an aware datetime, or microseconds since the epoch) in microseconds."""
+    if isinstance(time, datetime):
+        if time.tzinfo is None:
+            raise TypeError(f"a source's event time must be an aware datetime (with tzinfo), not {time!r}")
+        return (time - _EPOCH) // _MICROSECOND
+    if isinstance(time, int) and not isinstance(time, bool) and time >= 0:
+        return time
+    raise TypeError(f"a source's event time must be an aware datetime or microseconds since the epoch (an int "
+                    f">= 0), not {time!r}")
 
 
 class SourceReader(ABC):
@@ -44,11 +61,16 @@ class SourceReader(ABC):
         return None
 
     @abstractmethod
-    def read(self, after: Any, *, records_max: int, wait_s: float) -> Sequence[tuple[Any, Any]]:
+    def read(self, after: Any, *, records_max: int, wait_s: float) -> Sequence[tuple[Any, ...]]:
         """Up to `records_max` (position, event) pairs that follow position `after` (None: from the
         first record), in the source's order; wait up to `wait_s` seconds for the first one, then
         return what there is (possibly nothing). An exception is reported in `status()` and the
-        read is tried again after a back-off; nothing is skipped."""
+        read is tried again after a back-off; nothing is skipped.
+
+        A row may carry the event's time at the source as a third item, (position, event, time):
+        an aware `datetime`, or microseconds since the epoch. The record's timestamp
+        (`ctx.timestamp`, a depot read's) is then that time, no later than its ingestion and no
+        earlier than the partition's previous record; without one it is the ingestion's time."""
 
     def lag(self, after: Any) -> int | None:
         """How far the source is ahead of position `after`, in the source's own unit (`Source.lag_unit`),

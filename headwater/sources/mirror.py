@@ -53,7 +53,7 @@ class MirrorReader(SourceReader):
         infos = [depot.partition_info(p) for p in self._upstream]
         return [info.start_offset if self._source.from_beginning else info.end_offset for info in infos]
 
-    def read(self, after: Any, *, records_max: int, wait_s: float) -> Sequence[tuple[Any, Any]]:
+    def read(self, after: Any, *, records_max: int, wait_s: float) -> Sequence[tuple[Any, ...]]:
         start = tuple(after) if after is not None else (0,) * len(self._upstream)
         if len(start) != len(self._upstream):
             raise ValueError(f"{self._source.describe()}: the stored position {after!r} does not match the "
@@ -87,11 +87,11 @@ class MirrorReader(SourceReader):
             return False
         return True
 
-    def _read_once(self, cursors: list[int], records_max: int) -> list[tuple[Any, Any]]:
+    def _read_once(self, cursors: list[int], records_max: int) -> list[tuple[Any, ...]]:
         self._report(cursors)
         depot = self._depot()
         mine = self._keeps()
-        rows: list[tuple[Any, Any]] = []
+        rows: list[tuple[Any, ...]] = []
         read = 0
         for i, partition in enumerate(self._upstream):
             room = records_max - read
@@ -103,8 +103,8 @@ class MirrorReader(SourceReader):
             read += len(records)
             for record in records:
                 cursors[i] = record.offset + 1
-                if mine is None or mine(record.event):
-                    rows.append((list(cursors), msgspec.to_builtins(record.event)))
+                if mine is None or mine(record.event):  # with its time: the copy keeps the upstream's
+                    rows.append((list(cursors), msgspec.to_builtins(record.event), record.timestamp))
         if read and (not rows or rows[-1][0] != cursors):
             # Records of other partitions were read after the last kept one: their position is
             # stored too, so that they are not read again.

@@ -22,6 +22,7 @@ from headwater.errors import DefinitionError
 
 __all__ = ["Change", "PostgresChanges"]
 
+_POSTGRES_EPOCH_US = 946_684_800_000_000  # PostgreSQL counts time from 2000-01-01 UTC
 PEEK_EVERY_S = 0.05  # how often an idle reader looks at the slot again within one read's wait
 
 
@@ -81,7 +82,7 @@ class _Reader(SourceReader):
             raise ImportError("hw.sources.PostgresChanges needs psycopg: pip install 'headwater[sources]'") from e
         self._source = source
         self._connection = psycopg.connect(source.dsn, autocommit=True)
-        self._pending: list[tuple[list[Any], Change]] = []  # decoded past what the last read returned
+        self._pending: list[tuple[list[Any], Change, int]] = []  # decoded past what the last read returned
         try:
             self._prepare()
         except BaseException:
@@ -100,7 +101,7 @@ class _Reader(SourceReader):
             if cursor.fetchone() is None:
                 cursor.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (source.slot,))
 
-    def read(self, after: Any, *, records_max: int, wait_s: float) -> list[tuple[Any, Any]]:
+    def read(self, after: Any, *, records_max: int, wait_s: float) -> list[tuple[Any, ...]]:
         deadline = time.monotonic() + wait_s
         while True:
             if self._pending and after is not None and _follows(self._pending[0][0], after):
@@ -109,10 +110,10 @@ class _Reader(SourceReader):
                 changes = self._peek(after, records_max)
             if changes or time.monotonic() >= deadline:
                 self._pending = changes[records_max:]
-                return [(position, change) for position, change in changes[:records_max]]
+                return changes[:records_max]
             time.sleep(PEEK_EVERY_S)
 
-    def _peek(self, after: Any, records_max: int) -> list[tuple[list[Any], Change]]:
+    def _peek(self, after: Any, records_max: int) -> list[tuple[list[Any], Change, int]]:
         """Decode the slot's transactions; the changes after `after`. The slot moves past every
         transaction whose changes are all at or before `after` (ingested, and durable by now)."""
         source = self._source
@@ -120,11 +121,11 @@ class _Reader(SourceReader):
             cursor.execute("SELECT data FROM pg_logical_slot_peek_binary_changes(%s, NULL, %s, 'proto_version', '1', "
                            "'publication_names', %s)", (source.slot, records_max, source.publication))
             transactions = _Decoder().transactions(bytes(row[0]) for row in cursor.fetchall())
-            changes: list[tuple[list[Any], Change]] = []
+            changes: list[tuple[list[Any], Change, int]] = []
             done_lsn = None  # the end of the last transaction of which nothing is left to ingest
-            for end_lsn, rows in transactions:
-                fresh = [([end_lsn, index, index == len(rows) - 1], change) for index, change in enumerate(rows)
-                         if after is None or [end_lsn, index] > list(after[:2])]
+            for end_lsn, committed_us, rows in transactions:  # a change's timestamp is its commit's
+                fresh = [([end_lsn, index, index == len(rows) - 1], change, committed_us)
+                         for index, change in enumerate(rows) if after is None or [end_lsn, index] > list(after[:2])]
                 if not fresh and not changes:
                     done_lsn = end_lsn
                 changes.extend(fresh)
@@ -167,8 +168,9 @@ class _Decoder:
     def __init__(self) -> None:
         self._relations: dict[int, tuple[str, list[str], list[int], list[bool]]] = {}
 
-    def transactions(self, messages: Any) -> list[tuple[int, list[Change]]]:
-        found: list[tuple[int, list[Change]]] = []
+    def transactions(self, messages: Any) -> list[tuple[int, int, list[Change]]]:
+        """(end LSN, commit time in microseconds since the Unix epoch, changes) of each transaction."""
+        found: list[tuple[int, int, list[Change]]] = []
         rows: list[Change] = []
         xid = 0
         for data in messages:
@@ -176,10 +178,10 @@ class _Decoder:
             if kind == b"B":
                 rows, xid = [], struct.unpack_from(">qqi", body)[2]
             elif kind == b"C":
-                end_lsn = struct.unpack_from(">bqqq", body)[2]
+                _, _, end_lsn, committed = struct.unpack_from(">bqqq", body)
                 for change in rows:
                     change.lsn, change.xid = _lsn_text(end_lsn), xid
-                found.append((end_lsn, rows))
+                found.append((end_lsn, committed + _POSTGRES_EPOCH_US, rows))
             elif kind == b"R":
                 self._relation(body)
             elif kind in (b"I", b"U", b"D"):

@@ -75,15 +75,16 @@ class _Reader(SourceReader):
         last = self._redis.xrevrange(self._key, count=1)
         return last[0][0] if last else "0-0"
 
-    def read(self, after: Any, *, records_max: int, wait_s: float) -> list[tuple[Any, Any]]:
+    def read(self, after: Any, *, records_max: int, wait_s: float) -> list[tuple[Any, ...]]:
         block_ms = max(1, int(wait_s * 1000))
         answer: Any = self._redis.xread({self._key: after or "0-0"}, count=records_max, block=block_ms)
         if not answer:
             return []
         entries: list[tuple[str, dict[str, str]]] = answer[0][1]  # [[stream, [(id, fields), ...]]]
+        # An entry id's first part is the time XADD gave it, in milliseconds: the record's timestamp.
         if self._source.field is None:
-            return [(entry_id, fields) for entry_id, fields in entries]
-        return [(entry_id, self._json(entry_id, fields)) for entry_id, fields in entries]
+            return [(entry_id, fields, _id_time_us(entry_id)) for entry_id, fields in entries]
+        return [(entry_id, self._json(entry_id, fields), _id_time_us(entry_id)) for entry_id, fields in entries]
 
     def _json(self, entry_id: str, fields: dict[str, str]) -> Any:
         field = self._source.field
@@ -99,3 +100,7 @@ class _Reader(SourceReader):
 
     def close(self) -> None:
         self._redis.close()
+
+
+def _id_time_us(entry_id: str) -> int:
+    return int(entry_id.split("-", 1)[0]) * 1000

@@ -9,6 +9,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -60,11 +61,19 @@ class FileLogReader(hw.SourceReader):
         while True:
             lines = self.lines()[first:first + records_max]
             if lines or time.monotonic() >= deadline:
-                return [(first + i, json.loads(line)) for i, line in enumerate(lines)]
+                return [_row(first + i, json.loads(line)) for i, line in enumerate(lines)]
             time.sleep(0.01)
 
     def lag(self, after: int | None) -> int:
         return len(self.lines()) - (0 if after is None else after + 1)
+
+
+def _row(position: int, line: dict) -> tuple:
+    """A line with an "at" (microseconds, or an ISO date) is an event with its time at the source."""
+    if "at" not in line:
+        return position, line
+    at = line.pop("at")
+    return position, line, datetime.fromisoformat(at) if isinstance(at, str) else at
 
 
 def write(directory: Path, partition: int, numbers: range) -> None:
@@ -157,6 +166,46 @@ def test_a_bad_event_stops_its_partition_and_says_why(cluster, tmp_path):
     error = wait_for(lambda: cluster.status()["ext"][0]["sources"]["lines"]["error"], "the error")
     assert "SchemaError" in error and "$.n" in error
     assert ingested(cluster, 0) == []  # the batch holding it is not taken in part: nothing is skipped
+
+
+def test_a_record_has_its_sources_time_never_going_back_nor_ahead_of_its_ingestion(cluster, tmp_path):
+    """A reader may give each event its time at the source: the record's timestamp (a read's, and
+    ctx.timestamp's) is that time, kept from going back within the partition and from the future."""
+    hour_us = 3600 * 10**6
+    then_us = time.time_ns() // 1000 - 5 * hour_us
+    at = [then_us, then_us + hour_us, then_us, None, (datetime.now(UTC) - timedelta(hours=1)).isoformat(),
+          time.time_ns() // 1000 + hour_us]  # back in time (3rd), none (4th), ahead of now (6th)
+    with open(tmp_path / "0.log", "a") as f:
+        for n, time_us in enumerate(at):
+            f.write(json.dumps({"partition": 0, "n": n} | ({} if time_us is None else {"at": time_us})) + "\n")
+    m = hw.Module("ext")
+    lines = m.external_depot("lines", FileLog(tmp_path, 1), Line)
+    stamps = m.pstate("stamps", hw.Map(int, str))
+
+    @m.stream(lines, start_from="beginning")
+    def stamp(ctx: hw.Context, line: Line) -> None:
+        ctx.pstate(stamps)[line.n].set(ctx.timestamp.isoformat())
+
+    before = datetime.now(UTC)
+    cluster.deploy(m, tasks=1)
+    wait_for(lambda: cluster.pstate("ext", "stamps").size() == len(at), "every line processed")
+    after = datetime.now(UTC)
+    got = [r.timestamp for r in cluster.depot("ext", "lines").read(0, 0)]
+    as_time = [datetime.fromtimestamp(t / 1e6, UTC) if isinstance(t, int) else t for t in at]
+    assert got[:3] == [as_time[0], as_time[1], as_time[1]]  # the third's time went back: the second's
+    assert before <= got[3] <= after  # no time at the source: its ingestion's
+    assert got[4] == max(got[3], datetime.fromisoformat(at[4]))
+    assert got[3] <= got[5] <= after  # ahead of its ingestion: its ingestion's
+    assert [datetime.fromisoformat(cluster.pstate("ext", "stamps")[n].get()) for n in range(len(at))] == got
+
+
+def test_a_source_time_that_is_not_a_time_stops_its_partition_and_says_why(cluster, tmp_path):
+    with open(tmp_path / "0.log", "a") as f:
+        f.write(json.dumps({"partition": 0, "n": 0, "at": "2026-12-05T10:00:00"}) + "\n")  # no time zone
+    cluster.deploy(module(tmp_path, partitions=1), tasks=1)
+    error = wait_for(lambda: cluster.status()["ext"][0]["sources"]["lines"]["error"], "the error")
+    assert "TypeError" in error and "aware datetime" in error
+    assert ingested(cluster, 0) == []
 
 
 def test_ingestion_is_exactly_once_when_the_worker_ingesting_is_killed(tmp_path):

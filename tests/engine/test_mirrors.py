@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 
 import pytest
 
@@ -111,6 +112,28 @@ def test_a_mirror_starts_at_the_end_or_at_the_beginning(cluster):
     depot.append(Registration("u5", "after"), ack="full")
     wait_for(lambda: cluster.pstate("welcome", "greeted")["u5"].get(None), "u5 greeted", WAIT_S)
     assert greeted(cluster, 5) == {f"u{i}": None for i in range(5)}
+
+
+@pytest.mark.parametrize("tasks", [2, 3])
+def test_a_copy_keeps_the_upstream_records_times(cluster, tasks):
+    """Copied later, a record keeps the time it was appended upstream (its ctx.timestamp): exactly with
+    the same task counts, and never going back within a partition when one copies several."""
+    cluster.deploy(registration_module(), tasks=2)
+    depot = cluster.depot("registration", "registrations")
+    for i in range(12):
+        depot.append(Registration(f"u{i}", "n"), ack="full")
+    time.sleep(0.3)  # so that a copy's own time would differ
+    cluster.deploy(welcome_module(start_from="beginning"), tasks=tasks)
+    wait_greeted(cluster, 12)
+    appended = {r.event.user: r.timestamp for p in range(2) for r in depot.read(p, 0)}
+    copy = cluster.depot("welcome", "registration.registrations")
+    copied = [[(r.event.user, r.timestamp) for r in copy.read(p, 0)] for p in range(tasks)]
+    for records in copied:
+        times = [at for _, at in records]
+        assert times == sorted(times)
+        assert all(appended[user] <= at < appended[user] + timedelta(seconds=0.3) for user, at in records)
+        if tasks == 2:  # partition i is upstream partition i
+            assert times == [appended[user] for user, _ in records]
 
 
 def test_a_mirror_resumes_after_a_restart_without_repeating(tmp_path):

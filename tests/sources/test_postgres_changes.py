@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -75,6 +76,28 @@ def test_changes_arrive_in_commit_order_with_typed_columns(postgres_dsn, databas
     assert lsns[1] == lsns[2500] != lsns[0]  # one transaction, larger than a read: one commit position
     wait_for(lambda: cluster.status()["pg"][0]["sources"]["changes"]["position"][0] > 0, "the position")
     assert "PostgresChanges(127.0.0.1" in cluster.status()["pg"][0]["sources"]["changes"]["source"]
+
+
+def test_a_change_has_its_commits_time(postgres_dsn, database, cluster):
+    """Ingested later (the depot paused), each change keeps the time its transaction committed."""
+    import psycopg
+
+    cluster.deploy(module(postgres_dsn, database), tasks=1)
+    wait_for(lambda: cluster.status()["pg"][0]["sources"]["changes"]["lag"] is not None, "the slot")
+    cluster.pause("pg", "changes")
+    with psycopg.connect(postgres_dsn, autocommit=True) as connection:
+        before = datetime.now(UTC)
+        with connection.transaction():
+            connection.execute("INSERT INTO users VALUES (1, 'a', true, 0, NULL), (2, 'b', true, 0, NULL)")
+        connection.execute("INSERT INTO users VALUES (3, 'c', true, 0, NULL)")
+        committed = datetime.now(UTC)
+    time.sleep(0.5)
+    resumed = datetime.now(UTC)
+    cluster.resume("pg", "changes")
+    wait_for(lambda: len(changes(cluster)) == 3, "the changes")
+    times = [r.timestamp for r in cluster.depot("pg", "changes").read(0, 0)]
+    assert times[0] == times[1] <= times[2]  # one transaction, one commit time
+    assert all(before - timedelta(seconds=0.1) <= at <= committed + timedelta(seconds=0.1) < resumed for at in times)
 
 
 def test_a_missing_publication_is_reported_and_then_found(postgres_dsn, database, cluster):

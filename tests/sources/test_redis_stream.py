@@ -7,6 +7,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -92,6 +93,17 @@ def test_a_stream_started_at_its_end_and_a_json_field(cluster, redis_url, client
     wait_for(lambda: cluster.status()["clicks"][0]["sources"]["clicks"]["position"], "the start")
     client.xadd("j", {"data": '{"user": 2, "page": "/new"}'})
     wait_for(lambda: events(cluster, 0) == [Click(2, "/new")], "the entry after the start")
+
+
+def test_an_entry_has_the_time_of_its_id(cluster, redis_url, client):
+    client.xadd("t", {"user": "1", "page": "/past"}, id="1700000000123-0")  # 2023-11-14T22:13:20.123Z
+    added = datetime.now(UTC)
+    client.xadd("t", {"user": "2", "page": "/now"})
+    cluster.deploy(module(redis_url, ["t"]), tasks=1)
+    wait_for(lambda: len(events(cluster, 0)) == 2, "ingestion")
+    past, now = (r.timestamp for r in cluster.depot("clicks", "clicks").read(0, 0))
+    assert past == datetime(2023, 11, 14, 22, 13, 20, 123000, tzinfo=UTC)
+    assert added - timedelta(seconds=1) <= now <= datetime.now(UTC)
 
 
 def test_ingestion_is_exactly_once_when_the_worker_ingesting_is_killed(tmp_path, redis_url, client):
