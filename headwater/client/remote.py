@@ -28,9 +28,10 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import msgspec
 
-from headwater.client.api import AppendResult, DepotRecord, PartitionInfo, tail_records
+from headwater.client.api import AppendResult, DepotRecord, PartitionInfo
 from headwater.client.cluster import BackupInfo, ModuleInfo
 from headwater.client.connections import ConnectError, ConnectionLost, ConnectionPool, Response
+from headwater.client.remote_tail import tail_remote
 from headwater.client.remote_watch import watch_remote
 from headwater.engine.definitions import Ack, Module
 from headwater.errors import (
@@ -552,17 +553,34 @@ class RemoteDepot:
         if stop is not None:
             params["stop"] = stop
         body = self._cluster.request("GET", f"{self._path}/partitions/{partition}/records", params=params)
-        return [DepotRecord(r["partition"], r["offset"], _typed(r["timestamp"], datetime),
-                            _typed(r["event"], self._event_type))
-                for r in body["records"]]
+        return [self._record(r) for r in body["records"]]
+
+    def _record(self, row: dict[str, Any]) -> DepotRecord:
+        return DepotRecord(row["partition"], row["offset"], _typed(row["timestamp"], datetime),
+                           _typed(row["event"], self._event_type))
 
     def tail(self, *, from_offset: int | dict[int, int] | None = None, partitions: Iterable[int] | None = None,
              poll_s: float = 0.05, idle_timeout_s: float | None = None) -> Iterator[DepotRecord]:
         """Iterate records as they are appended, from `from_offset` (default: the current end).
 
-        Ends when the client closes, or after `idle_timeout_s` seconds without a new record.
+        The server pushes them over its tail WebSocket as they are committed (`poll_s` is unused
+        here); a dropped connection is made again from the next offsets, without a gap or a repeat.
+        Records retention removed before they were read are skipped. Ends when the client closes,
+        or after `idle_timeout_s` seconds without a new record.
         """
-        return tail_records(self, from_offset, partitions, poll_s, idle_timeout_s, lambda: self._cluster.closed)
+        chosen = list(partitions) if partitions is not None else list(range(self.partitions))
+        for partition in chosen:
+            self._check_partition(partition)
+        if isinstance(from_offset, dict):
+            cursors = {p: from_offset.get(p, 0) for p in chosen}
+        elif from_offset is not None:
+            cursors = dict.fromkeys(chosen, from_offset)
+        else:
+            cursors = {p: self.partition_info(p).end_offset for p in chosen}  # now, not at the first next()
+        cluster = self._cluster
+        return tail_remote(cluster.url + f"{self._path}/tail", cluster.headers, cursors, idle_timeout_s,
+                           lambda: cluster.closed, self._record, f"{self.module}.{self.name}",
+                           lambda body: _error_from(body, 0))
 
 
 def _append_result(body: Any, ack: Ack) -> AppendResult | None:

@@ -180,3 +180,59 @@ def test_records_retention_removed_are_skipped():
         with served(cluster) as url, connect(tail_url(url, module="clicks", depot="clicks", **{"from": "0"})) as ws:
             assert received(ws) == {"type": "ready", "offsets": {"0": oldest}}
             assert [r["event"]["n"] for r in records_until(ws, 10 - oldest)] == list(range(oldest, 10))
+
+
+# ---- through hw.connect: depot.tail() rides the socket ----------------------------------------------
+
+
+def test_a_remote_tail_is_pushed_from_where_it_was_asked(kind_cluster):
+    """hw.connect's tail takes records off the socket as they are committed (a poll every 60 s would
+    miss the wait below), from the end or from given offsets, on every cluster kind."""
+    import headwater as hw
+
+    kind_cluster.deploy(game(False), tasks=2)
+    ops = kind_cluster.depot("game", "ops")
+    old = [ops.append(Op(f"room{i}", "say", "ann", i)) for i in range(4)]
+    with served(kind_cluster) as url, hw.connect(url) as client:
+        depot = client.depot("game", "ops")
+        follower = depot.tail(poll_s=60.0, idle_timeout_s=WAIT_S)
+        assert next(iter(depot.tail(from_offset=0, idle_timeout_s=WAIT_S))).offset == 0
+        backlog = depot.tail(from_offset={old[0].partition: old[0].offset}, partitions=[old[0].partition],
+                             idle_timeout_s=1.0)
+        assert [r.offset for r in backlog] == [a.offset for a in old if a.partition == old[0].partition]
+        new = ops.append(Op("room9", "say", "bo", 9))
+        record = next(follower)
+        assert (record.partition, record.offset) == (new.partition, new.offset)
+        assert record.event["who"] == "bo"  # a dict: this client has no class for the server's event type
+        follower.close()
+
+
+def test_a_remote_tail_connects_again_after_a_drop_without_a_gap_or_a_repeat():
+    """The server stops while a tail follows it; records appended meanwhile arrive once it is back."""
+    import headwater as hw
+    from headwater.server.app import create_app
+    from headwater.server.run import ServerThread
+
+    with hw.InProcessCluster() as cluster:
+        cluster.deploy(game(False), tasks=2)
+        ops = cluster.depot("game", "ops")
+        server = ServerThread(create_app(cluster))
+        url = server.start()
+        port = int(url.rsplit(":", 1)[1])
+        with hw.connect(url) as client:
+            follower = client.depot("game", "ops").tail(idle_timeout_s=30.0)
+            before = [ops.append(Op(f"room{i}", "say", "ann", i)) for i in range(3)]
+            seen = [next(follower) for _ in before]
+            server.stop()
+            during = [ops.append(Op(f"room{i}", "say", "bo", i)) for i in range(3, 6)]
+            server = ServerThread(create_app(cluster), port=port)
+            server.start()
+            try:
+                seen += [next(follower) for _ in during]
+                after = ops.append(Op("room7", "say", "cy", 7))
+                seen.append(next(follower))
+            finally:
+                follower.close()
+                server.stop()
+    assert sorted((r.partition, r.offset) for r in seen) == sorted(
+        (a.partition, a.offset) for a in [*before, *during, after])
