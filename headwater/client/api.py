@@ -490,7 +490,7 @@ class DepotClient:
         first `next()`. `partitions` limits it to some partitions (default: all; one out of
         range raises `ValueError`). Each partition's records come in offset order. It is woken by
         each commit to a followed partition, and reads them again every `poll_s` seconds anyway
-        (a remote client, which cannot watch, only does that). The iterator ends when
+        (through `hw.connect`, the server pushes them over its tail WebSocket). The iterator ends when
         the module stops or the cluster closes, or after `idle_timeout_s` seconds without a new
         record (default: never).
 
@@ -541,7 +541,7 @@ def _follow(depot: Any, chosen: list[int], cursors: dict[int, int], poll_s: floa
 
 def _watch_ends(depot: Any, chosen: list[int], committed: threading.Event) -> list[Any]:
     """Watches of the followed partitions' end offsets that wake `_follow` at each commit; none where
-    the cluster cannot watch (a remote client), which then reads every `poll_s`."""
+    the cluster cannot watch them (a module restarting), which then reads every `poll_s`."""
     watch_end = getattr(depot, "watch_end", None)
     watches: list[Any] = []
     if watch_end is None:
