@@ -10,7 +10,7 @@ from headwater.client.api import AppendResult, DeadLetter, DepotRecord, Partitio
 from headwater.client.cluster import BackupInfo, Cluster, ModuleInfo
 from headwater.client.remote import RemoteCluster, connect
 from headwater.client.subscriptions import Subscription
-from headwater.cluster.backups import restore
+from headwater.cluster.backups import prune_backups, restore
 from headwater.cluster.inprocess import InProcessCluster
 from headwater.cluster.local import LocalCluster
 from headwater.cluster.ray import RayCluster
@@ -117,6 +117,7 @@ __all__ = [
     "migrated",
     "must",
     "nth",
+    "prune_backups",
     "range",
     "restore",
     "set_val",

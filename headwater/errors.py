@@ -20,8 +20,8 @@ One root, so callers can catch everything headwater means to raise with one clau
     ├── HopDepthExceeded       a chain of hops (a step hopping on, and on) longer than the bound
     ├── Unavailable            the cluster or task cannot serve the call now (closed, shutting down)
     ├── StorageError           the storage engine failed (disk full, corruption); wraps the driver error
-    ├── BackupError            a backup to restore is missing, incomplete or corrupt, or a restore's
-    │                          data directory is not empty
+    ├── BackupError            a backup to restore is missing, incomplete or corrupt, a restore's data
+    │                          directory is not empty, or another backup writes into the destination
     └── ResourceError          a task's resource (`module.resource`) could not be built, or is used where
                                no task holds it
 
@@ -230,8 +230,9 @@ class StorageError(HeadwaterError):
 
 
 class BackupError(HeadwaterError):
-    """A backup cannot be restored (missing, incomplete, corrupt: the message names what), or the
-    directory to restore into already holds data."""
+    """A backup cannot be restored (missing, incomplete, corrupt: the message names what), the
+    directory to restore into already holds data, or a backup or prune cannot write its destination
+    (another one writes there now, or it is not writable)."""
 
 
 class ResourceError(HeadwaterError):

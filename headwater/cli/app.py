@@ -202,14 +202,17 @@ def update(
 def backup(
     destination: Annotated[str, typer.Argument(help="the backup directory, on the server's machine (every worker "
                                                     "must be able to write it)")],
-    url: Url = DEFAULT_URL, token: Token = None, json: Json = False, *, output: Output,
+    url: Url = DEFAULT_URL, token: Token = None,
+    keep: Annotated[int | None, typer.Option("--keep", min=1, help="then delete all but the KEEP newest backups "
+                                             "in DESTINATION, and the files only they named")] = None,
+    json: Json = False, *, output: Output,
 ) -> None:
     """Back up every module of a running server into DESTINATION (admin scope): consistent across tasks, and
     incremental (files an earlier backup there holds are not copied again). A relative path is taken from here."""
     import os
 
     with _client(url, token) as client:
-        info = client.backup(os.path.abspath(destination))
+        info = client.backup(os.path.abspath(destination), keep=keep)
     if output.json:
         output.value(info.to_json())
         return
@@ -218,6 +221,29 @@ def backup(
                  [(", ".join(f"{name} ({tasks} tasks)" for name, tasks in info.modules.items()) or "none",
                    info.files_copied, f"{info.bytes_copied:,}", info.files_reused, f"{info.duration_s:.2f}",
                    f"{info.stall_s * 1000:.1f}")])
+    if keep is not None:
+        print(f"removed {len(info.backups_removed)} older backup(s), {info.bytes_removed:,} bytes")
+
+
+@app.command("prune-backups")
+@command
+def prune_backups(
+    destination: Annotated[str, typer.Argument(help="a directory `headwater backup` (or cluster.backup) wrote to")],
+    keep: Annotated[int, typer.Option("--keep", min=1, help="how many of the newest backups stay")],
+    json: Json = False, *, output: Output,
+) -> None:
+    """Delete all but the KEEP newest backups in DESTINATION (on this machine), and every file only they named.
+    The latest backup always stays; nothing is deleted if a kept backup's manifest is damaged; refused while a
+    backup writes there."""
+    from headwater.cluster.backups import prune_backups as prune
+
+    pruned = prune(destination, keep=keep)
+    if output.json:
+        output.value(pruned)
+        return
+    print(f"kept {len(pruned['kept'])} backup(s) in {destination}; removed {len(pruned['removed'])} "
+          f"({', '.join(pruned['removed']) or 'none'}), {pruned['files_removed']} files, "
+          f"{pruned['bytes_removed']:,} bytes")
 
 
 @app.command()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from headwater.client.api import DeadLetter, DepotClient
@@ -24,7 +24,9 @@ class BackupInfo:
     """What `cluster.backup(dest)` wrote: the backup's id, the modules and their task counts,
     files and bytes copied against reused from earlier backups, how long it took, and the longest
     any task was held for the cut (`stall_s`: what an append could have waited; a cut given up
-    because a round ran long held tasks at most `BACKUP_PAUSE_MAX_S` more)."""
+    because a round ran long held tasks at most `BACKUP_PAUSE_MAX_S` more). With `keep=`, the
+    older backups it removed and the bytes of the files only they named (`backups_removed`,
+    `bytes_removed`)."""
 
     id: str
     destination: str
@@ -35,13 +37,15 @@ class BackupInfo:
     bytes_reused: int
     duration_s: float
     stall_s: float
+    backups_removed: list[str] = field(default_factory=list)
+    bytes_removed: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> BackupInfo:
-        return cls(**{name: data[name] for name in cls.__dataclass_fields__})
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
 
 
 class ModuleInfo(str):
@@ -141,9 +145,10 @@ class Cluster(Protocol):
         """{topology: {depot: [next offset to process, per partition]}}."""
         ...
 
-    def backup(self, destination: str | os.PathLike[str]) -> BackupInfo:
+    def backup(self, destination: str | os.PathLike[str], *, keep: int | None = None) -> BackupInfo:
         """Write a consistent, incremental backup of every module to `destination` (a path where
-        the tasks run); `hw.restore` lays it out as a data directory again."""
+        the tasks run); `hw.restore` lays it out as a data directory again. `keep=N` then deletes
+        all but the N newest backups there (`hw.prune_backups`)."""
         ...
 
     def runtime(self, module: str) -> ModuleRuntime:

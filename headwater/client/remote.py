@@ -375,10 +375,15 @@ class RemoteCluster:
         self._routes = None
         return list(answer["modules"])
 
-    def backup(self, destination: str | os.PathLike[str], *, timeout_s: float = 3600.0) -> BackupInfo:
+    def backup(self, destination: str | os.PathLike[str], *, keep: int | None = None,
+               timeout_s: float = 3600.0) -> BackupInfo:
         """Have the server back up every module to `destination`, a path on the server's machine
-        (`POST /api/backup`, admin scope), as `cluster.backup` does in process. What `headwater backup` does."""
-        body = json.dumps({"destination": os.fspath(destination)}).encode()
+        (`POST /api/backup`, admin scope), as `cluster.backup` does in process (`keep=N`: then
+        delete all but the N newest backups there). What `headwater backup` does."""
+        request: dict[str, Any] = {"destination": os.fspath(destination)}
+        if keep is not None:
+            request["keep"] = keep
+        body = json.dumps(request).encode()
         answer = self.request("POST", "/api/backup", content=body, headers={"Content-Type": "application/json"},
                               timeout_s=timeout_s)
         return BackupInfo.from_json(answer)

@@ -5,6 +5,7 @@ A backup destination holds, for any number of backups:
     files/<xx>/<hash>-<size>   each file of each backed-up store, named by its content and never rewritten
     backups/<id>.json          one manifest per backup: each module's catalog, and per task its files
     latest                     the id of the newest complete backup
+    lock                       held (flock) by the one backup or prune writing here now
 
 A backup takes every task of every module at one cut: each host holds its tasks between rounds
 (`TaskPause`), and only when all are held does any take a RocksDB checkpoint (hard links of the
@@ -15,6 +16,11 @@ first. The manifest is written last, synced and renamed into place, then `latest
 (`publish`): a backup that crashes before that leaves files nobody names, and the previous backup,
 whose files are never rewritten, stays whole.
 
+One writer at a time: a backup (and `prune_backups`) holds an exclusive lock on `lock` until it is
+done, and a second is refused at once, naming the first. `prune_backups` deletes the manifests of
+all but the newest backups first, then every file no remaining manifest names: a prune that dies
+part-way leaves only unnamed files, which the next prune removes.
+
 `restore` checks the manifest's checksum and every file's, and lays the stores out as a data
 directory that a cluster deployed over it reattaches to; recovery there is the recovery from a
 crash of every task at the cut.
@@ -22,15 +28,18 @@ crash of every task at the cut.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import secrets
 import shutil
+import socket
 import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,11 +57,13 @@ __all__ = [
     "BACKUP_FORMAT",
     "BACKUP_PAUSE_MAX_S",
     "CopiedFiles",
+    "DestinationLock",
     "TaskPause",
     "copy_checkpoint",
     "describe_backups",
     "new_backup_id",
     "prepare_destination",
+    "prune_backups",
     "publish",
     "read_manifest",
     "restore",
@@ -80,9 +91,22 @@ class CopiedFiles:
     bytes_reused: int = 0
 
 
-def new_backup_id() -> str:
-    """Sortable by time (UTC), unique by a random tail."""
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
+def new_backup_id(after: str | None = None) -> str:
+    """Sortable by time (UTC, to the microsecond), unique by a random tail, and after `after` (the
+    newest backup in the destination) even if the clock went back: what `keep=` counts as newest."""
+    now = datetime.now(UTC)
+    if after is not None:
+        stamp = after.split("-", 1)[0]
+        try:
+            previous = datetime.strptime(stamp, _ID_TIME if "." in stamp else "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+        except ValueError:
+            previous = None  # not one of ours: ids sort as they will
+        if previous is not None and now <= previous:
+            now = previous + timedelta(microseconds=1)
+    return now.strftime(_ID_TIME) + "-" + secrets.token_hex(3)
+
+
+_ID_TIME = "%Y%m%dT%H%M%S.%fZ"
 
 
 def staging_directory(data_path: Path, backup_id: str) -> Path:
@@ -168,6 +192,38 @@ class TaskPause:
 
 
 # ---- copying into a destination ------------------------------------------------------------------
+class DestinationLock:
+    """The one writer of a destination: an exclusive `flock` on `<destination>/lock`, refused at once
+    (`BackupError` naming the holder) while another backup or prune holds it. The kernel drops the
+    lock with its process, so a writer that crashed leaves none behind."""
+
+    def __init__(self, destination: Path) -> None:
+        self._path = destination / "lock"
+        self._fd: int | None = None
+
+    def __enter__(self) -> DestinationLock:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise BackupError(f"another backup or prune is writing into {str(self._path.parent)!r} ({holder}); "
+                              "wait for it to finish, or back up into another directory") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}, since "
+                      f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            os.close(self._fd)  # and with it the lock
+            self._fd = None
+
+
 def prepare_destination(destination: Path) -> None:
     """Make the destination's folders; remove what a crashed backup left half written (one backup
     writes into a destination at a time)."""
@@ -257,6 +313,57 @@ def _write_atomically(path: Path, text: str) -> None:
         os.fsync(f.fileno())
     os.replace(temporary, path)
     _sync_directory(path.parent)
+
+
+# ---- pruning -----------------------------------------------------------------------------------
+def prune_backups(destination: str | os.PathLike[str], *, keep: int) -> dict[str, Any]:
+    """Delete all but the `keep` newest backups in `destination`, and every file only they named.
+
+    The backup `latest` names always stays. Nothing is deleted unless every kept backup's manifest
+    checks out (a damaged one could name files that would otherwise go). Refused while a backup
+    writes into `destination`. Returns `{"kept", "removed"` (backup ids, oldest first)`,
+    "files_removed", "bytes_removed"}`.
+
+        hw.prune_backups("backups", keep=7)
+    """
+    check_keep(keep)
+    folder = Path(os.path.abspath(destination))
+    if not (folder / "backups").is_dir():
+        raise BackupError(f"no backups at {str(folder)!r}: give a directory a backup was written to")
+    with DestinationLock(folder):
+        return prune_locked(folder, keep)
+
+
+def check_keep(keep: Any) -> None:
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+        raise ValueError(f"keep={keep!r} must be a whole number of backups, 1 or more (the newest stay)")
+
+
+def prune_locked(destination: Path, keep: int) -> dict[str, Any]:
+    """`prune_backups` for a writer that holds the destination's lock."""
+    ids = describe_backups(destination)
+    try:
+        latest: str | None = (destination / "latest").read_text().strip()
+    except FileNotFoundError:
+        latest = None
+    kept = sorted(set(ids[-keep:]) | ({latest} if latest in ids else set()))
+    named: set[str] = set()
+    for backup_id in kept:  # read them all before deleting anything
+        for module in read_manifest(destination, backup_id)["modules"].values():
+            for files in module["tasks"].values():
+                named.update(f"{digest}-{size}" for _, size, digest in files)
+    removed = [backup_id for backup_id in ids if backup_id not in kept]
+    for backup_id in removed:  # the manifests first: a prune that dies now leaves unnamed files only
+        (destination / "backups" / f"{backup_id}.json").unlink(missing_ok=True)
+    _sync_directory(destination / "backups")
+    files_removed = bytes_removed = 0
+    for path in sorted((destination / "files").glob("*/*")):
+        if path.name not in named:
+            size = path.stat().st_size
+            path.unlink()
+            files_removed += 1
+            bytes_removed += size
+    return {"kept": kept, "removed": removed, "files_removed": files_removed, "bytes_removed": bytes_removed}
 
 
 # ---- reading and restoring -------------------------------------------------------------------

@@ -6,6 +6,8 @@ without the network, so a unit test exercises exactly what production runs.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import itertools
 import json
 import os
@@ -25,12 +27,16 @@ from headwater.cluster.apps import apply_app
 from headwater.cluster.backups import (
     STAGING_DIRECTORY,
     CopiedFiles,
+    DestinationLock,
     TaskPause,
+    check_keep,
     copy_checkpoint,
+    describe_backups,
     finish,
     module_record,
     new_backup_id,
     prepare_destination,
+    prune_locked,
     staging_directory,
     take_cut,
 )
@@ -367,7 +373,7 @@ class InProcessCluster(ClusterClients[DeploymentBase]):
         return catalog
 
     # ---- backups --------------------------------------------------------------------------
-    def backup(self, destination: str | os.PathLike[str]) -> BackupInfo:
+    def backup(self, destination: str | os.PathLike[str], *, keep: int | None = None) -> BackupInfo:
         """Write a consistent, incremental backup of every deployed module to `destination`.
 
         Every task is held between rounds at once, each store is checkpointed (its task runs
@@ -376,25 +382,35 @@ class InProcessCluster(ClusterClients[DeploymentBase]):
         file an earlier backup there already holds. The backup counts only once its manifest is
         published, last: a crash before that leaves the previous backup whole. `hw.restore`
         lays one out as a data directory. With worker processes, `destination` must be a path
-        every worker can write (this machine, or a shared filesystem).
+        every worker can write (this machine, or a shared filesystem). One backup writes into a
+        destination at a time: another one there is refused with `BackupError`. `keep=N` then
+        deletes all but the N newest backups there, and the files only they named.
 
-            info = cluster.backup("backups")
+            info = cluster.backup("backups", keep=7)
             info.bytes_copied, info.stall_s     # (18_233_421, 0.004)
         """
+        if keep is not None:
+            check_keep(keep)
         started = time.monotonic()
         destination = Path(os.path.abspath(destination))
-        with self._backing_up:
+        with self._backing_up, contextlib.ExitStack() as held:
             self._check_open()
             try:
+                held.enter_context(DestinationLock(destination))
                 prepare_destination(destination)
             except OSError as e:
                 raise BackupError(f"cannot write a backup to {str(destination)!r}: {e}") from e
             shutil.rmtree(self.path / STAGING_DIRECTORY, ignore_errors=True)  # what a crashed backup left
-            backup_id = new_backup_id()
+            backup_id = new_backup_id(next(reversed(describe_backups(destination)), None))
             staging = staging_directory(self.path, backup_id)
             try:
                 records, copied, stall_s = self._back_up(staging, destination)
-                return finish(destination, backup_id, records, copied, started=started, stall_s=stall_s)
+                info = finish(destination, backup_id, records, copied, started=started, stall_s=stall_s)
+                if keep is not None:
+                    pruned = prune_locked(destination, keep)
+                    info = dataclasses.replace(info, backups_removed=pruned["removed"],
+                                               bytes_removed=pruned["bytes_removed"])
+                return info
             except OSError as e:
                 raise BackupError(f"cannot write a backup to {str(destination)!r}: {e}; give a directory this "
                                   "process (and every worker) can write") from e

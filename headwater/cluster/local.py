@@ -752,8 +752,8 @@ class LocalCluster(InProcessCluster):
                               tasks: int) -> list[dict[str, Any]]:
         return self.apply_app(source, filename=filename, delete=delete, dry_run=dry_run, tasks=tasks)
 
-    def _backup_from_front(self, destination: str) -> dict[str, Any]:
-        return self.backup(destination).to_json()
+    def _backup_from_front(self, destination: str, keep: int | None = None) -> dict[str, Any]:
+        return self.backup(destination, keep=keep).to_json()
 
     def _front_of(self, worker: int | None) -> dict[str, Any]:
         return self._front_info.get(worker, {}) if worker is not None else {}

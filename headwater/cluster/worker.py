@@ -504,9 +504,9 @@ class WorkerCluster(ClusterClients[_Deployment]):
     def status(self) -> dict[str, list[dict[str, Any]]]:
         return self._node.supervisor.call("status", timeout_s=STATUS_CALL_S)
 
-    def backup(self, destination: str | os.PathLike[str]) -> BackupInfo:
+    def backup(self, destination: str | os.PathLike[str], *, keep: int | None = None) -> BackupInfo:
         """The supervisor takes the backup (it holds every worker's tasks for the cut)."""
-        return BackupInfo.from_json(self._node.supervisor.call("backup", os.fspath(destination),
+        return BackupInfo.from_json(self._node.supervisor.call("backup", os.fspath(destination), keep,
                                                                timeout_s=BACKUP_CALL_S))
 
     def close(self) -> None:

@@ -217,20 +217,23 @@ BACKUP_BODY_BYTES_MAX = 64 * 1024
 
 class BackupRequest(msgspec.Struct, forbid_unknown_fields=True):
     destination: str
+    keep: int | None = None
 
 
 @endpoint
 async def backup(request: Request) -> Response:
     """Back up every module to `{"destination": PATH}`, a directory on the server's machine (each
-    worker must be able to write it): a consistent, incremental backup, as `cluster.backup` does.
-    Answers what it wrote (`hw.BackupInfo` as JSON). Needs an admin token on every module: it
-    copies every module's data."""
+    worker must be able to write it): a consistent, incremental backup, as `cluster.backup` does;
+    with `"keep": N`, then delete all but the N newest backups there. Answers what it wrote
+    (`hw.BackupInfo` as JSON). Needs an admin token on every module: it copies every module's data."""
     authorize(request, "admin")
     body = decode_json(await read_body(request, BACKUP_BODY_BYTES_MAX), BackupRequest)
     if not os.path.isabs(body.destination):
         raise ApiError(400, "bad_request", f"destination={body.destination!r} must be an absolute directory path on "
                        "the server's machine (where the server runs is not the caller's business)")
-    info = await asyncio.to_thread(state_of(request).cluster.backup, body.destination)
+    if body.keep is not None and body.keep < 1:
+        raise ApiError(400, "bad_request", f"keep={body.keep} must be 1 or more: the number of newest backups to keep")
+    info = await asyncio.to_thread(state_of(request).cluster.backup, body.destination, keep=body.keep)
     return json_response(info.to_json())
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 import headwater as hw
-from headwater.cluster.backups import BACKUP_PAUSE_MAX_S, read_manifest
+from headwater.cluster.backups import BACKUP_PAUSE_MAX_S, describe_backups, read_manifest
 from headwater.cluster.local import BACKUP_HOLD_EXPIRES_S
 from tests.clusters import CLUSTER_KINDS, open_cluster
 from tests.waiting import wait_for
@@ -471,6 +471,107 @@ def test_a_damaged_or_missing_file_is_named(tmp_path, one_backup):
         hw.restore(source, tmp_path / "data")
 
 
+# ---- keeping the newest, one writer ------------------------------------------------------------
+def _pool(destination: Path) -> dict[str, int]:
+    return {path.name: path.stat().st_size for path in (destination / "files").glob("*/*")}
+
+
+def _named(destination: Path) -> set[str]:
+    return {f"{digest}-{size}" for backup_id in describe_backups(destination)
+            for module in read_manifest(destination, backup_id)["modules"].values()
+            for files in module["tasks"].values() for _, size, digest in files}
+
+
+def test_keep_deletes_the_older_backups_and_the_files_only_they_named(tmp_path):
+    destination = tmp_path / "backups"
+    with hw.InProcessCluster(tmp_path / "data") as cluster:
+        cluster.deploy(echo, tasks=TASKS)
+        depot = cluster.depot("echo", "events")
+        older = []
+        for start in range(0, 4000, 1000):
+            depot.append_many([Event(n) for n in range(start, start + 1000)])
+            older.append(cluster.backup(destination))
+        pooled = sum(_pool(destination).values())
+        depot.append_many([Event(n) for n in range(4000, 4100)])
+        newest = cluster.backup(destination, keep=2)
+    assert newest.backups_removed == [info.id for info in older[:3]] and newest.bytes_removed > 0
+    assert describe_backups(destination) == [older[3].id, newest.id]
+    assert set(_pool(destination)) == _named(destination)  # every file left is named, every named one is there
+    assert sum(_pool(destination).values()) == pooled + newest.bytes_copied - newest.bytes_removed
+    with pytest.raises(hw.BackupError, match=older[3].id):
+        hw.restore(destination, tmp_path / "gone", backup=older[0].id)
+    hw.restore(destination, tmp_path / "kept", backup=older[3].id)
+    with hw.InProcessCluster(tmp_path / "kept") as cluster:
+        cluster.deploy(echo)
+        assert len(check_restored(cluster, set(range(4000)))) == 4000
+
+    pruned = hw.prune_backups(destination, keep=1)  # on its own: the latest stays
+    assert pruned["kept"] == [newest.id] and pruned["removed"] == [older[3].id]
+    assert set(_pool(destination)) == _named(destination)
+    hw.restore(destination, tmp_path / "latest")
+    with hw.InProcessCluster(tmp_path / "latest") as cluster:
+        cluster.deploy(echo)
+        assert len(check_restored(cluster, set(range(4100)))) == 4100
+
+
+def test_pruning_checks_what_it_is_given(tmp_path, one_backup):
+    for keep in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="keep="):
+            hw.prune_backups(one_backup[0], keep=keep)
+    with pytest.raises(hw.BackupError, match="no backups at"):
+        hw.prune_backups(tmp_path / "nowhere", keep=1)
+    source = _copy(one_backup[0], tmp_path / "backups")
+    with hw.InProcessCluster(tmp_path / "data") as cluster:
+        cluster.deploy(echo, tasks=2)
+        with pytest.raises(ValueError, match="keep=0"):
+            cluster.backup(source, keep=0)
+        second = cluster.backup(source)
+    (source / "backups" / f"{second.id}.json").write_text("{damaged")
+    files = _pool(source)
+    with pytest.raises(hw.BackupError, match="is corrupt"):
+        hw.prune_backups(source, keep=1)  # the kept one cannot say what it names: nothing is deleted
+    assert _pool(source) == files and len(describe_backups(source)) == 2
+
+
+_HOLDING_THE_LOCK = """
+import sys, time
+from pathlib import Path
+from headwater.cluster.backups import DestinationLock
+
+with DestinationLock(Path(sys.argv[1])):
+    print("holding", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_one_writer_per_destination_and_a_dead_one_holds_nothing(tmp_path):
+    """A backup while another process writes into the same destination is refused, naming it; once
+    that process is killed, its lock is gone with it."""
+    destination = tmp_path / "backups"
+    with hw.InProcessCluster(tmp_path / "data") as cluster:
+        cluster.deploy(echo, tasks=2)
+        cluster.depot("echo", "events").append_many([Event(n) for n in range(100)])
+        first = cluster.backup(destination)
+        holder = subprocess.Popen([sys.executable, "-c", _HOLDING_THE_LOCK, str(destination)], cwd=ROOT,
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+            with pytest.raises(hw.BackupError, match=f"another backup or prune is writing into .*pid {holder.pid}"):
+                cluster.backup(destination)
+            with pytest.raises(hw.BackupError, match="another backup or prune"):
+                hw.prune_backups(destination, keep=1)
+            assert describe_backups(destination) == [first.id]
+            holder.kill()
+            holder.wait()
+            second = cluster.backup(destination, keep=1)
+        finally:
+            holder.kill()
+            holder.wait()
+            if holder.stdout is not None:
+                holder.stdout.close()
+    assert describe_backups(destination) == [second.id] and second.backups_removed == [first.id]
+
+
 # ---- over HTTP and from the shell --------------------------------------------------------------
 def test_backup_over_http_and_restore_from_the_shell(tmp_path, monkeypatch):
     from typer.testing import CliRunner
@@ -493,8 +594,12 @@ def test_backup_over_http_and_restore_from_the_shell(tmp_path, monkeypatch):
         assert done.exit_code == 0, done.output
         info = json.loads(done.output)
         assert info["modules"] == {"echo": 2} and info["bytes_copied"] > 0
-        table = runner.invoke(app, ["backup", str(tmp_path / "backups"), "--token", "a-secret"])
+        table = runner.invoke(app, ["backup", str(tmp_path / "backups"), "--token", "a-secret", "--keep", "1"])
         assert table.exit_code == 0 and "echo" in table.output and "files reused" in table.output, table.output
+        assert "removed 1 older backup(s)" in table.output and describe_backups(tmp_path / "backups") != [info["id"]]
+        assert len(describe_backups(tmp_path / "backups")) == 1
+        bad_keep = runner.invoke(app, ["backup", str(tmp_path / "backups"), "--token", "a-secret", "--keep", "0"])
+        assert bad_keep.exit_code != 0, bad_keep.output
         client = hw.connect(url, token="a-secret")
         with pytest.raises(hw.SchemaError, match="absolute"):
             client.request("POST", "/api/backup", content=b'{"destination": "relative/path"}',
@@ -504,6 +609,8 @@ def test_backup_over_http_and_restore_from_the_shell(tmp_path, monkeypatch):
             client.backup(tmp_path / "a-file")
         client.close()
     latest = (tmp_path / "backups" / "latest").read_text().strip()
+    pruned = runner.invoke(app, ["prune-backups", str(tmp_path / "backups"), "--keep", "1"])
+    assert pruned.exit_code == 0 and "kept 1 backup(s)" in pruned.output and "removed 0" in pruned.output, pruned.output
     restored = runner.invoke(app, ["restore", str(tmp_path / "backups"), "--data", str(tmp_path / "restored")])
     assert restored.exit_code == 0 and f"restored backup {latest}" in restored.output, restored.output
     again = runner.invoke(app, ["restore", str(tmp_path / "backups"), "--data", str(tmp_path / "restored")])
