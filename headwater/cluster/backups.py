@@ -97,12 +97,15 @@ def new_backup_id(after: str | None = None) -> str:
     now = datetime.now(UTC)
     if after is not None:
         stamp = after.split("-", 1)[0]
+        # An id to the microsecond follows the previous by 1 µs; one to the second (older versions)
+        # by a whole second, since "...05Z" sorts after "...05.000001Z".
+        step = timedelta(microseconds=1) if "." in stamp else timedelta(seconds=1)
         try:
             previous = datetime.strptime(stamp, _ID_TIME if "." in stamp else "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
         except ValueError:
             previous = None  # not one of ours: ids sort as they will
-        if previous is not None and now <= previous:
-            now = previous + timedelta(microseconds=1)
+        if previous is not None and now < previous + step:
+            now = previous + step
     return now.strftime(_ID_TIME) + "-" + secrets.token_hex(3)
 
 

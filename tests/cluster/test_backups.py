@@ -650,3 +650,14 @@ def test_a_served_cluster_with_worker_fronts_backs_up_from_the_shell(tmp_path):
         assert all(read(key)["value"] == 1 for key in range(20))
     finally:
         stop(process)
+
+
+def test_backup_ids_sort_by_time_even_when_the_clock_went_back():
+    from headwater.cluster.backups import new_backup_id
+
+    ids = [new_backup_id() for _ in range(3)]
+    assert len(set(ids)) == 3
+    future = "29990101T000000.999999Z-abcdef"  # the newest backup there was taken "later" than now
+    following = new_backup_id(future)
+    assert following > future and following.startswith("29990101T000001.000000Z-")
+    assert new_backup_id("29990101T000000Z-abcdef") > "29990101T000000Z-abcdef"  # an id to the second
