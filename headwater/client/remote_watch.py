@@ -111,7 +111,7 @@ class _RemoteWatch:
                 subscription.deliver([d.Resync(value)], value)
             elif kind == "error":
                 _log.warning("watching %s ended: %s", self._label, message.get("message"))
-                subscription.close()
+                subscription.end(str(message.get("message")))
                 return
 
     def _reconnect(self, wait_s: float) -> Any:

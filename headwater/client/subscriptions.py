@@ -46,7 +46,9 @@ class Subscription:
     `.value` is the value after the latest delivered commit; treat it as read-only (it is shared
     by the subscriptions of one path). Iterating yields each diff once; a `Resync(value)` says
     that diffs were dropped (the reader fell more than SUBSCRIPTION_QUEUE_MAX behind, or the
-    module was updated) and replaces the value whole. Iteration ends when the subscription closes.
+    module was updated) and replaces the value whole. Iteration ends when the subscription closes:
+    by `close()`, or by the cluster when an update deletes what it watches, and then `ended` says
+    why (it is None otherwise).
     """
 
     def __init__(self, label: str, value: Any, callback: Callable[[Diff, Any], None] | None,
@@ -61,6 +63,8 @@ class Subscription:
         self._resync = False  # the queue overflowed: the next diff the reader takes is a Resync
         self._ready = threading.Condition()
         self.closed = False
+        self.ended: str | None = None  # why the cluster ended it (what it watched was deleted)
+        self._on_end: Callable[[str], None] | None = None
 
     def __repr__(self) -> str:
         return f"<Subscription {self.label}{' closed' if self.closed else ''}>"
@@ -135,6 +139,26 @@ class Subscription:
             if change is None:
                 return
             yield change
+
+    def end(self, reason: str) -> None:
+        """The cluster ends the subscription: what it watched is gone (`reason` says what). Its
+        reader's loop ends, and `ended` says why."""
+        if self.closed:
+            return
+        self.ended = reason
+        listener = self._on_end
+        if listener is not None:
+            try:
+                listener(reason)
+            except Exception:
+                _log.exception("the end listener of %s raised", self.label)
+        self.close()
+
+    def when_ended(self, listener: Callable[[str], None]) -> None:
+        """Call `listener(reason)` when the cluster ends the subscription (at once if it has)."""
+        self._on_end = listener
+        if self.ended is not None:
+            listener(self.ended)
 
     def close(self) -> None:
         """Stop receiving diffs; a reader waiting in `next` or a loop over it ends."""

@@ -189,7 +189,7 @@ class Hub:
                 del self._watches[watch.key]
                 self.count -= len(watch.subscriptions)
         for subscription in list(watch.subscriptions):
-            subscription.close()
+            subscription.end(f"{error}")
 
     def _matching(self, watches: list[_Watch], touched: list) -> list[_Watch]:
         per_task: dict[tuple[int, str], tuple[list[bytes], list[tuple[bytes, bytes]]]] = {}
@@ -367,7 +367,7 @@ class RemoteWatches:
             _log.warning("watching %s ends: %s", subscription.label, e)
             with self._lock:
                 self._watches.pop(watch_id, None)
-            subscription.close()
+            subscription.end(f"{e}")
             return
         subscription.deliver([Resync(value)], value)
 

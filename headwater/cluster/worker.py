@@ -468,6 +468,9 @@ class _Forwarder:
     def close(self) -> None:
         """The module stopped here: its holder re-watches where the task runs next."""
 
+    def end(self, reason: str) -> None:
+        """What it watched is gone: its holder finds out when it watches again (NotFound there)."""
+
 
 class WorkerCluster(ClusterClients[_Deployment]):
     """The client half of a cluster in a worker process, over the modules it hosts: what a front

@@ -10,7 +10,8 @@ server sends JSON text messages:
   committed, at most `TAIL_RECORDS_PER_MESSAGE_MAX` in one message, each `R` as the records
   endpoint answers it (`partition`, `offset`, `timestamp`, `event`), in offset order per partition;
 - `{"type": "heartbeat"}` after `TAIL_HEARTBEAT_S` without another message;
-- `{"type": "error", "error": code, "message": ...}`, then the server closes the socket.
+- `{"type": "error", "error": code, "message": ...}`, then the server closes the socket: for a bad
+  request at once, and `not_found` later if an update deletes the depot.
 
 No record is held for a slow client: the socket wakes when a partition's end offset moves (a
 watch of the partition, fed by the hub that sees every committed write), and reads the records
@@ -48,6 +49,7 @@ class _Ends:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self.offsets: dict[int, int] = {}
+        self.ended: str | None = None  # a partition's watch ended (an update deleted the depot)
         self.ready = asyncio.Event()
 
     def on_commit(self, partition: int, diffs: list[Any], value: Any) -> None:  # on the delivering thread
@@ -55,6 +57,13 @@ class _Ends:
 
     def moved(self, partition: int, end: int) -> None:
         self.offsets[partition] = end
+        self.ready.set()
+
+    def on_end(self, reason: str) -> None:  # on the delivering thread
+        self._loop.call_soon_threadsafe(self._end, reason)
+
+    def _end(self, reason: str) -> None:
+        self.ended = reason
         self.ready.set()
 
 
@@ -78,6 +87,7 @@ async def tail(websocket: WebSocket) -> None:
                 subscription = await asyncio.to_thread(
                     depot.watch_end, partition, on_commit=functools.partial(ends.on_commit, partition))
                 subscriptions.append(subscription)
+                subscription.when_ended(ends.on_end)
                 ends.moved(partition, max(subscription.value, ends.offsets.get(partition, 0)))  # a commit may be first
             cursors = await asyncio.to_thread(_starts, depot, wanted, ends.offsets)
             await send(websocket, {"type": "ready", "offsets": {str(p): offset for p, offset in cursors.items()}})
@@ -139,6 +149,8 @@ def _starts(depot: DepotClient, wanted: dict[int, Any], ends: dict[int, int]) ->
 async def _records(depot: DepotClient, cursors: dict[int, int], ends: _Ends) -> list[dict[str, Any]]:
     """The next message of each partition behind its end; `ends.ready` stays set while one is still behind."""
     ends.ready.clear()
+    if ends.ended is not None:  # sent as an error, and the socket closes
+        raise ApiError(404, "not_found", f"the tail ended: {ends.ended}")
     messages = []
     for partition, cursor in cursors.items():
         end = ends.offsets[partition]

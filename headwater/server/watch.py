@@ -12,7 +12,8 @@ The server sends JSON text messages:
   `WATCH_COMMITS_MAX` commits behind, or the module was updated): start again from `V`;
 - `{"type": "heartbeat"}` after `WATCH_HEARTBEAT_S` without another message;
 - `{"type": "error", "error": code, "message": ...}` (the codes of the HTTP API), then the server
-  closes the socket.
+  closes the socket: for a bad request at once, and `not_found` later if an update deletes the
+  watched PState.
 
 The token is the `Authorization: Bearer` header or, for browsers (which cannot set headers on a
 WebSocket), `?token=`; it needs `read` on the module. One socket watches one path; reconnecting
@@ -65,6 +66,7 @@ class _Outbox:
         self._commits: deque[list[d.Diff]] = deque()
         self._value: Any = None
         self.resync = False
+        self.ended: str | None = None  # the cluster ended the subscription (what it watched was deleted)
         self.ready = asyncio.Event()
 
     def on_commit(self, diffs: list[d.Diff], value: Any) -> None:  # on the delivering thread
@@ -79,8 +81,17 @@ class _Outbox:
             self._commits.append(diffs)
         self.ready.set()
 
+    def on_end(self, reason: str) -> None:  # on the delivering thread
+        self._loop.call_soon_threadsafe(self._end, reason)
+
+    def _end(self, reason: str) -> None:
+        self.ended = reason
+        self.ready.set()
+
     def take(self) -> list[dict[str, Any]]:
         self.ready.clear()
+        if self.ended is not None:  # sent as an error, and the socket closes
+            raise ApiError(404, "not_found", f"the watch ended: {self.ended}")
         if self.resync:
             self.resync = False
             self._commits.clear()
@@ -97,6 +108,7 @@ async def watch(websocket: WebSocket) -> None:
         async with serving(websocket):
             subscription, outbox = await _subscribe(websocket)
             await send(websocket, {"type": "value", "value": subscription.value})
+            subscription.when_ended(outbox.on_end)
 
             async def take() -> list[dict[str, Any]]:
                 return outbox.take()

@@ -205,6 +205,7 @@ def test_an_update_that_deletes_a_watched_pstate_ends_its_subscriptions_and_resy
             assert time.monotonic() < deadline, "the watch of a deleted PState never ended"
             time.sleep(0.02)
         assert list(gone) == []  # a reader's loop ends
+        assert gone.ended is not None and "notes" in gone.ended and kept.ended is None
         cluster.depot("game", "ops").append(Op("r1", "title", "after"))
         assert kept.next(timeout=WAIT_S) == hw.diffs.Put(("title",), "after")
     finally:

@@ -124,3 +124,44 @@ def test_watch_through_the_fronts_of_worker_processes(tmp_path):
                 assert message["type"] == "diffs" and message["diffs"][0]["op"] == "put", (key, message)
     finally:
         stop(process)
+
+
+def test_an_update_that_deletes_what_a_socket_follows_ends_it_with_an_error(any_cluster):
+    """The watch socket of a deleted PState and the tail socket of a deleted depot each send a
+    not_found error and close; hw.connect's subscription of it ends, saying why."""
+    from dataclasses import dataclass
+
+    @dataclass
+    class Note:
+        room: str
+        text: str
+
+    cluster = any_cluster
+    with_notes = game(False)
+    with_notes.depot("note_ops", Note, partition_by="room")
+    with_notes.pstate("notes", hw.Map(str, str))
+    cluster.deploy(with_notes, tasks=2)
+    base = None
+    with served(cluster) as url, hw.connect(url) as remote:
+        base = url.replace("http", "ws", 1) + "/api/modules/game"
+        with connect(base + '/pstates/notes/watch?path=["r1"]') as watched, \
+                connect(base + "/depots/note_ops/tail") as tailed, \
+                connect(socket_url(url)) as kept:
+            subscription = remote.pstate("game", "notes")["r1"].watch()
+            assert received(watched)["type"] == "value" and received(tailed)["type"] == "ready"
+            assert received(kept)["type"] == "value"
+            cluster.update(game(False), delete=["notes", "note_ops"])
+            for ws, name in ((watched, "notes"), (tailed, "note_ops")):
+                message = received(ws)
+                while message["type"] in ("heartbeat", "resync"):
+                    message = received(ws)
+                assert message["type"] == "error" and message["error"] == "not_found", message
+                assert name in message["message"]
+            deadline = time.monotonic() + WAIT_S
+            while not subscription.closed:
+                assert time.monotonic() < deadline, "the remote subscription never ended"
+                time.sleep(0.02)
+            assert subscription.ended is not None and "notes" in subscription.ended
+            assert received(kept)["type"] == "resync"  # a watch of what stays goes on
+            cluster.depot("game", "ops").append(Op("r1", "score", "ann", 1))
+            assert received(kept)["type"] == "diffs"
