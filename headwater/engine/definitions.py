@@ -62,20 +62,27 @@ class Ack(enum.Enum):
 
 _ACKS = {ack.value: ack for ack in Ack}  # appends parse acks often: a dict lookup, not a call of the Enum class
 
-# The most a Retry may wait in all between attempts of one invocation (its task waits with it).
+# The most a Retry may wait in all between attempts of one invocation of a plain handler or step
+# (its task waits with it), and of an `async def` one (its task goes on meanwhile).
 RETRY_BACKOFF_TOTAL_MAX_S = 5.0
+RETRY_BACKOFF_TOTAL_MAX_ASYNC_S = 600.0
 
 
 @dataclass(frozen=True, slots=True)
 class Retry:
     """Retry a raising stream handler `times` more times, sleeping `backoff * 2**attempt` seconds between.
 
-    Each sleep is capped at `backoff_max_s`, and all of them together at 5 seconds, because the
-    task waits with the handler; longer outages are for `DeadLetter.retry()`. `Retry.NONE` (the
-    default) sends a raising record straight to the dead letters.
+    Each sleep is capped at `backoff_max_s`. All of them together may wait at most 5 seconds for
+    a plain handler, whose task waits with it, and 10 minutes for an `async def` one, whose task
+    goes on with other records meanwhile; longer outages are for `DeadLetter.retry()`. (A plain
+    step under an async handler's longer retry sleeps at most 5 seconds in all.) `Retry.NONE`
+    (the default) sends a raising record straight to the dead letters.
 
         @module.stream(orders, retry=hw.Retry(times=3, backoff=0.1))   # waits 0.1, 0.2, 0.4 s
         def notify(ctx, order): ...
+
+        @module.stream(orders, retry=hw.Retry(times=6, backoff=1.0, backoff_max_s=30))
+        async def charge(ctx, order): ...                              # 1, 2, 4, 8, 16, 30 s
     """
 
     times: int = 0
@@ -89,13 +96,26 @@ class Retry:
             raise DefinitionError(f"Retry(times={self.times!r}) must be an int between 0 and 100")
         if self.backoff < 0:
             raise DefinitionError(f"Retry(backoff={self.backoff!r}) must not be negative")
-        # The task waits out the back-off, so nothing else on it moves meanwhile: keep that short.
-        total_s = sum(self.delay_s(attempt) for attempt in range(self.times))
-        if total_s > RETRY_BACKOFF_TOTAL_MAX_S:
+        if self.total_s > RETRY_BACKOFF_TOTAL_MAX_ASYNC_S:
             raise DefinitionError(
-                f"Retry(times={self.times}, backoff={self.backoff}) waits {total_s:.1f}s in all between attempts, "
-                f"more than {RETRY_BACKOFF_TOTAL_MAX_S}s, and its task processes nothing else meanwhile; use fewer "
-                "retries or a shorter backoff, and retry longer outages from the dead letters"
+                f"Retry(times={self.times}, backoff={self.backoff}) waits {self.total_s:.1f}s in all between "
+                f"attempts, more than {RETRY_BACKOFF_TOTAL_MAX_ASYNC_S:.0f}s; use fewer retries or a shorter "
+                "backoff (backoff_max_s= caps each wait), and retry longer outages from the dead letters"
+            )
+
+    @property
+    def total_s(self) -> float:
+        """Seconds all the back-offs add up to, if every attempt fails."""
+        return sum(self.delay_s(attempt) for attempt in range(self.times))
+
+    def check_for(self, topology: str, fn: Callable[..., Any]) -> None:
+        """A plain (not `async def`) handler waits out its back-off on its task: keep that short."""
+        if self.total_s > RETRY_BACKOFF_TOTAL_MAX_S and not inspect.iscoroutinefunction(fn):
+            raise DefinitionError(
+                f"topology {topology!r}: Retry(times={self.times}, backoff={self.backoff}) waits {self.total_s:.1f}s "
+                f"in all between attempts, more than {RETRY_BACKOFF_TOTAL_MAX_S}s, and a plain handler's task "
+                "processes nothing else meanwhile; use fewer retries or a shorter backoff, make the handler "
+                "`async def` (its task goes on while it backs off), or retry longer outages from the dead letters"
             )
 
     def delay_s(self, attempt: int) -> float:
@@ -463,6 +483,7 @@ class Module:
         _check_awaits(max_awaiting, await_timeout_s)
 
         def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+            retry.check_for(name or fn.__name__, fn)
             topology = self._claim("topology", name or fn.__name__, self.topologies)
             resolved = tuple(self._resolve_depot(d, topology) for d in depots)
             self.streams[topology] = StreamDecl(self, topology, resolved, fn, start_from, retry, max_awaiting,

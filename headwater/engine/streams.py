@@ -32,7 +32,7 @@ from headwater.engine import messages
 from headwater.engine.appends import Appends
 from headwater.engine.awaits import AWAIT_TIMEOUT_S_DEFAULT, MAX_AWAITING_DEFAULT, AwaitHost, Stepped
 from headwater.engine.context import FINISHED, Context, Invocation, RecordInfo, TaskViews, TxnSlot, invocation_id
-from headwater.engine.definitions import Retry, StreamDecl
+from headwater.engine.definitions import RETRY_BACKOFF_TOTAL_MAX_S, Retry, StreamDecl
 from headwater.engine.messages import Hop, TreeAck, TreeRef
 from headwater.engine.meta import (
     DEPOT_KEY,
@@ -337,6 +337,7 @@ class Streams:
         `deferred`: a microbatch invocation (its appends wait for the batch's commit); `depth`: the
         hops between its tree's root and it."""
         attempt = 0
+        slept_s = 0.0  # the task waits out these back-offs: at most RETRY_BACKOFF_TOTAL_MAX_S in all
         while True:
             # The invocation's writes sit over the round's, so it reads what earlier events wrote.
             invocation = Invocation(topology, tree, info, self._round.new_txn(base), depth)
@@ -363,7 +364,9 @@ class Streams:
                     return Outcome(invocation, None, (_error_name(e), traceback.format_exc()), attempt + 1)
             finally:
                 slot.txn = FINISHED  # a view kept past its invocation fails clearly instead of writing nowhere
-            self._clock.sleep(retry.delay_s(attempt))
+            delay_s = min(retry.delay_s(attempt), RETRY_BACKOFF_TOTAL_MAX_S - slept_s)
+            self._clock.sleep(delay_s)
+            slept_s += delay_s
             attempt += 1
 
     # ---- invocations that await ---------------------------------------------------------------

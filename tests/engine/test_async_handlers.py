@@ -485,3 +485,35 @@ def test_a_local_cluster_worker_killed_while_awaiting_comes_back_and_loses_nothi
         for event_id, key in stored.items():
             assert (seen[key][event_id].get() or 0) >= 1, f"event {event_id} was never processed"
             assert (echo[event_id].get() or 0) >= 1, f"the hop of event {event_id} never ran"
+
+
+def test_an_async_handler_backs_off_longer_than_a_plain_one_may_while_its_task_goes_on(cluster):
+    """A back-off above the 5 s a plain handler may wait: the task processes other records
+    meanwhile, and the record that failed succeeds on its retry after the back-off."""
+    m = hw.Module("patient")
+    jobs = m.depot("jobs", Job, partition_by="key")
+    done = m.pstate("done", hw.Map(int, int))
+    m.resource("tries", lambda task_id: {})
+
+    @m.stream(jobs, retry=hw.Retry(times=1, backoff=5.5, backoff_max_s=10))
+    async def call(ctx: hw.Context, job: Job) -> int:
+        tries = ctx.resource("tries")
+        tries[job.key] = tries.get(job.key, 0) + 1
+        if tries[job.key] <= job.n:
+            raise ConnectionError(f"the service is down (attempt {tries[job.key]})")
+        ctx.pstate(done)[job.key].set(tries[job.key])
+        return tries[job.key]
+
+    cluster.deploy(m, tasks=1)
+    depot = cluster.depot("patient", "jobs")
+    started = time.monotonic()
+    failing = depot.append(Job(1, n=1), ack="append")
+    assert depot.append(Job(2, n=0))["call"] == 1  # while the first backs off
+    assert time.monotonic() - started < 5.5
+    view = cluster.pstate("patient", "done")
+    deadline = time.monotonic() + 30
+    while view[1].get() is None:
+        assert time.monotonic() < deadline, "the record that failed was never retried"
+        time.sleep(0.05)
+    assert view[1].get() == 2 and time.monotonic() - started >= 5.5 and failing is not None
+    assert cluster.dead_letters("patient", "call") == []

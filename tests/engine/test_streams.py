@@ -551,9 +551,22 @@ def test_a_hop_chain_without_end_stops_at_its_bound_with_a_clear_error(cluster):
 
 
 def test_a_retry_that_would_hold_its_task_for_long_is_refused():
-    with pytest.raises(hw.DefinitionError, match="waits 12.0s in all"):
-        hw.Retry(times=4, backoff=1.0)
-    assert hw.Retry(times=3, backoff=0.1).delay_s(2) == 0.4
+    """A plain handler's task waits out its back-off: at most 5 s in all; an async handler's goes on
+    meanwhile: up to 10 minutes."""
+    long = hw.Retry(times=4, backoff=1.0)  # 1 + 2 + 4 + 5 (each capped at backoff_max_s)
+    assert long.total_s == 12.0 and hw.Retry(times=3, backoff=0.1).delay_s(2) == 0.4
+    m = hw.Module("retries")
+    jobs = m.depot("jobs", Job)
+    with pytest.raises(hw.DefinitionError, match="topology 'plain'.* waits 12.0s in all.*async def"):
+
+        @m.stream(jobs, retry=long)
+        def plain(ctx: hw.Context, job: Job) -> None: ...
+
+    @m.stream(jobs, retry=long)
+    async def awaiting(ctx: hw.Context, job: Job) -> None: ...
+
+    with pytest.raises(hw.DefinitionError, match="more than 600s"):
+        hw.Retry(times=30, backoff=1.0, backoff_max_s=60)
 
 
 def test_a_write_the_source_scan_missed_is_still_refused_at_run_time(cluster):
