@@ -88,14 +88,20 @@ class Appends:
         self._last_source_us = {d.depot_id: self._last_timestamp(d.depot_id) for d in runtime.depots.values()
                                 if d.decl.source is not None and d.depot_id in self.ends}
 
+    def _last_record(self, depot_id: int) -> tuple[bytes, bytes] | None:
+        """The key and stored value of this partition's last record, if it has one."""
+        for pair in self._store.iterate("depot", depot_key(depot_id, 0), depot_key(depot_id + 1, 0), reverse=True):
+            return pair
+        return None
+
     def _last_timestamp(self, depot_id: int) -> int:
-        for _, value in self._store.iterate("depot", depot_key(depot_id, 0), depot_key(depot_id + 1, 0), reverse=True):
-            return int(I64.unpack(value[:8])[0])
-        return 0
+        last = self._last_record(depot_id)
+        return int(I64.unpack(last[1][:8])[0]) if last is not None else 0
 
     def stored_end(self, depot_id: int) -> int:
-        for key, _ in self._store.iterate("depot", depot_key(depot_id, 0), depot_key(depot_id + 1, 0), reverse=True):
-            return DEPOT_KEY.unpack(key)[1] + 1
+        last = self._last_record(depot_id)
+        if last is not None:
+            return int(DEPOT_KEY.unpack(last[0])[1]) + 1
         return stored_start(self._store, depot_id)  # a retention may have trimmed every record: go on from there
 
     def recover_keyed(self, batch: Batch, cursors: dict[tuple[str, int], int]) -> None:
